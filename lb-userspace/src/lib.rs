@@ -1,0 +1,1 @@
+//! lbd and lbctl library.

@@ -1,0 +1,1 @@
+//! RTMP origin/edge relay (placeholder until the relay issue lands).

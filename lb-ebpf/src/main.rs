@@ -55,6 +55,8 @@ const ETH_P_IP: u16 = 0x0800;
 const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 /// More-fragments flag and fragment offset bits of the IPv4 frag_off field (host order).
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 /// A flow's atime is refreshed when it is older than this, so most packets do not write the entry.
@@ -154,12 +156,14 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     };
     // SAFETY: l4 spans at least UDP_HLEN bytes; the TCP data offset read is inside TCP_HLEN when proto is TCP.
     let (sport_raw, dport_raw) = unsafe { ([*l4, *l4.add(1)], [*l4.add(2), *l4.add(3)]) };
+    let mut syn = false;
     if proto == PROTO_TCP {
         // SAFETY: l4 spans TCP_HLEN bytes here.
-        let doff = unsafe { *l4.add(12) } >> 4;
+        let (doff, flags) = unsafe { (*l4.add(12) >> 4, *l4.add(13)) };
         if doff < 5 || ETH_HLEN + IPV4_HLEN + (doff as usize) * 4 > frame {
             return (XDP_PASS, global::PASS_MALFORMED);
         }
+        syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     }
     let mut vip = VipKey { addr: [0; 16], port: u16::from_ne_bytes(dport_raw), proto, family: FAMILY_V4 };
     vip.addr[..4].copy_from_slice(&daddr);
@@ -184,7 +188,10 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     let now = unsafe { bpf_ktime_get_ns() };
     let mut real_id = 0u32;
     let mut new_flow = 0u64;
-    if let Some(entry) = CONN_TABLE.get_ptr_mut(&flow) {
+    // A SYN opens a new connection even when its 5-tuple is still remembered (port reuse): it is placed by the
+    // current Maglev table, so a removed or drained real never receives a new connection (Katran does the same).
+    let entry = if syn { None } else { CONN_TABLE.get_ptr_mut(&flow) };
+    if let Some(entry) = entry {
         // SAFETY: the entry pointer is valid for this program run; a racing update only affects atime.
         let id = unsafe { (*entry).real_id };
         if real_valid(id) {

@@ -1,0 +1,143 @@
+//! The control API between lbctl and lbd: one JSON request and one JSON response per line on a unix socket.
+
+use crate::model::{Proto, ServiceKey};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// Where lbd listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/lbd/lbd.sock";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    AddService { service: ServiceKey },
+    DelService { service: ServiceKey },
+    AddReal { service: ServiceKey, real: IpAddr, weight: u32 },
+    EditReal { service: ServiceKey, real: IpAddr, weight: u32 },
+    DelReal { service: ServiceKey, real: IpAddr },
+    List,
+    Stats,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    /// What happened, or what was wrong and what to do.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<ServiceView>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsView>,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Response { ok: true, message: message.into(), list: None, stats: None }
+    }
+    pub fn err(message: impl Into<String>) -> Self {
+        Response { ok: false, message: message.into(), list: None, stats: None }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersView {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl From<lb_common::Counters> for CountersView {
+    fn from(c: lb_common::Counters) -> Self {
+        CountersView { packets: c.packets, bytes: c.bytes, new_flows: c.new_flows }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealView {
+    pub addr: IpAddr,
+    pub weight: u32,
+    /// The real's MAC, or None while the neighbour table has no usable entry (the real gets no flows then).
+    pub mac: Option<String>,
+    /// "up" when it takes new flows, or why not ("unresolved", "weight 0").
+    pub state: String,
+    /// Flows in the connection table pinned to this real and seen in the last ACTIVE_FLOW_SECS.
+    pub active_flows: u64,
+    pub counters: CountersView,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+    pub active_flows: u64,
+    pub counters: CountersView,
+    pub reals: Vec<RealView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub iface: String,
+    pub xdp_mode: String,
+    pub services: usize,
+    pub reals: usize,
+    /// Entries in the connection table (including idle ones the LRU has not evicted yet).
+    pub conn_table_entries: u64,
+    pub conn_table_size: u32,
+    pub forwarded: CountersView,
+    pub passed_not_vip: CountersView,
+    pub passed_malformed: CountersView,
+    pub passed_frag_or_options: CountersView,
+    pub passed_no_real: CountersView,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach lbd at {path}: {source} (is lbd running? start it with `lbd --iface IFACE`, or pass --socket)")]
+    Connect { path: String, source: std::io::Error },
+    #[error("talking to lbd at {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("lbd at {path} closed the connection without an answer")]
+    NoAnswer { path: String },
+    #[error("lbd sent an answer this lbctl cannot read: {0}")]
+    Decode(serde_json::Error),
+}
+
+/// Sends one request and waits for its answer.
+pub async fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let path = socket.display().to_string();
+    let stream = UnixStream::connect(socket).await.map_err(|source| ClientError::Connect { path: path.clone(), source })?;
+    let (rd, mut wr) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(ClientError::Decode)?;
+    line.push('\n');
+    wr.write_all(line.as_bytes()).await.map_err(|source| ClientError::Io { path: path.clone(), source })?;
+    let mut answer = String::new();
+    let n = BufReader::new(rd)
+        .read_line(&mut answer)
+        .await
+        .map_err(|source| ClientError::Io { path: path.clone(), source })?;
+    if n == 0 {
+        return Err(ClientError::NoAnswer { path });
+    }
+    serde_json::from_str(&answer).map_err(ClientError::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let service = ServiceKey::parse("10.0.0.1:80", Proto::Tcp).unwrap();
+        let req = Request::AddReal { service, real: "10.0.0.2".parse().unwrap(), weight: 2 };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            text,
+            r#"{"cmd":"add-real","service":{"vip":"10.0.0.1","port":80,"proto":"tcp"},"real":"10.0.0.2","weight":2}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+}

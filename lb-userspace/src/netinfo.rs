@@ -1,0 +1,192 @@
+//! What lbd learns from the kernel over netlink: the LB interface (index, MAC, subnets), real servers' MACs from
+//! the neighbour table, and the VIP addresses it may add to the interface.
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("netlink: {0}")]
+    Netlink(#[from] rtnetlink::Error),
+    #[error("netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("interface {0} not found")]
+    NoIface(String),
+    #[error("interface {0} has no Ethernet address")]
+    NoMac(String),
+}
+
+/// The interface lbd balances on.
+#[derive(Clone, Debug)]
+pub struct Iface {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    /// Directly connected IPv4 subnets (address, prefix length).
+    pub nets: Vec<(Ipv4Addr, u8)>,
+}
+
+impl Iface {
+    /// True when `ip` is on one of the interface's subnets: DR needs the real on the same L2 segment.
+    pub fn on_link(&self, ip: IpAddr) -> bool {
+        let IpAddr::V4(ip) = ip else { return false };
+        self.nets.iter().any(|(net, len)| same_subnet(*net, ip, *len))
+    }
+
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|(a, _)| IpAddr::V4(*a) == ip)
+    }
+
+    pub fn subnets(&self) -> String {
+        let v: Vec<String> = self.nets.iter().map(|(a, l)| format!("{}/{}", mask(*a, *l), l)).collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+}
+
+fn mask(a: Ipv4Addr, len: u8) -> Ipv4Addr {
+    let m = if len == 0 { 0 } else { u32::MAX << (32 - len as u32) };
+    Ipv4Addr::from(u32::from(a) & m)
+}
+
+pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, len: u8) -> bool {
+    mask(a, len) == mask(b, len)
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A neighbour entry: MAC and whether the kernel considers it usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: [u8; 6],
+    pub usable: bool,
+}
+
+/// A netlink connection (its task runs on the current tokio runtime).
+#[derive(Clone)]
+pub struct Net {
+    handle: rtnetlink::Handle,
+}
+
+impl Net {
+    pub fn new() -> Result<Self, NetError> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Net { handle })
+    }
+
+    pub async fn iface(&self, name: &str) -> Result<Iface, NetError> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let link = match links.try_next().await {
+            Ok(Some(l)) => l,
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Err(NetError::NoIface(name.into())),
+            Err(e) => return Err(e.into()),
+        };
+        let index = link.header.index;
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(m) if m.len() == 6 => Some([m[0], m[1], m[2], m[3], m[4], m[5]]),
+                _ => None,
+            })
+            .ok_or_else(|| NetError::NoMac(name.into()))?;
+        let mut nets = Vec::new();
+        let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(msg) = addrs.try_next().await? {
+            for a in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(v4)) = a {
+                    nets.push((*v4, msg.header.prefix_len));
+                }
+            }
+        }
+        Ok(Iface { name: name.into(), index, mac, nets })
+    }
+
+    /// The IPv4 neighbour table of one interface.
+    pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<IpAddr, Neighbour>, NetError> {
+        let mut out = HashMap::new();
+        let mut stream = self.handle.neighbours().get().set_family(rtnetlink::IpVersion::V4).execute();
+        while let Some(msg) = stream.try_next().await? {
+            if msg.header.ifindex != ifindex {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for a in &msg.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
+                    NeighbourAttribute::LinkLocalAddress(m) if m.len() == 6 => {
+                        mac = Some([m[0], m[1], m[2], m[3], m[4], m[5]])
+                    }
+                    _ => {}
+                }
+            }
+            let usable = !matches!(
+                msg.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+            );
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.insert(ip, Neighbour { mac, usable });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `vip/32` to the interface so the LB answers ARP for it (the IPVS way). An address that is already
+    /// there is not an error.
+    pub async fn ensure_address(&self, ifindex: u32, vip: Ipv4Addr) -> Result<bool, NetError> {
+        match self.handle.address().add(ifindex, IpAddr::V4(vip), 32).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Makes the kernel resolve `ip` on `iface` by sending it one empty UDP datagram (discard port). The neighbour
+/// subsystem then ARPs for it; lbd reads the answer from the neighbour table.
+pub fn trigger_resolution(iface: &str, ip: IpAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    sock.bind_device(Some(iface.as_bytes()))?;
+    sock.set_nonblocking(true)?;
+    let to: SocketAddr = SocketAddr::new(ip, 9);
+    match sock.send_to(&[], &to.into()) {
+        Ok(_) => Ok(()),
+        // The first datagram to an unresolved neighbour may be queued or refused; the ARP request still goes out.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EHOSTUNREACH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_membership() {
+        let i = Iface {
+            name: "x".into(),
+            index: 1,
+            mac: [0; 6],
+            nets: vec![("10.99.0.2".parse().unwrap(), 24), ("192.168.7.9".parse().unwrap(), 30)],
+        };
+        assert!(i.on_link("10.99.0.200".parse().unwrap()));
+        assert!(i.on_link("192.168.7.10".parse().unwrap()));
+        assert!(!i.on_link("192.168.7.12".parse().unwrap()));
+        assert!(!i.on_link("10.98.0.1".parse().unwrap()));
+        assert_eq!(i.subnets(), "10.99.0.0/24, 192.168.7.8/30");
+        assert_eq!(format_mac(&[2, 0, 0xab, 1, 2, 3]), "02:00:ab:01:02:03");
+    }
+}

@@ -1,0 +1,298 @@
+//! A direct-routing lab in network namespaces: a client, the LB and N real servers on one bridge (in its own
+//! namespace, so the host's interfaces are never touched). Everything it creates is removed on Drop.
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Subnet shared by every host of a lab (namespaces isolate labs from each other and from the host).
+pub const NET: &str = "10.99.0";
+pub const CLIENT_IP: &str = "10.99.0.10";
+pub const LB_IP: &str = "10.99.0.2";
+pub const VIP: &str = "10.99.0.100";
+
+/// Prefix of every namespace a lab makes; `cleanup_stale` removes leftovers with it.
+pub const NS_PREFIX: &str = "lbx";
+
+pub fn real_ip(i: usize) -> String {
+    format!("{NET}.{}", 11 + i)
+}
+
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub reals: usize,
+    /// Put the VIP on the LB's interface (the IPVS way). Off when lbd is asked to do it (--manage-vips).
+    pub vip_on_lb: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions { reals: 3, vip_on_lb: true }
+    }
+}
+
+pub struct Lab {
+    /// Unique per lab: namespaces are `{prefix}sw`, `{prefix}c`, `{prefix}lb`, `{prefix}r1`...
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub reals: usize,
+    namespaces: Vec<String>,
+    procs: Vec<(String, Child)>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command and fails with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+fn sh(args: &[&str]) -> Result<Output> {
+    run(Command::new(args[0]).args(&args[1..]))
+}
+
+/// Removes namespaces left by labs whose process died without cleaning up (only ours, by prefix).
+pub fn cleanup_stale() {
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if name.starts_with(NS_PREFIX) {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+}
+
+/// Finds a binary of this workspace: $LB_BIN_DIR, else beside (or above) the running executable.
+pub fn bin_path(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("LB_BIN_DIR") {
+        return Path::new(&dir).join(name);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+        dir = d.parent();
+        if d.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+    }
+    PathBuf::from(name)
+}
+
+impl Lab {
+    pub fn up(opts: &LabOptions) -> Result<Lab> {
+        let prefix = format!("{NS_PREFIX}{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab { prefix, dir, reals: opts.reals, namespaces: Vec::new(), procs: Vec::new() };
+        lab.build(opts).context("building the lab")?;
+        Ok(lab)
+    }
+
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}{}", self.prefix, host)
+    }
+    pub fn client(&self) -> String {
+        self.ns("c")
+    }
+    pub fn lb(&self) -> String {
+        self.ns("lb")
+    }
+    pub fn real(&self, i: usize) -> String {
+        self.ns(&format!("r{}", i + 1))
+    }
+    pub fn switch(&self) -> String {
+        self.ns("sw")
+    }
+
+    fn add_ns(&mut self, name: &str) -> Result<()> {
+        sh(&["ip", "netns", "add", name])?;
+        self.namespaces.push(name.to_string());
+        self.ip(name, &["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// `ip -n NS args...`
+    pub fn ip(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        run(Command::new("ip").arg("-n").arg(ns).args(args))
+    }
+
+    /// Runs a command inside a namespace and waits for it.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+    }
+
+    /// Like exec, but returns the output whatever the exit status.
+    pub fn exec_status(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {args:?} in {ns}"))
+    }
+
+    fn sysctl(&self, ns: &str, kv: &str) -> Result<()> {
+        self.exec(ns, &["sysctl", "-q", "-w", kv]).map(|_| ())
+    }
+
+    /// Connects a host namespace to the bridge with a veth: `eth0` inside, `v<host>` on the switch.
+    fn wire(&mut self, host: &str, addr: &str) -> Result<()> {
+        let ns = self.ns(host);
+        self.add_ns(&ns)?;
+        let sw = self.switch();
+        let port = format!("v{host}");
+        self.ip(&sw, &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        self.ip(&sw, &["link", "set", &port, "master", "br0", "up"])?;
+        self.ip(&ns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        self.ip(&ns, &["link", "set", "eth0", "up"])?;
+        // Native XDP_TX of a frame that arrived with CHECKSUM_PARTIAL leaves with a bad checksum: send full sums.
+        self.exec(&ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        Ok(())
+    }
+
+    fn build(&mut self, opts: &LabOptions) -> Result<()> {
+        let sw = self.switch();
+        self.add_ns(&sw)?;
+        self.ip(&sw, &["link", "add", "br0", "type", "bridge"])?;
+        self.ip(&sw, &["link", "set", "br0", "up"])?;
+        self.wire("c", CLIENT_IP)?;
+        self.wire("lb", LB_IP)?;
+        if opts.vip_on_lb {
+            self.ip(&self.lb(), &["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+        }
+        for i in 0..opts.reals {
+            let host = format!("r{}", i + 1);
+            self.wire(&host, &real_ip(i))?;
+            let ns = self.ns(&host);
+            // LVS-DR real server: the VIP on lo, and never answer or announce ARP for it.
+            self.ip(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            for kv in [
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+                "net.ipv4.conf.eth0.arp_ignore=1",
+                "net.ipv4.conf.eth0.arp_announce=2",
+            ] {
+                self.sysctl(&ns, kv)?;
+            }
+        }
+        for ns in self.namespaces.clone() {
+            // Tests open many short connections: let TIME_WAIT ports be reused.
+            let _ = self.sysctl(&ns, "net.ipv4.tcp_tw_reuse=1");
+        }
+        Ok(())
+    }
+
+    /// Starts a long-running process in a namespace; it is killed when the lab goes. Output goes to `<dir>/<log>`.
+    pub fn spawn(&mut self, ns: &str, log: &str, args: &[&str]) -> Result<u32> {
+        let path = self.dir.join(log);
+        let out = std::fs::File::create(&path)?;
+        let err = out.try_clone()?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {args:?} in {ns}"))?;
+        let pid = child.id();
+        self.procs.push((log.to_string(), child));
+        Ok(pid)
+    }
+
+    /// Sends `sig` to a process started with spawn and waits for it (up to 10 s, then SIGKILL).
+    pub fn stop(&mut self, pid: u32, sig: i32) -> Result<std::process::ExitStatus> {
+        let i = self.procs.iter().position(|(_, c)| c.id() == pid).context("no such lab process")?;
+        let (_, mut child) = self.procs.remove(i);
+        // SAFETY: signalling a child we started and have not reaped.
+        unsafe { libc::kill(pid as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Ok(child.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a spawned process is still running.
+    pub fn alive(&mut self, pid: u32) -> bool {
+        self.procs.iter_mut().any(|(_, c)| c.id() == pid && matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    /// Starts the lab's HTTP server on every real (answers with its name: r1, r2, ...).
+    pub fn start_http(&mut self, port: u16) -> Result<()> {
+        let httpd = bin_path("lab-httpd");
+        for i in 0..self.reals {
+            let ns = self.real(i);
+            let name = format!("r{}", i + 1);
+            self.spawn(&ns, &format!("httpd-{name}.log"), &[httpd.to_str().unwrap(), "--name", &name, "--port", &port.to_string()])?;
+        }
+        for i in 0..self.reals {
+            self.wait_port(&self.real(i), &real_ip(i), port)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until something accepts TCP on addr:port, seen from inside `ns`.
+    pub fn wait_port(&self, ns: &str, addr: &str, port: u16) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.exec_status(ns, &["bash", "-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nothing listens on {addr}:{port} in {ns} after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// curl from the client namespace; returns the body.
+    pub fn curl(&self, url: &str, max_time: u32) -> Result<String> {
+        let out = self.exec(&self.client(), &["curl", "-sS", "--max-time", &max_time.to_string(), url])?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in self.procs.iter_mut() {
+            // SAFETY: signalling children we started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in self.procs.iter_mut() {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if std::env::var_os("LB_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -229,6 +229,22 @@ impl Lab {
         }
     }
 
+    /// Waits up to `timeout` for a spawned process to exit by itself.
+    pub fn wait(&mut self, pid: u32, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let i = self.procs.iter().position(|(_, c)| c.id() == pid).context("no such lab process")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.procs[i].1.try_wait()? {
+                self.procs.remove(i);
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!("process {pid} still running after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether a spawned process is still running.
     pub fn alive(&mut self, pid: u32) -> bool {
         self.procs.iter_mut().any(|(_, c)| c.id() == pid && matches!(c.try_wait(), Ok(None)))

@@ -118,6 +118,8 @@ impl Daemon {
             }
             d.rebuild_ring(svc)?;
         }
+        // The state file always reflects what runs, from the first moment.
+        d.persist()?;
         d.mode = d.dp.attach(&opts.iface, opts.mode)?;
         tracing::info!(iface = %d.iface.name, mode = %d.mode, services = d.state.services.len(),
             "XDP load balancer attached");

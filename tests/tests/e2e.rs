@@ -1,0 +1,209 @@
+//! End-to-end tests of the load balancer in network namespaces with real clients (curl), in native and skb mode.
+use lb_tests::*;
+use std::time::Duration;
+
+fn vip_url() -> String {
+    format!("http://{VIP}/")
+}
+
+fn every_real_answers(mode: Mode) {
+    require_root();
+    let mut l = context(LbLab::new(mode, 3), "lab");
+    let cfg = context(l.write_config(&[0, 1, 2]), "config");
+    context(l.start_lbd(&["--config", &cfg]), "lbd");
+    let spread = context(l.spread(60), "curl through the VIP");
+    for r in ["r1", "r2", "r3"] {
+        assert!(spread.get(r).copied().unwrap_or(0) > 0, "{r} never answered: {spread:?}");
+    }
+    assert_eq!(spread.values().sum::<usize>(), 60, "every request got an answer from a real: {spread:?}");
+    assert!(!spread.contains_key("FAIL"), "{spread:?}");
+    // The dataplane's counters saw those flows, and lbd reports the mode it runs in.
+    let list = l.list_json();
+    let svc = &list[0];
+    assert_eq!(svc["counters"]["new_flows"].as_u64(), Some(60), "{svc}");
+    let stats: serde_json::Value = serde_json::from_str(&l.lbctl_ok(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["xdp_mode"], mode.flag());
+    assert!(stats["forwarded"]["packets"].as_u64().unwrap() >= 60 * 4);
+}
+
+#[test]
+fn native_every_real_answers_through_the_vip() {
+    every_real_answers(Mode::Native);
+}
+
+#[test]
+fn skb_every_real_answers_through_the_vip() {
+    every_real_answers(Mode::Skb);
+}
+
+/// A long-lived connection keeps its real, without a reset, while a real is added and another removed.
+fn long_lived_flow_keeps_its_real(mode: Mode) {
+    require_root();
+    let mut l = context(LbLab::new(mode, 4), "lab");
+    let cfg = context(l.write_config(&[0, 1, 2]), "config");
+    context(l.start_lbd(&["--config", &cfg]), "lbd");
+    let client = l.lab.client();
+    let url = format!("http://{VIP}/stream?secs=6");
+    let pid = context(l.lab.spawn(&client, "stream.out", &["curl", "-sS", "--no-buffer", "--max-time", "20", &url]), "curl");
+    context(wait_for(|| l.lab.log("stream.out").contains(" 0\n"), "first line of the stream"), "stream start");
+    let first = l.lab.log("stream.out");
+    let owner = first.split_whitespace().next().unwrap().to_string();
+    let owner_idx: usize = owner[1..].parse::<usize>().unwrap() - 1;
+    // Remove a real that is not the stream's, and add the fourth.
+    let victim = (0..3).find(|i| *i != owner_idx).unwrap();
+    let svc = format!("{VIP}:80");
+    l.lbctl_ok(&["add-real", &svc, &real_ip(3)]);
+    l.lbctl_ok(&["del-real", &svc, &real_ip(victim)]);
+    std::thread::sleep(Duration::from_millis(500));
+    l.lbctl_ok(&["edit-real", &svc, &real_ip(owner_idx), "--weight", "5"]);
+    let status = context(l.lab.wait(pid, Duration::from_secs(20)), "stream end");
+    let body = l.lab.log("stream.out");
+    assert!(status.success(), "curl failed ({status}), a reset or a stall: {body}");
+    assert!(body.contains(&format!("{owner} done")), "stream did not complete on {owner}: {body}");
+    for line in body.lines() {
+        assert!(line.starts_with(&owner), "a line came from another real: {line:?} in {body}");
+    }
+    assert!(body.lines().count() >= 50, "too few lines: {body}");
+    // New connections now land on the new real set only.
+    let spread = context(l.spread(40), "curl after the change");
+    assert!(!spread.contains_key(&format!("r{}", victim + 1)), "removed real got a new connection: {spread:?}");
+    assert!(spread.get("r4").copied().unwrap_or(0) > 0, "added real never answered: {spread:?}");
+}
+
+#[test]
+fn native_long_lived_flow_keeps_its_real_across_changes() {
+    long_lived_flow_keeps_its_real(Mode::Native);
+}
+
+#[test]
+fn skb_long_lived_flow_keeps_its_real_across_changes() {
+    long_lived_flow_keeps_its_real(Mode::Skb);
+}
+
+fn del_real_gets_no_new_connection(mode: Mode) {
+    require_root();
+    let mut l = context(LbLab::new(mode, 3), "lab");
+    let cfg = context(l.write_config(&[0, 1, 2]), "config");
+    context(l.start_lbd(&["--config", &cfg]), "lbd");
+    let before = context(l.spread(30), "curl");
+    assert!(before.get("r2").copied().unwrap_or(0) > 0, "{before:?}");
+    let out = l.lbctl_ok(&["del-real", &format!("{VIP}:80"), &real_ip(1)]);
+    assert!(out.contains("deleted real"), "{out}");
+    let after = context(l.spread(60), "curl after del-real");
+    assert_eq!(after.get("r2"), None, "deleted real got new connections: {after:?}");
+    assert_eq!(after.values().sum::<usize>(), 60);
+    assert!(!after.contains_key("FAIL"), "{after:?}");
+    let list = l.list_json();
+    let reals: Vec<&str> = list[0]["reals"].as_array().unwrap().iter().map(|r| r["addr"].as_str().unwrap()).collect();
+    assert_eq!(reals, vec![real_ip(0), real_ip(2)]);
+}
+
+#[test]
+fn native_del_real_gets_no_new_connection() {
+    del_real_gets_no_new_connection(Mode::Native);
+}
+
+#[test]
+fn skb_del_real_gets_no_new_connection() {
+    del_real_gets_no_new_connection(Mode::Skb);
+}
+
+/// Runtime changes go to the state file; a restarted lbd (no --config) restores them and forwards again.
+#[test]
+fn restarted_lbd_keeps_its_table() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
+    // The VIP is already on the LB's interface: --manage-vips must accept that.
+    context(l.start_lbd(&["--manage-vips"]), "lbd");
+    let svc = format!("{VIP}:80");
+    l.lbctl_ok(&["add-service", &svc]);
+    l.lbctl_ok(&["add-real", &svc, &real_ip(0), "--weight", "2"]);
+    l.lbctl_ok(&["add-real", &svc, &real_ip(2)]);
+    l.lbctl_ok(&["add-service", &format!("{VIP}:53"), "--proto", "udp"]);
+    let strip = |v: serde_json::Value| -> Vec<(String, u64, String, Vec<(String, u64)>)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    format!("{}:{}", s["vip"], s["port"]),
+                    0,
+                    s["proto"].to_string(),
+                    s["reals"].as_array().unwrap().iter().map(|r| (r["addr"].to_string(), r["weight"].as_u64().unwrap())).collect(),
+                )
+            })
+            .collect()
+    };
+    let before = strip(l.list_json());
+    assert_eq!(before.len(), 2);
+    context(l.stop_lbd(libc::SIGTERM), "stop lbd");
+    let state = std::fs::read_to_string(l.state_file()).unwrap();
+    assert!(state.contains(&real_ip(2)), "state file lacks a real: {state}");
+    // With lbd stopped nothing is attached: the VIP is the LB's own address and nothing listens on it.
+    context(l.start_lbd(&[]), "lbd restart");
+    assert!(l.lbd_log().contains("restoring from the state file"), "{}", l.lbd_log());
+    assert_eq!(strip(l.list_json()), before, "restarted lbd lost its table");
+    let spread = context(l.spread(30), "curl after restart");
+    assert_eq!(spread.get("r2"), None, "{spread:?}");
+    assert_eq!(spread.get("r1").copied().unwrap_or(0) + spread.get("r3").copied().unwrap_or(0), 30, "{spread:?}");
+}
+
+/// Every bad input is refused with a clear message and a non-zero exit, and changes nothing.
+#[test]
+fn lbctl_bad_input_is_refused_and_changes_nothing() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Skb, 2), "lab");
+    let cfg = context(l.write_config(&[0]), "config");
+    context(l.start_lbd(&["--config", &cfg]), "lbd");
+    let svc = format!("{VIP}:80");
+    let before = l.list_json();
+    let state_before = std::fs::read_to_string(l.state_file()).unwrap_or_default();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["add-service".into(), "10.99.0.100".into()], "VIP:PORT"),
+        (vec!["add-service".into(), "10.99.0.300:80".into()], "VIP:PORT"),
+        (vec!["add-service".into(), svc.clone(), "--proto".into(), "sctp".into()], "unknown protocol"),
+        (vec!["add-service".into(), svc.clone()], "already exists"),
+        (vec!["add-real".into(), svc.clone(), "10.99.0".into()], "bad real address"),
+        (vec!["add-real".into(), "10.99.0.100:81".into(), real_ip(1)], "unknown service"),
+        (vec!["add-real".into(), svc.clone(), real_ip(0)], "already exists"),
+        (vec!["add-real".into(), svc.clone(), "192.168.55.5".into()], "not on a directly connected subnet"),
+        (vec!["add-real".into(), svc.clone(), LB_IP.into()], "of eth0 itself"),
+        (vec!["add-real".into(), svc.clone(), real_ip(1), "--weight".into(), "99999".into()], "out of range"),
+        (vec!["edit-real".into(), svc.clone(), real_ip(1), "--weight".into(), "3".into()], "is not in service"),
+        (vec!["del-real".into(), svc.clone(), real_ip(1)], "is not in service"),
+        (vec!["del-service".into(), "10.99.0.100:8080".into()], "unknown service"),
+    ];
+    for (args, want) in &cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = l.lbctl(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "lbctl {a:?} succeeded");
+        assert!(err.contains(want), "lbctl {a:?}: stderr {err:?} lacks {want:?}");
+    }
+    assert_eq!(l.list_json(), before, "a refused command changed the table");
+    assert_eq!(std::fs::read_to_string(l.state_file()).unwrap_or_default(), state_before);
+    // lbd refuses a broken config before touching anything, and lbctl says when lbd is not running.
+    context(l.stop_lbd(libc::SIGTERM), "stop");
+    let out = l.lbctl(&["list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is lbd running?"), "{out:?}");
+    std::fs::remove_file(l.state_file()).unwrap();
+    let bad = l.lab.dir.join("bad.toml");
+    std::fs::write(&bad, "[[service]]\nvip = \"10.99.0.100:80\"\n[[service.real]]\naddr = \"192.168.55.5\"\n").unwrap();
+    let lbd = lb_lab::bin_path("lbd");
+    let out = context(
+        l.lab.exec_status(
+            &l.lab.lb(),
+            &[lbd.to_str().unwrap(), "--iface", "eth0", "--socket", &l.socket(), "--config", bad.to_str().unwrap(), "--xdp-mode", "skb", "--conn-table-size", "1024"],
+        ),
+        "lbd with a bad config",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "lbd accepted an off-subnet real");
+    assert!(err.contains("not on a directly connected subnet"), "{err}");
+    let attached = context(l.lab.ip(&l.lab.lb(), &["link", "show", "eth0"]), "ip link");
+    assert!(!String::from_utf8_lossy(&attached.stdout).contains("xdp"), "a refused start left XDP attached");
+    let out = context(l.lab.exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--iface", "nosuch0", "--socket", &l.socket()]), "lbd");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interface nosuch0 not found"), "{out:?}");
+}

@@ -32,8 +32,8 @@ pub enum DataplaneError {
     MissingMap(&'static str),
     #[error("attaching XDP to {iface} failed in native and in skb mode: native: {native}; skb: {skb}")]
     Attach { iface: String, native: ProgramError, skb: ProgramError },
-    #[error("attaching XDP to {iface} in {mode} mode failed: {source}")]
-    AttachMode { iface: String, mode: &'static str, source: ProgramError },
+    #[error("attaching XDP to {iface} in {mode} mode failed: {cause}")]
+    AttachMode { iface: String, mode: &'static str, cause: ProgramError },
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -289,7 +289,7 @@ fn attach_program(ebpf: &mut Ebpf, name: &str, iface: &str, wanted: AttachMode) 
         AttachMode::Skb => prog
             .attach(iface, XdpMode::Skb)
             .map(|_| AttachMode::Skb)
-            .map_err(|source| DataplaneError::AttachMode { iface: iface.into(), mode: "skb", source }),
+            .map_err(|cause| DataplaneError::AttachMode { iface: iface.into(), mode: "skb", cause }),
         AttachMode::Native => match prog.attach(iface, XdpMode::Driver) {
             Ok(_) => Ok(AttachMode::Native),
             Err(native) => match prog.attach(iface, XdpMode::Skb) {

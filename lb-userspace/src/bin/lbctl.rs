@@ -125,30 +125,31 @@ async fn run(args: &Args) -> Result<ExitCode> {
 }
 
 fn print_list(resp: &Response) {
-    println!("Prot LocalAddress:Port        Scheduler");
-    println!("  -> RemoteAddress            Forward Weight State       MAC                ActiveFlows    Packets        Bytes   NewFlows");
-    for s in resp.list.as_deref().unwrap_or_default() {
-        let addr = std::net::SocketAddr::new(s.vip, s.port).to_string();
+    // Same columns for service and real rows, like ipvsadm -Ln with counters appended.
+    let row = |first: &str, fwd: &str, weight: &str, state: &str, mac: &str, c: (u64, u64, u64, u64)| {
         println!(
-            "{:<4} {:<24} maglev   {:>54} {:>10} {:>12} {:>10}",
-            s.proto.to_string(),
-            addr,
-            s.active_flows,
-            s.counters.packets,
-            s.counters.bytes,
-            s.counters.new_flows
+            "{first:<28} {fwd:<7} {weight:>6} {state:<11} {mac:<17} {:>11} {:>10} {:>12} {:>9}",
+            c.0, c.1, c.2, c.3
         );
+    };
+    println!(
+        "{:<28} {:<7} {:>6} {:<11} {:<17} {:>11} {:>10} {:>12} {:>9}",
+        "Prot LocalAddress:Port", "Forward", "Weight", "State", "MAC", "ActiveFlows", "Packets", "Bytes", "NewFlows"
+    );
+    println!("  -> RemoteAddress");
+    for s in resp.list.as_deref().unwrap_or_default() {
+        let first = format!("{:<4} {}", s.proto.to_string(), std::net::SocketAddr::new(s.vip, s.port));
+        let c = &s.counters;
+        row(&first, "maglev", "", "", "", (s.active_flows, c.packets, c.bytes, c.new_flows));
         for r in &s.reals {
-            println!(
-                "  -> {:<22} Route   {:<6} {:<11} {:<18} {:>11} {:>10} {:>12} {:>10}",
-                r.addr.to_string(),
-                r.weight,
-                r.state,
+            let c = &r.counters;
+            row(
+                &format!("  -> {}", r.addr),
+                "Route",
+                &r.weight.to_string(),
+                &r.state,
                 r.mac.as_deref().unwrap_or("-"),
-                r.active_flows,
-                r.counters.packets,
-                r.counters.bytes,
-                r.counters.new_flows
+                (r.active_flows, c.packets, c.bytes, c.new_flows),
             );
         }
     }

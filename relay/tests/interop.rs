@@ -23,6 +23,7 @@ pid {pid};
 error_log {log} info;
 events {{ worker_connections 1024; }}
 rtmp {{
+    access_log {access};
     server {{
         listen 127.0.0.1:{port};
         chunk_size 4096;
@@ -35,6 +36,7 @@ rtmp {{
 ",
         pid = dir.path("nginx.pid").display(),
         log = dir.path("nginx-error.log").display(),
+        access = dir.path("nginx-access.log").display(),
     );
     let conf_path = dir.path(&format!("nginx-{port}.conf"));
     std::fs::write(&conf_path, conf).unwrap();

@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 
 use crate::chunk::ChunkLimits;
-use crate::proto::{ClientSession, HandshakeState, HandshakeStep, ServerSession};
+use crate::proto::{ClientSession, HandshakeState, HandshakeStep, ServerEvent, ServerSession};
 
 /// Small limits so the fuzzer reaches the limit paths quickly.
 fn limits() -> ChunkLimits {
@@ -19,12 +19,22 @@ pub fn server_session(data: &[u8]) -> usize {
     let mut out = BytesMut::new();
     let mut events = Vec::new();
     // Feed in a few pieces so partial-chunk paths are taken too.
+    let mut count = 0;
     for piece in data.chunks(97) {
         if s.feed(piece, &mut out, &mut events).is_err() {
             break;
         }
+        // Accept publishes, as an origin would, so media and metadata parsing is reached too.
+        for e in events.drain(..) {
+            count += 1;
+            if let ServerEvent::Publish { stream_id, name } = e {
+                if s.accept_publish(stream_id, &name, &mut out).is_err() {
+                    return count;
+                }
+            }
+        }
     }
-    events.len()
+    count
 }
 
 /// Client (pull) side: bytes are what an origin sends after the handshake.

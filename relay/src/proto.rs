@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::messages::{MessagePayload, PeerBandwidthLimitType, RtmpMessage, UserControlEventType};
+use rml_rtmp::messages::{PeerBandwidthLimitType, RtmpMessage, UserControlEventType};
 use rml_rtmp::rml_amf0::{self, Amf0Value};
 use rml_rtmp::time::RtmpTimestamp;
 
@@ -192,19 +192,42 @@ fn check_amf0(mut b: &[u8], what: &'static str) -> Result<(), ProtoError> {
     }
 }
 
-/// Decodes an AMF0 command or data message with rml_rtmp after the structural check.
+/// Decodes an AMF0 command or data message after the structural check.
+///
+/// Decoding goes through rml_amf0 directly rather than rml_rtmp's `MessagePayload::to_rtmp_message`: the latter
+/// panics (`drain(..3)` out of range) on a command with fewer than three values, which our fuzz test found.
 fn decode_amf(m: &RawMessage) -> Result<RtmpMessage, ProtoError> {
-    let what = if matches!(m.type_id, msg_type::AMF0_COMMAND | msg_type::AMF3_COMMAND) { "command" } else { "data" };
-    // AMF3-flagged commands from Flash-era clients carry AMF0 after a leading zero byte.
-    let body = if m.type_id == msg_type::AMF3_COMMAND && m.payload.first() == Some(&0) { &m.payload[1..] } else { &m.payload[..] };
-    check_amf0(body, what)?;
-    let payload = MessagePayload {
-        timestamp: RtmpTimestamp::new(m.timestamp),
-        type_id: m.type_id,
-        message_stream_id: m.stream_id,
-        data: m.payload.clone(),
+    let is_command = matches!(m.type_id, msg_type::AMF0_COMMAND | msg_type::AMF3_COMMAND);
+    let what = if is_command { "command" } else { "data" };
+    // AMF3-flagged messages from Flash-era clients carry AMF0 after a leading zero byte.
+    let body = if matches!(m.type_id, msg_type::AMF3_COMMAND | msg_type::AMF3_DATA) && m.payload.first() == Some(&0) {
+        &m.payload[1..]
+    } else {
+        &m.payload[..]
     };
-    payload.to_rtmp_message().map_err(|e| ProtoError::Malformed { what, detail: e.to_string() })
+    check_amf0(body, what)?;
+    let mut values = rml_amf0::deserialize(&mut std::io::Cursor::new(body))
+        .map_err(|e| ProtoError::Malformed { what, detail: e.to_string() })?;
+    if !is_command {
+        return Ok(RtmpMessage::Amf0Data { values });
+    }
+    let malformed = |detail: &str| ProtoError::Malformed { what, detail: detail.to_string() };
+    if values.is_empty() {
+        return Err(malformed("empty command"));
+    }
+    let mut rest = values.split_off(1);
+    let Some(Amf0Value::Utf8String(command_name)) = values.pop() else { return Err(malformed("command name is not a string")) };
+    // Some clients omit the transaction id or command object on notifications; treat as 0 / null.
+    let transaction_id = match rest.first() {
+        Some(Amf0Value::Number(n)) => {
+            let n = *n;
+            rest.remove(0);
+            n
+        }
+        _ => 0.0,
+    };
+    let command_object = if rest.is_empty() { Amf0Value::Null } else { rest.remove(0) };
+    Ok(RtmpMessage::Amf0Command { command_name, transaction_id, command_object, additional_arguments: rest })
 }
 
 /// Encodes a protocol message with rml_rtmp and chunks it.
@@ -642,6 +665,18 @@ mod tests {
         }
         let m = RawMessage { csid: 3, timestamp: 0, type_id: msg_type::AMF0_COMMAND, stream_id: 0, payload: Bytes::from(p) };
         assert!(matches!(decode_amf(&m), Err(ProtoError::AmfStructure(_))));
+    }
+
+    #[test]
+    fn command_with_fewer_than_three_values_is_not_a_panic() {
+        // rml_rtmp's decoder panics on this (found by the fuzz test); ours treats missing values as absent.
+        let mut p = vec![2, 0, 4];
+        p.extend_from_slice(b"ping");
+        let m = RawMessage { csid: 3, timestamp: 0, type_id: msg_type::AMF0_COMMAND, stream_id: 0, payload: Bytes::from(p) };
+        match decode_amf(&m).unwrap() {
+            RtmpMessage::Amf0Command { command_name, transaction_id, .. } => assert_eq!((command_name.as_str(), transaction_id), ("ping", 0.0)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

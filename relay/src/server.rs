@@ -124,7 +124,8 @@ impl Conn {
             }
             let publishing = matches!(self.role, Mode::Publishing { .. });
             let buf = session.decoder_buffer();
-            buf.reserve(16 * 1024);
+            // Players only send acks and commands: a small read buffer keeps per-player memory low.
+            buf.reserve(if publishing { 16 * 1024 } else { 1024 });
             tokio::select! {
                 r = self.sock.read_buf(buf) => {
                     let n = r?;

@@ -39,30 +39,54 @@ struct Opts {
 }
 
 fn parse_opts() -> Opts {
-    let mut o = Opts { players: vec![100, 500, 1000], secs: 10, bitrate_kbps: 1000, connect_rate: 500 };
+    let mut o = Opts {
+        players: vec![100, 500, 1000],
+        secs: 10,
+        bitrate_kbps: 1000,
+        connect_rate: 500,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
-            "--players" => o.players = val().split(',').map(|n| n.trim().parse().expect("--players 100,500")).collect(),
+            "--players" => {
+                o.players = val()
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--players 100,500"))
+                    .collect()
+            }
             "--secs" => o.secs = val().parse().expect("--secs N"),
             "--bitrate-kbps" => o.bitrate_kbps = val().parse().expect("--bitrate-kbps N"),
             "--connect-rate" => o.connect_rate = val().parse().expect("--connect-rate N"),
             // cargo bench passes --bench to harness = false targets.
             "--bench" => {}
-            other => panic!("unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate"),
+            other => panic!(
+                "unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate"
+            ),
         }
     }
     o
 }
 
 fn require(tool: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-    assert!(ok, "{tool} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp util-linux");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{tool} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp util-linux"
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_port(port: u16) {
@@ -110,7 +134,10 @@ fn cpu_secs(pid: u32) -> f64 {
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process gone");
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 struct Row {
@@ -136,29 +163,62 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 }
 
 /// Runs players against `port` with the edge process `pid`, measuring over `secs`.
-fn measure(rt: &tokio::runtime::Runtime, server: &'static str, pid: u32, port: u16, n: usize, o: &Opts) -> Row {
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    server: &'static str,
+    pid: u32,
+    port: u16,
+    n: usize,
+    o: &Opts,
+) -> Row {
     let url = PlayUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/bench")).unwrap();
     // One warm-up player makes the edge pull and fill its cache; the baseline is taken with it attached.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let warm = Arc::new(LoadStats::default());
-    let h_warm = rt.spawn(relay::loadgen::run(url.clone(), 1, 1, warm.clone(), stop_rx.clone()));
+    let h_warm = rt.spawn(relay::loadgen::run(
+        url.clone(),
+        1,
+        1,
+        warm.clone(),
+        stop_rx.clone(),
+    ));
     let end = Instant::now() + Duration::from_secs(15);
     while warm.started.load(Ordering::Relaxed) < 1 {
-        assert!(Instant::now() < end, "{server}: warm-up player got no frame");
+        assert!(
+            Instant::now() < end,
+            "{server}: warm-up player got no frame"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
     let rss_base = rss_kib(pid);
     let stats = Arc::new(LoadStats::default());
-    let h = rt.spawn(relay::loadgen::run(url, n, o.connect_rate, stats.clone(), stop_rx));
-    let end = Instant::now() + Duration::from_secs(10 + (n as u64) / o.connect_rate.max(1) as u64 * 2);
-    while stats.started.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n && Instant::now() < end {
+    let h = rt.spawn(relay::loadgen::run(
+        url,
+        n,
+        o.connect_rate,
+        stats.clone(),
+        stop_rx,
+    ));
+    let end =
+        Instant::now() + Duration::from_secs(10 + (n as u64) / o.connect_rate.max(1) as u64 * 2);
+    while stats.started.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n
+        && Instant::now() < end
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let (c0, b0, t0) = (cpu_secs(pid), stats.bytes.load(Ordering::Relaxed), Instant::now());
+    let (c0, b0, t0) = (
+        cpu_secs(pid),
+        stats.bytes.load(Ordering::Relaxed),
+        Instant::now(),
+    );
     std::thread::sleep(Duration::from_secs(o.secs));
-    let (c1, b1, dt) = (cpu_secs(pid), stats.bytes.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    let (c1, b1, dt) = (
+        cpu_secs(pid),
+        stats.bytes.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
     let rss = rss_kib(pid);
     let _ = stop_tx.send(true);
     let _ = rt.block_on(h);
@@ -215,8 +275,17 @@ fn main() {
     for t in ["ffmpeg", "nginx", "taskset"] {
         require(t);
     }
-    assert!(Path::new(RTMP_MODULE).is_file(), "{RTMP_MODULE} missing: install libnginx-mod-rtmp");
-    assert!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) >= 2, "needs 2 CPUs (edge on 0, rest on 1)");
+    assert!(
+        Path::new(RTMP_MODULE).is_file(),
+        "{RTMP_MODULE} missing: install libnginx-mod-rtmp"
+    );
+    assert!(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            >= 2,
+        "needs 2 CPUs (edge on 0, rest on 1)"
+    );
     pin_self(AUX_CPU);
     let relay_bin = env!("CARGO_BIN_EXE_relay");
     let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
@@ -228,29 +297,75 @@ fn main() {
     let br = format!("{}k", o.bitrate_kbps.saturating_sub(128).max(100));
     eprintln!("encoding a 20 s clip at ~{} kbit/s ...", o.bitrate_kbps);
     let st = Command::new("taskset")
-        .args(["-c", &AUX_CPU.to_string(), "ffmpeg", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=1000", "-t", "20"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p"])
-        .args(["-b:v", &br, "-maxrate", &br, "-bufsize", &br, "-c:a", "aac", "-b:a", "128k"])
+        .args([
+            "-c",
+            &AUX_CPU.to_string(),
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000",
+            "-t",
+            "20",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-b:v", &br, "-maxrate", &br, "-bufsize", &br, "-c:a", "aac", "-b:a", "128k",
+        ])
         .arg(&clip)
         .status()
         .unwrap();
     assert!(st.success(), "encoding the clip failed");
 
     let origin_port = free_port();
-    let _origin = spawn(AUX_CPU, relay_bin, &["origin", "--listen", &format!("127.0.0.1:{origin_port}")], &dir.join("origin.log"));
+    let _origin = spawn(
+        AUX_CPU,
+        relay_bin,
+        &["origin", "--listen", &format!("127.0.0.1:{origin_port}")],
+        &dir.join("origin.log"),
+    );
     wait_port(origin_port);
     let origin_url = format!("rtmp://127.0.0.1:{origin_port}/live/bench");
     let _publisher = spawn(
         AUX_CPU,
         "ffmpeg",
-        &["-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip.to_str().unwrap(), "-c", "copy", "-f", "flv", &origin_url],
+        &[
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &origin_url,
+        ],
         &dir.join("publisher.log"),
     );
     std::thread::sleep(Duration::from_secs(2));
 
     // One worker thread (inherits the CPU 1 pin) drives the players while this thread measures.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rows = Vec::new();
     for &n in &o.players {
         for server in ["relay", "nginx-rtmp"] {
@@ -259,13 +374,24 @@ fn main() {
                 "relay" => spawn(
                     EDGE_CPU,
                     relay_bin,
-                    &["edge", "--listen", &format!("127.0.0.1:{port}"), "--origin", &format!("rtmp://127.0.0.1:{origin_port}/live")],
+                    &[
+                        "edge",
+                        "--listen",
+                        &format!("127.0.0.1:{port}"),
+                        "--origin",
+                        &format!("rtmp://127.0.0.1:{origin_port}/live"),
+                    ],
                     &dir.join(format!("edge-{n}.log")),
                 ),
                 _ => {
                     let conf = nginx_conf(&dir, port, origin_port);
                     let early = format!("{d}/nginx-early.log");
-                    spawn(EDGE_CPU, "nginx", &["-p", &d, "-e", &early, "-c", conf.to_str().unwrap()], &dir.join(format!("nginx-{n}.log")))
+                    spawn(
+                        EDGE_CPU,
+                        "nginx",
+                        &["-p", &d, "-e", &early, "-c", conf.to_str().unwrap()],
+                        &dir.join(format!("nginx-{n}.log")),
+                    )
                 }
             };
             wait_port(port);

@@ -45,7 +45,11 @@ struct Response {
 }
 
 fn json(status: &'static str, v: serde_json::Value) -> Response {
-    Response { status, content_type: "application/json", body: v.to_string() + "\n" }
+    Response {
+        status,
+        content_type: "application/json",
+        body: v.to_string() + "\n",
+    }
 }
 
 async fn handle(ctx: Arc<Ctx>, mut sock: TcpStream) {
@@ -91,12 +95,22 @@ fn route(ctx: &Arc<Ctx>, method: &str, path: &str) -> Response {
             content_type: "text/plain; version=0.0.4",
             body: ctx.metrics.render(&ctx.hub, ctx.config.role.name()),
         },
-        ("GET", ["healthz"]) => Response { status: "200 OK", content_type: "text/plain", body: "ok\n".into() },
+        ("GET", ["healthz"]) => Response {
+            status: "200 OK",
+            content_type: "text/plain",
+            body: "ok\n".into(),
+        },
         ("POST", ["streams", app, key, "pull"]) => match &ctx.config.role {
-            Role::Origin { .. } => json("404 Not Found", serde_json::json!({ "error": "pull is an edge operation" })),
+            Role::Origin { .. } => json(
+                "404 Not Found",
+                serde_json::json!({ "error": "pull is an edge operation" }),
+            ),
             Role::Edge { origins } => {
                 if !origins.iter().any(|o| o.app == *app) {
-                    return json("404 Not Found", serde_json::json!({ "error": format!("no --origin serves app {app:?}") }));
+                    return json(
+                        "404 Not Found",
+                        serde_json::json!({ "error": format!("no --origin serves app {app:?}") }),
+                    );
                 }
                 let stream = crate::edge::ensure_pull(ctx, app, key);
                 info!(app, key, "pre-pull requested over the API");
@@ -107,7 +121,10 @@ fn route(ctx: &Arc<Ctx>, method: &str, path: &str) -> Response {
                 )
             }
         },
-        (_, ["streams", ..]) | (_, ["metrics"]) => json("405 Method Not Allowed", serde_json::json!({ "error": "method not allowed" })),
+        (_, ["streams", ..]) | (_, ["metrics"]) => json(
+            "405 Method Not Allowed",
+            serde_json::json!({ "error": "method not allowed" }),
+        ),
         _ => json("404 Not Found", serde_json::json!({ "error": "not found" })),
     }
 }

@@ -22,7 +22,9 @@ use crate::{Ctx, OriginUrl, Role};
 pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Arc<Stream> {
     let (stream, created) = ctx.hub.get_or_create(app, name);
     if created {
-        let Role::Edge { origins } = &ctx.config.role else { return stream };
+        let Role::Edge { origins } = &ctx.config.role else {
+            return stream;
+        };
         let origins: Vec<OriginUrl> = origins.iter().filter(|o| o.app == app).cloned().collect();
         info!(app, key = name, origins = origins.len(), "starting pull");
         tokio::spawn(pull_loop(ctx.clone(), stream.clone(), origins));
@@ -80,7 +82,11 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) 
             }
         }
         i += 1;
-        if stream.is_ended() || stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) {
+        if stream.is_ended()
+            || stream
+                .idle_for()
+                .is_some_and(|d| d >= ctx.config.idle_timeout)
+        {
             ctx.hub.remove(&stream);
             return;
         }
@@ -93,17 +99,31 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) 
 }
 
 /// One upstream connection: handshake, play, then feed the stream until it fails or is not needed.
-async fn pull_once(ctx: &Arc<Ctx>, stream: &Arc<Stream>, origin: &OriginUrl, playing: &mut bool) -> Result<PullEnd, PullError> {
+async fn pull_once(
+    ctx: &Arc<Ctx>,
+    stream: &Arc<Stream>,
+    origin: &OriginUrl,
+    playing: &mut bool,
+) -> Result<PullEnd, PullError> {
     let connect_timeout = ctx.config.handshake_timeout;
-    let mut sock = timeout(connect_timeout, TcpStream::connect((origin.host.as_str(), origin.port)))
-        .await
-        .map_err(|_| PullError::Timeout("connect timed out"))??;
+    let mut sock = timeout(
+        connect_timeout,
+        TcpStream::connect((origin.host.as_str(), origin.port)),
+    )
+    .await
+    .map_err(|_| PullError::Timeout("connect timed out"))??;
     let _ = sock.set_nodelay(true);
     let rest = timeout(connect_timeout, client_handshake(&mut sock))
         .await
         .map_err(|_| PullError::Timeout("handshake timed out"))??;
     let mut out = BytesMut::new();
-    let mut session = ClientSession::new(ctx.config.limits, &origin.app, &origin.tc_url(), &stream.name, &mut out)?;
+    let mut session = ClientSession::new(
+        ctx.config.limits,
+        &origin.app,
+        &origin.tc_url(),
+        &stream.name,
+        &mut out,
+    )?;
     let mut events = Vec::new();
     if !rest.is_empty() {
         session.feed(&rest, &mut out, &mut events)?;
@@ -118,7 +138,10 @@ async fn pull_once(ctx: &Arc<Ctx>, stream: &Arc<Stream>, origin: &OriginUrl, pla
             match ev {
                 ClientEvent::Playing => {
                     if source.is_none() {
-                        match stream.attach_source(SourceInfo { kind: "upstream", peer: origin.tc_url() }) {
+                        match stream.attach_source(SourceInfo {
+                            kind: "upstream",
+                            peer: origin.tc_url(),
+                        }) {
                             Ok(id) => source = Some(id),
                             // Only this task attaches to an edge stream, so this is not expected; retry later.
                             Err(e) => {
@@ -138,7 +161,9 @@ async fn pull_once(ctx: &Arc<Ctx>, stream: &Arc<Stream>, origin: &OriginUrl, pla
                         stream.push(id, m);
                     }
                 }
-                ClientEvent::Unpublished => info!(origin = %origin, key = %stream.name, "origin reports the publisher left; waiting"),
+                ClientEvent::Unpublished => {
+                    info!(origin = %origin, key = %stream.name, "origin reports the publisher left; waiting")
+                }
             }
         }
         if busy {
@@ -210,5 +235,7 @@ async fn client_handshake(sock: &mut TcpStream) -> Result<Vec<u8>, PullError> {
 
 /// Handshake for other client-side users (the load generator).
 pub async fn connect_client(sock: &mut TcpStream) -> Result<Vec<u8>, std::io::Error> {
-    client_handshake(sock).await.map_err(|e| std::io::Error::other(e.to_string()))
+    client_handshake(sock)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }

@@ -34,7 +34,11 @@ impl Frame {
         // becomes a bogus subtitle stream. nginx-rtmp sends it at 0 too.
         let timestamp = if media.is_metadata() { 0 } else { timestamp };
         let wire = media.encode(timestamp, SHARED_STREAM_ID);
-        Arc::new(Self { media, timestamp, wire })
+        Arc::new(Self {
+            media,
+            timestamp,
+            wire,
+        })
     }
     /// Bytes for a player on `stream_id`; shared unless the player uses an unusual id.
     pub fn wire_for(&self, stream_id: u32) -> Bytes {
@@ -135,7 +139,10 @@ impl Stream {
             created: now,
             stats: StreamStats::default(),
             tx,
-            cache: Mutex::new(Cache { source_lost_at: Some(now), ..Default::default() }),
+            cache: Mutex::new(Cache {
+                source_lost_at: Some(now),
+                ..Default::default()
+            }),
             ended: AtomicBool::new(false),
             has_video: AtomicBool::new(false),
             next_source_id: AtomicU64::new(1),
@@ -192,7 +199,9 @@ impl Stream {
 
     /// Publishes one message from source `id` to every player and the cache.
     pub fn push(&self, id: u64, media: Media) {
-        self.stats.bytes_in.fetch_add(media.payload.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_in
+            .fetch_add(media.payload.len() as u64, Ordering::Relaxed);
         if media.kind == crate::proto::MediaKind::Video {
             self.has_video.store(true, Ordering::Relaxed);
         }
@@ -203,7 +212,9 @@ impl Stream {
         if c.rebase {
             // Continue the timeline: the new source's first frame lands just after the last frame sent.
             let last = c.last_out.unwrap_or(0);
-            c.offset = last.wrapping_add(REBASE_GAP_MS).wrapping_sub(media.timestamp);
+            c.offset = last
+                .wrapping_add(REBASE_GAP_MS)
+                .wrapping_sub(media.timestamp);
             c.rebase = false;
         }
         let ts = media.timestamp.wrapping_add(c.offset);
@@ -226,7 +237,8 @@ impl Stream {
             c.gop_bytes = 0;
             c.gop_overflow = false;
         }
-        let cacheable = !is_header && !c.gop_overflow && (keyframe || !c.gop.is_empty() || !self.has_video());
+        let cacheable =
+            !is_header && !c.gop_overflow && (keyframe || !c.gop.is_empty() || !self.has_video());
         if cacheable {
             c.gop_bytes += frame.wire.len();
             if c.gop_bytes > self.gop_max_bytes {
@@ -245,9 +257,17 @@ impl Stream {
     pub fn subscribe(&self) -> Subscription {
         let c = self.cache();
         let rx = self.tx.subscribe();
-        let start_ts = c.gop.first().map(|f| f.timestamp).or(c.last_out).unwrap_or(0);
+        let start_ts = c
+            .gop
+            .first()
+            .map(|f| f.timestamp)
+            .or(c.last_out)
+            .unwrap_or(0);
         let mut start = Vec::with_capacity(c.gop.len() + 3);
-        for m in [&c.metadata, &c.video_header, &c.audio_header].into_iter().flatten() {
+        for m in [&c.metadata, &c.video_header, &c.audio_header]
+            .into_iter()
+            .flatten()
+        {
             // Headers are stamped with the GOP's start so a player's timeline never goes backwards.
             start.push(Frame::new(m.clone(), start_ts));
         }
@@ -259,7 +279,10 @@ impl Stream {
 
     pub fn unsubscribe(&self) {
         self.stats.players.fetch_sub(1, Ordering::Relaxed);
-        *self.last_player_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self
+            .last_player_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     pub fn players(&self) -> usize {
@@ -271,7 +294,12 @@ impl Stream {
         if self.players() > 0 {
             return None;
         }
-        Some(self.last_player_at.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
+        Some(
+            self.last_player_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed(),
+        )
     }
 
     /// Marks the stream over and tells every player.
@@ -316,7 +344,12 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(metrics: Arc<Metrics>, queue: usize, gop_max_bytes: usize) -> Self {
-        Self { streams: Mutex::new(HashMap::new()), metrics, queue, gop_max_bytes }
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            metrics,
+            queue,
+            gop_max_bytes,
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Stream>>> {
@@ -338,7 +371,10 @@ impl Hub {
     }
 
     pub fn get(&self, app: &str, name: &str) -> Option<Arc<Stream>> {
-        self.map().get(&(app.to_string(), name.to_string())).filter(|s| !s.is_ended()).cloned()
+        self.map()
+            .get(&(app.to_string(), name.to_string()))
+            .filter(|s| !s.is_ended())
+            .cloned()
     }
 
     /// Ends and forgets a stream (only that exact instance, in case it was already replaced).

@@ -26,8 +26,14 @@ impl PlayUrl {
     pub fn parse(url: &str) -> Result<Self, crate::RelayError> {
         let (base, key) = url
             .rsplit_once('/')
-            .ok_or(crate::RelayError::BadOriginUrl { url: url.to_string(), reason: "missing /KEY" })?;
-        Ok(Self { origin: OriginUrl::parse(base)?, key: key.to_string() })
+            .ok_or(crate::RelayError::BadOriginUrl {
+                url: url.to_string(),
+                reason: "missing /KEY",
+            })?;
+        Ok(Self {
+            origin: OriginUrl::parse(base)?,
+            key: key.to_string(),
+        })
     }
 }
 
@@ -44,7 +50,13 @@ pub struct LoadStats {
 }
 
 /// Runs `players` players, `concurrency` connecting at a time, each until `stop` resolves.
-pub async fn run(url: PlayUrl, players: usize, connect_per_sec: u32, stats: Arc<LoadStats>, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    url: PlayUrl,
+    players: usize,
+    connect_per_sec: u32,
+    stats: Arc<LoadStats>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     let gap = Duration::from_secs_f64(1.0 / connect_per_sec.max(1) as f64);
     for _ in 0..players {
@@ -71,7 +83,14 @@ async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
     let rest = crate::edge::connect_client(&mut sock).await?;
     let mut out = BytesMut::new();
     let err = |e: crate::proto::ProtoError| std::io::Error::other(e.to_string());
-    let mut s = ClientSession::new(ChunkLimits::default(), &url.origin.app, &url.origin.tc_url(), &url.key, &mut out).map_err(err)?;
+    let mut s = ClientSession::new(
+        ChunkLimits::default(),
+        &url.origin.app,
+        &url.origin.tc_url(),
+        &url.key,
+        &mut out,
+    )
+    .map_err(err)?;
     let mut events = Vec::new();
     s.feed(&rest, &mut out, &mut events).map_err(err)?;
     let mut first = true;
@@ -85,7 +104,11 @@ async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
                     stats.video_frames.fetch_add(1, Ordering::Relaxed);
                     if first {
                         first = false;
-                        stats.ttff.lock().unwrap_or_else(|e| e.into_inner()).push(t0.elapsed());
+                        stats
+                            .ttff
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(t0.elapsed());
                         stats.started.fetch_add(1, Ordering::Relaxed);
                     }
                 }

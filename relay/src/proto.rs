@@ -52,22 +52,32 @@ pub enum HandshakeStep {
 
 impl HandshakeState {
     pub fn server() -> Self {
-        Self { hs: Handshake::new(PeerType::Server) }
+        Self {
+            hs: Handshake::new(PeerType::Server),
+        }
     }
 
     /// Client side: returns the state and the C0+C1 bytes to send first.
     pub fn client() -> Result<(Self, Vec<u8>), ProtoError> {
         let mut hs = Handshake::new(PeerType::Client);
-        let c0c1 = hs.generate_outbound_p0_and_p1().map_err(ProtoError::Handshake)?;
+        let c0c1 = hs
+            .generate_outbound_p0_and_p1()
+            .map_err(ProtoError::Handshake)?;
         Ok((Self { hs }, c0c1))
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<HandshakeStep, ProtoError> {
         match self.hs.process_bytes(data).map_err(ProtoError::Handshake)? {
-            HandshakeProcessResult::InProgress { response_bytes } => Ok(HandshakeStep::Continue { reply: response_bytes }),
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                Ok(HandshakeStep::Done { reply: response_bytes, rest: remaining_bytes })
-            }
+            HandshakeProcessResult::InProgress { response_bytes } => Ok(HandshakeStep::Continue {
+                reply: response_bytes,
+            }),
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => Ok(HandshakeStep::Done {
+                reply: response_bytes,
+                rest: remaining_bytes,
+            }),
         }
     }
 }
@@ -96,11 +106,17 @@ impl Media {
     }
     /// AVC sequence header (decoder configuration); a player cannot decode without it.
     pub fn is_video_header(&self) -> bool {
-        self.kind == MediaKind::Video && self.payload.len() >= 2 && self.payload[0] & 0x0F == 7 && self.payload[1] == 0
+        self.kind == MediaKind::Video
+            && self.payload.len() >= 2
+            && self.payload[0] & 0x0F == 7
+            && self.payload[1] == 0
     }
     /// AAC sequence header (AudioSpecificConfig).
     pub fn is_audio_header(&self) -> bool {
-        self.kind == MediaKind::Audio && self.payload.len() >= 2 && self.payload[0] >> 4 == 10 && self.payload[1] == 0
+        self.kind == MediaKind::Audio
+            && self.payload.len() >= 2
+            && self.payload[0] >> 4 == 10
+            && self.payload[1] == 0
     }
     pub fn is_metadata(&self) -> bool {
         self.kind == MediaKind::Data
@@ -121,7 +137,14 @@ impl Media {
     }
     /// The message pre-chunked for message stream `stream_id`.
     pub fn encode(&self, timestamp: u32, stream_id: u32) -> Bytes {
-        chunk::encode_to_bytes(self.csid(), timestamp, self.type_id(), stream_id, &self.payload, OUT_CHUNK_SIZE)
+        chunk::encode_to_bytes(
+            self.csid(),
+            timestamp,
+            self.type_id(),
+            stream_id,
+            &self.payload,
+            OUT_CHUNK_SIZE,
+        )
     }
 }
 
@@ -200,23 +223,34 @@ fn decode_amf(m: &RawMessage) -> Result<RtmpMessage, ProtoError> {
     let is_command = matches!(m.type_id, msg_type::AMF0_COMMAND | msg_type::AMF3_COMMAND);
     let what = if is_command { "command" } else { "data" };
     // AMF3-flagged messages from Flash-era clients carry AMF0 after a leading zero byte.
-    let body = if matches!(m.type_id, msg_type::AMF3_COMMAND | msg_type::AMF3_DATA) && m.payload.first() == Some(&0) {
+    let body = if matches!(m.type_id, msg_type::AMF3_COMMAND | msg_type::AMF3_DATA)
+        && m.payload.first() == Some(&0)
+    {
         &m.payload[1..]
     } else {
         &m.payload[..]
     };
     check_amf0(body, what)?;
-    let mut values = rml_amf0::deserialize(&mut std::io::Cursor::new(body))
-        .map_err(|e| ProtoError::Malformed { what, detail: e.to_string() })?;
+    let mut values = rml_amf0::deserialize(&mut std::io::Cursor::new(body)).map_err(|e| {
+        ProtoError::Malformed {
+            what,
+            detail: e.to_string(),
+        }
+    })?;
     if !is_command {
         return Ok(RtmpMessage::Amf0Data { values });
     }
-    let malformed = |detail: &str| ProtoError::Malformed { what, detail: detail.to_string() };
+    let malformed = |detail: &str| ProtoError::Malformed {
+        what,
+        detail: detail.to_string(),
+    };
     if values.is_empty() {
         return Err(malformed("empty command"));
     }
     let mut rest = values.split_off(1);
-    let Some(Amf0Value::Utf8String(command_name)) = values.pop() else { return Err(malformed("command name is not a string")) };
+    let Some(Amf0Value::Utf8String(command_name)) = values.pop() else {
+        return Err(malformed("command name is not a string"));
+    };
     // Some clients omit the transaction id or command object on notifications; treat as 0 / null.
     let transaction_id = match rest.first() {
         Some(Amf0Value::Number(n)) => {
@@ -226,8 +260,17 @@ fn decode_amf(m: &RawMessage) -> Result<RtmpMessage, ProtoError> {
         }
         _ => 0.0,
     };
-    let command_object = if rest.is_empty() { Amf0Value::Null } else { rest.remove(0) };
-    Ok(RtmpMessage::Amf0Command { command_name, transaction_id, command_object, additional_arguments: rest })
+    let command_object = if rest.is_empty() {
+        Amf0Value::Null
+    } else {
+        rest.remove(0)
+    };
+    Ok(RtmpMessage::Amf0Command {
+        command_name,
+        transaction_id,
+        command_object,
+        additional_arguments: rest,
+    })
 }
 
 /// Encodes a protocol message with rml_rtmp and chunks it.
@@ -239,17 +282,34 @@ fn send(out: &mut BytesMut, csid: u32, stream_id: u32, msg: RtmpMessage) -> Resu
     Ok(())
 }
 
-fn command(out: &mut BytesMut, stream_id: u32, name: &str, txn: f64, obj: Amf0Value, args: Vec<Amf0Value>) -> Result<(), ProtoError> {
+fn command(
+    out: &mut BytesMut,
+    stream_id: u32,
+    name: &str,
+    txn: f64,
+    obj: Amf0Value,
+    args: Vec<Amf0Value>,
+) -> Result<(), ProtoError> {
     send(
         out,
         csid::COMMAND,
         stream_id,
-        RtmpMessage::Amf0Command { command_name: name.to_string(), transaction_id: txn, command_object: obj, additional_arguments: args },
+        RtmpMessage::Amf0Command {
+            command_name: name.to_string(),
+            transaction_id: txn,
+            command_object: obj,
+            additional_arguments: args,
+        },
     )
 }
 
 fn obj(pairs: &[(&str, Amf0Value)]) -> Amf0Value {
-    Amf0Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<HashMap<_, _>>())
+    Amf0Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<HashMap<_, _>>(),
+    )
 }
 
 fn s(v: &str) -> Amf0Value {
@@ -257,23 +317,43 @@ fn s(v: &str) -> Amf0Value {
 }
 
 /// `onStatus` on a message stream, the way RTMP reports publish/play outcomes.
-pub fn on_status(out: &mut BytesMut, stream_id: u32, level: &str, code: &str, description: &str) -> Result<(), ProtoError> {
+pub fn on_status(
+    out: &mut BytesMut,
+    stream_id: u32,
+    level: &str,
+    code: &str,
+    description: &str,
+) -> Result<(), ProtoError> {
     command(
         out,
         stream_id,
         "onStatus",
         0.0,
         Amf0Value::Null,
-        vec![obj(&[("level", s(level)), ("code", s(code)), ("description", s(description))])],
+        vec![obj(&[
+            ("level", s(level)),
+            ("code", s(code)),
+            ("description", s(description)),
+        ])],
     )
 }
 
-fn user_control(out: &mut BytesMut, event: UserControlEventType, stream_id: Option<u32>, ts: Option<u32>) -> Result<(), ProtoError> {
+fn user_control(
+    out: &mut BytesMut,
+    event: UserControlEventType,
+    stream_id: Option<u32>,
+    ts: Option<u32>,
+) -> Result<(), ProtoError> {
     send(
         out,
         csid::CONTROL,
         0,
-        RtmpMessage::UserControl { event_type: event, stream_id, buffer_length: None, timestamp: ts.map(RtmpTimestamp::new) },
+        RtmpMessage::UserControl {
+            event_type: event,
+            stream_id,
+            buffer_length: None,
+            timestamp: ts.map(RtmpTimestamp::new),
+        },
     )
 }
 
@@ -292,7 +372,14 @@ impl Acker {
         if let Some(w) = self.window {
             if self.since_ack >= w as u64 {
                 self.since_ack = 0;
-                send(out, csid::CONTROL, 0, RtmpMessage::Acknowledgement { sequence_number: self.total as u32 })?;
+                send(
+                    out,
+                    csid::CONTROL,
+                    0,
+                    RtmpMessage::Acknowledgement {
+                        sequence_number: self.total as u32,
+                    },
+                )?;
             }
         }
         Ok(())
@@ -300,12 +387,22 @@ impl Acker {
 }
 
 /// Handles the control messages both sides treat the same way; returns true when consumed.
-fn handle_control(m: &RawMessage, acker: &mut Acker, out: &mut BytesMut) -> Result<bool, ProtoError> {
+fn handle_control(
+    m: &RawMessage,
+    acker: &mut Acker,
+    out: &mut BytesMut,
+) -> Result<bool, ProtoError> {
     match m.type_id {
-        msg_type::SET_CHUNK_SIZE | msg_type::ABORT | msg_type::ACK | msg_type::SET_PEER_BANDWIDTH => Ok(true),
+        msg_type::SET_CHUNK_SIZE
+        | msg_type::ABORT
+        | msg_type::ACK
+        | msg_type::SET_PEER_BANDWIDTH => Ok(true),
         msg_type::WINDOW_ACK_SIZE => {
             if m.payload.len() < 4 {
-                return Err(ProtoError::Malformed { what: "window ack size", detail: "short".into() });
+                return Err(ProtoError::Malformed {
+                    what: "window ack size",
+                    detail: "short".into(),
+                });
             }
             let w = u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]);
             acker.window = (w > 0).then_some(w);
@@ -314,7 +411,8 @@ fn handle_control(m: &RawMessage, acker: &mut Acker, out: &mut BytesMut) -> Resu
         msg_type::USER_CONTROL => {
             // Ping request (event 6): answer so peers such as nginx-rtmp do not drop us.
             if m.payload.len() >= 6 && m.payload[0] == 0 && m.payload[1] == 6 {
-                let ts = u32::from_be_bytes([m.payload[2], m.payload[3], m.payload[4], m.payload[5]]);
+                let ts =
+                    u32::from_be_bytes([m.payload[2], m.payload[3], m.payload[4], m.payload[5]]);
                 user_control(out, UserControlEventType::PingResponse, None, Some(ts))?;
             }
             Ok(true)
@@ -341,12 +439,21 @@ fn to_media(m: &RawMessage) -> Result<Option<Media>, ProtoError> {
             if !matches!(values.first(), Some(Amf0Value::Utf8String(n)) if n == "onMetaData") {
                 return Ok(None);
             }
-            let payload = rml_amf0::serialize(&values.to_vec()).map_err(|e| ProtoError::Serialize(e.to_string()))?;
-            return Ok(Some(Media { kind: MediaKind::Data, timestamp: m.timestamp, payload: Bytes::from(payload) }));
+            let payload = rml_amf0::serialize(&values.to_vec())
+                .map_err(|e| ProtoError::Serialize(e.to_string()))?;
+            return Ok(Some(Media {
+                kind: MediaKind::Data,
+                timestamp: m.timestamp,
+                payload: Bytes::from(payload),
+            }));
         }
         _ => return Ok(None),
     };
-    Ok(Some(Media { kind, timestamp: m.timestamp, payload: m.payload.clone() }))
+    Ok(Some(Media {
+        kind,
+        timestamp: m.timestamp,
+        payload: m.payload.clone(),
+    }))
 }
 
 /// What a server-side session reports to its connection handler.
@@ -375,14 +482,41 @@ pub struct ServerSession {
 
 impl ServerSession {
     pub fn new(limits: ChunkLimits) -> Self {
-        Self { dec: ChunkDecoder::new(limits), acker: Acker::default(), next_stream_id: 1, publishing_stream: None }
+        Self {
+            dec: ChunkDecoder::new(limits),
+            acker: Acker::default(),
+            next_stream_id: 1,
+            publishing_stream: None,
+        }
     }
 
     /// The first bytes we send after the handshake.
     pub fn start(out: &mut BytesMut) -> Result<(), ProtoError> {
-        send(out, csid::CONTROL, 0, RtmpMessage::WindowAcknowledgement { size: WINDOW_ACK_SIZE })?;
-        send(out, csid::CONTROL, 0, RtmpMessage::SetPeerBandwidth { size: WINDOW_ACK_SIZE, limit_type: PeerBandwidthLimitType::Dynamic })?;
-        send(out, csid::CONTROL, 0, RtmpMessage::SetChunkSize { size: OUT_CHUNK_SIZE as u32 })
+        send(
+            out,
+            csid::CONTROL,
+            0,
+            RtmpMessage::WindowAcknowledgement {
+                size: WINDOW_ACK_SIZE,
+            },
+        )?;
+        send(
+            out,
+            csid::CONTROL,
+            0,
+            RtmpMessage::SetPeerBandwidth {
+                size: WINDOW_ACK_SIZE,
+                limit_type: PeerBandwidthLimitType::Dynamic,
+            },
+        )?;
+        send(
+            out,
+            csid::CONTROL,
+            0,
+            RtmpMessage::SetChunkSize {
+                size: OUT_CHUNK_SIZE as u32,
+            },
+        )
     }
 
     pub fn decoder_buffer(&mut self) -> &mut BytesMut {
@@ -390,7 +524,12 @@ impl ServerSession {
     }
 
     /// Processes bytes already placed in `decoder_buffer` (`n` new ones); replies go to `out`.
-    pub fn process(&mut self, n: usize, out: &mut BytesMut, events: &mut Vec<ServerEvent>) -> Result<(), ProtoError> {
+    pub fn process(
+        &mut self,
+        n: usize,
+        out: &mut BytesMut,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), ProtoError> {
         self.acker.received(n, out)?;
         while let Some(m) = self.dec.next_message()? {
             if handle_control(&m, &mut self.acker, out)? {
@@ -411,13 +550,28 @@ impl ServerSession {
     }
 
     /// Convenience for tests and fuzzing: push bytes and process them.
-    pub fn feed(&mut self, data: &[u8], out: &mut BytesMut, events: &mut Vec<ServerEvent>) -> Result<(), ProtoError> {
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        out: &mut BytesMut,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), ProtoError> {
         self.dec.push(data);
         self.process(data.len(), out, events)
     }
 
-    fn command(&mut self, m: &RawMessage, out: &mut BytesMut, events: &mut Vec<ServerEvent>) -> Result<(), ProtoError> {
-        let RtmpMessage::Amf0Command { command_name, transaction_id: txn, command_object, additional_arguments: args } = decode_amf(m)?
+    fn command(
+        &mut self,
+        m: &RawMessage,
+        out: &mut BytesMut,
+        events: &mut Vec<ServerEvent>,
+    ) -> Result<(), ProtoError> {
+        let RtmpMessage::Amf0Command {
+            command_name,
+            transaction_id: txn,
+            command_object,
+            additional_arguments: args,
+        } = decode_amf(m)?
         else {
             return Ok(());
         };
@@ -429,11 +583,21 @@ impl ServerSession {
             "connect" => {
                 let props = match command_object {
                     Amf0Value::Object(p) => p,
-                    _ => return Err(ProtoError::Malformed { what: "connect", detail: "no command object".into() }),
+                    _ => {
+                        return Err(ProtoError::Malformed {
+                            what: "connect",
+                            detail: "no command object".into(),
+                        })
+                    }
                 };
                 let app = match props.get("app") {
                     Some(Amf0Value::Utf8String(a)) => a.clone(),
-                    _ => return Err(ProtoError::Malformed { what: "connect", detail: "no app".into() }),
+                    _ => {
+                        return Err(ProtoError::Malformed {
+                            what: "connect",
+                            detail: "no app".into(),
+                        })
+                    }
                 };
                 let tc_url = match props.get("tcUrl") {
                     Some(Amf0Value::Utf8String(a)) => Some(a.clone()),
@@ -444,7 +608,10 @@ impl ServerSession {
                     0,
                     "_result",
                     txn,
-                    obj(&[("fmsVer", s("FMS/3,0,1,123")), ("capabilities", Amf0Value::Number(31.0))]),
+                    obj(&[
+                        ("fmsVer", s("FMS/3,0,1,123")),
+                        ("capabilities", Amf0Value::Number(31.0)),
+                    ]),
                     vec![obj(&[
                         ("level", s("status")),
                         ("code", s("NetConnection.Connect.Success")),
@@ -457,20 +624,45 @@ impl ServerSession {
             "createStream" => {
                 let id = self.next_stream_id;
                 self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
-                command(out, 0, "_result", txn, Amf0Value::Null, vec![Amf0Value::Number(id as f64)])?;
+                command(
+                    out,
+                    0,
+                    "_result",
+                    txn,
+                    Amf0Value::Null,
+                    vec![Amf0Value::Number(id as f64)],
+                )?;
             }
-            "releaseStream" | "FCPublish" | "getStreamLength" => {
-                if txn != 0.0 {
-                    command(out, 0, "_result", txn, Amf0Value::Null, vec![Amf0Value::Undefined])?;
-                }
+            // A transaction id of 0 means the client expects no answer.
+            "releaseStream" | "FCPublish" | "getStreamLength" if txn != 0.0 => {
+                command(
+                    out,
+                    0,
+                    "_result",
+                    txn,
+                    Amf0Value::Null,
+                    vec![Amf0Value::Undefined],
+                )?;
             }
             "publish" => {
-                let name = arg_str(0).ok_or(ProtoError::Malformed { what: "publish", detail: "no stream name".into() })?;
-                events.push(ServerEvent::Publish { stream_id: m.stream_id, name });
+                let name = arg_str(0).ok_or(ProtoError::Malformed {
+                    what: "publish",
+                    detail: "no stream name".into(),
+                })?;
+                events.push(ServerEvent::Publish {
+                    stream_id: m.stream_id,
+                    name,
+                });
             }
             "play" => {
-                let name = arg_str(0).ok_or(ProtoError::Malformed { what: "play", detail: "no stream name".into() })?;
-                events.push(ServerEvent::Play { stream_id: m.stream_id, name });
+                let name = arg_str(0).ok_or(ProtoError::Malformed {
+                    what: "play",
+                    detail: "no stream name".into(),
+                })?;
+                events.push(ServerEvent::Play {
+                    stream_id: m.stream_id,
+                    name,
+                });
             }
             "deleteStream" | "closeStream" | "FCUnpublish" => {
                 self.publishing_stream = None;
@@ -482,25 +674,70 @@ impl ServerSession {
     }
 
     /// Accepts a publish: the stream starts taking media.
-    pub fn accept_publish(&mut self, stream_id: u32, name: &str, out: &mut BytesMut) -> Result<(), ProtoError> {
+    pub fn accept_publish(
+        &mut self,
+        stream_id: u32,
+        name: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
         self.publishing_stream = Some(stream_id);
-        user_control(out, UserControlEventType::StreamBegin, Some(stream_id), None)?;
-        on_status(out, stream_id, "status", "NetStream.Publish.Start", &format!("{name} is now published."))
+        user_control(
+            out,
+            UserControlEventType::StreamBegin,
+            Some(stream_id),
+            None,
+        )?;
+        on_status(
+            out,
+            stream_id,
+            "status",
+            "NetStream.Publish.Start",
+            &format!("{name} is now published."),
+        )
     }
 
     /// Accepts a play request; media for `stream_id` follows from the fan-out.
     pub fn accept_play(stream_id: u32, name: &str, out: &mut BytesMut) -> Result<(), ProtoError> {
-        user_control(out, UserControlEventType::StreamIsRecorded, Some(stream_id), None).ok();
-        user_control(out, UserControlEventType::StreamBegin, Some(stream_id), None)?;
-        on_status(out, stream_id, "status", "NetStream.Play.Reset", &format!("Playing and resetting {name}."))?;
-        on_status(out, stream_id, "status", "NetStream.Play.Start", &format!("Started playing {name}."))?;
+        user_control(
+            out,
+            UserControlEventType::StreamIsRecorded,
+            Some(stream_id),
+            None,
+        )
+        .ok();
+        user_control(
+            out,
+            UserControlEventType::StreamBegin,
+            Some(stream_id),
+            None,
+        )?;
+        on_status(
+            out,
+            stream_id,
+            "status",
+            "NetStream.Play.Reset",
+            &format!("Playing and resetting {name}."),
+        )?;
+        on_status(
+            out,
+            stream_id,
+            "status",
+            "NetStream.Play.Start",
+            &format!("Started playing {name}."),
+        )?;
         // No |RtmpSampleAccess: only Flash used it, and ffmpeg's FLV demuxer turns it into a bogus subtitle stream.
         Ok(())
     }
 
     /// Tells the player the stream ended (publisher gone and grace period over).
     pub fn end_play(stream_id: u32, out: &mut BytesMut) -> Result<(), ProtoError> {
-        on_status(out, stream_id, "status", "NetStream.Play.UnpublishNotify", "stream is now unpublished")?;
+        on_status(
+            out,
+            stream_id,
+            "status",
+            "NetStream.Play.UnpublishNotify",
+            "stream is now unpublished",
+        )?;
         user_control(out, UserControlEventType::StreamEof, Some(stream_id), None)
     }
 }
@@ -537,8 +774,21 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// Starts the command flow for `rtmp://host/app/stream_name` (tc_url is that URL without the stream).
-    pub fn new(limits: ChunkLimits, app: &str, tc_url: &str, stream_name: &str, out: &mut BytesMut) -> Result<Self, ProtoError> {
-        send(out, csid::CONTROL, 0, RtmpMessage::SetChunkSize { size: OUT_CHUNK_SIZE as u32 })?;
+    pub fn new(
+        limits: ChunkLimits,
+        app: &str,
+        tc_url: &str,
+        stream_name: &str,
+        out: &mut BytesMut,
+    ) -> Result<Self, ProtoError> {
+        send(
+            out,
+            csid::CONTROL,
+            0,
+            RtmpMessage::SetChunkSize {
+                size: OUT_CHUNK_SIZE as u32,
+            },
+        )?;
         command(
             out,
             0,
@@ -569,12 +819,22 @@ impl ClientSession {
         self.dec.buffer_mut()
     }
 
-    pub fn feed(&mut self, data: &[u8], out: &mut BytesMut, events: &mut Vec<ClientEvent>) -> Result<(), ProtoError> {
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        out: &mut BytesMut,
+        events: &mut Vec<ClientEvent>,
+    ) -> Result<(), ProtoError> {
         self.dec.push(data);
         self.process(data.len(), out, events)
     }
 
-    pub fn process(&mut self, n: usize, out: &mut BytesMut, events: &mut Vec<ClientEvent>) -> Result<(), ProtoError> {
+    pub fn process(
+        &mut self,
+        n: usize,
+        out: &mut BytesMut,
+        events: &mut Vec<ClientEvent>,
+    ) -> Result<(), ProtoError> {
         self.acker.received(n, out)?;
         while let Some(m) = self.dec.next_message()? {
             if handle_control(&m, &mut self.acker, out)? {
@@ -593,8 +853,19 @@ impl ClientSession {
         Ok(())
     }
 
-    fn command(&mut self, m: &RawMessage, out: &mut BytesMut, events: &mut Vec<ClientEvent>) -> Result<(), ProtoError> {
-        let RtmpMessage::Amf0Command { command_name, transaction_id: txn, additional_arguments: args, .. } = decode_amf(m)? else {
+    fn command(
+        &mut self,
+        m: &RawMessage,
+        out: &mut BytesMut,
+        events: &mut Vec<ClientEvent>,
+    ) -> Result<(), ProtoError> {
+        let RtmpMessage::Amf0Command {
+            command_name,
+            transaction_id: txn,
+            additional_arguments: args,
+            ..
+        } = decode_amf(m)?
+        else {
             return Ok(());
         };
         let info = |args: &[Amf0Value], key: &str| -> String {
@@ -610,7 +881,14 @@ impl ClientSession {
         };
         match (command_name.as_str(), self.state) {
             ("_result", ClientState::Connecting) if txn == 1.0 => {
-                send(out, csid::CONTROL, 0, RtmpMessage::WindowAcknowledgement { size: WINDOW_ACK_SIZE })?;
+                send(
+                    out,
+                    csid::CONTROL,
+                    0,
+                    RtmpMessage::WindowAcknowledgement {
+                        size: WINDOW_ACK_SIZE,
+                    },
+                )?;
                 command(out, 0, "createStream", 2.0, Amf0Value::Null, vec![])?;
                 self.state = ClientState::CreatingStream;
             }
@@ -619,28 +897,54 @@ impl ClientSession {
                     Amf0Value::Number(n) => Some(*n as u32),
                     _ => None,
                 });
-                self.stream_id = id.ok_or(ProtoError::Malformed { what: "createStream result", detail: "no stream id".into() })?;
+                self.stream_id = id.ok_or(ProtoError::Malformed {
+                    what: "createStream result",
+                    detail: "no stream id".into(),
+                })?;
                 // Start -1000 = live stream (or recorded), as ffmpeg sends for live playback.
-                command(out, self.stream_id, "play", 0.0, Amf0Value::Null, vec![s(&self.stream_name), Amf0Value::Number(-1000.0)])?;
+                command(
+                    out,
+                    self.stream_id,
+                    "play",
+                    0.0,
+                    Amf0Value::Null,
+                    vec![s(&self.stream_name), Amf0Value::Number(-1000.0)],
+                )?;
                 // Buffer length on the play stream, as Flash players send; some servers wait for it.
                 let mut p = Vec::with_capacity(10);
                 p.extend_from_slice(&3u16.to_be_bytes());
                 p.extend_from_slice(&self.stream_id.to_be_bytes());
                 p.extend_from_slice(&1000u32.to_be_bytes());
-                chunk::encode_message(out, csid::CONTROL, 0, msg_type::USER_CONTROL, 0, &p, OUT_CHUNK_SIZE);
+                chunk::encode_message(
+                    out,
+                    csid::CONTROL,
+                    0,
+                    msg_type::USER_CONTROL,
+                    0,
+                    &p,
+                    OUT_CHUNK_SIZE,
+                );
                 self.state = ClientState::Playing;
             }
             ("_error", _) => {
-                return Err(ProtoError::Refused { code: info(&args, "code"), description: info(&args, "description") });
+                return Err(ProtoError::Refused {
+                    code: info(&args, "code"),
+                    description: info(&args, "description"),
+                });
             }
             ("onStatus", _) => {
                 let code = info(&args, "code");
                 let level = info(&args, "level");
                 match code.as_str() {
                     "NetStream.Play.Start" => events.push(ClientEvent::Playing),
-                    "NetStream.Play.UnpublishNotify" | "NetStream.Play.Stop" => events.push(ClientEvent::Unpublished),
+                    "NetStream.Play.UnpublishNotify" | "NetStream.Play.Stop" => {
+                        events.push(ClientEvent::Unpublished)
+                    }
                     _ if level == "error" || code == "NetStream.Play.StreamNotFound" => {
-                        return Err(ProtoError::Refused { code, description: info(&args, "description") })
+                        return Err(ProtoError::Refused {
+                            code,
+                            description: info(&args, "description"),
+                        })
                     }
                     _ => {}
                 }
@@ -663,7 +967,13 @@ mod tests {
         for _ in 0..100_000 {
             p.extend_from_slice(&[3, 0, 1, b'a']);
         }
-        let m = RawMessage { csid: 3, timestamp: 0, type_id: msg_type::AMF0_COMMAND, stream_id: 0, payload: Bytes::from(p) };
+        let m = RawMessage {
+            csid: 3,
+            timestamp: 0,
+            type_id: msg_type::AMF0_COMMAND,
+            stream_id: 0,
+            payload: Bytes::from(p),
+        };
         assert!(matches!(decode_amf(&m), Err(ProtoError::AmfStructure(_))));
     }
 
@@ -672,9 +982,19 @@ mod tests {
         // rml_rtmp's decoder panics on this (found by the fuzz test); ours treats missing values as absent.
         let mut p = vec![2, 0, 4];
         p.extend_from_slice(b"ping");
-        let m = RawMessage { csid: 3, timestamp: 0, type_id: msg_type::AMF0_COMMAND, stream_id: 0, payload: Bytes::from(p) };
+        let m = RawMessage {
+            csid: 3,
+            timestamp: 0,
+            type_id: msg_type::AMF0_COMMAND,
+            stream_id: 0,
+            payload: Bytes::from(p),
+        };
         match decode_amf(&m).unwrap() {
-            RtmpMessage::Amf0Command { command_name, transaction_id, .. } => assert_eq!((command_name.as_str(), transaction_id), ("ping", 0.0)),
+            RtmpMessage::Amf0Command {
+                command_name,
+                transaction_id,
+                ..
+            } => assert_eq!((command_name.as_str(), transaction_id), ("ping", 0.0)),
             other => panic!("{other:?}"),
         }
     }
@@ -683,7 +1003,8 @@ mod tests {
     fn client_and_server_sessions_talk_to_each_other() {
         let limits = ChunkLimits::default();
         let mut c2s = BytesMut::new();
-        let mut client = ClientSession::new(limits, "live", "rtmp://x/live", "test", &mut c2s).unwrap();
+        let mut client =
+            ClientSession::new(limits, "live", "rtmp://x/live", "test", &mut c2s).unwrap();
         let mut server = ServerSession::new(limits);
         let mut s2c = BytesMut::new();
         ServerSession::start(&mut s2c).unwrap();
@@ -695,7 +1016,11 @@ mod tests {
                 if let ServerEvent::Play { stream_id, name } = e {
                     assert_eq!(name, "test");
                     ServerSession::accept_play(stream_id, &name, &mut s2c).unwrap();
-                    let v = Media { kind: MediaKind::Video, timestamp: 0x0100_0000, payload: Bytes::from_static(&[0x17, 0, 0, 0, 0]) };
+                    let v = Media {
+                        kind: MediaKind::Video,
+                        timestamp: 0x0100_0000,
+                        payload: Bytes::from_static(&[0x17, 0, 0, 0, 0]),
+                    };
                     s2c.extend_from_slice(&v.encode(v.timestamp, stream_id));
                 }
             }

@@ -1,0 +1,429 @@
+//! Fan-out benchmark: N players of one stream on one edge pinned to CPU 0, our relay beside nginx-rtmp in the
+//! same run; prints CPU per player, memory per player and time to first frame.
+//!
+//! Run: `cargo bench -p relay --bench relay -- [--players 100,500,1000] [--secs 10] [--bitrate-kbps 1000]`
+//! Layout: edge under test on CPU 0; our origin, the ffmpeg publisher (stream copy of a pre-encoded clip) and
+//! this process (the player load generator, one thread) on CPU 1. Both edges pull from the same origin.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relay::loadgen::{LoadStats, PlayUrl};
+
+const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+const EDGE_CPU: usize = 0;
+const AUX_CPU: usize = 1;
+
+/// Child process killed on drop, so a failed bench leaves nothing running.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+struct Opts {
+    players: Vec<usize>,
+    secs: u64,
+    bitrate_kbps: u32,
+    connect_rate: u32,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        players: vec![100, 500, 1000],
+        secs: 10,
+        bitrate_kbps: 1000,
+        connect_rate: 500,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--players" => {
+                o.players = val()
+                    .split(',')
+                    .map(|n| n.trim().parse().expect("--players 100,500"))
+                    .collect()
+            }
+            "--secs" => o.secs = val().parse().expect("--secs N"),
+            "--bitrate-kbps" => o.bitrate_kbps = val().parse().expect("--bitrate-kbps N"),
+            "--connect-rate" => o.connect_rate = val().parse().expect("--connect-rate N"),
+            // cargo bench passes --bench to harness = false targets.
+            "--bench" => {}
+            other => panic!(
+                "unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate"
+            ),
+        }
+    }
+    o
+}
+
+fn require(tool: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{tool} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp util-linux"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "nothing listening on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pin_self(cpu: usize) {
+    // SAFETY: plain libc call on a zeroed cpu_set_t for this thread group.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn spawn(cpu: usize, program: &str, args: &[&str], log: &Path) -> Proc {
+    let f = std::fs::File::create(log).unwrap();
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg(program)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+    Proc(child)
+}
+
+/// CPU seconds (user + system) consumed so far by `pid`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process gone");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process gone");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Row {
+    server: &'static str,
+    players: usize,
+    started: usize,
+    failed: usize,
+    cpu_core_pct: f64,
+    cpu_per_player_pct: f64,
+    rss_base_mib: f64,
+    rss_per_player_kib: f64,
+    ttff_p50_ms: f64,
+    ttff_p95_ms: f64,
+    kbps_per_player: f64,
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// Runs players against `port` with the edge process `pid`, measuring over `secs`.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    server: &'static str,
+    pid: u32,
+    port: u16,
+    n: usize,
+    o: &Opts,
+) -> Row {
+    let url = PlayUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/bench")).unwrap();
+    // One warm-up player makes the edge pull and fill its cache; the baseline is taken with it attached.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let warm = Arc::new(LoadStats::default());
+    let h_warm = rt.spawn(relay::loadgen::run(
+        url.clone(),
+        1,
+        1,
+        warm.clone(),
+        stop_rx.clone(),
+    ));
+    let end = Instant::now() + Duration::from_secs(15);
+    while warm.started.load(Ordering::Relaxed) < 1 {
+        assert!(
+            Instant::now() < end,
+            "{server}: warm-up player got no frame"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_base = rss_kib(pid);
+    let stats = Arc::new(LoadStats::default());
+    let h = rt.spawn(relay::loadgen::run(
+        url,
+        n,
+        o.connect_rate,
+        stats.clone(),
+        stop_rx,
+    ));
+    let end =
+        Instant::now() + Duration::from_secs(10 + (n as u64) / o.connect_rate.max(1) as u64 * 2);
+    while stats.started.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n
+        && Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (c0, b0, t0) = (
+        cpu_secs(pid),
+        stats.bytes.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(o.secs));
+    let (c1, b1, dt) = (
+        cpu_secs(pid),
+        stats.bytes.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
+    let rss = rss_kib(pid);
+    let _ = stop_tx.send(true);
+    let _ = rt.block_on(h);
+    let _ = rt.block_on(h_warm);
+    let started = stats.started.load(Ordering::Relaxed);
+    let mut ttff = stats.ttff.lock().unwrap().clone();
+    let core = (c1 - c0) / dt * 100.0;
+    Row {
+        server,
+        players: n,
+        started,
+        failed: stats.failed.load(Ordering::Relaxed),
+        cpu_core_pct: core,
+        cpu_per_player_pct: core / n as f64,
+        rss_base_mib: rss_base as f64 / 1024.0,
+        rss_per_player_kib: (rss as f64 - rss_base as f64) / n as f64,
+        ttff_p50_ms: pct(&mut ttff, 0.5),
+        ttff_p95_ms: pct(&mut ttff, 0.95),
+        kbps_per_player: (b1 - b0) as f64 * 8.0 / dt / 1000.0 / started.max(1) as f64,
+    }
+}
+
+fn nginx_conf(dir: &Path, port: u16, origin: u16) -> PathBuf {
+    let conf = format!(
+        "load_module {RTMP_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+rtmp {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        chunk_size 4096;
+        application live {{
+            live on;
+            pull rtmp://127.0.0.1:{origin}/live;
+        }}
+    }}
+}}
+",
+        d = dir.display()
+    );
+    let p = dir.join(format!("nginx-{port}.conf"));
+    std::fs::write(&p, conf).unwrap();
+    p
+}
+
+fn main() {
+    let o = parse_opts();
+    for t in ["ffmpeg", "nginx", "taskset"] {
+        require(t);
+    }
+    assert!(
+        Path::new(RTMP_MODULE).is_file(),
+        "{RTMP_MODULE} missing: install libnginx-mod-rtmp"
+    );
+    assert!(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            >= 2,
+        "needs 2 CPUs (edge on 0, rest on 1)"
+    );
+    pin_self(AUX_CPU);
+    let relay_bin = env!("CARGO_BIN_EXE_relay");
+    let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display().to_string();
+
+    // A fixed-bitrate clip, encoded once, then published as a stream copy so the publisher costs ~nothing.
+    let clip = dir.join("clip.flv");
+    let br = format!("{}k", o.bitrate_kbps.saturating_sub(128).max(100));
+    eprintln!("encoding a 20 s clip at ~{} kbit/s ...", o.bitrate_kbps);
+    let st = Command::new("taskset")
+        .args([
+            "-c",
+            &AUX_CPU.to_string(),
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000",
+            "-t",
+            "20",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-b:v", &br, "-maxrate", &br, "-bufsize", &br, "-c:a", "aac", "-b:a", "128k",
+        ])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(st.success(), "encoding the clip failed");
+
+    let origin_port = free_port();
+    let _origin = spawn(
+        AUX_CPU,
+        relay_bin,
+        &["origin", "--listen", &format!("127.0.0.1:{origin_port}")],
+        &dir.join("origin.log"),
+    );
+    wait_port(origin_port);
+    let origin_url = format!("rtmp://127.0.0.1:{origin_port}/live/bench");
+    let _publisher = spawn(
+        AUX_CPU,
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &origin_url,
+        ],
+        &dir.join("publisher.log"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    // One worker thread (inherits the CPU 1 pin) drives the players while this thread measures.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for &n in &o.players {
+        for server in ["relay", "nginx-rtmp"] {
+            let port = free_port();
+            let edge = match server {
+                "relay" => spawn(
+                    EDGE_CPU,
+                    relay_bin,
+                    &[
+                        "edge",
+                        "--listen",
+                        &format!("127.0.0.1:{port}"),
+                        "--origin",
+                        &format!("rtmp://127.0.0.1:{origin_port}/live"),
+                    ],
+                    &dir.join(format!("edge-{n}.log")),
+                ),
+                _ => {
+                    let conf = nginx_conf(&dir, port, origin_port);
+                    let early = format!("{d}/nginx-early.log");
+                    spawn(
+                        EDGE_CPU,
+                        "nginx",
+                        &["-p", &d, "-e", &early, "-c", conf.to_str().unwrap()],
+                        &dir.join(format!("nginx-{n}.log")),
+                    )
+                }
+            };
+            wait_port(port);
+            eprintln!("{server}: {n} players ...");
+            let row = measure(&rt, server, edge.pid(), port, n, &o);
+            drop(edge);
+            rows.push(row);
+        }
+    }
+
+    println!();
+    println!(
+        "one stream at ~{} kbit/s, edge pinned to CPU {EDGE_CPU}, {} s window; CPU % is of one core",
+        o.bitrate_kbps, o.secs
+    );
+    println!("| server | players | started/failed | edge CPU % | CPU %/player | RSS base MiB | RSS KiB/player | TTFF p50 ms | TTFF p95 ms | kbit/s per player |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {}/{} | {:.1} | {:.4} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
+            r.server,
+            r.players,
+            r.started,
+            r.failed,
+            r.cpu_core_pct,
+            r.cpu_per_player_pct,
+            r.rss_base_mib,
+            r.rss_per_player_kib,
+            r.ttff_p50_ms,
+            r.ttff_p95_ms,
+            r.kbps_per_player
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

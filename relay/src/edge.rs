@@ -1,0 +1,241 @@
+//! Edge pulls: one upstream connection per stream, idle stop, reconnect with backoff over the origin list.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+use tracing::{info, warn};
+
+use crate::hub::{SourceInfo, Stream};
+use crate::metrics::Metrics;
+use crate::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
+use crate::{Ctx, OriginUrl, Role};
+
+/// Returns the stream for app/key, starting its pull if this call created it.
+///
+/// The hub's map lock makes creation atomic, so however many players arrive at once exactly one pull
+/// task (one upstream connection) exists per stream.
+pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Arc<Stream> {
+    let (stream, created) = ctx.hub.get_or_create(app, name);
+    if created {
+        let Role::Edge { origins } = &ctx.config.role else {
+            return stream;
+        };
+        let origins: Vec<OriginUrl> = origins.iter().filter(|o| o.app == app).cloned().collect();
+        info!(app, key = name, origins = origins.len(), "starting pull");
+        tokio::spawn(pull_loop(ctx.clone(), stream.clone(), origins));
+    }
+    stream
+}
+
+/// Why one upstream session ended.
+enum PullEnd {
+    /// No players for --idle-timeout.
+    Idle,
+    /// The stream was ended (grace period over, or shutdown).
+    Ended,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Timeout(&'static str),
+    #[error("upstream closed the connection")]
+    Closed,
+    #[error("stream already has a source")]
+    Busy,
+}
+
+async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) {
+    let mut backoff = ctx.config.backoff_min;
+    let mut i = 0usize;
+    let mut stop = ctx.shutdown.clone();
+    loop {
+        let origin = &origins[i % origins.len()];
+        let mut reached_playing = false;
+        let r = pull_once(&ctx, &stream, origin, &mut reached_playing).await;
+        match r {
+            Ok(PullEnd::Idle) => {
+                info!(app = %stream.app, key = %stream.name, idle_secs = ctx.config.idle_timeout.as_secs(), "no players, stopping pull");
+                ctx.hub.remove(&stream);
+                return;
+            }
+            Ok(PullEnd::Ended) => {
+                ctx.hub.remove(&stream);
+                return;
+            }
+            Err(e) => {
+                Metrics::inc(&ctx.metrics.upstream_failures);
+                if reached_playing {
+                    // A session that worked: retry quickly, but on the next origin in case this one is going away.
+                    backoff = ctx.config.backoff_min;
+                }
+                warn!(origin = %origin, app = %stream.app, key = %stream.name, error = %e, retry_ms = backoff.as_millis() as u64, "upstream failed, trying next origin after backoff");
+            }
+        }
+        i += 1;
+        if stream.is_ended()
+            || stream
+                .idle_for()
+                .is_some_and(|d| d >= ctx.config.idle_timeout)
+        {
+            ctx.hub.remove(&stream);
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(ctx.config.backoff_max);
+    }
+}
+
+/// One upstream connection: handshake, play, then feed the stream until it fails or is not needed.
+async fn pull_once(
+    ctx: &Arc<Ctx>,
+    stream: &Arc<Stream>,
+    origin: &OriginUrl,
+    playing: &mut bool,
+) -> Result<PullEnd, PullError> {
+    let connect_timeout = ctx.config.handshake_timeout;
+    let mut sock = timeout(
+        connect_timeout,
+        TcpStream::connect((origin.host.as_str(), origin.port)),
+    )
+    .await
+    .map_err(|_| PullError::Timeout("connect timed out"))??;
+    let _ = sock.set_nodelay(true);
+    let rest = timeout(connect_timeout, client_handshake(&mut sock))
+        .await
+        .map_err(|_| PullError::Timeout("handshake timed out"))??;
+    let mut out = BytesMut::new();
+    let mut session = ClientSession::new(
+        ctx.config.limits,
+        &origin.app,
+        &origin.tc_url(),
+        &stream.name,
+        &mut out,
+    )?;
+    let mut events = Vec::new();
+    if !rest.is_empty() {
+        session.feed(&rest, &mut out, &mut events)?;
+    }
+    let mut source: Option<u64> = None;
+    let mut stop = ctx.shutdown.clone();
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    let mut last_input = Instant::now();
+    let result = loop {
+        let mut busy = false;
+        for ev in events.drain(..) {
+            match ev {
+                ClientEvent::Playing => {
+                    if source.is_none() {
+                        match stream.attach_source(SourceInfo {
+                            kind: "upstream",
+                            peer: origin.tc_url(),
+                        }) {
+                            Ok(id) => source = Some(id),
+                            // Only this task attaches to an edge stream, so this is not expected; retry later.
+                            Err(e) => {
+                                warn!(key = %stream.name, error = %e, "cannot attach upstream");
+                                busy = true;
+                                continue;
+                            }
+                        }
+                        *playing = true;
+                        Metrics::inc(&ctx.metrics.upstream_connects);
+                        ctx.metrics.upstream_active.fetch_add(1, Ordering::Relaxed);
+                        info!(origin = %origin, app = %stream.app, key = %stream.name, "upstream playing");
+                    }
+                }
+                ClientEvent::Media(m) => {
+                    if let Some(id) = source {
+                        stream.push(id, m);
+                    }
+                }
+                ClientEvent::Unpublished => {
+                    info!(origin = %origin, key = %stream.name, "origin reports the publisher left; waiting")
+                }
+            }
+        }
+        if busy {
+            break Err(PullError::Busy);
+        }
+        if !out.is_empty() {
+            let b = out.split();
+            match timeout(ctx.config.player_timeout, sock.write_all(&b)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Err(e.into()),
+                Err(_) => break Err(PullError::Timeout("upstream stopped reading")),
+            }
+        }
+        let buf = session.decoder_buffer();
+        buf.reserve(32 * 1024);
+        tokio::select! {
+            r = sock.read_buf(buf) => {
+                match r {
+                    Ok(0) => break Err(PullError::Closed),
+                    Ok(n) => {
+                        last_input = Instant::now();
+                        ctx.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Err(e) = session.process(n, &mut out, &mut events) {
+                            break Err(e.into());
+                        }
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            _ = check.tick() => {
+                if stream.is_ended() {
+                    break Ok(PullEnd::Ended);
+                }
+                if stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) {
+                    break Ok(PullEnd::Idle);
+                }
+                if last_input.elapsed() >= ctx.config.source_timeout {
+                    break Err(PullError::Timeout("upstream sent nothing within --source-timeout"));
+                }
+            }
+            _ = stop.changed() => break Ok(PullEnd::Ended),
+        }
+    };
+    if let Some(id) = source {
+        stream.detach_source(id);
+        ctx.metrics.upstream_active.fetch_sub(1, Ordering::Relaxed);
+    }
+    result
+}
+
+async fn client_handshake(sock: &mut TcpStream) -> Result<Vec<u8>, PullError> {
+    let (mut hs, c0c1) = HandshakeState::client()?;
+    sock.write_all(&c0c1).await?;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Err(PullError::Closed);
+        }
+        match hs.feed(&buf[..n])? {
+            HandshakeStep::Continue { reply } => sock.write_all(&reply).await?,
+            HandshakeStep::Done { reply, rest } => {
+                sock.write_all(&reply).await?;
+                return Ok(rest);
+            }
+        }
+    }
+}
+
+/// Handshake for other client-side users (the load generator).
+pub async fn connect_client(sock: &mut TcpStream) -> Result<Vec<u8>, std::io::Error> {
+    client_handshake(sock)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}

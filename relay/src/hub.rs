@@ -1,0 +1,432 @@
+//! Streams and their fan-out: GOP cache, shared pre-chunked frames, monotonic timestamps across sources.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
+use crate::proto::Media;
+
+/// The message stream id ffmpeg, nginx-rtmp and Flash clients get from their (only) createStream: frames are
+/// pre-chunked for it once. A player on another id gets its own encoding.
+pub const SHARED_STREAM_ID: u32 = 1;
+/// Gap inserted between the last timestamp of a lost source and the first of its replacement.
+const REBASE_GAP_MS: u32 = 40;
+
+/// One message of a stream, encoded once and shared by every player (no per-player copy).
+#[derive(Debug)]
+pub struct Frame {
+    pub media: Media,
+    /// Timestamp players see (after rebasing onto the stream's monotonic timeline).
+    pub timestamp: u32,
+    /// `media` chunked with a full header for message stream `SHARED_STREAM_ID`.
+    pub wire: Bytes,
+}
+
+impl Frame {
+    fn new(media: Media, timestamp: u32) -> Arc<Self> {
+        // FFmpeg's FLV demuxer takes onMetaData as stream metadata only at timestamp 0; at any other time it
+        // becomes a bogus subtitle stream. nginx-rtmp sends it at 0 too.
+        let timestamp = if media.is_metadata() { 0 } else { timestamp };
+        let wire = media.encode(timestamp, SHARED_STREAM_ID);
+        Arc::new(Self {
+            media,
+            timestamp,
+            wire,
+        })
+    }
+    /// Bytes for a player on `stream_id`; shared unless the player uses an unusual id.
+    pub fn wire_for(&self, stream_id: u32) -> Bytes {
+        if stream_id == SHARED_STREAM_ID {
+            self.wire.clone()
+        } else {
+            self.media.encode(self.timestamp, stream_id)
+        }
+    }
+}
+
+/// What the fan-out channel carries.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Frame(Arc<Frame>),
+    /// The stream is over (no source within the grace period): players are told and disconnected.
+    End,
+}
+
+/// Who feeds a stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    /// "publisher" on an origin, "upstream" on an edge.
+    pub kind: &'static str,
+    /// Publisher's address or the origin URL pulled from.
+    pub peer: String,
+}
+
+/// Returned when a stream already has a live source (a second publisher).
+#[derive(Debug, thiserror::Error)]
+#[error("stream already has a source: {0}")]
+pub struct SourceBusy(pub String);
+
+/// Cached state a new player starts from, plus the monotonic timestamp mapping.
+#[derive(Default)]
+struct Cache {
+    source: Option<(u64, SourceInfo)>,
+    /// When the last source left (or the stream was created without one): grace period runs from here.
+    source_lost_at: Option<Instant>,
+    metadata: Option<Media>,
+    video_header: Option<Media>,
+    audio_header: Option<Media>,
+    /// Frames from the latest keyframe on: a new player starts decoding at once.
+    gop: Vec<Arc<Frame>>,
+    gop_bytes: usize,
+    /// The GOP outgrew the cache bound: stop caching until the next keyframe.
+    gop_overflow: bool,
+    /// Highest timestamp sent to players.
+    last_out: Option<u32>,
+    /// Added (wrapping) to source timestamps so a replacement source continues the timeline.
+    offset: u32,
+    /// Set when a new source attaches after another: the next frame fixes `offset`.
+    rebase: bool,
+}
+
+/// Per-stream counters, read by the API.
+#[derive(Default)]
+pub struct StreamStats {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub players: AtomicUsize,
+    /// Bits per second, refreshed once a second by the hub's sampler.
+    pub bps_in: AtomicU64,
+    pub bps_out: AtomicU64,
+    last_in: AtomicU64,
+    last_out: AtomicU64,
+}
+
+/// A live stream (app + key).
+pub struct Stream {
+    pub app: String,
+    pub name: String,
+    pub created: Instant,
+    pub stats: StreamStats,
+    tx: broadcast::Sender<Item>,
+    cache: Mutex<Cache>,
+    ended: AtomicBool,
+    has_video: AtomicBool,
+    next_source_id: AtomicU64,
+    /// Players were last seen at this time (edge idle stop).
+    last_player_at: Mutex<Instant>,
+    gop_max_bytes: usize,
+}
+
+/// What a new player gets: the cached start and its subscription to live frames.
+pub struct Subscription {
+    pub start: Vec<Arc<Frame>>,
+    pub rx: broadcast::Receiver<Item>,
+}
+
+impl Stream {
+    fn new(app: &str, name: &str, queue: usize, gop_max_bytes: usize) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(queue.max(16));
+        let now = Instant::now();
+        Arc::new(Self {
+            app: app.to_string(),
+            name: name.to_string(),
+            created: now,
+            stats: StreamStats::default(),
+            tx,
+            cache: Mutex::new(Cache {
+                source_lost_at: Some(now),
+                ..Default::default()
+            }),
+            ended: AtomicBool::new(false),
+            has_video: AtomicBool::new(false),
+            next_source_id: AtomicU64::new(1),
+            last_player_at: Mutex::new(now),
+            gop_max_bytes,
+        })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        // A panic while holding the lock cannot leave the cache inconsistent in a way that matters more
+        // than stopping the relay would, so keep serving.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attaches a publisher/upstream; refused while another is live.
+    pub fn attach_source(&self, info: SourceInfo) -> Result<u64, SourceBusy> {
+        let mut c = self.cache();
+        if let Some((_, cur)) = &c.source {
+            return Err(SourceBusy(cur.peer.clone()));
+        }
+        let id = self.next_source_id.fetch_add(1, Ordering::Relaxed);
+        c.source = Some((id, info));
+        c.source_lost_at = None;
+        c.rebase = c.last_out.is_some();
+        // The old GOP belongs to the old source's decoder state; the new source sends fresh headers.
+        c.gop.clear();
+        c.gop_bytes = 0;
+        Ok(id)
+    }
+
+    /// Detaches source `id` (no-op if another source replaced it).
+    pub fn detach_source(&self, id: u64) {
+        let mut c = self.cache();
+        if matches!(&c.source, Some((cur, _)) if *cur == id) {
+            c.source = None;
+            c.source_lost_at = Some(Instant::now());
+            c.gop.clear();
+            c.gop_bytes = 0;
+        }
+    }
+
+    pub fn source(&self) -> Option<SourceInfo> {
+        self.cache().source.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// How long the stream has been without a source, if it has none.
+    pub fn sourceless_for(&self) -> Option<Duration> {
+        self.cache().source_lost_at.map(|t| t.elapsed())
+    }
+
+    pub fn has_video(&self) -> bool {
+        self.has_video.load(Ordering::Relaxed)
+    }
+
+    /// Publishes one message from source `id` to every player and the cache.
+    pub fn push(&self, id: u64, media: Media) {
+        self.stats
+            .bytes_in
+            .fetch_add(media.payload.len() as u64, Ordering::Relaxed);
+        if media.kind == crate::proto::MediaKind::Video {
+            self.has_video.store(true, Ordering::Relaxed);
+        }
+        let mut c = self.cache();
+        if !matches!(&c.source, Some((cur, _)) if *cur == id) {
+            return;
+        }
+        if c.rebase {
+            // Continue the timeline: the new source's first frame lands just after the last frame sent.
+            let last = c.last_out.unwrap_or(0);
+            c.offset = last
+                .wrapping_add(REBASE_GAP_MS)
+                .wrapping_sub(media.timestamp);
+            c.rebase = false;
+        }
+        let ts = media.timestamp.wrapping_add(c.offset);
+        // Compare in wrapping arithmetic so a timeline crossing 2^32 ms still counts as moving forward.
+        if c.last_out.is_none_or(|l| (ts.wrapping_sub(l) as i32) > 0) {
+            c.last_out = Some(ts);
+        }
+        if media.is_metadata() {
+            c.metadata = Some(media.clone());
+        } else if media.is_video_header() {
+            c.video_header = Some(media.clone());
+        } else if media.is_audio_header() {
+            c.audio_header = Some(media.clone());
+        }
+        let is_header = media.is_metadata() || media.is_video_header() || media.is_audio_header();
+        let keyframe = media.is_keyframe() && !media.is_video_header();
+        let frame = Frame::new(media, ts);
+        if keyframe {
+            c.gop.clear();
+            c.gop_bytes = 0;
+            c.gop_overflow = false;
+        }
+        let cacheable =
+            !is_header && !c.gop_overflow && (keyframe || !c.gop.is_empty() || !self.has_video());
+        if cacheable {
+            c.gop_bytes += frame.wire.len();
+            if c.gop_bytes > self.gop_max_bytes {
+                c.gop.clear();
+                c.gop_bytes = 0;
+                c.gop_overflow = true;
+            } else {
+                c.gop.push(frame.clone());
+            }
+        }
+        // No receivers is fine: the cache still serves the next player.
+        let _ = self.tx.send(Item::Frame(frame));
+    }
+
+    /// Subscribes a player: metadata, sequence headers and the GOP, then live frames with no gap.
+    pub fn subscribe(&self) -> Subscription {
+        let c = self.cache();
+        let rx = self.tx.subscribe();
+        let start_ts = c
+            .gop
+            .first()
+            .map(|f| f.timestamp)
+            .or(c.last_out)
+            .unwrap_or(0);
+        let mut start = Vec::with_capacity(c.gop.len() + 3);
+        for m in [&c.metadata, &c.video_header, &c.audio_header]
+            .into_iter()
+            .flatten()
+        {
+            // Headers are stamped with the GOP's start so a player's timeline never goes backwards.
+            start.push(Frame::new(m.clone(), start_ts));
+        }
+        start.extend(c.gop.iter().cloned());
+        drop(c);
+        self.stats.players.fetch_add(1, Ordering::Relaxed);
+        Subscription { start, rx }
+    }
+
+    pub fn unsubscribe(&self) {
+        self.stats.players.fetch_sub(1, Ordering::Relaxed);
+        *self
+            .last_player_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn players(&self) -> usize {
+        self.stats.players.load(Ordering::Relaxed)
+    }
+
+    /// Time since the last player left, if there are none now.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.players() > 0 {
+            return None;
+        }
+        Some(
+            self.last_player_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed(),
+        )
+    }
+
+    /// Marks the stream over and tells every player.
+    pub fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Item::End);
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds of media currently cached in the GOP.
+    pub fn gop_len(&self) -> usize {
+        self.cache().gop.len()
+    }
+}
+
+/// JSON view of a stream for `GET /streams`.
+#[derive(Serialize)]
+pub struct StreamView {
+    pub app: String,
+    pub key: String,
+    pub source: Option<SourceInfo>,
+    pub players: usize,
+    pub bitrate_in_kbps: u64,
+    pub bitrate_out_kbps: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub uptime_secs: u64,
+    pub gop_cached_frames: usize,
+}
+
+/// All streams of this relay.
+pub struct Hub {
+    streams: Mutex<HashMap<(String, String), Arc<Stream>>>,
+    pub metrics: Arc<Metrics>,
+    queue: usize,
+    gop_max_bytes: usize,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>, queue: usize, gop_max_bytes: usize) -> Self {
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            metrics,
+            queue,
+            gop_max_bytes,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream for app/key, created if absent; the flag says whether it was created now.
+    pub fn get_or_create(&self, app: &str, name: &str) -> (Arc<Stream>, bool) {
+        let mut m = self.map();
+        let key = (app.to_string(), name.to_string());
+        if let Some(s) = m.get(&key) {
+            if !s.is_ended() {
+                return (s.clone(), false);
+            }
+        }
+        let s = Stream::new(app, name, self.queue, self.gop_max_bytes);
+        m.insert(key, s.clone());
+        (s, true)
+    }
+
+    pub fn get(&self, app: &str, name: &str) -> Option<Arc<Stream>> {
+        self.map()
+            .get(&(app.to_string(), name.to_string()))
+            .filter(|s| !s.is_ended())
+            .cloned()
+    }
+
+    /// Ends and forgets a stream (only that exact instance, in case it was already replaced).
+    pub fn remove(&self, stream: &Arc<Stream>) {
+        stream.end();
+        let mut m = self.map();
+        let key = (stream.app.clone(), stream.name.clone());
+        if m.get(&key).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            m.remove(&key);
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Stream>> {
+        self.map().values().cloned().collect()
+    }
+
+    pub fn views(&self) -> Vec<StreamView> {
+        let mut v: Vec<_> = self
+            .all()
+            .iter()
+            .map(|s| StreamView {
+                app: s.app.clone(),
+                key: s.name.clone(),
+                source: s.source(),
+                players: s.players(),
+                bitrate_in_kbps: s.stats.bps_in.load(Ordering::Relaxed) / 1000,
+                bitrate_out_kbps: s.stats.bps_out.load(Ordering::Relaxed) / 1000,
+                bytes_in: s.stats.bytes_in.load(Ordering::Relaxed),
+                bytes_out: s.stats.bytes_out.load(Ordering::Relaxed),
+                uptime_secs: s.created.elapsed().as_secs(),
+                gop_cached_frames: s.gop_len(),
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.app, &a.key).cmp(&(&b.app, &b.key)));
+        v
+    }
+
+    /// Once a second: refresh bitrates; end streams without a source past the grace period.
+    pub fn tick(&self, grace: Duration) {
+        for s in self.all() {
+            for (total, last, bps) in [
+                (&s.stats.bytes_in, &s.stats.last_in, &s.stats.bps_in),
+                (&s.stats.bytes_out, &s.stats.last_out, &s.stats.bps_out),
+            ] {
+                let now = total.load(Ordering::Relaxed);
+                let prev = last.swap(now, Ordering::Relaxed);
+                bps.store(now.saturating_sub(prev) * 8, Ordering::Relaxed);
+            }
+            if s.sourceless_for().is_some_and(|d| d >= grace) {
+                tracing::info!(app = %s.app, key = %s.name, players = s.players(), "no source within the grace period, ending stream");
+                self.remove(&s);
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! A light RTMP player load generator: many real RTMP play sessions in one process, measuring time to first frame.
+//!
+//! Each player does the full handshake/connect/createStream/play exchange and decodes every chunk (so a
+//! server cannot cheat by having players that never read), but does not decode video.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::chunk::ChunkLimits;
+use crate::proto::{ClientEvent, ClientSession, MediaKind};
+use crate::OriginUrl;
+
+/// Where to play from: `rtmp://host:port/app/key`.
+#[derive(Debug, Clone)]
+pub struct PlayUrl {
+    pub origin: OriginUrl,
+    pub key: String,
+}
+
+impl PlayUrl {
+    pub fn parse(url: &str) -> Result<Self, crate::RelayError> {
+        let (base, key) = url
+            .rsplit_once('/')
+            .ok_or(crate::RelayError::BadOriginUrl {
+                url: url.to_string(),
+                reason: "missing /KEY",
+            })?;
+        Ok(Self {
+            origin: OriginUrl::parse(base)?,
+            key: key.to_string(),
+        })
+    }
+}
+
+/// Live counters of a load run, readable while it runs.
+#[derive(Default)]
+pub struct LoadStats {
+    /// Players that received their first video frame.
+    pub started: AtomicUsize,
+    pub failed: AtomicUsize,
+    pub bytes: AtomicU64,
+    pub video_frames: AtomicU64,
+    /// Time to first video frame, one entry per started player.
+    pub ttff: std::sync::Mutex<Vec<Duration>>,
+}
+
+/// Runs `players` players, `concurrency` connecting at a time, each until `stop` resolves.
+pub async fn run(
+    url: PlayUrl,
+    players: usize,
+    connect_per_sec: u32,
+    stats: Arc<LoadStats>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let gap = Duration::from_secs_f64(1.0 / connect_per_sec.max(1) as f64);
+    for _ in 0..players {
+        let (url, stats, mut stop2) = (url.clone(), stats.clone(), stop.clone());
+        tasks.spawn(async move {
+            let r = tokio::select! {
+                r = player(&url, &stats) => r,
+                _ = stop2.wait_for(|v| *v) => Ok(()),
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "load player failed");
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        tokio::time::sleep(gap).await;
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
+    let t0 = Instant::now();
+    let mut sock = TcpStream::connect((url.origin.host.as_str(), url.origin.port)).await?;
+    sock.set_nodelay(true)?;
+    let rest = crate::edge::connect_client(&mut sock).await?;
+    let mut out = BytesMut::new();
+    let err = |e: crate::proto::ProtoError| std::io::Error::other(e.to_string());
+    let mut s = ClientSession::new(
+        ChunkLimits::default(),
+        &url.origin.app,
+        &url.origin.tc_url(),
+        &url.key,
+        &mut out,
+    )
+    .map_err(err)?;
+    let mut events = Vec::new();
+    s.feed(&rest, &mut out, &mut events).map_err(err)?;
+    let mut first = true;
+    loop {
+        if !out.is_empty() {
+            sock.write_all(&out.split()).await?;
+        }
+        for e in events.drain(..) {
+            if let ClientEvent::Media(m) = e {
+                if m.kind == MediaKind::Video && !m.is_video_header() {
+                    stats.video_frames.fetch_add(1, Ordering::Relaxed);
+                    if first {
+                        first = false;
+                        stats
+                            .ttff
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(t0.elapsed());
+                        stats.started.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let buf = s.decoder_buffer();
+        buf.reserve(64 * 1024);
+        let n = sock.read_buf(buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        s.process(n, &mut out, &mut events).map_err(err)?;
+    }
+}

@@ -1,0 +1,526 @@
+//! RTMP connections: accept with a connection limit, handshake, then publish or play on the hub.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info, warn};
+
+use crate::hub::{Item, SourceInfo, Stream};
+use crate::metrics::Metrics;
+use crate::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
+use crate::{Ctx, Role};
+
+/// Most frames written in one vectored write: bounds the iovec array and keeps other players' turns short.
+const MAX_BATCH: usize = 64;
+
+pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
+    let mut stop = ctx.shutdown.clone();
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
+        if active as usize >= ctx.config.max_connections {
+            Metrics::inc(&ctx.metrics.connections_refused_limit);
+            warn!(%peer, limit = ctx.config.max_connections, "connection limit reached (--max-connections), closing new connection");
+            drop(sock);
+            continue;
+        }
+        let _ = sock.set_nodelay(true);
+        Metrics::inc(&ctx.metrics.connections_total);
+        ctx.metrics
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut conn = Conn {
+                ctx: ctx.clone(),
+                sock,
+                peer,
+                app: String::new(),
+                tc_url: None,
+                role: Mode::Idle,
+                close: false,
+            };
+            match conn.run().await {
+                Ok(()) => debug!(%peer, "connection closed"),
+                Err(ConnError::Proto(e)) => {
+                    Metrics::inc(&ctx.metrics.protocol_errors);
+                    warn!(%peer, error = %e, "bad input, closing this connection");
+                }
+                Err(e) => debug!(%peer, error = %e, "connection ended"),
+            }
+            conn.cleanup();
+            ctx.metrics
+                .connections_active
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Timeout(&'static str),
+}
+
+enum Mode {
+    Idle,
+    Publishing {
+        stream: Arc<Stream>,
+        source: u64,
+        name: String,
+    },
+    Playing {
+        stream: Arc<Stream>,
+        stream_id: u32,
+        rx: tokio::sync::broadcast::Receiver<Item>,
+        skipping: bool,
+    },
+}
+
+struct Conn {
+    ctx: Arc<Ctx>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    app: String,
+    tc_url: Option<String>,
+    role: Mode,
+    /// Close once pending replies are flushed (after a refusal).
+    close: bool,
+}
+
+/// Splits `name?a=b&c=d` and returns the name and the value of `key` in the query.
+fn split_query<'a>(s: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
+    match s.split_once('?') {
+        None => (s, None),
+        Some((n, q)) => (
+            n,
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('='))),
+        ),
+    }
+}
+
+impl Conn {
+    async fn run(&mut self) -> Result<(), ConnError> {
+        let ctx = self.ctx.clone();
+        let rest = timeout(ctx.config.handshake_timeout, self.handshake())
+            .await
+            .map_err(|_| ConnError::Timeout("handshake timed out"))??;
+        let mut session = ServerSession::new(ctx.config.limits);
+        let mut out = BytesMut::new();
+        ServerSession::start(&mut out)?;
+        let mut events = Vec::new();
+        if !rest.is_empty() {
+            session.feed(&rest, &mut out, &mut events)?;
+        }
+        let mut stop = ctx.shutdown.clone();
+        let mut last_input = Instant::now();
+        loop {
+            self.handle_events(&mut session, &mut events, &mut out)
+                .await?;
+            if !out.is_empty() {
+                let b = out.split().freeze();
+                self.write_all(VecDeque::from([b])).await?;
+            }
+            if self.close {
+                return Ok(());
+            }
+            let publishing = matches!(self.role, Mode::Publishing { .. });
+            let buf = session.decoder_buffer();
+            // Players only send acks and commands: a small read buffer keeps per-player memory low.
+            buf.reserve(if publishing { 16 * 1024 } else { 1024 });
+            tokio::select! {
+                r = self.sock.read_buf(buf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    last_input = Instant::now();
+                    ctx.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    session.process(n, &mut out, &mut events)?;
+                }
+                item = recv_play(&mut self.role), if matches!(self.role, Mode::Playing { .. }) => {
+                    if !self.play(item).await? {
+                        return Ok(());
+                    }
+                }
+                _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout), if publishing => {
+                    return Err(ConnError::Timeout("publisher sent nothing within --source-timeout"));
+                }
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<Vec<u8>, ConnError> {
+        let mut hs = HandshakeState::server();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = self.sock.read(&mut buf).await?;
+            if n == 0 {
+                return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            match hs.feed(&buf[..n])? {
+                HandshakeStep::Continue { reply } => self.sock.write_all(&reply).await?,
+                HandshakeStep::Done { reply, rest } => {
+                    self.sock.write_all(&reply).await?;
+                    return Ok(rest);
+                }
+            }
+        }
+    }
+
+    async fn handle_events(
+        &mut self,
+        session: &mut ServerSession,
+        events: &mut Vec<ServerEvent>,
+        out: &mut BytesMut,
+    ) -> Result<(), ConnError> {
+        for ev in events.drain(..) {
+            match ev {
+                ServerEvent::Connected { app, tc_url } => {
+                    self.app = split_query(&app, "token").0.to_string();
+                    self.tc_url = tc_url;
+                    debug!(peer = %self.peer, app = %self.app, "connect");
+                }
+                ServerEvent::Publish { stream_id, name } => {
+                    self.publish(session, stream_id, &name, out)?
+                }
+                ServerEvent::Play { stream_id, name } => {
+                    let start = self.start_play(stream_id, &name, out)?;
+                    if !out.is_empty() || !start.is_empty() {
+                        let mut q = VecDeque::with_capacity(start.len() + 1);
+                        q.push_back(out.split().freeze());
+                        q.extend(start);
+                        self.write_all(q).await?;
+                    }
+                }
+                ServerEvent::Media(m) => {
+                    if let Mode::Publishing { stream, source, .. } = &self.role {
+                        stream.push(*source, m);
+                    }
+                }
+                ServerEvent::StreamClosed => self.cleanup(),
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        session: &mut ServerSession,
+        stream_id: u32,
+        raw_name: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), ConnError> {
+        let (name, token) = split_query(raw_name, "token");
+        let refuse = |this: &mut Self,
+                      out: &mut BytesMut,
+                      code: &str,
+                      why: &str|
+         -> Result<(), ConnError> {
+            Metrics::inc(&this.ctx.metrics.publishes_refused);
+            warn!(peer = %this.peer, app = %this.app, key = name, reason = why, "publish refused");
+            crate::proto::on_status(out, stream_id, "error", code, why)?;
+            // Close once the refusal is flushed: ffmpeg exits on it, and a refused client has nothing left to do.
+            this.close = true;
+            Ok(())
+        };
+        let expected = match &self.ctx.config.role {
+            Role::Edge { .. } => {
+                return refuse(
+                    self,
+                    out,
+                    "NetStream.Publish.Denied",
+                    "this relay is an edge; publish to the origin",
+                )
+            }
+            Role::Origin { publish_token } => publish_token.clone(),
+        };
+        if let Some(expected) = expected {
+            let tc_token = self
+                .tc_url
+                .as_deref()
+                .and_then(|u| split_query(u, "token").1);
+            if token.or(tc_token) != Some(expected.as_str()) {
+                return refuse(
+                    self,
+                    out,
+                    "NetStream.Publish.Unauthorized",
+                    "missing or wrong ?token=",
+                );
+            }
+        }
+        if !matches!(self.role, Mode::Idle) || name.is_empty() {
+            return refuse(
+                self,
+                out,
+                "NetStream.Publish.BadName",
+                "bad stream name or already busy on this connection",
+            );
+        }
+        let (stream, _) = self.ctx.hub.get_or_create(&self.app, name);
+        match stream.attach_source(SourceInfo {
+            kind: "publisher",
+            peer: self.peer.to_string(),
+        }) {
+            Ok(source) => {
+                info!(peer = %self.peer, app = %self.app, key = name, "publish started");
+                self.role = Mode::Publishing {
+                    stream,
+                    source,
+                    name: name.to_string(),
+                };
+                session.accept_publish(stream_id, name, out)?;
+                Ok(())
+            }
+            Err(busy) => refuse(
+                self,
+                out,
+                "NetStream.Publish.BadName",
+                &format!("stream is already being published by {}", busy.0),
+            ),
+        }
+    }
+
+    /// Subscribes to the stream (starting a pull on an edge) and returns the cached start frames.
+    fn start_play(
+        &mut self,
+        stream_id: u32,
+        raw_name: &str,
+        out: &mut BytesMut,
+    ) -> Result<Vec<Bytes>, ConnError> {
+        let name = split_query(raw_name, "token").0;
+        if !matches!(self.role, Mode::Idle) || name.is_empty() {
+            crate::proto::on_status(
+                out,
+                stream_id,
+                "error",
+                "NetStream.Play.Failed",
+                "bad stream name or busy connection",
+            )?;
+            return Ok(Vec::new());
+        }
+        let stream = match &self.ctx.config.role {
+            Role::Origin { .. } => self.ctx.hub.get_or_create(&self.app, name).0,
+            Role::Edge { origins } => {
+                if !origins.iter().any(|o| o.app == self.app) {
+                    warn!(peer = %self.peer, app = %self.app, "play refused: no --origin serves this app");
+                    crate::proto::on_status(
+                        out,
+                        stream_id,
+                        "error",
+                        "NetStream.Play.StreamNotFound",
+                        "no origin for this app",
+                    )?;
+                    self.close = true;
+                    return Ok(Vec::new());
+                }
+                crate::edge::ensure_pull(&self.ctx, &self.app, name)
+            }
+        };
+        ServerSession::accept_play(stream_id, name, out)?;
+        let sub = stream.subscribe();
+        Metrics::inc(&self.ctx.metrics.players_total);
+        info!(peer = %self.peer, app = %self.app, key = name, cached = sub.start.len(), "play started");
+        let start: Vec<Bytes> = sub.start.iter().map(|f| f.wire_for(stream_id)).collect();
+        self.role = Mode::Playing {
+            stream,
+            stream_id,
+            rx: sub.rx,
+            skipping: false,
+        };
+        Ok(start)
+    }
+
+    /// Handles one fan-out item plus whatever else is ready; false when the player is done.
+    async fn play(&mut self, first: Result<Item, RecvError>) -> Result<bool, ConnError> {
+        let Mode::Playing {
+            stream,
+            stream_id,
+            rx,
+            skipping,
+        } = &mut self.role
+        else {
+            return Ok(true);
+        };
+        let stream_id = *stream_id;
+        let mut batch = VecDeque::new();
+        let mut ended = false;
+        let mut next = Some(first);
+        let behind = rx.len() > self.ctx.config.player_queue;
+        if behind && !*skipping {
+            debug!(peer = %self.peer, queued = rx.len(), "player behind, skipping to next keyframe");
+            *skipping = true;
+        }
+        while let Some(item) = next.take() {
+            match item {
+                Ok(Item::Frame(f)) => {
+                    let m = &f.media;
+                    let header = m.is_metadata() || m.is_video_header() || m.is_audio_header();
+                    if *skipping && !header {
+                        if m.is_keyframe() || !stream.has_video() {
+                            *skipping = false;
+                        } else {
+                            Metrics::inc(&self.ctx.metrics.frames_skipped);
+                        }
+                    }
+                    if !*skipping || header {
+                        batch.push_back(f.wire_for(stream_id));
+                    }
+                }
+                Ok(Item::End) => {
+                    ended = true;
+                    break;
+                }
+                Err(RecvError::Lagged(n)) => {
+                    self.ctx
+                        .metrics
+                        .frames_skipped
+                        .fetch_add(n, Ordering::Relaxed);
+                    *skipping = true;
+                }
+                Err(RecvError::Closed) => {
+                    ended = true;
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = match rx.try_recv() {
+                    Ok(i) => Some(Ok(i)),
+                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    Err(TryRecvError::Empty) => None,
+                };
+            }
+        }
+        if ended {
+            let mut out = BytesMut::new();
+            ServerSession::end_play(stream_id, &mut out)?;
+            batch.push_back(out.freeze());
+            info!(peer = %self.peer, "stream ended, closing player");
+        }
+        if !batch.is_empty() {
+            self.write_all(batch).await?;
+        }
+        Ok(!ended)
+    }
+
+    /// Writes everything or fails; a peer that accepts nothing for --player-timeout is disconnected.
+    async fn write_all(&mut self, mut bufs: VecDeque<Bytes>) -> Result<(), ConnError> {
+        let limit = self.ctx.config.player_timeout;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let sock = &mut self.sock;
+        let res = timeout(limit, async {
+            while !bufs.is_empty() {
+                let slices: Vec<IoSlice<'_>> = bufs
+                    .iter()
+                    .take(MAX_BATCH)
+                    .map(|b| IoSlice::new(b))
+                    .collect();
+                let mut n = sock.write_vectored(&slices).await?;
+                if n == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+                }
+                while n > 0 {
+                    let front = bufs.front_mut().expect("wrote more than queued");
+                    if n >= front.len() {
+                        n -= front.len();
+                        bufs.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
+                    }
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        match res {
+            Ok(r) => r?,
+            Err(_) => {
+                if matches!(self.role, Mode::Playing { .. }) {
+                    Metrics::inc(&self.ctx.metrics.players_stalled);
+                }
+                warn!(peer = %self.peer, secs = limit.as_secs_f32(), "peer stopped reading (--player-timeout), disconnecting");
+                return Err(ConnError::Timeout("peer stopped reading"));
+            }
+        }
+        self.ctx
+            .metrics
+            .bytes_out
+            .fetch_add(total as u64, Ordering::Relaxed);
+        if let Mode::Playing { stream, .. } = &self.role {
+            stream
+                .stats
+                .bytes_out
+                .fetch_add(total as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Leaves whatever the connection was doing (stream closed or connection gone).
+    fn cleanup(&mut self) {
+        match std::mem::replace(&mut self.role, Mode::Idle) {
+            Mode::Publishing {
+                stream,
+                source,
+                name,
+            } => {
+                info!(peer = %self.peer, app = %self.app, key = %name, "publish stopped");
+                stream.detach_source(source);
+            }
+            Mode::Playing { stream, .. } => stream.unsubscribe(),
+            Mode::Idle => {}
+        }
+    }
+}
+
+async fn recv_play(role: &mut Mode) -> Result<Item, RecvError> {
+    match role {
+        Mode::Playing { rx, .. } => rx.recv().await,
+        _ => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_query;
+
+    #[test]
+    fn query_token() {
+        assert_eq!(
+            split_query("test?token=abc", "token"),
+            ("test", Some("abc"))
+        );
+        assert_eq!(
+            split_query("test?x=1&token=abc", "token"),
+            ("test", Some("abc"))
+        );
+        assert_eq!(split_query("test", "token"), ("test", None));
+        assert_eq!(split_query("test?tokenx=1", "token"), ("test", None));
+    }
+}

@@ -1,0 +1,80 @@
+//! Playing through the VIP: an origin and three edges (the reals of VIP:1935) in the lab; ffprobe from the client
+//! gets the stream through the load balancer, and players spread over the edges.
+use lb_lab::bin_path;
+use lb_tests::*;
+use std::time::Duration;
+
+const ORIGIN_PORT: u16 = 1936;
+
+#[test]
+fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
+    let relay = bin_path("relay");
+    let relay = relay.to_str().unwrap();
+    // The origin shares r1's host; each real runs an edge on :1935 (the VIP lives on their lo).
+    let origin_listen = format!("0.0.0.0:{ORIGIN_PORT}");
+    let r1 = l.lab.real(0);
+    context(l.lab.spawn(&r1, "origin.log", &[relay, "origin", "--listen", &origin_listen]).map(|_| ()), "origin");
+    context(l.lab.wait_port(&r1, &real_ip(0), ORIGIN_PORT), "origin listening");
+    let origin_url = format!("rtmp://{}:{ORIGIN_PORT}/live", real_ip(0));
+    for i in 0..3 {
+        let ns = l.lab.real(i);
+        context(
+            l.lab.spawn(&ns, &format!("edge{}.log", i + 1), &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url]).map(|_| ()),
+            "edge",
+        );
+        context(l.lab.wait_port(&ns, &real_ip(i), 1935), "edge listening");
+    }
+    let cfg = l.lab.dir.join("rtmp.toml");
+    let mut s = format!("[[service]]\nvip = \"{VIP}:1935\"\n");
+    for i in 0..3 {
+        s.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
+    }
+    std::fs::write(&cfg, s).unwrap();
+    context(l.start_lbd(&["--config", cfg.to_str().unwrap()]), "lbd");
+    let client = l.lab.client();
+    let publish = format!("{origin_url}/test");
+    context(
+        l.lab
+            .spawn(
+                &client,
+                "ffmpeg-publish.log",
+                &[
+                    "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+                    "-f", "lavfi", "-i", "sine=frequency=1000", "-c:v", "libx264", "-preset", "veryfast", "-tune",
+                    "zerolatency", "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", &publish,
+                ],
+            )
+            .map(|_| ()),
+        "publisher",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let url = format!("rtmp://{VIP}/live/test");
+    let probes = 9;
+    for n in 0..probes {
+        let out = context(
+            l.lab.exec_status(
+                &client,
+                &["timeout", "30", "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "compact", &url],
+            ),
+            "ffprobe",
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "ffprobe {n} through the VIP failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("codec_name=h264|width=640|height=360"), "probe {n}: {text}");
+        assert!(text.contains("codec_name=aac"), "probe {n}: {text}");
+    }
+    // Which edges served players: the reals of VIP:1935 that saw new flows.
+    let list = l.list_json();
+    let served: Vec<String> = list[0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["counters"]["new_flows"].as_u64().unwrap_or(0) > 0)
+        .map(|r| r["addr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(served.len() >= 2, "{probes} players all landed on {served:?}: {list}");
+    let flows: u64 = list[0]["counters"]["new_flows"].as_u64().unwrap();
+    assert_eq!(flows, probes, "one flow per player: {list}");
+}

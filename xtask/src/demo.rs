@@ -6,6 +6,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The origin shares r1's host beside its edge, on its own port.
+const ORIGIN_PORT: u16 = 1936;
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -26,10 +29,36 @@ pub fn run(bins: &Path) -> Result<()> {
     let sw = lab.switch();
     let pass = bins.join("lb-xdp-pass");
     lab.spawn(&sw, "xdp-pass.log", &[pass.to_str().unwrap(), "--iface", "vlb"])?;
-    let config = lab.dir.join("lb.toml");
-    let mut cfg = format!("[[service]]\nvip = \"{VIP}:80\"\nproto = \"tcp\"\n");
+    // The streaming path: an RTMP origin beside r1's edge, an edge on every real, a publisher in the client.
+    let relay = bins.join("relay");
+    let relay = relay.to_str().unwrap();
+    let origin_url = format!("rtmp://{}:{ORIGIN_PORT}/live", real_ip(0));
+    let r1 = lab.real(0);
+    lab.spawn(&r1, "origin.log", &[relay, "origin", "--listen", &format!("0.0.0.0:{ORIGIN_PORT}"), "--api", "0.0.0.0:8081"])?;
+    lab.wait_port(&r1, &real_ip(0), ORIGIN_PORT)?;
     for i in 0..3 {
-        cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
+        let ns = lab.real(i);
+        lab.spawn(&ns, &format!("edge{}.log", i + 1), &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url, "--api", "0.0.0.0:8082"])?;
+        lab.wait_port(&ns, &real_ip(i), 1935)?;
+    }
+    let client = lab.client();
+    let publish = format!("{origin_url}/test");
+    lab.spawn(
+        &client,
+        "publisher.log",
+        &[
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=1000", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+            "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", &publish,
+        ],
+    )?;
+    let config = lab.dir.join("lb.toml");
+    let mut cfg = String::new();
+    for port in [80, 1935] {
+        cfg.push_str(&format!("[[service]]\nvip = \"{VIP}:{port}\"\nproto = \"tcp\"\n"));
+        for i in 0..3 {
+            cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
+        }
     }
     std::fs::write(&config, cfg)?;
     let sock = lab.dir.join("lbd.sock");
@@ -62,15 +91,18 @@ pub fn run(bins: &Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let lbctl = bins.join("lbctl");
-    let client = lab.client();
     println!(
         "
 Demo lab is up (namespaces {prefix}*): client {client}, LB {lb} running lbd on eth0 (native XDP), reals {r1}, {r2}, {r3}.
-VIP {VIP}:80 is balanced by direct routing to {a}, {b}, {c}; each real answers with its name.
+VIP {VIP}:80 and {VIP}:1935 are balanced by direct routing to {a}, {b}, {c}: each real answers HTTP with its
+name and runs an RTMP edge that pulls from the origin at {origin_url}, where ffmpeg in the client publishes live/test.
 
 Try it from another terminal:
   ip netns exec {client} curl http://{VIP}/
   for i in $(seq 20); do ip netns exec {client} curl -s http://{VIP}/; done | sort | uniq -c
+  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name,width,height -of compact rtmp://{VIP}/live/test
+  ip netns exec {client} ffplay rtmp://{VIP}/live/test        # with a display
+  ip netns exec {r1} curl -s http://{a}:8082/streams           # what the edge on r1 serves
   {lbctl} --socket {sock} list
   {lbctl} --socket {sock} del-real {VIP}:80 {a}
   {lbctl} --socket {sock} add-real {VIP}:80 {a} --weight 2

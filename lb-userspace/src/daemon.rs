@@ -29,8 +29,9 @@ const NEIGH_REFRESH: Duration = Duration::from_secs(2);
 pub const ACTIVE_FLOW_SECS: u64 = 120;
 /// Largest request line accepted on the control socket.
 const MAX_REQUEST: usize = 64 * 1024;
-/// How long a count of the connection table is reused: walking millions of entries is not free.
-const CENSUS_MAX_AGE: Duration = Duration::from_secs(1);
+/// How long a count of the connection table is reused by metrics and stats, so a burst of scrapes walks millions
+/// of entries once; `lbctl list` always counts afresh.
+const CENSUS_MAX_AGE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -743,6 +744,7 @@ impl Daemon {
     }
 
     fn list(&mut self) -> Response {
+        self.census = None;
         let census = self.census();
         let mut out = Vec::new();
         for (svc, reals) in &self.state.services {

@@ -379,7 +379,7 @@ impl Daemon {
 
     /// Why a real takes no new flows, or None when it does.
     fn out_reason(&self, svc: &ServiceKey, r: &RealSpec) -> Option<&'static str> {
-        if !self.reals.get(&r.addr).is_some_and(|s| s.mac.is_some()) {
+        if self.reals.get(&r.addr).is_none_or(|s| s.mac.is_none()) {
             Some("unresolved")
         } else if self.health_of(svc, r.addr) == Health::Down {
             Some("down")

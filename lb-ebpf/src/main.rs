@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_PASS, XDP_TX},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -31,6 +31,7 @@ static CH_RINGS: Array<u32> = Array::with_max_entries(DEFAULT_MAX_SERVICES * RIN
 static REALS: Array<RealDef> = Array::with_max_entries(MAX_REALS, 0);
 
 /// Connection table: flow -> real, so a flow keeps its real when the real set changes. LRU evicts idle flows.
+/// One common LRU list: BPF_F_NO_COMMON_LRU measured slower for inserts here (BENCHMARKS.md).
 #[map]
 static CONN_TABLE: LruHashMap<FlowKey, ConnEntry> = LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
 
@@ -185,7 +186,7 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     flow.src[..4].copy_from_slice(&saddr);
     flow.dst[..4].copy_from_slice(&daddr);
 
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut real_id = 0u32;
     let mut new_flow = 0u64;
     // A SYN opens a new connection even when its 5-tuple is still remembered (port reuse): it is placed by the

@@ -1,6 +1,7 @@
 //! A direct-routing lab in network namespaces: a client, the LB and N real servers on one bridge (in its own
 //! namespace, so the host's interfaces are never touched). Everything it creates is removed on Drop.
 use anyhow::{bail, Context, Result};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -197,9 +198,11 @@ impl Lab {
         let path = self.dir.join(log);
         let out = std::fs::File::create(&path)?;
         let err = out.try_clone()?;
+        // Own process group: a Ctrl-C at the terminal reaches the lab's owner, which stops children in order.
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -128,10 +128,10 @@ pub struct StatsView {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach lbd at {path}: {source} (is lbd running? start it with `lbd --iface IFACE`, or pass --socket)")]
-    Connect { path: String, source: std::io::Error },
-    #[error("talking to lbd at {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("cannot reach lbd at {path}: {cause} (is lbd running? start it with `lbd --iface IFACE`, or pass --socket)")]
+    Connect { path: String, cause: std::io::Error },
+    #[error("talking to lbd at {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("lbd at {path} closed the connection without an answer")]
     NoAnswer { path: String },
     #[error("lbd sent an answer this lbctl cannot read: {0}")]
@@ -141,16 +141,16 @@ pub enum ClientError {
 /// Sends one request and waits for its answer.
 pub async fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let path = socket.display().to_string();
-    let stream = UnixStream::connect(socket).await.map_err(|source| ClientError::Connect { path: path.clone(), source })?;
+    let stream = UnixStream::connect(socket).await.map_err(|cause| ClientError::Connect { path: path.clone(), cause })?;
     let (rd, mut wr) = stream.into_split();
     let mut line = serde_json::to_string(req).map_err(ClientError::Decode)?;
     line.push('\n');
-    wr.write_all(line.as_bytes()).await.map_err(|source| ClientError::Io { path: path.clone(), source })?;
+    wr.write_all(line.as_bytes()).await.map_err(|cause| ClientError::Io { path: path.clone(), cause })?;
     let mut answer = String::new();
     let n = BufReader::new(rd)
         .read_line(&mut answer)
         .await
-        .map_err(|source| ClientError::Io { path: path.clone(), source })?;
+        .map_err(|cause| ClientError::Io { path: path.clone(), cause })?;
     if n == 0 {
         return Err(ClientError::NoAnswer { path });
     }

@@ -49,10 +49,10 @@ pub enum DaemonError {
     TooManyServices(u32),
     #[error("the dataplane is full: at most {0} distinct real servers")]
     TooManyReals(u32),
-    #[error("control socket {path}: {source}")]
-    Socket { path: String, source: std::io::Error },
-    #[error("state file {path}: {source}")]
-    State { path: String, source: std::io::Error },
+    #[error("control socket {path}: {cause}")]
+    Socket { path: String, cause: std::io::Error },
+    #[error("state file {path}: {cause}")]
+    State { path: String, cause: std::io::Error },
 }
 
 /// A real server known to the dataplane (shared by every service that lists its address).
@@ -520,7 +520,7 @@ impl Daemon {
     fn persist(&self) -> Result<(), DaemonError> {
         if let Some(path) = &self.state_path {
             model::write_atomic(path, &self.state.to_toml())
-                .map_err(|source| DaemonError::State { path: path.display().to_string(), source })?;
+                .map_err(|cause| DaemonError::State { path: path.display().to_string(), cause })?;
         }
         Ok(())
     }
@@ -964,7 +964,7 @@ impl Daemon {
 }
 
 fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
-    let err = |source| DaemonError::Socket { path: path.display().to_string(), source };
+    let err = |cause| DaemonError::Socket { path: path.display().to_string(), cause };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }

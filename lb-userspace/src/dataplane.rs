@@ -39,8 +39,8 @@ pub enum DataplaneError {
     MissingMap(&'static str),
     #[error("attaching XDP to {iface} failed in native and in skb mode: native: {native}; skb: {skb}")]
     Attach { iface: String, native: ProgramError, skb: ProgramError },
-    #[error("attaching XDP to {iface} in {mode} mode failed: {source}")]
-    AttachMode { iface: String, mode: &'static str, source: ProgramError },
+    #[error("attaching XDP to {iface} in {mode} mode failed: {cause}")]
+    AttachMode { iface: String, mode: &'static str, cause: ProgramError },
     #[error("pin directory {dir}: {message}")]
     Pin { dir: String, message: String },
 }
@@ -471,7 +471,7 @@ fn attach_program(
         AttachMode::Skb => prog
             .attach(iface, XdpMode::Skb)
             .map(|id| (AttachMode::Skb, id))
-            .map_err(|source| DataplaneError::AttachMode { iface: iface.into(), mode: "skb", source }),
+            .map_err(|cause| DataplaneError::AttachMode { iface: iface.into(), mode: "skb", cause }),
         AttachMode::Native => match prog.attach(iface, XdpMode::Driver) {
             Ok(id) => Ok((AttachMode::Native, id)),
             Err(native) => match prog.attach(iface, XdpMode::Skb) {

@@ -35,8 +35,8 @@ pub enum ModelError {
     DuplicateReal { service: ServiceKey, real: IpAddr },
     #[error("real {real} is not in service {service}")]
     UnknownReal { service: ServiceKey, real: IpAddr },
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("cannot parse {path}: {message}")]
     Parse { path: String, message: String },
     #[error("bad health check: {0}")]
@@ -234,7 +234,7 @@ impl LbState {
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ModelError::Read { path: path.display().to_string(), source })?;
+            .map_err(|cause| ModelError::Read { path: path.display().to_string(), cause })?;
         Self::parse(&text, &path.display().to_string())
     }
 

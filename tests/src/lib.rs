@@ -1,4 +1,6 @@
 //! Helpers for the end-to-end tests: a lab with lbd running on the LB, lbctl calls, and traffic from the client.
+pub mod packet;
+
 use anyhow::{bail, Context, Result};
 use lb_lab::{bin_path, Lab, LabOptions};
 use std::collections::BTreeMap;

@@ -136,7 +136,14 @@ fn restarted_lbd_keeps_its_table() {
     };
     let before = strip(l.list_json());
     assert_eq!(before.len(), 2);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(l.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket must be private to root");
+    let link = |l: &LbLab| String::from_utf8_lossy(&l.lab.ip(&l.lab.lb(), &["link", "show", "eth0"]).unwrap().stdout).to_string();
+    assert!(link(&l).contains("xdp"), "lbd attached nothing: {}", link(&l));
     context(l.stop_lbd(libc::SIGTERM), "stop lbd");
+    assert!(!link(&l).contains("xdp"), "SIGTERM left the program attached: {}", link(&l));
+    assert!(!std::path::Path::new(&l.socket()).exists(), "socket left behind");
     let state = std::fs::read_to_string(l.state_file()).unwrap();
     assert!(state.contains(&real_ip(2)), "state file lacks a real: {state}");
     // With lbd stopped nothing is attached: the VIP is the LB's own address and nothing listens on it.

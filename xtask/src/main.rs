@@ -1,1 +1,132 @@
-fn main() {}
+//! `cargo xtask setup | run | test | bench`: installs what a fresh machine lacks, runs the LB (demo lab or a real
+//! interface), runs every test, and runs the benchmarks.
+mod demo;
+mod setup;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "usage: cargo xtask <command>
+  setup                 install the eBPF toolchain (rust-src, bpf-linker) and missing Debian tools; idempotent
+  run                   demo lab in network namespaces: client, LB (lbd) and three real servers behind one VIP
+  run -- LBD-ARGS...    run lbd on a real interface, e.g. `cargo xtask run -- --iface eth0 --config lb.toml`
+  test                  every test: unit, packet fixtures, network-namespace end-to-end (needs root)
+  bench xdp|relay       benchmarks (see BENCHMARKS.md)";
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let cmd = args.remove(0);
+    if args.first().map(String::as_str) == Some("--") {
+        args.remove(0);
+    }
+    match cmd.as_str() {
+        "setup" => setup::run(),
+        "run" => {
+            setup::run()?;
+            build(true)?;
+            if args.is_empty() {
+                demo::run(&bin_dir(true))
+            } else {
+                run_lbd(&args)
+            }
+        }
+        "test" => test(&args),
+        "bench" => bench(&args),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn bin_dir(release: bool) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    target.join(if release { "release" } else { "debug" })
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+pub fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+/// Builds every binary of the workspace (lbd, lbctl, lb-xdp-pass, lab-httpd, relay...).
+fn build(release: bool) -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    status(&mut c)
+}
+
+fn is_root() -> bool {
+    // SAFETY: trivial libc call.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run_lbd(args: &[String]) -> Result<()> {
+    let lbd = bin_dir(true).join("lbd");
+    let err = std::os::unix::process::CommandExt::exec(Command::new(&lbd).args(args));
+    Err(err).with_context(|| format!("starting {}", lbd.display()))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::run()?;
+    if !is_root() {
+        bail!("the tests create network namespaces and load XDP programs: run `cargo xtask test` as root");
+    }
+    lb_lab::cleanup_stale();
+    build(false)?;
+    // Tests that touch kernel state run one at a time (namespaces, XDP attachments, fixed ports inside labs).
+    let mut c = cargo();
+    c.env("LB_BIN_DIR", bin_dir(false)).args(["test", "--no-fail-fast"]).args(args).args(["--", "--test-threads=1"]);
+    let res = status(&mut c);
+    lb_lab::cleanup_stale();
+    res
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let which = args.first().map(String::as_str).unwrap_or("");
+    let rest = args.get(1..).unwrap_or_default();
+    setup::run()?;
+    match which {
+        "xdp" => {
+            let mut c = cargo();
+            c.args(["bench", "-p", "lb-tests", "--bench", "xdp", "--"]).args(rest);
+            status(&mut c)
+        }
+        "relay" => {
+            build(true)?;
+            let mut c = cargo();
+            c.env("LB_BIN_DIR", bin_dir(true)).args(["bench", "-p", "relay", "--bench", "relay", "--"]).args(rest);
+            status(&mut c)
+        }
+        _ => bail!("bench what? `cargo xtask bench xdp` or `cargo xtask bench relay`"),
+    }
+}

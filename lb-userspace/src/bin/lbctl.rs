@@ -250,35 +250,41 @@ async fn run(args: &Args) -> Result<ExitCode> {
 }
 
 fn print_list(resp: &Response) {
-    println!("Prot LocalAddress:Port        Scheduler Check");
-    println!("  -> RemoteAddress            Forward Weight State      Health  Drain MAC                ActiveFlows    Packets        Bytes   NewFlows LastCheck");
-    for s in resp.list.as_deref().unwrap_or_default() {
-        let addr = std::net::SocketAddr::new(s.vip, s.port).to_string();
-        let down = if !s.reals.is_empty() && s.usable_reals == 0 { "  ** NO USABLE REAL **" } else { "" };
-        println!("{:<4} {:<24} maglev    {}{down}", s.proto.to_string(), addr, s.check);
+    // Same columns for service and real rows, like ipvsadm -Ln with health, drain and counters appended.
+    let row = |first: &str, fwd: &str, weight: &str, state: &str, health: &str, drain: &str, mac: &str, c: (u64, u64, u64, u64), last: &str| {
         println!(
-            "{:>107} {:>10} {:>12} {:>10}",
-            s.active_flows, s.counters.packets, s.counters.bytes, s.counters.new_flows
+            "{first:<28} {fwd:<7} {weight:>6} {state:<10} {health:<7} {drain:<5} {mac:<17} {:>11} {:>10} {:>12} {:>9} {last}",
+            c.0, c.1, c.2, c.3
         );
+    };
+    println!(
+        "{:<28} {:<7} {:>6} {:<10} {:<7} {:<5} {:<17} {:>11} {:>10} {:>12} {:>9} {}",
+        "Prot LocalAddress:Port", "Forward", "Weight", "State", "Health", "Drain", "MAC", "ActiveFlows", "Packets", "Bytes", "NewFlows", "Check"
+    );
+    println!("  -> RemoteAddress");
+    for s in resp.list.as_deref().unwrap_or_default() {
+        let first = format!("{:<4} {}", s.proto.to_string(), std::net::SocketAddr::new(s.vip, s.port));
+        let c = &s.counters;
+        let state = if !s.reals.is_empty() && s.usable_reals == 0 { "NO USABLE REAL" } else { "" };
+        let check = format!("check {}{}", s.check, if state.is_empty() { "" } else { "  ** NO USABLE REAL **" });
+        row(&first, "maglev", "", "", "", "", "", (s.active_flows, c.packets, c.bytes, c.new_flows), &check);
         for r in &s.reals {
+            let c = &r.counters;
             let last = match (&r.last_check, r.check_us) {
                 (Some(d), Some(us)) => format!("{d} ({:.1} ms)", us as f64 / 1000.0),
                 (Some(d), None) => d.clone(),
                 _ => "-".into(),
             };
-            println!(
-                "  -> {:<22} Route   {:<6} {:<10} {:<7} {:<5} {:<18} {:>11} {:>10} {:>12} {:>10} {}",
-                r.addr.to_string(),
-                r.weight,
-                r.state,
-                r.health.to_string(),
+            row(
+                &format!("  -> {}", r.addr),
+                "Route",
+                &r.weight.to_string(),
+                &r.state,
+                &r.health.to_string(),
                 if r.drained { "yes" } else { "no" },
                 r.mac.as_deref().unwrap_or("-"),
-                r.active_flows,
-                r.counters.packets,
-                r.counters.bytes,
-                r.counters.new_flows,
-                last
+                (r.active_flows, c.packets, c.bytes, c.new_flows),
+                &last,
             );
         }
     }

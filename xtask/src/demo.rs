@@ -1,0 +1,102 @@
+//! The demo lab of `cargo xtask run`: a client, the LB running lbd and three real HTTP servers in network
+//! namespaces, left running until Ctrl-C, then removed.
+use anyhow::{bail, Result};
+use lb_lab::{real_ip, Lab, LabOptions, VIP};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn run(bins: &Path) -> Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    std::env::set_var("LB_BIN_DIR", bins);
+    lb_lab::cleanup_stale();
+    // lbd puts the VIP on the LB's interface itself (--manage-vips), as an operator would ask it to.
+    let mut lab = Lab::up(&LabOptions { reals: 3, vip_on_lb: false })?;
+    lab.start_http(80)?;
+    let sw = lab.switch();
+    let pass = bins.join("lb-xdp-pass");
+    lab.spawn(&sw, "xdp-pass.log", &[pass.to_str().unwrap(), "--iface", "vlb"])?;
+    let config = lab.dir.join("lb.toml");
+    let mut cfg = format!("[[service]]\nvip = \"{VIP}:80\"\nproto = \"tcp\"\n");
+    for i in 0..3 {
+        cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
+    }
+    std::fs::write(&config, cfg)?;
+    let sock = lab.dir.join("lbd.sock");
+    let state = lab.dir.join("state.toml");
+    let lbd = bins.join("lbd");
+    let lb = lab.lb();
+    let pid = lab.spawn(
+        &lb,
+        "lbd.log",
+        &[
+            lbd.to_str().unwrap(),
+            "--iface",
+            "eth0",
+            "--config",
+            config.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--manage-vips",
+            "--conn-table-size",
+            "262144",
+        ],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lab.log("lbd.log").contains("lbd ready") {
+        if !lab.alive(pid) || Instant::now() > deadline {
+            bail!("lbd did not start:\n{}", lab.log("lbd.log"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lbctl = bins.join("lbctl");
+    let client = lab.client();
+    println!(
+        "
+Demo lab is up (namespaces {prefix}*): client {client}, LB {lb} running lbd on eth0 (native XDP), reals {r1}, {r2}, {r3}.
+VIP {VIP}:80 is balanced by direct routing to {a}, {b}, {c}; each real answers with its name.
+
+Try it from another terminal:
+  ip netns exec {client} curl http://{VIP}/
+  for i in $(seq 20); do ip netns exec {client} curl -s http://{VIP}/; done | sort | uniq -c
+  {lbctl} --socket {sock} list
+  {lbctl} --socket {sock} del-real {VIP}:80 {a}
+  {lbctl} --socket {sock} add-real {VIP}:80 {a} --weight 2
+  {lbctl} --socket {sock} stats
+lbd's log: {log}
+
+Ctrl-C removes everything.",
+        prefix = lab.prefix,
+        r1 = lab.real(0),
+        r2 = lab.real(1),
+        r3 = lab.real(2),
+        a = real_ip(0),
+        b = real_ip(1),
+        c = real_ip(2),
+        lbctl = lbctl.display(),
+        sock = sock.display(),
+        log = lab.dir.join("lbd.log").display(),
+    );
+    while !STOP.load(Ordering::SeqCst) {
+        if !lab.alive(pid) {
+            eprintln!("lbd exited:\n{}", lab.log("lbd.log"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("\nremoving the demo lab");
+    drop(lab);
+    Ok(())
+}

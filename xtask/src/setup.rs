@@ -1,0 +1,113 @@
+//! `cargo xtask setup`: rust-src for the nightly, bpf-linker built against the nightly's own libLLVM, and the
+//! Debian tools the lab and tests use. Each step checks first, so a second run takes a moment.
+use crate::status;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// bpf-linker release that builds against a rustc-provided libLLVM (see ../shared/NOTES.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages and a file each one provides, checked before installing.
+const PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "/usr/sbin/ip"),
+    ("ethtool", "/usr/sbin/ethtool"),
+    ("curl", "/usr/bin/curl"),
+    ("procps", "/usr/sbin/sysctl"),
+    ("util-linux", "/usr/bin/taskset"),
+    ("ffmpeg", "/usr/bin/ffprobe"),
+    ("nginx-core", "/usr/sbin/nginx"),
+    ("libnginx-mod-rtmp", "/usr/lib/nginx/modules/ngx_rtmp_module.so"),
+];
+
+pub fn run() -> Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let s = output(Command::new("rustc").arg("+nightly").args(["--print", "sysroot"]))
+        .context("the nightly toolchain is needed to build the eBPF program (rustup toolchain install nightly)")?;
+    Ok(PathBuf::from(s))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: adding rust-src to the nightly toolchain");
+    status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// The LLVM major version the nightly rustc is built on, e.g. 22 from "LLVM version: 22.1.4".
+pub fn llvm_major(rustc_vv: &str) -> Option<u32> {
+    rustc_vv.lines().find_map(|l| l.strip_prefix("LLVM version: ")).and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse().ok())
+}
+
+fn bpf_linker() -> Result<()> {
+    if Command::new("bpf-linker").arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
+        return Ok(());
+    }
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = llvm_major(&vv).context("cannot tell the nightly's LLVM version from `rustc +nightly -vV`")?;
+    let lib = nightly_sysroot()?.join("lib");
+    let libllvm = std::fs::read_dir(&lib)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("libLLVM.so.{major}"))))
+        .with_context(|| format!("no libLLVM.so.{major}* in {}", lib.display()))?;
+    // bpf-linker's build looks for LLVM under LLVM_PREFIX; give it a prefix whose lib/libLLVM.so is the nightly's.
+    let prefix = home().join(".cache/lb-xtask/llvm");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)?;
+    eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major}), about a minute", libllvm.display());
+    status(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features"])
+            .args(["--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix)
+            .env("RUSTFLAGS", format!("-C link-args=-Wl,-rpath,{}", lib.display())),
+    )
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, f)| !Path::new(f).exists()).map(|(p, _)| *p).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing {}", missing.join(" "));
+    status(Command::new("apt-get").arg("update").arg("-q"))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_llvm_major_from_rustc_vv() {
+        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.4\n";
+        assert_eq!(super::llvm_major(vv), Some(22));
+        assert_eq!(super::llvm_major("rustc 1.0"), None);
+    }
+}

@@ -248,6 +248,16 @@ impl Lab {
         }
     }
 
+    /// The pid of the running process started with spawn whose output goes to `log`.
+    pub fn pid_of(&mut self, log: &str) -> Option<u32> {
+        for (l, c) in self.procs.iter_mut() {
+            if l == log && matches!(c.try_wait(), Ok(None)) {
+                return Some(c.id());
+            }
+        }
+        None
+    }
+
     /// Whether a spawned process is still running.
     pub fn alive(&mut self, pid: u32) -> bool {
         self.procs.iter_mut().any(|(_, c)| c.id() == pid && matches!(c.try_wait(), Ok(None)))

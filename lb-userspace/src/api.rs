@@ -1,6 +1,8 @@
 //! The control API between lbctl and lbd: one JSON request and one JSON response per line on a unix socket.
 
-use crate::model::{Proto, ServiceKey};
+use crate::events::Event;
+use crate::health::Health;
+use crate::model::{CheckSpec, Proto, ServiceKey};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::Path;
@@ -13,7 +15,22 @@ pub const DEFAULT_SOCKET: &str = "/run/lbd/lbd.sock";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
-    AddService { service: ServiceKey },
+    AddService {
+        service: ServiceKey,
+        /// Absent in requests of older lbctls: no check.
+        #[serde(default)]
+        check: CheckSpec,
+    },
+    /// Replaces a service's health check (kind `none` removes it).
+    SetCheck { service: ServiceKey, check: CheckSpec },
+    /// No new flows to the real; established ones continue. The weight is kept for undrain.
+    Drain { service: ServiceKey, real: IpAddr },
+    Undrain { service: ServiceKey, real: IpAddr },
+    /// The last `last` events (all kept ones when absent).
+    Events {
+        #[serde(default)]
+        last: Option<usize>,
+    },
     DelService { service: ServiceKey },
     AddReal { service: ServiceKey, real: IpAddr, weight: u32 },
     EditReal { service: ServiceKey, real: IpAddr, weight: u32 },
@@ -31,14 +48,16 @@ pub struct Response {
     pub list: Option<Vec<ServiceView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<StatsView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
 }
 
 impl Response {
     pub fn ok(message: impl Into<String>) -> Self {
-        Response { ok: true, message: message.into(), list: None, stats: None }
+        Response { ok: true, message: message.into(), list: None, stats: None, events: None }
     }
     pub fn err(message: impl Into<String>) -> Self {
-        Response { ok: false, message: message.into(), list: None, stats: None }
+        Response { ok: false, message: message.into(), list: None, stats: None, events: None }
     }
 }
 
@@ -61,8 +80,17 @@ pub struct RealView {
     pub weight: u32,
     /// The real's MAC, or None while the neighbour table has no usable entry (the real gets no flows then).
     pub mac: Option<String>,
-    /// "up" when it takes new flows, or why not ("unresolved", "weight 0").
+    /// "up" when it takes new flows, or why not ("down", "drained", "weight 0", "unresolved").
     pub state: String,
+    /// What the health check says ("unknown" before the first result and when the service has no check).
+    pub health: Health,
+    pub drained: bool,
+    /// The last check's result ("200", "connect ...: Connection refused"), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// Latency of the last check, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_us: Option<u64>,
     /// Flows in the connection table pinned to this real and seen in the last ACTIVE_FLOW_SECS.
     pub active_flows: u64,
     pub counters: CountersView,
@@ -73,6 +101,10 @@ pub struct ServiceView {
     pub vip: IpAddr,
     pub port: u16,
     pub proto: Proto,
+    /// The health check, as `lbctl list` shows it ("none", "http /health =200 3s/1s rise 2 fall 3").
+    pub check: String,
+    /// Reals that take new flows now; 0 with reals configured means the service is down.
+    pub usable_reals: usize,
     pub active_flows: u64,
     pub counters: CountersView,
     pub reals: Vec<RealView>,

@@ -1,7 +1,13 @@
 //! Owner of the XDP program and its maps: loads and attaches the object, writes services, rings and reals, reads
 //! counters and the connection table. Only the daemon's control task holds one, so map writes never race.
+//!
+//! With a pin directory (on a bpf filesystem) the maps and the XDP link are pinned there, so forwarding goes on
+//! while no lbd runs, and the next lbd adopts them: it reuses the maps (connection table included) and swaps its
+//! own program into the pinned link atomically.
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
@@ -9,6 +15,7 @@ use lb_common::{
     DEFAULT_MAX_SERVICES, MAX_REALS, RING_SIZE,
 };
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// The XDP object built by build.rs (aya-build), embedded so the binaries need no files beside them.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -34,6 +41,8 @@ pub enum DataplaneError {
     Attach { iface: String, native: ProgramError, skb: ProgramError },
     #[error("attaching XDP to {iface} in {mode} mode failed: {cause}")]
     AttachMode { iface: String, mode: &'static str, cause: ProgramError },
+    #[error("pin directory {dir}: {message}")]
+    Pin { dir: String, message: String },
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -81,11 +90,27 @@ impl std::fmt::Display for AttachMode {
     }
 }
 
+/// Every map of the object, by the name it is pinned under.
+pub const MAP_NAMES: [&str; 8] =
+    ["VIPS", "CH_RINGS", "REALS", "CONN_TABLE", "LB_CFG", "SVC_STATS", "REAL_STATS", "GLOBAL_STATS"];
+/// Name of the pinned XDP link in the pin directory.
+pub const LINK_PIN: &str = "link";
+/// BPF_FS_MAGIC from statfs(2).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
 pub struct Dataplane {
     ebpf: Ebpf,
     limits: Limits,
     /// Last ring written per service index, so an update writes only the slots that changed.
     rings: HashMap<u32, Vec<u32>>,
+    /// Where maps and link are pinned, when they are.
+    pin_dir: Option<PathBuf>,
+    /// The maps were pinned by an earlier lbd and are reused as they are.
+    adopted_maps: bool,
+    /// The program was swapped into the link an earlier lbd pinned.
+    adopted_link: bool,
+    /// The link this lbd attached and pinned; dropping it only closes our fd.
+    _pinned_link: Option<PinnedLink>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
@@ -110,17 +135,169 @@ impl Dataplane {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
             prog.load().map_err(|e| DataplaneError::Program(static_name(name), e))?;
         }
-        Ok(Dataplane { ebpf, limits, rings: HashMap::new() })
+        Ok(Dataplane {
+            ebpf,
+            limits,
+            rings: HashMap::new(),
+            pin_dir: None,
+            adopted_maps: false,
+            adopted_link: false,
+            _pinned_link: None,
+        })
+    }
+
+    /// Like `load`, with the maps pinned in `dir` (on a bpf filesystem; /sys/fs/bpf is mounted when it is not).
+    /// Maps an earlier lbd pinned there are reused with their contents and sizes.
+    pub fn load_pinned(limits: Limits, dir: &Path) -> Result<Self> {
+        let perr = |message: String| DataplaneError::Pin { dir: dir.display().to_string(), message };
+        ensure_bpffs(dir).map_err(perr)?;
+        std::fs::create_dir_all(dir).map_err(|e| perr(format!("cannot create it: {e}")))?;
+        let mut limits = limits;
+        let adopted_maps = dir.join("CONN_TABLE").exists();
+        if adopted_maps {
+            // Sizes and layouts come from the pinned maps: a different layout means another lbd version wrote them.
+            let want = [("VIPS", 20, 8), ("CH_RINGS", 4, 4), ("REALS", 4, 32), ("CONN_TABLE", 40, 16)];
+            for (name, key, value) in want {
+                let path = dir.join(name);
+                let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| perr(format!("cannot open pinned map {name}: {e}")))?;
+                if info.key_size() != key || info.value_size() != value {
+                    return Err(perr(format!(
+                        "pinned map {name} has another layout (key {} value {} bytes, this lbd uses {key}/{value}); it was made by another lbd version: run `lbd --cleanup --pin-dir {}` first (drops established flows)",
+                        info.key_size(),
+                        info.value_size(),
+                        dir.display()
+                    )));
+                }
+                match name {
+                    "CONN_TABLE" if info.max_entries() != limits.conn_table_size => {
+                        tracing::warn!(pinned = info.max_entries(), asked = limits.conn_table_size, "keeping the pinned connection table's size; `lbd --cleanup` first to change it");
+                        limits.conn_table_size = info.max_entries();
+                    }
+                    "VIPS" if info.max_entries() != limits.max_services => {
+                        tracing::warn!(pinned = info.max_entries(), asked = limits.max_services, "keeping the pinned maps' service limit; `lbd --cleanup` first to change it");
+                        limits.max_services = info.max_entries();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: plain syscall with a valid pointer.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
+        let ring_entries = limits.max_services.saturating_mul(RING_SIZE);
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries("VIPS", limits.max_services)
+            .map_max_entries("CH_RINGS", ring_entries)
+            .map_max_entries("SVC_STATS", limits.max_services)
+            .map_max_entries("CONN_TABLE", limits.conn_table_size);
+        for name in MAP_NAMES {
+            loader.map_pin_path(name, dir.join(name));
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        for name in [LB_PROGRAM, PASS_PROGRAM] {
+            let prog: &mut Xdp = program(&mut ebpf, name)?;
+            prog.load().map_err(|e| DataplaneError::Program(static_name(name), e))?;
+        }
+        Ok(Dataplane {
+            ebpf,
+            limits,
+            rings: HashMap::new(),
+            pin_dir: Some(dir.to_path_buf()),
+            adopted_maps,
+            adopted_link: false,
+            _pinned_link: None,
+        })
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
+    /// True when the maps (and their flows) were taken over from an earlier lbd.
+    pub fn adopted_maps(&self) -> bool {
+        self.adopted_maps
+    }
+
+    /// True when the program was swapped into a link an earlier lbd pinned (forwarding never stopped).
+    pub fn adopted_link(&self) -> bool {
+        self.adopted_link
+    }
+
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
     /// Attaches the balancing program. With `Native`, a driver that cannot run XDP falls back to skb mode
-    /// (logged by the caller from the returned mode); with `Skb`, only skb mode is tried.
+    /// (logged by the caller from the returned mode); with `Skb`, only skb mode is tried. With a pin directory,
+    /// a live pinned link on the same interface is taken over (the program is replaced atomically, the attach
+    /// mode stays what it was), and a new link is pinned.
     pub fn attach(&mut self, iface: &str, wanted: AttachMode) -> Result<AttachMode> {
-        attach_program(&mut self.ebpf, LB_PROGRAM, iface, wanted)
+        let Some(dir) = self.pin_dir.clone() else {
+            return attach_program(&mut self.ebpf, LB_PROGRAM, iface, wanted).map(|(mode, _)| mode);
+        };
+        let perr = |message: String| DataplaneError::Pin { dir: dir.display().to_string(), message };
+        let link_path = dir.join(LINK_PIN);
+        if link_path.exists() {
+            let ifindex = ifindex(iface);
+            match pinned_link_ifindex(&link_path) {
+                Ok(idx) if idx != 0 && Some(idx) == ifindex => {
+                    let link = PinnedLink::from_pin(&link_path).map_err(|e| perr(format!("opening the pinned link: {e}")))?;
+                    let xdp_link = XdpLink::try_from(FdLink::from(link))
+                        .map_err(|e| perr(format!("the pinned link is not an XDP link: {e}")))?;
+                    let prog: &mut Xdp = program(&mut self.ebpf, LB_PROGRAM)?;
+                    prog.attach_to_link(xdp_link).map_err(|e| DataplaneError::Program(LB_PROGRAM, e))?;
+                    self.adopted_link = true;
+                    tracing::info!(%iface, link = %link_path.display(), "took over the pinned XDP link: forwarding never stopped");
+                    return Ok(wanted);
+                }
+                Ok(idx) => {
+                    tracing::warn!(link = %link_path.display(), link_ifindex = idx, ?ifindex, "the pinned XDP link belongs to no live interface or to another one; replacing it");
+                    let _ = std::fs::remove_file(&link_path);
+                }
+                Err(e) => {
+                    tracing::warn!(link = %link_path.display(), error = %e, "unreadable pinned link; replacing it");
+                    let _ = std::fs::remove_file(&link_path);
+                }
+            }
+        }
+        let (mode, id) = attach_program(&mut self.ebpf, LB_PROGRAM, iface, wanted)?;
+        let prog: &mut Xdp = program(&mut self.ebpf, LB_PROGRAM)?;
+        let link = prog.take_link(id).map_err(|e| DataplaneError::Program(LB_PROGRAM, e))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| {
+            perr(format!("XDP was attached through netlink (no bpf_link support), so it cannot be pinned: {e}; run lbd with --no-pin"))
+        })?;
+        let pinned = fd_link.pin(&link_path).map_err(|e| perr(format!("pinning the XDP link: {e}")))?;
+        self._pinned_link = Some(pinned);
+        Ok(mode)
+    }
+
+    /// Removes the pins (link and maps) so the program detaches when this dataplane is dropped.
+    pub fn unpin(&mut self) -> std::io::Result<()> {
+        match &self.pin_dir {
+            Some(dir) => remove_pins(dir),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets what the ring cache says about a service, so the next write_ring writes every slot (after taking
+    /// over maps whose contents this lbd did not write).
+    pub fn forget_ring(&mut self, vip_num: u32) {
+        self.rings.insert(vip_num, vec![u32::MAX; RING_SIZE as usize]);
+    }
+
+    /// Services in the VIPS map (to take over a pinned dataplane).
+    pub fn read_services(&self) -> Result<Vec<(VipKey, VipMeta)>> {
+        let m = self.ebpf.map("VIPS").ok_or(DataplaneError::MissingMap("VIPS"))?;
+        let vips: BpfHashMap<&MapData, VipKey, VipMeta> = BpfHashMap::try_from(m).map_err(map_err("VIPS"))?;
+        Ok(vips.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Used slots of the REALS map (to take over a pinned dataplane).
+    pub fn read_reals(&self) -> Result<Vec<(u32, RealDef)>> {
+        let m = self.ebpf.map("REALS").ok_or(DataplaneError::MissingMap("REALS"))?;
+        let reals: Array<&MapData, RealDef> = Array::try_from(m).map_err(map_err("REALS"))?;
+        Ok((1..reals.len()).filter_map(|i| reals.get(&i, 0).ok().map(|d| (i, d))).filter(|(_, d)| d.addr != [0; 16]).collect())
     }
 
     /// Sets the MAC written as the source of every forwarded frame.
@@ -279,23 +456,28 @@ pub fn attach_pass(iface: &str, wanted: AttachMode) -> Result<(Ebpf, AttachMode)
         let prog: &mut Xdp = program(&mut ebpf, PASS_PROGRAM)?;
         prog.load().map_err(|e| DataplaneError::Program(PASS_PROGRAM, e))?;
     }
-    let mode = attach_program(&mut ebpf, PASS_PROGRAM, iface, wanted)?;
+    let (mode, _) = attach_program(&mut ebpf, PASS_PROGRAM, iface, wanted)?;
     Ok((ebpf, mode))
 }
 
-fn attach_program(ebpf: &mut Ebpf, name: &str, iface: &str, wanted: AttachMode) -> Result<AttachMode> {
+fn attach_program(
+    ebpf: &mut Ebpf,
+    name: &str,
+    iface: &str,
+    wanted: AttachMode,
+) -> Result<(AttachMode, aya::programs::xdp::XdpLinkId)> {
     let prog: &mut Xdp = program(ebpf, name)?;
     match wanted {
         AttachMode::Skb => prog
             .attach(iface, XdpMode::Skb)
-            .map(|_| AttachMode::Skb)
+            .map(|id| (AttachMode::Skb, id))
             .map_err(|cause| DataplaneError::AttachMode { iface: iface.into(), mode: "skb", cause }),
         AttachMode::Native => match prog.attach(iface, XdpMode::Driver) {
-            Ok(_) => Ok(AttachMode::Native),
+            Ok(id) => Ok((AttachMode::Native, id)),
             Err(native) => match prog.attach(iface, XdpMode::Skb) {
-                Ok(_) => {
+                Ok(id) => {
                     tracing::warn!(%iface, error = %native, "native XDP is not available; fell back to skb (generic) mode, which is slower");
-                    Ok(AttachMode::Skb)
+                    Ok((AttachMode::Skb, id))
                 }
                 Err(skb) => Err(DataplaneError::Attach { iface: iface.into(), native, skb }),
             },
@@ -323,4 +505,139 @@ fn static_name(name: &str) -> &'static str {
 
 fn nr_cpus() -> usize {
     aya::util::nr_cpus().unwrap_or(1)
+}
+
+/// Removes every pin lbd makes in `dir` (the link first, so the program detaches as soon as no fd holds it), then
+/// the directory. Missing pins are fine.
+pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
+    for name in std::iter::once(LINK_PIN).chain(MAP_NAMES) {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What `lbd --cleanup` found and removed.
+pub fn cleanup(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for name in std::iter::once(LINK_PIN).chain(MAP_NAMES) {
+        if dir.join(name).exists() {
+            found.push(name.to_string());
+        }
+    }
+    remove_pins(dir)?;
+    Ok(found)
+}
+
+/// Makes sure `dir` lies on a bpf filesystem. Under /sys/fs/bpf, a missing bpffs is mounted there (what systemd
+/// does at boot); anywhere else the operator has to mount one.
+fn ensure_bpffs(dir: &Path) -> std::result::Result<(), String> {
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if fs_magic(&probe) == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    let std_root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(std_root) && fs_magic(std_root) != Some(BPF_FS_MAGIC) {
+        std::fs::create_dir_all(std_root).map_err(|e| format!("cannot create /sys/fs/bpf: {e}"))?;
+        let (src, fstype, target) = (c"bpf", c"bpf", c"/sys/fs/bpf");
+        // SAFETY: valid C strings, no data argument.
+        let r = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+        if r != 0 {
+            return Err(format!("/sys/fs/bpf is not a bpf filesystem and mounting one failed: {}", std::io::Error::last_os_error()));
+        }
+        tracing::info!("mounted a bpf filesystem on /sys/fs/bpf");
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not on a bpf filesystem: mount one (`mount -t bpf bpf DIR`) and put the pin directory inside it, or run lbd with --no-pin",
+        probe.display()
+    ))
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs into a zeroed struct with a valid path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_type as i64)
+}
+
+fn ifindex(iface: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(iface).ok()?;
+    // SAFETY: valid C string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// The interface index of a pinned XDP link (0 once its interface is gone). aya 0.14 does not expose the XDP part
+/// of bpf_link_info, so this asks the kernel directly.
+fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    /// struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose xdp member is { ifindex }.
+    #[repr(C)]
+    struct LinkInfo {
+        type_: u32,
+        id: u32,
+        prog_id: u32,
+        _pad: u32,
+        ifindex: u32,
+        _rest: [u32; 27],
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut get = ObjGet { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: bpf(2) with a valid attr of the size given.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &mut get as *mut ObjGet, std::mem::size_of::<ObjGet>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    // SAFETY: zeroed plain data.
+    let mut info: LinkInfo = unsafe { std::mem::zeroed() };
+    let mut attr = InfoByFd {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: std::mem::size_of::<LinkInfo>() as u32,
+        info: &mut info as *mut LinkInfo as u64,
+    };
+    // SAFETY: as above; the kernel writes at most info_len bytes into info.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &mut attr as *mut InfoByFd, std::mem::size_of::<InfoByFd>())
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+    if info.type_ != BPF_LINK_TYPE_XDP {
+        return Err(std::io::Error::other(format!("link type {} is not XDP", info.type_)));
+    }
+    Ok(info.ifindex)
 }

@@ -1,7 +1,11 @@
-//! lbd and lbctl as a library: the model, Maglev, the dataplane owner, netlink, the control API and the daemon.
+//! lbd and lbctl as a library: the model, Maglev, the dataplane owner, netlink, the control API, health checks, events, metrics
+//! and the daemon.
 pub mod api;
 pub mod daemon;
 pub mod dataplane;
+pub mod events;
+pub mod health;
 pub mod maglev;
+pub mod metrics;
 pub mod model;
 pub mod netinfo;

@@ -39,6 +39,8 @@ pub enum ModelError {
     Read { path: String, cause: std::io::Error },
     #[error("cannot parse {path}: {message}")]
     Parse { path: String, message: String },
+    #[error("bad health check: {0}")]
+    BadCheck(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -152,12 +154,19 @@ fn default_weight() -> u32 {
     1
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A real server of a service, as configured.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealSpec {
     pub addr: IpAddr,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Drained: no new flows, established ones continue. Kept apart from the weight so undrain restores it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drained: bool,
 }
 
 /// One service in the file: `[[service]]` with `vip = "10.0.0.100:80"`, `proto = "tcp"` and `[[service.real]]`s.
@@ -166,6 +175,9 @@ pub struct ServiceSpec {
     pub vip: String,
     #[serde(default)]
     pub proto: Proto,
+    /// `[service.check]`; absent means no health check (every real with a MAC counts as up).
+    #[serde(default, skip_serializing_if = "CheckSpec::is_none")]
+    pub check: CheckSpec,
     #[serde(default, rename = "real")]
     pub reals: Vec<RealSpec>,
 }
@@ -181,6 +193,8 @@ pub struct FileSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LbState {
     pub services: BTreeMap<ServiceKey, BTreeMap<IpAddr, RealSpec>>,
+    /// Health check per service; a service without an entry has none.
+    pub checks: BTreeMap<ServiceKey, CheckSpec>,
 }
 
 impl LbState {
@@ -190,12 +204,14 @@ impl LbState {
         for s in &spec.services {
             let key = ServiceKey::parse(&s.vip, s.proto)?;
             st.add_service(key)?;
+            st.set_check(key, s.check.clone())?;
             for r in &s.reals {
                 if r.addr.is_ipv6() {
                     return Err(ModelError::Ipv6(r.addr));
                 }
                 parse_real(&r.addr.to_string())?;
                 st.add_real(key, r.addr, r.weight)?;
+                st.set_drained(key, r.addr, r.drained)?;
             }
         }
         Ok(st)
@@ -209,6 +225,7 @@ impl LbState {
                 .map(|(k, reals)| ServiceSpec {
                     vip: SocketAddr::new(k.vip, k.port).to_string(),
                     proto: k.proto,
+                    check: self.check(k),
                     reals: reals.values().cloned().collect(),
                 })
                 .collect(),
@@ -242,7 +259,34 @@ impl LbState {
     }
 
     pub fn del_service(&mut self, key: &ServiceKey) -> Result<BTreeMap<IpAddr, RealSpec>, ModelError> {
-        self.services.remove(key).ok_or(ModelError::UnknownService(*key))
+        let reals = self.services.remove(key).ok_or(ModelError::UnknownService(*key))?;
+        self.checks.remove(key);
+        Ok(reals)
+    }
+
+    /// The service's health check (kind `none` when it has none).
+    pub fn check(&self, key: &ServiceKey) -> CheckSpec {
+        self.checks.get(key).cloned().unwrap_or_default()
+    }
+
+    pub fn set_check(&mut self, key: ServiceKey, check: CheckSpec) -> Result<(), ModelError> {
+        check.validate()?;
+        if !self.services.contains_key(&key) {
+            return Err(ModelError::UnknownService(key));
+        }
+        if check.is_none() {
+            self.checks.remove(&key);
+        } else {
+            self.checks.insert(key, check);
+        }
+        Ok(())
+    }
+
+    /// Sets a real's drain flag; returns the previous value.
+    pub fn set_drained(&mut self, key: ServiceKey, addr: IpAddr, drained: bool) -> Result<bool, ModelError> {
+        let reals = self.services.get_mut(&key).ok_or(ModelError::UnknownService(key))?;
+        let r = reals.get_mut(&addr).ok_or(ModelError::UnknownReal { service: key, real: addr })?;
+        Ok(std::mem::replace(&mut r.drained, drained))
     }
 
     pub fn add_real(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> Result<(), ModelError> {
@@ -251,7 +295,7 @@ impl LbState {
         if reals.contains_key(&addr) {
             return Err(ModelError::DuplicateReal { service: key, real: addr });
         }
-        reals.insert(addr, RealSpec { addr, weight });
+        reals.insert(addr, RealSpec { addr, weight, drained: false });
         Ok(())
     }
 
@@ -272,6 +316,205 @@ impl LbState {
     /// Every distinct real address over all services.
     pub fn real_addrs(&self) -> std::collections::BTreeSet<IpAddr> {
         self.services.values().flat_map(|r| r.keys().copied()).collect()
+    }
+}
+
+/// What a health check sends and expects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// No check: a real with a MAC is up.
+    #[default]
+    None,
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` answers with the expected status.
+    Http,
+    /// RTMP handshake: C0+C1 is answered with S0+S1 (version 3).
+    Rtmp,
+    /// `OPTIONS` is answered with `RTSP/1.0 200`.
+    Rtsp,
+}
+
+impl FromStr for CheckKind {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(CheckKind::None),
+            "tcp" => Ok(CheckKind::Tcp),
+            "http" => Ok(CheckKind::Http),
+            "rtmp" => Ok(CheckKind::Rtmp),
+            "rtsp" => Ok(CheckKind::Rtsp),
+            _ => Err(ModelError::BadCheck(format!("unknown kind {s:?}: expected tcp, http, rtmp, rtsp or none"))),
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckKind::None => "none",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Rtmp => "rtmp",
+            CheckKind::Rtsp => "rtsp",
+        })
+    }
+}
+
+/// A duration written as `"3s"`, `"500ms"`, `"1.5s"` or a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub std::time::Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(std::time::Duration::from_secs(s))
+    }
+}
+
+impl FromStr for Dur {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let bad = || ModelError::BadCheck(format!("bad duration {s:?}: expected e.g. 3s, 500ms or 1.5s"));
+        let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+            (n, 0.001)
+        } else if let Some(n) = t.strip_suffix('s') {
+            (n, 1.0)
+        } else {
+            (t, 1.0)
+        };
+        let v: f64 = num.trim().parse().map_err(|_| bad())?;
+        if !v.is_finite() || v < 0.0 || v * scale > 86_400.0 {
+            return Err(bad());
+        }
+        Ok(Dur(std::time::Duration::from_micros((v * scale * 1e6).round() as u64)))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(u64),
+            Float(f64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Int(i) => i.to_string(),
+            Raw::Float(x) => x.to_string(),
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A service's health check: `[service.check]` in the file, `--check ...` on `lbctl add-service`.
+/// Defaults follow keepalived/haproxy practice: every 3 s, 1 s timeout, down after 3 failures, up after 2 passes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    /// Port to check on the real; the service port when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// http: the path to GET.
+    pub path: String,
+    /// http: the status that means healthy.
+    pub expect: u16,
+    pub interval: Dur,
+    pub timeout: Dur,
+    /// Consecutive passes that bring a down real back.
+    pub rise: u32,
+    /// Consecutive failures that take an up real out.
+    pub fall: u32,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            kind: CheckKind::None,
+            port: None,
+            path: "/".into(),
+            expect: 200,
+            interval: Dur::secs(3),
+            timeout: Dur::secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+impl CheckSpec {
+    pub fn is_none(&self) -> bool {
+        self.kind == CheckKind::None
+    }
+
+    /// The timeout a probe gets: never longer than the interval, so probes of one real do not overlap.
+    pub fn effective_timeout(&self) -> std::time::Duration {
+        self.timeout.0.min(self.interval.0)
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::BadCheck(m));
+        if self.is_none() {
+            return Ok(());
+        }
+        if self.interval.0 < std::time::Duration::from_millis(50) {
+            return bad(format!("interval {} is below 50ms", self.interval));
+        }
+        if self.timeout.0.is_zero() {
+            return bad("timeout must be above 0".into());
+        }
+        if !(1..=100).contains(&self.rise) || !(1..=100).contains(&self.fall) {
+            return bad(format!("rise {} and fall {} must be within 1..=100", self.rise, self.fall));
+        }
+        if self.port == Some(0) {
+            return bad("port 0 cannot be checked".into());
+        }
+        if self.kind == CheckKind::Http {
+            if !self.path.starts_with('/') || self.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return bad(format!("http path {:?} must start with / and hold no spaces", self.path));
+            }
+            if !(100..=599).contains(&self.expect) {
+                return bad(format!("expected status {} is not an HTTP status", self.expect));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line for `lbctl list`: `http:8080 /health =200 3s/1s rise 2 fall 3`.
+    pub fn summary(&self) -> String {
+        if self.is_none() {
+            return "none".into();
+        }
+        let mut s = self.kind.to_string();
+        if let Some(p) = self.port {
+            s.push_str(&format!(":{p}"));
+        }
+        if self.kind == CheckKind::Http {
+            s.push_str(&format!(" {} ={}", self.path, self.expect));
+        }
+        s.push_str(&format!(" {}/{} rise {} fall {}", self.interval, self.timeout, self.rise, self.fall));
+        s
     }
 }
 
@@ -387,6 +630,84 @@ vip = "10.99.0.100:1935"
             assert!(parse_real(bad).is_err(), "{bad}");
         }
         assert!("sctp".parse::<Proto>().is_err());
+    }
+
+    #[test]
+    fn checks_parse_with_defaults_and_round_trip() {
+        let text = r#"
+[[service]]
+vip = "10.99.0.100:80"
+[service.check]
+kind = "http"
+path = "/health"
+interval = "500ms"
+fall = 2
+[[service.real]]
+addr = "10.99.0.11"
+drained = true
+[[service]]
+vip = "10.99.0.100:1935"
+[service.check]
+kind = "rtmp"
+port = 1936
+timeout = 0.25
+"#;
+        let st = LbState::parse(text, "t").unwrap();
+        let web = ServiceKey::parse("10.99.0.100:80", Proto::Tcp).unwrap();
+        let c = st.check(&web);
+        assert_eq!(c.kind, CheckKind::Http);
+        assert_eq!(c.path, "/health");
+        assert_eq!(c.expect, 200);
+        assert_eq!(c.interval.0, std::time::Duration::from_millis(500));
+        assert_eq!(c.timeout, Dur::secs(1));
+        assert_eq!((c.rise, c.fall), (2, 2));
+        assert!(st.services[&web][&"10.99.0.11".parse::<IpAddr>().unwrap()].drained);
+        let rtmp = st.check(&ServiceKey::parse("10.99.0.100:1935", Proto::Tcp).unwrap());
+        assert_eq!((rtmp.kind, rtmp.port), (CheckKind::Rtmp, Some(1936)));
+        assert_eq!(rtmp.timeout.0, std::time::Duration::from_millis(250));
+        assert_eq!(LbState::parse(&st.to_toml(), "again").unwrap(), st);
+        // An old state file (no check, no drained) still parses, and writes no check section back.
+        let old = LbState::parse(SAMPLE, "old").unwrap();
+        assert!(old.checks.is_empty());
+        assert!(!old.to_toml().contains("check"));
+    }
+
+    #[test]
+    fn bad_checks_are_refused_with_the_reason() {
+        let base = "[[service]]\nvip = \"10.0.0.1:80\"\n[service.check]\n";
+        let cases = [
+            ("kind = \"icmp\"", "unknown variant"),
+            ("kind = \"tcp\"\ninterval = \"10ms\"", "below 50ms"),
+            ("kind = \"tcp\"\ntimeout = \"0s\"", "timeout must be above 0"),
+            ("kind = \"tcp\"\nrise = 0", "rise 0"),
+            ("kind = \"http\"\npath = \"health\"", "must start with /"),
+            ("kind = \"http\"\nexpect = 42", "not an HTTP status"),
+            ("kind = \"tcp\"\ninterval = \"soon\"", "bad duration"),
+            ("kind = \"tcp\"\nport = 0", "port 0"),
+            ("kind = \"tcp\"\nbogus = 1", "unknown field"),
+        ];
+        for (body, want) in cases {
+            let err = LbState::parse(&format!("{base}{body}\n"), "t").unwrap_err().to_string();
+            assert!(err.contains(want), "{body:?}: {err:?} lacks {want:?}");
+        }
+        for (text, ms) in [("3s", 3000), ("500ms", 500), ("1.5s", 1500), ("2", 2000), (" 250 ms", 250)] {
+            assert_eq!(text.parse::<Dur>().unwrap().0.as_millis(), ms, "{text}");
+        }
+        assert_eq!(Dur(std::time::Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(Dur::secs(3).to_string(), "3s");
+    }
+
+    #[test]
+    fn drain_is_kept_apart_from_weight() {
+        let mut st = LbState::default();
+        let k = ServiceKey::parse("10.0.0.1:80", Proto::Tcp).unwrap();
+        let r: IpAddr = "10.0.0.2".parse().unwrap();
+        st.add_service(k).unwrap();
+        st.add_real(k, r, 3).unwrap();
+        assert!(!st.set_drained(k, r, true).unwrap());
+        assert!(st.set_drained(k, r, false).unwrap());
+        assert_eq!(st.services[&k][&r].weight, 3, "undrain keeps the weight");
+        assert!(matches!(st.set_drained(k, "10.0.0.3".parse().unwrap(), true), Err(ModelError::UnknownReal { .. })));
     }
 
     #[test]

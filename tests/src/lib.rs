@@ -176,3 +176,5 @@ pub fn require_root() {
 pub fn context<T>(r: Result<T>, what: &str) -> T {
     r.context(what.to_string()).unwrap_or_else(|e| panic!("{e:#}"))
 }
+
+pub mod health;

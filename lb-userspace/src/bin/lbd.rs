@@ -1,18 +1,20 @@
-//! lbd: attaches the XDP load balancer to an interface and serves the control API until SIGINT/SIGTERM.
+//! lbd: attaches the XDP load balancer to an interface and serves the control API (and metrics) until
+//! SIGINT/SIGTERM. `lbd --cleanup` detaches a pinned dataplane left behind.
 use anyhow::{Context, Result};
 use clap::Parser;
 use lb_userspace::api::DEFAULT_SOCKET;
 use lb_userspace::daemon::{Daemon, Options};
-use lb_userspace::dataplane::{AttachMode, Dataplane, Limits};
+use lb_userspace::dataplane::{self, AttachMode, Dataplane, Limits};
 use lb_userspace::model::LbState;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "XDP direct-routing (LVS-DR) load balancer daemon")]
 struct Args {
     /// Interface that receives the VIPs' traffic and sends it on to the reals (one L2 segment with them).
-    #[arg(long)]
-    iface: String,
+    #[arg(long, required_unless_present_all = ["cleanup", "pin_dir"])]
+    iface: Option<String>,
     /// TOML file with the services and reals to start with (ignored when --state exists).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -35,6 +37,33 @@ struct Args {
     /// already there is fine.
     #[arg(long)]
     manage_vips: bool,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9101), path /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Directory on a bpf filesystem where the maps and the XDP link are pinned, so forwarding survives lbd and
+    /// the next lbd takes over [default: /sys/fs/bpf/lbd/IFACE]. One per lbd instance.
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Pin nothing: the program detaches whenever lbd exits, even by SIGKILL.
+    #[arg(long, conflicts_with_all = ["pin_dir", "keep_on_exit", "cleanup"])]
+    no_pin: bool,
+    /// On SIGTERM/SIGINT leave XDP attached and pinned, forwarding with the last table, for the next lbd to take
+    /// over (upgrades, restarts). Without it a deliberate stop detaches and removes the pins.
+    #[arg(long)]
+    keep_on_exit: bool,
+    /// Detach the pinned dataplane of --iface (or --pin-dir) and remove its pins, then exit.
+    #[arg(long)]
+    cleanup: bool,
+    /// Health checks in flight at once, over all reals.
+    #[arg(long, default_value_t = lb_userspace::health::DEFAULT_CONCURRENCY)]
+    check_concurrency: usize,
+    /// State-change events kept for `lbctl events`.
+    #[arg(long, default_value_t = lb_userspace::events::DEFAULT_CAPACITY)]
+    events: usize,
+}
+
+fn default_pin_dir(iface: &str) -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/lbd").join(iface)
 }
 
 #[tokio::main]
@@ -45,8 +74,28 @@ async fn main() -> Result<()> {
         )
         .init();
     let args = Args::parse();
+    let pin_dir = match (&args.pin_dir, &args.iface) {
+        _ if args.no_pin => None,
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(i)) => Some(default_pin_dir(i)),
+        (None, None) => None,
+    };
+    if args.cleanup {
+        let dir = pin_dir.context("--cleanup needs --iface or --pin-dir")?;
+        let found = dataplane::cleanup(&dir).with_context(|| format!("removing the pins in {}", dir.display()))?;
+        if found.is_empty() {
+            println!("nothing pinned in {}", dir.display());
+        } else {
+            println!("removed {} from {}: the XDP program is detached once no lbd holds it", found.join(", "), dir.display());
+        }
+        return Ok(());
+    }
+    let iface = args.iface.clone().context("--iface is required")?;
     if args.max_services == 0 || args.conn_table_size == 0 {
         anyhow::bail!("--max-services and --conn-table-size must be at least 1");
+    }
+    if args.check_concurrency == 0 || args.events == 0 {
+        anyhow::bail!("--check-concurrency and --events must be at least 1");
     }
     // Everything the operator gave is parsed and validated before the dataplane is touched.
     let initial = match (&args.state, &args.config) {
@@ -57,18 +106,43 @@ async fn main() -> Result<()> {
         (_, Some(config)) => LbState::load(config).context("reading the config")?,
         _ => LbState::default(),
     };
-    let dp = Dataplane::load(Limits { max_services: args.max_services, conn_table_size: args.conn_table_size })
-        .context("loading the XDP program (are you root?)")?;
-    let daemon = Daemon::start(
-        Options { iface: args.iface.clone(), mode: args.xdp_mode, state_path: args.state.clone(), manage_vips: args.manage_vips },
-        dp,
-        initial,
-    )
-    .await
-    .with_context(|| format!("starting on {}", args.iface))?;
+    let metrics = match args.metrics {
+        Some(addr) => Some(
+            lb_userspace::metrics::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let limits = Limits { max_services: args.max_services, conn_table_size: args.conn_table_size };
+    let pins_existed = pin_dir.as_ref().is_some_and(|d| d.join("CONN_TABLE").exists());
+    let dp = match &pin_dir {
+        Some(dir) => Dataplane::load_pinned(limits, dir),
+        None => Dataplane::load(limits),
+    }
+    .context("loading the XDP program (are you root?)")?;
+    let opts = Options {
+        state_path: args.state.clone(),
+        manage_vips: args.manage_vips,
+        check_concurrency: args.check_concurrency,
+        event_capacity: args.events,
+        keep_on_exit: args.keep_on_exit,
+        ..Options::new(iface.clone(), args.xdp_mode)
+    };
+    let daemon = match Daemon::start(opts, dp, initial).await {
+        Ok(d) => d,
+        Err(e) => {
+            // A failed start leaves nothing behind that it created (pins an earlier lbd left stay as they were).
+            if let (Some(dir), false) = (&pin_dir, pins_existed) {
+                let _ = dataplane::remove_pins(dir);
+            }
+            return Err(e).with_context(|| format!("starting on {iface}"));
+        }
+    };
     let mode = daemon.mode();
+    if let Some(m) = &metrics {
+        tracing::info!(addr = %m.local_addr()?, "serving metrics on /metrics");
+    }
     tracing::info!(socket = %args.socket.display(), %mode, "lbd ready");
-    daemon.run(&args.socket, shutdown_signal()).await?;
+    daemon.run_with(&args.socket, metrics, shutdown_signal()).await?;
     Ok(())
 }
 

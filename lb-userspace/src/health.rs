@@ -1,0 +1,404 @@
+//! Health checks: probes (tcp, http, rtmp, rtsp) run by tokio tasks off the map-owning control task, bounded by a
+//! semaphore, and the rise/fall state machine the control task applies to their results.
+//!
+//! Each (service, real) pair has one task that probes at the service's interval and sends every result to the
+//! control task; only the control task changes health, rings and the connection table, so results never race.
+
+use crate::model::{CheckKind, CheckSpec, ServiceKey};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Checks in flight at once unless `lbd --check-concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Longest status line a check reads before giving up on a reply.
+const MAX_STATUS_LINE: usize = 1024;
+/// RTMP handshake chunk size (C1/S1).
+const RTMP_HANDSHAKE: usize = 1536;
+
+/// What the control task believes about a real in one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not checked yet (or the service has no check): takes flows, so a restart or a new real causes no churn.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        })
+    }
+}
+
+/// Rise/fall hysteresis. The first result decides at once (a real is not kept out for `rise` intervals at start,
+/// nor kept in for `fall` intervals when it never answered); after that `fall` consecutive failures take it
+/// down and `rise` consecutive passes bring it back.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracker {
+    pub health: Health,
+    ok_run: u32,
+    fail_run: u32,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker { health: Health::Unknown, ok_run: 0, fail_run: 0 }
+    }
+}
+
+impl Tracker {
+    /// Records one result; returns the new health when it changed.
+    pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> Option<Health> {
+        if ok {
+            self.ok_run = self.ok_run.saturating_add(1);
+            self.fail_run = 0;
+        } else {
+            self.fail_run = self.fail_run.saturating_add(1);
+            self.ok_run = 0;
+        }
+        let next = match self.health {
+            Health::Unknown => {
+                if ok {
+                    Health::Up
+                } else {
+                    Health::Down
+                }
+            }
+            Health::Up if self.fail_run >= fall => Health::Down,
+            Health::Down if self.ok_run >= rise => Health::Up,
+            h => h,
+        };
+        if next != self.health {
+            self.health = next;
+            Some(next)
+        } else {
+            None
+        }
+    }
+}
+
+/// One probe's outcome, sent to the control task.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    pub service: ServiceKey,
+    pub real: IpAddr,
+    /// Which task sent it: results of a task replaced since are ignored.
+    pub generation: u64,
+    pub ok: bool,
+    pub latency: Duration,
+    /// Why it failed, or what passed ("200", "S0+S1").
+    pub detail: String,
+}
+
+/// Starts, replaces and stops the probe tasks. Owned by the control task; the tasks themselves never touch maps.
+pub struct Checker {
+    permits: Arc<Semaphore>,
+    results: mpsc::Sender<CheckResult>,
+    tasks: HashMap<(ServiceKey, IpAddr), Task>,
+    next_generation: u64,
+}
+
+struct Task {
+    generation: u64,
+    spec: CheckSpec,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        for t in self.tasks.values() {
+            t.handle.abort();
+        }
+    }
+}
+
+impl Checker {
+    pub fn new(concurrency: usize, results: mpsc::Sender<CheckResult>) -> Self {
+        Checker { permits: Arc::new(Semaphore::new(concurrency.max(1))), results, tasks: HashMap::new(), next_generation: 1 }
+    }
+
+    /// Makes sure `real` of `service` is probed with `spec` (a task with another spec is replaced; kind `none` stops it).
+    pub fn ensure(&mut self, service: ServiceKey, real: IpAddr, spec: &CheckSpec) {
+        if spec.is_none() {
+            self.remove(service, real);
+            return;
+        }
+        if self.tasks.get(&(service, real)).is_some_and(|t| &t.spec == spec) {
+            return;
+        }
+        self.remove(service, real);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let port = spec.port.unwrap_or(service.port);
+        let target = SocketAddr::new(real, port);
+        let handle = tokio::spawn(probe_loop(
+            service,
+            real,
+            target,
+            spec.clone(),
+            generation,
+            self.permits.clone(),
+            self.results.clone(),
+        ));
+        self.tasks.insert((service, real), Task { generation, spec: spec.clone(), handle });
+    }
+
+    pub fn remove(&mut self, service: ServiceKey, real: IpAddr) {
+        if let Some(t) = self.tasks.remove(&(service, real)) {
+            t.handle.abort();
+        }
+    }
+
+    /// The generation of the live task for the pair, if any.
+    pub fn generation(&self, service: ServiceKey, real: IpAddr) -> Option<u64> {
+        self.tasks.get(&(service, real)).map(|t| t.generation)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+async fn probe_loop(
+    service: ServiceKey,
+    real: IpAddr,
+    target: SocketAddr,
+    spec: CheckSpec,
+    generation: u64,
+    permits: Arc<Semaphore>,
+    results: mpsc::Sender<CheckResult>,
+) {
+    // Spread the first probes of many reals over a fraction of the interval instead of firing them together.
+    let spread = spec.interval.0.min(Duration::from_millis(500));
+    let jitter = spread.mul_f64((u32::from_ne_bytes(addr_hash(real)) % 1000) as f64 / 1000.0);
+    tokio::time::sleep(jitter).await;
+    let mut tick = tokio::time::interval(spec.interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(permit) = permits.acquire().await else { return };
+        let started = Instant::now();
+        let limit = spec.effective_timeout();
+        let outcome = match tokio::time::timeout(limit, probe(&spec, target)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        };
+        let latency = started.elapsed();
+        drop(permit);
+        let (ok, detail) = match outcome {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        };
+        if results.send(CheckResult { service, real, generation, ok, latency, detail }).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn addr_hash(a: IpAddr) -> [u8; 4] {
+    match a {
+        IpAddr::V4(v) => lb_common::flow_hash(u32::from(v), 0, 0, 0).to_ne_bytes(),
+        IpAddr::V6(v) => lb_common::flow_hash(v.to_bits() as u32, 0, 0, 0).to_ne_bytes(),
+    }
+}
+
+/// Runs one probe (without its timeout); Ok carries a short description of what passed.
+pub async fn probe(spec: &CheckSpec, target: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect(target).await.map_err(|e| format!("connect {target}: {e}"))?;
+    match spec.kind {
+        CheckKind::None | CheckKind::Tcp => Ok("connected".into()),
+        CheckKind::Http => {
+            let req = format!(
+                "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: lbd-health-check\r\nConnection: close\r\n\r\n",
+                spec.path,
+                target.ip()
+            );
+            s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+            let line = read_line(&mut s).await?;
+            match parse_status(&line, "HTTP/1.") {
+                Some(code) if code == spec.expect => Ok(code.to_string()),
+                Some(code) => Err(format!("status {code}, expected {}", spec.expect)),
+                None => Err(format!("not an HTTP status line: {:?}", truncate(&line))),
+            }
+        }
+        CheckKind::Rtsp => {
+            let req = format!(
+                "OPTIONS rtsp://{target}/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: lbd-health-check\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+            let line = read_line(&mut s).await?;
+            match parse_status(&line, "RTSP/1.0") {
+                Some(200) => Ok("200".into()),
+                Some(code) => Err(format!("RTSP status {code}, expected 200")),
+                None => Err(format!("not an RTSP status line: {:?}", truncate(&line))),
+            }
+        }
+        CheckKind::Rtmp => {
+            s.write_all(&rtmp_c0c1()).await.map_err(|e| format!("send C0+C1: {e}"))?;
+            let mut reply = vec![0u8; 1 + RTMP_HANDSHAKE];
+            s.read_exact(&mut reply).await.map_err(|e| format!("reading S0+S1: {e}"))?;
+            check_rtmp_s0s1(&reply)
+        }
+    }
+}
+
+/// C0 (version 3) and C1 (time, zero, 1528 bytes of filler).
+pub fn rtmp_c0c1() -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + RTMP_HANDSHAKE);
+    v.push(3);
+    v.extend_from_slice(&[0; 8]);
+    v.extend((0..RTMP_HANDSHAKE - 8).map(|i| (i * 7 + 13) as u8));
+    v
+}
+
+/// S0 must be version 3 and S1 must follow in full.
+pub fn check_rtmp_s0s1(reply: &[u8]) -> Result<String, String> {
+    match reply.first() {
+        Some(3) if reply.len() > RTMP_HANDSHAKE => Ok("S0+S1".into()),
+        Some(3) => Err(format!("short S1: {} bytes", reply.len().saturating_sub(1))),
+        Some(v) => Err(format!("S0 announces RTMP version {v}, expected 3")),
+        None => Err("no S0".into()),
+    }
+}
+
+async fn read_line(s: &mut TcpStream) -> Result<String, String> {
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 256];
+    loop {
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            buf.truncate(i);
+            break;
+        }
+        if buf.len() >= MAX_STATUS_LINE {
+            break;
+        }
+        let n = s.read(&mut chunk).await.map_err(|e| format!("reading the reply: {e}"))?;
+        if n == 0 {
+            if buf.is_empty() {
+                return Err("connection closed without a reply".into());
+            }
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
+}
+
+/// The status code of `HTTP/1.1 200 OK` or `RTSP/1.0 200 OK` when the line starts with `version_prefix`.
+pub fn parse_status(line: &str, version_prefix: &str) -> Option<u16> {
+    let mut parts = line.split_whitespace();
+    let version = parts.next()?;
+    if !version.starts_with(version_prefix) {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 {
+        return None;
+    }
+    code.parse().ok()
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_result_decides_then_rise_and_fall_apply() {
+        let mut t = Tracker::default();
+        assert_eq!(t.record(true, 2, 3), Some(Health::Up));
+        assert_eq!(t.record(false, 2, 3), None);
+        assert_eq!(t.record(false, 2, 3), None);
+        assert_eq!(t.record(true, 2, 3), None, "a pass resets the failure run");
+        assert_eq!(t.record(false, 2, 3), None);
+        assert_eq!(t.record(false, 2, 3), None);
+        assert_eq!(t.record(false, 2, 3), Some(Health::Down));
+        assert_eq!(t.record(false, 2, 3), None, "logged once per change, not per check");
+        assert_eq!(t.record(true, 2, 3), None);
+        assert_eq!(t.record(false, 2, 3), None, "a failure resets the pass run");
+        assert_eq!(t.record(true, 2, 3), None);
+        assert_eq!(t.record(true, 2, 3), Some(Health::Up));
+        let mut fresh = Tracker::default();
+        assert_eq!(fresh.record(false, 2, 3), Some(Health::Down), "a real that never answered is not kept in");
+        let mut one = Tracker::default();
+        one.record(true, 1, 1);
+        assert_eq!(one.record(false, 1, 1), Some(Health::Down));
+        assert_eq!(one.record(true, 1, 1), Some(Health::Up));
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status("HTTP/1.1 200 OK", "HTTP/1."), Some(200));
+        assert_eq!(parse_status("HTTP/1.0 503 Service Unavailable", "HTTP/1."), Some(503));
+        assert_eq!(parse_status("RTSP/1.0 200 OK", "RTSP/1.0"), Some(200));
+        assert_eq!(parse_status("RTSP/1.0 200 OK", "HTTP/1."), None);
+        assert_eq!(parse_status("HTTP/1.1 20 OK", "HTTP/1."), None);
+        assert_eq!(parse_status("garbage", "HTTP/1."), None);
+        assert_eq!(parse_status("", "RTSP/1.0"), None);
+    }
+
+    #[test]
+    fn rtmp_handshake_is_checked() {
+        let c = rtmp_c0c1();
+        assert_eq!(c.len(), 1537);
+        assert_eq!(c[0], 3);
+        let mut s = vec![3u8; 1537];
+        assert!(check_rtmp_s0s1(&s).is_ok());
+        s[0] = 6;
+        assert!(check_rtmp_s0s1(&s).unwrap_err().contains("version 6"));
+        assert!(check_rtmp_s0s1(&[3, 0, 0]).unwrap_err().contains("short"));
+    }
+
+    #[tokio::test]
+    async fn probes_talk_to_local_servers() {
+        use tokio::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 2048];
+                    let n = s.read(&mut b).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&b[..n]).to_string();
+                    let reply = if req.starts_with("GET /ok ") {
+                        "HTTP/1.0 200 OK\r\n\r\n".to_string()
+                    } else if req.starts_with("GET ") {
+                        "HTTP/1.0 404 Not Found\r\n\r\n".to_string()
+                    } else {
+                        "RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n".to_string()
+                    };
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        let mut spec = CheckSpec { kind: CheckKind::Http, path: "/ok".into(), ..CheckSpec::default() };
+        assert_eq!(probe(&spec, addr).await, Ok("200".into()));
+        spec.path = "/missing".into();
+        assert!(probe(&spec, addr).await.unwrap_err().contains("status 404"));
+        spec.kind = CheckKind::Rtsp;
+        assert!(probe(&spec, addr).await.is_ok());
+        spec.kind = CheckKind::Tcp;
+        assert!(probe(&spec, addr).await.is_ok());
+        // A closed port fails with the reason.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        assert!(probe(&spec, closed).await.unwrap_err().contains("connect"));
+    }
+}

@@ -57,14 +57,18 @@ fn sh(args: &[&str]) -> Result<Output> {
     run(Command::new(args[0]).args(&args[1..]))
 }
 
-/// Removes namespaces left by labs whose process died without cleaning up (only ours, by prefix).
+/// Removes namespaces left by labs whose process died without cleaning up: only ours (by prefix), and only those
+/// whose creator (the pid in the name) is gone, so a lab that is running is never pulled from under its owner.
 pub fn cleanup_stale() {
     if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or("");
-            if name.starts_with(NS_PREFIX) {
-                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            let Some(rest) = name.strip_prefix(NS_PREFIX) else { continue };
+            let owner = rest.split('x').next().and_then(|p| p.parse::<u32>().ok());
+            if owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+                continue;
             }
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
@@ -91,7 +95,7 @@ pub fn bin_path(name: &str) -> PathBuf {
 
 impl Lab {
     pub fn up(opts: &LabOptions) -> Result<Lab> {
-        let prefix = format!("{NS_PREFIX}{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
+        let prefix = format!("{NS_PREFIX}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir)?;
         let mut lab = Lab { prefix, dir, reals: opts.reals, namespaces: Vec::new(), procs: Vec::new() };

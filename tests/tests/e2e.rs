@@ -2,10 +2,6 @@
 use lb_tests::*;
 use std::time::Duration;
 
-fn vip_url() -> String {
-    format!("http://{VIP}/")
-}
-
 fn every_real_answers(mode: Mode) {
     require_root();
     let mut l = context(LbLab::new(mode, 3), "lab");
@@ -213,4 +209,29 @@ fn lbctl_bad_input_is_refused_and_changes_nothing() {
     let out = context(l.lab.exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--iface", "nosuch0", "--socket", &l.socket()]), "lbd");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("interface nosuch0 not found"), "{out:?}");
+}
+
+/// A real's MAC changes (NIC swap): lbd follows the neighbour table and forwards to the new MAC. The LB's kernel
+/// relearns the MAC from the real's next ARP broadcast (the real flushes its own cache when its address changes).
+#[test]
+fn a_real_whose_mac_changes_is_followed() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Native, 2), "lab");
+    // Short reachable time on the LB, so the kernel marks the entry STALE in seconds rather than 15-45 s.
+    context(l.lab.exec(&l.lab.lb(), &["sysctl", "-q", "-w", "net.ipv4.neigh.eth0.base_reachable_time_ms=1000"]), "sysctl");
+    let cfg = context(l.write_config(&[0, 1]), "config");
+    context(l.start_lbd(&["--config", &cfg]), "lbd");
+    let before = context(l.spread(20), "curl");
+    assert!(before.get("r2").copied().unwrap_or(0) > 0, "{before:?}");
+    let new_mac = "02:00:00:00:99:02";
+    context(l.lab.ip(&l.lab.real(1), &["link", "set", "eth0", "address", new_mac]), "change r2's MAC");
+    let mac_of_r2 = |l: &LbLab| l.list_json()[0]["reals"][1]["mac"].as_str().unwrap_or("").to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while mac_of_r2(&l) != new_mac {
+        assert!(std::time::Instant::now() < deadline, "lbd still has {} for r2 after 40 s:\n{}", mac_of_r2(&l), l.lbd_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = context(l.spread(30), "curl after the MAC change");
+    assert!(!after.contains_key("FAIL"), "{after:?}");
+    assert!(after.get("r2").copied().unwrap_or(0) > 0, "r2 gets nothing at its new MAC: {after:?}");
 }

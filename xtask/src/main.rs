@@ -12,7 +12,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   run                   demo lab in network namespaces: client, LB (lbd) and three real servers behind one VIP
   run -- LBD-ARGS...    run lbd on a real interface, e.g. `cargo xtask run -- --iface eth0 --config lb.toml`
   test                  every test: unit, packet fixtures, network-namespace end-to-end (needs root)
-  bench xdp|relay       benchmarks (see BENCHMARKS.md)";
+  bench xdp|relay       benchmarks (see BENCHMARKS.md)
+  fuzz [SECONDS]        run each relay cargo-fuzz target (libFuzzer, nightly) for SECONDS (default 60)";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -44,6 +45,7 @@ fn real_main() -> Result<()> {
         }
         "test" => test(&args),
         "bench" => bench(&args),
+        "fuzz" => fuzz(&args),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -109,6 +111,27 @@ fn test(args: &[String]) -> Result<()> {
     let res = status(&mut c);
     lb_lab::cleanup_stale();
     res
+}
+
+/// Runs every cargo-fuzz target of the relay's input path for a bounded time; a crash fails the command and leaves
+/// its input under relay/fuzz/artifacts.
+fn fuzz(args: &[String]) -> Result<()> {
+    let secs: u32 = match args.first() {
+        Some(s) => s.parse().with_context(|| format!("fuzz SECONDS: {s:?} is not a number"))?,
+        None => 60,
+    };
+    setup::run()?;
+    setup::cargo_fuzz()?;
+    let dir = root().join("relay/fuzz");
+    for target in ["server_handshake", "server_session", "client_session"] {
+        eprintln!("xtask fuzz: {target} for {secs} s");
+        status(
+            Command::new("cargo")
+                .current_dir(&dir)
+                .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={secs}")]),
+        )?;
+    }
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<()> {

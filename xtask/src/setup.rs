@@ -83,6 +83,15 @@ fn bpf_linker() -> Result<()> {
     )
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` only (the tests run the same entry points through a seeded loop).
+pub fn cargo_fuzz() -> Result<()> {
+    if Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-fuzz");
+    status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
 fn home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
 }

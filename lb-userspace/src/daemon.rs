@@ -1137,4 +1137,3 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Job>) {
 }
 
 use tokio::io::AsyncReadExt as _;
-

@@ -1,8 +1,11 @@
 //! lbd's control task: owns the dataplane, applies the desired state to it, answers the control API, follows real
 //! servers' MACs, applies health-check results and drains, records events, renders metrics and persists every
 //! change to the state file. Health probes and the metrics server run in other tasks and only send it messages.
+//! Walks and purges of the connection table (millions of entries) run on the connection-table worker thread: the
+//! control task only asks, and answers `list`, `stats` and scrapes when the census it asked for arrives.
 
 use crate::api::{CountersView, RealView, Request, Response, ServiceView, StatsView};
+use crate::conntable::{self, Census, Done};
 use crate::dataplane::{AttachMode, Dataplane};
 use crate::events::{EventKind, EventLog};
 use crate::health::{CheckResult, Checker, Health, Tracker};
@@ -32,6 +35,8 @@ const MAX_REQUEST: usize = 64 * 1024;
 /// How long a count of the connection table is reused by metrics and stats, so a burst of scrapes walks millions
 /// of entries once; `lbctl list` always counts afresh.
 const CENSUS_MAX_AGE: Duration = Duration::from_millis(200);
+/// A walk or purge slower than this is logged.
+const SLOW_WALK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -102,12 +107,20 @@ struct RealHealth {
     failed: u64,
 }
 
-/// One walk of the connection table.
-#[derive(Clone, Debug, Default)]
-struct Census {
-    entries: u64,
-    /// Recently active flows per (service index, real id).
-    active: HashMap<(u32, u32), u64>,
+/// A request that needs a census of the connection table, waiting for the worker's walk.
+enum CensusWaiter {
+    List(oneshot::Sender<Response>),
+    Stats(oneshot::Sender<Response>),
+    Metrics(metrics::Scrape),
+}
+
+/// What the control task needs back from a purge of a down real's flows: the event it completes.
+#[derive(Debug)]
+struct PurgeNote {
+    service: ServiceKey,
+    real: IpAddr,
+    /// The real-down event's reason, to which the number of purged flows is appended.
+    reason: String,
 }
 
 pub struct Daemon {
@@ -130,7 +143,17 @@ pub struct Daemon {
     events: EventLog,
     /// Services announced as having no usable real (so the recovery is announced once too).
     down_services: HashSet<ServiceKey>,
+    /// The last census, with when it was asked for (its walk started at or after that).
     census: Option<(Instant, Census)>,
+    /// The thread that walks and purges the connection table.
+    conn: conntable::Worker<PurgeNote>,
+    conn_done: Option<mpsc::UnboundedReceiver<Done<PurgeNote>>>,
+    /// When the census being walked was asked for, if one is.
+    census_asked: Option<Instant>,
+    /// Requests waiting for a census asked at or after their instant.
+    census_waiting: Vec<(Instant, CensusWaiter)>,
+    /// When the last purge was asked for: a census asked before it is not reused afterwards.
+    purge_asked: Option<Instant>,
     keep_on_exit: bool,
 }
 
@@ -157,6 +180,8 @@ impl Daemon {
         let iface = net.iface(&opts.iface).await?;
         let max_services = dp.limits().max_services;
         let (results_tx, results_rx) = mpsc::channel(1024);
+        let conn_err = |e| DaemonError::Dataplane(crate::dataplane::DataplaneError::ConnTable(e));
+        let (conn, conn_done) = conntable::Worker::spawn(dp.conn_table()?).map_err(conn_err)?;
         let mut d = Daemon {
             dp,
             net,
@@ -175,6 +200,11 @@ impl Daemon {
             events: EventLog::new(opts.event_capacity),
             down_services: HashSet::new(),
             census: None,
+            conn,
+            conn_done: Some(conn_done),
+            census_asked: None,
+            census_waiting: Vec::new(),
+            purge_asked: None,
             keep_on_exit: opts.keep_on_exit,
         };
         // Validate the whole initial state against the interface before touching the dataplane further.
@@ -465,13 +495,9 @@ impl Daemon {
                 if let Err(e) = self.rebuild_ring(&svc) {
                     tracing::error!(service = %svc, error = %e, "ring update failed");
                 }
-                let purged = self.purge_real_flows(&svc, res.real);
-                self.events.push(
-                    EventKind::RealDown,
-                    Some(svc.to_string()),
-                    Some(res.real),
-                    format!("{} check failed {runs} time(s): {}; out of the ring, {purged} flow(s) purged", spec.kind, res.detail),
-                );
+                // The real-down event is recorded when the purge is done, with how many flows it removed.
+                let reason = format!("{} check failed {runs} time(s): {}; out of the ring", spec.kind, res.detail);
+                self.purge_real_flows(PurgeNote { service: svc, real: res.real, reason });
             }
             Health::Up => {
                 if before == Health::Down {
@@ -492,15 +518,116 @@ impl Daemon {
     }
 
     /// Drops a real's flows of one service from the connection table, so their clients fail fast (the kernel
-    /// resets them, or they go to the real now chosen if they retry) instead of hanging on a dead real.
-    fn purge_real_flows(&mut self, svc: &ServiceKey, addr: IpAddr) -> usize {
-        let (Some(&vip_num), Some(id)) = (self.vip_nums.get(svc), self.reals.get(&addr).map(|s| s.id)) else { return 0 };
+    /// resets them, or they go to the real now chosen if they retry) instead of hanging on a dead real. The worker
+    /// does it (at once, unless a walk is under way) and the real-down event follows with the count.
+    fn purge_real_flows(&mut self, note: PurgeNote) {
+        let ids = (self.vip_nums.get(&note.service).copied(), self.reals.get(&note.real).map(|s| s.id));
+        let (Some(vip_num), Some(id)) = ids else {
+            self.on_conn_done(Done::Purged { tag: note, purged: Ok(0), took: Duration::ZERO });
+            return;
+        };
         self.census = None;
-        match self.dp.purge_flows(|_, e| e.vip_num == vip_num && e.real_id == id) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(service = %svc, real = %addr, error = %e, "purging the real's flows failed");
-                0
+        self.purge_asked = Some(Instant::now());
+        if let Err(note) = self.conn.purge(vip_num, id, note) {
+            // The worker thread is gone: purge here rather than not at all.
+            let t = Instant::now();
+            let purged = self.dp.conn_table().map_err(|e| std::io::Error::other(e.to_string())).and_then(|t| {
+                t.purge(conntable::Method::Auto, |_, e| e.vip_num == vip_num && e.real_id == id)
+            });
+            self.on_conn_done(Done::Purged { tag: note, purged, took: t.elapsed() });
+        }
+    }
+
+    /// A walk or purge the worker finished.
+    fn on_conn_done(&mut self, done: Done<PurgeNote>) {
+        match done {
+            Done::Purged { tag, purged, took } => {
+                let n = purged.unwrap_or_else(|e| {
+                    tracing::error!(service = %tag.service, real = %tag.real, error = %e, "purging the real's flows failed");
+                    0
+                });
+                if took > SLOW_WALK {
+                    tracing::info!(service = %tag.service, real = %tag.real, purged = n, ?took, "slow connection-table purge");
+                }
+                self.census = None;
+                self.events.push(EventKind::RealDown, Some(tag.service.to_string()), Some(tag.real), format!("{}, {n} flow(s) purged", tag.reason));
+            }
+            Done::Census { requested, census, took } => {
+                self.census_asked = None;
+                if took > SLOW_WALK {
+                    tracing::info!(?took, "slow connection-table walk");
+                }
+                let census = match census {
+                    Ok(c) => {
+                        if self.purge_asked.is_none_or(|p| requested >= p) {
+                            self.census = Some((requested, c.clone()));
+                        }
+                        c
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "walking the connection table failed");
+                        Census::default()
+                    }
+                };
+                let (ready, later): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut self.census_waiting).into_iter().partition(|(need, _)| *need <= requested);
+                self.census_waiting = later;
+                for (_, w) in ready {
+                    self.answer(w, &census);
+                }
+                if !self.census_waiting.is_empty() {
+                    self.ask_census();
+                }
+            }
+        }
+    }
+
+    /// Answers `w` now if the last census was asked for at or after `need`, otherwise once one is.
+    fn want_census(&mut self, need: Instant, w: CensusWaiter) {
+        let need = self.purge_asked.map_or(need, |p| need.max(p));
+        if let Some((at, c)) = &self.census {
+            if *at >= need {
+                self.answer(w, c);
+                return;
+            }
+        }
+        self.census_waiting.push((need, w));
+        self.ask_census();
+    }
+
+    /// Has the worker walk the table, unless it already is (then the walk after it serves whoever came late).
+    fn ask_census(&mut self) {
+        if self.census_asked.is_some() {
+            return;
+        }
+        let horizon = ACTIVE_FLOW_SECS * 1_000_000_000;
+        match self.conn.census(horizon) {
+            Some(at) => self.census_asked = Some(at),
+            None => {
+                // The worker thread is gone: walk here (blocking) rather than not answer.
+                let requested = Instant::now();
+                let census = self.census_in_place();
+                self.on_conn_done(Done::Census { requested, census, took: requested.elapsed() });
+            }
+        }
+    }
+
+    /// Walks the connection table in this task (blocking it for the walk).
+    fn census_in_place(&self) -> std::io::Result<Census> {
+        let table = self.dp.conn_table().map_err(|e| std::io::Error::other(e.to_string()))?;
+        table.census(conntable::Method::Auto, ACTIVE_FLOW_SECS * 1_000_000_000)
+    }
+
+    fn answer(&self, w: CensusWaiter, census: &Census) {
+        match w {
+            CensusWaiter::List(tx) => {
+                let _ = tx.send(self.list(census));
+            }
+            CensusWaiter::Stats(tx) => {
+                let _ = tx.send(self.stats(census));
+            }
+            CensusWaiter::Metrics(tx) => {
+                let _ = tx.send(self.metrics(census));
             }
         }
     }
@@ -529,8 +656,11 @@ impl Daemon {
     async fn handle(&mut self, req: Request) -> Response {
         let changes = !matches!(req, Request::List | Request::Stats | Request::Events { .. });
         let res = match req {
-            Request::List => return self.list(),
-            Request::Stats => return self.stats(),
+            // The run loop answers these off the worker (want_census); this path, unused by it, walks in place.
+            Request::List | Request::Stats => {
+                let census = self.census_in_place().unwrap_or_default();
+                return if matches!(req, Request::List) { self.list(&census) } else { self.stats(&census) };
+            }
             Request::Events { last } => {
                 let mut r = Response::ok(format!("{} event(s) kept, {} since start", self.events.len(), self.events.total()));
                 r.events = Some(self.events.last(last));
@@ -722,30 +852,13 @@ impl Daemon {
         }
     }
 
-    /// Counts the connection table (entries, and recently active flows per service and real), at most once per
-    /// CENSUS_MAX_AGE.
-    fn census(&mut self) -> Census {
-        if let Some((at, c)) = &self.census {
-            if at.elapsed() < CENSUS_MAX_AGE {
-                return c.clone();
-            }
-        }
-        let mut c = Census::default();
-        let now = monotonic_ns();
-        let horizon = ACTIVE_FLOW_SECS * 1_000_000_000;
-        let _ = self.dp.for_each_flow(|_, e| {
-            c.entries += 1;
-            if now.saturating_sub(e.atime_ns) <= horizon {
-                *c.active.entry((e.vip_num, e.real_id)).or_default() += 1;
-            }
-        });
-        self.census = Some((Instant::now(), c.clone()));
-        c
+    /// The instant a census must have been asked at to serve a request that accepts one `max_age` old.
+    fn fresh_since(max_age: Duration) -> Instant {
+        let now = Instant::now();
+        now.checked_sub(max_age).unwrap_or(now)
     }
 
-    fn list(&mut self) -> Response {
-        self.census = None;
-        let census = self.census();
+    fn list(&self, census: &Census) -> Response {
         let mut out = Vec::new();
         for (svc, reals) in &self.state.services {
             let vip_num = self.vip_nums[svc];
@@ -791,8 +904,7 @@ impl Daemon {
     }
 
     /// The Prometheus text of `lbd --metrics`.
-    fn metrics(&mut self) -> String {
-        let census = self.census();
+    fn metrics(&self, census: &Census) -> String {
         let svc_labels = |s: &ServiceKey| {
             vec![("vip", s.vip.to_string()), ("port", s.port.to_string()), ("proto", s.proto.to_string().to_lowercase())]
         };
@@ -879,10 +991,10 @@ impl Daemon {
         ])
     }
 
-    fn stats(&mut self) -> Response {
+    fn stats(&self, census: &Census) -> Response {
         let g = self.dp.global_counters().unwrap_or_default();
         let at = |i: u32| -> CountersView { g.get(i as usize).copied().unwrap_or_default().into() };
-        let entries = self.census().entries;
+        let entries = census.entries;
         let mut r = Response::ok("stats");
         r.stats = Some(StatsView {
             iface: self.iface.name.clone(),
@@ -924,19 +1036,24 @@ impl Daemon {
             }))
         });
         let mut results = self.check_results.take().expect("run is called once");
+        let mut conn_done = self.conn_done.take().expect("run is called once");
         let mut tick = tokio::time::interval(NEIGH_REFRESH);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some((req, reply)) = rx.recv() => {
-                    let resp = self.handle(req).await;
-                    let _ = reply.send(resp);
-                }
+                Some((req, reply)) = rx.recv() => match req {
+                    // Answered when a census the worker walks arrives; meanwhile this task goes on.
+                    Request::List => self.want_census(Instant::now(), CensusWaiter::List(reply)),
+                    Request::Stats => self.want_census(Self::fresh_since(CENSUS_MAX_AGE), CensusWaiter::Stats(reply)),
+                    req => {
+                        let resp = self.handle(req).await;
+                        let _ = reply.send(resp);
+                    }
+                },
                 Some(res) = results.recv() => self.on_check(res),
-                Some(scrape) = scrape_rx.recv() => {
-                    let _ = scrape.send(self.metrics());
-                }
+                Some(done) = conn_done.recv() => self.on_conn_done(done),
+                Some(scrape) = scrape_rx.recv() => self.want_census(Self::fresh_since(CENSUS_MAX_AGE), CensusWaiter::Metrics(scrape)),
                 _ = tick.tick() => self.refresh_neighbours().await,
             }
         }
@@ -1020,11 +1137,3 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Job>) {
 }
 
 use tokio::io::AsyncReadExt as _;
-
-/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns reads.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}

@@ -1,5 +1,7 @@
 //! Owner of the XDP program and its maps: loads and attaches the object, writes services, rings and reals, reads
-//! counters and the connection table. Only the daemon's control task holds one, so map writes never race.
+//! counters and the connection table. Only the daemon's control task holds one, so map writes never race; the
+//! connection table is walked and purged through a second handle (`conn_table`, see conntable.rs) on a worker
+//! thread, which the kernel serialises against everything else.
 //!
 //! With a pin directory (on a bpf filesystem) the maps and the XDP link are pinned there, so forwarding goes on
 //! while no lbd runs, and the next lbd adopts them: it reuses the maps (connection table included) and swaps its
@@ -10,6 +12,8 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
+use crate::conntable::{self, ConnTable};
+use std::os::fd::AsFd;
 use lb_common::{
     global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, VipKey, VipMeta, DEFAULT_CONN_TABLE_SIZE,
     DEFAULT_MAX_SERVICES, MAX_REALS, RING_SIZE,
@@ -41,6 +45,8 @@ pub enum DataplaneError {
     Attach { iface: String, native: ProgramError, skb: ProgramError },
     #[error("attaching XDP to {iface} in {mode} mode failed: {cause}")]
     AttachMode { iface: String, mode: &'static str, cause: ProgramError },
+    #[error("connection table: {0}")]
+    ConnTable(std::io::Error),
     #[error("pin directory {dir}: {message}")]
     Pin { dir: String, message: String },
 }
@@ -382,38 +388,28 @@ impl Dataplane {
         (0..global::COUNT).map(|i| self.read_counters("GLOBAL_STATS", i)).collect()
     }
 
-    /// Walks the connection table once; `f` sees every flow.
-    pub fn for_each_flow(&self, mut f: impl FnMut(&FlowKey, &ConnEntry)) -> Result<()> {
+    /// A handle of its own on the connection table (a duplicated fd), for walks and purges on another thread.
+    pub fn conn_table(&self) -> Result<ConnTable> {
         let m = self.ebpf.map("CONN_TABLE").ok_or(DataplaneError::MissingMap("CONN_TABLE"))?;
-        let table: BpfHashMap<&MapData, FlowKey, ConnEntry> =
-            BpfHashMap::try_from(m).map_err(map_err("CONN_TABLE"))?;
-        for item in table.iter() {
-            // An entry evicted while we walk is simply skipped.
-            if let Ok((k, v)) = item {
-                f(&k, &v);
-            }
-        }
-        Ok(())
+        let data = match m {
+            aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+            _ => return Err(DataplaneError::Map("CONN_TABLE", aya::maps::MapError::InvalidMapType { map_type: 0 })),
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned().map_err(DataplaneError::ConnTable)?;
+        Ok(ConnTable::new(fd))
     }
 
-    /// Removes the flows `pred` selects; returns how many.
+    /// Walks the connection table once (in batches where the kernel allows); `f` sees every flow. This blocks
+    /// for as long as the walk takes: the daemon walks on its connection-table worker instead.
+    pub fn for_each_flow(&self, mut f: impl FnMut(&FlowKey, &ConnEntry)) -> Result<()> {
+        self.conn_table()?
+            .walk(conntable::Method::Auto, |keys, values| keys.iter().zip(values).for_each(|(k, v)| f(k, v)))
+            .map_err(DataplaneError::ConnTable)
+    }
+
+    /// Removes the flows `pred` selects; returns how many. Blocking, like for_each_flow.
     pub fn purge_flows(&mut self, pred: impl Fn(&FlowKey, &ConnEntry) -> bool) -> Result<usize> {
-        let mut doomed = Vec::new();
-        self.for_each_flow(|k, v| {
-            if pred(k, v) {
-                doomed.push(*k);
-            }
-        })?;
-        let m = map(&mut self.ebpf, "CONN_TABLE")?;
-        let mut table: BpfHashMap<&mut MapData, FlowKey, ConnEntry> =
-            BpfHashMap::try_from(m).map_err(map_err("CONN_TABLE"))?;
-        let mut n = 0;
-        for k in doomed {
-            if table.remove(&k).is_ok() {
-                n += 1;
-            }
-        }
-        Ok(n)
+        self.conn_table()?.purge(conntable::Method::Auto, pred).map_err(DataplaneError::ConnTable)
     }
 
     /// Runs a program once over `data` through BPF_PROG_TEST_RUN: returns (action, output frame, mean duration).

@@ -1,6 +1,7 @@
-//! lbd and lbctl as a library: the model, Maglev, the dataplane owner, netlink, the control API, health checks, events, metrics
-//! and the daemon.
+//! lbd and lbctl as a library: the model, Maglev, the dataplane owner, the connection-table worker, netlink, the
+//! control API, health checks, events, metrics and the daemon.
 pub mod api;
+pub mod conntable;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;

@@ -12,7 +12,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   run                   demo lab in network namespaces: client, LB (lbd) and three real servers behind one VIP
   run -- LBD-ARGS...    run lbd on a real interface, e.g. `cargo xtask run -- --iface eth0 --config lb.toml`
   test                  every test: unit, packet fixtures, network-namespace end-to-end (needs root)
-  bench xdp|relay       benchmarks (see BENCHMARKS.md)
+  bench xdp|conntable|relay   benchmarks (see BENCHMARKS.md)
   fuzz [SECONDS]        run each relay cargo-fuzz target (libFuzzer, nightly) for SECONDS (default 60)";
 
 fn main() {
@@ -144,12 +144,17 @@ fn bench(args: &[String]) -> Result<()> {
             c.args(["bench", "-p", "lb-tests", "--bench", "xdp", "--"]).args(rest);
             status(&mut c)
         }
+        "conntable" => {
+            let mut c = cargo();
+            c.args(["bench", "-p", "lb-tests", "--bench", "conntable", "--"]).args(rest);
+            status(&mut c)
+        }
         "relay" => {
             build(true)?;
             let mut c = cargo();
             c.env("LB_BIN_DIR", bin_dir(true)).args(["bench", "-p", "relay", "--bench", "relay", "--"]).args(rest);
             status(&mut c)
         }
-        _ => bail!("bench what? `cargo xtask bench xdp` or `cargo xtask bench relay`"),
+        _ => bail!("bench what? `cargo xtask bench xdp`, `cargo xtask bench conntable` or `cargo xtask bench relay`"),
     }
 }

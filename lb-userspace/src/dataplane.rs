@@ -32,23 +32,30 @@ pub const PASS_PROGRAM: &str = "xdp_pass";
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("loading the XDP object failed: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(Box<aya::EbpfError>),
     #[error("XDP program {0}: {1}")]
-    Program(&'static str, ProgramError),
+    Program(&'static str, Box<ProgramError>),
     #[error("map {0}: {1}")]
-    Map(&'static str, aya::maps::MapError),
+    Map(&'static str, Box<aya::maps::MapError>),
     #[error("cannot count CPUs: {0}")]
     Cpus(std::io::Error),
     #[error("map {0} is missing from the XDP object")]
     MissingMap(&'static str),
     #[error("attaching XDP to {iface} failed in native and in skb mode: native: {native}; skb: {skb}")]
-    Attach { iface: String, native: ProgramError, skb: ProgramError },
+    Attach { iface: String, native: Box<ProgramError>, skb: Box<ProgramError> },
     #[error("attaching XDP to {iface} in {mode} mode failed: {cause}")]
-    AttachMode { iface: String, mode: &'static str, cause: ProgramError },
+    AttachMode { iface: String, mode: &'static str, cause: Box<ProgramError> },
     #[error("connection table: {0}")]
     ConnTable(std::io::Error),
     #[error("pin directory {dir}: {message}")]
     Pin { dir: String, message: String },
+}
+
+// aya's errors are large; boxed here so every Result of this module stays small on the happy path.
+impl From<aya::EbpfError> for DataplaneError {
+    fn from(e: aya::EbpfError) -> Self {
+        DataplaneError::Load(Box::new(e))
+    }
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -120,7 +127,7 @@ pub struct Dataplane {
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |e| DataplaneError::Map(name, e)
+    move |e| DataplaneError::Map(name, Box::new(e))
 }
 
 impl Dataplane {
@@ -139,7 +146,7 @@ impl Dataplane {
             .load(EBPF_OBJECT)?;
         for name in [LB_PROGRAM, PASS_PROGRAM] {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
-            prog.load().map_err(|e| DataplaneError::Program(static_name(name), e))?;
+            prog.load().map_err(|e| DataplaneError::Program(static_name(name), Box::new(e)))?;
         }
         Ok(Dataplane {
             ebpf,
@@ -203,7 +210,7 @@ impl Dataplane {
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         for name in [LB_PROGRAM, PASS_PROGRAM] {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
-            prog.load().map_err(|e| DataplaneError::Program(static_name(name), e))?;
+            prog.load().map_err(|e| DataplaneError::Program(static_name(name), Box::new(e)))?;
         }
         Ok(Dataplane {
             ebpf,
@@ -252,7 +259,7 @@ impl Dataplane {
                     let xdp_link = XdpLink::try_from(FdLink::from(link))
                         .map_err(|e| perr(format!("the pinned link is not an XDP link: {e}")))?;
                     let prog: &mut Xdp = program(&mut self.ebpf, LB_PROGRAM)?;
-                    prog.attach_to_link(xdp_link).map_err(|e| DataplaneError::Program(LB_PROGRAM, e))?;
+                    prog.attach_to_link(xdp_link).map_err(|e| DataplaneError::Program(LB_PROGRAM, Box::new(e)))?;
                     self.adopted_link = true;
                     tracing::info!(%iface, link = %link_path.display(), "took over the pinned XDP link: forwarding never stopped");
                     return Ok(wanted);
@@ -269,7 +276,7 @@ impl Dataplane {
         }
         let (mode, id) = attach_program(&mut self.ebpf, LB_PROGRAM, iface, wanted)?;
         let prog: &mut Xdp = program(&mut self.ebpf, LB_PROGRAM)?;
-        let link = prog.take_link(id).map_err(|e| DataplaneError::Program(LB_PROGRAM, e))?;
+        let link = prog.take_link(id).map_err(|e| DataplaneError::Program(LB_PROGRAM, Box::new(e)))?;
         let fd_link = FdLink::try_from(link).map_err(|e| {
             perr(format!("XDP was attached through netlink (no bpf_link support), so it cannot be pinned: {e}; run lbd with --no-pin"))
         })?;
@@ -326,7 +333,7 @@ impl Dataplane {
                 BpfHashMap::try_from(map(&mut self.ebpf, "VIPS")?).map_err(map_err("VIPS"))?;
             match vips.remove(&key) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(DataplaneError::Map("VIPS", e)),
+                Err(e) => return Err(DataplaneError::Map("VIPS", Box::new(e))),
             }
         }
         self.write_ring(vip_num, &vec![0; RING_SIZE as usize])?;
@@ -350,7 +357,7 @@ impl Dataplane {
         for (slot, id) in crate::maglev::diff(&old, table) {
             if let Err(e) = rings.set(base + slot, id, 0) {
                 // Keep the cache truthful about what the map holds: forget it so the next write is complete.
-                return Err(DataplaneError::Map("CH_RINGS", e));
+                return Err(DataplaneError::Map("CH_RINGS", Box::new(e)));
             }
             written += 1;
         }
@@ -393,7 +400,7 @@ impl Dataplane {
         let m = self.ebpf.map("CONN_TABLE").ok_or(DataplaneError::MissingMap("CONN_TABLE"))?;
         let data = match m {
             aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
-            _ => return Err(DataplaneError::Map("CONN_TABLE", aya::maps::MapError::InvalidMapType { map_type: 0 })),
+            _ => return Err(DataplaneError::Map("CONN_TABLE", Box::new(aya::maps::MapError::InvalidMapType { map_type: 0 }))),
         };
         let fd = data.fd().as_fd().try_clone_to_owned().map_err(DataplaneError::ConnTable)?;
         Ok(ConnTable::new(fd))
@@ -418,7 +425,7 @@ impl Dataplane {
             .ebpf
             .program(program)
             .and_then(|p| p.try_into().ok())
-            .ok_or(DataplaneError::Program(static_name(program), ProgramError::NotLoaded))?;
+            .ok_or(DataplaneError::Program(static_name(program), Box::new(ProgramError::NotLoaded)))?;
         let mut out = vec![0u8; data.len() + 256];
         let res = prog
             .test_run(TestRunOptions {
@@ -427,7 +434,7 @@ impl Dataplane {
                 repeat,
                 ..TestRunOptions::new()
             })
-            .map_err(|e| DataplaneError::Program(static_name(program), e))?;
+            .map_err(|e| DataplaneError::Program(static_name(program), Box::new(e)))?;
         out.truncate(res.data_size_out as usize);
         Ok((res.return_value, out, res.duration))
     }
@@ -450,7 +457,7 @@ pub fn attach_pass(iface: &str, wanted: AttachMode) -> Result<(Ebpf, AttachMode)
         .load(EBPF_OBJECT)?;
     {
         let prog: &mut Xdp = program(&mut ebpf, PASS_PROGRAM)?;
-        prog.load().map_err(|e| DataplaneError::Program(PASS_PROGRAM, e))?;
+        prog.load().map_err(|e| DataplaneError::Program(PASS_PROGRAM, Box::new(e)))?;
     }
     let (mode, _) = attach_program(&mut ebpf, PASS_PROGRAM, iface, wanted)?;
     Ok((ebpf, mode))
@@ -467,7 +474,7 @@ fn attach_program(
         AttachMode::Skb => prog
             .attach(iface, XdpMode::Skb)
             .map(|id| (AttachMode::Skb, id))
-            .map_err(|cause| DataplaneError::AttachMode { iface: iface.into(), mode: "skb", cause }),
+            .map_err(|cause| DataplaneError::AttachMode { iface: iface.into(), mode: "skb", cause: Box::new(cause) }),
         AttachMode::Native => match prog.attach(iface, XdpMode::Driver) {
             Ok(id) => Ok((AttachMode::Native, id)),
             Err(native) => match prog.attach(iface, XdpMode::Skb) {
@@ -475,7 +482,7 @@ fn attach_program(
                     tracing::warn!(%iface, error = %native, "native XDP is not available; fell back to skb (generic) mode, which is slower");
                     Ok((AttachMode::Skb, id))
                 }
-                Err(skb) => Err(DataplaneError::Attach { iface: iface.into(), native, skb }),
+                Err(skb) => Err(DataplaneError::Attach { iface: iface.into(), native: Box::new(native), skb: Box::new(skb) }),
             },
         },
     }
@@ -484,7 +491,7 @@ fn attach_program(
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
-        .ok_or(DataplaneError::Program(static_name(name), ProgramError::NotLoaded))
+        .ok_or(DataplaneError::Program(static_name(name), Box::new(ProgramError::NotLoaded)))
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map> {

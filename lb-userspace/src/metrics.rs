@@ -159,8 +159,11 @@ async fn answer(mut stream: tokio::net::TcpStream, scrapes: mpsc::Sender<Scrape>
     stream.shutdown().await
 }
 
+/// Samples by metric name: [(labels, value)].
+pub type Parsed = std::collections::BTreeMap<String, Vec<(Vec<(String, String)>, f64)>>;
+
 /// A strict reader of the text format, for tests: metric name -> [(labels, value)]; errors name the bad line.
-pub fn parse(text: &str) -> Result<std::collections::BTreeMap<String, Vec<(Vec<(String, String)>, f64)>>, String> {
+pub fn parse(text: &str) -> Result<Parsed, String> {
     let mut out: std::collections::BTreeMap<String, Vec<_>> = std::collections::BTreeMap::new();
     let mut typed = std::collections::BTreeSet::new();
     for (n, line) in text.lines().enumerate() {

@@ -23,7 +23,7 @@ fn flow(i: u32, now: u64) -> (FlowKey, ConnEntry) {
         src,
         dst,
         sport: (1024 + (i >> 24) as u16).to_be(),
-        dport: if i % 2 == 0 { 80u16.to_be() } else { 1935u16.to_be() },
+        dport: if i.is_multiple_of(2) { 80u16.to_be() } else { 1935u16.to_be() },
         proto: PROTO_TCP,
         family: FAMILY_V4,
         _pad: [0; 2],
@@ -33,7 +33,7 @@ fn flow(i: u32, now: u64) -> (FlowKey, ConnEntry) {
 }
 
 fn doomed(e: &ConnEntry) -> bool {
-    e.real_id % 3 == 0
+    e.real_id.is_multiple_of(3)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -116,14 +116,15 @@ fn restarted_lbd_keeps_its_table() {
     l.lbctl_ok(&["add-real", &svc, &real_ip(0), "--weight", "2"]);
     l.lbctl_ok(&["add-real", &svc, &real_ip(2)]);
     l.lbctl_ok(&["add-service", &format!("{VIP}:53"), "--proto", "udp"]);
-    let strip = |v: serde_json::Value| -> Vec<(String, u64, String, Vec<(String, u64)>)> {
+    // The table without its counters: (service, proto, [(real, weight)]).
+    type Table = Vec<(String, String, Vec<(String, u64)>)>;
+    let strip = |v: serde_json::Value| -> Table {
         v.as_array()
             .unwrap()
             .iter()
             .map(|s| {
                 (
                     format!("{}:{}", s["vip"], s["port"]),
-                    0,
                     s["proto"].to_string(),
                     s["reals"].as_array().unwrap().iter().map(|r| (r["addr"].to_string(), r["weight"].as_u64().unwrap())).collect(),
                 )

@@ -237,7 +237,7 @@ fn metrics_parse_and_move_with_traffic() {
     ] {
         assert!(before.contains_key(name), "metric {name} missing:\n{text}");
     }
-    let sum = |m: &std::collections::BTreeMap<String, Vec<(Vec<(String, String)>, f64)>>, name: &str| -> f64 {
+    let sum = |m: &lb_userspace::metrics::Parsed, name: &str| -> f64 {
         m.get(name).map(|v| v.iter().map(|(_, x)| x).sum()).unwrap_or(0.0)
     };
     assert_eq!(sum(&before, "lbd_real_up"), 2.0);
@@ -317,7 +317,8 @@ fn kill_9_and_restarts_keep_flows() {
 
     // Without --keep-on-exit, SIGTERM detaches and removes the pins.
     context(l.start_lbd(&["--pin-dir", &pins]), "lbd again");
-    assert!(l.spread(5).map(|s| s.get("FAIL").is_none()).unwrap_or(false));
+    let spread = context(l.spread(5), "curl after the fresh start");
+    assert!(!spread.contains_key("FAIL"), "{spread:?}");
     context(l.stop_lbd(libc::SIGTERM), "plain SIGTERM");
     assert!(!std::path::Path::new(&pins).exists(), "pins left after a plain stop");
     let out = l.lab.exec_status(&l.lab.client(), &["curl", "-sS", "--max-time", "3", &format!("http://{VIP}/")]).unwrap();

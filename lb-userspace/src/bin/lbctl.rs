@@ -258,8 +258,8 @@ fn print_list(resp: &Response) {
         );
     };
     println!(
-        "{:<28} {:<7} {:>6} {:<10} {:<7} {:<5} {:<17} {:>11} {:>10} {:>12} {:>9} {}",
-        "Prot LocalAddress:Port", "Forward", "Weight", "State", "Health", "Drain", "MAC", "ActiveFlows", "Packets", "Bytes", "NewFlows", "Check"
+        "{:<28} {:<7} {:>6} {:<10} {:<7} {:<5} {:<17} {:>11} {:>10} {:>12} {:>9} Check",
+        "Prot LocalAddress:Port", "Forward", "Weight", "State", "Health", "Drain", "MAC", "ActiveFlows", "Packets", "Bytes", "NewFlows"
     );
     println!("  -> RemoteAddress");
     for s in resp.list.as_deref().unwrap_or_default() {

@@ -136,7 +136,11 @@ fn fuzz(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("");
-    let rest = args.get(1..).unwrap_or_default();
+    let mut rest = args.get(1..).unwrap_or_default();
+    // `cargo xtask bench relay -- --players 100` passes the benchmark's own flags after a `--`.
+    if rest.first().map(String::as_str) == Some("--") {
+        rest = &rest[1..];
+    }
     setup::run()?;
     match which {
         "xdp" => {

@@ -401,4 +401,66 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         assert!(probe(&spec, closed).await.unwrap_err().contains("connect"));
     }
+
+    /// Hundreds of reals are probed with at most `concurrency` probes in flight, and every one gets results.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hundreds_of_reals_are_checked_within_the_concurrency_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::net::TcpListener;
+        const REALS: usize = 300;
+        const CONCURRENCY: usize = 8;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        // One HTTP server per real address on loopback (127.0.1.x, 127.0.2.x), all on one port, answering after
+        // 20 ms so that probes overlap if the bound does not hold.
+        let first = TcpListener::bind("127.0.1.1:0").await.unwrap();
+        let port = first.local_addr().unwrap().port();
+        let addr_of = |i: usize| IpAddr::from([127, 0, 1 + (i / 200) as u8, 1 + (i % 200) as u8]);
+        let mut listeners = vec![first];
+        for i in 1..REALS {
+            listeners.push(TcpListener::bind(SocketAddr::new(addr_of(i), port)).await.unwrap());
+        }
+        for l in listeners {
+            let (in_flight, peak) = (in_flight.clone(), peak.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut s, _)) = l.accept().await else { return };
+                    let (in_flight, peak) = (in_flight.clone(), peak.clone());
+                    tokio::spawn(async move {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        let mut b = [0u8; 512];
+                        let _ = s.read(&mut b).await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+                    });
+                }
+            });
+        }
+        let (tx, mut rx) = mpsc::channel(4096);
+        let mut checker = Checker::new(CONCURRENCY, tx);
+        let service = ServiceKey::parse("10.0.0.100:80", crate::model::Proto::Tcp).unwrap();
+        let spec = CheckSpec {
+            kind: CheckKind::Http,
+            port: Some(port),
+            interval: crate::model::Dur(Duration::from_secs(1)),
+            timeout: crate::model::Dur(Duration::from_millis(900)),
+            ..CheckSpec::default()
+        };
+        for i in 0..REALS {
+            checker.ensure(service, addr_of(i), &spec);
+        }
+        assert_eq!(checker.len(), REALS);
+        let mut passed = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while passed.len() < REALS {
+            let r = tokio::time::timeout_at(deadline.into(), rx.recv()).await.expect("every real gets a result").unwrap();
+            assert!(r.ok, "{}: {}", r.real, r.detail);
+            passed.insert(r.real);
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= CONCURRENCY, "{peak} probes in flight with a bound of {CONCURRENCY}");
+        assert!(peak >= 2, "probes never overlapped (peak {peak}): not concurrent");
+    }
 }

@@ -2,12 +2,12 @@
 pub mod packet;
 
 use anyhow::{bail, Context, Result};
-use lb_lab::{bin_path, Lab, LabOptions};
+use lb_lab::{bin_path, Lab};
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub use lb_lab::{real_ip, CLIENT_IP, LB_IP, VIP};
+pub use lb_lab::{real_ip, LabOptions, CLIENT_IP, LB_IP, VIP};
 
 /// Attach mode under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,11 @@ pub struct LbLab {
 impl LbLab {
     /// Builds the lab, starts the reals' HTTP servers and (native mode) the XDP pass program on the LB's switch port.
     pub fn new(mode: Mode, reals: usize) -> Result<Self> {
-        let mut lab = Lab::up(&LabOptions { reals, vip_on_lb: true })?;
+        Self::with_options(mode, &LabOptions { reals, vip_on_lb: true })
+    }
+
+    pub fn with_options(mode: Mode, opts: &LabOptions) -> Result<Self> {
+        let mut lab = Lab::up(opts)?;
         lab.start_http(80)?;
         if mode == Mode::Native {
             let sw = lab.switch();
@@ -81,11 +85,13 @@ impl LbLab {
             &state,
             "--xdp-mode",
             self.mode.flag(),
-            "--conn-table-size",
-            "65536",
-            "--max-services",
-            "8",
         ];
+        // Small maps keep tests quick; a test that passes its own size wins.
+        for (flag, default) in [("--conn-table-size", "65536"), ("--max-services", "8")] {
+            if !extra.contains(&flag) {
+                args.extend_from_slice(&[flag, default]);
+            }
+        }
         args.extend_from_slice(extra);
         self.lbd_runs += 1;
         let log = format!("lbd-{}.log", self.lbd_runs);

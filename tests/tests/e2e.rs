@@ -236,3 +236,32 @@ fn a_real_whose_mac_changes_is_followed() {
     assert!(!after.contains_key("FAIL"), "{after:?}");
     assert!(after.get("r2").copied().unwrap_or(0) > 0, "r2 gets nothing at its new MAC: {after:?}");
 }
+
+/// `--manage-vips` puts the VIP on the LB's interface (so the LB answers ARP for it), and `--max-services` is a
+/// hard limit with a clear error that changes nothing; a deleted service's slot is reused.
+#[test]
+fn manage_vips_attracts_the_vip_and_the_service_limit_holds() {
+    require_root();
+    let mut l = context(LbLab::with_options(Mode::Skb, &LabOptions { reals: 2, vip_on_lb: false }), "lab");
+    let addrs = |l: &LbLab| String::from_utf8_lossy(&l.lab.ip(&l.lab.lb(), &["addr", "show", "eth0"]).unwrap().stdout).to_string();
+    assert!(!addrs(&l).contains(VIP), "the lab put the VIP on the LB already");
+    context(l.start_lbd(&["--manage-vips", "--max-services", "2"]), "lbd");
+    let svc = format!("{VIP}:80");
+    l.lbctl_ok(&["add-service", &svc]);
+    assert!(addrs(&l).contains(&format!("{VIP}/32")), "lbd did not add the VIP: {}", addrs(&l));
+    l.lbctl_ok(&["add-real", &svc, &real_ip(0)]);
+    l.lbctl_ok(&["add-real", &svc, &real_ip(1)]);
+    let spread = context(l.spread(20), "curl through a VIP lbd attracted");
+    assert_eq!(spread.get("r1").copied().unwrap_or(0) + spread.get("r2").copied().unwrap_or(0), 20, "{spread:?}");
+    l.lbctl_ok(&["add-service", &format!("{VIP}:81")]);
+    let before = l.list_json();
+    let out = l.lbctl(&["add-service", &format!("{VIP}:82")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 2 services"), "{err}");
+    assert_eq!(l.list_json(), before, "a refused add-service changed the table");
+    l.lbctl_ok(&["del-service", &format!("{VIP}:81")]);
+    l.lbctl_ok(&["add-service", &format!("{VIP}:82")]);
+    let spread = context(l.spread(10), "curl after reusing a service slot");
+    assert!(!spread.contains_key("FAIL"), "{spread:?}");
+}

@@ -27,7 +27,8 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
         context(l.lab.wait_port(&ns, &real_ip(i), 1935), "edge listening");
     }
     let cfg = l.lab.dir.join("rtmp.toml");
-    let mut s = format!("[[service]]\nvip = \"{VIP}:1935\"\n");
+    // The edges are health-checked with an RTMP handshake (C0+C1 -> S0+S1) against our own relay.
+    let mut s = format!("[[service]]\nvip = \"{VIP}:1935\"\n[service.check]\nkind = \"rtmp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n");
     for i in 0..3 {
         s.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
     }
@@ -67,6 +68,9 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     }
     // Which edges served players: the reals of VIP:1935 that saw new flows.
     let list = l.list_json();
+    for r in list[0]["reals"].as_array().unwrap() {
+        assert_eq!(r["health"], "up", "the rtmp check does not pass against a relay edge: {r}");
+    }
     let served: Vec<String> = list[0]["reals"]
         .as_array()
         .unwrap()

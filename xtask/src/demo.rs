@@ -54,8 +54,8 @@ pub fn run(bins: &Path) -> Result<()> {
     )?;
     let config = lab.dir.join("lb.toml");
     let mut cfg = String::new();
-    for port in [80, 1935] {
-        cfg.push_str(&format!("[[service]]\nvip = \"{VIP}:{port}\"\nproto = \"tcp\"\n"));
+    for (port, check) in [(80, "http"), (1935, "rtmp")] {
+        cfg.push_str(&format!("[[service]]\nvip = \"{VIP}:{port}\"\nproto = \"tcp\"\n[service.check]\nkind = \"{check}\"\n"));
         for i in 0..3 {
             cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
         }

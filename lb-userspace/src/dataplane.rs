@@ -134,29 +134,7 @@ impl Dataplane {
     /// Loads the object and its programs into the kernel (nothing is attached yet). RLIMIT_MEMLOCK is raised when
     /// allowed; kernels since 5.11 charge maps to the memory cgroup, so failing to raise it is not an error.
     pub fn load(limits: Limits) -> Result<Self> {
-        let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-        // SAFETY: plain syscall with a valid pointer.
-        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
-        let ring_entries = limits.max_services.saturating_mul(RING_SIZE);
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("VIPS", limits.max_services)
-            .map_max_entries("CH_RINGS", ring_entries)
-            .map_max_entries("SVC_STATS", limits.max_services)
-            .map_max_entries("CONN_TABLE", limits.conn_table_size)
-            .load(EBPF_OBJECT)?;
-        for name in [LB_PROGRAM, PASS_PROGRAM] {
-            let prog: &mut Xdp = program(&mut ebpf, name)?;
-            prog.load().map_err(|e| DataplaneError::Program(static_name(name), Box::new(e)))?;
-        }
-        Ok(Dataplane {
-            ebpf,
-            limits,
-            rings: HashMap::new(),
-            pin_dir: None,
-            adopted_maps: false,
-            adopted_link: false,
-            _pinned_link: None,
-        })
+        Self::load_into(limits, None, false)
     }
 
     /// Like `load`, with the maps pinned in `dir` (on a bpf filesystem; /sys/fs/bpf is mounted when it is not).
@@ -194,6 +172,11 @@ impl Dataplane {
                 }
             }
         }
+        Self::load_into(limits, Some(dir), adopted_maps)
+    }
+
+    /// Creates (or, with `pin_dir`, reuses the pinned) maps at `limits` and loads both programs.
+    fn load_into(limits: Limits, pin_dir: Option<&Path>, adopted_maps: bool) -> Result<Self> {
         let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
         // SAFETY: plain syscall with a valid pointer.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
@@ -204,8 +187,10 @@ impl Dataplane {
             .map_max_entries("CH_RINGS", ring_entries)
             .map_max_entries("SVC_STATS", limits.max_services)
             .map_max_entries("CONN_TABLE", limits.conn_table_size);
-        for name in MAP_NAMES {
-            loader.map_pin_path(name, dir.join(name));
+        if let Some(dir) = pin_dir {
+            for name in MAP_NAMES {
+                loader.map_pin_path(name, dir.join(name));
+            }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         for name in [LB_PROGRAM, PASS_PROGRAM] {
@@ -216,7 +201,7 @@ impl Dataplane {
             ebpf,
             limits,
             rings: HashMap::new(),
-            pin_dir: Some(dir.to_path_buf()),
+            pin_dir: pin_dir.map(Path::to_path_buf),
             adopted_maps,
             adopted_link: false,
             _pinned_link: None,

@@ -265,3 +265,19 @@ fn manage_vips_attracts_the_vip_and_the_service_limit_holds() {
     let spread = context(l.spread(10), "curl after reusing a service slot");
     assert!(!spread.contains_key("FAIL"), "{spread:?}");
 }
+
+/// Native mode falls back to skb mode, with a warning, on a device whose driver has no XDP (a bridge).
+#[test]
+fn native_attach_falls_back_to_skb_where_the_driver_cannot() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Skb, 1), "lab");
+    let sw = l.lab.switch();
+    let pass = lb_lab::bin_path("lb-xdp-pass");
+    context(l.lab.spawn(&sw, "pass-br0.log", &[pass.to_str().unwrap(), "--iface", "br0", "--xdp-mode", "native"]).map(|_| ()), "lb-xdp-pass");
+    context(wait_for(|| l.lab.log("pass-br0.log").contains("attached"), "attach"), "attach");
+    let log = l.lab.log("pass-br0.log");
+    assert!(log.contains("attached to br0 in skb mode"), "{log}");
+    assert!(log.contains("native XDP is not available"), "no warning: {log}");
+    let link = String::from_utf8_lossy(&l.lab.ip(&sw, &["link", "show", "br0"]).unwrap().stdout).to_string();
+    assert!(link.contains("xdpgeneric"), "{link}");
+}

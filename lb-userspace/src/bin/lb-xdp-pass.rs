@@ -15,6 +15,7 @@ struct Args {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("warn")).with_ansi(false).init();
     let args = Args::parse();
     let (_ebpf, mode) = attach_pass(&args.iface, args.xdp_mode).with_context(|| format!("attaching to {}", args.iface))?;
     println!("xdp_pass attached to {} in {mode} mode", args.iface);

@@ -1,7 +1,8 @@
 //! Fan-out benchmark: N players of one stream on one edge pinned to CPU 0, our relay beside nginx-rtmp in the
 //! same run; prints CPU per player, memory per player and time to first frame.
 //!
-//! Run: `cargo bench -p relay --bench relay -- [--players 100,500,1000] [--secs 10] [--bitrate-kbps 1000]`
+//! Run: `cargo bench -p relay --bench relay -- [--players 100,500,1000] [--secs 10] [--bitrate-kbps 1000]
+//! [--compare NAME=PATH_TO_RELAY_BINARY]...`
 //! Layout: edge under test on CPU 0; our origin, the ffmpeg publisher (stream copy of a pre-encoded clip) and
 //! this process (the player load generator, one thread) on CPU 1. Both edges pull from the same origin.
 
@@ -36,6 +37,9 @@ struct Opts {
     secs: u64,
     bitrate_kbps: u32,
     connect_rate: u32,
+    /// Other `relay` builds measured in the same run (`--compare NAME=PATH`), for A/B comparisons that share
+    /// the machine's conditions with this build and nginx-rtmp.
+    compare: Vec<(String, String)>,
 }
 
 fn parse_opts() -> Opts {
@@ -44,6 +48,7 @@ fn parse_opts() -> Opts {
         secs: 10,
         bitrate_kbps: 1000,
         connect_rate: 500,
+        compare: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -58,10 +63,19 @@ fn parse_opts() -> Opts {
             "--secs" => o.secs = val().parse().expect("--secs N"),
             "--bitrate-kbps" => o.bitrate_kbps = val().parse().expect("--bitrate-kbps N"),
             "--connect-rate" => o.connect_rate = val().parse().expect("--connect-rate N"),
+            "--compare" => {
+                let v = val();
+                let (name, path) = v.split_once('=').expect("--compare NAME=PATH");
+                assert!(
+                    Path::new(path).is_file(),
+                    "--compare {name}: no relay binary at {path}"
+                );
+                o.compare.push((name.to_string(), path.to_string()));
+            }
             // cargo bench passes --bench to harness = false targets.
             "--bench" => {}
             other => panic!(
-                "unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate"
+                "unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate, --compare"
             ),
         }
     }
@@ -141,7 +155,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 struct Row {
-    server: &'static str,
+    server: String,
     players: usize,
     started: usize,
     failed: usize,
@@ -165,7 +179,7 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 /// Runs players against `port` with the edge process `pid`, measuring over `secs`.
 fn measure(
     rt: &tokio::runtime::Runtime,
-    server: &'static str,
+    server: &str,
     pid: u32,
     port: u16,
     n: usize,
@@ -227,7 +241,7 @@ fn measure(
     let mut ttff = stats.ttff.lock().unwrap().clone();
     let core = (c1 - c0) / dt * 100.0;
     Row {
-        server,
+        server: server.to_string(),
         players: n,
         started,
         failed: stats.failed.load(Ordering::Relaxed),
@@ -367,13 +381,17 @@ fn main() {
         .build()
         .unwrap();
     let mut rows = Vec::new();
+    // Each N: this build, then any --compare builds, then nginx-rtmp.
+    let mut servers: Vec<(String, Option<&str>)> = vec![("relay".to_string(), Some(relay_bin))];
+    servers.extend(o.compare.iter().map(|(n, p)| (n.clone(), Some(p.as_str()))));
+    servers.push(("nginx-rtmp".to_string(), None));
     for &n in &o.players {
-        for server in ["relay", "nginx-rtmp"] {
+        for (server, bin) in &servers {
             let port = free_port();
-            let edge = match server {
-                "relay" => spawn(
+            let edge = match bin {
+                Some(bin) => spawn(
                     EDGE_CPU,
-                    relay_bin,
+                    bin,
                     &[
                         "edge",
                         "--listen",
@@ -381,9 +399,9 @@ fn main() {
                         "--origin",
                         &format!("rtmp://127.0.0.1:{origin_port}/live"),
                     ],
-                    &dir.join(format!("edge-{n}.log")),
+                    &dir.join(format!("edge-{server}-{n}.log")),
                 ),
-                _ => {
+                None => {
                     let conf = nginx_conf(&dir, port, origin_port);
                     let early = format!("{d}/nginx-early.log");
                     spawn(

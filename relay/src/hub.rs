@@ -92,6 +92,11 @@ struct Cache {
     offset: u32,
     /// Set when a new source attaches after another: the next frame fixes `offset`.
     rebase: bool,
+    /// Cached (GOP, headers) but not yet sent to players: audio and data held for the next video frame
+    /// (`--coalesce-ms`). Everything cached is sent before anyone subscribes, so nobody gets a frame twice.
+    held: Vec<Arc<Frame>>,
+    /// When the oldest held frame must go out at the latest.
+    held_until: Option<Instant>,
 }
 
 /// Per-stream counters, read by the API.
@@ -121,6 +126,8 @@ pub struct Stream {
     /// Players were last seen at this time (edge idle stop).
     last_player_at: Mutex<Instant>,
     gop_max_bytes: usize,
+    /// Longest a frame is held so players get several in one write; zero sends every frame at once.
+    coalesce: Duration,
 }
 
 /// What a new player gets: the cached start and its subscription to live frames.
@@ -130,7 +137,13 @@ pub struct Subscription {
 }
 
 impl Stream {
-    fn new(app: &str, name: &str, queue: usize, gop_max_bytes: usize) -> Arc<Self> {
+    fn new(
+        app: &str,
+        name: &str,
+        queue: usize,
+        gop_max_bytes: usize,
+        coalesce: Duration,
+    ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(queue.max(16));
         let now = Instant::now();
         Arc::new(Self {
@@ -148,6 +161,7 @@ impl Stream {
             next_source_id: AtomicU64::new(1),
             last_player_at: Mutex::new(now),
             gop_max_bytes,
+            coalesce,
         })
     }
 
@@ -177,6 +191,7 @@ impl Stream {
     pub fn detach_source(&self, id: u64) {
         let mut c = self.cache();
         if matches!(&c.source, Some((cur, _)) if *cur == id) {
+            self.release(&mut c);
             c.source = None;
             c.source_lost_at = Some(Instant::now());
             c.gop.clear();
@@ -249,13 +264,46 @@ impl Stream {
                 c.gop.push(frame.clone());
             }
         }
-        // No receivers is fine: the cache still serves the next player.
-        let _ = self.tx.send(Item::Frame(frame));
+        // Every player wakes and writes once per send burst, so holding audio and data until the next video
+        // frame turns two or three socket writes per player into one. Video goes out at once, and nothing
+        // waits longer than --coalesce-ms (audio-only streams, gaps).
+        let video = frame.media.kind == crate::proto::MediaKind::Video;
+        c.held.push(frame);
+        if video || self.coalesce.is_zero() {
+            self.release(&mut c);
+        } else if c.held_until.is_none() {
+            c.held_until = Some(Instant::now() + self.coalesce);
+        }
+    }
+
+    /// Sends held frames to players.
+    fn release(&self, c: &mut Cache) {
+        c.held_until = None;
+        for frame in c.held.drain(..) {
+            // No receivers is fine: the cache still serves the next player.
+            let _ = self.tx.send(Item::Frame(frame));
+        }
+    }
+
+    /// When the source should call [`Stream::release_due`], if frames are held.
+    pub fn held_until(&self) -> Option<Instant> {
+        self.cache().held_until
+    }
+
+    /// Sends held frames whose time is up (the source's timer fired).
+    pub fn release_due(&self) {
+        let mut c = self.cache();
+        if c.held_until.is_some_and(|t| t <= Instant::now()) {
+            self.release(&mut c);
+        }
     }
 
     /// Subscribes a player: metadata, sequence headers and the GOP, then live frames with no gap.
     pub fn subscribe(&self) -> Subscription {
-        let c = self.cache();
+        let mut c = self.cache();
+        // Held frames may already be in the GOP: send them to the others first so this player's start and
+        // its live frames neither overlap nor leave a gap.
+        self.release(&mut c);
         let rx = self.tx.subscribe();
         let start_ts = c
             .gop
@@ -305,6 +353,7 @@ impl Stream {
     /// Marks the stream over and tells every player.
     pub fn end(&self) {
         if !self.ended.swap(true, Ordering::AcqRel) {
+            self.release(&mut self.cache());
             let _ = self.tx.send(Item::End);
         }
     }
@@ -340,15 +389,22 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     queue: usize,
     gop_max_bytes: usize,
+    coalesce: Duration,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, queue: usize, gop_max_bytes: usize) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        queue: usize,
+        gop_max_bytes: usize,
+        coalesce: Duration,
+    ) -> Self {
         Self {
             streams: Mutex::new(HashMap::new()),
             metrics,
             queue,
             gop_max_bytes,
+            coalesce,
         }
     }
 
@@ -365,7 +421,7 @@ impl Hub {
                 return (s.clone(), false);
             }
         }
-        let s = Stream::new(app, name, self.queue, self.gop_max_bytes);
+        let s = Stream::new(app, name, self.queue, self.gop_max_bytes, self.coalesce);
         m.insert(key, s.clone());
         (s, true)
     }
@@ -428,5 +484,73 @@ impl Hub {
                 self.remove(&s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::MediaKind;
+
+    fn media(kind: MediaKind, timestamp: u32, first: u8) -> Media {
+        // Second byte 1: a coded frame, not a sequence header.
+        Media {
+            kind,
+            timestamp,
+            payload: Bytes::from(vec![first, 1, 0, 0, 0]),
+        }
+    }
+
+    fn next_ts(rx: &mut broadcast::Receiver<Item>) -> Option<u32> {
+        match rx.try_recv() {
+            Ok(Item::Frame(f)) => Some(f.timestamp),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn coalescing_holds_audio_for_video_and_never_duplicates() {
+        let hub = Hub::new(
+            Arc::new(Metrics::default()),
+            64,
+            1 << 20,
+            Duration::from_millis(50),
+        );
+        let (s, _) = hub.get_or_create("live", "k");
+        let id = s
+            .attach_source(SourceInfo {
+                kind: "publisher",
+                peer: "p".into(),
+            })
+            .unwrap();
+        let mut early = s.subscribe().rx;
+        s.push(id, media(MediaKind::Video, 0, 0x17));
+        s.push(id, media(MediaKind::Audio, 10, 0xAF));
+        assert_eq!(next_ts(&mut early), Some(0), "video goes out at once");
+        assert_eq!(
+            next_ts(&mut early),
+            None,
+            "audio waits for the next video frame"
+        );
+        assert!(s.held_until().is_some());
+        // A new player gets the held audio in its start, the others get it live: each exactly once.
+        let late = s.subscribe();
+        assert_eq!(late.start.len(), 2);
+        let mut late_rx = late.rx;
+        assert_eq!(next_ts(&mut late_rx), None);
+        assert_eq!(next_ts(&mut early), Some(10));
+        // Audio with no video after it leaves when --coalesce-ms is up.
+        s.push(id, media(MediaKind::Audio, 20, 0xAF));
+        s.release_due();
+        assert_eq!(next_ts(&mut late_rx), None);
+        std::thread::sleep(Duration::from_millis(60));
+        s.release_due();
+        assert_eq!(next_ts(&mut late_rx), Some(20));
+        assert!(s.held_until().is_none());
+        // Audio then video: one burst, in order.
+        s.push(id, media(MediaKind::Audio, 30, 0xAF));
+        s.push(id, media(MediaKind::Video, 33, 0x27));
+        assert_eq!(next_ts(&mut late_rx), Some(30));
+        assert_eq!(next_ts(&mut late_rx), Some(33));
     }
 }

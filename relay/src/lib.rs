@@ -123,6 +123,9 @@ pub struct Config {
     pub player_queue: usize,
     /// Bytes of the latest GOP kept for new players.
     pub gop_max_bytes: usize,
+    /// Audio and data wait at most this long for the next video frame, so each player gets them in one
+    /// write with it (fewer socket writes per player); zero sends every message as it comes.
+    pub coalesce: Duration,
     /// Edge reconnect backoff, doubled per failure between these bounds.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -141,6 +144,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             player_queue: 512,
             gop_max_bytes: 16 << 20,
+            coalesce: Duration::ZERO,
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
         }
@@ -180,6 +184,7 @@ pub async fn run(
             metrics.clone(),
             config.player_queue * 2,
             config.gop_max_bytes,
+            config.coalesce,
         ),
         config,
         metrics,

@@ -148,7 +148,12 @@ impl Conn {
             if self.close {
                 return Ok(());
             }
-            let publishing = matches!(self.role, Mode::Publishing { .. });
+            let (publishing, held) = match &self.role {
+                Mode::Publishing { stream, .. } => {
+                    (true, stream.held_until().map(Instant::from_std))
+                }
+                _ => (false, None),
+            };
             let buf = session.decoder_buffer();
             // Players only send acks and commands: a small read buffer keeps per-player memory low.
             buf.reserve(if publishing { 16 * 1024 } else { 1024 });
@@ -165,6 +170,11 @@ impl Conn {
                 item = recv_play(&mut self.role), if matches!(self.role, Mode::Playing { .. }) => {
                     if !self.play(item).await? {
                         return Ok(());
+                    }
+                }
+                _ = tokio::time::sleep_until(held.unwrap_or_else(Instant::now)), if held.is_some() => {
+                    if let Mode::Publishing { stream, .. } = &self.role {
+                        stream.release_due();
                     }
                 }
                 _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout), if publishing => {

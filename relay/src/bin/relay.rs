@@ -71,6 +71,10 @@ struct Common {
     /// Messages a player may fall behind before skipping to the next keyframe.
     #[arg(long, default_value_t = 512)]
     player_queue: usize,
+    /// Milliseconds audio and metadata may wait for the next video frame, so players get them in one socket
+    /// write (less CPU per player, at most this much added audio latency); 0 sends each message at once.
+    #[arg(long, default_value_t = 0)]
+    coalesce_ms: u64,
 }
 
 fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
@@ -121,6 +125,7 @@ fn main() -> anyhow::Result<()> {
     config.player_timeout = secs(common.player_timeout, "player-timeout")?;
     config.source_timeout = secs(common.source_timeout, "source-timeout")?;
     config.player_queue = common.player_queue.max(8);
+    config.coalesce = Duration::from_millis(common.coalesce_ms);
     if let Some(idle) = idle {
         config.idle_timeout = secs(idle, "idle-timeout")?;
     }

@@ -144,7 +144,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             player_queue: 512,
             gop_max_bytes: 16 << 20,
-            coalesce: Duration::ZERO,
+            coalesce: Duration::from_millis(50),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
         }

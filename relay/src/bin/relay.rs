@@ -72,8 +72,9 @@ struct Common {
     #[arg(long, default_value_t = 512)]
     player_queue: usize,
     /// Milliseconds audio and metadata may wait for the next video frame, so players get them in one socket
-    /// write (less CPU per player, at most this much added audio latency); 0 sends each message at once.
-    #[arg(long, default_value_t = 0)]
+    /// write (less CPU per player, at most this much added audio latency); 0 sends each message at once. The
+    /// default holds audio about one video frame, like SRS's merged writes but far shorter.
+    #[arg(long, default_value_t = 50)]
     coalesce_ms: u64,
 }
 

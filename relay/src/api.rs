@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::{Ctx, Role};
 
@@ -17,18 +17,7 @@ const MAX_REQUEST: usize = 16 * 1024;
 
 pub(crate) async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
     let mut stop = ctx.shutdown.clone();
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    while let Some((sock, peer)) = crate::accept_until_stop(&listener, &mut stop, "API").await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = tokio::time::timeout(Duration::from_secs(5), handle(ctx, sock)).await {

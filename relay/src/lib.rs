@@ -169,6 +169,27 @@ pub(crate) struct Ctx {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The next connection on `listener`, or None once shutdown is signalled. Accept errors (EMFILE and friends) are
+/// logged and retried after a pause instead of spinning. Shared by the RTMP and the HTTP listeners.
+pub(crate) async fn accept_until_stop(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
 /// Runs the relay on `listener` (RTMP) and optionally `api` (HTTP) until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,

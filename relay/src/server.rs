@@ -23,19 +23,7 @@ const MAX_BATCH: usize = 64;
 
 pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
     let mut stop = ctx.shutdown.clone();
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    while let Some((sock, peer)) = crate::accept_until_stop(&listener, &mut stop, "RTMP").await {
         let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
         if active as usize >= ctx.config.max_connections {
             Metrics::inc(&ctx.metrics.connections_refused_limit);

@@ -217,6 +217,23 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Like spawn, then waits until the process's log contains `ready`; fails with the log if the process exits
+    /// first or `timeout` passes.
+    pub fn spawn_ready(&mut self, ns: &str, log: &str, args: &[&str], ready: &str, timeout: Duration) -> Result<u32> {
+        let pid = self.spawn(ns, log, args)?;
+        let deadline = Instant::now() + timeout;
+        while !self.log(log).contains(ready) {
+            if !self.alive(pid) {
+                bail!("{} exited during start-up:\n{}", args[0], self.log(log));
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after {timeout:?}:\n{}", args[0], self.log(log));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(pid)
+    }
+
     /// Sends `sig` to a process started with spawn and waits for it (up to 10 s, then SIGKILL).
     pub fn stop(&mut self, pid: u32, sig: i32) -> Result<std::process::ExitStatus> {
         let i = self.procs.iter().position(|(_, c)| c.id() == pid).context("no such lab process")?;

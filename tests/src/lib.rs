@@ -45,8 +45,8 @@ impl LbLab {
         if mode == Mode::Native {
             let sw = lab.switch();
             let pass = bin_path("lb-xdp-pass");
-            lab.spawn(&sw, "xdp-pass.log", &[pass.to_str().unwrap(), "--iface", "vlb", "--xdp-mode", "native"])?;
-            wait_for(|| lab.log("xdp-pass.log").contains("attached"), "xdp_pass on vlb")?;
+            let args = [pass.to_str().unwrap(), "--iface", "vlb", "--xdp-mode", "native"];
+            lab.spawn_ready(&sw, "xdp-pass.log", &args, "attached", Duration::from_secs(10))?;
         }
         Ok(LbLab { lab, mode, lbd_pid: None, lbd_runs: 0 })
     }
@@ -96,17 +96,7 @@ impl LbLab {
         self.lbd_runs += 1;
         let log = format!("lbd-{}.log", self.lbd_runs);
         let lb = self.lab.lb();
-        let pid = self.lab.spawn(&lb, &log, &args)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.lab.log(&log).contains("lbd ready") {
-            if !self.lab.alive(pid) {
-                bail!("lbd exited during start-up:\n{}", self.lab.log(&log));
-            }
-            if Instant::now() > deadline {
-                bail!("lbd not ready after 30 s:\n{}", self.lab.log(&log));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let pid = self.lab.spawn_ready(&lb, &log, &args, "lbd ready", Duration::from_secs(30))?;
         self.lbd_pid = Some(pid);
         Ok(pid)
     }

@@ -273,8 +273,8 @@ fn native_attach_falls_back_to_skb_where_the_driver_cannot() {
     let mut l = context(LbLab::new(Mode::Skb, 1), "lab");
     let sw = l.lab.switch();
     let pass = lb_lab::bin_path("lb-xdp-pass");
-    context(l.lab.spawn(&sw, "pass-br0.log", &[pass.to_str().unwrap(), "--iface", "br0", "--xdp-mode", "native"]).map(|_| ()), "lb-xdp-pass");
-    context(wait_for(|| l.lab.log("pass-br0.log").contains("attached"), "attach"), "attach");
+    let args = [pass.to_str().unwrap(), "--iface", "br0", "--xdp-mode", "native"];
+    context(l.lab.spawn_ready(&sw, "pass-br0.log", &args, "attached", Duration::from_secs(10)), "lb-xdp-pass");
     let log = l.lab.log("pass-br0.log");
     assert!(log.contains("attached to br0 in skb mode"), "{log}");
     assert!(log.contains("native XDP is not available"), "no warning: {log}");

@@ -1,10 +1,10 @@
 //! The demo lab of `cargo xtask run`: a client, the LB running lbd and three real HTTP servers in network
 //! namespaces, left running until Ctrl-C, then removed.
-use anyhow::{bail, Result};
+use anyhow::Result;
 use lb_lab::{real_ip, Lab, LabOptions, VIP};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The origin shares r1's host beside its edge, on its own port.
 const ORIGIN_PORT: u16 = 1936;
@@ -28,7 +28,7 @@ pub fn run(bins: &Path) -> Result<()> {
     lab.start_http(80)?;
     let sw = lab.switch();
     let pass = bins.join("lb-xdp-pass");
-    lab.spawn(&sw, "xdp-pass.log", &[pass.to_str().unwrap(), "--iface", "vlb"])?;
+    lab.spawn_ready(&sw, "xdp-pass.log", &[pass.to_str().unwrap(), "--iface", "vlb"], "attached", Duration::from_secs(10))?;
     // The streaming path: an RTMP origin beside r1's edge, an edge on every real, a publisher in the client.
     let relay = bins.join("relay");
     let relay = relay.to_str().unwrap();
@@ -65,7 +65,7 @@ pub fn run(bins: &Path) -> Result<()> {
     let state = lab.dir.join("state.toml");
     let lbd = bins.join("lbd");
     let lb = lab.lb();
-    let pid = lab.spawn(
+    let pid = lab.spawn_ready(
         &lb,
         "lbd.log",
         &[
@@ -82,14 +82,9 @@ pub fn run(bins: &Path) -> Result<()> {
             "--conn-table-size",
             "262144",
         ],
+        "lbd ready",
+        Duration::from_secs(30),
     )?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lab.log("lbd.log").contains("lbd ready") {
-        if !lab.alive(pid) || Instant::now() > deadline {
-            bail!("lbd did not start:\n{}", lab.log("lbd.log"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let lbctl = bins.join("lbctl");
     println!(
         "

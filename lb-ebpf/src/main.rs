@@ -135,9 +135,8 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
         return (XDP_PASS, global::PASS_MALFORMED);
     };
     // SAFETY: ip spans IPV4_HLEN bytes; every read below is inside it.
-    let (vihl, tot_len, frag_off, proto, saddr, daddr) = unsafe {
-        (*ip, be16(ip.add(2)), be16(ip.add(6)), *ip.add(9), raw4(ip.add(12)), raw4(ip.add(16)))
-    };
+    let (vihl, tot_len, frag_off, proto, saddr, daddr) =
+        unsafe { (*ip, be16(ip.add(2)), be16(ip.add(6)), *ip.add(9), raw4(ip.add(12)), raw4(ip.add(16))) };
     if vihl >> 4 != 4 || vihl & 0x0f < 5 {
         return (XDP_PASS, global::PASS_MALFORMED);
     }

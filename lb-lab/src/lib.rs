@@ -294,7 +294,11 @@ impl Lab {
         for i in 0..self.reals {
             let ns = self.real(i);
             let name = format!("r{}", i + 1);
-            self.spawn(&ns, &format!("httpd-{name}.log"), &[httpd.to_str().unwrap(), "--name", &name, "--port", &port.to_string()])?;
+            self.spawn(
+                &ns,
+                &format!("httpd-{name}.log"),
+                &[httpd.to_str().unwrap(), "--name", &name, "--port", &port.to_string()],
+            )?;
         }
         for i in 0..self.reals {
             self.wait_port(&self.real(i), &real_ip(i), port)?;

@@ -22,19 +22,41 @@ pub enum Request {
         check: CheckSpec,
     },
     /// Replaces a service's health check (kind `none` removes it).
-    SetCheck { service: ServiceKey, check: CheckSpec },
+    SetCheck {
+        service: ServiceKey,
+        check: CheckSpec,
+    },
     /// No new flows to the real; established ones continue. The weight is kept for undrain.
-    Drain { service: ServiceKey, real: IpAddr },
-    Undrain { service: ServiceKey, real: IpAddr },
+    Drain {
+        service: ServiceKey,
+        real: IpAddr,
+    },
+    Undrain {
+        service: ServiceKey,
+        real: IpAddr,
+    },
     /// The last `last` events (all kept ones when absent).
     Events {
         #[serde(default)]
         last: Option<usize>,
     },
-    DelService { service: ServiceKey },
-    AddReal { service: ServiceKey, real: IpAddr, weight: u32 },
-    EditReal { service: ServiceKey, real: IpAddr, weight: u32 },
-    DelReal { service: ServiceKey, real: IpAddr },
+    DelService {
+        service: ServiceKey,
+    },
+    AddReal {
+        service: ServiceKey,
+        real: IpAddr,
+        weight: u32,
+    },
+    EditReal {
+        service: ServiceKey,
+        real: IpAddr,
+        weight: u32,
+    },
+    DelReal {
+        service: ServiceKey,
+        real: IpAddr,
+    },
     List,
     Stats,
 }
@@ -128,7 +150,9 @@ pub struct StatsView {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach lbd at {path}: {cause} (is lbd running? start it with `lbd --iface IFACE`, or pass --socket)")]
+    #[error(
+        "cannot reach lbd at {path}: {cause} (is lbd running? start it with `lbd --iface IFACE`, or pass --socket)"
+    )]
     Connect { path: String, cause: std::io::Error },
     #[error("talking to lbd at {path}: {cause}")]
     Io { path: String, cause: std::io::Error },
@@ -141,7 +165,8 @@ pub enum ClientError {
 /// Sends one request and waits for its answer.
 pub async fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let path = socket.display().to_string();
-    let stream = UnixStream::connect(socket).await.map_err(|cause| ClientError::Connect { path: path.clone(), cause })?;
+    let stream =
+        UnixStream::connect(socket).await.map_err(|cause| ClientError::Connect { path: path.clone(), cause })?;
     let (rd, mut wr) = stream.into_split();
     let mut line = serde_json::to_string(req).map_err(ClientError::Decode)?;
     line.push('\n');

@@ -491,14 +491,21 @@ mod tests {
         let keys: Vec<u32> = (0..4).collect();
         assert!(matches!(delete_all(&keys, |_| (os(libc::EINVAL), 0)), Err(Refused::Unsupported(_))));
         let mut first = true;
-        let r = delete_all(&keys, |_| {
-            if std::mem::take(&mut first) {
-                (os(libc::ENOENT), 1)
-            } else {
-                (os(libc::EINVAL), 0)
-            }
-        });
-        assert!(matches!(r, Err(Refused::Other(_))), "an error after progress is not a reason to redo the work per entry");
+        let r =
+            delete_all(
+                &keys,
+                |_| {
+                    if std::mem::take(&mut first) {
+                        (os(libc::ENOENT), 1)
+                    } else {
+                        (os(libc::EINVAL), 0)
+                    }
+                },
+            );
+        assert!(
+            matches!(r, Err(Refused::Other(_))),
+            "an error after progress is not a reason to redo the work per entry"
+        );
         assert!(matches!(delete_all(&keys, |_| (os(libc::EPERM), 0)), Err(Refused::Other(_))));
     }
 

@@ -252,7 +252,11 @@ impl Daemon {
                     adopted_vips.remove(&svc);
                 }
             }
-            tracing::info!(services = adopted_vips.len(), reals = adopted_reals.len(), "took over the pinned maps and their connection table");
+            tracing::info!(
+                services = adopted_vips.len(),
+                reals = adopted_reals.len(),
+                "took over the pinned maps and their connection table"
+            );
         }
         let missing: Vec<IpAddr> = initial
             .real_addrs()
@@ -284,7 +288,13 @@ impl Daemon {
             EventKind::ConfigApplied,
             None,
             None,
-            format!("lbd started: {how} on {} ({} mode), {} service(s), {} real(s)", d.iface.name, d.mode, d.state.services.len(), d.reals.len()),
+            format!(
+                "lbd started: {how} on {} ({} mode), {} service(s), {} real(s)",
+                d.iface.name,
+                d.mode,
+                d.state.services.len(),
+                d.reals.len()
+            ),
         );
         tracing::info!(iface = %d.iface.name, mode = %d.mode, services = d.state.services.len(),
             pinned = ?d.dp.pin_dir(), "XDP load balancer attached");
@@ -300,7 +310,11 @@ impl Daemon {
             return Err(DaemonError::RealIsLocal { real: addr, iface: self.iface.name.clone() });
         }
         if !self.iface.on_link(addr) {
-            return Err(DaemonError::OffSubnet { real: addr, iface: self.iface.name.clone(), nets: self.iface.subnets() });
+            return Err(DaemonError::OffSubnet {
+                real: addr,
+                iface: self.iface.name.clone(),
+                nets: self.iface.subnets(),
+            });
         }
         Ok(())
     }
@@ -342,18 +356,18 @@ impl Daemon {
     async fn install_service_at(&mut self, key: ServiceKey, at: Option<u32>) -> Result<(), DaemonError> {
         let vip_num = match at {
             Some(n) => n,
-            None => *self
-                .free_vip_nums
-                .iter()
-                .next()
-                .ok_or(DaemonError::TooManyServices(self.dp.limits().max_services))?,
+            None => {
+                *self.free_vip_nums.iter().next().ok_or(DaemonError::TooManyServices(self.dp.limits().max_services))?
+            }
         };
         if self.manage_vips {
             if let IpAddr::V4(v4) = key.vip {
                 match self.net.ensure_address(self.iface.index, v4).await {
                     Ok(true) => tracing::info!(vip = %v4, iface = %self.iface.name, "added VIP to the interface"),
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(vip = %v4, error = %e, "could not add VIP to the interface; configure it by hand"),
+                    Err(e) => {
+                        tracing::warn!(vip = %v4, error = %e, "could not add VIP to the interface; configure it by hand")
+                    }
                 }
             }
         }
@@ -364,7 +378,13 @@ impl Daemon {
         Ok(())
     }
 
-    fn install_real(&mut self, svc: ServiceKey, addr: IpAddr, weight: u32, mac: Option<[u8; 6]>) -> Result<(), DaemonError> {
+    fn install_real(
+        &mut self,
+        svc: ServiceKey,
+        addr: IpAddr,
+        weight: u32,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), DaemonError> {
         self.install_real_at(svc, addr, weight, mac, None)
     }
 
@@ -398,7 +418,13 @@ impl Daemon {
         if let IpAddr::V4(v4) = addr {
             a[..4].copy_from_slice(&v4.octets());
         }
-        let def = RealDef { addr: a, mac: mac.unwrap_or_default(), _pad: [0; 2], flags: if mac.is_some() { REAL_F_VALID } else { 0 }, _pad2: 0 };
+        let def = RealDef {
+            addr: a,
+            mac: mac.unwrap_or_default(),
+            _pad: [0; 2],
+            flags: if mac.is_some() { REAL_F_VALID } else { 0 },
+            _pad2: 0,
+        };
         self.dp.set_real(id, def)?;
         Ok(())
     }
@@ -446,11 +472,19 @@ impl Daemon {
                     EventKind::ServiceDown,
                     Some(svc.to_string()),
                     None,
-                    format!("no real can take new flows ({}); packets to the VIP go to the kernel, which resets TCP", why.join(", ")),
+                    format!(
+                        "no real can take new flows ({}); packets to the VIP go to the kernel, which resets TCP",
+                        why.join(", ")
+                    ),
                 );
             }
         } else if !entries.is_empty() && self.down_services.remove(svc) {
-            self.events.push(EventKind::ServiceUp, Some(svc.to_string()), None, format!("{} real(s) take new flows again", entries.len()));
+            self.events.push(
+                EventKind::ServiceUp,
+                Some(svc.to_string()),
+                None,
+                format!("{} real(s) take new flows again", entries.len()),
+            );
         }
         Ok(())
     }
@@ -531,9 +565,11 @@ impl Daemon {
         if let Err(note) = self.conn.purge(vip_num, id, note) {
             // The worker thread is gone: purge here rather than not at all.
             let t = Instant::now();
-            let purged = self.dp.conn_table().map_err(|e| std::io::Error::other(e.to_string())).and_then(|t| {
-                t.purge(conntable::Method::Auto, |_, e| e.vip_num == vip_num && e.real_id == id)
-            });
+            let purged = self
+                .dp
+                .conn_table()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|t| t.purge(conntable::Method::Auto, |_, e| e.vip_num == vip_num && e.real_id == id));
             self.on_conn_done(Done::Purged { tag: note, purged, took: t.elapsed() });
         }
     }
@@ -550,7 +586,12 @@ impl Daemon {
                     tracing::info!(service = %tag.service, real = %tag.real, purged = n, ?took, "slow connection-table purge");
                 }
                 self.census = None;
-                self.events.push(EventKind::RealDown, Some(tag.service.to_string()), Some(tag.real), format!("{}, {n} flow(s) purged", tag.reason));
+                self.events.push(
+                    EventKind::RealDown,
+                    Some(tag.service.to_string()),
+                    Some(tag.real),
+                    format!("{}, {n} flow(s) purged", tag.reason),
+                );
             }
             Done::Census { requested, census, took } => {
                 self.census_asked = None;
@@ -662,7 +703,8 @@ impl Daemon {
                 return if matches!(req, Request::List) { self.list(&census) } else { self.stats(&census) };
             }
             Request::Events { last } => {
-                let mut r = Response::ok(format!("{} event(s) kept, {} since start", self.events.len(), self.events.total()));
+                let mut r =
+                    Response::ok(format!("{} event(s) kept, {} since start", self.events.len(), self.events.total()));
                 r.events = Some(self.events.last(last));
                 return r;
             }
@@ -702,7 +744,12 @@ impl Daemon {
         self.install_service(svc).await?;
         self.state.set_check(svc, check.clone())?;
         let msg = format!("added service {svc} (check {})", check.summary());
-        self.events.push(EventKind::ServiceAdded, Some(svc.to_string()), None, format!("lbctl add-service, check {}", check.summary()));
+        self.events.push(
+            EventKind::ServiceAdded,
+            Some(svc.to_string()),
+            None,
+            format!("lbctl add-service, check {}", check.summary()),
+        );
         Ok(msg)
     }
 
@@ -711,7 +758,12 @@ impl Daemon {
         self.state.set_check(svc, check.clone())?;
         self.start_checks(&svc);
         self.rebuild_ring(&svc)?;
-        self.events.push(EventKind::CheckChanged, Some(svc.to_string()), None, format!("check is now {}", check.summary()));
+        self.events.push(
+            EventKind::CheckChanged,
+            Some(svc.to_string()),
+            None,
+            format!("check is now {}", check.summary()),
+        );
         Ok(format!("service {svc} is now checked with {}", check.summary()))
     }
 
@@ -726,10 +778,20 @@ impl Daemon {
         }
         let weight = self.state.services[&svc][&addr].weight;
         if on {
-            self.events.push(EventKind::RealDrained, Some(svc.to_string()), Some(addr), "lbctl drain: no new flows, established flows continue");
+            self.events.push(
+                EventKind::RealDrained,
+                Some(svc.to_string()),
+                Some(addr),
+                "lbctl drain: no new flows, established flows continue",
+            );
             Ok(format!("drained real {addr} of {svc}: no new flows, established flows continue (weight {weight} kept for undrain)"))
         } else {
-            self.events.push(EventKind::RealUndrained, Some(svc.to_string()), Some(addr), format!("lbctl undrain: takes new flows again with weight {weight}"));
+            self.events.push(
+                EventKind::RealUndrained,
+                Some(svc.to_string()),
+                Some(addr),
+                format!("lbctl undrain: takes new flows again with weight {weight}"),
+            );
             Ok(format!("undrained real {addr} of {svc}: takes new flows again with weight {weight}"))
         }
     }
@@ -747,7 +809,12 @@ impl Daemon {
             self.stop_checks(&svc, *addr);
         }
         self.down_services.remove(&svc);
-        self.events.push(EventKind::ServiceRemoved, Some(svc.to_string()), None, format!("lbctl del-service ({} real(s))", reals.len()));
+        self.events.push(
+            EventKind::ServiceRemoved,
+            Some(svc.to_string()),
+            None,
+            format!("lbctl del-service ({} real(s))", reals.len()),
+        );
         Ok(format!("deleted service {svc} and its {} real(s)", reals.len()))
     }
 
@@ -803,7 +870,12 @@ impl Daemon {
         self.stop_checks(&svc, addr);
         self.rebuild_ring(&svc)?;
         self.release_real(addr);
-        self.events.push(EventKind::RealRemoved, Some(svc.to_string()), Some(addr), "lbctl del-real: established flows continue");
+        self.events.push(
+            EventKind::RealRemoved,
+            Some(svc.to_string()),
+            Some(addr),
+            "lbctl del-real: established flows continue",
+        );
         Ok(format!("deleted real {addr} from {svc}; its established flows continue, new ones go elsewhere"))
     }
 
@@ -906,23 +978,57 @@ impl Daemon {
     /// The Prometheus text of `lbd --metrics`.
     fn metrics(&self, census: &Census) -> String {
         let svc_labels = |s: &ServiceKey| {
-            vec![("vip", s.vip.to_string()), ("port", s.port.to_string()), ("proto", s.proto.to_string().to_lowercase())]
+            vec![
+                ("vip", s.vip.to_string()),
+                ("port", s.port.to_string()),
+                ("proto", s.proto.to_string().to_lowercase()),
+            ]
         };
-        let mut svc_packets = Family::new("lbd_service_packets_total", Kind::Counter, "Packets forwarded to the service's reals.");
-        let mut svc_bytes = Family::new("lbd_service_bytes_total", Kind::Counter, "Bytes (whole frames) forwarded to the service's reals.");
-        let mut svc_flows = Family::new("lbd_service_new_flows_total", Kind::Counter, "Flows placed by Maglev (new connections).");
-        let mut svc_usable = Family::new("lbd_service_usable_reals", Kind::Gauge, "Reals taking new flows (not down, drained, weight 0 or unresolved).");
-        let mut svc_up = Family::new("lbd_service_up", Kind::Gauge, "1 while at least one real takes new flows; 0 means the kernel resets new connections to the VIP.");
+        let mut svc_packets =
+            Family::new("lbd_service_packets_total", Kind::Counter, "Packets forwarded to the service's reals.");
+        let mut svc_bytes = Family::new(
+            "lbd_service_bytes_total",
+            Kind::Counter,
+            "Bytes (whole frames) forwarded to the service's reals.",
+        );
+        let mut svc_flows =
+            Family::new("lbd_service_new_flows_total", Kind::Counter, "Flows placed by Maglev (new connections).");
+        let mut svc_usable = Family::new(
+            "lbd_service_usable_reals",
+            Kind::Gauge,
+            "Reals taking new flows (not down, drained, weight 0 or unresolved).",
+        );
+        let mut svc_up = Family::new(
+            "lbd_service_up",
+            Kind::Gauge,
+            "1 while at least one real takes new flows; 0 means the kernel resets new connections to the VIP.",
+        );
         let mut real_up = Family::new("lbd_real_up", Kind::Gauge, "1 unless the real's health check has it down.");
-        let mut real_usable = Family::new("lbd_real_usable", Kind::Gauge, "1 when the real takes new flows of the service.");
-        let mut real_drained = Family::new("lbd_real_drained", Kind::Gauge, "1 when the real is drained (lbctl drain).");
+        let mut real_usable =
+            Family::new("lbd_real_usable", Kind::Gauge, "1 when the real takes new flows of the service.");
+        let mut real_drained =
+            Family::new("lbd_real_drained", Kind::Gauge, "1 when the real is drained (lbctl drain).");
         let mut real_weight = Family::new("lbd_real_weight", Kind::Gauge, "Configured Maglev weight.");
-        let mut real_active = Family::new("lbd_real_active_flows", Kind::Gauge, "Connection-table flows of the service on the real, active in the last 120 s.");
-        let mut check_latency = Family::new("lbd_real_check_duration_seconds", Kind::Gauge, "Duration of the last health check.");
+        let mut real_active = Family::new(
+            "lbd_real_active_flows",
+            Kind::Gauge,
+            "Connection-table flows of the service on the real, active in the last 120 s.",
+        );
+        let mut check_latency =
+            Family::new("lbd_real_check_duration_seconds", Kind::Gauge, "Duration of the last health check.");
         let mut checks = Family::new("lbd_real_checks_total", Kind::Counter, "Health checks run, by result.");
-        let mut real_packets = Family::new("lbd_real_packets_total", Kind::Counter, "Packets forwarded to the real (over all its services).");
-        let mut real_bytes = Family::new("lbd_real_bytes_total", Kind::Counter, "Bytes forwarded to the real (over all its services).");
-        let mut real_flows = Family::new("lbd_real_new_flows_total", Kind::Counter, "New flows placed on the real (over all its services).");
+        let mut real_packets = Family::new(
+            "lbd_real_packets_total",
+            Kind::Counter,
+            "Packets forwarded to the real (over all its services).",
+        );
+        let mut real_bytes =
+            Family::new("lbd_real_bytes_total", Kind::Counter, "Bytes forwarded to the real (over all its services).");
+        let mut real_flows = Family::new(
+            "lbd_real_new_flows_total",
+            Kind::Counter,
+            "New flows placed on the real (over all its services).",
+        );
         for (svc, reals) in &self.state.services {
             let vip_num = self.vip_nums[svc];
             let c = self.dp.service_counters(vip_num).unwrap_or_default();
@@ -940,7 +1046,8 @@ impl Daemon {
                 real_drained.add(l.clone(), r.drained as u8 as f64);
                 real_weight.add(l.clone(), r.weight as f64);
                 let id = self.reals.get(&r.addr).map(|s| s.id);
-                real_active.add(l.clone(), id.and_then(|id| census.active.get(&(vip_num, id)).copied()).unwrap_or(0) as f64);
+                real_active
+                    .add(l.clone(), id.and_then(|id| census.active.get(&(vip_num, id)).copied()).unwrap_or(0) as f64);
                 if let Some(h) = self.health.get(&(*svc, r.addr)) {
                     if let Some(d) = h.last_latency {
                         check_latency.add(l.clone(), d.as_secs_f64());
@@ -966,8 +1073,13 @@ impl Daemon {
             real_flows.add(l, c.new_flows as f64);
         }
         let g = self.dp.global_counters().unwrap_or_default();
-        let mut packets = Family::new("lbd_packets_total", Kind::Counter, "Packets seen by the XDP program, by what it did with them.");
-        let mut bytes = Family::new("lbd_bytes_total", Kind::Counter, "Bytes seen by the XDP program, by what it did with them.");
+        let mut packets = Family::new(
+            "lbd_packets_total",
+            Kind::Counter,
+            "Packets seen by the XDP program, by what it did with them.",
+        );
+        let mut bytes =
+            Family::new("lbd_bytes_total", Kind::Counter, "Bytes seen by the XDP program, by what it did with them.");
         for (action, i) in [
             ("forwarded", global::TX),
             ("pass_not_vip", global::PASS_NOT_VIP),
@@ -979,15 +1091,38 @@ impl Daemon {
             packets.add(vec![("action", action.into())], c.packets as f64);
             bytes.add(vec![("action", action.into())], c.bytes as f64);
         }
-        let mut conn = Family::new("lbd_conn_table_entries", Kind::Gauge, "Entries in the connection table (LRU; idle ones included).");
+        let mut conn = Family::new(
+            "lbd_conn_table_entries",
+            Kind::Gauge,
+            "Entries in the connection table (LRU; idle ones included).",
+        );
         conn.add(vec![], census.entries as f64);
         let mut conn_cap = Family::new("lbd_conn_table_capacity", Kind::Gauge, "Size of the connection table.");
         conn_cap.add(vec![], self.dp.limits().conn_table_size as f64);
-        let mut events = Family::new("lbd_events_total", Kind::Counter, "State-change events recorded since lbd started.");
+        let mut events =
+            Family::new("lbd_events_total", Kind::Counter, "State-change events recorded since lbd started.");
         events.add(vec![], self.events.total() as f64);
         metrics::render(&[
-            svc_packets, svc_bytes, svc_flows, svc_usable, svc_up, real_up, real_usable, real_drained, real_weight, real_active,
-            check_latency, checks, real_packets, real_bytes, real_flows, packets, bytes, conn, conn_cap, events,
+            svc_packets,
+            svc_bytes,
+            svc_flows,
+            svc_usable,
+            svc_up,
+            real_up,
+            real_usable,
+            real_drained,
+            real_weight,
+            real_active,
+            check_latency,
+            checks,
+            real_packets,
+            real_bytes,
+            real_flows,
+            packets,
+            bytes,
+            conn,
+            conn_cap,
+            events,
         ])
     }
 
@@ -1129,7 +1264,8 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Job>) {
                 },
                 Err(e) => Response::err(format!("unreadable request: {e}")),
             };
-            let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false,\"message\":\"internal\"}".into());
+            let mut out =
+                serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false,\"message\":\"internal\"}".into());
             out.push('\n');
             let _ = wr.write_all(out.as_bytes()).await;
         });

@@ -7,18 +7,18 @@
 //! while no lbd runs, and the next lbd adopts them: it reuses the maps (connection table included) and swaps its
 //! own program into the pinned link atomically.
 
+use crate::conntable::{self, ConnTable};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use crate::conntable::{self, ConnTable};
-use std::os::fd::AsFd;
 use lb_common::{
     global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, VipKey, VipMeta, DEFAULT_CONN_TABLE_SIZE,
     DEFAULT_MAX_SERVICES, MAX_REALS, RING_SIZE,
 };
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The XDP object built by build.rs (aya-build), embedded so the binaries need no files beside them.
@@ -150,7 +150,8 @@ impl Dataplane {
             let want = [("VIPS", 20, 8), ("CH_RINGS", 4, 4), ("REALS", 4, 32), ("CONN_TABLE", 40, 16)];
             for (name, key, value) in want {
                 let path = dir.join(name);
-                let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| perr(format!("cannot open pinned map {name}: {e}")))?;
+                let info = aya::maps::MapInfo::from_pin(&path)
+                    .map_err(|e| perr(format!("cannot open pinned map {name}: {e}")))?;
                 if info.key_size() != key || info.value_size() != value {
                     return Err(perr(format!(
                         "pinned map {name} has another layout (key {} value {} bytes, this lbd uses {key}/{value}); it was made by another lbd version: run `lbd --cleanup --pin-dir {}` first (drops established flows)",
@@ -161,11 +162,19 @@ impl Dataplane {
                 }
                 match name {
                     "CONN_TABLE" if info.max_entries() != limits.conn_table_size => {
-                        tracing::warn!(pinned = info.max_entries(), asked = limits.conn_table_size, "keeping the pinned connection table's size; `lbd --cleanup` first to change it");
+                        tracing::warn!(
+                            pinned = info.max_entries(),
+                            asked = limits.conn_table_size,
+                            "keeping the pinned connection table's size; `lbd --cleanup` first to change it"
+                        );
                         limits.conn_table_size = info.max_entries();
                     }
                     "VIPS" if info.max_entries() != limits.max_services => {
-                        tracing::warn!(pinned = info.max_entries(), asked = limits.max_services, "keeping the pinned maps' service limit; `lbd --cleanup` first to change it");
+                        tracing::warn!(
+                            pinned = info.max_entries(),
+                            asked = limits.max_services,
+                            "keeping the pinned maps' service limit; `lbd --cleanup` first to change it"
+                        );
                         limits.max_services = info.max_entries();
                     }
                     _ => {}
@@ -240,7 +249,8 @@ impl Dataplane {
             let ifindex = ifindex(iface);
             match pinned_link_ifindex(&link_path) {
                 Ok(idx) if idx != 0 && Some(idx) == ifindex => {
-                    let link = PinnedLink::from_pin(&link_path).map_err(|e| perr(format!("opening the pinned link: {e}")))?;
+                    let link =
+                        PinnedLink::from_pin(&link_path).map_err(|e| perr(format!("opening the pinned link: {e}")))?;
                     let xdp_link = XdpLink::try_from(FdLink::from(link))
                         .map_err(|e| perr(format!("the pinned link is not an XDP link: {e}")))?;
                     let prog: &mut Xdp = program(&mut self.ebpf, LB_PROGRAM)?;
@@ -295,13 +305,16 @@ impl Dataplane {
     pub fn read_reals(&self) -> Result<Vec<(u32, RealDef)>> {
         let m = self.ebpf.map("REALS").ok_or(DataplaneError::MissingMap("REALS"))?;
         let reals: Array<&MapData, RealDef> = Array::try_from(m).map_err(map_err("REALS"))?;
-        Ok((1..reals.len()).filter_map(|i| reals.get(&i, 0).ok().map(|d| (i, d))).filter(|(_, d)| d.addr != [0; 16]).collect())
+        Ok((1..reals.len())
+            .filter_map(|i| reals.get(&i, 0).ok().map(|d| (i, d)))
+            .filter(|(_, d)| d.addr != [0; 16])
+            .collect())
     }
 
     /// Sets the MAC written as the source of every forwarded frame.
     pub fn set_src_mac(&mut self, mac: [u8; 6]) -> Result<()> {
-        let mut cfg: Array<&mut MapData, LbConfig> = Array::try_from(map(&mut self.ebpf, "LB_CFG")?)
-            .map_err(map_err("LB_CFG"))?;
+        let mut cfg: Array<&mut MapData, LbConfig> =
+            Array::try_from(map(&mut self.ebpf, "LB_CFG")?).map_err(map_err("LB_CFG"))?;
         cfg.set(0, LbConfig { src_mac: mac, _pad: [0; 2] }, 0).map_err(map_err("LB_CFG"))
     }
 
@@ -326,8 +339,8 @@ impl Dataplane {
         // Fresh counters for whichever service reuses this index.
         let mut stats: PerCpuArray<&mut MapData, Counters> =
             PerCpuArray::try_from(map(&mut self.ebpf, "SVC_STATS")?).map_err(map_err("SVC_STATS"))?;
-        let zeros = aya::maps::PerCpuValues::try_from(vec![Counters::default(); nr_cpus()])
-            .map_err(DataplaneError::Cpus)?;
+        let zeros =
+            aya::maps::PerCpuValues::try_from(vec![Counters::default(); nr_cpus()]).map_err(DataplaneError::Cpus)?;
         stats.set(vip_num, zeros, 0).map_err(map_err("SVC_STATS"))
     }
 
@@ -385,7 +398,12 @@ impl Dataplane {
         let m = self.ebpf.map("CONN_TABLE").ok_or(DataplaneError::MissingMap("CONN_TABLE"))?;
         let data = match m {
             aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
-            _ => return Err(DataplaneError::Map("CONN_TABLE", Box::new(aya::maps::MapError::InvalidMapType { map_type: 0 }))),
+            _ => {
+                return Err(DataplaneError::Map(
+                    "CONN_TABLE",
+                    Box::new(aya::maps::MapError::InvalidMapType { map_type: 0 }),
+                ))
+            }
         };
         let fd = data.fd().as_fd().try_clone_to_owned().map_err(DataplaneError::ConnTable)?;
         Ok(ConnTable::new(fd))
@@ -413,12 +431,7 @@ impl Dataplane {
             .ok_or(DataplaneError::Program(static_name(program), Box::new(ProgramError::NotLoaded)))?;
         let mut out = vec![0u8; data.len() + 256];
         let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(data),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::new()
-            })
+            .test_run(TestRunOptions { data_in: Some(data), data_out: Some(&mut out), repeat, ..TestRunOptions::new() })
             .map_err(|e| DataplaneError::Program(static_name(program), Box::new(e)))?;
         out.truncate(res.data_size_out as usize);
         Ok((res.return_value, out, res.duration))
@@ -467,7 +480,9 @@ fn attach_program(
                     tracing::warn!(%iface, error = %native, "native XDP is not available; fell back to skb (generic) mode, which is slower");
                     Ok((AttachMode::Skb, id))
                 }
-                Err(skb) => Err(DataplaneError::Attach { iface: iface.into(), native: Box::new(native), skb: Box::new(skb) }),
+                Err(skb) => {
+                    Err(DataplaneError::Attach { iface: iface.into(), native: Box::new(native), skb: Box::new(skb) })
+                }
             },
         },
     }
@@ -543,7 +558,10 @@ fn ensure_bpffs(dir: &Path) -> std::result::Result<(), String> {
         // SAFETY: valid C strings, no data argument.
         let r = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
         if r != 0 {
-            return Err(format!("/sys/fs/bpf is not a bpf filesystem and mounting one failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "/sys/fs/bpf is not a bpf filesystem and mounting one failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         tracing::info!("mounted a bpf filesystem on /sys/fs/bpf");
         return Ok(());
@@ -603,7 +621,8 @@ fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let mut get = ObjGet { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
     // SAFETY: bpf(2) with a valid attr of the size given.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &mut get as *mut ObjGet, std::mem::size_of::<ObjGet>()) };
+    let fd =
+        unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &mut get as *mut ObjGet, std::mem::size_of::<ObjGet>()) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -618,7 +637,12 @@ fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
     };
     // SAFETY: as above; the kernel writes at most info_len bytes into info.
     let r = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &mut attr as *mut InfoByFd, std::mem::size_of::<InfoByFd>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoByFd,
+            std::mem::size_of::<InfoByFd>(),
+        )
     };
     if r < 0 {
         return Err(std::io::Error::last_os_error());

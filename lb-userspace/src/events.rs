@@ -85,7 +85,9 @@ impl EventLog {
             EventKind::ServiceDown => {
                 tracing::error!(event = kind.as_str(), service = svc, reason = %ev.reason, "SERVICE HAS NO USABLE REAL: its new connections are refused by the kernel")
             }
-            EventKind::RealDown => tracing::warn!(event = kind.as_str(), service = svc, real, reason = %ev.reason, "real down"),
+            EventKind::RealDown => {
+                tracing::warn!(event = kind.as_str(), service = svc, real, reason = %ev.reason, "real down")
+            }
             _ => tracing::info!(event = kind.as_str(), service = svc, real, reason = %ev.reason, "event"),
         }
         if self.events.len() == self.capacity {
@@ -132,12 +134,7 @@ pub fn rfc3339(secs: u64, millis: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -124,7 +124,12 @@ impl Drop for Checker {
 
 impl Checker {
     pub fn new(concurrency: usize, results: mpsc::Sender<CheckResult>) -> Self {
-        Checker { permits: Arc::new(Semaphore::new(concurrency.max(1))), results, tasks: HashMap::new(), next_generation: 1 }
+        Checker {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            results,
+            tasks: HashMap::new(),
+            next_generation: 1,
+        }
     }
 
     /// Makes sure `real` of `service` is probed with `spec` (a task with another spec is replaced; kind `none` stops it).
@@ -236,9 +241,7 @@ pub async fn probe(spec: &CheckSpec, target: SocketAddr) -> Result<String, Strin
             }
         }
         CheckKind::Rtsp => {
-            let req = format!(
-                "OPTIONS rtsp://{target}/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: lbd-health-check\r\n\r\n"
-            );
+            let req = format!("OPTIONS rtsp://{target}/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: lbd-health-check\r\n\r\n");
             s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
             let line = read_line(&mut s).await?;
             match parse_status(&line, "RTSP/1.0") {
@@ -455,7 +458,8 @@ mod tests {
         let mut passed = std::collections::HashSet::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while passed.len() < REALS {
-            let r = tokio::time::timeout_at(deadline.into(), rx.recv()).await.expect("every real gets a result").unwrap();
+            let r =
+                tokio::time::timeout_at(deadline.into(), rx.recv()).await.expect("every real gets a result").unwrap();
             assert!(r.ok, "{}: {}", r.real, r.detail);
             passed.insert(r.real);
         }

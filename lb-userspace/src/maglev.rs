@@ -68,11 +68,7 @@ pub fn build(entries: &[Entry], size: u32) -> Vec<u32> {
 
 /// Slots that differ between two tables of the same size: what must be written to the map.
 pub fn diff<'a>(old: &'a [u32], new: &'a [u32]) -> impl Iterator<Item = (u32, u32)> + 'a {
-    old.iter()
-        .zip(new.iter())
-        .enumerate()
-        .filter(|(_, (a, b))| a != b)
-        .map(|(i, (_, b))| (i as u32, *b))
+    old.iter().zip(new.iter()).enumerate().filter(|(_, (a, b))| a != b).map(|(i, (_, b))| (i as u32, *b))
 }
 
 fn addr_bytes(addr: IpAddr) -> Vec<u8> {
@@ -123,7 +119,12 @@ mod tests {
             let fair = RING_SIZE as f64 / n as f64;
             for id in 1..=n {
                 let dev = (c[id as usize] as f64 - fair).abs() / fair;
-                assert!(dev <= 0.01, "n={n} real {id}: {} slots vs fair {fair:.1} ({:.3}%)", c[id as usize], dev * 100.0);
+                assert!(
+                    dev <= 0.01,
+                    "n={n} real {id}: {} slots vs fair {fair:.1} ({:.3}%)",
+                    c[id as usize],
+                    dev * 100.0
+                );
             }
         }
     }

@@ -68,7 +68,11 @@ fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -151,7 +155,10 @@ async fn answer(mut stream: tokio::net::TcpStream, scrapes: mpsc::Sender<Scrape>
     } else {
         ("404 Not Found", "text/plain", "try /metrics\n".to_string())
     };
-    let hdr = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let hdr = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     stream.write_all(hdr.as_bytes()).await?;
     if method != "HEAD" {
         stream.write_all(body.as_bytes()).await?;
@@ -267,7 +274,9 @@ mod tests {
 
     #[test]
     fn parser_rejects_broken_text() {
-        for bad in ["metric", "1bad 2", "m{a=\"x} 1", "m{a=\"x\"} one", "# TYPE m nonsense", "# TYPE m gauge\n# TYPE m gauge"] {
+        for bad in
+            ["metric", "1bad 2", "m{a=\"x} 1", "m{a=\"x\"} one", "# TYPE m nonsense", "# TYPE m gauge\n# TYPE m gauge"]
+        {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
     }

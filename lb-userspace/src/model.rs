@@ -122,12 +122,7 @@ impl ServiceKey {
         if let IpAddr::V4(a) = self.vip {
             addr[..4].copy_from_slice(&a.octets());
         }
-        lb_common::VipKey {
-            addr,
-            port: self.port.to_be(),
-            proto: self.proto.number(),
-            family: lb_common::FAMILY_V4,
-        }
+        lb_common::VipKey { addr, port: self.port.to_be(), proto: self.proto.number(), family: lb_common::FAMILY_V4 }
     }
 }
 

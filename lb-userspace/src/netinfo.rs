@@ -131,10 +131,8 @@ impl Net {
                     _ => {}
                 }
             }
-            let usable = !matches!(
-                msg.header.state,
-                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-            );
+            let usable =
+                !matches!(msg.header.state, NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None);
             if let (Some(ip), Some(mac)) = (ip, mac) {
                 out.insert(ip, Neighbour { mac, usable });
             }

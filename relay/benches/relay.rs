@@ -43,40 +43,27 @@ struct Opts {
 }
 
 fn parse_opts() -> Opts {
-    let mut o = Opts {
-        players: vec![100, 500, 1000],
-        secs: 10,
-        bitrate_kbps: 1000,
-        connect_rate: 500,
-        compare: Vec::new(),
-    };
+    let mut o =
+        Opts { players: vec![100, 500, 1000], secs: 10, bitrate_kbps: 1000, connect_rate: 500, compare: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
-            "--players" => {
-                o.players = val()
-                    .split(',')
-                    .map(|n| n.trim().parse().expect("--players 100,500"))
-                    .collect()
-            }
+            "--players" => o.players = val().split(',').map(|n| n.trim().parse().expect("--players 100,500")).collect(),
             "--secs" => o.secs = val().parse().expect("--secs N"),
             "--bitrate-kbps" => o.bitrate_kbps = val().parse().expect("--bitrate-kbps N"),
             "--connect-rate" => o.connect_rate = val().parse().expect("--connect-rate N"),
             "--compare" => {
                 let v = val();
                 let (name, path) = v.split_once('=').expect("--compare NAME=PATH");
-                assert!(
-                    Path::new(path).is_file(),
-                    "--compare {name}: no relay binary at {path}"
-                );
+                assert!(Path::new(path).is_file(), "--compare {name}: no relay binary at {path}");
                 o.compare.push((name.to_string(), path.to_string()));
             }
             // cargo bench passes --bench to harness = false targets.
             "--bench" => {}
-            other => panic!(
-                "unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate, --compare"
-            ),
+            other => {
+                panic!("unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate, --compare")
+            }
         }
     }
     o
@@ -89,18 +76,11 @@ fn require(tool: &str) {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{tool} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp util-linux"
-    );
+    assert!(ok, "{tool} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp util-linux");
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_port(port: u16) {
@@ -177,62 +157,29 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 }
 
 /// Runs players against `port` with the edge process `pid`, measuring over `secs`.
-fn measure(
-    rt: &tokio::runtime::Runtime,
-    server: &str,
-    pid: u32,
-    port: u16,
-    n: usize,
-    o: &Opts,
-) -> Row {
+fn measure(rt: &tokio::runtime::Runtime, server: &str, pid: u32, port: u16, n: usize, o: &Opts) -> Row {
     let url = PlayUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/bench")).unwrap();
     // One warm-up player makes the edge pull and fill its cache; the baseline is taken with it attached.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let warm = Arc::new(LoadStats::default());
-    let h_warm = rt.spawn(relay::loadgen::run(
-        url.clone(),
-        1,
-        1,
-        warm.clone(),
-        stop_rx.clone(),
-    ));
+    let h_warm = rt.spawn(relay::loadgen::run(url.clone(), 1, 1, warm.clone(), stop_rx.clone()));
     let end = Instant::now() + Duration::from_secs(15);
     while warm.started.load(Ordering::Relaxed) < 1 {
-        assert!(
-            Instant::now() < end,
-            "{server}: warm-up player got no frame"
-        );
+        assert!(Instant::now() < end, "{server}: warm-up player got no frame");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
     let rss_base = rss_kib(pid);
     let stats = Arc::new(LoadStats::default());
-    let h = rt.spawn(relay::loadgen::run(
-        url,
-        n,
-        o.connect_rate,
-        stats.clone(),
-        stop_rx,
-    ));
-    let end =
-        Instant::now() + Duration::from_secs(10 + (n as u64) / o.connect_rate.max(1) as u64 * 2);
-    while stats.started.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n
-        && Instant::now() < end
-    {
+    let h = rt.spawn(relay::loadgen::run(url, n, o.connect_rate, stats.clone(), stop_rx));
+    let end = Instant::now() + Duration::from_secs(10 + (n as u64) / o.connect_rate.max(1) as u64 * 2);
+    while stats.started.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let (c0, b0, t0) = (
-        cpu_secs(pid),
-        stats.bytes.load(Ordering::Relaxed),
-        Instant::now(),
-    );
+    let (c0, b0, t0) = (cpu_secs(pid), stats.bytes.load(Ordering::Relaxed), Instant::now());
     std::thread::sleep(Duration::from_secs(o.secs));
-    let (c1, b1, dt) = (
-        cpu_secs(pid),
-        stats.bytes.load(Ordering::Relaxed),
-        t0.elapsed().as_secs_f64(),
-    );
+    let (c1, b1, dt) = (cpu_secs(pid), stats.bytes.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
     let rss = rss_kib(pid);
     let _ = stop_tx.send(true);
     let _ = rt.block_on(h);
@@ -289,15 +236,9 @@ fn main() {
     for t in ["ffmpeg", "nginx", "taskset"] {
         require(t);
     }
+    assert!(Path::new(RTMP_MODULE).is_file(), "{RTMP_MODULE} missing: install libnginx-mod-rtmp");
     assert!(
-        Path::new(RTMP_MODULE).is_file(),
-        "{RTMP_MODULE} missing: install libnginx-mod-rtmp"
-    );
-    assert!(
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            >= 2,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) >= 2,
         "needs 2 CPUs (edge on 0, rest on 1)"
     );
     pin_self(AUX_CPU);
@@ -311,15 +252,7 @@ fn main() {
     let br = format!("{}k", o.bitrate_kbps.saturating_sub(128).max(100));
     eprintln!("encoding a 20 s clip at ~{} kbit/s ...", o.bitrate_kbps);
     let st = Command::new("taskset")
-        .args([
-            "-c",
-            &AUX_CPU.to_string(),
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-        ])
+        .args(["-c", &AUX_CPU.to_string(), "ffmpeg", "-nostdin", "-loglevel", "error", "-y"])
         .args([
             "-f",
             "lavfi",
@@ -332,12 +265,8 @@ fn main() {
             "-t",
             "20",
         ])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-b:v", &br, "-maxrate", &br, "-bufsize", &br, "-c:a", "aac", "-b:a", "128k",
-        ])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p"])
+        .args(["-b:v", &br, "-maxrate", &br, "-bufsize", &br, "-c:a", "aac", "-b:a", "128k"])
         .arg(&clip)
         .status()
         .unwrap();
@@ -375,11 +304,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
 
     // One worker thread (inherits the CPU 1 pin) drives the players while this thread measures.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut rows = Vec::new();
     // Each N: this build, then any --compare builds, then nginx-rtmp.
     let mut servers: Vec<(String, Option<&str>)> = vec![("relay".to_string(), Some(relay_bin))];

@@ -34,11 +34,7 @@ struct Response {
 }
 
 fn json(status: &'static str, v: serde_json::Value) -> Response {
-    Response {
-        status,
-        content_type: "application/json",
-        body: v.to_string() + "\n",
-    }
+    Response { status, content_type: "application/json", body: v.to_string() + "\n" }
 }
 
 async fn handle(ctx: Arc<Ctx>, mut sock: TcpStream) {
@@ -75,25 +71,17 @@ async fn handle(ctx: Arc<Ctx>, mut sock: TcpStream) {
 fn route(ctx: &Arc<Ctx>, method: &str, path: &str) -> Response {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segs.as_slice()) {
-        ("GET", ["streams"]) => json(
-            "200 OK",
-            serde_json::json!({ "role": ctx.config.role.name(), "streams": ctx.hub.views() }),
-        ),
+        ("GET", ["streams"]) => {
+            json("200 OK", serde_json::json!({ "role": ctx.config.role.name(), "streams": ctx.hub.views() }))
+        }
         ("GET", ["metrics"]) => Response {
             status: "200 OK",
             content_type: "text/plain; version=0.0.4",
             body: ctx.metrics.render(&ctx.hub, ctx.config.role.name()),
         },
-        ("GET", ["healthz"]) => Response {
-            status: "200 OK",
-            content_type: "text/plain",
-            body: "ok\n".into(),
-        },
+        ("GET", ["healthz"]) => Response { status: "200 OK", content_type: "text/plain", body: "ok\n".into() },
         ("POST", ["streams", app, key, "pull"]) => match &ctx.config.role {
-            Role::Origin { .. } => json(
-                "404 Not Found",
-                serde_json::json!({ "error": "pull is an edge operation" }),
-            ),
+            Role::Origin { .. } => json("404 Not Found", serde_json::json!({ "error": "pull is an edge operation" })),
             Role::Edge { origins } => {
                 if !origins.iter().any(|o| o.app == *app) {
                     return json(
@@ -110,10 +98,9 @@ fn route(ctx: &Arc<Ctx>, method: &str, path: &str) -> Response {
                 )
             }
         },
-        (_, ["streams", ..]) | (_, ["metrics"]) => json(
-            "405 Method Not Allowed",
-            serde_json::json!({ "error": "method not allowed" }),
-        ),
+        (_, ["streams", ..]) | (_, ["metrics"]) => {
+            json("405 Method Not Allowed", serde_json::json!({ "error": "method not allowed" }))
+        }
         _ => json("404 Not Found", serde_json::json!({ "error": "not found" })),
     }
 }

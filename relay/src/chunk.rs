@@ -53,10 +53,7 @@ pub struct ChunkLimits {
 impl Default for ChunkLimits {
     fn default() -> Self {
         // 64 KiB chunks are what OBS/ffmpeg/nginx use at most in practice; 8 MiB holds a very large keyframe.
-        Self {
-            max_chunk_size: 65_536,
-            max_message_size: 8 << 20,
-        }
+        Self { max_chunk_size: 65_536, max_message_size: 8 << 20 }
     }
 }
 
@@ -159,23 +156,17 @@ impl ChunkDecoder {
                 if m.payload.len() < 4 {
                     return Err(ChunkError::BadSetChunkSize);
                 }
-                let size =
-                    u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]])
-                        & 0x7FFF_FFFF;
+                let size = u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]) & 0x7FFF_FFFF;
                 if size == 0 {
                     return Err(ChunkError::ChunkSizeZero);
                 }
                 if size > self.limits.max_chunk_size {
-                    return Err(ChunkError::ChunkSizeTooLarge {
-                        size,
-                        limit: self.limits.max_chunk_size,
-                    });
+                    return Err(ChunkError::ChunkSizeTooLarge { size, limit: self.limits.max_chunk_size });
                 }
                 self.chunk_size = size;
             }
             msg_type::ABORT if m.payload.len() >= 4 => {
-                let id =
-                    u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]);
+                let id = u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]);
                 if let Some(st) = self.streams.get_mut(&id) {
                     self.partial_bytes -= st.partial.len();
                     st.partial.clear();
@@ -209,11 +200,7 @@ impl ChunkDecoder {
         // does; rml_rtmp rejects it, which breaks pulling from nginx-rtmp.
         let st = self.streams.entry(csid).or_default();
         let h = &b[pos..pos + header_len];
-        let ts_field = if fmt < 3 {
-            u32::from_be_bytes([0, h[0], h[1], h[2]])
-        } else {
-            0
-        };
+        let ts_field = if fmt < 3 { u32::from_be_bytes([0, h[0], h[1], h[2]]) } else { 0 };
         let mut length = st.length;
         let mut type_id = st.type_id;
         let mut stream_id = st.stream_id;
@@ -225,11 +212,7 @@ impl ChunkDecoder {
             stream_id = u32::from_le_bytes([h[7], h[8], h[9], h[10]]);
         }
         pos += header_len;
-        let extended = if fmt < 3 {
-            ts_field == EXTENDED_TIMESTAMP
-        } else {
-            st.extended
-        };
+        let extended = if fmt < 3 { ts_field == EXTENDED_TIMESTAMP } else { st.extended };
         let mut ext_value = 0;
         if extended {
             if b.len() < pos + 4 {
@@ -239,11 +222,7 @@ impl ChunkDecoder {
             pos += 4;
         }
         if length > self.limits.max_message_size {
-            return Err(ChunkError::MessageTooLarge {
-                size: length,
-                limit: self.limits.max_message_size,
-                csid,
-            });
+            return Err(ChunkError::MessageTooLarge { size: length, limit: self.limits.max_message_size, csid });
         }
         let starting = st.partial.is_empty() || fmt < 3;
         let have = if starting { 0 } else { st.partial.len() };
@@ -304,13 +283,7 @@ impl ChunkDecoder {
             self.partial_bytes -= st.partial.len();
             st.partial.split().freeze()
         };
-        Ok(Step::Message(RawMessage {
-            csid,
-            timestamp,
-            type_id,
-            stream_id,
-            payload,
-        }))
+        Ok(Step::Message(RawMessage { csid, timestamp, type_id, stream_id, payload }))
     }
 }
 
@@ -330,19 +303,12 @@ pub fn encode_message(
     payload: &[u8],
     chunk_size: usize,
 ) {
-    debug_assert!(
-        (2..64).contains(&csid),
-        "we only send on one-byte chunk stream ids"
-    );
+    debug_assert!((2..64).contains(&csid), "we only send on one-byte chunk stream ids");
     let extended = timestamp >= EXTENDED_TIMESTAMP;
     let chunks = payload.len().div_ceil(chunk_size).max(1);
     out.reserve(payload.len() + 16 + chunks * 5);
     out.put_u8(csid as u8);
-    let ts_field = if extended {
-        EXTENDED_TIMESTAMP
-    } else {
-        timestamp
-    };
+    let ts_field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
     out.put_slice(&ts_field.to_be_bytes()[1..]);
     out.put_slice(&(payload.len() as u32).to_be_bytes()[1..]);
     out.put_u8(type_id);
@@ -372,9 +338,7 @@ pub fn encode_to_bytes(
     chunk_size: usize,
 ) -> Bytes {
     let mut out = BytesMut::new();
-    encode_message(
-        &mut out, csid, timestamp, type_id, stream_id, payload, chunk_size,
-    );
+    encode_message(&mut out, csid, timestamp, type_id, stream_id, payload, chunk_size);
     out.freeze()
 }
 
@@ -393,13 +357,7 @@ mod tests {
     #[test]
     fn roundtrip_multi_chunk_with_extended_timestamp() {
         let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        for ts in [
-            0,
-            40,
-            EXTENDED_TIMESTAMP - 1,
-            EXTENDED_TIMESTAMP,
-            0x1234_5678,
-        ] {
+        for ts in [0, 40, EXTENDED_TIMESTAMP - 1, EXTENDED_TIMESTAMP, 0x1234_5678] {
             let wire = encode_to_bytes(csid::VIDEO, ts, msg_type::VIDEO, 1, &payload, 128);
             let mut dec = ChunkDecoder::new(ChunkLimits::default());
             // Feed one byte at a time: every split point must work.
@@ -432,58 +390,25 @@ mod tests {
 
     #[test]
     fn set_chunk_size_applies_to_following_chunks_and_is_bounded() {
-        let mut dec = ChunkDecoder::new(ChunkLimits {
-            max_chunk_size: 4096,
-            max_message_size: 1 << 20,
-        });
+        let mut dec = ChunkDecoder::new(ChunkLimits { max_chunk_size: 4096, max_message_size: 1 << 20 });
         let mut wire = BytesMut::new();
-        encode_message(
-            &mut wire,
-            2,
-            0,
-            msg_type::SET_CHUNK_SIZE,
-            0,
-            &4096u32.to_be_bytes(),
-            128,
-        );
+        encode_message(&mut wire, 2, 0, msg_type::SET_CHUNK_SIZE, 0, &4096u32.to_be_bytes(), 128);
         encode_message(&mut wire, 6, 0, msg_type::VIDEO, 1, &[7u8; 3000], 4096);
         dec.push(&wire);
         let m = decode_all(&mut dec);
         assert_eq!(m.len(), 2);
         assert_eq!(m[1].payload.len(), 3000);
 
-        let mut dec = ChunkDecoder::new(ChunkLimits {
-            max_chunk_size: 4096,
-            max_message_size: 1 << 20,
-        });
-        dec.push(&encode_to_bytes(
-            2,
-            0,
-            msg_type::SET_CHUNK_SIZE,
-            0,
-            &1_000_000u32.to_be_bytes(),
-            128,
-        ));
-        assert_eq!(
-            dec.next_message(),
-            Err(ChunkError::ChunkSizeTooLarge {
-                size: 1_000_000,
-                limit: 4096
-            })
-        );
+        let mut dec = ChunkDecoder::new(ChunkLimits { max_chunk_size: 4096, max_message_size: 1 << 20 });
+        dec.push(&encode_to_bytes(2, 0, msg_type::SET_CHUNK_SIZE, 0, &1_000_000u32.to_be_bytes(), 128));
+        assert_eq!(dec.next_message(), Err(ChunkError::ChunkSizeTooLarge { size: 1_000_000, limit: 4096 }));
     }
 
     #[test]
     fn oversized_message_is_refused_at_the_header() {
-        let mut dec = ChunkDecoder::new(ChunkLimits {
-            max_chunk_size: 4096,
-            max_message_size: 1000,
-        });
+        let mut dec = ChunkDecoder::new(ChunkLimits { max_chunk_size: 4096, max_message_size: 1000 });
         // Header announcing 0xFFFFFF bytes; no payload needed to be refused.
         dec.push(&[0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0]);
-        assert!(matches!(
-            dec.next_message(),
-            Err(ChunkError::MessageTooLarge { .. })
-        ));
+        assert!(matches!(dec.next_message(), Err(ChunkError::MessageTooLarge { .. })));
     }
 }

@@ -82,11 +82,7 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) 
             }
         }
         i += 1;
-        if stream.is_ended()
-            || stream
-                .idle_for()
-                .is_some_and(|d| d >= ctx.config.idle_timeout)
-        {
+        if stream.is_ended() || stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) {
             ctx.hub.remove(&stream);
             return;
         }
@@ -106,24 +102,15 @@ async fn pull_once(
     playing: &mut bool,
 ) -> Result<PullEnd, PullError> {
     let connect_timeout = ctx.config.handshake_timeout;
-    let mut sock = timeout(
-        connect_timeout,
-        TcpStream::connect((origin.host.as_str(), origin.port)),
-    )
-    .await
-    .map_err(|_| PullError::Timeout("connect timed out"))??;
+    let mut sock = timeout(connect_timeout, TcpStream::connect((origin.host.as_str(), origin.port)))
+        .await
+        .map_err(|_| PullError::Timeout("connect timed out"))??;
     let _ = sock.set_nodelay(true);
     let rest = timeout(connect_timeout, client_handshake(&mut sock))
         .await
         .map_err(|_| PullError::Timeout("handshake timed out"))??;
     let mut out = BytesMut::new();
-    let mut session = ClientSession::new(
-        ctx.config.limits,
-        &origin.app,
-        &origin.tc_url(),
-        &stream.name,
-        &mut out,
-    )?;
+    let mut session = ClientSession::new(ctx.config.limits, &origin.app, &origin.tc_url(), &stream.name, &mut out)?;
     let mut events = Vec::new();
     if !rest.is_empty() {
         session.feed(&rest, &mut out, &mut events)?;
@@ -138,10 +125,7 @@ async fn pull_once(
             match ev {
                 ClientEvent::Playing => {
                     if source.is_none() {
-                        match stream.attach_source(SourceInfo {
-                            kind: "upstream",
-                            peer: origin.tc_url(),
-                        }) {
+                        match stream.attach_source(SourceInfo { kind: "upstream", peer: origin.tc_url() }) {
                             Ok(id) => source = Some(id),
                             // Only this task attaches to an edge stream, so this is not expected; retry later.
                             Err(e) => {
@@ -239,7 +223,5 @@ async fn client_handshake(sock: &mut TcpStream) -> Result<Vec<u8>, PullError> {
 
 /// Handshake for other client-side users (the load generator).
 pub async fn connect_client(sock: &mut TcpStream) -> Result<Vec<u8>, std::io::Error> {
-    client_handshake(sock)
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))
+    client_handshake(sock).await.map_err(|e| std::io::Error::other(e.to_string()))
 }

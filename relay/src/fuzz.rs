@@ -10,10 +10,7 @@ use crate::proto::{ClientSession, HandshakeState, HandshakeStep, ServerEvent, Se
 
 /// Small limits so the fuzzer reaches the limit paths quickly.
 fn limits() -> ChunkLimits {
-    ChunkLimits {
-        max_chunk_size: 64 * 1024,
-        max_message_size: 256 * 1024,
-    }
+    ChunkLimits { max_chunk_size: 64 * 1024, max_message_size: 256 * 1024 }
 }
 
 /// Server side after a completed handshake: bytes are a client's chunk stream. Returns the number of events.
@@ -43,8 +40,7 @@ pub fn server_session(data: &[u8]) -> usize {
 /// Client (pull) side: bytes are what an origin sends after the handshake.
 pub fn client_session(data: &[u8]) -> usize {
     let mut out = BytesMut::new();
-    let Ok(mut c) = ClientSession::new(limits(), "live", "rtmp://127.0.0.1/live", "test", &mut out)
-    else {
+    let Ok(mut c) = ClientSession::new(limits(), "live", "rtmp://127.0.0.1/live", "test", &mut out) else {
         return 0;
     };
     let mut events = Vec::new();

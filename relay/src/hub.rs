@@ -34,11 +34,7 @@ impl Frame {
         // becomes a bogus subtitle stream. nginx-rtmp sends it at 0 too.
         let timestamp = if media.is_metadata() { 0 } else { timestamp };
         let wire = media.encode(timestamp, SHARED_STREAM_ID);
-        Arc::new(Self {
-            media,
-            timestamp,
-            wire,
-        })
+        Arc::new(Self { media, timestamp, wire })
     }
     /// Bytes for a player on `stream_id`; shared unless the player uses an unusual id.
     pub fn wire_for(&self, stream_id: u32) -> Bytes {
@@ -137,13 +133,7 @@ pub struct Subscription {
 }
 
 impl Stream {
-    fn new(
-        app: &str,
-        name: &str,
-        queue: usize,
-        gop_max_bytes: usize,
-        coalesce: Duration,
-    ) -> Arc<Self> {
+    fn new(app: &str, name: &str, queue: usize, gop_max_bytes: usize, coalesce: Duration) -> Arc<Self> {
         let (tx, _) = broadcast::channel(queue.max(16));
         let now = Instant::now();
         Arc::new(Self {
@@ -152,10 +142,7 @@ impl Stream {
             created: now,
             stats: StreamStats::default(),
             tx,
-            cache: Mutex::new(Cache {
-                source_lost_at: Some(now),
-                ..Default::default()
-            }),
+            cache: Mutex::new(Cache { source_lost_at: Some(now), ..Default::default() }),
             ended: AtomicBool::new(false),
             has_video: AtomicBool::new(false),
             next_source_id: AtomicU64::new(1),
@@ -214,9 +201,7 @@ impl Stream {
 
     /// Publishes one message from source `id` to every player and the cache.
     pub fn push(&self, id: u64, media: Media) {
-        self.stats
-            .bytes_in
-            .fetch_add(media.payload.len() as u64, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(media.payload.len() as u64, Ordering::Relaxed);
         if media.kind == crate::proto::MediaKind::Video {
             self.has_video.store(true, Ordering::Relaxed);
         }
@@ -227,9 +212,7 @@ impl Stream {
         if c.rebase {
             // Continue the timeline: the new source's first frame lands just after the last frame sent.
             let last = c.last_out.unwrap_or(0);
-            c.offset = last
-                .wrapping_add(REBASE_GAP_MS)
-                .wrapping_sub(media.timestamp);
+            c.offset = last.wrapping_add(REBASE_GAP_MS).wrapping_sub(media.timestamp);
             c.rebase = false;
         }
         let ts = media.timestamp.wrapping_add(c.offset);
@@ -252,8 +235,7 @@ impl Stream {
             c.gop_bytes = 0;
             c.gop_overflow = false;
         }
-        let cacheable =
-            !is_header && !c.gop_overflow && (keyframe || !c.gop.is_empty() || !self.has_video());
+        let cacheable = !is_header && !c.gop_overflow && (keyframe || !c.gop.is_empty() || !self.has_video());
         if cacheable {
             c.gop_bytes += frame.wire.len();
             if c.gop_bytes > self.gop_max_bytes {
@@ -305,17 +287,9 @@ impl Stream {
         // its live frames neither overlap nor leave a gap.
         self.release(&mut c);
         let rx = self.tx.subscribe();
-        let start_ts = c
-            .gop
-            .first()
-            .map(|f| f.timestamp)
-            .or(c.last_out)
-            .unwrap_or(0);
+        let start_ts = c.gop.first().map(|f| f.timestamp).or(c.last_out).unwrap_or(0);
         let mut start = Vec::with_capacity(c.gop.len() + 3);
-        for m in [&c.metadata, &c.video_header, &c.audio_header]
-            .into_iter()
-            .flatten()
-        {
+        for m in [&c.metadata, &c.video_header, &c.audio_header].into_iter().flatten() {
             // Headers are stamped with the GOP's start so a player's timeline never goes backwards.
             start.push(Frame::new(m.clone(), start_ts));
         }
@@ -327,10 +301,7 @@ impl Stream {
 
     pub fn unsubscribe(&self) {
         self.stats.players.fetch_sub(1, Ordering::Relaxed);
-        *self
-            .last_player_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.last_player_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     pub fn players(&self) -> usize {
@@ -342,12 +313,7 @@ impl Stream {
         if self.players() > 0 {
             return None;
         }
-        Some(
-            self.last_player_at
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed(),
-        )
+        Some(self.last_player_at.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
     }
 
     /// Marks the stream over and tells every player.
@@ -393,19 +359,8 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        queue: usize,
-        gop_max_bytes: usize,
-        coalesce: Duration,
-    ) -> Self {
-        Self {
-            streams: Mutex::new(HashMap::new()),
-            metrics,
-            queue,
-            gop_max_bytes,
-            coalesce,
-        }
+    pub fn new(metrics: Arc<Metrics>, queue: usize, gop_max_bytes: usize, coalesce: Duration) -> Self {
+        Self { streams: Mutex::new(HashMap::new()), metrics, queue, gop_max_bytes, coalesce }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Stream>>> {
@@ -427,10 +382,7 @@ impl Hub {
     }
 
     pub fn get(&self, app: &str, name: &str) -> Option<Arc<Stream>> {
-        self.map()
-            .get(&(app.to_string(), name.to_string()))
-            .filter(|s| !s.is_ended())
-            .cloned()
+        self.map().get(&(app.to_string(), name.to_string())).filter(|s| !s.is_ended()).cloned()
     }
 
     /// Ends and forgets a stream (only that exact instance, in case it was already replaced).
@@ -494,11 +446,7 @@ mod tests {
 
     fn media(kind: MediaKind, timestamp: u32, first: u8) -> Media {
         // Second byte 1: a coded frame, not a sequence header.
-        Media {
-            kind,
-            timestamp,
-            payload: Bytes::from(vec![first, 1, 0, 0, 0]),
-        }
+        Media { kind, timestamp, payload: Bytes::from(vec![first, 1, 0, 0, 0]) }
     }
 
     fn next_ts(rx: &mut broadcast::Receiver<Item>) -> Option<u32> {
@@ -510,28 +458,14 @@ mod tests {
 
     #[test]
     fn coalescing_holds_audio_for_video_and_never_duplicates() {
-        let hub = Hub::new(
-            Arc::new(Metrics::default()),
-            64,
-            1 << 20,
-            Duration::from_millis(50),
-        );
+        let hub = Hub::new(Arc::new(Metrics::default()), 64, 1 << 20, Duration::from_millis(50));
         let (s, _) = hub.get_or_create("live", "k");
-        let id = s
-            .attach_source(SourceInfo {
-                kind: "publisher",
-                peer: "p".into(),
-            })
-            .unwrap();
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
         let mut early = s.subscribe().rx;
         s.push(id, media(MediaKind::Video, 0, 0x17));
         s.push(id, media(MediaKind::Audio, 10, 0xAF));
         assert_eq!(next_ts(&mut early), Some(0), "video goes out at once");
-        assert_eq!(
-            next_ts(&mut early),
-            None,
-            "audio waits for the next video frame"
-        );
+        assert_eq!(next_ts(&mut early), None, "audio waits for the next video frame");
         assert!(s.held_until().is_some());
         // A new player gets the held audio in its start, the others get it live: each exactly once.
         let late = s.subscribe();

@@ -44,13 +44,8 @@ pub struct OriginUrl {
 
 impl OriginUrl {
     pub fn parse(url: &str) -> Result<Self, RelayError> {
-        let bad = |reason| RelayError::BadOriginUrl {
-            url: url.to_string(),
-            reason,
-        };
-        let rest = url
-            .strip_prefix("rtmp://")
-            .ok_or_else(|| bad("scheme must be rtmp://"))?;
+        let bad = |reason| RelayError::BadOriginUrl { url: url.to_string(), reason };
+        let rest = url.strip_prefix("rtmp://").ok_or_else(|| bad("scheme must be rtmp://"))?;
         let (hostport, app) = rest.split_once('/').ok_or_else(|| bad("missing /APP"))?;
         let app = app.trim_end_matches('/');
         if app.is_empty() || app.contains('/') {
@@ -63,11 +58,7 @@ impl OriginUrl {
         if host.is_empty() {
             return Err(bad("missing host"));
         }
-        Ok(Self {
-            host: host.to_string(),
-            port,
-            app: app.to_string(),
-        })
+        Ok(Self { host: host.to_string(), port, app: app.to_string() })
     }
 
     /// `rtmp://host:port/app`, the tcUrl we send when pulling.
@@ -201,12 +192,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = Arc::new(metrics::Metrics::default());
     let ctx = Arc::new(Ctx {
-        hub: hub::Hub::new(
-            metrics.clone(),
-            config.player_queue * 2,
-            config.gop_max_bytes,
-            config.coalesce,
-        ),
+        hub: hub::Hub::new(metrics.clone(), config.player_queue * 2, config.gop_max_bytes, config.coalesce),
         config,
         metrics,
         shutdown: stop_rx,
@@ -238,10 +224,7 @@ pub async fn run(
         ctx.hub.remove(&s);
     }
     // Connection tasks see the flag and close; give them a moment to flush, then abort the rest.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     Ok(())
 }
@@ -254,16 +237,9 @@ mod tests {
     fn origin_url_parsing() {
         assert_eq!(
             OriginUrl::parse("rtmp://10.0.0.1:1936/live").unwrap(),
-            OriginUrl {
-                host: "10.0.0.1".into(),
-                port: 1936,
-                app: "live".into()
-            }
+            OriginUrl { host: "10.0.0.1".into(), port: 1936, app: "live".into() }
         );
-        assert_eq!(
-            OriginUrl::parse("rtmp://o.example/live/").unwrap().port,
-            1935
-        );
+        assert_eq!(OriginUrl::parse("rtmp://o.example/live/").unwrap().port, 1935);
         assert!(OriginUrl::parse("http://x/live").is_err());
         assert!(OriginUrl::parse("rtmp://x").is_err());
         assert!(OriginUrl::parse("rtmp://x:99999/live").is_err());

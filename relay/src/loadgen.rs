@@ -26,14 +26,8 @@ impl PlayUrl {
     pub fn parse(url: &str) -> Result<Self, crate::RelayError> {
         let (base, key) = url
             .rsplit_once('/')
-            .ok_or(crate::RelayError::BadOriginUrl {
-                url: url.to_string(),
-                reason: "missing /KEY",
-            })?;
-        Ok(Self {
-            origin: OriginUrl::parse(base)?,
-            key: key.to_string(),
-        })
+            .ok_or(crate::RelayError::BadOriginUrl { url: url.to_string(), reason: "missing /KEY" })?;
+        Ok(Self { origin: OriginUrl::parse(base)?, key: key.to_string() })
     }
 }
 
@@ -83,14 +77,8 @@ async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
     let rest = crate::edge::connect_client(&mut sock).await?;
     let mut out = BytesMut::new();
     let err = |e: crate::proto::ProtoError| std::io::Error::other(e.to_string());
-    let mut s = ClientSession::new(
-        ChunkLimits::default(),
-        &url.origin.app,
-        &url.origin.tc_url(),
-        &url.key,
-        &mut out,
-    )
-    .map_err(err)?;
+    let mut s = ClientSession::new(ChunkLimits::default(), &url.origin.app, &url.origin.tc_url(), &url.key, &mut out)
+        .map_err(err)?;
     let mut events = Vec::new();
     s.feed(&rest, &mut out, &mut events).map_err(err)?;
     let mut first = true;
@@ -104,11 +92,7 @@ async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
                     stats.video_frames.fetch_add(1, Ordering::Relaxed);
                     if first {
                         first = false;
-                        stats
-                            .ttff
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(t0.elapsed());
+                        stats.ttff.lock().unwrap_or_else(|e| e.into_inner()).push(t0.elapsed());
                         stats.started.fetch_add(1, Ordering::Relaxed);
                     }
                 }

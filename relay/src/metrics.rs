@@ -36,20 +36,13 @@ impl Metrics {
         let mut o = String::new();
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP relay_{name} {help}\n# TYPE relay_{name} {kind}\nrelay_{name}{{role=\"{role}\"}} {v}");
+            let _ = writeln!(
+                o,
+                "# HELP relay_{name} {help}\n# TYPE relay_{name} {kind}\nrelay_{name}{{role=\"{role}\"}} {v}"
+            );
         };
-        line(
-            "connections_total",
-            "counter",
-            "RTMP connections accepted.",
-            g(&self.connections_total),
-        );
-        line(
-            "connections_active",
-            "gauge",
-            "RTMP connections open now.",
-            g(&self.connections_active),
-        );
+        line("connections_total", "counter", "RTMP connections accepted.", g(&self.connections_total));
+        line("connections_active", "gauge", "RTMP connections open now.", g(&self.connections_active));
         line(
             "connections_refused_total",
             "counter",
@@ -68,18 +61,8 @@ impl Metrics {
             "Publish requests refused (key live, bad token).",
             g(&self.publishes_refused),
         );
-        line(
-            "players_total",
-            "counter",
-            "Play requests accepted.",
-            g(&self.players_total),
-        );
-        line(
-            "players_stalled_total",
-            "counter",
-            "Players disconnected for not reading.",
-            g(&self.players_stalled),
-        );
+        line("players_total", "counter", "Play requests accepted.", g(&self.players_total));
+        line("players_stalled_total", "counter", "Players disconnected for not reading.", g(&self.players_stalled));
         line(
             "frames_skipped_total",
             "counter",
@@ -98,30 +81,12 @@ impl Metrics {
             "Upstream pull attempts or sessions that failed.",
             g(&self.upstream_failures),
         );
-        line(
-            "upstream_active",
-            "gauge",
-            "Upstream pull connections playing now.",
-            g(&self.upstream_active),
-        );
-        line(
-            "bytes_in_total",
-            "counter",
-            "Bytes received on RTMP connections.",
-            g(&self.bytes_in),
-        );
-        line(
-            "bytes_out_total",
-            "counter",
-            "Bytes sent on RTMP connections.",
-            g(&self.bytes_out),
-        );
+        line("upstream_active", "gauge", "Upstream pull connections playing now.", g(&self.upstream_active));
+        line("bytes_in_total", "counter", "Bytes received on RTMP connections.", g(&self.bytes_in));
+        line("bytes_out_total", "counter", "Bytes sent on RTMP connections.", g(&self.bytes_out));
         let views = hub.views();
         line("streams", "gauge", "Streams known now.", views.len() as u64);
-        let _ = writeln!(
-            o,
-            "# HELP relay_stream_players Players of a stream.\n# TYPE relay_stream_players gauge"
-        );
+        let _ = writeln!(o, "# HELP relay_stream_players Players of a stream.\n# TYPE relay_stream_players gauge");
         for v in &views {
             let _ = writeln!(
                 o,
@@ -147,7 +112,5 @@ impl Metrics {
 
 /// Label values come from clients (app/key), so quote-escape them.
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -52,32 +52,24 @@ pub enum HandshakeStep {
 
 impl HandshakeState {
     pub fn server() -> Self {
-        Self {
-            hs: Handshake::new(PeerType::Server),
-        }
+        Self { hs: Handshake::new(PeerType::Server) }
     }
 
     /// Client side: returns the state and the C0+C1 bytes to send first.
     pub fn client() -> Result<(Self, Vec<u8>), ProtoError> {
         let mut hs = Handshake::new(PeerType::Client);
-        let c0c1 = hs
-            .generate_outbound_p0_and_p1()
-            .map_err(ProtoError::Handshake)?;
+        let c0c1 = hs.generate_outbound_p0_and_p1().map_err(ProtoError::Handshake)?;
         Ok((Self { hs }, c0c1))
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<HandshakeStep, ProtoError> {
         match self.hs.process_bytes(data).map_err(ProtoError::Handshake)? {
-            HandshakeProcessResult::InProgress { response_bytes } => Ok(HandshakeStep::Continue {
-                reply: response_bytes,
-            }),
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => Ok(HandshakeStep::Done {
-                reply: response_bytes,
-                rest: remaining_bytes,
-            }),
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                Ok(HandshakeStep::Continue { reply: response_bytes })
+            }
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                Ok(HandshakeStep::Done { reply: response_bytes, rest: remaining_bytes })
+            }
         }
     }
 }
@@ -106,17 +98,11 @@ impl Media {
     }
     /// AVC sequence header (decoder configuration); a player cannot decode without it.
     pub fn is_video_header(&self) -> bool {
-        self.kind == MediaKind::Video
-            && self.payload.len() >= 2
-            && self.payload[0] & 0x0F == 7
-            && self.payload[1] == 0
+        self.kind == MediaKind::Video && self.payload.len() >= 2 && self.payload[0] & 0x0F == 7 && self.payload[1] == 0
     }
     /// AAC sequence header (AudioSpecificConfig).
     pub fn is_audio_header(&self) -> bool {
-        self.kind == MediaKind::Audio
-            && self.payload.len() >= 2
-            && self.payload[0] >> 4 == 10
-            && self.payload[1] == 0
+        self.kind == MediaKind::Audio && self.payload.len() >= 2 && self.payload[0] >> 4 == 10 && self.payload[1] == 0
     }
     pub fn is_metadata(&self) -> bool {
         self.kind == MediaKind::Data
@@ -137,14 +123,7 @@ impl Media {
     }
     /// The message pre-chunked for message stream `stream_id`.
     pub fn encode(&self, timestamp: u32, stream_id: u32) -> Bytes {
-        chunk::encode_to_bytes(
-            self.csid(),
-            timestamp,
-            self.type_id(),
-            stream_id,
-            &self.payload,
-            OUT_CHUNK_SIZE,
-        )
+        chunk::encode_to_bytes(self.csid(), timestamp, self.type_id(), stream_id, &self.payload, OUT_CHUNK_SIZE)
     }
 }
 
@@ -223,27 +202,18 @@ fn decode_amf(m: &RawMessage) -> Result<RtmpMessage, ProtoError> {
     let is_command = matches!(m.type_id, msg_type::AMF0_COMMAND | msg_type::AMF3_COMMAND);
     let what = if is_command { "command" } else { "data" };
     // AMF3-flagged messages from Flash-era clients carry AMF0 after a leading zero byte.
-    let body = if matches!(m.type_id, msg_type::AMF3_COMMAND | msg_type::AMF3_DATA)
-        && m.payload.first() == Some(&0)
-    {
+    let body = if matches!(m.type_id, msg_type::AMF3_COMMAND | msg_type::AMF3_DATA) && m.payload.first() == Some(&0) {
         &m.payload[1..]
     } else {
         &m.payload[..]
     };
     check_amf0(body, what)?;
-    let mut values = rml_amf0::deserialize(&mut std::io::Cursor::new(body)).map_err(|e| {
-        ProtoError::Malformed {
-            what,
-            detail: e.to_string(),
-        }
-    })?;
+    let mut values = rml_amf0::deserialize(&mut std::io::Cursor::new(body))
+        .map_err(|e| ProtoError::Malformed { what, detail: e.to_string() })?;
     if !is_command {
         return Ok(RtmpMessage::Amf0Data { values });
     }
-    let malformed = |detail: &str| ProtoError::Malformed {
-        what,
-        detail: detail.to_string(),
-    };
+    let malformed = |detail: &str| ProtoError::Malformed { what, detail: detail.to_string() };
     if values.is_empty() {
         return Err(malformed("empty command"));
     }
@@ -260,24 +230,14 @@ fn decode_amf(m: &RawMessage) -> Result<RtmpMessage, ProtoError> {
         }
         _ => 0.0,
     };
-    let command_object = if rest.is_empty() {
-        Amf0Value::Null
-    } else {
-        rest.remove(0)
-    };
-    Ok(RtmpMessage::Amf0Command {
-        command_name,
-        transaction_id,
-        command_object,
-        additional_arguments: rest,
-    })
+    let command_object = if rest.is_empty() { Amf0Value::Null } else { rest.remove(0) };
+    Ok(RtmpMessage::Amf0Command { command_name, transaction_id, command_object, additional_arguments: rest })
 }
 
 /// Encodes a protocol message with rml_rtmp and chunks it.
 fn send(out: &mut BytesMut, csid: u32, stream_id: u32, msg: RtmpMessage) -> Result<(), ProtoError> {
-    let p = msg
-        .into_message_payload(RtmpTimestamp::new(0), stream_id)
-        .map_err(|e| ProtoError::Serialize(e.to_string()))?;
+    let p =
+        msg.into_message_payload(RtmpTimestamp::new(0), stream_id).map_err(|e| ProtoError::Serialize(e.to_string()))?;
     chunk::encode_message(out, csid, 0, p.type_id, stream_id, &p.data, OUT_CHUNK_SIZE);
     Ok(())
 }
@@ -304,12 +264,7 @@ fn command(
 }
 
 fn obj(pairs: &[(&str, Amf0Value)]) -> Amf0Value {
-    Amf0Value::Object(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect::<HashMap<_, _>>(),
-    )
+    Amf0Value::Object(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<HashMap<_, _>>())
 }
 
 fn s(v: &str) -> Amf0Value {
@@ -330,11 +285,7 @@ pub fn on_status(
         "onStatus",
         0.0,
         Amf0Value::Null,
-        vec![obj(&[
-            ("level", s(level)),
-            ("code", s(code)),
-            ("description", s(description)),
-        ])],
+        vec![obj(&[("level", s(level)), ("code", s(code)), ("description", s(description))])],
     )
 }
 
@@ -372,14 +323,7 @@ impl Acker {
         if let Some(w) = self.window {
             if self.since_ack >= w as u64 {
                 self.since_ack = 0;
-                send(
-                    out,
-                    csid::CONTROL,
-                    0,
-                    RtmpMessage::Acknowledgement {
-                        sequence_number: self.total as u32,
-                    },
-                )?;
+                send(out, csid::CONTROL, 0, RtmpMessage::Acknowledgement { sequence_number: self.total as u32 })?;
             }
         }
         Ok(())
@@ -387,22 +331,12 @@ impl Acker {
 }
 
 /// Handles the control messages both sides treat the same way; returns true when consumed.
-fn handle_control(
-    m: &RawMessage,
-    acker: &mut Acker,
-    out: &mut BytesMut,
-) -> Result<bool, ProtoError> {
+fn handle_control(m: &RawMessage, acker: &mut Acker, out: &mut BytesMut) -> Result<bool, ProtoError> {
     match m.type_id {
-        msg_type::SET_CHUNK_SIZE
-        | msg_type::ABORT
-        | msg_type::ACK
-        | msg_type::SET_PEER_BANDWIDTH => Ok(true),
+        msg_type::SET_CHUNK_SIZE | msg_type::ABORT | msg_type::ACK | msg_type::SET_PEER_BANDWIDTH => Ok(true),
         msg_type::WINDOW_ACK_SIZE => {
             if m.payload.len() < 4 {
-                return Err(ProtoError::Malformed {
-                    what: "window ack size",
-                    detail: "short".into(),
-                });
+                return Err(ProtoError::Malformed { what: "window ack size", detail: "short".into() });
             }
             let w = u32::from_be_bytes([m.payload[0], m.payload[1], m.payload[2], m.payload[3]]);
             acker.window = (w > 0).then_some(w);
@@ -411,8 +345,7 @@ fn handle_control(
         msg_type::USER_CONTROL => {
             // Ping request (event 6): answer so peers such as nginx-rtmp do not drop us.
             if m.payload.len() >= 6 && m.payload[0] == 0 && m.payload[1] == 6 {
-                let ts =
-                    u32::from_be_bytes([m.payload[2], m.payload[3], m.payload[4], m.payload[5]]);
+                let ts = u32::from_be_bytes([m.payload[2], m.payload[3], m.payload[4], m.payload[5]]);
                 user_control(out, UserControlEventType::PingResponse, None, Some(ts))?;
             }
             Ok(true)
@@ -439,21 +372,12 @@ fn to_media(m: &RawMessage) -> Result<Option<Media>, ProtoError> {
             if !matches!(values.first(), Some(Amf0Value::Utf8String(n)) if n == "onMetaData") {
                 return Ok(None);
             }
-            let payload = rml_amf0::serialize(&values.to_vec())
-                .map_err(|e| ProtoError::Serialize(e.to_string()))?;
-            return Ok(Some(Media {
-                kind: MediaKind::Data,
-                timestamp: m.timestamp,
-                payload: Bytes::from(payload),
-            }));
+            let payload = rml_amf0::serialize(&values.to_vec()).map_err(|e| ProtoError::Serialize(e.to_string()))?;
+            return Ok(Some(Media { kind: MediaKind::Data, timestamp: m.timestamp, payload: Bytes::from(payload) }));
         }
         _ => return Ok(None),
     };
-    Ok(Some(Media {
-        kind,
-        timestamp: m.timestamp,
-        payload: m.payload.clone(),
-    }))
+    Ok(Some(Media { kind, timestamp: m.timestamp, payload: m.payload.clone() }))
 }
 
 /// What a server-side session reports to its connection handler.
@@ -482,41 +406,19 @@ pub struct ServerSession {
 
 impl ServerSession {
     pub fn new(limits: ChunkLimits) -> Self {
-        Self {
-            dec: ChunkDecoder::new(limits),
-            acker: Acker::default(),
-            next_stream_id: 1,
-            publishing_stream: None,
-        }
+        Self { dec: ChunkDecoder::new(limits), acker: Acker::default(), next_stream_id: 1, publishing_stream: None }
     }
 
     /// The first bytes we send after the handshake.
     pub fn start(out: &mut BytesMut) -> Result<(), ProtoError> {
+        send(out, csid::CONTROL, 0, RtmpMessage::WindowAcknowledgement { size: WINDOW_ACK_SIZE })?;
         send(
             out,
             csid::CONTROL,
             0,
-            RtmpMessage::WindowAcknowledgement {
-                size: WINDOW_ACK_SIZE,
-            },
+            RtmpMessage::SetPeerBandwidth { size: WINDOW_ACK_SIZE, limit_type: PeerBandwidthLimitType::Dynamic },
         )?;
-        send(
-            out,
-            csid::CONTROL,
-            0,
-            RtmpMessage::SetPeerBandwidth {
-                size: WINDOW_ACK_SIZE,
-                limit_type: PeerBandwidthLimitType::Dynamic,
-            },
-        )?;
-        send(
-            out,
-            csid::CONTROL,
-            0,
-            RtmpMessage::SetChunkSize {
-                size: OUT_CHUNK_SIZE as u32,
-            },
-        )
+        send(out, csid::CONTROL, 0, RtmpMessage::SetChunkSize { size: OUT_CHUNK_SIZE as u32 })
     }
 
     pub fn decoder_buffer(&mut self) -> &mut BytesMut {
@@ -524,12 +426,7 @@ impl ServerSession {
     }
 
     /// Processes bytes already placed in `decoder_buffer` (`n` new ones); replies go to `out`.
-    pub fn process(
-        &mut self,
-        n: usize,
-        out: &mut BytesMut,
-        events: &mut Vec<ServerEvent>,
-    ) -> Result<(), ProtoError> {
+    pub fn process(&mut self, n: usize, out: &mut BytesMut, events: &mut Vec<ServerEvent>) -> Result<(), ProtoError> {
         self.acker.received(n, out)?;
         while let Some(m) = self.dec.next_message()? {
             if handle_control(&m, &mut self.acker, out)? {
@@ -550,28 +447,14 @@ impl ServerSession {
     }
 
     /// Convenience for tests and fuzzing: push bytes and process them.
-    pub fn feed(
-        &mut self,
-        data: &[u8],
-        out: &mut BytesMut,
-        events: &mut Vec<ServerEvent>,
-    ) -> Result<(), ProtoError> {
+    pub fn feed(&mut self, data: &[u8], out: &mut BytesMut, events: &mut Vec<ServerEvent>) -> Result<(), ProtoError> {
         self.dec.push(data);
         self.process(data.len(), out, events)
     }
 
-    fn command(
-        &mut self,
-        m: &RawMessage,
-        out: &mut BytesMut,
-        events: &mut Vec<ServerEvent>,
-    ) -> Result<(), ProtoError> {
-        let RtmpMessage::Amf0Command {
-            command_name,
-            transaction_id: txn,
-            command_object,
-            additional_arguments: args,
-        } = decode_amf(m)?
+    fn command(&mut self, m: &RawMessage, out: &mut BytesMut, events: &mut Vec<ServerEvent>) -> Result<(), ProtoError> {
+        let RtmpMessage::Amf0Command { command_name, transaction_id: txn, command_object, additional_arguments: args } =
+            decode_amf(m)?
         else {
             return Ok(());
         };
@@ -583,21 +466,11 @@ impl ServerSession {
             "connect" => {
                 let props = match command_object {
                     Amf0Value::Object(p) => p,
-                    _ => {
-                        return Err(ProtoError::Malformed {
-                            what: "connect",
-                            detail: "no command object".into(),
-                        })
-                    }
+                    _ => return Err(ProtoError::Malformed { what: "connect", detail: "no command object".into() }),
                 };
                 let app = match props.get("app") {
                     Some(Amf0Value::Utf8String(a)) => a.clone(),
-                    _ => {
-                        return Err(ProtoError::Malformed {
-                            what: "connect",
-                            detail: "no app".into(),
-                        })
-                    }
+                    _ => return Err(ProtoError::Malformed { what: "connect", detail: "no app".into() }),
                 };
                 let tc_url = match props.get("tcUrl") {
                     Some(Amf0Value::Utf8String(a)) => Some(a.clone()),
@@ -608,10 +481,7 @@ impl ServerSession {
                     0,
                     "_result",
                     txn,
-                    obj(&[
-                        ("fmsVer", s("FMS/3,0,1,123")),
-                        ("capabilities", Amf0Value::Number(31.0)),
-                    ]),
+                    obj(&[("fmsVer", s("FMS/3,0,1,123")), ("capabilities", Amf0Value::Number(31.0))]),
                     vec![obj(&[
                         ("level", s("status")),
                         ("code", s("NetConnection.Connect.Success")),
@@ -624,45 +494,20 @@ impl ServerSession {
             "createStream" => {
                 let id = self.next_stream_id;
                 self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
-                command(
-                    out,
-                    0,
-                    "_result",
-                    txn,
-                    Amf0Value::Null,
-                    vec![Amf0Value::Number(id as f64)],
-                )?;
+                command(out, 0, "_result", txn, Amf0Value::Null, vec![Amf0Value::Number(id as f64)])?;
             }
             // A transaction id of 0 means the client expects no answer.
             "releaseStream" | "FCPublish" | "getStreamLength" if txn != 0.0 => {
-                command(
-                    out,
-                    0,
-                    "_result",
-                    txn,
-                    Amf0Value::Null,
-                    vec![Amf0Value::Undefined],
-                )?;
+                command(out, 0, "_result", txn, Amf0Value::Null, vec![Amf0Value::Undefined])?;
             }
             "publish" => {
-                let name = arg_str(0).ok_or(ProtoError::Malformed {
-                    what: "publish",
-                    detail: "no stream name".into(),
-                })?;
-                events.push(ServerEvent::Publish {
-                    stream_id: m.stream_id,
-                    name,
-                });
+                let name =
+                    arg_str(0).ok_or(ProtoError::Malformed { what: "publish", detail: "no stream name".into() })?;
+                events.push(ServerEvent::Publish { stream_id: m.stream_id, name });
             }
             "play" => {
-                let name = arg_str(0).ok_or(ProtoError::Malformed {
-                    what: "play",
-                    detail: "no stream name".into(),
-                })?;
-                events.push(ServerEvent::Play {
-                    stream_id: m.stream_id,
-                    name,
-                });
+                let name = arg_str(0).ok_or(ProtoError::Malformed { what: "play", detail: "no stream name".into() })?;
+                events.push(ServerEvent::Play { stream_id: m.stream_id, name });
             }
             "deleteStream" | "closeStream" | "FCUnpublish" => {
                 self.publishing_stream = None;
@@ -674,70 +519,25 @@ impl ServerSession {
     }
 
     /// Accepts a publish: the stream starts taking media.
-    pub fn accept_publish(
-        &mut self,
-        stream_id: u32,
-        name: &str,
-        out: &mut BytesMut,
-    ) -> Result<(), ProtoError> {
+    pub fn accept_publish(&mut self, stream_id: u32, name: &str, out: &mut BytesMut) -> Result<(), ProtoError> {
         self.publishing_stream = Some(stream_id);
-        user_control(
-            out,
-            UserControlEventType::StreamBegin,
-            Some(stream_id),
-            None,
-        )?;
-        on_status(
-            out,
-            stream_id,
-            "status",
-            "NetStream.Publish.Start",
-            &format!("{name} is now published."),
-        )
+        user_control(out, UserControlEventType::StreamBegin, Some(stream_id), None)?;
+        on_status(out, stream_id, "status", "NetStream.Publish.Start", &format!("{name} is now published."))
     }
 
     /// Accepts a play request; media for `stream_id` follows from the fan-out.
     pub fn accept_play(stream_id: u32, name: &str, out: &mut BytesMut) -> Result<(), ProtoError> {
-        user_control(
-            out,
-            UserControlEventType::StreamIsRecorded,
-            Some(stream_id),
-            None,
-        )
-        .ok();
-        user_control(
-            out,
-            UserControlEventType::StreamBegin,
-            Some(stream_id),
-            None,
-        )?;
-        on_status(
-            out,
-            stream_id,
-            "status",
-            "NetStream.Play.Reset",
-            &format!("Playing and resetting {name}."),
-        )?;
-        on_status(
-            out,
-            stream_id,
-            "status",
-            "NetStream.Play.Start",
-            &format!("Started playing {name}."),
-        )?;
+        user_control(out, UserControlEventType::StreamIsRecorded, Some(stream_id), None).ok();
+        user_control(out, UserControlEventType::StreamBegin, Some(stream_id), None)?;
+        on_status(out, stream_id, "status", "NetStream.Play.Reset", &format!("Playing and resetting {name}."))?;
+        on_status(out, stream_id, "status", "NetStream.Play.Start", &format!("Started playing {name}."))?;
         // No |RtmpSampleAccess: only Flash used it, and ffmpeg's FLV demuxer turns it into a bogus subtitle stream.
         Ok(())
     }
 
     /// Tells the player the stream ended (publisher gone and grace period over).
     pub fn end_play(stream_id: u32, out: &mut BytesMut) -> Result<(), ProtoError> {
-        on_status(
-            out,
-            stream_id,
-            "status",
-            "NetStream.Play.UnpublishNotify",
-            "stream is now unpublished",
-        )?;
+        on_status(out, stream_id, "status", "NetStream.Play.UnpublishNotify", "stream is now unpublished")?;
         user_control(out, UserControlEventType::StreamEof, Some(stream_id), None)
     }
 }
@@ -781,14 +581,7 @@ impl ClientSession {
         stream_name: &str,
         out: &mut BytesMut,
     ) -> Result<Self, ProtoError> {
-        send(
-            out,
-            csid::CONTROL,
-            0,
-            RtmpMessage::SetChunkSize {
-                size: OUT_CHUNK_SIZE as u32,
-            },
-        )?;
+        send(out, csid::CONTROL, 0, RtmpMessage::SetChunkSize { size: OUT_CHUNK_SIZE as u32 })?;
         command(
             out,
             0,
@@ -819,22 +612,12 @@ impl ClientSession {
         self.dec.buffer_mut()
     }
 
-    pub fn feed(
-        &mut self,
-        data: &[u8],
-        out: &mut BytesMut,
-        events: &mut Vec<ClientEvent>,
-    ) -> Result<(), ProtoError> {
+    pub fn feed(&mut self, data: &[u8], out: &mut BytesMut, events: &mut Vec<ClientEvent>) -> Result<(), ProtoError> {
         self.dec.push(data);
         self.process(data.len(), out, events)
     }
 
-    pub fn process(
-        &mut self,
-        n: usize,
-        out: &mut BytesMut,
-        events: &mut Vec<ClientEvent>,
-    ) -> Result<(), ProtoError> {
+    pub fn process(&mut self, n: usize, out: &mut BytesMut, events: &mut Vec<ClientEvent>) -> Result<(), ProtoError> {
         self.acker.received(n, out)?;
         while let Some(m) = self.dec.next_message()? {
             if handle_control(&m, &mut self.acker, out)? {
@@ -853,18 +636,9 @@ impl ClientSession {
         Ok(())
     }
 
-    fn command(
-        &mut self,
-        m: &RawMessage,
-        out: &mut BytesMut,
-        events: &mut Vec<ClientEvent>,
-    ) -> Result<(), ProtoError> {
-        let RtmpMessage::Amf0Command {
-            command_name,
-            transaction_id: txn,
-            additional_arguments: args,
-            ..
-        } = decode_amf(m)?
+    fn command(&mut self, m: &RawMessage, out: &mut BytesMut, events: &mut Vec<ClientEvent>) -> Result<(), ProtoError> {
+        let RtmpMessage::Amf0Command { command_name, transaction_id: txn, additional_arguments: args, .. } =
+            decode_amf(m)?
         else {
             return Ok(());
         };
@@ -881,14 +655,7 @@ impl ClientSession {
         };
         match (command_name.as_str(), self.state) {
             ("_result", ClientState::Connecting) if txn == 1.0 => {
-                send(
-                    out,
-                    csid::CONTROL,
-                    0,
-                    RtmpMessage::WindowAcknowledgement {
-                        size: WINDOW_ACK_SIZE,
-                    },
-                )?;
+                send(out, csid::CONTROL, 0, RtmpMessage::WindowAcknowledgement { size: WINDOW_ACK_SIZE })?;
                 command(out, 0, "createStream", 2.0, Amf0Value::Null, vec![])?;
                 self.state = ClientState::CreatingStream;
             }
@@ -897,10 +664,8 @@ impl ClientSession {
                     Amf0Value::Number(n) => Some(*n as u32),
                     _ => None,
                 });
-                self.stream_id = id.ok_or(ProtoError::Malformed {
-                    what: "createStream result",
-                    detail: "no stream id".into(),
-                })?;
+                self.stream_id =
+                    id.ok_or(ProtoError::Malformed { what: "createStream result", detail: "no stream id".into() })?;
                 // Start -1000 = live stream (or recorded), as ffmpeg sends for live playback.
                 command(
                     out,
@@ -915,36 +680,20 @@ impl ClientSession {
                 p.extend_from_slice(&3u16.to_be_bytes());
                 p.extend_from_slice(&self.stream_id.to_be_bytes());
                 p.extend_from_slice(&1000u32.to_be_bytes());
-                chunk::encode_message(
-                    out,
-                    csid::CONTROL,
-                    0,
-                    msg_type::USER_CONTROL,
-                    0,
-                    &p,
-                    OUT_CHUNK_SIZE,
-                );
+                chunk::encode_message(out, csid::CONTROL, 0, msg_type::USER_CONTROL, 0, &p, OUT_CHUNK_SIZE);
                 self.state = ClientState::Playing;
             }
             ("_error", _) => {
-                return Err(ProtoError::Refused {
-                    code: info(&args, "code"),
-                    description: info(&args, "description"),
-                });
+                return Err(ProtoError::Refused { code: info(&args, "code"), description: info(&args, "description") });
             }
             ("onStatus", _) => {
                 let code = info(&args, "code");
                 let level = info(&args, "level");
                 match code.as_str() {
                     "NetStream.Play.Start" => events.push(ClientEvent::Playing),
-                    "NetStream.Play.UnpublishNotify" | "NetStream.Play.Stop" => {
-                        events.push(ClientEvent::Unpublished)
-                    }
+                    "NetStream.Play.UnpublishNotify" | "NetStream.Play.Stop" => events.push(ClientEvent::Unpublished),
                     _ if level == "error" || code == "NetStream.Play.StreamNotFound" => {
-                        return Err(ProtoError::Refused {
-                            code,
-                            description: info(&args, "description"),
-                        })
+                        return Err(ProtoError::Refused { code, description: info(&args, "description") })
                     }
                     _ => {}
                 }
@@ -990,11 +739,9 @@ mod tests {
             payload: Bytes::from(p),
         };
         match decode_amf(&m).unwrap() {
-            RtmpMessage::Amf0Command {
-                command_name,
-                transaction_id,
-                ..
-            } => assert_eq!((command_name.as_str(), transaction_id), ("ping", 0.0)),
+            RtmpMessage::Amf0Command { command_name, transaction_id, .. } => {
+                assert_eq!((command_name.as_str(), transaction_id), ("ping", 0.0))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1003,8 +750,7 @@ mod tests {
     fn client_and_server_sessions_talk_to_each_other() {
         let limits = ChunkLimits::default();
         let mut c2s = BytesMut::new();
-        let mut client =
-            ClientSession::new(limits, "live", "rtmp://x/live", "test", &mut c2s).unwrap();
+        let mut client = ClientSession::new(limits, "live", "rtmp://x/live", "test", &mut c2s).unwrap();
         let mut server = ServerSession::new(limits);
         let mut s2c = BytesMut::new();
         ServerSession::start(&mut s2c).unwrap();

@@ -33,20 +33,11 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
         }
         let _ = sock.set_nodelay(true);
         Metrics::inc(&ctx.metrics.connections_total);
-        ctx.metrics
-            .connections_active
-            .fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut conn = Conn {
-                ctx: ctx.clone(),
-                sock,
-                peer,
-                app: String::new(),
-                tc_url: None,
-                role: Mode::Idle,
-                close: false,
-            };
+            let mut conn =
+                Conn { ctx: ctx.clone(), sock, peer, app: String::new(), tc_url: None, role: Mode::Idle, close: false };
             match conn.run().await {
                 Ok(()) => debug!(%peer, "connection closed"),
                 Err(ConnError::Proto(e)) => {
@@ -56,9 +47,7 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
                 Err(e) => debug!(%peer, error = %e, "connection ended"),
             }
             conn.cleanup();
-            ctx.metrics
-                .connections_active
-                .fetch_sub(1, Ordering::Relaxed);
+            ctx.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -75,17 +64,8 @@ enum ConnError {
 
 enum Mode {
     Idle,
-    Publishing {
-        stream: Arc<Stream>,
-        source: u64,
-        name: String,
-    },
-    Playing {
-        stream: Arc<Stream>,
-        stream_id: u32,
-        rx: tokio::sync::broadcast::Receiver<Item>,
-        skipping: bool,
-    },
+    Publishing { stream: Arc<Stream>, source: u64, name: String },
+    Playing { stream: Arc<Stream>, stream_id: u32, rx: tokio::sync::broadcast::Receiver<Item>, skipping: bool },
 }
 
 struct Conn {
@@ -103,11 +83,7 @@ struct Conn {
 fn split_query<'a>(s: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
     match s.split_once('?') {
         None => (s, None),
-        Some((n, q)) => (
-            n,
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('='))),
-        ),
+        Some((n, q)) => (n, q.split('&').find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))),
     }
 }
 
@@ -127,8 +103,7 @@ impl Conn {
         let mut stop = ctx.shutdown.clone();
         let mut last_input = Instant::now();
         loop {
-            self.handle_events(&mut session, &mut events, &mut out)
-                .await?;
+            self.handle_events(&mut session, &mut events, &mut out).await?;
             if !out.is_empty() {
                 let b = out.split().freeze();
                 self.write_all(VecDeque::from([b])).await?;
@@ -137,9 +112,7 @@ impl Conn {
                 return Ok(());
             }
             let (publishing, held) = match &self.role {
-                Mode::Publishing { stream, .. } => {
-                    (true, stream.held_until().map(Instant::from_std))
-                }
+                Mode::Publishing { stream, .. } => (true, stream.held_until().map(Instant::from_std)),
                 _ => (false, None),
             };
             let buf = session.decoder_buffer();
@@ -204,9 +177,7 @@ impl Conn {
                     self.tc_url = tc_url;
                     debug!(peer = %self.peer, app = %self.app, "connect");
                 }
-                ServerEvent::Publish { stream_id, name } => {
-                    self.publish(session, stream_id, &name, out)?
-                }
+                ServerEvent::Publish { stream_id, name } => self.publish(session, stream_id, &name, out)?,
                 ServerEvent::Play { stream_id, name } => {
                     let start = self.start_play(stream_id, &name, out)?;
                     if !out.is_empty() || !start.is_empty() {
@@ -235,11 +206,7 @@ impl Conn {
         out: &mut BytesMut,
     ) -> Result<(), ConnError> {
         let (name, token) = split_query(raw_name, "token");
-        let refuse = |this: &mut Self,
-                      out: &mut BytesMut,
-                      code: &str,
-                      why: &str|
-         -> Result<(), ConnError> {
+        let refuse = |this: &mut Self, out: &mut BytesMut, code: &str, why: &str| -> Result<(), ConnError> {
             Metrics::inc(&this.ctx.metrics.publishes_refused);
             warn!(peer = %this.peer, app = %this.app, key = name, reason = why, "publish refused");
             crate::proto::on_status(out, stream_id, "error", code, why)?;
@@ -249,27 +216,14 @@ impl Conn {
         };
         let expected = match &self.ctx.config.role {
             Role::Edge { .. } => {
-                return refuse(
-                    self,
-                    out,
-                    "NetStream.Publish.Denied",
-                    "this relay is an edge; publish to the origin",
-                )
+                return refuse(self, out, "NetStream.Publish.Denied", "this relay is an edge; publish to the origin")
             }
             Role::Origin { publish_token } => publish_token.clone(),
         };
         if let Some(expected) = expected {
-            let tc_token = self
-                .tc_url
-                .as_deref()
-                .and_then(|u| split_query(u, "token").1);
+            let tc_token = self.tc_url.as_deref().and_then(|u| split_query(u, "token").1);
             if token.or(tc_token) != Some(expected.as_str()) {
-                return refuse(
-                    self,
-                    out,
-                    "NetStream.Publish.Unauthorized",
-                    "missing or wrong ?token=",
-                );
+                return refuse(self, out, "NetStream.Publish.Unauthorized", "missing or wrong ?token=");
             }
         }
         if !matches!(self.role, Mode::Idle) || name.is_empty() {
@@ -281,17 +235,10 @@ impl Conn {
             );
         }
         let (stream, _) = self.ctx.hub.get_or_create(&self.app, name);
-        match stream.attach_source(SourceInfo {
-            kind: "publisher",
-            peer: self.peer.to_string(),
-        }) {
+        match stream.attach_source(SourceInfo { kind: "publisher", peer: self.peer.to_string() }) {
             Ok(source) => {
                 info!(peer = %self.peer, app = %self.app, key = name, "publish started");
-                self.role = Mode::Publishing {
-                    stream,
-                    source,
-                    name: name.to_string(),
-                };
+                self.role = Mode::Publishing { stream, source, name: name.to_string() };
                 session.accept_publish(stream_id, name, out)?;
                 Ok(())
             }
@@ -305,12 +252,7 @@ impl Conn {
     }
 
     /// Subscribes to the stream (starting a pull on an edge) and returns the cached start frames.
-    fn start_play(
-        &mut self,
-        stream_id: u32,
-        raw_name: &str,
-        out: &mut BytesMut,
-    ) -> Result<Vec<Bytes>, ConnError> {
+    fn start_play(&mut self, stream_id: u32, raw_name: &str, out: &mut BytesMut) -> Result<Vec<Bytes>, ConnError> {
         let name = split_query(raw_name, "token").0;
         if !matches!(self.role, Mode::Idle) || name.is_empty() {
             crate::proto::on_status(
@@ -345,24 +287,13 @@ impl Conn {
         Metrics::inc(&self.ctx.metrics.players_total);
         info!(peer = %self.peer, app = %self.app, key = name, cached = sub.start.len(), "play started");
         let start: Vec<Bytes> = sub.start.iter().map(|f| f.wire_for(stream_id)).collect();
-        self.role = Mode::Playing {
-            stream,
-            stream_id,
-            rx: sub.rx,
-            skipping: false,
-        };
+        self.role = Mode::Playing { stream, stream_id, rx: sub.rx, skipping: false };
         Ok(start)
     }
 
     /// Handles one fan-out item plus whatever else is ready; false when the player is done.
     async fn play(&mut self, first: Result<Item, RecvError>) -> Result<bool, ConnError> {
-        let Mode::Playing {
-            stream,
-            stream_id,
-            rx,
-            skipping,
-        } = &mut self.role
-        else {
+        let Mode::Playing { stream, stream_id, rx, skipping } = &mut self.role else {
             return Ok(true);
         };
         let stream_id = *stream_id;
@@ -395,10 +326,7 @@ impl Conn {
                     break;
                 }
                 Err(RecvError::Lagged(n)) => {
-                    self.ctx
-                        .metrics
-                        .frames_skipped
-                        .fetch_add(n, Ordering::Relaxed);
+                    self.ctx.metrics.frames_skipped.fetch_add(n, Ordering::Relaxed);
                     *skipping = true;
                 }
                 Err(RecvError::Closed) => {
@@ -434,11 +362,7 @@ impl Conn {
         let sock = &mut self.sock;
         let res = timeout(limit, async {
             while !bufs.is_empty() {
-                let slices: Vec<IoSlice<'_>> = bufs
-                    .iter()
-                    .take(MAX_BATCH)
-                    .map(|b| IoSlice::new(b))
-                    .collect();
+                let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_BATCH).map(|b| IoSlice::new(b)).collect();
                 let mut n = sock.write_vectored(&slices).await?;
                 if n == 0 {
                     return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
@@ -467,15 +391,9 @@ impl Conn {
                 return Err(ConnError::Timeout("peer stopped reading"));
             }
         }
-        self.ctx
-            .metrics
-            .bytes_out
-            .fetch_add(total as u64, Ordering::Relaxed);
+        self.ctx.metrics.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
         if let Mode::Playing { stream, .. } = &self.role {
-            stream
-                .stats
-                .bytes_out
-                .fetch_add(total as u64, Ordering::Relaxed);
+            stream.stats.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -483,11 +401,7 @@ impl Conn {
     /// Leaves whatever the connection was doing (stream closed or connection gone).
     fn cleanup(&mut self) {
         match std::mem::replace(&mut self.role, Mode::Idle) {
-            Mode::Publishing {
-                stream,
-                source,
-                name,
-            } => {
+            Mode::Publishing { stream, source, name } => {
                 info!(peer = %self.peer, app = %self.app, key = %name, "publish stopped");
                 stream.detach_source(source);
             }
@@ -510,14 +424,8 @@ mod tests {
 
     #[test]
     fn query_token() {
-        assert_eq!(
-            split_query("test?token=abc", "token"),
-            ("test", Some("abc"))
-        );
-        assert_eq!(
-            split_query("test?x=1&token=abc", "token"),
-            ("test", Some("abc"))
-        );
+        assert_eq!(split_query("test?token=abc", "token"), ("test", Some("abc")));
+        assert_eq!(split_query("test?x=1&token=abc", "token"), ("test", Some("abc")));
         assert_eq!(split_query("test", "token"), ("test", None));
         assert_eq!(split_query("test?tokenx=1", "token"), ("test", None));
     }

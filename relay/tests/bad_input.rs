@@ -34,19 +34,14 @@ fn handshaken(addr: SocketAddr) -> TcpStream {
 
 /// True when the relay closes the connection within `limit` (EOF or reset).
 fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let end = Instant::now() + limit;
     let mut buf = [0u8; 8192];
     while Instant::now() < end {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(_) => return true,
         }
     }
@@ -63,16 +58,11 @@ fn message(type_id: u8, payload: &[u8]) -> Vec<u8> {
 fn malformed_input_closes_only_that_connection() {
     let _g = serial();
     let dir = TempDir::new("bad");
-    let origin = Relay::origin(
-        &dir,
-        &["--max-message-size", "1048576", "--max-chunk-size", "65536"],
-    );
+    let origin = Relay::origin(&dir, &["--max-message-size", "1048576", "--max-chunk-size", "65536"]);
     let _pub = publish(&dir, &origin.url("test"), &[]);
     wait_live(origin.api, "test");
     let watch = PacketWatch::start(&origin.url("test"), &dir);
-    wait_for("player frames", Duration::from_secs(15), || {
-        (watch.video_count() >= 10).then_some(())
-    });
+    wait_for("player frames", Duration::from_secs(15), || (watch.video_count() >= 10).then_some(()));
 
     // Each case: bytes to send after (or instead of) a valid handshake, and the log text naming the reason.
     let mut nested = vec![2, 0, 7];
@@ -82,94 +72,47 @@ fn malformed_input_closes_only_that_connection() {
         nested.extend_from_slice(&[3, 0, 1, b'a']);
     }
     let cases: Vec<(&str, bool, Vec<u8>, &str)> = vec![
-        (
-            "bad handshake version",
-            false,
-            [vec![0x06], vec![0xAB; 1536]].concat(),
-            "handshake failed",
-        ),
+        ("bad handshake version", false, [vec![0x06], vec![0xAB; 1536]].concat(), "handshake failed"),
         (
             "chunk size above limit",
             true,
             message(msg_type::SET_CHUNK_SIZE, &0x7FFF_FFFFu32.to_be_bytes()),
             "above the limit 65536",
         ),
-        (
-            "chunk size zero",
-            true,
-            message(msg_type::SET_CHUNK_SIZE, &0u32.to_be_bytes()),
-            "invalid chunk size 0",
-        ),
-        (
-            "message above limit",
-            true,
-            vec![0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0],
-            "above the limit 1048576",
-        ),
-        (
-            "bad AMF marker",
-            true,
-            message(msg_type::AMF0_COMMAND, &[0xFF, 1, 2, 3]),
-            "AMF0 nesting deeper",
-        ),
-        (
-            "deeply nested AMF",
-            true,
-            message(msg_type::AMF0_COMMAND, &nested),
-            "AMF0 nesting deeper",
-        ),
-        (
-            "truncated connect",
-            true,
-            message(msg_type::AMF0_COMMAND, &[2, 0, 7, b'c', b'o', b'n']),
-            "AMF0",
-        ),
+        ("chunk size zero", true, message(msg_type::SET_CHUNK_SIZE, &0u32.to_be_bytes()), "invalid chunk size 0"),
+        ("message above limit", true, vec![0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0], "above the limit 1048576"),
+        ("bad AMF marker", true, message(msg_type::AMF0_COMMAND, &[0xFF, 1, 2, 3]), "AMF0 nesting deeper"),
+        ("deeply nested AMF", true, message(msg_type::AMF0_COMMAND, &nested), "AMF0 nesting deeper"),
+        ("truncated connect", true, message(msg_type::AMF0_COMMAND, &[2, 0, 7, b'c', b'o', b'n']), "AMF0"),
         (
             "connect without app",
             true,
             message(
                 msg_type::AMF0_COMMAND,
-                &[
-                    2, 0, 7, b'c', b'o', b'n', b'n', b'e', b'c', b't', 0, 0x3F, 0xF0, 0, 0, 0, 0,
-                    0, 0, 5,
-                ],
+                &[2, 0, 7, b'c', b'o', b'n', b'n', b'e', b'c', b't', 0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0, 5],
             ),
             "malformed connect",
         ),
     ];
     for (i, (what, after_handshake, bytes, log)) in cases.iter().enumerate() {
-        let mut s = if *after_handshake {
-            handshaken(origin.rtmp)
-        } else {
-            TcpStream::connect(origin.rtmp).unwrap()
-        };
+        let mut s = if *after_handshake { handshaken(origin.rtmp) } else { TcpStream::connect(origin.rtmp).unwrap() };
         // The relay may close before reading everything: a reset on write is also a close.
         let _ = s.write_all(bytes);
-        assert!(
-            closed_within(&mut s, Duration::from_secs(5)),
-            "{what}: connection not closed"
-        );
-        let errors = wait_for(
-            &format!("{what}: protocol error counted"),
-            Duration::from_secs(3),
-            || {
-                let v = metric(origin.api, "relay_protocol_errors_total");
-                (v as usize == i + 1).then_some(v)
-            },
-        );
+        assert!(closed_within(&mut s, Duration::from_secs(5)), "{what}: connection not closed");
+        let errors = wait_for(&format!("{what}: protocol error counted"), Duration::from_secs(3), || {
+            let v = metric(origin.api, "relay_protocol_errors_total");
+            (v as usize == i + 1).then_some(v)
+        });
         assert_eq!(errors as usize, i + 1);
         let logs = origin.proc.log_text();
         assert!(
-            logs.lines()
-                .any(|l| l.contains("bad input, closing this connection") && l.contains(log)),
+            logs.lines().any(|l| l.contains("bad input, closing this connection") && l.contains(log)),
             "{what}: no log line with {log:?}"
         );
     }
     // Everyone else carried on: the player still gets frames, the publisher is still live, new players work.
     let before = watch.video_count();
-    wait_for("player still receiving", Duration::from_secs(10), || {
-        (watch.video_count() >= before + 30).then_some(())
-    });
+    wait_for("player still receiving", Duration::from_secs(10), || (watch.video_count() >= before + 30).then_some(()));
     assert!(!stream_entry(origin.api, "live", "test").unwrap()["source"].is_null());
     assert_h264_aac(&origin.url("test"));
 }
@@ -193,14 +136,8 @@ fn stalled_player(addr: SocketAddr) -> std::net::TcpStream {
         }
     };
     let mut out = BytesMut::new();
-    let mut c = ClientSession::new(
-        Default::default(),
-        "live",
-        &format!("rtmp://{addr}/live"),
-        "test",
-        &mut out,
-    )
-    .unwrap();
+    let mut c =
+        ClientSession::new(Default::default(), "live", &format!("rtmp://{addr}/live"), "test", &mut out).unwrap();
     let mut events = Vec::new();
     loop {
         c.feed(&rest, &mut out, &mut events).unwrap();
@@ -219,22 +156,12 @@ fn socket_with_small_rcvbuf(addr: SocketAddr) -> TcpStream {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
         let size: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const _ as *const libc::c_void,
-            4,
-        );
-        let SocketAddr::V4(v4) = addr else {
-            panic!("v4 only")
-        };
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const _ as *const libc::c_void, 4);
+        let SocketAddr::V4(v4) = addr else { panic!("v4 only") };
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.ip().octets()),
-            },
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
             sin_zero: [0; 8],
         };
         let r = libc::connect(
@@ -259,25 +186,15 @@ fn stalled_player_is_disconnected_and_others_continue() {
     wait_for("two players", Duration::from_secs(10), || {
         stream_entry(origin.api, "live", "test").filter(|s| s["players"] == 2)
     });
-    wait_for(
-        "stalled player disconnected",
-        Duration::from_secs(30),
-        || (metric(origin.api, "relay_players_stalled_total") == 1.0).then_some(()),
-    );
-    assert_eq!(
-        stream_entry(origin.api, "live", "test").unwrap()["players"],
-        1
-    );
-    assert!(origin
-        .proc
-        .log_text()
-        .contains("peer stopped reading (--player-timeout), disconnecting"));
+    wait_for("stalled player disconnected", Duration::from_secs(30), || {
+        (metric(origin.api, "relay_players_stalled_total") == 1.0).then_some(())
+    });
+    assert_eq!(stream_entry(origin.api, "live", "test").unwrap()["players"], 1);
+    assert!(origin.proc.log_text().contains("peer stopped reading (--player-timeout), disconnecting"));
     let before = watch.video_count();
-    wait_for(
-        "healthy player still receiving",
-        Duration::from_secs(10),
-        || (watch.video_count() >= before + 30).then_some(()),
-    );
+    wait_for("healthy player still receiving", Duration::from_secs(10), || {
+        (watch.video_count() >= before + 30).then_some(())
+    });
 }
 
 #[test]
@@ -288,15 +205,9 @@ fn connection_limit_refuses_with_a_log_line() {
     let _a = handshaken(origin.rtmp);
     let _b = handshaken(origin.rtmp);
     let mut c = TcpStream::connect(origin.rtmp).unwrap();
-    assert!(
-        closed_within(&mut c, Duration::from_secs(3)),
-        "third connection not refused"
-    );
+    assert!(closed_within(&mut c, Duration::from_secs(3)), "third connection not refused");
     assert_eq!(metric(origin.api, "relay_connections_refused_total"), 1.0);
-    assert!(origin
-        .proc
-        .log_text()
-        .contains("connection limit reached (--max-connections)"));
+    assert!(origin.proc.log_text().contains("connection limit reached (--max-connections)"));
     drop(_a);
     wait_for("a slot to free up", Duration::from_secs(5), || {
         (metric(origin.api, "relay_connections_active") == 1.0).then_some(())
@@ -321,14 +232,7 @@ impl Rng {
 /// A valid client->server session (connect, createStream, publish, metadata, media) to mutate.
 fn valid_publish_session() -> Vec<u8> {
     let mut out = BytesMut::new();
-    let _ = ClientSession::new(
-        Default::default(),
-        "live",
-        "rtmp://127.0.0.1/live",
-        "test",
-        &mut out,
-    )
-    .unwrap();
+    let _ = ClientSession::new(Default::default(), "live", "rtmp://127.0.0.1/live", "test", &mut out).unwrap();
     let cmd = |name: &str, txn: f64, extra: &[u8]| {
         let mut p = vec![2, 0, name.len() as u8];
         p.extend_from_slice(name.as_bytes());
@@ -338,63 +242,25 @@ fn valid_publish_session() -> Vec<u8> {
         p.extend_from_slice(extra);
         p
     };
-    encode_message(
-        &mut out,
-        3,
-        0,
-        msg_type::AMF0_COMMAND,
-        0,
-        &cmd("createStream", 2.0, &[]),
-        4096,
-    );
+    encode_message(&mut out, 3, 0, msg_type::AMF0_COMMAND, 0, &cmd("createStream", 2.0, &[]), 4096);
     encode_message(
         &mut out,
         3,
         0,
         msg_type::AMF0_COMMAND,
         1,
-        &cmd(
-            "publish",
-            3.0,
-            &[
-                2, 0, 4, b't', b'e', b's', b't', 2, 0, 4, b'l', b'i', b'v', b'e',
-            ],
-        ),
+        &cmd("publish", 3.0, &[2, 0, 4, b't', b'e', b's', b't', 2, 0, 4, b'l', b'i', b'v', b'e']),
         4096,
     );
     let meta = [
-        2, 0, 13, b'@', b's', b'e', b't', b'D', b'a', b't', b'a', b'F', b'r', b'a', b'm', b'e', 2,
-        0, 10, b'o', b'n', b'M', b'e', b't', b'a', b'D', b'a', b't', b'a', 8, 0, 0, 0, 1, 0, 5,
-        b'w', b'i', b'd', b't', b'h', 0, 0x40, 0x84, 0, 0, 0, 0, 0, 0, 0, 0, 9,
+        2, 0, 13, b'@', b's', b'e', b't', b'D', b'a', b't', b'a', b'F', b'r', b'a', b'm', b'e', 2, 0, 10, b'o', b'n',
+        b'M', b'e', b't', b'a', b'D', b'a', b't', b'a', 8, 0, 0, 0, 1, 0, 5, b'w', b'i', b'd', b't', b'h', 0, 0x40,
+        0x84, 0, 0, 0, 0, 0, 0, 0, 0, 9,
     ];
     encode_message(&mut out, 5, 0, msg_type::AMF0_DATA, 1, &meta, 4096);
-    encode_message(
-        &mut out,
-        6,
-        0,
-        msg_type::VIDEO,
-        1,
-        &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f],
-        4096,
-    );
-    encode_message(
-        &mut out,
-        6,
-        0x0100_0000,
-        msg_type::VIDEO,
-        1,
-        &vec![0x17; 600],
-        4096,
-    );
-    encode_message(
-        &mut out,
-        4,
-        33,
-        msg_type::AUDIO,
-        1,
-        &[0xAF, 0, 0x12, 0x10],
-        4096,
-    );
+    encode_message(&mut out, 6, 0, msg_type::VIDEO, 1, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f], 4096);
+    encode_message(&mut out, 6, 0x0100_0000, msg_type::VIDEO, 1, &vec![0x17; 600], 4096);
+    encode_message(&mut out, 4, 33, msg_type::AUDIO, 1, &[0xAF, 0, 0x12, 0x10], 4096);
     out.to_vec()
 }
 
@@ -402,10 +268,7 @@ fn valid_publish_session() -> Vec<u8> {
 fn fuzz_input_path_never_panics() {
     // The same entry points as the cargo-fuzz targets in relay/fuzz, run with a fixed seed on every test run.
     let seed = valid_publish_session();
-    assert!(
-        relay::fuzz::server_session(&seed) >= 4,
-        "the seed must reach publish and media events"
-    );
+    assert!(relay::fuzz::server_session(&seed) >= 4, "the seed must reach publish and media events");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let t = Instant::now();
     let mut n = 0;

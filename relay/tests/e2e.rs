@@ -37,9 +37,7 @@ fn twenty_players_share_one_upstream_connection() {
     let players: Vec<_> = (0..20)
         .map(|_| {
             let url = edge.url("test");
-            std::thread::spawn(move || {
-                run_limited(ffmpeg_player(&url, 150), Duration::from_secs(40))
-            })
+            std::thread::spawn(move || run_limited(ffmpeg_player(&url, 150), Duration::from_secs(40)))
         })
         .collect();
     // While they play: the origin sees exactly one player (the edge) and the edge one upstream.
@@ -47,27 +45,15 @@ fn twenty_players_share_one_upstream_connection() {
         stream_entry(edge.api, "live", "test").filter(|s| s["players"] == 20)
     });
     assert_eq!(seen["source"]["kind"], "upstream");
-    assert_eq!(
-        stream_entry(origin.api, "live", "test").unwrap()["players"],
-        1,
-        "edge must pull over one connection"
-    );
+    assert_eq!(stream_entry(origin.api, "live", "test").unwrap()["players"], 1, "edge must pull over one connection");
     assert_eq!(metric(edge.api, "relay_upstream_active"), 1.0);
     assert_eq!(metric(edge.api, "relay_upstream_connects_total"), 1.0);
     for (i, p) in players.into_iter().enumerate() {
         let (ok, out, err) = p.join().unwrap();
         assert!(ok, "player {i} failed: {err}");
-        assert!(
-            progress_frames(&out) >= 150,
-            "player {i} got {} frames",
-            progress_frames(&out)
-        );
+        assert!(progress_frames(&out) >= 150, "player {i} got {} frames", progress_frames(&out));
     }
-    assert_eq!(
-        metric(edge.api, "relay_upstream_connects_total"),
-        1.0,
-        "still one upstream after all players"
-    );
+    assert_eq!(metric(edge.api, "relay_upstream_connects_total"), 1.0, "still one upstream after all players");
 }
 
 #[test]
@@ -83,15 +69,7 @@ fn gop_cache_gives_first_frame_within_a_second() {
     std::thread::sleep(Duration::from_millis(1300));
     // Real client, whole process wall time: spawn, connect, probe, first video packet printed.
     let mut cmd = Command::new("ffprobe");
-    cmd.args([
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "packet=pts_time,flags",
-    ])
-    .args([
+    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags"]).args([
         "-read_intervals",
         "%+#1",
         "-of",
@@ -102,14 +80,8 @@ fn gop_cache_gives_first_frame_within_a_second() {
     let (ok, out, err) = run_limited(cmd, Duration::from_secs(10));
     let ttff = t.elapsed();
     assert!(ok, "ffprobe failed: {err}");
-    assert!(
-        out.contains(",K"),
-        "first packet must be a keyframe from the cache: {out:?}"
-    );
-    assert!(
-        ttff < Duration::from_secs(1),
-        "time to first frame {ttff:?} >= 1 s"
-    );
+    assert!(out.contains(",K"), "first packet must be a keyframe from the cache: {out:?}");
+    assert!(ttff < Duration::from_secs(1), "time to first frame {ttff:?} >= 1 s");
     eprintln!("time to first frame on a pulled edge: {ttff:?}");
 }
 
@@ -122,21 +94,12 @@ fn second_publisher_is_refused_and_first_keeps_publishing() {
     wait_live(origin.api, "test");
     let peer = stream_entry(origin.api, "live", "test").unwrap()["source"]["peer"].clone();
     let mut second = publish(&dir, &origin.url("test"), &[]);
-    let status = second
-        .wait_timeout(Duration::from_secs(10))
-        .expect("second publisher must be refused and exit");
+    let status = second.wait_timeout(Duration::from_secs(10)).expect("second publisher must be refused and exit");
     assert!(!status.success(), "second publisher exited successfully");
-    assert!(
-        second.log_text().contains("already being published"),
-        "ffmpeg log: {}",
-        second.log_text()
-    );
+    assert!(second.log_text().contains("already being published"), "ffmpeg log: {}", second.log_text());
     assert_eq!(metric(origin.api, "relay_publishes_refused_total"), 1.0);
     assert!(first.is_running());
-    assert_eq!(
-        stream_entry(origin.api, "live", "test").unwrap()["source"]["peer"],
-        peer
-    );
+    assert_eq!(stream_entry(origin.api, "live", "test").unwrap()["source"]["peer"], peer);
     assert_h264_aac(&origin.url("test"));
 }
 
@@ -146,10 +109,7 @@ fn publish_token_is_enforced() {
     let dir = TempDir::new("token");
     let origin = Relay::origin(&dir, &["--publish-token", "s3cret"]);
     let mut bad = publish(&dir, &format!("{}?token=wrong", origin.url("test")), &[]);
-    assert!(!bad
-        .wait_timeout(Duration::from_secs(10))
-        .expect("refused publisher exits")
-        .success());
+    assert!(!bad.wait_timeout(Duration::from_secs(10)).expect("refused publisher exits").success());
     assert!(bad.log_text().contains("token"), "{}", bad.log_text());
     let _good = publish(&dir, &format!("{}?token=s3cret", origin.url("test")), &[]);
     wait_live(origin.api, "test");
@@ -181,24 +141,12 @@ fn extended_timestamps_relay_through_origin_and_edge() {
         ]);
         let (ok, out, err) = run_limited(cmd, Duration::from_secs(20));
         assert!(ok, "{err}");
-        let dts: Vec<f64> = out
-            .lines()
-            .filter_map(|l| l.split(',').nth(1)?.parse().ok())
-            .collect();
+        let dts: Vec<f64> = out.lines().filter_map(|l| l.split(',').nth(1)?.parse().ok()).collect();
         assert!(dts.len() >= 20, "few packets from {url}: {out}");
-        assert!(
-            dts.iter().all(|d| (16_800.0..16_900.0).contains(d)),
-            "timestamps not preserved via {url}: {dts:?}"
-        );
-        let video: Vec<f64> = out
-            .lines()
-            .filter(|l| l.starts_with("video"))
-            .filter_map(|l| l.split(',').nth(1)?.parse().ok())
-            .collect();
-        assert!(
-            video.windows(2).all(|w| w[1] >= w[0]),
-            "video dts not monotonic via {url}: {video:?}"
-        );
+        assert!(dts.iter().all(|d| (16_800.0..16_900.0).contains(d)), "timestamps not preserved via {url}: {dts:?}");
+        let video: Vec<f64> =
+            out.lines().filter(|l| l.starts_with("video")).filter_map(|l| l.split(',').nth(1)?.parse().ok()).collect();
+        assert!(video.windows(2).all(|w| w[1] >= w[0]), "video dts not monotonic via {url}: {video:?}");
     }
 }
 
@@ -220,25 +168,15 @@ fn pre_pull_over_api_then_idle_stop() {
     wait_for("edge to cache a GOP", Duration::from_secs(10), || {
         stream_entry(edge.api, "live", "test").filter(|s| s["gop_cached_frames"].as_u64() > Some(0))
     });
-    assert_eq!(
-        stream_entry(origin.api, "live", "test").unwrap()["players"],
-        1
-    );
+    assert_eq!(stream_entry(origin.api, "live", "test").unwrap()["players"], 1);
     // No player comes: the pull stops after the idle timeout and the origin loses its player.
     wait_for("idle pull to stop", Duration::from_secs(10), || {
-        stream_entry(edge.api, "live", "test")
-            .is_none()
-            .then_some(())
+        stream_entry(edge.api, "live", "test").is_none().then_some(())
     });
-    wait_for(
-        "origin to see the edge leave",
-        Duration::from_secs(5),
-        || stream_entry(origin.api, "live", "test").filter(|s| s["players"] == 0),
-    );
+    wait_for("origin to see the edge leave", Duration::from_secs(5), || {
+        stream_entry(origin.api, "live", "test").filter(|s| s["players"] == 0)
+    });
     assert_eq!(metric(edge.api, "relay_upstream_active"), 0.0);
     let (_, m) = http("GET", edge.api, "/metrics");
-    assert!(
-        m.contains("# TYPE relay_upstream_connects_total counter"),
-        "{m}"
-    );
+    assert!(m.contains("# TYPE relay_upstream_connects_total counter"), "{m}");
 }

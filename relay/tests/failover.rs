@@ -8,21 +8,13 @@ use common::*;
 
 /// Asserts the player kept one connection, got frames after `t`, and saw a monotonic video timeline.
 fn assert_continued(watch: &mut PacketWatch, t: Instant) {
-    wait_for(
-        "video packets after the origin came back",
-        Duration::from_secs(25),
-        || (watch.video_after(t) >= 60).then_some(()),
-    );
-    assert!(
-        watch.proc.is_running(),
-        "the player was disconnected instead of riding through the grace period"
-    );
+    wait_for("video packets after the origin came back", Duration::from_secs(25), || {
+        (watch.video_after(t) >= 60).then_some(())
+    });
+    assert!(watch.proc.is_running(), "the player was disconnected instead of riding through the grace period");
     let dts = watch.video_dts();
     let back = dts.windows(2).filter(|w| w[1] < w[0]).count();
-    assert_eq!(
-        back, 0,
-        "video timestamps went backwards across the reconnect: {dts:?}"
-    );
+    assert_eq!(back, 0, "video timestamps went backwards across the reconnect: {dts:?}");
 }
 
 #[test]
@@ -31,25 +23,16 @@ fn origin_killed_and_restarted_players_keep_receiving() {
     let dir = TempDir::new("restart");
     let port = free_port();
     let mut origin = Relay::origin_on(&dir, port, &[]);
-    let edge = Relay::edge(
-        &dir,
-        &[origin.rtmp],
-        &["--grace-period", "20", "--backoff-max-ms", "500"],
-    );
+    let edge = Relay::edge(&dir, &[origin.rtmp], &["--grace-period", "20", "--backoff-max-ms", "500"]);
     let mut publisher = publish(&dir, &origin.url("test"), &[]);
     wait_live(origin.api, "test");
     let mut watch = PacketWatch::start(&edge.url("test"), &dir);
-    wait_for("player to get frames", Duration::from_secs(15), || {
-        (watch.video_count() >= 30).then_some(())
-    });
+    wait_for("player to get frames", Duration::from_secs(15), || (watch.video_count() >= 30).then_some(()));
 
     origin.proc.kill();
     publisher.kill();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        stream_entry(edge.api, "live", "test").expect("edge keeps the stream in grace")["players"],
-        1
-    );
+    assert_eq!(stream_entry(edge.api, "live", "test").expect("edge keeps the stream in grace")["players"], 1);
 
     let origin = Relay::origin_on(&dir, port, &[]);
     let _publisher = publish(&dir, &origin.url("test"), &[]);
@@ -57,11 +40,7 @@ fn origin_killed_and_restarted_players_keep_receiving() {
     assert_continued(&mut watch, restarted);
     assert!(metric(edge.api, "relay_upstream_connects_total") >= 2.0);
     assert!(metric(edge.api, "relay_upstream_failures_total") >= 1.0);
-    assert_eq!(
-        stream_entry(origin.api, "live", "test").unwrap()["players"],
-        1,
-        "one upstream after reconnecting"
-    );
+    assert_eq!(stream_entry(origin.api, "live", "test").unwrap()["players"], 1, "one upstream after reconnecting");
 }
 
 #[test]
@@ -74,15 +53,9 @@ fn standby_origin_takes_over() {
     let _pub_b = publish(&dir, &standby.url("test"), &[]);
     wait_live(primary.api, "test");
     wait_live(standby.api, "test");
-    let edge = Relay::edge(
-        &dir,
-        &[primary.rtmp, standby.rtmp],
-        &["--grace-period", "20", "--backoff-max-ms", "500"],
-    );
+    let edge = Relay::edge(&dir, &[primary.rtmp, standby.rtmp], &["--grace-period", "20", "--backoff-max-ms", "500"]);
     let mut watch = PacketWatch::start(&edge.url("test"), &dir);
-    wait_for("player to get frames", Duration::from_secs(15), || {
-        (watch.video_count() >= 30).then_some(())
-    });
+    wait_for("player to get frames", Duration::from_secs(15), || (watch.video_count() >= 30).then_some(()));
     assert_eq!(
         stream_entry(edge.api, "live", "test").unwrap()["source"]["peer"],
         format!("rtmp://{}/live", primary.rtmp)
@@ -103,28 +76,17 @@ fn players_are_closed_when_the_grace_period_ends() {
     let _g = serial();
     let dir = TempDir::new("grace");
     let mut origin = Relay::origin(&dir, &[]);
-    let edge = Relay::edge(
-        &dir,
-        &[origin.rtmp],
-        &["--grace-period", "2", "--backoff-max-ms", "500"],
-    );
+    let edge = Relay::edge(&dir, &[origin.rtmp], &["--grace-period", "2", "--backoff-max-ms", "500"]);
     let mut publisher = publish(&dir, &origin.url("test"), &[]);
     wait_live(origin.api, "test");
     let mut watch = PacketWatch::start(&edge.url("test"), &dir);
-    wait_for("player to get frames", Duration::from_secs(15), || {
-        (watch.video_count() >= 10).then_some(())
-    });
+    wait_for("player to get frames", Duration::from_secs(15), || (watch.video_count() >= 10).then_some(()));
     origin.proc.kill();
     publisher.kill();
     // No origin comes back: after the grace period the edge ends the stream and the player exits (documented).
     let status = watch.proc.wait_timeout(Duration::from_secs(10));
-    assert!(
-        status.is_some(),
-        "player still attached long after the grace period"
-    );
+    assert!(status.is_some(), "player still attached long after the grace period");
     wait_for("edge to forget the stream", Duration::from_secs(5), || {
-        stream_entry(edge.api, "live", "test")
-            .is_none()
-            .then_some(())
+        stream_entry(edge.api, "live", "test").is_none().then_some(())
     });
 }

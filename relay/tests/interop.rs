@@ -45,17 +45,8 @@ rtmp {{
     std::fs::write(&conf_path, conf).unwrap();
     let mut cmd = Command::new("nginx");
     // -e: the error log nginx opens before reading the config; -p: prefix for any relative path.
-    cmd.arg("-p")
-        .arg(&dir.0)
-        .arg("-e")
-        .arg(dir.path("nginx-early.log"))
-        .arg("-c")
-        .arg(&conf_path);
-    let p = Proc::spawn(
-        &format!("nginx :{port}"),
-        cmd,
-        Some(dir.path(&format!("nginx-{port}.stderr"))),
-    );
+    cmd.arg("-p").arg(&dir.0).arg("-e").arg(dir.path("nginx-early.log")).arg("-c").arg(&conf_path);
+    let p = Proc::spawn(&format!("nginx :{port}"), cmd, Some(dir.path(&format!("nginx-{port}.stderr"))));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_port(addr, Duration::from_secs(10));
     (p, addr)
@@ -77,14 +68,8 @@ fn our_edge_pulls_from_nginx_rtmp_origin() {
     let e = stream_entry(edge.api, "live", "test").unwrap();
     assert_eq!(e["source"]["peer"], format!("rtmp://{addr}/live"));
     // And players on our edge keep getting live frames from nginx (more than the GOP cache holds).
-    let (ok, out, err) = run_limited(
-        ffmpeg_player(&edge.url("test"), 120),
-        Duration::from_secs(30),
-    );
-    assert!(
-        ok && progress_frames(&out) >= 120,
-        "player via nginx origin: {err} {out}"
-    );
+    let (ok, out, err) = run_limited(ffmpeg_player(&edge.url("test"), 120), Duration::from_secs(30));
+    assert!(ok && progress_frames(&out) >= 120, "player via nginx origin: {err} {out}");
     assert_eq!(metric(edge.api, "relay_protocol_errors_total"), 0.0);
 }
 
@@ -95,41 +80,23 @@ fn nginx_rtmp_edge_pulls_from_our_origin() {
     let origin = Relay::origin(&dir, &[]);
     let _pub = publish(&dir, &origin.url("test"), &[]);
     wait_live(origin.api, "test");
-    let (_nginx, addr) = nginx(
-        &dir,
-        free_port(),
-        &format!("pull rtmp://{}/live;", origin.rtmp),
-    );
+    let (_nginx, addr) = nginx(&dir, free_port(), &format!("pull rtmp://{}/live;", origin.rtmp));
     assert_h264_aac(&format!("rtmp://{addr}/live/test"));
     let url = format!("rtmp://{addr}/live/test");
-    let player =
-        std::thread::spawn(move || run_limited(ffmpeg_player(&url, 120), Duration::from_secs(30)));
+    let player = std::thread::spawn(move || run_limited(ffmpeg_player(&url, 120), Duration::from_secs(30)));
     // While a player watches nginx, nginx's pull shows up at our origin as one player (nginx pulls on demand).
-    wait_for(
-        "nginx's pull to play from our origin",
-        Duration::from_secs(10),
-        || stream_entry(origin.api, "live", "test").filter(|s| s["players"] == 1),
-    );
+    wait_for("nginx's pull to play from our origin", Duration::from_secs(10), || {
+        stream_entry(origin.api, "live", "test").filter(|s| s["players"] == 1)
+    });
     let (ok, out, err) = player.join().unwrap();
-    assert!(
-        ok && progress_frames(&out) >= 120,
-        "player via nginx edge: {err} {out}"
-    );
+    assert!(ok && progress_frames(&out) >= 120, "player via nginx edge: {err} {out}");
     assert_eq!(metric(origin.api, "relay_protocol_errors_total"), 0.0);
 }
 
 /// Like `probe`, but an error (stream not there yet) is an empty list instead of a failure.
 fn probe_quiet(url: &str) -> Vec<String> {
     let mut cmd = Command::new("ffprobe");
-    cmd.args([
-        "-v",
-        "error",
-        "-show_entries",
-        "stream=codec_name,width,height",
-        "-of",
-        "csv=p=0",
-        url,
-    ]);
+    cmd.args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", url]);
     let (_, out, _) = run_limited(cmd, Duration::from_secs(5));
     out.lines()
         .map(|l| {

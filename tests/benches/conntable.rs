@@ -65,7 +65,9 @@ fn main() {
 
     let dp = Dataplane::load(Limits { max_services: 4, conn_table_size: table_size }).expect("load (run as root)");
     let table = dp.conn_table().expect("connection table");
-    println!("connection table: LRU hash, {table_size} max entries, key 40 B, value 16 B; {runs} runs per figure, medians");
+    println!(
+        "connection table: LRU hash, {table_size} max entries, key 40 B, value 16 B; {runs} runs per figure, medians"
+    );
     println!("{:>9} {:>8}  {:<28} {:>12} {:>12} {:>8}", "flows", "seen", "operation", "iterator", "batch", "speed-up");
     for &n in &sizes {
         fill(&table, n);
@@ -111,7 +113,11 @@ fn main() {
                     let t = Instant::now();
                     let r = table.purge(method, |_, e| doomed(e)).unwrap();
                     let d = t.elapsed();
-                    if method == Method::Iter { removed.0 = r } else { removed.1 = r }
+                    if method == Method::Iter {
+                        removed.0 = r
+                    } else {
+                        removed.1 = r
+                    }
                     d
                 })
                 .collect();
@@ -125,7 +131,12 @@ fn main() {
         assert!(table.census(Method::Batch, HORIZON_NS).unwrap().active.keys().all(|(_, real)| real % 3 != 0));
         rows.push(("purge 1/3 (down real)", purge[0], purge[1]));
         for (name, it, b) in rows {
-            println!("{n:>9} {seen:>8}  {name:<28} {:>12} {:>12} {:>7.1}x", ms(it), ms(b), it.as_secs_f64() / b.as_secs_f64());
+            println!(
+                "{n:>9} {seen:>8}  {name:<28} {:>12} {:>12} {:>7.1}x",
+                ms(it),
+                ms(b),
+                it.as_secs_f64() / b.as_secs_f64()
+            );
         }
         println!("{:>9} {:>8}  purged {} (iterator) / {} (batch) flows in the last run", "", "", removed.0, removed.1);
     }

@@ -13,7 +13,11 @@ const XDP_TX: u32 = 3;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u32| -> u32 {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let repeat = arg("--repeat", 1_000_000);
     let runs = arg("--runs", 7);
@@ -24,8 +28,11 @@ fn main() {
     let mut entries = Vec::new();
     for id in 1..=reals {
         let addr = IpAddr::from([10, 0, (id >> 8) as u8, id as u8]);
-        dp.set_real(id, RealDef { addr: [0; 16], mac: [2, 0xbb, 0, 0, 0, id as u8], _pad: [0; 2], flags: REAL_F_VALID, _pad2: 0 })
-            .unwrap();
+        dp.set_real(
+            id,
+            RealDef { addr: [0; 16], mac: [2, 0xbb, 0, 0, 0, id as u8], _pad: [0; 2], flags: REAL_F_VALID, _pad2: 0 },
+        )
+        .unwrap();
         entries.push(maglev::Entry { id, addr, weight: 1 });
     }
     let svc = ServiceKey::parse("10.0.0.100:80", Proto::Tcp).unwrap();
@@ -64,7 +71,12 @@ fn main() {
         println!("{name:<40} {med:>7.1}  [{:.1}..{:.1}]", ns[0], ns[ns.len() - 1]);
     }
     let floor = medians[0];
-    println!("ratio to xdp_pass: new flow {:.2}x, hit {:.2}x, not-VIP {:.2}x", medians[1] / floor, medians[2] / floor, medians[3] / floor);
+    println!(
+        "ratio to xdp_pass: new flow {:.2}x, hit {:.2}x, not-VIP {:.2}x",
+        medians[1] / floor,
+        medians[2] / floor,
+        medians[3] / floor
+    );
     println!(
         "one core at the median: {:.1} Mpps new flows, {:.1} Mpps established",
         1e3 / medians[1],

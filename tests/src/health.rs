@@ -63,7 +63,10 @@ pub fn reals(l: &LbLab) -> BTreeMap<(String, String), serde_json::Value> {
 
 /// The health lbctl shows for a real of a service ("up", "down", "unknown").
 pub fn health(l: &LbLab, svc: &str, real: &str) -> String {
-    reals(l).get(&(svc.to_string(), real.to_string())).map(|r| r["health"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+    reals(l)
+        .get(&(svc.to_string(), real.to_string()))
+        .map(|r| r["health"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
 }
 
 /// `lbctl events --json`.

@@ -114,12 +114,7 @@ impl LbLab {
 
     /// Runs lbctl against this lab's lbd.
     pub fn lbctl(&self, args: &[&str]) -> Output {
-        Command::new(bin_path("lbctl"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("running lbctl")
+        Command::new(bin_path("lbctl")).arg("--socket").arg(self.socket()).args(args).output().expect("running lbctl")
     }
 
     /// lbctl that must succeed; returns stdout.
@@ -166,7 +161,11 @@ pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) -> Result<()> {
 /// Fails the test early with a clear message when not root (namespaces and BPF need it).
 pub fn require_root() {
     // SAFETY: trivial libc call.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests need root (namespaces, XDP); run `cargo xtask test` as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests need root (namespaces, XDP); run `cargo xtask test` as root"
+    );
 }
 
 pub fn context<T>(r: Result<T>, what: &str) -> T {

@@ -40,7 +40,8 @@ fn long_lived_flow_keeps_its_real(mode: Mode) {
     context(l.start_lbd(&["--config", &cfg]), "lbd");
     let client = l.lab.client();
     let url = format!("http://{VIP}/stream?secs=6");
-    let pid = context(l.lab.spawn(&client, "stream.out", &["curl", "-sS", "--no-buffer", "--max-time", "20", &url]), "curl");
+    let pid =
+        context(l.lab.spawn(&client, "stream.out", &["curl", "-sS", "--no-buffer", "--max-time", "20", &url]), "curl");
     context(wait_for(|| l.lab.log("stream.out").contains(" 0\n"), "first line of the stream"), "stream start");
     let first = l.lab.log("stream.out");
     let owner = first.split_whitespace().next().unwrap().to_string();
@@ -126,7 +127,12 @@ fn restarted_lbd_keeps_its_table() {
                 (
                     format!("{}:{}", s["vip"], s["port"]),
                     s["proto"].to_string(),
-                    s["reals"].as_array().unwrap().iter().map(|r| (r["addr"].to_string(), r["weight"].as_u64().unwrap())).collect(),
+                    s["reals"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| (r["addr"].to_string(), r["weight"].as_u64().unwrap()))
+                        .collect(),
                 )
             })
             .collect()
@@ -136,7 +142,9 @@ fn restarted_lbd_keeps_its_table() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(l.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "control socket must be private to root");
-    let link = |l: &LbLab| String::from_utf8_lossy(&l.lab.ip(&l.lab.lb(), &["link", "show", "eth0"]).unwrap().stdout).to_string();
+    let link = |l: &LbLab| {
+        String::from_utf8_lossy(&l.lab.ip(&l.lab.lb(), &["link", "show", "eth0"]).unwrap().stdout).to_string()
+    };
     assert!(link(&l).contains("xdp"), "lbd attached nothing: {}", link(&l));
     context(l.stop_lbd(libc::SIGTERM), "stop lbd");
     assert!(!link(&l).contains("xdp"), "SIGTERM left the program attached: {}", link(&l));
@@ -198,7 +206,19 @@ fn lbctl_bad_input_is_refused_and_changes_nothing() {
     let out = context(
         l.lab.exec_status(
             &l.lab.lb(),
-            &[lbd.to_str().unwrap(), "--iface", "eth0", "--socket", &l.socket(), "--config", bad.to_str().unwrap(), "--xdp-mode", "skb", "--conn-table-size", "1024"],
+            &[
+                lbd.to_str().unwrap(),
+                "--iface",
+                "eth0",
+                "--socket",
+                &l.socket(),
+                "--config",
+                bad.to_str().unwrap(),
+                "--xdp-mode",
+                "skb",
+                "--conn-table-size",
+                "1024",
+            ],
         ),
         "lbd with a bad config",
     );
@@ -207,7 +227,10 @@ fn lbctl_bad_input_is_refused_and_changes_nothing() {
     assert!(err.contains("not on a directly connected subnet"), "{err}");
     let attached = context(l.lab.ip(&l.lab.lb(), &["link", "show", "eth0"]), "ip link");
     assert!(!String::from_utf8_lossy(&attached.stdout).contains("xdp"), "a refused start left XDP attached");
-    let out = context(l.lab.exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--iface", "nosuch0", "--socket", &l.socket()]), "lbd");
+    let out = context(
+        l.lab.exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--iface", "nosuch0", "--socket", &l.socket()]),
+        "lbd",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("interface nosuch0 not found"), "{out:?}");
 }
@@ -219,7 +242,10 @@ fn a_real_whose_mac_changes_is_followed() {
     require_root();
     let mut l = context(LbLab::new(Mode::Native, 2), "lab");
     // Short reachable time on the LB, so the kernel marks the entry STALE in seconds rather than 15-45 s.
-    context(l.lab.exec(&l.lab.lb(), &["sysctl", "-q", "-w", "net.ipv4.neigh.eth0.base_reachable_time_ms=1000"]), "sysctl");
+    context(
+        l.lab.exec(&l.lab.lb(), &["sysctl", "-q", "-w", "net.ipv4.neigh.eth0.base_reachable_time_ms=1000"]),
+        "sysctl",
+    );
     let cfg = context(l.write_config(&[0, 1]), "config");
     context(l.start_lbd(&["--config", &cfg]), "lbd");
     let before = context(l.spread(20), "curl");
@@ -229,7 +255,12 @@ fn a_real_whose_mac_changes_is_followed() {
     let mac_of_r2 = |l: &LbLab| l.list_json()[0]["reals"][1]["mac"].as_str().unwrap_or("").to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     while mac_of_r2(&l) != new_mac {
-        assert!(std::time::Instant::now() < deadline, "lbd still has {} for r2 after 40 s:\n{}", mac_of_r2(&l), l.lbd_log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lbd still has {} for r2 after 40 s:\n{}",
+            mac_of_r2(&l),
+            l.lbd_log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let after = context(l.spread(30), "curl after the MAC change");
@@ -243,7 +274,9 @@ fn a_real_whose_mac_changes_is_followed() {
 fn manage_vips_attracts_the_vip_and_the_service_limit_holds() {
     require_root();
     let mut l = context(LbLab::with_options(Mode::Skb, &LabOptions { reals: 2, vip_on_lb: false }), "lab");
-    let addrs = |l: &LbLab| String::from_utf8_lossy(&l.lab.ip(&l.lab.lb(), &["addr", "show", "eth0"]).unwrap().stdout).to_string();
+    let addrs = |l: &LbLab| {
+        String::from_utf8_lossy(&l.lab.ip(&l.lab.lb(), &["addr", "show", "eth0"]).unwrap().stdout).to_string()
+    };
     assert!(!addrs(&l).contains(VIP), "the lab put the VIP on the LB already");
     context(l.start_lbd(&["--manage-vips", "--max-services", "2"]), "lbd");
     let svc = format!("{VIP}:80");

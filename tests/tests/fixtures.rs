@@ -183,10 +183,8 @@ fn connection_table_hit_keeps_its_real_when_the_real_set_changes() {
         assert_eq!(real_of(&out), *was, "flow {} moved", p.sport);
     }
     // A SYN with a remembered 5-tuple is a new connection: it follows the new table and never reaches real 2.
-    let moved: Vec<u32> = flows
-        .iter()
-        .map(|p| real_of(&run(&dp, &Pkt { tcp_flags: TCP_SYN, ..p.clone() }.frame()).1))
-        .collect();
+    let moved: Vec<u32> =
+        flows.iter().map(|p| real_of(&run(&dp, &Pkt { tcp_flags: TCP_SYN, ..p.clone() }.frame()).1)).collect();
     assert!(!moved.contains(&2), "a new connection reached the removed real: {moved:?}");
     // New flows only use the new set.
     for i in 0..64 {

@@ -2,9 +2,7 @@
 //! rtsp against lab-rtsp), purge of a dead real's flows, all reals down, drain, 3:1 weights, metrics, and restarts
 //! (kill -9, --keep-on-exit, --cleanup) that keep flows. Run as root, serially: `--test-threads=1`.
 use lb_lab::bin_path;
-use lb_tests::health::{
-    count_events, events, health, reals, scrape, start_stream, stream_real, wait_within, BpfMount,
-};
+use lb_tests::health::{count_events, events, health, reals, scrape, start_stream, stream_real, wait_within, BpfMount};
 use lb_tests::{context, real_ip, require_root, LbLab, Mode, VIP};
 use std::time::{Duration, Instant};
 
@@ -102,7 +100,8 @@ fn http_check_takes_a_stopped_server_out_and_back() {
     assert!(l.lbd_log().contains("SERVICE HAS NO USABLE REAL"), "{}", l.lbd_log());
     assert!(l.lbctl_ok(&["list"]).contains("NO USABLE REAL"));
     let t2 = Instant::now();
-    let out = l.lab.exec_status(&l.lab.client(), &["curl", "-sS", "--max-time", "5", &format!("http://{VIP}/")]).unwrap();
+    let out =
+        l.lab.exec_status(&l.lab.client(), &["curl", "-sS", "--max-time", "5", &format!("http://{VIP}/")]).unwrap();
     assert_eq!(out.status.code(), Some(7), "curl should fail to connect (reset by the kernel): {out:?}");
     assert!(t2.elapsed() < Duration::from_secs(2), "the VIP should be refused at once, took {:?}", t2.elapsed());
 }
@@ -167,7 +166,10 @@ fn drain_keeps_established_flows_and_takes_no_new_one() {
     let msg = l.lbctl_ok(&["drain", &svc, &real]);
     assert!(msg.contains("drained"), "{msg}");
     let r = &reals(&l)[&(svc.clone(), real.clone())];
-    assert_eq!((r["drained"].as_bool(), r["state"].as_str(), r["weight"].as_u64()), (Some(true), Some("drained"), Some(4)));
+    assert_eq!(
+        (r["drained"].as_bool(), r["state"].as_str(), r["weight"].as_u64()),
+        (Some(true), Some("drained"), Some(4))
+    );
     assert!(r["active_flows"].as_u64().unwrap() >= 1, "{r}");
     assert!(l.lbctl_ok(&["list"]).contains("yes"));
     let spread = context(l.spread(40), "curl while drained");
@@ -257,7 +259,19 @@ fn metrics_parse_and_move_with_traffic() {
     let lbd = bin_path("lbd");
     let out = l
         .lab
-        .exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--iface", "eth0", "--no-pin", "--socket", "/tmp/lbd-other.sock", "--metrics", addr])
+        .exec_status(
+            &l.lab.lb(),
+            &[
+                lbd.to_str().unwrap(),
+                "--iface",
+                "eth0",
+                "--no-pin",
+                "--socket",
+                "/tmp/lbd-other.sock",
+                "--metrics",
+                addr,
+            ],
+        )
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot serve metrics on"), "{out:?}");
@@ -304,15 +318,21 @@ fn kill_9_and_restarts_keep_flows() {
     let spread = context(l.spread(10), "curl after a kept stop");
     assert_eq!(spread.get("FAIL"), None, "{spread:?}");
     let st = context(l.lab.wait(pid, Duration::from_secs(20)), "stream 2 ends");
-    assert!(st.success() && l.lab.log("stream2.log").contains(&format!("{name2} done")), "{}", l.lab.log("stream2.log"));
+    assert!(
+        st.success() && l.lab.log("stream2.log").contains(&format!("{name2} done")),
+        "{}",
+        l.lab.log("stream2.log")
+    );
     // lbd --cleanup detaches: the VIP is the LB's own address again, and nothing listens on port 80 there.
     let lbd = bin_path("lbd");
     let out = context(l.lab.exec(&l.lab.lb(), &[lbd.to_str().unwrap(), "--cleanup", "--pin-dir", &pins]), "cleanup");
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed link"), "{out:?}");
     assert!(!std::path::Path::new(&pins).exists());
-    let out = l.lab.exec_status(&l.lab.client(), &["curl", "-sS", "--max-time", "3", &format!("http://{VIP}/")]).unwrap();
+    let out =
+        l.lab.exec_status(&l.lab.client(), &["curl", "-sS", "--max-time", "3", &format!("http://{VIP}/")]).unwrap();
     assert_eq!(out.status.code(), Some(7), "still forwarded after --cleanup: {out:?}");
-    let out = context(l.lab.exec(&l.lab.lb(), &[lbd.to_str().unwrap(), "--cleanup", "--pin-dir", &pins]), "cleanup again");
+    let out =
+        context(l.lab.exec(&l.lab.lb(), &[lbd.to_str().unwrap(), "--cleanup", "--pin-dir", &pins]), "cleanup again");
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing pinned"), "{out:?}");
 
     // Without --keep-on-exit, SIGTERM detaches and removes the pins.
@@ -321,7 +341,8 @@ fn kill_9_and_restarts_keep_flows() {
     assert!(!spread.contains_key("FAIL"), "{spread:?}");
     context(l.stop_lbd(libc::SIGTERM), "plain SIGTERM");
     assert!(!std::path::Path::new(&pins).exists(), "pins left after a plain stop");
-    let out = l.lab.exec_status(&l.lab.client(), &["curl", "-sS", "--max-time", "3", &format!("http://{VIP}/")]).unwrap();
+    let out =
+        l.lab.exec_status(&l.lab.client(), &["curl", "-sS", "--max-time", "3", &format!("http://{VIP}/")]).unwrap();
     assert_eq!(out.status.code(), Some(7), "still forwarded after SIGTERM: {out:?}");
     drop(bpf);
 }
@@ -347,7 +368,11 @@ fn rtmp_and_rtsp_checks_follow_real_servers() {
     let conf = nginx_rtmp_conf(&dir);
     let r1 = l.lab.real(0);
     let nginx = context(
-        l.lab.spawn(&r1, "nginx.log", &["nginx", "-c", &conf, "-p", dir.to_str().unwrap(), "-e", &format!("{}/nginx-error.log", dir.display())]),
+        l.lab.spawn(
+            &r1,
+            "nginx.log",
+            &["nginx", "-c", &conf, "-p", dir.to_str().unwrap(), "-e", &format!("{}/nginx-error.log", dir.display())],
+        ),
         "nginx-rtmp on r1",
     );
     context(l.lab.wait_port(&r1, &real_ip(0), 1935), "nginx-rtmp listens");
@@ -437,15 +462,39 @@ fn health_bad_input_is_refused_and_changes_nothing() {
     let lbd = bin_path("lbd");
     let out = l
         .lab
-        .exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--iface", "eth0", "--socket", "/tmp/lbd-x.sock", "--pin-dir", "/tmp/not-bpffs/lbd"])
+        .exec_status(
+            &l.lab.lb(),
+            &[
+                lbd.to_str().unwrap(),
+                "--iface",
+                "eth0",
+                "--socket",
+                "/tmp/lbd-x.sock",
+                "--pin-dir",
+                "/tmp/not-bpffs/lbd",
+            ],
+        )
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not on a bpf filesystem"), "{out:?}");
     let bad = l.lab.dir.join("bad.toml");
-    std::fs::write(&bad, format!("[[service]]\nvip = \"{VIP}:80\"\n[service.check]\nkind = \"tcp\"\nrise = 0\n")).unwrap();
+    std::fs::write(&bad, format!("[[service]]\nvip = \"{VIP}:80\"\n[service.check]\nkind = \"tcp\"\nrise = 0\n"))
+        .unwrap();
     let out = l
         .lab
-        .exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--iface", "eth0", "--no-pin", "--socket", "/tmp/lbd-y.sock", "--config", bad.to_str().unwrap()])
+        .exec_status(
+            &l.lab.lb(),
+            &[
+                lbd.to_str().unwrap(),
+                "--iface",
+                "eth0",
+                "--no-pin",
+                "--socket",
+                "/tmp/lbd-y.sock",
+                "--config",
+                bad.to_str().unwrap(),
+            ],
+        )
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rise 0"), "{out:?}");

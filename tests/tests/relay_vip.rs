@@ -21,7 +21,13 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     for i in 0..3 {
         let ns = l.lab.real(i);
         context(
-            l.lab.spawn(&ns, &format!("edge{}.log", i + 1), &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url]).map(|_| ()),
+            l.lab
+                .spawn(
+                    &ns,
+                    &format!("edge{}.log", i + 1),
+                    &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url],
+                )
+                .map(|_| ()),
             "edge",
         );
         context(l.lab.wait_port(&ns, &real_ip(i), 1935), "edge listening");
@@ -42,9 +48,34 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
                 &client,
                 "ffmpeg-publish.log",
                 &[
-                    "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-                    "-f", "lavfi", "-i", "sine=frequency=1000", "-c:v", "libx264", "-preset", "veryfast", "-tune",
-                    "zerolatency", "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", &publish,
+                    "ffmpeg",
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=640x360:rate=30",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "sine=frequency=1000",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-tune",
+                    "zerolatency",
+                    "-g",
+                    "60",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:a",
+                    "aac",
+                    "-f",
+                    "flv",
+                    &publish,
                 ],
             )
             .map(|_| ()),
@@ -57,12 +88,28 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
         let out = context(
             l.lab.exec_status(
                 &client,
-                &["timeout", "30", "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "compact", &url],
+                &[
+                    "timeout",
+                    "30",
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "stream=codec_name,width,height",
+                    "-of",
+                    "compact",
+                    &url,
+                ],
             ),
             "ffprobe",
         );
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "ffprobe {n} through the VIP failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ffprobe {n} through the VIP failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains("codec_name=h264|width=640|height=360"), "probe {n}: {text}");
         assert!(text.contains("codec_name=aac"), "probe {n}: {text}");
     }

@@ -28,17 +28,31 @@ pub fn run(bins: &Path) -> Result<()> {
     lab.start_http(80)?;
     let sw = lab.switch();
     let pass = bins.join("lb-xdp-pass");
-    lab.spawn_ready(&sw, "xdp-pass.log", &[pass.to_str().unwrap(), "--iface", "vlb"], "attached", Duration::from_secs(10))?;
+    lab.spawn_ready(
+        &sw,
+        "xdp-pass.log",
+        &[pass.to_str().unwrap(), "--iface", "vlb"],
+        "attached",
+        Duration::from_secs(10),
+    )?;
     // The streaming path: an RTMP origin beside r1's edge, an edge on every real, a publisher in the client.
     let relay = bins.join("relay");
     let relay = relay.to_str().unwrap();
     let origin_url = format!("rtmp://{}:{ORIGIN_PORT}/live", real_ip(0));
     let r1 = lab.real(0);
-    lab.spawn(&r1, "origin.log", &[relay, "origin", "--listen", &format!("0.0.0.0:{ORIGIN_PORT}"), "--api", "0.0.0.0:8081"])?;
+    lab.spawn(
+        &r1,
+        "origin.log",
+        &[relay, "origin", "--listen", &format!("0.0.0.0:{ORIGIN_PORT}"), "--api", "0.0.0.0:8081"],
+    )?;
     lab.wait_port(&r1, &real_ip(0), ORIGIN_PORT)?;
     for i in 0..3 {
         let ns = lab.real(i);
-        lab.spawn(&ns, &format!("edge{}.log", i + 1), &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url, "--api", "0.0.0.0:8082"])?;
+        lab.spawn(
+            &ns,
+            &format!("edge{}.log", i + 1),
+            &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url, "--api", "0.0.0.0:8082"],
+        )?;
         lab.wait_port(&ns, &real_ip(i), 1935)?;
     }
     let client = lab.client();
@@ -47,15 +61,42 @@ pub fn run(bins: &Path) -> Result<()> {
         &client,
         "publisher.log",
         &[
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-            "-f", "lavfi", "-i", "sine=frequency=1000", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-            "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", &publish,
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            &publish,
         ],
     )?;
     let config = lab.dir.join("lb.toml");
     let mut cfg = String::new();
     for (port, check) in [(80, "http"), (1935, "rtmp")] {
-        cfg.push_str(&format!("[[service]]\nvip = \"{VIP}:{port}\"\nproto = \"tcp\"\n[service.check]\nkind = \"{check}\"\n"));
+        cfg.push_str(&format!(
+            "[[service]]\nvip = \"{VIP}:{port}\"\nproto = \"tcp\"\n[service.check]\nkind = \"{check}\"\n"
+        ));
         for i in 0..3 {
             cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
         }

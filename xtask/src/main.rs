@@ -125,11 +125,14 @@ fn fuzz(args: &[String]) -> Result<()> {
     let dir = root().join("relay/fuzz");
     for target in ["server_handshake", "server_session", "client_session"] {
         eprintln!("xtask fuzz: {target} for {secs} s");
-        status(
-            Command::new("cargo")
-                .current_dir(&dir)
-                .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={secs}")]),
-        )?;
+        status(Command::new("cargo").current_dir(&dir).args([
+            "+nightly",
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={secs}"),
+        ]))?;
     }
     Ok(())
 }

@@ -52,7 +52,11 @@ fn nightly_rust_src() -> Result<()> {
 
 /// The LLVM major version the nightly rustc is built on, e.g. 22 from "LLVM version: 22.1.4".
 pub fn llvm_major(rustc_vv: &str) -> Option<u32> {
-    rustc_vv.lines().find_map(|l| l.strip_prefix("LLVM version: ")).and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse().ok())
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
 }
 
 fn bpf_linker() -> Result<()> {
@@ -73,7 +77,10 @@ fn bpf_linker() -> Result<()> {
     let link = prefix.join("lib/libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&libllvm, &link)?;
-    eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major}), about a minute", libllvm.display());
+    eprintln!(
+        "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major}), about a minute",
+        libllvm.display()
+    );
     status(
         Command::new("cargo")
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features"])

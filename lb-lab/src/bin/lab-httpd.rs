@@ -57,5 +57,9 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
         return Ok(());
     }
     let body = format!("{name}\n");
-    write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    write!(
+        w,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }

@@ -17,7 +17,8 @@ struct Args {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("warn")).with_ansi(false).init();
     let args = Args::parse();
-    let (_ebpf, mode) = attach_pass(&args.iface, args.xdp_mode).with_context(|| format!("attaching to {}", args.iface))?;
+    let (_ebpf, mode) =
+        attach_pass(&args.iface, args.xdp_mode).with_context(|| format!("attaching to {}", args.iface))?;
     println!("xdp_pass attached to {} in {mode} mode", args.iface);
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;

@@ -237,10 +237,16 @@ async fn run(args: &Args) -> Result<ExitCode> {
         Cmd::List { json: false } => print_list(&resp),
         Cmd::Stats { json: true } => println!("{}", serde_json::to_string_pretty(&resp.stats)?),
         Cmd::Stats { json: false } => print_stats(&resp),
-        Cmd::Events { json: true, .. } => println!("{}", serde_json::to_string_pretty(&resp.events.unwrap_or_default())?),
+        Cmd::Events { json: true, .. } => {
+            println!("{}", serde_json::to_string_pretty(&resp.events.unwrap_or_default())?)
+        }
         Cmd::Events { json: false, .. } => {
             for e in resp.events.unwrap_or_default() {
-                let what = [e.service.clone(), e.real.map(|r| r.to_string())].into_iter().flatten().collect::<Vec<_>>().join(" ");
+                let what = [e.service.clone(), e.real.map(|r| r.to_string())]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 println!("{:>5} {} {:<15} {:<28} {}", e.seq, e.time, e.kind.as_str(), what, e.reason);
             }
         }
@@ -251,7 +257,15 @@ async fn run(args: &Args) -> Result<ExitCode> {
 
 fn print_list(resp: &Response) {
     // Same columns for service and real rows, like ipvsadm -Ln with health, drain and counters appended.
-    let row = |first: &str, fwd: &str, weight: &str, state: &str, health: &str, drain: &str, mac: &str, c: (u64, u64, u64, u64), last: &str| {
+    let row = |first: &str,
+               fwd: &str,
+               weight: &str,
+               state: &str,
+               health: &str,
+               drain: &str,
+               mac: &str,
+               c: (u64, u64, u64, u64),
+               last: &str| {
         println!(
             "{first:<28} {fwd:<7} {weight:>6} {state:<10} {health:<7} {drain:<5} {mac:<17} {:>11} {:>10} {:>12} {:>9} {last}",
             c.0, c.1, c.2, c.3
@@ -259,7 +273,17 @@ fn print_list(resp: &Response) {
     };
     println!(
         "{:<28} {:<7} {:>6} {:<10} {:<7} {:<5} {:<17} {:>11} {:>10} {:>12} {:>9} Check",
-        "Prot LocalAddress:Port", "Forward", "Weight", "State", "Health", "Drain", "MAC", "ActiveFlows", "Packets", "Bytes", "NewFlows"
+        "Prot LocalAddress:Port",
+        "Forward",
+        "Weight",
+        "State",
+        "Health",
+        "Drain",
+        "MAC",
+        "ActiveFlows",
+        "Packets",
+        "Bytes",
+        "NewFlows"
     );
     println!("  -> RemoteAddress");
     for s in resp.list.as_deref().unwrap_or_default() {

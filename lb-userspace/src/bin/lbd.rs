@@ -70,7 +70,8 @@ fn default_pin_dir(iface: &str) -> PathBuf {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_packet_route=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,netlink_packet_route=error".into()),
         )
         .init();
     let args = Args::parse();
@@ -86,7 +87,11 @@ async fn main() -> Result<()> {
         if found.is_empty() {
             println!("nothing pinned in {}", dir.display());
         } else {
-            println!("removed {} from {}: the XDP program is detached once no lbd holds it", found.join(", "), dir.display());
+            println!(
+                "removed {} from {}: the XDP program is detached once no lbd holds it",
+                found.join(", "),
+                dir.display()
+            );
         }
         return Ok(());
     }
@@ -107,9 +112,9 @@ async fn main() -> Result<()> {
         _ => LbState::default(),
     };
     let metrics = match args.metrics {
-        Some(addr) => Some(
-            lb_userspace::metrics::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?,
-        ),
+        Some(addr) => {
+            Some(lb_userspace::metrics::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?)
+        }
         None => None,
     };
     let limits = Limits { max_services: args.max_services, conn_table_size: args.conn_table_size };

@@ -79,48 +79,25 @@ struct Common {
 }
 
 fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v)
-        .with_context(|| format!("--{what} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(v).with_context(|| format!("--{what} must be a non-negative number of seconds"))
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     // Validate everything before binding anything.
     let (common, role, idle, backoff) = match cli.role {
-        RoleCmd::Origin {
-            common,
-            publish_token,
-        } => (common, Role::Origin { publish_token }, None, None),
-        RoleCmd::Edge {
-            common,
-            origins,
-            idle_timeout,
-            backoff_min_ms,
-            backoff_max_ms,
-        } => {
-            let origins = origins
-                .iter()
-                .map(|u| OriginUrl::parse(u))
-                .collect::<Result<Vec<_>, _>>()?;
-            (
-                common,
-                Role::Edge { origins },
-                Some(idle_timeout),
-                Some((backoff_min_ms, backoff_max_ms)),
-            )
+        RoleCmd::Origin { common, publish_token } => (common, Role::Origin { publish_token }, None, None),
+        RoleCmd::Edge { common, origins, idle_timeout, backoff_min_ms, backoff_max_ms } => {
+            let origins = origins.iter().map(|u| OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+            (common, Role::Edge { origins }, Some(idle_timeout), Some((backoff_min_ms, backoff_max_ms)))
         }
     };
     let mut config = Config::new(role);
-    config.limits = ChunkLimits {
-        max_chunk_size: common.max_chunk_size,
-        max_message_size: common.max_message_size,
-    };
+    config.limits = ChunkLimits { max_chunk_size: common.max_chunk_size, max_message_size: common.max_message_size };
     config.max_connections = common.max_connections;
     config.grace_period = secs(common.grace_period, "grace-period")?;
     config.player_timeout = secs(common.player_timeout, "player-timeout")?;
@@ -136,19 +113,15 @@ fn main() -> anyhow::Result<()> {
     }
     config.validate()?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(common.listen)
             .await
             .with_context(|| format!("binding RTMP listener {}", common.listen))?;
         let api = match common.api {
-            Some(a) => Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .with_context(|| format!("binding API listener {a}"))?,
-            ),
+            Some(a) => {
+                Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding API listener {a}"))?)
+            }
             None => None,
         };
         relay::run(listener, api, config, shutdown_signal()).await?;

@@ -17,20 +17,15 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// Fails (never skips) when a required external tool is missing.
 pub fn require(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-        || Path::new(tool).is_file();
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
+            || Path::new(tool).is_file();
     assert!(found, "required tool {tool:?} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp (cargo xtask setup)");
 }
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A scratch directory removed on drop.
@@ -38,12 +33,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "relay-test-{}-{}-{}",
-            std::process::id(),
-            tag,
-            free_port()
-        ));
+        let p = std::env::temp_dir().join(format!("relay-test-{}-{}-{}", std::process::id(), tag, free_port()));
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
     }
@@ -75,14 +65,8 @@ impl Proc {
         } else {
             cmd.stderr(Stdio::null());
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Self {
-            name: name.to_string(),
-            child,
-            log,
-        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Self { name: name.to_string(), child, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -90,10 +74,7 @@ impl Proc {
     }
 
     pub fn log_text(&self) -> String {
-        self.log
-            .as_ref()
-            .and_then(|l| std::fs::read_to_string(l).ok())
-            .unwrap_or_default()
+        self.log.as_ref().and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default()
     }
 
     /// Waits up to `limit` for exit; None if still running.
@@ -138,10 +119,7 @@ impl Drop for Proc {
 pub fn wait_port(addr: SocketAddr, limit: Duration) {
     let end = Instant::now() + limit;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < end,
-            "nothing listening on {addr} after {limit:?}"
-        );
+        assert!(Instant::now() < end, "nothing listening on {addr} after {limit:?}");
         std::thread::sleep(Duration::from_millis(30));
     }
 }
@@ -153,10 +131,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -165,22 +140,11 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 pub fn http(method: &str, addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("API connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -202,11 +166,7 @@ pub fn metric(api: SocketAddr, name: &str) -> f64 {
 
 /// The stream entry app/key from GET /streams, if present.
 pub fn stream_entry(api: SocketAddr, app: &str, key: &str) -> Option<serde_json::Value> {
-    streams(api)["streams"]
-        .as_array()?
-        .iter()
-        .find(|s| s["app"] == app && s["key"] == key)
-        .cloned()
+    streams(api)["streams"].as_array()?.iter().find(|s| s["app"] == app && s["key"] == key).cloned()
 }
 
 /// A relay process with its RTMP and API addresses.
@@ -221,20 +181,10 @@ impl Relay {
         let rtmp: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
-        cmd.arg(role)
-            .arg("--listen")
-            .arg(rtmp.to_string())
-            .arg("--api")
-            .arg(api.to_string())
-            .args(args);
-        cmd.env("RUST_LOG", "info,relay=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null());
-        let proc = Proc::spawn(
-            &format!("relay {role} :{port}"),
-            cmd,
-            Some(dir.path(&format!("relay-{role}-{port}.log"))),
-        );
+        cmd.arg(role).arg("--listen").arg(rtmp.to_string()).arg("--api").arg(api.to_string()).args(args);
+        cmd.env("RUST_LOG", "info,relay=debug").env("NO_COLOR", "1").stdout(Stdio::null());
+        let proc =
+            Proc::spawn(&format!("relay {role} :{port}"), cmd, Some(dir.path(&format!("relay-{role}-{port}.log"))));
         wait_port(rtmp, Duration::from_secs(10));
         wait_port(api, Duration::from_secs(10));
         Self { proc, rtmp, api }
@@ -245,12 +195,7 @@ impl Relay {
     }
 
     pub fn origin_on(dir: &TempDir, port: u16, args: &[&str]) -> Self {
-        Self::start(
-            "origin",
-            port,
-            &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            dir,
-        )
+        Self::start("origin", port, &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), dir)
     }
 
     /// An edge pulling app `live` from `origins` (host:port).
@@ -276,43 +221,24 @@ pub fn publish(dir: &TempDir, url: &str, extra_output_args: &[&str]) -> Proc {
     cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
         .args(["-f", "lavfi", "-i", "sine=frequency=1000"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60", "-pix_fmt", "yuv420p"])
         .args(["-c:a", "aac"])
         .args(extra_output_args)
         .args(["-f", "flv", url])
         .stdout(Stdio::null());
-    Proc::spawn(
-        &format!("ffmpeg publish {url}"),
-        cmd,
-        Some(dir.path(&format!("publish-{}.log", free_port()))),
-    )
+    Proc::spawn(&format!("ffmpeg publish {url}"), cmd, Some(dir.path(&format!("publish-{}.log", free_port()))))
 }
 
 /// Waits until `api` reports a source on live/key.
 pub fn wait_live(api: SocketAddr, key: &str) {
-    wait_for(
-        &format!("live/{key} to have a source on {api}"),
-        Duration::from_secs(15),
-        || stream_entry(api, "live", key).filter(|s| !s["source"].is_null()),
-    );
+    wait_for(&format!("live/{key} to have a source on {api}"), Duration::from_secs(15), || {
+        stream_entry(api, "live", key).filter(|s| !s["source"].is_null())
+    });
 }
 
 /// Runs a command to completion with a wall-clock limit; returns (success, stdout, stderr).
 pub fn run_limited(mut cmd: Command, limit: Duration) -> (bool, String, String) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -346,24 +272,13 @@ pub fn run_limited(mut cmd: Command, limit: Duration) -> (bool, String, String) 
 pub fn probe(url: &str) -> Vec<String> {
     require("ffprobe");
     let mut cmd = Command::new("ffprobe");
-    cmd.args([
-        "-v",
-        "error",
-        "-show_entries",
-        "stream=codec_name,width,height",
-        "-of",
-        "compact",
-        url,
-    ]);
+    cmd.args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "compact", url]);
     let (ok, out, err) = run_limited(cmd, Duration::from_secs(20));
     assert!(ok, "ffprobe {url} failed: {err}");
     out.lines()
         .map(|l| {
-            let f: std::collections::HashMap<&str, &str> = l
-                .split('|')
-                .skip(1)
-                .filter_map(|kv| kv.split_once('='))
-                .collect();
+            let f: std::collections::HashMap<&str, &str> =
+                l.split('|').skip(1).filter_map(|kv| kv.split_once('=')).collect();
             match (f.get("codec_name"), f.get("width"), f.get("height")) {
                 (Some(c), Some(w), Some(h)) if *w != "N/A" => format!("{c}:{w}x{h}"),
                 (Some(c), _, _) => c.to_string(),
@@ -375,29 +290,14 @@ pub fn probe(url: &str) -> Vec<String> {
 
 pub fn assert_h264_aac(url: &str) {
     let s = probe(url);
-    assert!(
-        s.contains(&"h264:640x360".to_string()) && s.contains(&"aac".to_string()),
-        "ffprobe {url}: {s:?}"
-    );
+    assert!(s.contains(&"h264:640x360".to_string()) && s.contains(&"aac".to_string()), "ffprobe {url}: {s:?}");
 }
 
 /// ffmpeg player that copies `frames` video frames to null; returns the frame count it reported.
 pub fn ffmpeg_player(url: &str, frames: u32) -> Command {
     require("ffmpeg");
     let mut cmd = Command::new("ffmpeg");
-    cmd.args([
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-i",
-        url,
-        "-map",
-        "0:v",
-        "-c",
-        "copy",
-    ])
-    .args([
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i", url, "-map", "0:v", "-c", "copy"]).args([
         "-frames:v",
         &frames.to_string(),
         "-f",
@@ -411,11 +311,7 @@ pub fn ffmpeg_player(url: &str, frames: u32) -> Command {
 
 /// Last `frame=N` in ffmpeg's `-progress` output.
 pub fn progress_frames(out: &str) -> u64 {
-    out.lines()
-        .rev()
-        .filter_map(|l| l.strip_prefix("frame="))
-        .find_map(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    out.lines().rev().filter_map(|l| l.strip_prefix("frame=")).find_map(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Streams ffprobe's per-packet output (stream index, dts in ms) with arrival times, in a thread.
@@ -428,21 +324,10 @@ impl PacketWatch {
     pub fn start(url: &str, dir: &TempDir) -> Self {
         require("ffprobe");
         let mut cmd = Command::new("ffprobe");
-        cmd.args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=codec_type,dts",
-            "-of",
-            "csv=p=0",
-            url,
-        ])
-        .stdout(Stdio::piped());
-        let mut proc = Proc::spawn(
-            &format!("ffprobe packets {url}"),
-            cmd,
-            Some(dir.path(&format!("probe-{}.log", free_port()))),
-        );
+        cmd.args(["-v", "error", "-show_entries", "packet=codec_type,dts", "-of", "csv=p=0", url])
+            .stdout(Stdio::piped());
+        let mut proc =
+            Proc::spawn(&format!("ffprobe packets {url}"), cmd, Some(dir.path(&format!("probe-{}.log", free_port()))));
         let out = proc.child.stdout.take().unwrap();
         let packets = std::sync::Arc::new(Mutex::new(Vec::new()));
         let p2 = packets.clone();
@@ -453,9 +338,7 @@ impl PacketWatch {
                     continue;
                 };
                 if let Ok(d) = dts.trim().parse::<i64>() {
-                    p2.lock()
-                        .unwrap()
-                        .push((Instant::now(), kind.to_string(), d));
+                    p2.lock().unwrap().push((Instant::now(), kind.to_string(), d));
                 }
             }
         });
@@ -463,30 +346,14 @@ impl PacketWatch {
     }
 
     pub fn video_count(&self) -> usize {
-        self.packets
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.1 == "video")
-            .count()
+        self.packets.lock().unwrap().iter().filter(|p| p.1 == "video").count()
     }
 
     pub fn video_after(&self, t: Instant) -> usize {
-        self.packets
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.1 == "video" && p.0 > t)
-            .count()
+        self.packets.lock().unwrap().iter().filter(|p| p.1 == "video" && p.0 > t).count()
     }
 
     pub fn video_dts(&self) -> Vec<i64> {
-        self.packets
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.1 == "video")
-            .map(|p| p.2)
-            .collect()
+        self.packets.lock().unwrap().iter().filter(|p| p.1 == "video").map(|p| p.2).collect()
     }
 }

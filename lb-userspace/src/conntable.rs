@@ -7,11 +7,12 @@
 //! Deleting from this second handle while the control task writes other maps is safe: the kernel serialises map
 //! operations per bucket, and the XDP program only ever inserts and refreshes entries.
 
+use crate::dataplane::sys::{self, BatchToken};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use lb_common::{ConnEntry, FlowKey};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -79,11 +80,6 @@ impl ConnTable {
     /// Takes an fd of the connection table (a dup: closing it leaves the map to its other holders).
     pub fn new(fd: OwnedFd) -> Self {
         ConnTable { fd, batch_ok: AtomicBool::new(true) }
-    }
-
-    /// Another handle on the same map.
-    pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(ConnTable { fd: self.fd.try_clone()?, batch_ok: AtomicBool::new(self.batch_ok.load(Ordering::Relaxed)) })
     }
 
     /// False once the kernel refused batch operations on this map (the iterator is used instead).
@@ -176,7 +172,7 @@ impl ConnTable {
             return Ok(0);
         }
         if method != Method::Iter && (method == Method::Batch || self.batches_work()) {
-            match delete_all(keys, |chunk| self.delete_batch_call(chunk)) {
+            match delete_all(keys, |chunk| sys::delete_batch(self.fd.as_fd(), chunk)) {
                 Err(Refused::Unsupported(e)) if method == Method::Auto => self.refuse_batches("delete", &e),
                 Err(Refused::Unsupported(e) | Refused::Other(e)) => return Err(e),
                 Ok(n) => return Ok(n),
@@ -214,29 +210,15 @@ impl ConnTable {
         let mut cap = BATCH;
         let mut keys = vec![FlowKey::default(); cap];
         let mut values = vec![ConnEntry::default(); cap];
-        // The kernel's position between calls is opaque (a u32 bucket index for hash maps); room for a key is what
-        // libbpf documents as always enough. Two slots: the previous out_batch is the next in_batch.
-        let mut tokens = [[0u64; 8]; 2];
-        const { assert!(std::mem::size_of::<[u64; 8]>() >= std::mem::size_of::<FlowKey>()) };
+        // Two positions: the previous call's `next` is this call's `resume`.
+        let mut tokens: [BatchToken; 2] = [[0; 8]; 2];
         let mut cur = 0;
         let mut first = true;
         loop {
             let (a, b) = tokens.split_at_mut(1);
-            let (inb, outb) = if cur == 0 { (&a[0], &mut b[0]) } else { (&b[0], &mut a[0]) };
-            let mut attr = BatchAttr {
-                in_batch: if first { 0 } else { inb.as_ptr() as u64 },
-                out_batch: outb.as_mut_ptr() as u64,
-                keys: keys.as_mut_ptr() as u64,
-                values: values.as_mut_ptr() as u64,
-                count: cap as u32,
-                map_fd: self.fd.as_raw_fd() as u32,
-                elem_flags: 0,
-                flags: 0,
-            };
-            let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-            // The kernel sets count to the entries it copied, also on ENOENT (end of the map); never more than
-            // asked, but bounds are checked anyway rather than trusted.
-            let n = (attr.count as usize).min(cap);
+            let (resume, next) = if cur == 0 { (&a[0], &mut b[0]) } else { (&b[0], &mut a[0]) };
+            let resume = (!first).then_some(resume);
+            let (r, n) = sys::lookup_batch(self.fd.as_fd(), resume, next, &mut keys[..cap], &mut values[..cap]);
             match r {
                 Ok(()) => {
                     f(&keys[..n], &values[..n]);
@@ -257,23 +239,6 @@ impl ConnTable {
                 Err(e) => return Err(Refused::Other(e)),
             }
         }
-    }
-
-    /// One BPF_MAP_DELETE_BATCH call over `keys`: the result and how many keys (from the start) it deleted.
-    fn delete_batch_call(&self, keys: &[FlowKey]) -> (io::Result<()>, usize) {
-        let mut attr = BatchAttr {
-            in_batch: 0,
-            out_batch: 0,
-            keys: keys.as_ptr() as u64,
-            values: 0,
-            count: keys.len().min(u32::MAX as usize) as u32,
-            map_fd: self.fd.as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        let r = bpf(BPF_MAP_DELETE_BATCH, &mut attr);
-        let done = if r.is_ok() { attr.count as usize } else { (attr.count as usize).min(keys.len()) };
-        (r, done.min(keys.len()))
     }
 }
 
@@ -306,44 +271,6 @@ fn delete_all<K>(keys: &[K], mut call: impl FnMut(&[K]) -> (io::Result<()>, usiz
         }
     }
     Ok(deleted)
-}
-
-/// bpf(2) commands (enum bpf_cmd in linux/bpf.h).
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-
-/// The `batch` member of union bpf_attr (linux/bpf.h, since 5.6): what BPF_MAP_*_BATCH read and write.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct BatchAttr {
-    /// Where to resume (a pointer to the previous out_batch), 0 to start from the beginning.
-    in_batch: u64,
-    /// Where the kernel writes the position to resume from.
-    out_batch: u64,
-    /// Buffer of `count` keys.
-    keys: u64,
-    /// Buffer of `count` values (lookup only).
-    values: u64,
-    /// In: room in the buffers (lookup) or keys given (delete). Out: entries processed.
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<BatchAttr>() == 56);
-
-/// One bpf(2) call with a batch attr; the kernel writes back `count` (and the out_batch buffer).
-fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
-    // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the size passed. Every pointer in it refers to
-    // memory that outlives the call and is large enough for what the kernel may write: `count` keys and values
-    // (the callers size `count` from their buffers' lengths) and a 64-byte out_batch, larger than the key.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 /// Work for the connection-table worker.
@@ -415,22 +342,6 @@ mod tests {
 
     fn entry(vip_num: u32, real_id: u32, atime_ns: u64) -> ConnEntry {
         ConnEntry { real_id, vip_num, atime_ns }
-    }
-
-    #[test]
-    fn batch_attr_matches_the_uapi_layout() {
-        // offsetof(union bpf_attr, batch.*) from linux/bpf.h.
-        let a = BatchAttr::default();
-        let base = &a as *const BatchAttr as usize;
-        let off = |p: *const u8| p as usize - base;
-        assert_eq!(off(&a.in_batch as *const u64 as *const u8), 0);
-        assert_eq!(off(&a.out_batch as *const u64 as *const u8), 8);
-        assert_eq!(off(&a.keys as *const u64 as *const u8), 16);
-        assert_eq!(off(&a.values as *const u64 as *const u8), 24);
-        assert_eq!(off(&a.count as *const u32 as *const u8), 32);
-        assert_eq!(off(&a.map_fd as *const u32 as *const u8), 36);
-        assert_eq!(off(&a.elem_flags as *const u64 as *const u8), 40);
-        assert_eq!(off(&a.flags as *const u64 as *const u8), 48);
     }
 
     #[test]

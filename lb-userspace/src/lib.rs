@@ -1,5 +1,11 @@
-//! lbd and lbctl as a library: the model, Maglev, the dataplane owner, the connection-table worker, netlink, the
-//! control API, health checks, events, metrics and the daemon.
+//! lbd and lbctl as a library. Where each concern lives:
+//! - [`model`]: the desired state (services, reals, checks) and its TOML file; [`api`]: the control socket's wire
+//!   types and client.
+//! - [`dataplane`]: the XDP program's owner (load, attach, pins, maps); [`conntable`]: connection-table walks and
+//!   purges on a worker thread; [`maglev`]: the rings.
+//! - [`daemon`]: the control task (decisions in `daemon::core`, views, control socket, metrics endpoint, takeover,
+//!   census cache, state-file writer); [`health`]: probes and rise/fall; [`neigh`]: the MAC resolver task;
+//!   [`netinfo`]: netlink queries; [`events`]: the event history.
 pub mod api;
 pub mod conntable;
 pub mod daemon;
@@ -7,6 +13,6 @@ pub mod dataplane;
 pub mod events;
 pub mod health;
 pub mod maglev;
-pub mod metrics;
 pub mod model;
+pub mod neigh;
 pub mod netinfo;

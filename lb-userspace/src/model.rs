@@ -41,6 +41,8 @@ pub enum ModelError {
     Parse { path: String, message: String },
     #[error("bad health check: {0}")]
     BadCheck(String),
+    #[error("cannot write the state as TOML: {0}")]
+    Serialize(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -239,9 +241,12 @@ impl LbState {
         Self::from_spec(&spec)
     }
 
-    pub fn to_toml(&self) -> String {
+    /// The file text. A failure is returned, never papered over: writing an empty table instead would bring the
+    /// next lbd up with no services.
+    pub fn to_toml(&self) -> Result<String, ModelError> {
         let header = "# lbd state: rewritten after every runtime change; the same format as --config.\n";
-        format!("{header}{}", toml::to_string_pretty(&self.to_spec()).unwrap_or_default())
+        let body = toml::to_string_pretty(&self.to_spec()).map_err(|e| ModelError::Serialize(e.to_string()))?;
+        Ok(format!("{header}{body}"))
     }
 
     pub fn add_service(&mut self, key: ServiceKey) -> Result<(), ModelError> {
@@ -357,70 +362,8 @@ impl fmt::Display for CheckKind {
     }
 }
 
-/// A duration written as `"3s"`, `"500ms"`, `"1.5s"` or a number of seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub std::time::Duration);
-
-impl Dur {
-    pub const fn secs(s: u64) -> Dur {
-        Dur(std::time::Duration::from_secs(s))
-    }
-}
-
-impl FromStr for Dur {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let bad = || ModelError::BadCheck(format!("bad duration {s:?}: expected e.g. 3s, 500ms or 1.5s"));
-        let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-            (n, 0.001)
-        } else if let Some(n) = t.strip_suffix('s') {
-            (n, 1.0)
-        } else {
-            (t, 1.0)
-        };
-        let v: f64 = num.trim().parse().map_err(|_| bad())?;
-        if !v.is_finite() || v < 0.0 || v * scale > 86_400.0 {
-            return Err(bad());
-        }
-        Ok(Dur(std::time::Duration::from_micros((v * scale * 1e6).round() as u64)))
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Int(u64),
-            Float(f64),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Text(t) => t,
-            Raw::Int(i) => i.to_string(),
-            Raw::Float(x) => x.to_string(),
-        };
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// Durations in the file and on lbctl's command line: `3s`, `500ms`, `1.5s`, a number of seconds, `1m 30s`.
+pub use svc::Dur;
 
 /// A service's health check: `[service.check]` in the file, `--check ...` on `lbctl add-service`.
 /// Defaults follow keepalived/haproxy practice: every 3 s, 1 s timeout, down after 3 failures, up after 2 passes.
@@ -570,7 +513,7 @@ vip = "10.99.0.100:1935"
     #[test]
     fn state_round_trips_through_toml() {
         let st = LbState::parse(SAMPLE, "sample").unwrap();
-        let again = LbState::parse(&st.to_toml(), "round trip").unwrap();
+        let again = LbState::parse(&st.to_toml().unwrap(), "round trip").unwrap();
         assert_eq!(st, again);
     }
 
@@ -660,11 +603,11 @@ timeout = 0.25
         let rtmp = st.check(&ServiceKey::parse("10.99.0.100:1935", Proto::Tcp).unwrap());
         assert_eq!((rtmp.kind, rtmp.port), (CheckKind::Rtmp, Some(1936)));
         assert_eq!(rtmp.timeout.0, std::time::Duration::from_millis(250));
-        assert_eq!(LbState::parse(&st.to_toml(), "again").unwrap(), st);
+        assert_eq!(LbState::parse(&st.to_toml().unwrap(), "again").unwrap(), st);
         // An old state file (no check, no drained) still parses, and writes no check section back.
         let old = LbState::parse(SAMPLE, "old").unwrap();
         assert!(old.checks.is_empty());
-        assert!(!old.to_toml().contains("check"));
+        assert!(!old.to_toml().unwrap().contains("check"));
     }
 
     #[test]

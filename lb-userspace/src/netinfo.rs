@@ -4,7 +4,7 @@
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -71,6 +71,23 @@ pub struct Neighbour {
     pub usable: bool,
 }
 
+/// An entry of a neighbour dump or a neighbour event: (interface index, address, entry), when it names both an
+/// IPv4 address and a MAC.
+pub fn parse_neighbour(msg: &NeighbourMessage) -> Option<(u32, IpAddr, Neighbour)> {
+    let mut ip = None;
+    let mut mac = None;
+    for a in &msg.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
+            NeighbourAttribute::LinkLocalAddress(m) if m.len() == 6 => mac = Some([m[0], m[1], m[2], m[3], m[4], m[5]]),
+            _ => {}
+        }
+    }
+    let usable =
+        !matches!(msg.header.state, NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None);
+    Some((msg.header.ifindex, ip?, Neighbour { mac: mac?, usable }))
+}
+
 /// A netlink connection (its task runs on the current tokio runtime).
 #[derive(Clone)]
 pub struct Net {
@@ -117,24 +134,10 @@ impl Net {
         let mut out = HashMap::new();
         let mut stream = self.handle.neighbours().get().set_family(rtnetlink::IpVersion::V4).execute();
         while let Some(msg) = stream.try_next().await? {
-            if msg.header.ifindex != ifindex {
-                continue;
-            }
-            let mut ip = None;
-            let mut mac = None;
-            for a in &msg.attributes {
-                match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
-                    NeighbourAttribute::LinkLocalAddress(m) if m.len() == 6 => {
-                        mac = Some([m[0], m[1], m[2], m[3], m[4], m[5]])
-                    }
-                    _ => {}
+            if let Some((idx, ip, n)) = parse_neighbour(&msg) {
+                if idx == ifindex {
+                    out.insert(ip, n);
                 }
-            }
-            let usable =
-                !matches!(msg.header.state, NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None);
-            if let (Some(ip), Some(mac)) = (ip, mac) {
-                out.insert(ip, Neighbour { mac, usable });
             }
         }
         Ok(out)

@@ -139,7 +139,7 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
             None => (series, Vec::new()),
             Some((name, rest)) => {
                 let body = rest.strip_suffix('}').ok_or_else(|| bad("unclosed labels"))?;
-                (name, parse_labels(body).map_err(|why| bad(why))?)
+                (name, parse_labels(body).map_err(&bad)?)
             }
         };
         if !valid_name(name) {

@@ -54,8 +54,8 @@ impl Stopping {
     }
 
     /// `wait` as an owned future, for APIs that take `impl Future + 'static`.
-    pub fn stopped(mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        async move { self.wait().await }
+    pub async fn stopped(mut self) {
+        self.wait().await
     }
 }
 

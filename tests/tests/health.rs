@@ -216,7 +216,7 @@ fn metrics_parse_and_move_with_traffic() {
     context(l.start_lbd(&["--config", &cfg, "--metrics", addr]), "lbd");
     let svc = svc80();
     context(wait_within(Duration::from_secs(5), "reals up", || all_up(&l, &svc, 2)), "first checks");
-    let before = lb_userspace::metrics::parse(&context(scrape(&l, addr), "scrape")).unwrap_or_else(|e| panic!("{e}"));
+    let before = svc::metrics::parse(&context(scrape(&l, addr), "scrape")).unwrap_or_else(|e| panic!("{e}"));
     let text = context(scrape(&l, addr), "scrape");
     for line in text.lines().filter(|l| l.starts_with("# TYPE") && l.ends_with("counter")) {
         assert!(line.split_whitespace().nth(2).unwrap().ends_with("_total"), "{line}");
@@ -239,14 +239,14 @@ fn metrics_parse_and_move_with_traffic() {
     ] {
         assert!(before.contains_key(name), "metric {name} missing:\n{text}");
     }
-    let sum = |m: &lb_userspace::metrics::Parsed, name: &str| -> f64 {
+    let sum = |m: &svc::metrics::Parsed, name: &str| -> f64 {
         m.get(name).map(|v| v.iter().map(|(_, x)| x).sum()).unwrap_or(0.0)
     };
     assert_eq!(sum(&before, "lbd_real_up"), 2.0);
     assert!(before["lbd_real_check_duration_seconds"].iter().all(|(_, v)| *v > 0.0 && *v < 0.3));
     let spread = context(l.spread(20), "curl");
     assert_eq!(spread.get("FAIL"), None, "{spread:?}");
-    let after = lb_userspace::metrics::parse(&context(scrape(&l, addr), "scrape")).unwrap_or_else(|e| panic!("{e}"));
+    let after = svc::metrics::parse(&context(scrape(&l, addr), "scrape")).unwrap_or_else(|e| panic!("{e}"));
     let moved = |name: &str| sum(&after, name) - sum(&before, name);
     assert!(moved("lbd_service_new_flows_total") >= 20.0, "{}", moved("lbd_service_new_flows_total"));
     assert!(moved("lbd_real_new_flows_total") >= 20.0);

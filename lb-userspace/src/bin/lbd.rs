@@ -68,12 +68,7 @@ fn default_pin_dir(iface: &str) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,netlink_packet_route=error".into()),
-        )
-        .init();
+    svc::logging::init("info,netlink_packet_route=error");
     let args = Args::parse();
     let pin_dir = match (&args.pin_dir, &args.iface) {
         _ if args.no_pin => None,
@@ -113,7 +108,7 @@ async fn main() -> Result<()> {
     };
     let metrics = match args.metrics {
         Some(addr) => {
-            Some(lb_userspace::metrics::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?)
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?)
         }
         None => None,
     };
@@ -147,16 +142,6 @@ async fn main() -> Result<()> {
         tracing::info!(addr = %m.local_addr()?, "serving metrics on /metrics");
     }
     tracing::info!(socket = %args.socket.display(), %mode, "lbd ready");
-    daemon.run_with(&args.socket, metrics, shutdown_signal()).await?;
+    daemon.run(&args.socket, metrics, svc::shutdown::signal()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
 }

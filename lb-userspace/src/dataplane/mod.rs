@@ -15,9 +15,14 @@ use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
     global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, VipKey, VipMeta, DEFAULT_CONN_TABLE_SIZE,
-    DEFAULT_MAX_SERVICES, MAX_REALS, RING_SIZE,
+    DEFAULT_MAX_SERVICES, RING_SIZE,
 };
 use std::collections::HashMap;
+
+mod pins;
+pub(crate) mod sys;
+
+pub use pins::{cleanup, remove_pins, LINK_PIN, MAP_NAMES};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -103,14 +108,6 @@ impl std::fmt::Display for AttachMode {
     }
 }
 
-/// Every map of the object, by the name it is pinned under.
-pub const MAP_NAMES: [&str; 8] =
-    ["VIPS", "CH_RINGS", "REALS", "CONN_TABLE", "LB_CFG", "SVC_STATS", "REAL_STATS", "GLOBAL_STATS"];
-/// Name of the pinned XDP link in the pin directory.
-pub const LINK_PIN: &str = "link";
-/// BPF_FS_MAGIC from statfs(2).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 pub struct Dataplane {
     ebpf: Ebpf,
     limits: Limits,
@@ -141,18 +138,17 @@ impl Dataplane {
     /// Maps an earlier lbd pinned there are reused with their contents and sizes.
     pub fn load_pinned(limits: Limits, dir: &Path) -> Result<Self> {
         let perr = |message: String| DataplaneError::Pin { dir: dir.display().to_string(), message };
-        ensure_bpffs(dir).map_err(perr)?;
+        pins::ensure_bpffs(dir).map_err(perr)?;
         std::fs::create_dir_all(dir).map_err(|e| perr(format!("cannot create it: {e}")))?;
         let mut limits = limits;
         let adopted_maps = dir.join("CONN_TABLE").exists();
         if adopted_maps {
             // Sizes and layouts come from the pinned maps: a different layout means another lbd version wrote them.
-            let want = [("VIPS", 20, 8), ("CH_RINGS", 4, 4), ("REALS", 4, 32), ("CONN_TABLE", 40, 16)];
-            for (name, key, value) in want {
+            for (name, key, value) in pins::ADOPTED_LAYOUTS {
                 let path = dir.join(name);
                 let info = aya::maps::MapInfo::from_pin(&path)
                     .map_err(|e| perr(format!("cannot open pinned map {name}: {e}")))?;
-                if info.key_size() != key || info.value_size() != value {
+                if info.key_size() as usize != key || info.value_size() as usize != value {
                     return Err(perr(format!(
                         "pinned map {name} has another layout (key {} value {} bytes, this lbd uses {key}/{value}); it was made by another lbd version: run `lbd --cleanup --pin-dir {}` first (drops established flows)",
                         info.key_size(),
@@ -246,8 +242,8 @@ impl Dataplane {
         let perr = |message: String| DataplaneError::Pin { dir: dir.display().to_string(), message };
         let link_path = dir.join(LINK_PIN);
         if link_path.exists() {
-            let ifindex = ifindex(iface);
-            match pinned_link_ifindex(&link_path) {
+            let ifindex = pins::ifindex(iface);
+            match sys::pinned_link_ifindex(&link_path) {
                 Ok(idx) if idx != 0 && Some(idx) == ifindex => {
                     let link =
                         PinnedLink::from_pin(&link_path).map_err(|e| perr(format!("opening the pinned link: {e}")))?;
@@ -417,11 +413,6 @@ impl Dataplane {
             .map_err(DataplaneError::ConnTable)
     }
 
-    /// Removes the flows `pred` selects; returns how many. Blocking, like for_each_flow.
-    pub fn purge_flows(&mut self, pred: impl Fn(&FlowKey, &ConnEntry) -> bool) -> Result<usize> {
-        self.conn_table()?.purge(conntable::Method::Auto, pred).map_err(DataplaneError::ConnTable)
-    }
-
     /// Runs a program once over `data` through BPF_PROG_TEST_RUN: returns (action, output frame, mean duration).
     pub fn test_run(&self, program: &str, data: &[u8], repeat: u32) -> Result<(u32, Vec<u8>, std::time::Duration)> {
         let prog: &Xdp = self
@@ -435,11 +426,6 @@ impl Dataplane {
             .map_err(|e| DataplaneError::Program(static_name(program), Box::new(e)))?;
         out.truncate(res.data_size_out as usize);
         Ok((res.return_value, out, res.duration))
-    }
-
-    /// Largest real id the REALS map holds.
-    pub fn max_reals(&self) -> u32 {
-        MAX_REALS
     }
 }
 
@@ -508,148 +494,4 @@ fn static_name(name: &str) -> &'static str {
 
 fn nr_cpus() -> usize {
     aya::util::nr_cpus().unwrap_or(1)
-}
-
-/// Removes every pin lbd makes in `dir` (the link first, so the program detaches as soon as no fd holds it), then
-/// the directory. Missing pins are fine.
-pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
-    for name in std::iter::once(LINK_PIN).chain(MAP_NAMES) {
-        match std::fs::remove_file(dir.join(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    match std::fs::remove_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// What `lbd --cleanup` found and removed.
-pub fn cleanup(dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut found = Vec::new();
-    for name in std::iter::once(LINK_PIN).chain(MAP_NAMES) {
-        if dir.join(name).exists() {
-            found.push(name.to_string());
-        }
-    }
-    remove_pins(dir)?;
-    Ok(found)
-}
-
-/// Makes sure `dir` lies on a bpf filesystem. Under /sys/fs/bpf, a missing bpffs is mounted there (what systemd
-/// does at boot); anywhere else the operator has to mount one.
-fn ensure_bpffs(dir: &Path) -> std::result::Result<(), String> {
-    let mut probe = dir.to_path_buf();
-    while !probe.exists() {
-        if !probe.pop() {
-            break;
-        }
-    }
-    if fs_magic(&probe) == Some(BPF_FS_MAGIC) {
-        return Ok(());
-    }
-    let std_root = Path::new("/sys/fs/bpf");
-    if dir.starts_with(std_root) && fs_magic(std_root) != Some(BPF_FS_MAGIC) {
-        std::fs::create_dir_all(std_root).map_err(|e| format!("cannot create /sys/fs/bpf: {e}"))?;
-        let (src, fstype, target) = (c"bpf", c"bpf", c"/sys/fs/bpf");
-        // SAFETY: valid C strings, no data argument.
-        let r = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
-        if r != 0 {
-            return Err(format!(
-                "/sys/fs/bpf is not a bpf filesystem and mounting one failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        tracing::info!("mounted a bpf filesystem on /sys/fs/bpf");
-        return Ok(());
-    }
-    Err(format!(
-        "{} is not on a bpf filesystem: mount one (`mount -t bpf bpf DIR`) and put the pin directory inside it, or run lbd with --no-pin",
-        probe.display()
-    ))
-}
-
-fn fs_magic(path: &Path) -> Option<i64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statfs into a zeroed struct with a valid path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_type as i64)
-}
-
-fn ifindex(iface: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(iface).ok()?;
-    // SAFETY: valid C string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
-}
-
-/// The interface index of a pinned XDP link (0 once its interface is gone). aya 0.14 does not expose the XDP part
-/// of bpf_link_info, so this asks the kernel directly.
-fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
-    use std::os::unix::ffi::OsStrExt;
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    #[repr(C)]
-    struct InfoByFd {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    /// struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose xdp member is { ifindex }.
-    #[repr(C)]
-    struct LinkInfo {
-        type_: u32,
-        id: u32,
-        prog_id: u32,
-        _pad: u32,
-        ifindex: u32,
-        _rest: [u32; 27],
-    }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mut get = ObjGet { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-    // SAFETY: bpf(2) with a valid attr of the size given.
-    let fd =
-        unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &mut get as *mut ObjGet, std::mem::size_of::<ObjGet>()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    // SAFETY: zeroed plain data.
-    let mut info: LinkInfo = unsafe { std::mem::zeroed() };
-    let mut attr = InfoByFd {
-        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
-        info_len: std::mem::size_of::<LinkInfo>() as u32,
-        info: &mut info as *mut LinkInfo as u64,
-    };
-    // SAFETY: as above; the kernel writes at most info_len bytes into info.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoByFd,
-            std::mem::size_of::<InfoByFd>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    const BPF_LINK_TYPE_XDP: u32 = 6;
-    if info.type_ != BPF_LINK_TYPE_XDP {
-        return Err(std::io::Error::other(format!("link type {} is not XDP", info.type_)));
-    }
-    Ok(info.ifindex)
 }

@@ -1,0 +1,804 @@
+//! The control task's decisions: services and reals, rings, health transitions, drains and events. It writes the
+//! dataplane's maps (fast, through [`Maps`]) and asks for everything slow as an [`Effect`] that the run loop hands
+//! to another task: MAC resolution, VIP addresses, probes, connection-table purges and state-file writes. It never
+//! waits on I/O, so a real that never answers ARP delays nothing else.
+
+use super::ids::Ids;
+use super::maps::Maps;
+use super::service::{out_reason, Real, RealHealth, RealSlot, Service};
+use super::takeover::Plan;
+use super::DaemonError;
+use crate::api::{Request, Response};
+use crate::dataplane::AttachMode;
+use crate::events::{EventKind, EventLog};
+use crate::health::{CheckResult, Health};
+use crate::maglev;
+use crate::model::{self, CheckSpec, LbState, ModelError, RealSpec, ServiceKey};
+use crate::netinfo::{format_mac, Iface};
+use lb_common::{RealDef, REAL_F_VALID, RING_SIZE};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Slow work the control task asks other tasks to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Learn this real's MAC and report every change of it (the resolver answers with a MAC or "unresolved").
+    Watch(IpAddr),
+    /// No service lists the real any more.
+    Unwatch(IpAddr),
+    /// Add the VIP to the interface so the LB answers ARP for it (--manage-vips).
+    AddVip(IpAddr),
+    /// Probe `real` of `service` with `check`; kind `none` stops its probes.
+    Probe { service: ServiceKey, real: IpAddr, check: CheckSpec },
+    /// Drop the flows of (slot, id) from the connection table, then report with [`Lb::purged`].
+    Purge { slot: u32, id: u32, note: PurgeNote },
+    /// The desired state changed: write the state file.
+    Persist,
+}
+
+/// What a purge of a down real's flows completes: the real-down event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeNote {
+    pub service: ServiceKey,
+    pub real: IpAddr,
+    /// The event's reason, to which the number of purged flows is appended.
+    pub reason: String,
+}
+
+/// What became of a request.
+#[derive(Debug)]
+pub enum Handled {
+    Answer(Response),
+    /// Needs a census of the connection table (`list`, `stats`): answered when one arrives.
+    NeedsCensus(Request),
+    /// A real was added whose MAC is being resolved: answered with [`Lb::added`] when the resolver reports.
+    AwaitMac {
+        service: ServiceKey,
+        real: IpAddr,
+        weight: u32,
+    },
+}
+
+/// What the decisions need besides the maps and the state.
+pub struct Setup {
+    pub iface: Iface,
+    /// How the program is (or will be) attached, for `lbctl stats`.
+    pub mode: AttachMode,
+    /// Add each service's VIP to the interface.
+    pub manage_vips: bool,
+    pub events: EventLog,
+}
+
+pub struct Lb<M> {
+    pub(super) maps: M,
+    pub(super) iface: Iface,
+    pub(super) mode: AttachMode,
+    manage_vips: bool,
+    pub(super) services: BTreeMap<ServiceKey, Service>,
+    pub(super) reals: BTreeMap<IpAddr, RealSlot>,
+    ids: Ids,
+    pub(super) events: EventLog,
+    effects: Vec<Effect>,
+}
+
+impl<M: Maps> Lb<M> {
+    /// Applies `initial` to the dataplane following the takeover `plan`, with the MACs known so far. Everything is
+    /// validated before the first write.
+    pub fn new(
+        maps: M,
+        setup: Setup,
+        initial: &LbState,
+        plan: Plan,
+        macs: &BTreeMap<IpAddr, [u8; 6]>,
+    ) -> Result<Self, DaemonError> {
+        let Setup { iface, mode, manage_vips, events } = setup;
+        let max = maps.max_services();
+        if initial.services.len() as u32 > max {
+            return Err(DaemonError::TooManyServices(max));
+        }
+        let mut lb = Lb {
+            maps,
+            iface,
+            mode,
+            manage_vips,
+            services: BTreeMap::new(),
+            reals: BTreeMap::new(),
+            ids: plan.ids,
+            events,
+            effects: Vec::new(),
+        };
+        for addr in initial.real_addrs() {
+            lb.check_real(addr)?;
+        }
+        for (svc, slot) in &plan.stale {
+            lb.maps.del_service(svc.vip_key(), *slot)?;
+            lb.ids.release_slot(*slot);
+        }
+        for (key, reals) in &initial.services {
+            let adopted = plan.slots.get(key).copied();
+            lb.install_service(*key, initial.check(key), adopted)?;
+            if let Some(slot) = adopted {
+                // Rewrite every slot of a ring this lbd did not write.
+                lb.maps.forget_ring(slot);
+            }
+            for r in reals.values() {
+                let pinned = plan.reals.get(&r.addr).copied();
+                let mac = macs.get(&r.addr).copied().or(pinned.and_then(|(_, m)| m));
+                lb.install_real(*key, r.clone(), mac, pinned.map(|(id, _)| id))?;
+            }
+            lb.probe_all(key);
+            lb.rebuild_ring(key)?;
+        }
+        lb.effects.push(Effect::Persist);
+        Ok(lb)
+    }
+
+    /// The effects decided since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The desired state, as the state file holds it.
+    pub fn state(&self) -> LbState {
+        let mut st = LbState::default();
+        for (key, s) in &self.services {
+            st.services.insert(*key, s.reals.iter().map(|(a, r)| (*a, r.spec.clone())).collect());
+            if !s.check.is_none() {
+                st.checks.insert(*key, s.check.clone());
+            }
+        }
+        st
+    }
+
+    pub fn event(&mut self, kind: EventKind, service: Option<&ServiceKey>, real: Option<IpAddr>, why: String) {
+        self.events.push(kind, service.map(|s| s.to_string()), real, why);
+    }
+
+    fn check_real(&self, addr: IpAddr) -> Result<(), DaemonError> {
+        check_real(&self.iface, addr)
+    }
+
+    fn service(&self, key: &ServiceKey) -> Result<&Service, ModelError> {
+        self.services.get(key).ok_or(ModelError::UnknownService(*key))
+    }
+
+    fn service_mut(&mut self, key: &ServiceKey) -> Result<&mut Service, ModelError> {
+        self.services.get_mut(key).ok_or(ModelError::UnknownService(*key))
+    }
+
+    /// Installs a service at `at` (a slot an earlier lbd used) or the lowest free slot.
+    fn install_service(&mut self, key: ServiceKey, check: CheckSpec, at: Option<u32>) -> Result<(), DaemonError> {
+        key.validate()?;
+        check.validate()?;
+        if self.services.contains_key(&key) {
+            return Err(ModelError::DuplicateService(key).into());
+        }
+        let slot = self.ids.take_slot(at).ok_or(DaemonError::TooManyServices(self.maps.max_services()))?;
+        if let Err(e) = self.maps.set_service(key.vip_key(), slot) {
+            self.ids.release_slot(slot);
+            return Err(e.into());
+        }
+        if self.manage_vips {
+            self.effects.push(Effect::AddVip(key.vip));
+        }
+        self.services.insert(key, Service::new(key, slot, check));
+        Ok(())
+    }
+
+    /// Adds a real to a service, taking a dataplane id for its address unless another service has one already
+    /// (`at`: the id an earlier lbd used).
+    fn install_real(
+        &mut self,
+        key: ServiceKey,
+        spec: RealSpec,
+        mac: Option<[u8; 6]>,
+        at: Option<u32>,
+    ) -> Result<(), DaemonError> {
+        model::check_weight(spec.weight)?;
+        let addr = spec.addr;
+        if self.service(&key)?.reals.contains_key(&addr) {
+            return Err(ModelError::DuplicateReal { service: key, real: addr }.into());
+        }
+        match self.reals.get_mut(&addr) {
+            Some(slot) => slot.refs += 1,
+            None => {
+                let id = self.ids.take_real(at).ok_or(DaemonError::TooManyReals(lb_common::MAX_REALS - 1))?;
+                if let Err(e) = self.maps.set_real(id, real_def(addr, mac)) {
+                    self.ids.release_real(id);
+                    return Err(e.into());
+                }
+                self.reals.insert(addr, RealSlot { id, refs: 1, mac });
+                self.effects.push(Effect::Watch(addr));
+            }
+        }
+        let real = Real { spec, health: RealHealth::default() };
+        self.service_mut(&key)?.reals.insert(addr, real);
+        Ok(())
+    }
+
+    /// One reference less to a real's id; the last one frees it. The REALS entry stays: flows pinned to it go on
+    /// (like IPVS) until they end or the id is reused.
+    fn release_real(&mut self, addr: IpAddr) {
+        let Some(slot) = self.reals.get_mut(&addr) else { return };
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            let id = slot.id;
+            self.reals.remove(&addr);
+            self.ids.release_real(id);
+            self.effects.push(Effect::Unwatch(addr));
+        }
+    }
+
+    /// Has every real of a service probed with its check (or stops them, for kind none).
+    fn probe_all(&mut self, key: &ServiceKey) {
+        let Some(s) = self.services.get_mut(key) else { return };
+        for (addr, real) in s.reals.iter_mut() {
+            if s.check.is_none() {
+                real.health = RealHealth::default();
+            }
+            self.effects.push(Effect::Probe { service: *key, real: *addr, check: s.check.clone() });
+        }
+    }
+
+    /// Recomputes a service's Maglev table from the reals that take new flows and writes the difference.
+    /// Announces (once) when a service with reals has none left, and when it recovers.
+    fn rebuild_ring(&mut self, key: &ServiceKey) -> Result<(), DaemonError> {
+        let Some(s) = self.services.get(key) else { return Ok(()) };
+        let entries: Vec<maglev::Entry> = s
+            .reals
+            .values()
+            .filter_map(|r| {
+                let slot = self.reals.get(&r.spec.addr);
+                out_reason(slot, r).is_none().then(|| maglev::Entry {
+                    id: slot.map_or(0, |s| s.id),
+                    addr: r.spec.addr,
+                    weight: r.spec.weight,
+                })
+            })
+            .collect();
+        let (slot, has_reals, was_down) = (s.slot, !s.reals.is_empty(), s.down);
+        let why: Vec<String> = s
+            .reals
+            .values()
+            .map(|r| format!("{} {}", r.spec.addr, out_reason(self.reals.get(&r.spec.addr), r).unwrap_or("?")))
+            .collect();
+        let written = self.maps.write_ring(slot, &maglev::build(&entries, RING_SIZE))?;
+        tracing::debug!(service = %key, reals = entries.len(), slots_written = written, "ring updated");
+        let down = entries.is_empty() && has_reals;
+        if down && !was_down {
+            self.event(
+                EventKind::ServiceDown,
+                Some(key),
+                None,
+                format!(
+                    "no real can take new flows ({}); packets to the VIP go to the kernel, which resets TCP",
+                    why.join(", ")
+                ),
+            );
+        } else if !entries.is_empty() && was_down {
+            self.event(
+                EventKind::ServiceUp,
+                Some(key),
+                None,
+                format!("{} real(s) take new flows again", entries.len()),
+            );
+        }
+        if let Some(s) = self.services.get_mut(key) {
+            s.down = down || (was_down && entries.is_empty());
+        }
+        Ok(())
+    }
+
+    fn rebuild_logged(&mut self, key: &ServiceKey) {
+        if let Err(e) = self.rebuild_ring(key) {
+            tracing::error!(service = %key, error = %e, "ring update failed");
+        }
+    }
+
+    /// Applies one request. A refused request changes nothing.
+    pub fn handle(&mut self, req: Request) -> Handled {
+        let res = match req {
+            Request::List | Request::Stats => return Handled::NeedsCensus(req),
+            Request::Events { last } => {
+                let mut r =
+                    Response::ok(format!("{} event(s) kept, {} since start", self.events.len(), self.events.total()));
+                r.events = Some(self.events.last(last));
+                return Handled::Answer(r);
+            }
+            Request::AddReal { service, real, weight } => match self.add_real(service, real, weight) {
+                Ok(true) => return Handled::Answer(Response::ok(self.added(service, real, weight))),
+                Ok(false) => return Handled::AwaitMac { service, real, weight },
+                Err(e) => Err(e),
+            },
+            Request::AddService { service, check } => self.add_service(service, check),
+            Request::SetCheck { service, check } => self.set_check(service, check),
+            Request::Drain { service, real } => self.drain(service, real, true),
+            Request::Undrain { service, real } => self.drain(service, real, false),
+            Request::DelService { service } => self.del_service(service),
+            Request::EditReal { service, real, weight } => self.edit_real(service, real, weight),
+            Request::DelReal { service, real } => self.del_real(service, real),
+        };
+        Handled::Answer(match res {
+            Ok(msg) => {
+                tracing::info!("{msg}");
+                self.effects.push(Effect::Persist);
+                Response::ok(msg)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "request refused");
+                Response::err(e.to_string())
+            }
+        })
+    }
+
+    fn add_service(&mut self, key: ServiceKey, check: CheckSpec) -> Result<String, DaemonError> {
+        self.install_service(key, check.clone(), None)?;
+        self.event(EventKind::ServiceAdded, Some(&key), None, format!("lbctl add-service, check {}", check.summary()));
+        Ok(format!("added service {key} (check {})", check.summary()))
+    }
+
+    fn set_check(&mut self, key: ServiceKey, check: CheckSpec) -> Result<String, DaemonError> {
+        check.validate()?;
+        self.service_mut(&key)?.check = check.clone();
+        self.probe_all(&key);
+        self.rebuild_ring(&key)?;
+        self.event(EventKind::CheckChanged, Some(&key), None, format!("check is now {}", check.summary()));
+        Ok(format!("service {key} is now checked with {}", check.summary()))
+    }
+
+    fn drain(&mut self, key: ServiceKey, addr: IpAddr, on: bool) -> Result<String, DaemonError> {
+        let real =
+            self.service_mut(&key)?.reals.get_mut(&addr).ok_or(ModelError::UnknownReal { service: key, real: addr })?;
+        let was = std::mem::replace(&mut real.spec.drained, on);
+        let weight = real.spec.weight;
+        if was == on {
+            return Ok(format!("real {addr} of {key} was already {}", if on { "drained" } else { "undrained" }));
+        }
+        if let Err(e) = self.rebuild_ring(&key) {
+            if let Some(r) = self.services.get_mut(&key).and_then(|s| s.reals.get_mut(&addr)) {
+                r.spec.drained = was;
+            }
+            return Err(e);
+        }
+        if on {
+            self.event(
+                EventKind::RealDrained,
+                Some(&key),
+                Some(addr),
+                "lbctl drain: no new flows, established flows continue".into(),
+            );
+            Ok(format!(
+                "drained real {addr} of {key}: no new flows, established flows continue (weight {weight} kept for undrain)"
+            ))
+        } else {
+            self.event(
+                EventKind::RealUndrained,
+                Some(&key),
+                Some(addr),
+                format!("lbctl undrain: takes new flows again with weight {weight}"),
+            );
+            Ok(format!("undrained real {addr} of {key}: takes new flows again with weight {weight}"))
+        }
+    }
+
+    fn del_service(&mut self, key: ServiceKey) -> Result<String, DaemonError> {
+        let slot = self.service(&key)?.slot;
+        self.maps.del_service(key.vip_key(), slot)?;
+        let Some(s) = self.services.remove(&key) else { unreachable!("looked up above") };
+        self.ids.release_slot(slot);
+        for addr in s.reals.keys() {
+            self.effects.push(Effect::Probe { service: key, real: *addr, check: CheckSpec::default() });
+            self.release_real(*addr);
+        }
+        self.event(
+            EventKind::ServiceRemoved,
+            Some(&key),
+            None,
+            format!("lbctl del-service ({} real(s))", s.reals.len()),
+        );
+        Ok(format!("deleted service {key} and its {} real(s)", s.reals.len()))
+    }
+
+    /// Adds a real; true when its MAC is known (the answer can go at once), false while it is being resolved.
+    fn add_real(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> Result<bool, DaemonError> {
+        model::check_weight(weight)?;
+        if self.service(&key)?.reals.contains_key(&addr) {
+            return Err(ModelError::DuplicateReal { service: key, real: addr }.into());
+        }
+        self.check_real(addr)?;
+        let existed = self.reals.get(&addr).copied();
+        let mac = existed.and_then(|s| s.mac);
+        self.install_real(key, RealSpec { addr, weight, drained: false }, mac, None)?;
+        if let Err(e) = self.rebuild_ring(&key) {
+            // Undo, so a refused request changes nothing.
+            if let Some(s) = self.services.get_mut(&key) {
+                s.reals.remove(&addr);
+            }
+            self.release_real(addr);
+            return Err(e);
+        }
+        let check = self.service(&key)?.check.clone();
+        self.effects.push(Effect::Probe { service: key, real: addr, check });
+        self.effects.push(Effect::Persist);
+        if mac.is_none() && existed.is_some() {
+            // A new address is watched by install_real; an unresolved one another service lists is asked again,
+            // so this request gets its answer within the resolver's wait too.
+            self.effects.push(Effect::Watch(addr));
+        }
+        Ok(mac.is_some())
+    }
+
+    /// The answer to an add-real, once the real's MAC is known or its resolution gave up; records the event.
+    pub fn added(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> String {
+        let mac = self.reals.get(&addr).and_then(|s| s.mac);
+        if !self.services.get(&key).is_some_and(|s| s.reals.contains_key(&addr)) {
+            return format!("added real {addr} to {key} with weight {weight}; it has been removed since");
+        }
+        let unresolved = if mac.is_none() { ", MAC not resolved yet" } else { "" };
+        self.event(
+            EventKind::RealAdded,
+            Some(&key),
+            Some(addr),
+            format!("lbctl add-real, weight {weight}{unresolved}"),
+        );
+        let msg = match mac {
+            Some(m) => format!("added real {addr} ({}) to {key} with weight {weight}", format_mac(&m)),
+            None => format!(
+                "added real {addr} to {key} with weight {weight}; its MAC is not resolved yet (no ARP answer), so it takes no flows until it answers"
+            ),
+        };
+        tracing::info!("{msg}");
+        msg
+    }
+
+    fn edit_real(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> Result<String, DaemonError> {
+        model::check_weight(weight)?;
+        let real =
+            self.service_mut(&key)?.reals.get_mut(&addr).ok_or(ModelError::UnknownReal { service: key, real: addr })?;
+        let old = std::mem::replace(&mut real.spec.weight, weight);
+        if let Err(e) = self.rebuild_ring(&key) {
+            if let Some(r) = self.services.get_mut(&key).and_then(|s| s.reals.get_mut(&addr)) {
+                r.spec.weight = old;
+            }
+            return Err(e);
+        }
+        if old != weight {
+            self.event(
+                EventKind::WeightChanged,
+                Some(&key),
+                Some(addr),
+                format!("lbctl edit-real: weight {old} -> {weight}"),
+            );
+        }
+        Ok(format!("real {addr} of {key} now has weight {weight}"))
+    }
+
+    fn del_real(&mut self, key: ServiceKey, addr: IpAddr) -> Result<String, DaemonError> {
+        let removed = self.service_mut(&key)?.reals.remove(&addr);
+        let Some(real) = removed else { return Err(ModelError::UnknownReal { service: key, real: addr }.into()) };
+        if let Err(e) = self.rebuild_ring(&key) {
+            if let Some(s) = self.services.get_mut(&key) {
+                s.reals.insert(addr, real);
+            }
+            return Err(e);
+        }
+        self.effects.push(Effect::Probe { service: key, real: addr, check: CheckSpec::default() });
+        self.release_real(addr);
+        self.event(EventKind::RealRemoved, Some(&key), Some(addr), "lbctl del-real: established flows continue".into());
+        Ok(format!("deleted real {addr} from {key}; its established flows continue, new ones go elsewhere"))
+    }
+
+    /// The resolver learned (or saw a change of) a real's MAC: rewrite its entry; a real that had none joins its
+    /// services' rings.
+    pub fn mac_learned(&mut self, addr: IpAddr, mac: [u8; 6]) {
+        let Some(slot) = self.reals.get(&addr).copied() else { return };
+        if slot.mac == Some(mac) {
+            return;
+        }
+        if let Err(e) = self.maps.set_real(slot.id, real_def(addr, Some(mac))) {
+            tracing::error!(real = %addr, error = %e, "updating the real's MAC failed");
+            return;
+        }
+        tracing::info!(real = %addr, mac = %format_mac(&mac), previous = ?slot.mac.map(|m| format_mac(&m)), "real MAC learned");
+        if let Some(s) = self.reals.get_mut(&addr) {
+            s.mac = Some(mac);
+        }
+        if slot.mac.is_none() {
+            let keys: Vec<ServiceKey> =
+                self.services.values().filter(|s| s.reals.contains_key(&addr)).map(|s| s.key).collect();
+            for key in keys {
+                self.rebuild_logged(&key);
+            }
+        }
+    }
+
+    /// Applies one probe result (the caller dropped results of replaced probes): rise/fall, and on a change the
+    /// ring, a purge of the real's flows and an event.
+    pub fn on_check(&mut self, res: CheckResult) {
+        let key = res.service;
+        let Some(s) = self.services.get_mut(&key) else { return };
+        let (slot, spec) = (s.slot, s.check.clone());
+        let Some(real) = s.reals.get_mut(&res.real) else { return };
+        let h = &mut real.health;
+        h.last_detail = Some(res.detail.clone());
+        h.last_latency = Some(res.latency);
+        if res.ok {
+            h.passed += 1;
+        } else {
+            h.failed += 1;
+        }
+        let before = h.tracker.health;
+        let Some(now) = h.tracker.record(res.ok, spec.rise, spec.fall) else { return };
+        match now {
+            Health::Down => {
+                let runs = if before == Health::Unknown { 1 } else { spec.fall };
+                self.rebuild_logged(&key);
+                // The real-down event is recorded when the purge is done, with how many flows it removed.
+                let note = PurgeNote {
+                    service: key,
+                    real: res.real,
+                    reason: format!("{} check failed {runs} time(s): {}; out of the ring", spec.kind, res.detail),
+                };
+                match self.reals.get(&res.real) {
+                    Some(r) => self.effects.push(Effect::Purge { slot, id: r.id, note }),
+                    None => self.purged(note, Ok(0)),
+                }
+            }
+            Health::Up => {
+                if before == Health::Down {
+                    self.rebuild_logged(&key);
+                }
+                let runs = if before == Health::Unknown { 1 } else { spec.rise };
+                self.event(
+                    EventKind::RealUp,
+                    Some(&key),
+                    Some(res.real),
+                    format!("{} check passed {runs} time(s): {}", spec.kind, res.detail),
+                );
+            }
+            Health::Unknown => {}
+        }
+    }
+
+    /// A purge of a down real's flows finished.
+    pub fn purged(&mut self, note: PurgeNote, result: std::io::Result<usize>) {
+        let n = result.unwrap_or_else(|e| {
+            tracing::error!(service = %note.service, real = %note.real, error = %e, "purging the real's flows failed");
+            0
+        });
+        self.event(
+            EventKind::RealDown,
+            Some(&note.service),
+            Some(note.real),
+            format!("{}, {n} flow(s) purged", note.reason),
+        );
+    }
+}
+
+/// A real must sit on a directly connected subnet of the interface, and not be the LB itself: direct routing
+/// only rewrites the destination MAC.
+pub fn check_real(iface: &Iface, addr: IpAddr) -> Result<(), DaemonError> {
+    if iface.is_local(addr) {
+        return Err(DaemonError::RealIsLocal { real: addr, iface: iface.name.clone() });
+    }
+    if !iface.on_link(addr) {
+        return Err(DaemonError::OffSubnet { real: addr, iface: iface.name.clone(), nets: iface.subnets() });
+    }
+    Ok(())
+}
+
+/// A REALS entry; without a MAC the entry is not valid and the program sends nothing to it.
+fn real_def(addr: IpAddr, mac: Option<[u8; 6]>) -> RealDef {
+    let mut a = [0u8; 16];
+    if let IpAddr::V4(v4) = addr {
+        a[..4].copy_from_slice(&v4.octets());
+    }
+    RealDef {
+        addr: a,
+        mac: mac.unwrap_or_default(),
+        _pad: [0; 2],
+        flags: if mac.is_some() { REAL_F_VALID } else { 0 },
+        _pad2: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntable::Census;
+    use crate::daemon::maps::MemMaps;
+    use crate::daemon::takeover;
+    use crate::model::{CheckKind, Proto};
+    use std::time::Duration;
+
+    const MAC1: [u8; 6] = [2, 0, 0, 0, 0, 11];
+    const MAC2: [u8; 6] = [2, 0, 0, 0, 0, 12];
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn key(s: &str) -> ServiceKey {
+        ServiceKey::parse(s, Proto::Tcp).unwrap()
+    }
+
+    fn iface() -> Iface {
+        Iface { name: "lb0".into(), index: 2, mac: [2, 0, 0, 0, 0, 1], nets: vec![("10.0.0.1".parse().unwrap(), 24)] }
+    }
+
+    fn setup() -> Setup {
+        Setup { iface: iface(), mode: AttachMode::Skb, manage_vips: false, events: EventLog::new(64) }
+    }
+
+    /// An LB with `state` applied and the given MACs known.
+    fn lb(state: &LbState, macs: &[(&str, [u8; 6])]) -> Lb<MemMaps> {
+        let macs = macs.iter().map(|(a, m)| (ip(a), *m)).collect();
+        let plan = takeover::plan(&takeover::Pinned::default(), state, 4, 16);
+        let mut lb = Lb::new(MemMaps::new(4), setup(), state, plan, &macs).unwrap();
+        lb.take_effects();
+        lb
+    }
+
+    fn web_with(reals: &[&str]) -> LbState {
+        let mut st = LbState::default();
+        st.add_service(key("10.0.0.100:80")).unwrap();
+        for r in reals {
+            st.add_real(key("10.0.0.100:80"), ip(r), 1).unwrap();
+        }
+        st
+    }
+
+    fn kinds(lb: &Lb<MemMaps>) -> Vec<EventKind> {
+        lb.events.last(None).iter().map(|e| e.kind).collect()
+    }
+
+    fn result(service: ServiceKey, real: &str, ok: bool) -> CheckResult {
+        CheckResult {
+            service,
+            real: ip(real),
+            generation: 1,
+            ok,
+            latency: Duration::from_millis(1),
+            detail: "x".into(),
+        }
+    }
+
+    fn ok(h: Handled) -> String {
+        match h {
+            Handled::Answer(r) if r.ok => r.message,
+            other => panic!("expected a successful answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slots_and_ids_are_reused_and_shared_reals_hold_one_id() {
+        let mut lb = lb(&LbState::default(), &[]);
+        let (a, b) = (key("10.0.0.100:80"), key("10.0.0.100:1935"));
+        ok(lb.handle(Request::AddService { service: a, check: CheckSpec::default() }));
+        ok(lb.handle(Request::AddService { service: b, check: CheckSpec::default() }));
+        assert_eq!((lb.services[&a].slot, lb.services[&b].slot), (0, 1));
+        lb.mac_learned(ip("10.0.0.11"), MAC1); // not watched yet: ignored
+        assert!(matches!(
+            lb.handle(Request::AddReal { service: a, real: ip("10.0.0.11"), weight: 1 }),
+            Handled::AwaitMac { .. }
+        ));
+        assert!(lb.take_effects().contains(&Effect::Watch(ip("10.0.0.11"))));
+        lb.mac_learned(ip("10.0.0.11"), MAC1);
+        // The second service listing the address shares its id and its MAC: answered at once, no new watch.
+        let msg = ok(lb.handle(Request::AddReal { service: b, real: ip("10.0.0.11"), weight: 1 }));
+        assert!(msg.contains("02:00:00:00:00:0b"), "{msg}");
+        assert!(!lb.take_effects().contains(&Effect::Watch(ip("10.0.0.11"))));
+        assert_eq!(lb.reals[&ip("10.0.0.11")], RealSlot { id: 1, refs: 2, mac: Some(MAC1) });
+        assert_eq!(lb.maps.ring_ids(0), [1].into());
+        // Deleting a service frees its slot for the next one; the real keeps its id while b lists it.
+        ok(lb.handle(Request::DelService { service: a }));
+        assert_eq!(lb.reals[&ip("10.0.0.11")].refs, 1);
+        ok(lb.handle(Request::AddService { service: key("10.0.0.101:80"), check: CheckSpec::default() }));
+        assert_eq!(lb.services[&key("10.0.0.101:80")].slot, 0);
+        ok(lb.handle(Request::DelReal { service: b, real: ip("10.0.0.11") }));
+        assert!(lb.reals.is_empty());
+        assert!(lb.take_effects().contains(&Effect::Unwatch(ip("10.0.0.11"))));
+    }
+
+    #[test]
+    fn refused_requests_change_nothing() {
+        let mut lb = lb(&web_with(&["10.0.0.11"]), &[("10.0.0.11", MAC1)]);
+        let before = lb.state();
+        let web = key("10.0.0.100:80");
+        for req in [
+            Request::AddService { service: web, check: CheckSpec::default() },
+            Request::AddReal { service: web, real: ip("10.0.0.11"), weight: 1 },
+            Request::AddReal { service: web, real: ip("192.168.1.5"), weight: 1 },
+            Request::AddReal { service: web, real: ip("10.0.0.1"), weight: 1 },
+            Request::AddReal { service: web, real: ip("10.0.0.12"), weight: 70_000 },
+            Request::AddReal { service: key("10.0.0.100:81"), real: ip("10.0.0.12"), weight: 1 },
+            Request::EditReal { service: web, real: ip("10.0.0.12"), weight: 1 },
+            Request::DelReal { service: web, real: ip("10.0.0.12") },
+            Request::Drain { service: web, real: ip("10.0.0.12") },
+        ] {
+            match lb.handle(req.clone()) {
+                Handled::Answer(r) => assert!(!r.ok, "{req:?} was accepted: {}", r.message),
+                other => panic!("{req:?}: {other:?}"),
+            }
+        }
+        assert_eq!(lb.state(), before);
+        assert!(!lb.take_effects().contains(&Effect::Persist), "nothing to save");
+    }
+
+    #[test]
+    fn service_down_and_up_are_announced_once_each() {
+        let web = key("10.0.0.100:80");
+        let mut st = web_with(&["10.0.0.11", "10.0.0.12"]);
+        st.set_check(web, CheckSpec { kind: CheckKind::Tcp, ..CheckSpec::default() }).unwrap();
+        let mut lb = lb(&st, &[("10.0.0.11", MAC1), ("10.0.0.12", MAC2)]);
+        assert_eq!(lb.maps.ring_ids(0), [1, 2].into());
+        lb.on_check(result(web, "10.0.0.11", false));
+        assert_eq!(lb.maps.ring_ids(0), [2].into(), "the first failure decides for a real never seen up");
+        assert!(matches!(&lb.take_effects()[..], [Effect::Purge { slot: 0, id: 1, .. }]));
+        ok(lb.handle(Request::Drain { service: web, real: ip("10.0.0.12") }));
+        assert!(lb.maps.ring_ids(0).is_empty());
+        assert_eq!(kinds(&lb).iter().filter(|k| **k == EventKind::ServiceDown).count(), 1);
+        // Still down after another change: not announced again.
+        lb.on_check(result(web, "10.0.0.12", true));
+        assert_eq!(kinds(&lb).iter().filter(|k| **k == EventKind::ServiceDown).count(), 1);
+        // 10.0.0.11 comes back after `rise` passes: the service is up again, announced once.
+        lb.on_check(result(web, "10.0.0.11", true));
+        assert!(!kinds(&lb).contains(&EventKind::ServiceUp), "rise is 2");
+        lb.on_check(result(web, "10.0.0.11", true));
+        assert_eq!(lb.maps.ring_ids(0), [1].into());
+        assert_eq!(kinds(&lb).iter().filter(|k| **k == EventKind::ServiceUp).count(), 1);
+        let list = lb.list(&Census::default()).list.unwrap();
+        assert_eq!(list[0].usable_reals, 1);
+        assert_eq!(list[0].reals[1].state, "drained");
+    }
+
+    #[test]
+    fn a_pending_resolution_blocks_no_other_request_or_health_transition() {
+        let web = key("10.0.0.100:80");
+        let mut st = web_with(&["10.0.0.11"]);
+        st.set_check(web, CheckSpec { kind: CheckKind::Tcp, ..CheckSpec::default() }).unwrap();
+        let mut lb = lb(&st, &[("10.0.0.11", MAC1)]);
+        // 10.0.0.77 never answers ARP: its add-real waits for the resolver...
+        let pending = lb.handle(Request::AddReal { service: web, real: ip("10.0.0.77"), weight: 1 });
+        assert!(matches!(pending, Handled::AwaitMac { real, .. } if real == ip("10.0.0.77")));
+        let effects = lb.take_effects();
+        assert!(effects.contains(&Effect::Watch(ip("10.0.0.77"))) && effects.contains(&Effect::Persist));
+        // ...while everything else goes on: a list, an event query, a weight change and another real going down.
+        assert!(matches!(lb.handle(Request::List), Handled::NeedsCensus(Request::List)));
+        let list = lb.list(&Census::default()).list.unwrap();
+        assert_eq!(list[0].reals[1].state, "unresolved");
+        assert!(lb.handle(Request::Events { last: None }).is_answer());
+        ok(lb.handle(Request::EditReal { service: web, real: ip("10.0.0.11"), weight: 2 }));
+        lb.on_check(result(web, "10.0.0.11", false));
+        assert_eq!(lb.services[&web].reals[&ip("10.0.0.11")].health.tracker.health, Health::Down);
+        // The resolver gives up: the answer says so, and the real stays out of the ring until it answers.
+        let msg = lb.added(web, ip("10.0.0.77"), 1);
+        assert!(msg.contains("not resolved yet"), "{msg}");
+        assert!(lb.maps.ring_ids(0).is_empty());
+        lb.mac_learned(ip("10.0.0.77"), MAC2);
+        assert_eq!(lb.maps.ring_ids(0), [lb.reals[&ip("10.0.0.77")].id].into(), "joins once its MAC is learned");
+        assert_eq!(lb.maps.reals[&lb.reals[&ip("10.0.0.77")].id].flags, REAL_F_VALID);
+    }
+
+    #[test]
+    fn the_state_follows_every_change() {
+        let web = key("10.0.0.100:80");
+        let mut lb = lb(&web_with(&["10.0.0.11"]), &[("10.0.0.11", MAC1)]);
+        ok(lb.handle(Request::Drain { service: web, real: ip("10.0.0.11") }));
+        ok(lb.handle(Request::SetCheck {
+            service: web,
+            check: CheckSpec { kind: CheckKind::Http, ..CheckSpec::default() },
+        }));
+        let st = lb.state();
+        assert!(st.services[&web][&ip("10.0.0.11")].drained);
+        assert_eq!(st.check(&web).kind, CheckKind::Http);
+        assert_eq!(LbState::parse(&st.to_toml().unwrap(), "t").unwrap(), st);
+        assert!(lb.take_effects().iter().filter(|e| **e == Effect::Persist).count() >= 2);
+    }
+
+    impl Handled {
+        fn is_answer(&self) -> bool {
+            matches!(self, Handled::Answer(r) if r.ok)
+        }
+    }
+}

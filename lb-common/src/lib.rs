@@ -43,7 +43,8 @@ pub struct VipMeta {
     /// Index of the service: its Maglev table starts at `vip_num * RING_SIZE` in CH_RINGS, and its counters
     /// live at `vip_num` in SVC_STATS.
     pub vip_num: u32,
-    /// VIP_F_* bits.
+    /// Reserved for per-service options (0 today; the program ignores it), so adding one changes no layout and
+    /// a pinned VIPS map stays adoptable.
     pub flags: u32,
 }
 

@@ -320,12 +320,6 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-
-    /// curl from the client namespace; returns the body.
-    pub fn curl(&self, url: &str, max_time: u32) -> Result<String> {
-        let out = self.exec(&self.client(), &["curl", "-sS", "--max-time", &max_time.to_string(), url])?;
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    }
 }
 
 impl Drop for Lab {

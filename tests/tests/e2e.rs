@@ -51,6 +51,7 @@ fn long_lived_flow_keeps_its_real(mode: Mode) {
     let svc = format!("{VIP}:80");
     l.lbctl_ok(&["add-real", &svc, &real_ip(3)]);
     l.lbctl_ok(&["del-real", &svc, &real_ip(victim)]);
+    // Not a wait for readiness: the changes are spaced out so the stream runs through each ring on its own.
     std::thread::sleep(Duration::from_millis(500));
     l.lbctl_ok(&["edit-real", &svc, &real_ip(owner_idx), "--weight", "5"]);
     let status = context(l.lab.wait(pid, Duration::from_secs(20)), "stream end");

@@ -5,6 +5,7 @@ use lb_tests::*;
 use std::time::Duration;
 
 const ORIGIN_PORT: u16 = 1936;
+const ORIGIN_API_PORT: u16 = 8936;
 
 #[test]
 fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
@@ -15,7 +16,13 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     // The origin shares r1's host; each real runs an edge on :1935 (the VIP lives on their lo).
     let origin_listen = format!("0.0.0.0:{ORIGIN_PORT}");
     let r1 = l.lab.real(0);
-    context(l.lab.spawn(&r1, "origin.log", &[relay, "origin", "--listen", &origin_listen]).map(|_| ()), "origin");
+    let origin_api = format!("{}:{ORIGIN_API_PORT}", real_ip(0));
+    context(
+        l.lab
+            .spawn(&r1, "origin.log", &[relay, "origin", "--listen", &origin_listen, "--api", &origin_api])
+            .map(|_| ()),
+        "origin",
+    );
     context(l.lab.wait_port(&r1, &real_ip(0), ORIGIN_PORT), "origin listening");
     let origin_url = format!("rtmp://{}:{ORIGIN_PORT}/live", real_ip(0));
     for i in 0..3 {
@@ -81,7 +88,23 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
             .map(|_| ()),
         "publisher",
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Players start once the origin has the stream (its API lists it with a publisher).
+    let streams_url = format!("http://{origin_api}/streams");
+    context(
+        wait_for(
+            || {
+                let out = l.lab.exec_status(&r1, &["curl", "-sS", "--max-time", "2", &streams_url]);
+                out.is_ok_and(|o| {
+                    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                    v["streams"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s["key"] == "test" && !s["source"].is_null()))
+                })
+            },
+            "the origin has live/test",
+        ),
+        "publisher live",
+    );
     let url = format!("rtmp://{VIP}/live/test");
     let probes = 9;
     for n in 0..probes {

@@ -11,7 +11,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   setup                 install the eBPF toolchain (rust-src, bpf-linker) and missing Debian tools; idempotent
   run                   demo lab in network namespaces: client, LB (lbd) and three real servers behind one VIP
   run -- LBD-ARGS...    run lbd on a real interface, e.g. `cargo xtask run -- --iface eth0 --config lb.toml`
-  test                  every test: unit, packet fixtures, network-namespace end-to-end (needs root)
+  test                  format and lint gates, then every test: unit, packet fixtures, network-namespace
+                        end-to-end, relay (needs root)
+  lint                  only the gates: `cargo fmt --check` and clippy with warnings as errors
   bench xdp|conntable|relay   benchmarks (see BENCHMARKS.md)
   fuzz [SECONDS]        run each relay cargo-fuzz target (libFuzzer, nightly) for SECONDS (default 60)";
 
@@ -44,6 +46,10 @@ fn real_main() -> Result<()> {
             }
         }
         "test" => test(&args),
+        "lint" => {
+            setup::run()?;
+            lint()
+        }
         "bench" => bench(&args),
         "fuzz" => fuzz(&args),
         "-h" | "--help" | "help" => {
@@ -103,6 +109,7 @@ fn test(args: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the tests create network namespaces and load XDP programs: run `cargo xtask test` as root");
     }
+    lint()?;
     lb_lab::cleanup_stale();
     build(false)?;
     // Tests that touch kernel state run one at a time (namespaces, XDP attachments, fixed ports inside labs).
@@ -111,6 +118,15 @@ fn test(args: &[String]) -> Result<()> {
     let res = status(&mut c);
     lb_lab::cleanup_stale();
     res
+}
+
+/// The gates every change passes before its tests run: one format (rustfmt.toml) and no clippy warning in the
+/// host crates (the eBPF crate is linted for its own target by `cargo +nightly clippy`, see NOTES).
+fn lint() -> Result<()> {
+    status(cargo().args(["fmt", "--all", "--check"]))
+        .context("formatting differs from rustfmt.toml: run `cargo fmt --all`")?;
+    status(cargo().args(["clippy", "--workspace", "--exclude", "lb-ebpf", "--all-targets", "--", "-D", "warnings"]))
+        .context("clippy found warnings (fix them, or `#[expect(lint, reason = \"...\")]` where the code is right)")
 }
 
 /// Runs every cargo-fuzz target of the relay's input path for a bounded time; a crash fails the command and leaves

@@ -21,6 +21,7 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn run() -> Result<()> {
+    lint_tools()?;
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
@@ -39,6 +40,18 @@ fn nightly_sysroot() -> Result<PathBuf> {
     let s = output(Command::new("rustc").arg("+nightly").args(["--print", "sysroot"]))
         .context("the nightly toolchain is needed to build the eBPF program (rustup toolchain install nightly)")?;
     Ok(PathBuf::from(s))
+}
+
+/// rustfmt and clippy for the stable toolchain: `cargo xtask test` runs them as gates.
+fn lint_tools() -> Result<()> {
+    let have = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
+    for (tool, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        if !have(tool) {
+            eprintln!("xtask setup: adding {component} to the stable toolchain");
+            status(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    Ok(())
 }
 
 fn nightly_rust_src() -> Result<()> {

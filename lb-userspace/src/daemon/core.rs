@@ -166,16 +166,21 @@ impl<M: Maps> Lb<M> {
         self.services.get_mut(key).ok_or(ModelError::UnknownService(*key))
     }
 
-    /// Installs a service at `at` (a slot an earlier lbd used) or the lowest free slot.
+    /// Installs a service at `at` (a slot the takeover plan reserved for it) or the lowest free slot.
     fn install_service(&mut self, key: ServiceKey, check: CheckSpec, at: Option<u32>) -> Result<(), DaemonError> {
         key.validate()?;
         check.validate()?;
         if self.services.contains_key(&key) {
             return Err(ModelError::DuplicateService(key).into());
         }
-        let slot = self.ids.take_slot(at).ok_or(DaemonError::TooManyServices(self.maps.max_services()))?;
+        let slot = match at {
+            Some(s) => s,
+            None => self.ids.take_slot().ok_or(DaemonError::TooManyServices(self.maps.max_services()))?,
+        };
         if let Err(e) = self.maps.set_service(key.vip_key(), slot) {
-            self.ids.release_slot(slot);
+            if at.is_none() {
+                self.ids.release_slot(slot);
+            }
             return Err(e.into());
         }
         if self.manage_vips {
@@ -186,7 +191,7 @@ impl<M: Maps> Lb<M> {
     }
 
     /// Adds a real to a service, taking a dataplane id for its address unless another service has one already
-    /// (`at`: the id an earlier lbd used).
+    /// (`at`: the id an earlier lbd used, which the takeover plan reserved).
     fn install_real(
         &mut self,
         key: ServiceKey,
@@ -202,9 +207,14 @@ impl<M: Maps> Lb<M> {
         match self.reals.get_mut(&addr) {
             Some(slot) => slot.refs += 1,
             None => {
-                let id = self.ids.take_real(at).ok_or(DaemonError::TooManyReals(lb_common::MAX_REALS - 1))?;
+                let id = match at {
+                    Some(id) => id,
+                    None => self.ids.take_real().ok_or(DaemonError::TooManyReals(lb_common::MAX_REALS - 1))?,
+                };
                 if let Err(e) = self.maps.set_real(id, real_def(addr, mac)) {
-                    self.ids.release_real(id);
+                    if at.is_none() {
+                        self.ids.release_real(id);
+                    }
                     return Err(e.into());
                 }
                 self.reals.insert(addr, RealSlot { id, refs: 1, mac });
@@ -409,7 +419,10 @@ impl<M: Maps> Lb<M> {
         let existed = self.reals.get(&addr).copied();
         let mac = existed.and_then(|s| s.mac);
         self.install_real(key, RealSpec { addr, weight, drained: false }, mac, None)?;
-        if let Err(e) = self.rebuild_ring(&key) {
+        // An unresolved real is not in the ring anyway; the ring (and a service-down, should it be the only real)
+        // waits for the resolver's answer, so a resolution of a few milliseconds raises no false alarm.
+        let rebuilt = if mac.is_some() { self.rebuild_ring(&key) } else { Ok(()) };
+        if let Err(e) = rebuilt {
             // Undo, so a refused request changes nothing.
             if let Some(s) = self.services.get_mut(&key) {
                 s.reals.remove(&addr);
@@ -433,6 +446,9 @@ impl<M: Maps> Lb<M> {
         let mac = self.reals.get(&addr).and_then(|s| s.mac);
         if !self.services.get(&key).is_some_and(|s| s.reals.contains_key(&addr)) {
             return format!("added real {addr} to {key} with weight {weight}; it has been removed since");
+        }
+        if mac.is_none() {
+            self.rebuild_logged(&key);
         }
         let unresolved = if mac.is_none() { ", MAC not resolved yet" } else { "" };
         self.event(
@@ -778,6 +794,28 @@ mod tests {
         lb.mac_learned(ip("10.0.0.77"), MAC2);
         assert_eq!(lb.maps.ring_ids(0), [lb.reals[&ip("10.0.0.77")].id].into(), "joins once its MAC is learned");
         assert_eq!(lb.maps.reals[&lb.reals[&ip("10.0.0.77")].id].flags, REAL_F_VALID);
+    }
+
+    #[test]
+    fn a_takeover_keeps_the_pinned_slots_and_ids() {
+        let (web, rtmp) = (key("10.0.0.100:80"), key("10.0.0.100:1935"));
+        let mut st = web_with(&["10.0.0.11", "10.0.0.12"]);
+        st.add_service(rtmp).unwrap();
+        st.add_real(rtmp, ip("10.0.0.12"), 1).unwrap();
+        let def = real_def(ip("10.0.0.12"), Some(MAC2));
+        let pinned = takeover::Pinned {
+            services: vec![(rtmp.vip_key(), lb_common::VipMeta { vip_num: 0, flags: 0 })],
+            reals: vec![(9, def)],
+        };
+        let plan = takeover::plan(&pinned, &st, 4, 16);
+        let macs = BTreeMap::from([(ip("10.0.0.11"), MAC1)]);
+        let lb = Lb::new(MemMaps::new(4), setup(), &st, plan, &macs).unwrap();
+        // The flows in the pinned connection table name slot 0 and real 9: both keep those numbers.
+        assert_eq!((lb.services[&rtmp].slot, lb.services[&web].slot), (0, 1));
+        assert_eq!(lb.reals[&ip("10.0.0.12")], RealSlot { id: 9, refs: 2, mac: Some(MAC2) });
+        assert_eq!(lb.reals[&ip("10.0.0.11")].id, 1);
+        assert_eq!(lb.maps.ring_ids(0), [9].into());
+        assert_eq!(lb.maps.ring_ids(1), [1, 9].into());
     }
 
     #[test]

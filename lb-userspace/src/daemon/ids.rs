@@ -17,25 +17,22 @@ impl Ids {
         Ids { free_reals: (1..max_reals).collect(), free_slots: (0..max_services).collect() }
     }
 
-    /// Takes `at` (a slot an earlier lbd used, when it is free) or the lowest free slot.
-    pub fn take_slot(&mut self, at: Option<u32>) -> Option<u32> {
-        let slot = match at {
-            Some(s) if self.free_slots.contains(&s) => s,
-            _ => *self.free_slots.iter().next()?,
-        };
-        self.free_slots.remove(&slot);
-        Some(slot)
+    /// Takes the lowest free slot.
+    pub fn take_slot(&mut self) -> Option<u32> {
+        self.free_slots.pop_first()
+    }
+
+    /// Takes a given slot (one an earlier lbd used); false when it is not free.
+    pub fn reserve_slot(&mut self, slot: u32) -> bool {
+        self.free_slots.remove(&slot)
     }
 
     pub fn release_slot(&mut self, slot: u32) {
         self.free_slots.insert(slot);
     }
 
-    /// Takes `at` (an id an earlier lbd used, when it is free) or the id freed longest ago.
-    pub fn take_real(&mut self, at: Option<u32>) -> Option<u32> {
-        if let Some(pos) = at.and_then(|id| self.free_reals.iter().position(|i| *i == id)) {
-            return self.free_reals.remove(pos);
-        }
+    /// Takes the id freed longest ago.
+    pub fn take_real(&mut self) -> Option<u32> {
         self.free_reals.pop_front()
     }
 
@@ -44,8 +41,8 @@ impl Ids {
         self.free_reals.push_back(id);
     }
 
-    /// Marks ids as used without taking them through `take_real` (an earlier lbd's reals), then queues
-    /// `unwanted` ones, still held by their flows, to be reused last.
+    /// Takes the ids an earlier lbd used (`in_use`), then queues the `unwanted` ones among them, whose reals are
+    /// gone but whose flows may still hold them, to be reused last.
     pub fn reserve_reals(&mut self, in_use: &BTreeSet<u32>, unwanted: &BTreeSet<u32>) {
         self.free_reals.retain(|i| !in_use.contains(i));
         self.free_reals.extend(unwanted.iter().copied());
@@ -63,31 +60,33 @@ mod tests {
     #[test]
     fn slots_go_lowest_first_and_come_back() {
         let mut ids = Ids::new(3, 8);
-        assert_eq!((ids.take_slot(None), ids.take_slot(None)), (Some(0), Some(1)));
+        assert_eq!((ids.take_slot(), ids.take_slot()), (Some(0), Some(1)));
         ids.release_slot(0);
-        assert_eq!(ids.take_slot(None), Some(0));
-        assert_eq!(ids.take_slot(Some(2)), Some(2));
-        assert_eq!(ids.take_slot(None), None, "three slots, all taken");
+        assert_eq!(ids.take_slot(), Some(0));
+        assert!(ids.reserve_slot(2));
+        assert_eq!(ids.take_slot(), None, "three slots, all taken");
         assert_eq!(ids.free_slots(), 0);
     }
 
     #[test]
-    fn an_adopted_slot_is_taken_only_when_free() {
+    fn a_slot_is_reserved_only_when_free() {
         let mut ids = Ids::new(4, 8);
-        assert_eq!(ids.take_slot(Some(3)), Some(3));
-        assert_eq!(ids.take_slot(Some(3)), Some(0), "3 is taken: the lowest free one instead");
+        assert!(ids.reserve_slot(3));
+        assert!(!ids.reserve_slot(3), "taken already");
+        assert!(!ids.reserve_slot(9), "beyond the limit");
+        assert_eq!(ids.take_slot(), Some(0));
     }
 
     #[test]
     fn real_ids_skip_zero_and_are_reused_oldest_freed_first() {
         let mut ids = Ids::new(1, 5);
-        let taken: Vec<u32> = (0..4).map(|_| ids.take_real(None).unwrap()).collect();
+        let taken: Vec<u32> = (0..4).map(|_| ids.take_real().unwrap()).collect();
         assert_eq!(taken, vec![1, 2, 3, 4], "id 0 means no real");
-        assert_eq!(ids.take_real(None), None);
+        assert_eq!(ids.take_real(), None);
         ids.release_real(3);
         ids.release_real(1);
-        assert_eq!(ids.take_real(None), Some(3), "freed first, reused first");
-        assert_eq!(ids.take_real(Some(1)), Some(1));
+        assert_eq!(ids.take_real(), Some(3), "freed first, reused first");
+        assert_eq!(ids.take_real(), Some(1));
     }
 
     #[test]
@@ -95,7 +94,7 @@ mod tests {
         let mut ids = Ids::new(1, 6);
         let in_use: BTreeSet<u32> = [1, 2, 4].into();
         ids.reserve_reals(&in_use, &[2].into());
-        let order: Vec<u32> = std::iter::from_fn(|| ids.take_real(None)).collect();
+        let order: Vec<u32> = std::iter::from_fn(|| ids.take_real()).collect();
         assert_eq!(order, vec![3, 5, 2], "1 and 4 stay with their reals; 2 (gone from the config) comes last");
     }
 }

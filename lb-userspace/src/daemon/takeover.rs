@@ -24,7 +24,8 @@ pub struct Plan {
     pub stale: Vec<(ServiceKey, u32)>,
     /// Reals the earlier lbd had, by address: their id, and their MAC when it was valid.
     pub reals: BTreeMap<IpAddr, (u32, Option<[u8; 6]>)>,
-    /// The allocator, with the earlier lbd's numbers taken out.
+    /// The allocator, with the earlier lbd's numbers taken out: kept services and reals are installed at theirs
+    /// (see `slots` and `reals`), stale slots are freed once their services are removed.
     pub ids: Ids,
 }
 
@@ -53,7 +54,7 @@ pub fn plan(pinned: &Pinned, wanted: &LbState, max_services: u32, max_reals: u32
     let mut stale = Vec::new();
     for (k, meta) in &pinned.services {
         let Some(svc) = service_of(k) else { continue };
-        if meta.vip_num >= max_services || ids.take_slot(Some(meta.vip_num)) != Some(meta.vip_num) {
+        if meta.vip_num >= max_services || !ids.reserve_slot(meta.vip_num) {
             continue; // out of range, or a duplicate slot: not something this lbd can have written
         }
         if wanted.services.contains_key(&svc) {
@@ -120,10 +121,10 @@ mod tests {
         assert_eq!(p.reals[&"10.0.0.11".parse::<IpAddr>().unwrap()], (5, Some([2, 0, 0, 0, 0, 11])));
         assert_eq!(p.reals[&"10.0.0.12".parse::<IpAddr>().unwrap()], (7, None), "no valid MAC: none adopted");
         // Slots 0 (stale, not yet released) and 2 are held; 1 belonged to a family we do not handle, so it is free.
-        assert_eq!(p.ids.take_slot(None), Some(1));
-        assert_eq!(p.ids.take_slot(None), Some(3));
+        assert_eq!(p.ids.take_slot(), Some(1));
+        assert_eq!(p.ids.take_slot(), Some(3));
         // Ids 5 and 7 are held; 7 (its real is gone from the state) is reused only after every other id.
-        let order: Vec<u32> = std::iter::from_fn(|| p.ids.take_real(None)).collect();
+        let order: Vec<u32> = std::iter::from_fn(|| p.ids.take_real()).collect();
         assert_eq!(order, vec![1, 2, 3, 4, 6, 8, 9, 7]);
     }
 
@@ -131,7 +132,7 @@ mod tests {
     fn nothing_pinned_is_a_fresh_start() {
         let mut p = plan(&Pinned::default(), &LbState::default(), 2, 3);
         assert!(p.slots.is_empty() && p.stale.is_empty() && p.reals.is_empty());
-        assert_eq!((p.ids.take_slot(None), p.ids.take_real(None)), (Some(0), Some(1)));
+        assert_eq!((p.ids.take_slot(), p.ids.take_real()), (Some(0), Some(1)));
     }
 
     #[test]

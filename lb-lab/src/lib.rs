@@ -16,6 +16,38 @@ pub const VIP: &str = "10.99.0.100";
 /// Prefix of every namespace a lab makes; `cleanup_stale` removes leftovers with it.
 pub const NS_PREFIX: &str = "lbx";
 
+/// ffmpeg publishing a live test stream (640x360 at 30 fps, H.264 with a keyframe every 2 s, AAC) as FLV to the
+/// URL that follows these arguments: the demo's and the tests' publisher.
+pub const FFMPEG_PUBLISH: &[&str] = &[
+    "ffmpeg",
+    "-hide_banner",
+    "-loglevel",
+    "error",
+    "-re",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=640x360:rate=30",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=1000",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-tune",
+    "zerolatency",
+    "-g",
+    "60",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-f",
+    "flv",
+];
+
 pub fn real_ip(i: usize) -> String {
     format!("{NET}.{}", 11 + i)
 }

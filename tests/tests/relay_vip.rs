@@ -2,7 +2,6 @@
 //! gets the stream through the load balancer, and players spread over the edges.
 use lb_lab::bin_path;
 use lb_tests::*;
-use std::time::Duration;
 
 const ORIGIN_PORT: u16 = 1936;
 const ORIGIN_API_PORT: u16 = 8936;
@@ -49,45 +48,8 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     context(l.start_lbd(&["--config", cfg.to_str().unwrap()]), "lbd");
     let client = l.lab.client();
     let publish = format!("{origin_url}/test");
-    context(
-        l.lab
-            .spawn(
-                &client,
-                "ffmpeg-publish.log",
-                &[
-                    "ffmpeg",
-                    "-hide_banner",
-                    "-loglevel",
-                    "error",
-                    "-re",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc2=size=640x360:rate=30",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "sine=frequency=1000",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "veryfast",
-                    "-tune",
-                    "zerolatency",
-                    "-g",
-                    "60",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-c:a",
-                    "aac",
-                    "-f",
-                    "flv",
-                    &publish,
-                ],
-            )
-            .map(|_| ()),
-        "publisher",
-    );
+    let publisher: Vec<&str> = lb_lab::FFMPEG_PUBLISH.iter().copied().chain([publish.as_str()]).collect();
+    context(l.lab.spawn(&client, "ffmpeg-publish.log", &publisher).map(|_| ()), "publisher");
     // Players start once the origin has the stream (its API lists it with a publisher).
     let streams_url = format!("http://{origin_api}/streams");
     context(

@@ -57,40 +57,8 @@ pub fn run(bins: &Path) -> Result<()> {
     }
     let client = lab.client();
     let publish = format!("{origin_url}/test");
-    lab.spawn(
-        &client,
-        "publisher.log",
-        &[
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=1000",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-            &publish,
-        ],
-    )?;
+    let publisher: Vec<&str> = lb_lab::FFMPEG_PUBLISH.iter().copied().chain([publish.as_str()]).collect();
+    lab.spawn(&client, "publisher.log", &publisher)?;
     let config = lab.dir.join("lb.toml");
     let mut cfg = String::new();
     for (port, check) in [(80, "http"), (1935, "rtmp")] {

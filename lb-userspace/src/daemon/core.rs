@@ -604,7 +604,7 @@ pub fn check_real(iface: &Iface, addr: IpAddr) -> Result<(), DaemonError> {
 }
 
 /// A REALS entry; without a MAC the entry is not valid and the program sends nothing to it.
-fn real_def(addr: IpAddr, mac: Option<[u8; 6]>) -> RealDef {
+pub(super) fn real_def(addr: IpAddr, mac: Option<[u8; 6]>) -> RealDef {
     let mut a = [0u8; 16];
     if let IpAddr::V4(v4) = addr {
         a[..4].copy_from_slice(&v4.octets());

@@ -86,15 +86,7 @@ mod tests {
     }
 
     fn real(addr: [u8; 4], mac: Option<[u8; 6]>) -> RealDef {
-        let mut a = [0u8; 16];
-        a[..4].copy_from_slice(&addr);
-        RealDef {
-            addr: a,
-            mac: mac.unwrap_or_default(),
-            _pad: [0; 2],
-            flags: if mac.is_some() { REAL_F_VALID } else { 0 },
-            _pad2: 0,
-        }
+        crate::daemon::core::real_def(IpAddr::from(addr), mac)
     }
 
     #[test]

@@ -328,15 +328,9 @@ impl Daemon {
     fn purge(&mut self, slot: u32, id: u32, note: PurgeNote) {
         self.census.purging(Instant::now());
         if let Err(note) = self.conn.purge(slot, id, note) {
-            // The worker thread is gone: purge here (blocking) rather than not at all.
-            let t = Instant::now();
-            let purged = self
-                .lb
-                .maps
-                .conn_table()
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|t| t.purge(conntable::Method::Auto, |_, e| e.vip_num == slot && e.real_id == id));
-            self.on_conn_done(Done::Purged { tag: note, purged, took: t.elapsed() });
+            // Only a panic ends the worker; this task does not take its blocking walks over.
+            let gone = std::io::Error::other("the connection-table worker thread is gone");
+            self.on_conn_done(Done::Purged { tag: note, purged: Err(gone), took: Duration::ZERO });
         }
     }
 
@@ -382,16 +376,11 @@ impl Daemon {
         match self.conn.census(horizon) {
             Some(at) => self.census.walking(at),
             None => {
-                // The worker thread is gone: walk here (blocking) rather than not answer.
+                // Only a panic ends the worker; answer with what is known rather than walk here.
                 let requested = Instant::now();
                 self.census.walking(requested);
-                let census = self
-                    .lb
-                    .maps
-                    .conn_table()
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-                    .and_then(|t| t.census(conntable::Method::Auto, horizon));
-                self.on_conn_done(Done::Census { requested, census, took: requested.elapsed() });
+                let gone = std::io::Error::other("the connection-table worker thread is gone");
+                self.on_conn_done(Done::Census { requested, census: Err(gone), took: Duration::ZERO });
             }
         }
     }

@@ -192,7 +192,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = Arc::new(metrics::Metrics::default());
     let ctx = Arc::new(Ctx {
-        hub: hub::Hub::new(metrics.clone(), config.player_queue * 2, config.gop_max_bytes, config.coalesce),
+        hub: hub::Hub::new(config.player_queue * 2, config.gop_max_bytes, config.coalesce),
         config,
         metrics,
         shutdown: stop_rx,

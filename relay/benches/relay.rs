@@ -160,9 +160,9 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 fn measure(rt: &tokio::runtime::Runtime, server: &str, pid: u32, port: u16, n: usize, o: &Opts) -> Row {
     let url = PlayUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/bench")).unwrap();
     // One warm-up player makes the edge pull and fill its cache; the baseline is taken with it attached.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, stopping) = svc::Shutdown::new();
     let warm = Arc::new(LoadStats::default());
-    let h_warm = rt.spawn(relay::loadgen::run(url.clone(), 1, 1, warm.clone(), stop_rx.clone()));
+    let h_warm = rt.spawn(relay::loadgen::run(url.clone(), 1, 1, warm.clone(), stopping.clone()));
     let end = Instant::now() + Duration::from_secs(15);
     while warm.started.load(Ordering::Relaxed) < 1 {
         assert!(Instant::now() < end, "{server}: warm-up player got no frame");
@@ -171,7 +171,7 @@ fn measure(rt: &tokio::runtime::Runtime, server: &str, pid: u32, port: u16, n: u
     std::thread::sleep(Duration::from_secs(2));
     let rss_base = rss_kib(pid);
     let stats = Arc::new(LoadStats::default());
-    let h = rt.spawn(relay::loadgen::run(url, n, o.connect_rate, stats.clone(), stop_rx));
+    let h = rt.spawn(relay::loadgen::run(url, n, o.connect_rate, stats.clone(), stopping));
     let end = Instant::now() + Duration::from_secs(10 + (n as u64) / o.connect_rate.max(1) as u64 * 2);
     while stats.started.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
@@ -181,7 +181,7 @@ fn measure(rt: &tokio::runtime::Runtime, server: &str, pid: u32, port: u16, n: u
     std::thread::sleep(Duration::from_secs(o.secs));
     let (c1, b1, dt) = (cpu_secs(pid), stats.bytes.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
     let rss = rss_kib(pid);
-    let _ = stop_tx.send(true);
+    stop.trigger();
     let _ = rt.block_on(h);
     let _ = rt.block_on(h_warm);
     let started = stats.started.load(Ordering::Relaxed);

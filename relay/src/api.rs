@@ -16,8 +16,8 @@ use crate::{Ctx, Role};
 const MAX_REQUEST: usize = 16 * 1024;
 
 pub(crate) async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
-    let mut stop = ctx.shutdown.clone();
-    while let Some((sock, peer)) = crate::accept_until_stop(&listener, &mut stop, "API").await {
+    let mut stop = ctx.stopping.clone();
+    while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "API").await {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = tokio::time::timeout(Duration::from_secs(5), handle(ctx, sock)).await {

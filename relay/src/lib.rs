@@ -3,7 +3,7 @@
 //! Shaped like mini-redis: binaries parse arguments and bind sockets, then call [`run`] with a shutdown
 //! future, so tests can bind port 0 and stop the relay without signals.
 
-pub mod api;
+mod api;
 pub mod chunk;
 mod edge;
 pub mod fuzz;
@@ -155,9 +155,20 @@ impl Config {
 pub(crate) struct Ctx {
     pub config: Config,
     pub hub: hub::Hub,
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: metrics::Metrics,
     /// Fires on shutdown; every task selects on it.
     pub stopping: Stopping,
+}
+
+impl Ctx {
+    fn new(config: Config, stopping: Stopping) -> Self {
+        Self {
+            hub: hub::Hub::new(config.player_queue * 2, config.gop_max_bytes, config.coalesce),
+            config,
+            metrics: metrics::Metrics::default(),
+            stopping,
+        }
+    }
 }
 
 /// Runs the relay on `listener` (RTMP) and optionally `api` (HTTP) until `shutdown` completes.
@@ -169,18 +180,12 @@ pub async fn run(
 ) -> Result<(), RelayError> {
     config.validate()?;
     let (stop, stopping) = Shutdown::new();
-    let metrics = Arc::new(metrics::Metrics::default());
-    let ctx = Arc::new(Ctx {
-        hub: hub::Hub::new(config.player_queue * 2, config.gop_max_bytes, config.coalesce),
-        config,
-        metrics,
-        stopping,
-    });
+    let ctx = Arc::new(Ctx::new(config, stopping));
     tracing::info!(role = ctx.config.role.name(), rtmp = %listener.local_addr()?, "relay listening");
     let mut tasks = JoinSet::new();
     if let Some(api) = api {
         tracing::info!(addr = %api.local_addr()?, "HTTP API listening");
-        tasks.spawn(api::serve(ctx.clone(), api));
+        tasks.spawn(svc::http::serve(api, api::router(ctx.clone()), ctx.stopping.clone(), "API"));
     }
     {
         let ctx = ctx.clone();

@@ -222,6 +222,7 @@ async fn client_handshake(sock: &mut TcpStream) -> Result<Vec<u8>, PullError> {
 }
 
 /// Handshake for other client-side users (the load generator).
+#[cfg(feature = "test-support")]
 pub async fn connect_client(sock: &mut TcpStream) -> Result<Vec<u8>, std::io::Error> {
     client_handshake(sock).await.map_err(|e| std::io::Error::other(e.to_string()))
 }

@@ -6,8 +6,10 @@
 mod api;
 pub mod chunk;
 mod edge;
+#[cfg(feature = "test-support")]
 pub mod fuzz;
 pub mod hub;
+#[cfg(feature = "test-support")]
 pub mod loadgen;
 pub mod metrics;
 pub mod proto;

@@ -6,6 +6,7 @@
 //! Layout: edge under test on CPU 0; our origin, the ffmpeg publisher (stream copy of a pre-encoded clip) and
 //! this process (the player load generator, one thread) on CPU 1. Both edges pull from the same origin.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -91,6 +92,33 @@ fn wait_port(port: u16) {
     }
 }
 
+/// The body of `GET path` on the loopback API at `port`, if it answers.
+fn api_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some(r.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// Polls the origin's API until live/bench has a publisher.
+fn wait_live(api_port: u16) {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let streams = api_get(api_port, "/streams").and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+        let live = streams
+            .as_ref()
+            .and_then(|v| v["streams"].as_array())
+            .is_some_and(|a| a.iter().any(|s| s["app"] == "live" && s["key"] == "bench" && !s["source"].is_null()));
+        if live {
+            return;
+        }
+        assert!(Instant::now() < end, "the publisher did not go live on the origin (see publisher.log)");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn pin_self(cpu: usize) {
     // SAFETY: plain libc call on a zeroed cpu_set_t for this thread group.
     unsafe {
@@ -160,28 +188,30 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 fn measure(rt: &tokio::runtime::Runtime, server: &str, pid: u32, port: u16, n: usize, o: &Opts) -> Row {
     let url = PlayUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/bench")).unwrap();
     // One warm-up player makes the edge pull and fill its cache; the baseline is taken with it attached.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, stopping) = svc::Shutdown::new();
     let warm = Arc::new(LoadStats::default());
-    let h_warm = rt.spawn(relay::loadgen::run(url.clone(), 1, 1, warm.clone(), stop_rx.clone()));
+    let h_warm = rt.spawn(relay::loadgen::run(url.clone(), 1, 1, warm.clone(), stopping.clone()));
     let end = Instant::now() + Duration::from_secs(15);
     while warm.started.load(Ordering::Relaxed) < 1 {
         assert!(Instant::now() < end, "{server}: warm-up player got no frame");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Settling time, not a readiness wait: the edge fills its cache with a whole GOP (2 s) before the baseline.
     std::thread::sleep(Duration::from_secs(2));
     let rss_base = rss_kib(pid);
     let stats = Arc::new(LoadStats::default());
-    let h = rt.spawn(relay::loadgen::run(url, n, o.connect_rate, stats.clone(), stop_rx));
+    let h = rt.spawn(relay::loadgen::run(url, n, o.connect_rate, stats.clone(), stopping));
     let end = Instant::now() + Duration::from_secs(10 + (n as u64) / o.connect_rate.max(1) as u64 * 2);
     while stats.started.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < n && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Settling time: the last players' start-up (handshake, cached GOP burst) stays out of the measured window.
     std::thread::sleep(Duration::from_secs(2));
     let (c0, b0, t0) = (cpu_secs(pid), stats.bytes.load(Ordering::Relaxed), Instant::now());
     std::thread::sleep(Duration::from_secs(o.secs));
     let (c1, b1, dt) = (cpu_secs(pid), stats.bytes.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
     let rss = rss_kib(pid);
-    let _ = stop_tx.send(true);
+    stop.trigger();
     let _ = rt.block_on(h);
     let _ = rt.block_on(h_warm);
     let started = stats.started.load(Ordering::Relaxed);
@@ -272,11 +302,11 @@ fn main() {
         .unwrap();
     assert!(st.success(), "encoding the clip failed");
 
-    let origin_port = free_port();
+    let (origin_port, origin_api) = (free_port(), free_port());
     let _origin = spawn(
         AUX_CPU,
         relay_bin,
-        &["origin", "--listen", &format!("127.0.0.1:{origin_port}")],
+        &["origin", "--listen", &format!("127.0.0.1:{origin_port}"), "--api", &format!("127.0.0.1:{origin_api}")],
         &dir.join("origin.log"),
     );
     wait_port(origin_port);
@@ -301,7 +331,7 @@ fn main() {
         ],
         &dir.join("publisher.log"),
     );
-    std::thread::sleep(Duration::from_secs(2));
+    wait_live(origin_api);
 
     // One worker thread (inherits the CPU 1 pin) drives the players while this thread measures.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();

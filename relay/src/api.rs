@@ -1,106 +1,186 @@
-//! HTTP control/observability API: GET /streams, POST /streams/{app}/{key}/pull, GET /metrics.
-//!
-//! A minimal HTTP/1.1 server on tokio (one request per connection) instead of hyper: three routes do not
-//! justify the dependency tree on a 2-core build machine.
+//! HTTP control/observability API on `svc::http`: GET /streams, POST /streams/{app}/{key}/pull, GET /metrics,
+//! GET /healthz. Handlers only read the hub and the counters (or start a pull); errors are `{"error": "..."}`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use svc::http::error;
+use tracing::info;
 
+use crate::hub::StreamView;
+use crate::metrics::StreamSample;
 use crate::{Ctx, Role};
 
-/// Requests larger than this are refused: every route fits in a request line and a few headers.
-const MAX_REQUEST: usize = 16 * 1024;
+type Shared = State<Arc<Ctx>>;
 
-pub(crate) async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
-    let mut stop = ctx.shutdown.clone();
-    while let Some((sock, peer)) = crate::accept_until_stop(&listener, &mut stop, "API").await {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(5), handle(ctx, sock)).await {
-                debug!(%peer, error = %e, "API request timed out");
-            }
-        });
+pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/streams", get(streams))
+        .route("/streams/{app}/{key}/pull", post(pull))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .method_not_allowed_fallback(refused)
+        .fallback(refused)
+        .with_state(ctx)
+}
+
+#[derive(Serialize)]
+struct Streams {
+    role: &'static str,
+    streams: Vec<StreamView>,
+}
+
+async fn streams(State(ctx): Shared) -> Json<Streams> {
+    Json(Streams { role: ctx.config.role.name(), streams: ctx.hub.views() })
+}
+
+/// Edge only: starts pulling app/key now (held for --idle-timeout without players), as the first player would.
+async fn pull(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> Response {
+    let Role::Edge { origins } = &ctx.config.role else {
+        return error(StatusCode::NOT_FOUND, "pull is an edge operation");
+    };
+    if !origins.iter().any(|o| o.app == app) {
+        return error(StatusCode::NOT_FOUND, format!("no --origin serves app {app:?}"));
+    }
+    let stream = crate::edge::ensure_pull(&ctx, &app, &key);
+    info!(app, key, "pre-pull requested over the API");
+    let body = serde_json::json!({ "app": app, "key": key, "pulling": true, "source": stream.source(),
+        "held_for_secs": ctx.config.idle_timeout.as_secs() });
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// The counters and the per-stream gauges: the API is where both the hub and the counters are known.
+async fn metrics(State(ctx): Shared) -> Response {
+    let views = ctx.hub.views();
+    let streams: Vec<StreamSample<'_>> = views
+        .iter()
+        .map(|v| StreamSample {
+            app: &v.app,
+            key: &v.key,
+            players: v.players,
+            bitrate_in_bps: v.bitrate_in_kbps * 1000,
+        })
+        .collect();
+    let families = ctx.metrics.families(ctx.config.role.name(), &streams);
+    svc::http::metrics_text(svc::metrics::render(&families))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// What no route takes. Anything under /streams and /metrics is a resource this API has, so a request there is
+/// the wrong method (405), e.g. GET on a pull; any other path is unknown (404), and so is a POST to /healthz.
+async fn refused(uri: Uri) -> Response {
+    let path = uri.path();
+    if path == "/metrics" || path == "/streams" || path.starts_with("/streams/") {
+        error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else {
+        error(StatusCode::NOT_FOUND, "not found")
     }
 }
 
-struct Response {
-    status: &'static str,
-    content_type: &'static str,
-    body: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, OriginUrl};
+    use std::net::SocketAddr;
+    use svc::Shutdown;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn json(status: &'static str, v: serde_json::Value) -> Response {
-    Response { status, content_type: "application/json", body: v.to_string() + "\n" }
-}
+    /// Serves the API of a relay with `role` on a loopback port; the server stops when the Shutdown is dropped.
+    async fn serve(role: Role) -> (SocketAddr, Arc<Ctx>, Shutdown) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (sd, st) = Shutdown::new();
+        let ctx = Arc::new(Ctx::new(Config::new(role), st.clone()));
+        tokio::spawn(svc::http::serve(l, router(ctx.clone()), st, "API"));
+        (addr, ctx, sd)
+    }
 
-async fn handle(ctx: Arc<Ctx>, mut sock: TcpStream) {
-    let mut buf = Vec::with_capacity(1024);
-    let mut tmp = [0u8; 2048];
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        if buf.len() > MAX_REQUEST {
-            return;
-        }
-        match sock.read(&mut tmp).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let resp = route(&ctx, method, path);
-    let msg = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        resp.status,
-        resp.content_type,
-        resp.body.len(),
-        resp.body
-    );
-    let _ = sock.write_all(msg.as_bytes()).await;
-    let _ = sock.shutdown().await;
-}
+    /// (status, content type, body) of one request.
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let ctype = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
+            .unwrap_or_default();
+        (status, ctype, body.to_string())
+    }
 
-fn route(ctx: &Arc<Ctx>, method: &str, path: &str) -> Response {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method, segs.as_slice()) {
-        ("GET", ["streams"]) => {
-            json("200 OK", serde_json::json!({ "role": ctx.config.role.name(), "streams": ctx.hub.views() }))
+    fn json(body: &str) -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
+    }
+
+    #[tokio::test]
+    async fn origin_routes_statuses_and_bodies() {
+        let (addr, ctx, _sd) = serve(Role::Origin { publish_token: None }).await;
+        ctx.hub.get_or_create("live", "a\"b");
+        let (code, ctype, body) = request(addr, "GET", "/streams?x=1").await;
+        assert_eq!((code, ctype.as_str()), (200, "application/json"));
+        let v = json(&body);
+        assert_eq!(v["role"], "origin");
+        assert_eq!(v["streams"][0]["key"], "a\"b");
+        assert!(v["streams"][0]["source"].is_null());
+
+        let (code, ctype, body) = request(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        let m = svc::metrics::parse(&body).unwrap();
+        assert_eq!(m["relay_streams"][0].1, 1.0);
+        assert_eq!(m["relay_stream_players"][0].0[2], ("key".to_string(), "a\"b".to_string()));
+
+        assert_eq!(request(addr, "GET", "/healthz").await.2, "ok\n");
+        let (code, _, body) = request(addr, "POST", "/streams/live/a/pull").await;
+        assert_eq!((code, json(&body)), (404, serde_json::json!({ "error": "pull is an edge operation" })));
+        let not_allowed = serde_json::json!({ "error": "method not allowed" });
+        for (method, path) in [
+            ("POST", "/streams"),
+            ("DELETE", "/streams"),
+            ("GET", "/streams/live/a/pull"),
+            ("GET", "/streams/live/a"),
+            ("PUT", "/streams/x"),
+            ("POST", "/metrics"),
+        ] {
+            let (code, ctype, body) = request(addr, method, path).await;
+            assert_eq!(
+                (code, ctype.as_str(), json(&body)),
+                (405, "application/json", not_allowed.clone()),
+                "{method} {path}"
+            );
         }
-        ("GET", ["metrics"]) => Response {
-            status: "200 OK",
-            content_type: "text/plain; version=0.0.4",
-            body: ctx.metrics.render(&ctx.hub, ctx.config.role.name()),
-        },
-        ("GET", ["healthz"]) => Response { status: "200 OK", content_type: "text/plain", body: "ok\n".into() },
-        ("POST", ["streams", app, key, "pull"]) => match &ctx.config.role {
-            Role::Origin { .. } => json("404 Not Found", serde_json::json!({ "error": "pull is an edge operation" })),
-            Role::Edge { origins } => {
-                if !origins.iter().any(|o| o.app == *app) {
-                    return json(
-                        "404 Not Found",
-                        serde_json::json!({ "error": format!("no --origin serves app {app:?}") }),
-                    );
-                }
-                let stream = crate::edge::ensure_pull(ctx, app, key);
-                info!(app, key, "pre-pull requested over the API");
-                json(
-                    "202 Accepted",
-                    serde_json::json!({ "app": app, "key": key, "pulling": true, "source": stream.source(),
-                        "held_for_secs": ctx.config.idle_timeout.as_secs() }),
-                )
-            }
-        },
-        (_, ["streams", ..]) | (_, ["metrics"]) => {
-            json("405 Method Not Allowed", serde_json::json!({ "error": "method not allowed" }))
+        for (method, path) in [("GET", "/"), ("GET", "/nope"), ("POST", "/healthz"), ("GET", "/metricsx")] {
+            let (code, _, body) = request(addr, method, path).await;
+            assert_eq!((code, json(&body)), (404, serde_json::json!({ "error": "not found" })), "{method} {path}");
         }
-        _ => json("404 Not Found", serde_json::json!({ "error": "not found" })),
+    }
+
+    #[tokio::test]
+    async fn edge_pull_is_accepted_for_served_apps_only() {
+        // Nothing listens on port 1: the pull keeps retrying in the background, which is all this test needs.
+        let origins = vec![OriginUrl::parse("rtmp://127.0.0.1:1/live").unwrap()];
+        let (addr, ctx, _sd) = serve(Role::Edge { origins }).await;
+        let (code, _, body) = request(addr, "POST", "/streams/live/test/pull").await;
+        assert_eq!(code, 202, "{body}");
+        let held = ctx.config.idle_timeout.as_secs();
+        assert_eq!(
+            json(&body),
+            serde_json::json!({ "app": "live", "key": "test", "pulling": true, "source": null, "held_for_secs": held })
+        );
+        assert!(ctx.hub.get("live", "test").is_some(), "the pull created the stream");
+        let (code, _, body) = request(addr, "POST", "/streams/other/test/pull").await;
+        assert_eq!((code, json(&body)), (404, serde_json::json!({ "error": "no --origin serves app \"other\"" })));
+        assert_eq!(json(&request(addr, "GET", "/streams").await.2)["role"], "edge");
     }
 }

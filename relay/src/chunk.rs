@@ -129,11 +129,6 @@ impl ChunkDecoder {
         &mut self.buf
     }
 
-    /// The chunk size the peer currently uses.
-    pub fn chunk_size(&self) -> u32 {
-        self.chunk_size
-    }
-
     /// Decodes the next complete message, or `Ok(None)` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<RawMessage>, ChunkError> {
         loop {

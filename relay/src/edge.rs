@@ -57,7 +57,7 @@ enum PullError {
 async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) {
     let mut backoff = ctx.config.backoff_min;
     let mut i = 0usize;
-    let mut stop = ctx.shutdown.clone();
+    let mut stop = ctx.stopping.clone();
     loop {
         let origin = &origins[i % origins.len()];
         let mut reached_playing = false;
@@ -88,7 +88,7 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) 
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
+            _ = stop.wait() => return,
         }
         backoff = (backoff * 2).min(ctx.config.backoff_max);
     }
@@ -116,7 +116,7 @@ async fn pull_once(
         session.feed(&rest, &mut out, &mut events)?;
     }
     let mut source: Option<u64> = None;
-    let mut stop = ctx.shutdown.clone();
+    let mut stop = ctx.stopping.clone();
     let mut check = tokio::time::interval(Duration::from_millis(500));
     let mut last_input = Instant::now();
     let result = loop {
@@ -192,7 +192,7 @@ async fn pull_once(
                     break Err(PullError::Timeout("upstream sent nothing within --source-timeout"));
                 }
             }
-            _ = stop.changed() => break Ok(PullEnd::Ended),
+            _ = stop.wait() => break Ok(PullEnd::Ended),
         }
     };
     if let Some(id) = source {
@@ -222,6 +222,7 @@ async fn client_handshake(sock: &mut TcpStream) -> Result<Vec<u8>, PullError> {
 }
 
 /// Handshake for other client-side users (the load generator).
+#[cfg(feature = "test-support")]
 pub async fn connect_client(sock: &mut TcpStream) -> Result<Vec<u8>, std::io::Error> {
     client_handshake(sock).await.map_err(|e| std::io::Error::other(e.to_string()))
 }

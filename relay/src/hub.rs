@@ -9,7 +9,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::metrics::Metrics;
 use crate::proto::Media;
 
 /// The message stream id ffmpeg, nginx-rtmp and Flash clients get from their (only) createStream: frames are
@@ -328,7 +327,7 @@ impl Stream {
         self.ended.load(Ordering::Acquire)
     }
 
-    /// Milliseconds of media currently cached in the GOP.
+    /// Frames (video and audio) currently cached in the GOP.
     pub fn gop_len(&self) -> usize {
         self.cache().gop.len()
     }
@@ -352,15 +351,14 @@ pub struct StreamView {
 /// All streams of this relay.
 pub struct Hub {
     streams: Mutex<HashMap<(String, String), Arc<Stream>>>,
-    pub metrics: Arc<Metrics>,
     queue: usize,
     gop_max_bytes: usize,
     coalesce: Duration,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, queue: usize, gop_max_bytes: usize, coalesce: Duration) -> Self {
-        Self { streams: Mutex::new(HashMap::new()), metrics, queue, gop_max_bytes, coalesce }
+    pub fn new(queue: usize, gop_max_bytes: usize, coalesce: Duration) -> Self {
+        Self { streams: Mutex::new(HashMap::new()), queue, gop_max_bytes, coalesce }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Stream>>> {
@@ -458,7 +456,7 @@ mod tests {
 
     #[test]
     fn coalescing_holds_audio_for_video_and_never_duplicates() {
-        let hub = Hub::new(Arc::new(Metrics::default()), 64, 1 << 20, Duration::from_millis(50));
+        let hub = Hub::new(64, 1 << 20, Duration::from_millis(50));
         let (s, _) = hub.get_or_create("live", "k");
         let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
         let mut early = s.subscribe().rx;

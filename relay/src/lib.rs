@@ -3,11 +3,13 @@
 //! Shaped like mini-redis: binaries parse arguments and bind sockets, then call [`run`] with a shutdown
 //! future, so tests can bind port 0 and stop the relay without signals.
 
-pub mod api;
+mod api;
 pub mod chunk;
 mod edge;
+#[cfg(feature = "test-support")]
 pub mod fuzz;
 pub mod hub;
+#[cfg(feature = "test-support")]
 pub mod loadgen;
 pub mod metrics;
 pub mod proto;
@@ -17,8 +19,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use svc::{Shutdown, Stopping};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use chunk::ChunkLimits;
@@ -155,28 +157,18 @@ impl Config {
 pub(crate) struct Ctx {
     pub config: Config,
     pub hub: hub::Hub,
-    pub metrics: Arc<metrics::Metrics>,
-    /// Flips to true on shutdown; every task selects on it.
-    pub shutdown: watch::Receiver<bool>,
+    pub metrics: metrics::Metrics,
+    /// Fires on shutdown; every task selects on it.
+    pub stopping: Stopping,
 }
 
-/// The next connection on `listener`, or None once shutdown is signalled. Accept errors (EMFILE and friends) are
-/// logged and retried after a pause instead of spinning. Shared by the RTMP and the HTTP listeners.
-pub(crate) async fn accept_until_stop(
-    listener: &TcpListener,
-    stop: &mut watch::Receiver<bool>,
-    what: &str,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => return Some(x),
-                Err(e) => {
-                    tracing::warn!(error = %e, "{what} accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = stop.changed() => return None,
+impl Ctx {
+    fn new(config: Config, stopping: Stopping) -> Self {
+        Self {
+            hub: hub::Hub::new(config.player_queue * 2, config.gop_max_bytes, config.coalesce),
+            config,
+            metrics: metrics::Metrics::default(),
+            stopping,
         }
     }
 }
@@ -189,29 +181,23 @@ pub async fn run(
     shutdown: impl Future,
 ) -> Result<(), RelayError> {
     config.validate()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = Arc::new(metrics::Metrics::default());
-    let ctx = Arc::new(Ctx {
-        hub: hub::Hub::new(metrics.clone(), config.player_queue * 2, config.gop_max_bytes, config.coalesce),
-        config,
-        metrics,
-        shutdown: stop_rx,
-    });
+    let (stop, stopping) = Shutdown::new();
+    let ctx = Arc::new(Ctx::new(config, stopping));
     tracing::info!(role = ctx.config.role.name(), rtmp = %listener.local_addr()?, "relay listening");
     let mut tasks = JoinSet::new();
     if let Some(api) = api {
         tracing::info!(addr = %api.local_addr()?, "HTTP API listening");
-        tasks.spawn(api::serve(ctx.clone(), api));
+        tasks.spawn(svc::http::serve(api, api::router(ctx.clone()), ctx.stopping.clone(), "API"));
     }
     {
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut stop = ctx.shutdown.clone();
+            let mut stop = ctx.stopping.clone();
             loop {
                 tokio::select! {
                     _ = tick.tick() => ctx.hub.tick(ctx.config.grace_period),
-                    _ = stop.changed() => break,
+                    _ = stop.wait() => break,
                 }
             }
         });
@@ -219,7 +205,7 @@ pub async fn run(
     tasks.spawn(server::accept_loop(ctx.clone(), listener));
     shutdown.await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
+    stop.trigger();
     for s in ctx.hub.all() {
         ctx.hub.remove(&s);
     }

@@ -43,14 +43,8 @@ pub struct LoadStats {
     pub ttff: std::sync::Mutex<Vec<Duration>>,
 }
 
-/// Runs `players` players, `concurrency` connecting at a time, each until `stop` resolves.
-pub async fn run(
-    url: PlayUrl,
-    players: usize,
-    connect_per_sec: u32,
-    stats: Arc<LoadStats>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
+/// Runs `players` players, `connect_per_sec` connecting per second, each until `stop` fires.
+pub async fn run(url: PlayUrl, players: usize, connect_per_sec: u32, stats: Arc<LoadStats>, stop: svc::Stopping) {
     let mut tasks = tokio::task::JoinSet::new();
     let gap = Duration::from_secs_f64(1.0 / connect_per_sec.max(1) as f64);
     for _ in 0..players {
@@ -58,7 +52,7 @@ pub async fn run(
         tasks.spawn(async move {
             let r = tokio::select! {
                 r = player(&url, &stats) => r,
-                _ = stop2.wait_for(|v| *v) => Ok(()),
+                _ = stop2.wait() => Ok(()),
             };
             if let Err(e) = r {
                 tracing::debug!(error = %e, "load player failed");

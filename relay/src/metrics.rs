@@ -1,9 +1,11 @@
-//! Process-wide counters and their Prometheus text rendering for `GET /metrics`.
+//! Process-wide counters and the families of `GET /metrics`, as Prometheus text through `svc::metrics`.
+//!
+//! This module knows nothing of the hub: the per-stream gauges are handed in as [`StreamSample`]s by whoever
+//! holds both (the API), so the counters can be bumped from every module without an import cycle.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::hub::Hub;
+use svc::metrics::{Family, Labels};
 
 /// Counters are plain atomics: they are bumped on hot paths and read only by the API.
 #[derive(Default)]
@@ -27,90 +29,106 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
 }
 
+/// What `/metrics` shows of one stream.
+pub struct StreamSample<'a> {
+    pub app: &'a str,
+    pub key: &'a str,
+    pub players: usize,
+    pub bitrate_in_bps: u64,
+}
+
 impl Metrics {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self, hub: &Hub, role: &str) -> String {
-        let mut o = String::new();
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                o,
-                "# HELP relay_{name} {help}\n# TYPE relay_{name} {kind}\nrelay_{name}{{role=\"{role}\"}} {v}"
-            );
-        };
-        line("connections_total", "counter", "RTMP connections accepted.", g(&self.connections_total));
-        line("connections_active", "gauge", "RTMP connections open now.", g(&self.connections_active));
-        line(
-            "connections_refused_total",
-            "counter",
-            "Connections refused at --max-connections.",
-            g(&self.connections_refused_limit),
-        );
-        line(
-            "protocol_errors_total",
-            "counter",
-            "Connections closed for malformed or over-limit input.",
-            g(&self.protocol_errors),
-        );
-        line(
-            "publishes_refused_total",
-            "counter",
-            "Publish requests refused (key live, bad token).",
-            g(&self.publishes_refused),
-        );
-        line("players_total", "counter", "Play requests accepted.", g(&self.players_total));
-        line("players_stalled_total", "counter", "Players disconnected for not reading.", g(&self.players_stalled));
-        line(
-            "frames_skipped_total",
-            "counter",
-            "Frames dropped so a slow player resumes at a keyframe.",
-            g(&self.frames_skipped),
-        );
-        line(
-            "upstream_connects_total",
-            "counter",
-            "Upstream pull connections that reached playing.",
-            g(&self.upstream_connects),
-        );
-        line(
-            "upstream_failures_total",
-            "counter",
-            "Upstream pull attempts or sessions that failed.",
-            g(&self.upstream_failures),
-        );
-        line("upstream_active", "gauge", "Upstream pull connections playing now.", g(&self.upstream_active));
-        line("bytes_in_total", "counter", "Bytes received on RTMP connections.", g(&self.bytes_in));
-        line("bytes_out_total", "counter", "Bytes sent on RTMP connections.", g(&self.bytes_out));
-        let views = hub.views();
-        line("streams", "gauge", "Streams known now.", views.len() as u64);
-        let _ = writeln!(o, "# HELP relay_stream_players Players of a stream.\n# TYPE relay_stream_players gauge");
-        for v in &views {
-            let _ = writeln!(
-                o,
-                "relay_stream_players{{role=\"{role}\",app=\"{}\",key=\"{}\"}} {}",
-                esc(&v.app),
-                esc(&v.key),
-                v.players
-            );
+    /// Every family, each sample labelled with this relay's `role`; stream families get `app` and `key` too.
+    pub fn families(&self, role: &str, streams: &[StreamSample<'_>]) -> Vec<Family> {
+        let labels = || -> Labels { vec![("role", role.to_string())] };
+        let one = |f: Family, c: &AtomicU64| f.with(labels(), c.load(Ordering::Relaxed) as f64);
+        let mut players = Family::gauge("relay_stream_players", "Players of a stream.");
+        let mut bitrate = Family::gauge("relay_stream_bitrate_in_bps", "Incoming bitrate of a stream.");
+        for s in streams {
+            let labels = vec![("role", role.to_string()), ("app", s.app.to_string()), ("key", s.key.to_string())];
+            players.add(labels.clone(), s.players as f64);
+            bitrate.add(labels, s.bitrate_in_bps as f64);
         }
-        let _ = writeln!(o, "# HELP relay_stream_bitrate_in_bps Incoming bitrate of a stream.\n# TYPE relay_stream_bitrate_in_bps gauge");
-        for v in &views {
-            let _ = writeln!(
-                o,
-                "relay_stream_bitrate_in_bps{{role=\"{role}\",app=\"{}\",key=\"{}\"}} {}",
-                esc(&v.app),
-                esc(&v.key),
-                v.bitrate_in_kbps * 1000
-            );
-        }
-        o
+        vec![
+            one(Family::counter("relay_connections_total", "RTMP connections accepted."), &self.connections_total),
+            one(Family::gauge("relay_connections_active", "RTMP connections open now."), &self.connections_active),
+            one(
+                Family::counter("relay_connections_refused_total", "Connections refused at --max-connections."),
+                &self.connections_refused_limit,
+            ),
+            one(
+                Family::counter("relay_protocol_errors_total", "Connections closed for malformed or over-limit input."),
+                &self.protocol_errors,
+            ),
+            one(
+                Family::counter("relay_publishes_refused_total", "Publish requests refused (key live, bad token)."),
+                &self.publishes_refused,
+            ),
+            one(Family::counter("relay_players_total", "Play requests accepted."), &self.players_total),
+            one(
+                Family::counter("relay_players_stalled_total", "Players disconnected for not reading."),
+                &self.players_stalled,
+            ),
+            one(
+                Family::counter("relay_frames_skipped_total", "Frames dropped so a slow player resumes at a keyframe."),
+                &self.frames_skipped,
+            ),
+            one(
+                Family::counter("relay_upstream_connects_total", "Upstream pull connections that reached playing."),
+                &self.upstream_connects,
+            ),
+            one(
+                Family::counter("relay_upstream_failures_total", "Upstream pull attempts or sessions that failed."),
+                &self.upstream_failures,
+            ),
+            one(
+                Family::gauge("relay_upstream_active", "Upstream pull connections playing now."),
+                &self.upstream_active,
+            ),
+            one(Family::counter("relay_bytes_in_total", "Bytes received on RTMP connections."), &self.bytes_in),
+            one(Family::counter("relay_bytes_out_total", "Bytes sent on RTMP connections."), &self.bytes_out),
+            Family::gauge("relay_streams", "Streams known now.").with(labels(), streams.len() as f64),
+            players,
+            bitrate,
+        ]
     }
 }
 
-/// Label values come from clients (app/key), so quote-escape them.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_type_and_the_role_label() {
+        let m = Metrics::default();
+        Metrics::inc(&m.protocol_errors);
+        m.bytes_out.fetch_add(1 << 40, Ordering::Relaxed);
+        let streams = [
+            StreamSample { app: "live", key: "a\"b", players: 3, bitrate_in_bps: 1_500_000 },
+            StreamSample { app: "live", key: "c", players: 0, bitrate_in_bps: 0 },
+        ];
+        let text = svc::metrics::render(&m.families("edge", &streams));
+        assert!(text.starts_with(
+            "# HELP relay_connections_total RTMP connections accepted.\n\
+             # TYPE relay_connections_total counter\n\
+             relay_connections_total{role=\"edge\"} 0\n"
+        ));
+        assert!(text.contains("# TYPE relay_upstream_active gauge\nrelay_upstream_active{role=\"edge\"} 0\n"));
+        assert!(text.contains("relay_stream_players{role=\"edge\",app=\"live\",key=\"a\\\"b\"} 3\n"), "{text}");
+        let parsed = svc::metrics::parse(&text).unwrap();
+        assert_eq!(parsed.len(), 16);
+        for (name, samples) in &parsed {
+            assert!(text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")));
+            assert!(samples.iter().all(|(l, _)| l[0] == ("role".to_string(), "edge".to_string())), "{name}");
+        }
+        assert_eq!(parsed["relay_protocol_errors_total"][0].1, 1.0);
+        assert_eq!(parsed["relay_bytes_out_total"][0].1, (1u64 << 40) as f64);
+        assert_eq!(parsed["relay_streams"][0].1, 2.0);
+        assert_eq!(parsed["relay_stream_bitrate_in_bps"][0].1, 1_500_000.0);
+        assert_eq!(parsed["relay_stream_players"][0].0[2], ("key".to_string(), "a\"b".to_string()));
+    }
 }

@@ -22,8 +22,8 @@ use crate::{Ctx, Role};
 const MAX_BATCH: usize = 64;
 
 pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
-    let mut stop = ctx.shutdown.clone();
-    while let Some((sock, peer)) = crate::accept_until_stop(&listener, &mut stop, "RTMP").await {
+    let mut stop = ctx.stopping.clone();
+    while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "RTMP").await {
         let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
         if active as usize >= ctx.config.max_connections {
             Metrics::inc(&ctx.metrics.connections_refused_limit);
@@ -100,7 +100,7 @@ impl Conn {
         if !rest.is_empty() {
             session.feed(&rest, &mut out, &mut events)?;
         }
-        let mut stop = ctx.shutdown.clone();
+        let mut stop = ctx.stopping.clone();
         let mut last_input = Instant::now();
         loop {
             self.handle_events(&mut session, &mut events, &mut out).await?;
@@ -141,7 +141,7 @@ impl Conn {
                 _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout), if publishing => {
                     return Err(ConnError::Timeout("publisher sent nothing within --source-timeout"));
                 }
-                _ = stop.changed() => return Ok(()),
+                _ = stop.wait() => return Ok(()),
             }
         }
     }

@@ -64,9 +64,12 @@ fn gop_cache_gives_first_frame_within_a_second() {
     let edge = Relay::edge(&dir, &[origin.rtmp], &[]);
     let _pub = publish(&dir, &origin.url("test"), &[]);
     wait_live(origin.api, "test");
-    // Pull the stream onto the edge first, and land mid-GOP (keyframes are every 2 s).
+    // Pull the stream onto the edge first, and land mid-GOP (keyframes are every 2 s, about 70 frames a second
+    // with audio): with a keyframe and what followed it cached, the player can only start fast from the cache.
     assert_h264_aac(&edge.url("test"));
-    std::thread::sleep(Duration::from_millis(1300));
+    wait_for("the edge to cache part of a GOP", Duration::from_secs(10), || {
+        stream_entry(edge.api, "live", "test").filter(|s| s["gop_cached_frames"].as_u64() >= Some(40))
+    });
     // Real client, whole process wall time: spawn, connect, probe, first video packet printed.
     let mut cmd = Command::new("ffprobe");
     cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags"]).args([

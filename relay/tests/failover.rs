@@ -31,8 +31,13 @@ fn origin_killed_and_restarted_players_keep_receiving() {
 
     origin.proc.kill();
     publisher.kill();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(stream_entry(edge.api, "live", "test").expect("edge keeps the stream in grace")["players"], 1);
+    // The edge notices the upstream is gone (the stream loses its source, the failure is counted) but keeps the
+    // stream and its player through the grace period.
+    let in_grace = wait_for("the edge to lose its upstream", Duration::from_secs(10), || {
+        let s = stream_entry(edge.api, "live", "test").expect("edge keeps the stream in grace");
+        (s["source"].is_null() && metric(edge.api, "relay_upstream_failures_total") >= 1.0).then_some(s)
+    });
+    assert_eq!(in_grace["players"], 1);
 
     let origin = Relay::origin_on(&dir, port, &[]);
     let _publisher = publish(&dir, &origin.url("test"), &[]);

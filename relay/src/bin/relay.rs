@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relay::{ChunkLimits, Config, OriginUrl, Role};
+use svc::Dur;
 
 #[derive(Parser)]
 #[command(about = "RTMP origin/edge relay with GOP cache, on-demand pull and fan-out")]
@@ -31,9 +32,9 @@ enum RoleCmd {
         /// rtmp://HOST:PORT/APP; repeat for failover, tried in turn.
         #[arg(long = "origin", required = true)]
         origins: Vec<String>,
-        /// Stop pulling a stream this many seconds after its last player left.
-        #[arg(long, default_value_t = 30.0)]
-        idle_timeout: f64,
+        /// Stop pulling a stream this long after its last player left (e.g. 30s, 1.5s, 2m or bare seconds).
+        #[arg(long, default_value_t = Dur::secs(30))]
+        idle_timeout: Dur,
         /// Reconnect backoff bounds in milliseconds.
         #[arg(long, default_value_t = 250)]
         backoff_min_ms: u64,
@@ -50,15 +51,16 @@ struct Common {
     /// HTTP API listen address (GET /streams, GET /metrics, POST /streams/{app}/{key}/pull).
     #[arg(long)]
     api: Option<SocketAddr>,
-    /// Seconds players stay attached while a stream has no publisher/upstream.
-    #[arg(long, default_value_t = 10.0)]
-    grace_period: f64,
-    /// Seconds a player may accept no data before it is disconnected.
-    #[arg(long, default_value_t = 10.0)]
-    player_timeout: f64,
-    /// Seconds a publisher/upstream may send nothing before it is dropped.
-    #[arg(long, default_value_t = 10.0)]
-    source_timeout: f64,
+    /// How long players stay attached while a stream has no publisher/upstream (e.g. 10s, 500ms, 1.5s, 1m 30s or bare
+    /// seconds).
+    #[arg(long, default_value_t = Dur::secs(10))]
+    grace_period: Dur,
+    /// How long a player may accept no data before it is disconnected (same forms).
+    #[arg(long, default_value_t = Dur::secs(10))]
+    player_timeout: Dur,
+    /// How long a publisher/upstream may send nothing before it is dropped (same forms).
+    #[arg(long, default_value_t = Dur::secs(10))]
+    source_timeout: Dur,
     /// Largest chunk size a peer may set.
     #[arg(long, default_value_t = 65_536)]
     max_chunk_size: u32,
@@ -78,15 +80,8 @@ struct Common {
     coalesce_ms: u64,
 }
 
-fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v).with_context(|| format!("--{what} must be a non-negative number of seconds"))
-}
-
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    svc::logging::init("info");
     let cli = Cli::parse();
     // Validate everything before binding anything.
     let (common, role, idle, backoff) = match cli.role {
@@ -99,13 +94,13 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::new(role);
     config.limits = ChunkLimits { max_chunk_size: common.max_chunk_size, max_message_size: common.max_message_size };
     config.max_connections = common.max_connections;
-    config.grace_period = secs(common.grace_period, "grace-period")?;
-    config.player_timeout = secs(common.player_timeout, "player-timeout")?;
-    config.source_timeout = secs(common.source_timeout, "source-timeout")?;
+    config.grace_period = common.grace_period.into();
+    config.player_timeout = common.player_timeout.into();
+    config.source_timeout = common.source_timeout.into();
     config.player_queue = common.player_queue.max(8);
     config.coalesce = Duration::from_millis(common.coalesce_ms);
     if let Some(idle) = idle {
-        config.idle_timeout = secs(idle, "idle-timeout")?;
+        config.idle_timeout = idle.into();
     }
     if let Some((lo, hi)) = backoff {
         config.backoff_min = Duration::from_millis(lo.max(1));
@@ -124,20 +119,7 @@ fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
-        relay::run(listener, api, config, shutdown_signal()).await?;
+        relay::run(listener, api, config, svc::shutdown::signal()).await?;
         Ok(())
     })
-}
-
-/// SIGINT or SIGTERM: drain and exit.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -136,11 +136,11 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
-/// Minimal HTTP/1.1 client for the relay API: (status code, body).
+/// Minimal HTTP/1.1 client for the relay API: (status code, body). One request per connection.
 pub fn http(method: &str, addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("API connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -154,14 +154,16 @@ pub fn streams(api: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// A metric's value (first sample of that name) from GET /metrics.
+/// A metric's value (first sample of that name) from GET /metrics, which must be valid Prometheus text with the
+/// relay's role label on every sample.
 pub fn metric(api: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http("GET", api, "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
+    let (code, body) = http("GET", api, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let parsed = svc::metrics::parse(&body).unwrap_or_else(|e| panic!("bad metrics text ({e}):\n{body}"));
+    for (n, samples) in &parsed {
+        assert!(samples.iter().all(|(labels, _)| labels.first().is_some_and(|(k, _)| k == "role")), "{n}: {body}");
+    }
+    parsed.get(name).and_then(|s| s.first()).map(|s| s.1).unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
 }
 
 /// The stream entry app/key from GET /streams, if present.

@@ -182,9 +182,8 @@ impl Dataplane {
 
     /// Creates (or, with `pin_dir`, reuses the pinned) maps at `limits` and loads both programs.
     fn load_into(limits: Limits, pin_dir: Option<&Path>, adopted_maps: bool) -> Result<Self> {
-        let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-        // SAFETY: plain syscall with a valid pointer.
-        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
+        use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
         let ring_entries = limits.max_services.saturating_mul(RING_SIZE);
         let mut loader = EbpfLoader::new();
         loader

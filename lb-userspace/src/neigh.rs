@@ -43,7 +43,11 @@ pub enum Report {
 
 #[derive(Default)]
 struct Watched {
+    /// The last usable MAC: kept (and forwarded to) while the kernel's entry is not usable.
     mac: Option<[u8; 6]>,
+    /// The kernel's entry is usable now; when not, ARP is triggered every RETRY until it is (the kernel does not
+    /// probe on its own for traffic XDP sends).
+    usable: bool,
     /// When an outstanding Watch gives up.
     deadline: Option<Instant>,
 }
@@ -140,15 +144,23 @@ async fn run(
                 },
                 Some(Command::AddVip(vip)) => tracing::warn!(%vip, "only IPv4 VIPs can be added to the interface"),
             },
-            Some((msg, _)) = events.next() => {
-                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) = msg.payload {
+            Some((msg, _)) = events.next() => match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
                     if let Some((idx, ip, entry)) = netinfo::parse_neighbour(&n) {
                         if idx == iface.index {
                             learn(&mut watched, &HashMap::from([(ip, entry)]), &reports);
                         }
                     }
                 }
-            }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => {
+                    if let Some((idx, ip, _)) = netinfo::parse_neighbour(&n) {
+                        if let (true, Some(w)) = (idx == iface.index, watched.get_mut(&ip)) {
+                            w.usable = false;
+                        }
+                    }
+                }
+                _ => {}
+            },
             _ = sleep_until(next_deadline) => {
                 let now = Instant::now();
                 for (addr, w) in watched.iter_mut() {
@@ -159,16 +171,16 @@ async fn run(
                 }
             }
             _ = retry.tick() => {
-                for (addr, _) in watched.iter().filter(|(_, w)| w.mac.is_none()) {
+                for (addr, _) in watched.iter().filter(|(_, w)| !w.usable) {
                     trigger(&iface, *addr);
                 }
             }
             _ = resync.tick() => match net.neighbours(iface.index).await {
                 Ok(table) => {
                     learn(&mut watched, &table, &reports);
-                    // Keep forwarding with the last known MAC; ask the kernel to confirm the ones it lost.
-                    for addr in watched.keys().filter(|a| !table.get(a).is_some_and(|n| n.usable)) {
-                        trigger(&iface, *addr);
+                    // Keep forwarding with the last known MAC; the retry tick asks the kernel about the ones it lost.
+                    for (addr, w) in watched.iter_mut() {
+                        w.usable = table.get(addr).is_some_and(|n| n.usable);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "re-reading the neighbour table failed"),
@@ -177,15 +189,16 @@ async fn run(
     }
 }
 
-/// Reports every watched address whose usable MAC in `table` is new or changed.
+/// Records the kernel's entries for watched addresses and reports every usable MAC that is new or changed.
 fn learn(
     watched: &mut HashMap<IpAddr, Watched>,
     table: &HashMap<IpAddr, netinfo::Neighbour>,
     reports: &mpsc::UnboundedSender<Report>,
 ) {
-    for (addr, n) in table.iter().filter(|(_, n)| n.usable) {
+    for (addr, n) in table {
         if let Some(w) = watched.get_mut(addr) {
-            if w.mac != Some(n.mac) {
+            w.usable = n.usable;
+            if n.usable && w.mac != Some(n.mac) {
                 w.mac = Some(n.mac);
                 w.deadline = None;
                 let _ = reports.send(Report::Mac(*addr, n.mac));

@@ -269,6 +269,25 @@ fn a_real_whose_mac_changes_is_followed() {
     assert!(after.get("r2").copied().unwrap_or(0) > 0, "r2 gets nothing at its new MAC: {after:?}");
 }
 
+/// lbd hears of a neighbour-table change from the kernel's netlink event at once, not at its 30 s resync: an
+/// operator's `ip neigh replace` on the LB shows in `lbctl list` within a second or two.
+#[test]
+fn a_neighbour_table_change_is_followed_from_its_netlink_event() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Skb, 2), "lab");
+    let cfg = context(l.write_config(&[0, 1]), "config");
+    context(l.start_lbd(&["--config", &cfg]), "lbd");
+    let mac_of_r2 = |l: &LbLab| l.list_json()[0]["reals"][1]["mac"].as_str().unwrap_or("").to_string();
+    assert_ne!(mac_of_r2(&l), "", "r2 resolved at start");
+    let new_mac = "02:00:00:00:99:03";
+    let r2 = real_ip(1);
+    context(
+        l.lab.ip(&l.lab.lb(), &["neigh", "replace", &r2, "lladdr", new_mac, "dev", "eth0", "nud", "reachable"]),
+        "ip neigh replace",
+    );
+    context(lb_tests::health::wait_within(Duration::from_secs(3), "the new MAC", || mac_of_r2(&l) == new_mac), "event");
+}
+
 /// `--manage-vips` puts the VIP on the LB's interface (so the LB answers ARP for it), and `--max-services` is a
 /// hard limit with a clear error that changes nothing; a deleted service's slot is reused.
 #[test]

@@ -8,7 +8,7 @@ use crate::netinfo::{self, Iface, Net, NetError};
 use futures::StreamExt;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -52,29 +52,33 @@ struct Watched {
     deadline: Option<Instant>,
 }
 
-/// Reads the MACs of `addrs` that the kernel already knows, ARPs for the others and waits up to `wait` for them:
-/// for lbd's start, before the control task exists.
-pub async fn resolve_now(net: &Net, iface: &Iface, addrs: &[IpAddr], wait: Duration) -> HashMap<IpAddr, [u8; 6]> {
-    let deadline = Instant::now() + wait;
-    let mut triggered = false;
-    loop {
-        let table = net.neighbours(iface.index).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reading the neighbour table failed");
-            HashMap::new()
-        });
-        let found: HashMap<IpAddr, [u8; 6]> =
-            addrs.iter().filter_map(|a| table.get(a).filter(|n| n.usable).map(|n| (*a, n.mac))).collect();
-        if found.len() == addrs.len() || Instant::now() >= deadline {
-            return found;
-        }
-        if !triggered {
-            for a in addrs.iter().filter(|a| !found.contains_key(a)) {
-                trigger(iface, *a);
-            }
-            triggered = true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Has the resolver learn the MACs of `addrs` and waits for each answer (a MAC, or "unresolved" after
+/// RESOLVE_WAIT): for lbd's start, before the control task reads the reports.
+pub async fn resolve(
+    resolver: &mpsc::UnboundedSender<Command>,
+    reports: &mut mpsc::UnboundedReceiver<Report>,
+    addrs: &[IpAddr],
+) -> BTreeMap<IpAddr, [u8; 6]> {
+    let mut pending: BTreeSet<IpAddr> = addrs.iter().copied().collect();
+    for a in &pending {
+        let _ = resolver.send(Command::Watch(*a));
     }
+    let mut macs = BTreeMap::new();
+    // The resolver answers every Watch within RESOLVE_WAIT; the margin covers a slow neighbour dump.
+    let deadline = Instant::now() + RESOLVE_WAIT + Duration::from_secs(1);
+    while !pending.is_empty() {
+        match tokio::time::timeout_at(deadline, reports.recv()).await {
+            Ok(Some(Report::Mac(a, mac))) => {
+                pending.remove(&a);
+                macs.insert(a, mac);
+            }
+            Ok(Some(Report::Unresolved(a))) => {
+                pending.remove(&a);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    macs
 }
 
 fn trigger(iface: &Iface, addr: IpAddr) {

@@ -92,10 +92,7 @@ impl<M: Maps> Lb<M> {
         macs: &BTreeMap<IpAddr, [u8; 6]>,
     ) -> Result<Self, DaemonError> {
         let Setup { iface, mode, manage_vips, events } = setup;
-        let max = maps.max_services();
-        if initial.services.len() as u32 > max {
-            return Err(DaemonError::TooManyServices(max));
-        }
+        validate(&iface, initial, maps.max_services())?;
         let mut lb = Lb {
             maps,
             iface,
@@ -107,9 +104,6 @@ impl<M: Maps> Lb<M> {
             events,
             effects: Vec::new(),
         };
-        for addr in initial.real_addrs() {
-            lb.check_real(addr)?;
-        }
         for (svc, slot) in &plan.stale {
             lb.maps.del_service(svc.vip_key(), *slot)?;
             lb.ids.release_slot(*slot);
@@ -152,10 +146,6 @@ impl<M: Maps> Lb<M> {
 
     pub fn event(&mut self, kind: EventKind, service: Option<&ServiceKey>, real: Option<IpAddr>, why: String) {
         self.events.push(kind, service.map(|s| s.to_string()), real, why);
-    }
-
-    fn check_real(&self, addr: IpAddr) -> Result<(), DaemonError> {
-        check_real(&self.iface, addr)
     }
 
     fn service(&self, key: &ServiceKey) -> Result<&Service, ModelError> {
@@ -267,25 +257,22 @@ impl<M: Maps> Lb<M> {
             })
             .collect();
         let (slot, has_reals, was_down) = (s.slot, !s.reals.is_empty(), s.down);
-        let why: Vec<String> = s
-            .reals
-            .values()
-            .map(|r| format!("{} {}", r.spec.addr, out_reason(self.reals.get(&r.spec.addr), r).unwrap_or("?")))
-            .collect();
         let written = self.maps.write_ring(slot, &maglev::build(&entries, RING_SIZE))?;
         tracing::debug!(service = %key, reals = entries.len(), slots_written = written, "ring updated");
-        let down = entries.is_empty() && has_reals;
+        // A service without reals is not down, nor does losing its last real end a down it was announced in.
+        let down = if entries.is_empty() { was_down || has_reals } else { false };
         if down && !was_down {
-            self.event(
-                EventKind::ServiceDown,
-                Some(key),
-                None,
-                format!(
-                    "no real can take new flows ({}); packets to the VIP go to the kernel, which resets TCP",
-                    why.join(", ")
-                ),
+            let why: Vec<String> = self.services[key]
+                .reals
+                .values()
+                .map(|r| format!("{} {}", r.spec.addr, out_reason(self.reals.get(&r.spec.addr), r).unwrap_or("?")))
+                .collect();
+            let why = format!(
+                "no real can take new flows ({}); packets to the VIP go to the kernel, which resets TCP",
+                why.join(", ")
             );
-        } else if !entries.is_empty() && was_down {
+            self.event(EventKind::ServiceDown, Some(key), None, why);
+        } else if was_down && !down {
             self.event(
                 EventKind::ServiceUp,
                 Some(key),
@@ -294,7 +281,7 @@ impl<M: Maps> Lb<M> {
             );
         }
         if let Some(s) = self.services.get_mut(key) {
-            s.down = down || (was_down && entries.is_empty());
+            s.down = down;
         }
         Ok(())
     }
@@ -415,7 +402,7 @@ impl<M: Maps> Lb<M> {
         if self.service(&key)?.reals.contains_key(&addr) {
             return Err(ModelError::DuplicateReal { service: key, real: addr }.into());
         }
-        self.check_real(addr)?;
+        check_real(&self.iface, addr)?;
         let existed = self.reals.get(&addr).copied();
         let mac = existed.and_then(|s| s.mac);
         self.install_real(key, RealSpec { addr, weight, drained: false }, mac, None)?;
@@ -591,9 +578,17 @@ impl<M: Maps> Lb<M> {
     }
 }
 
+/// Checks a whole state against the interface and the dataplane's size before anything is applied.
+pub fn validate(iface: &Iface, state: &LbState, max_services: u32) -> Result<(), DaemonError> {
+    if state.services.len() as u32 > max_services {
+        return Err(DaemonError::TooManyServices(max_services));
+    }
+    state.real_addrs().into_iter().try_for_each(|addr| check_real(iface, addr))
+}
+
 /// A real must sit on a directly connected subnet of the interface, and not be the LB itself: direct routing
 /// only rewrites the destination MAC.
-pub fn check_real(iface: &Iface, addr: IpAddr) -> Result<(), DaemonError> {
+fn check_real(iface: &Iface, addr: IpAddr) -> Result<(), DaemonError> {
     if iface.is_local(addr) {
         return Err(DaemonError::RealIsLocal { real: addr, iface: iface.name.clone() });
     }

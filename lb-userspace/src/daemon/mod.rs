@@ -128,14 +128,10 @@ impl Daemon {
     pub async fn start(opts: Options, mut dp: Dataplane, initial: LbState) -> Result<Self, DaemonError> {
         let net = Net::new()?;
         let iface = net.iface(&opts.iface).await?;
-        // Validate the whole initial state against the interface before touching the dataplane.
-        for addr in initial.real_addrs() {
-            core::check_real(&iface, addr)?;
-        }
+        // The whole initial state is checked against the interface before the dataplane or the network is touched
+        // (Lb::new checks it again, as it checks every state it is given).
         let max_services = dp.limits().max_services;
-        if initial.services.len() as u32 > max_services {
-            return Err(DaemonError::TooManyServices(max_services));
-        }
+        core::validate(&iface, &initial, max_services)?;
         dp.set_src_mac(iface.mac)?;
         // Maps pinned by an earlier lbd keep their slots and ids: the connection table refers to them.
         let pinned = match dp.adopted_maps() {
@@ -152,8 +148,9 @@ impl Daemon {
         }
         let missing: Vec<IpAddr> =
             initial.real_addrs().into_iter().filter(|a| !plan.reals.get(a).is_some_and(|(_, m)| m.is_some())).collect();
-        let macs = neigh::resolve_now(&net, &iface, &missing, neigh::RESOLVE_WAIT).await.into_iter().collect();
-        let (resolver, reports) = neigh::spawn(net, iface.clone())?;
+        let (resolver, mut reports) = neigh::spawn(net, iface.clone())?;
+        // The reals' MACs before the first ring, so a start brings no service up without its reals.
+        let macs = neigh::resolve(&resolver, &mut reports, &missing).await;
         let (conn, conn_done) = conntable::Worker::spawn(dp.conn_table()?)
             .map_err(|e| DaemonError::Dataplane(crate::dataplane::DataplaneError::ConnTable(e)))?;
         let setup =

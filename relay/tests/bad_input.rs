@@ -298,3 +298,24 @@ fn fuzz_input_path_never_panics() {
     }
     assert!(n >= 1000, "only {n} fuzz iterations ran");
 }
+
+/// A broken flag is refused before anything is bound, with the reason and a non-zero exit; the duration flags
+/// take the shared forms (`1m 30s`, `500ms`, bare seconds) and nothing else.
+#[test]
+fn bad_flags_are_refused_with_the_reason() {
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    for (args, want) in [
+        (vec!["origin", "--listen", &listen, "--grace-period", "soon"], "bad duration \"soon\""),
+        (vec!["origin", "--listen", &listen, "--player-timeout=-1"], "bad duration"),
+        (vec!["edge", "--listen", &listen, "--origin", "rtmp://x/live", "--idle-timeout", "2d"], "bad duration"),
+        (vec!["edge", "--listen", &listen, "--origin", "http://x/live"], "scheme must be rtmp://"),
+        (vec!["origin", "--listen", "nowhere"], "invalid value 'nowhere'"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay")).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(TcpStream::connect(&listen).is_err(), "{args:?} bound its port anyway");
+    }
+}

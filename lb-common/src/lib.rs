@@ -11,15 +11,19 @@ pub const RING_SIZE: u32 = 65_537;
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// Real servers (distinct addresses over all services). Id 0 is reserved for "no real".
 pub const MAX_REALS: u32 = 4_096;
+/// (service, real) pairs that have their own counters (DEST_STATS). Id 0 is reserved for "not counted".
+pub const MAX_DESTS: u32 = 16_384;
 /// Connection-table entries by default (LRU). 2M entries of 40+16 bytes each: about 200 MiB with hash overhead.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 2_000_000;
 
 /// `family` value for IPv4 keys.
 pub const FAMILY_V4: u8 = 4;
-/// `family` value for IPv6 keys (reserved: the dataplane does not parse IPv6 yet).
+/// `family` value for IPv6 keys.
 pub const FAMILY_V6: u8 = 6;
 
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
+pub const PROTO_ICMPV6: u8 = 58;
 pub const PROTO_UDP: u8 = 17;
 
 /// Key of the VIPS map: one load-balanced service.
@@ -62,7 +66,23 @@ pub struct FlowKey {
     pub dport: u16,
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    /// FLOW_KIND_*: a connection, or a persistence template (one per client and service, `sport` 0).
+    pub kind: u8,
+    pub _pad: u8,
+}
+
+/// A connection-table entry for one connection.
+pub const FLOW_KIND_CONN: u8 = 0;
+/// A persistence template: the real a client of a persistent service was last sent to (like IPVS's templates).
+pub const FLOW_KIND_PERSIST: u8 = 1;
+
+/// Per-service options the program reads when it places a new flow (SVC_CFG, indexed like the rings).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceCfg {
+    /// Persistence timeout in seconds (0: none): a new connection of a client seen within it goes to the same real.
+    pub persist_secs: u32,
+    pub flags: u32,
 }
 
 /// Value of the connection table.
@@ -101,8 +121,14 @@ pub const REAL_F_VALID: u32 = 1;
 pub struct LbConfig {
     /// MAC of the LB interface: the new source MAC, set from config so the rewrite is idempotent.
     pub src_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// LAYOUT_VERSION of the lbd that wrote this entry (0: the first release, whose layouts this one shares); the
+    /// program ignores it. A later lbd reads it before it reuses pinned maps.
+    pub layout: u16,
 }
+
+/// Version of the meaning of the pinned maps' contents. Sizes and types are checked map by map as well; this
+/// changes when a field's meaning changes with no size change, so no lbd reinterprets live entries.
+pub const LAYOUT_VERSION: u16 = 2;
 
 /// Packet/byte/new-flow counters; per CPU in the maps, summed by userspace.
 #[repr(C)]
@@ -133,6 +159,10 @@ pub mod global {
     pub const PASS_FRAG_OR_OPTIONS: u32 = 3;
     /// For a service that has no usable real: passed to the kernel (which answers TCP with a reset).
     pub const PASS_NO_REAL: u32 = 4;
+    /// An ICMP "fragmentation needed" / ICMPv6 "packet too big" about a balanced flow, sent on to the flow's real.
+    pub const TX_ICMP: u32 = 5;
+    /// IPv6 with extension headers before TCP/UDP: passed to the kernel, never forwarded.
+    pub const PASS_EXT_HEADERS: u32 = 6;
     pub const COUNT: u32 = 8;
 }
 
@@ -145,6 +175,7 @@ const _: () = {
     assert!(core::mem::size_of::<RealDef>() == 32);
     assert!(core::mem::size_of::<LbConfig>() == 8);
     assert!(core::mem::size_of::<Counters>() == 24);
+    assert!(core::mem::size_of::<ServiceCfg>() == 8);
 };
 
 /// Flow hash used to pick a Maglev slot. Shared so userspace tests and tools compute the same slot as the
@@ -156,6 +187,14 @@ pub fn flow_hash(src: u32, dst: u32, ports: u32, proto: u32) -> u32 {
     h = mix(h, dst);
     h = mix(h, ports);
     fmix(h)
+}
+
+/// Folds a 16-byte address into the 32 bits `flow_hash` takes: an IPv4 address (zero beyond its 4 bytes) folds
+/// to itself, so IPv4 flows hash as they always did.
+#[inline(always)]
+pub fn fold_addr(a: &[u8; 16]) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    w(0) ^ w(4) ^ w(8) ^ w(12)
 }
 
 #[inline(always)]
@@ -186,4 +225,5 @@ mod pod {
     unsafe impl aya::Pod for RealDef {}
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for ServiceCfg {}
 }

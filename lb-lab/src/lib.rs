@@ -12,6 +12,10 @@ pub const NET: &str = "10.99.0";
 pub const CLIENT_IP: &str = "10.99.0.10";
 pub const LB_IP: &str = "10.99.0.2";
 pub const VIP: &str = "10.99.0.100";
+/// The same hosts over IPv6 (every lab is dual-stack): fd00:99::/64.
+pub const CLIENT_IP6: &str = "fd00:99::10";
+pub const LB_IP6: &str = "fd00:99::2";
+pub const VIP6: &str = "fd00:99::100";
 
 /// Prefix of every namespace a lab makes; `cleanup_stale` removes leftovers with it.
 pub const NS_PREFIX: &str = "lbx";
@@ -50,6 +54,10 @@ pub const FFMPEG_PUBLISH: &[&str] = &[
 
 pub fn real_ip(i: usize) -> String {
     format!("{NET}.{}", 11 + i)
+}
+
+pub fn real_ip6(i: usize) -> String {
+    format!("fd00:99::{}", 11 + i)
 }
 
 #[derive(Clone, Debug)]
@@ -183,7 +191,7 @@ impl Lab {
     }
 
     /// Connects a host namespace to the bridge with a veth: `eth0` inside, `v<host>` on the switch.
-    fn wire(&mut self, host: &str, addr: &str) -> Result<()> {
+    fn wire(&mut self, host: &str, addr: &str, addr6: &str) -> Result<()> {
         let ns = self.ns(host);
         self.add_ns(&ns)?;
         let sw = self.switch();
@@ -191,6 +199,8 @@ impl Lab {
         self.ip(&sw, &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
         self.ip(&sw, &["link", "set", &port, "master", "br0", "up"])?;
         self.ip(&ns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        // nodad: the address is usable at once (no duplicate-address detection delay).
+        self.ip(&ns, &["addr", "add", &format!("{addr6}/64"), "dev", "eth0", "nodad"])?;
         self.ip(&ns, &["link", "set", "eth0", "up"])?;
         // Native XDP_TX of a frame that arrived with CHECKSUM_PARTIAL leaves with a bad checksum: send full sums.
         self.exec(&ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
@@ -202,17 +212,20 @@ impl Lab {
         self.add_ns(&sw)?;
         self.ip(&sw, &["link", "add", "br0", "type", "bridge"])?;
         self.ip(&sw, &["link", "set", "br0", "up"])?;
-        self.wire("c", CLIENT_IP)?;
-        self.wire("lb", LB_IP)?;
+        self.wire("c", CLIENT_IP, CLIENT_IP6)?;
+        self.wire("lb", LB_IP, LB_IP6)?;
         if opts.vip_on_lb {
             self.ip(&self.lb(), &["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+            self.ip(&self.lb(), &["addr", "add", &format!("{VIP6}/128"), "dev", "eth0", "nodad"])?;
         }
         for i in 0..opts.reals {
             let host = format!("r{}", i + 1);
-            self.wire(&host, &real_ip(i))?;
+            self.wire(&host, &real_ip(i), &real_ip6(i))?;
             let ns = self.ns(&host);
-            // LVS-DR real server: the VIP on lo, and never answer or announce ARP for it.
+            // LVS-DR real server: the VIP on lo, and never answer or announce ARP for it. IPv6 needs no sysctl:
+            // Linux answers neighbour solicitations only for addresses of the interface they arrive on.
             self.ip(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            self.ip(&ns, &["addr", "add", &format!("{VIP6}/128"), "dev", "lo"])?;
             for kv in [
                 "net.ipv4.conf.all.arp_ignore=1",
                 "net.ipv4.conf.all.arp_announce=2",
@@ -336,6 +349,49 @@ impl Lab {
             self.wait_port(&self.real(i), &real_ip(i), port)?;
         }
         Ok(())
+    }
+
+    /// Starts `lab-udp serve` on every real: each datagram to `port` is answered with the real's name.
+    pub fn start_udp(&mut self, port: u16) -> Result<()> {
+        let udp = bin_path("lab-udp");
+        for i in 0..self.reals {
+            let ns = self.real(i);
+            let name = format!("r{}", i + 1);
+            let args = [udp.to_str().unwrap(), "serve", "--name", &name, "--port", &port.to_string()];
+            self.spawn_ready(&ns, &format!("udp-{name}.log"), &args, "serving", Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a router `rt` on the bridge (10.99.0.1, fd00:99::1) and a client `c2` behind it (10.98.0.10,
+    /// fd00:98::10), whose link from the router has `mtu` (the client's own side stays at 1500, so its TCP MSS
+    /// does not reveal the bottleneck: path-MTU discovery has to). Reals route the client's subnets via the
+    /// router. Returns the client's namespace.
+    pub fn add_routed_client(&mut self, mtu: u32) -> Result<String> {
+        let rt = self.ns("rt");
+        self.wire("rt", "10.99.0.1", "fd00:99::1")?;
+        let c2 = self.ns("c2");
+        self.add_ns(&c2)?;
+        self.ip(&rt, &["link", "add", "down0", "type", "veth", "peer", "name", "eth0", "netns", &c2])?;
+        self.ip(&rt, &["addr", "add", "10.98.0.1/24", "dev", "down0"])?;
+        self.ip(&rt, &["addr", "add", "fd00:98::1/64", "dev", "down0", "nodad"])?;
+        self.ip(&rt, &["link", "set", "down0", "mtu", &mtu.to_string(), "up"])?;
+        self.ip(&c2, &["addr", "add", "10.98.0.10/24", "dev", "eth0"])?;
+        self.ip(&c2, &["addr", "add", "fd00:98::10/64", "dev", "eth0", "nodad"])?;
+        self.ip(&c2, &["link", "set", "eth0", "up"])?;
+        self.ip(&c2, &["route", "add", "default", "via", "10.98.0.1"])?;
+        self.ip(&c2, &["-6", "route", "add", "default", "via", "fd00:98::1"])?;
+        // Full checksums from the client: its packets cross the router to a native-mode XDP_TX (see `wire`).
+        self.exec(&c2, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        self.exec(&rt, &["ethtool", "-K", "down0", "tx", "off"])?;
+        self.sysctl(&rt, "net.ipv4.ip_forward=1")?;
+        self.sysctl(&rt, "net.ipv6.conf.all.forwarding=1")?;
+        for i in 0..self.reals {
+            let ns = self.real(i);
+            self.ip(&ns, &["route", "add", "10.98.0.0/24", "via", "10.99.0.1"])?;
+            self.ip(&ns, &["-6", "route", "add", "fd00:98::/64", "via", "fd00:99::1"])?;
+        }
+        Ok(c2)
     }
 
     /// Waits until something accepts TCP on addr:port, seen from inside `ns`.

@@ -20,6 +20,14 @@ pub enum Request {
         /// Absent in requests of older lbctls: no check.
         #[serde(default)]
         check: CheckSpec,
+        /// Persistence timeout in seconds; 0 or absent: none.
+        #[serde(default)]
+        persistent: u32,
+    },
+    /// Sets a service's persistence timeout (0 turns it off).
+    SetPersistence {
+        service: ServiceKey,
+        persistent: u32,
     },
     /// Replaces a service's health check (kind `none` removes it).
     SetCheck {
@@ -69,7 +77,7 @@ pub struct Response {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<Vec<ServiceView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<StatsView>,
+    pub stats: Option<Box<StatsView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<Event>>,
 }
@@ -125,6 +133,9 @@ pub struct ServiceView {
     pub proto: Proto,
     /// The health check, as `lbctl list` shows it ("none", "http /health =200 3s/1s rise 2 fall 3").
     pub check: String,
+    /// Persistence timeout in seconds (0: none).
+    #[serde(default)]
+    pub persistent: u32,
     /// Reals that take new flows now; 0 with reals configured means the service is down.
     pub usable_reals: usize,
     pub active_flows: u64,
@@ -146,6 +157,15 @@ pub struct StatsView {
     pub passed_malformed: CountersView,
     pub passed_frag_or_options: CountersView,
     pub passed_no_real: CountersView,
+    /// ICMP "fragmentation needed" / "packet too big" errors sent on to the real of their flow.
+    #[serde(default)]
+    pub icmp_forwarded: CountersView,
+    #[serde(default)]
+    pub passed_ipv6_ext_headers: CountersView,
+    /// Connection-table entries the flow sweep removed (idle flows of removed reals, idle UDP flows, expired
+    /// persistence templates), since lbd started.
+    #[serde(default)]
+    pub flows_expired: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,9 @@
 
 use crate::dataplane::sys::{self, BatchToken};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use lb_common::{ConnEntry, FlowKey};
-use std::collections::HashMap;
+use lb_common::{ConnEntry, FlowKey, FLOW_KIND_PERSIST, PROTO_UDP};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,12 +122,31 @@ impl ConnTable {
     pub fn census(&self, method: Method, horizon_ns: u64) -> io::Result<Census> {
         let now = monotonic_ns();
         let mut c = Census::default();
-        self.walk(method, |_, values| {
-            for v in values {
-                c.add(v, now, horizon_ns);
+        self.walk(method, |keys, values| {
+            for (k, v) in keys.iter().zip(values) {
+                // Persistence templates are entries, not flows.
+                if k.kind == FLOW_KIND_PERSIST {
+                    c.entries += 1;
+                } else {
+                    c.add(v, now, horizon_ns);
+                }
             }
         })?;
         Ok(c)
+    }
+
+    /// Removes what `rules` says has expired (see [`SweepRules`]).
+    pub fn sweep(&self, method: Method, rules: &SweepRules) -> io::Result<Swept> {
+        let now = monotonic_ns();
+        let left = RefCell::new(BTreeSet::new());
+        let removed = self.purge(method, |k, e| {
+            let doomed = rules.expired(k, e, now);
+            if !doomed && rules.retired.contains(&(e.vip_num, e.real_id)) {
+                left.borrow_mut().insert((e.vip_num, e.real_id));
+            }
+            doomed
+        })?;
+        Ok(Swept { removed, retired_left: left.into_inner() })
     }
 
     /// Removes the entries `pred` selects; returns how many were removed (an entry evicted meanwhile is not
@@ -272,10 +292,42 @@ fn delete_all<K>(keys: &[K], mut call: impl FnMut(&[K]) -> (io::Result<()>, usiz
     Ok(deleted)
 }
 
+/// What the periodic flow sweep removes (IPVS's expire_nodest_conn and UDP timeout, and template expiry).
+#[derive(Clone, Debug, Default)]
+pub struct SweepRules {
+    /// Idle time after which a flow of a retired pair, or a UDP flow, is removed (0: never).
+    pub idle_ns: u64,
+    /// (service slot, real id) pairs whose real left the service: their flows go once idle, their persistence
+    /// templates at once (a client must not be sent back to a removed real).
+    pub retired: BTreeSet<(u32, u32)>,
+    /// Persistence timeout per service slot; templates of other slots (persistence turned off, service gone) go.
+    pub persist_ns: HashMap<u32, u64>,
+}
+
+impl SweepRules {
+    pub fn expired(&self, k: &FlowKey, e: &ConnEntry, now_ns: u64) -> bool {
+        let idle = now_ns.saturating_sub(e.atime_ns);
+        let retired = self.retired.contains(&(e.vip_num, e.real_id));
+        if k.kind == FLOW_KIND_PERSIST {
+            return retired || idle > self.persist_ns.get(&e.vip_num).copied().unwrap_or(0);
+        }
+        self.idle_ns != 0 && (retired || k.proto == PROTO_UDP) && idle > self.idle_ns
+    }
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub removed: usize,
+    /// Retired pairs that still have entries after the sweep.
+    pub retired_left: BTreeSet<(u32, u32)>,
+}
+
 /// Work for the connection-table worker.
 enum Job<T> {
     Census { horizon_ns: u64 },
     Purge { vip_num: u32, real_id: u32, tag: T },
+    Sweep { rules: Box<SweepRules> },
 }
 
 /// What the worker did, for the control task.
@@ -285,6 +337,8 @@ pub enum Done<T> {
     Census { requested: Instant, census: io::Result<Census>, took: std::time::Duration },
     /// The flows of (vip_num, real_id) were purged; `tag` is what the requester attached.
     Purged { tag: T, purged: io::Result<usize>, took: std::time::Duration },
+    /// A sweep by `rules` finished.
+    Swept { rules: Box<SweepRules>, swept: io::Result<Swept>, took: std::time::Duration },
 }
 
 /// The control task's side of the connection-table worker: a thread that owns a handle on the table and runs
@@ -310,6 +364,10 @@ impl<T: Send + 'static> Worker<T> {
                         let purged = table.purge(Method::Auto, |_, e| e.vip_num == vip_num && e.real_id == real_id);
                         Done::Purged { tag, purged, took: t.elapsed() }
                     }
+                    Job::Sweep { rules } => {
+                        let swept = table.sweep(Method::Auto, &rules);
+                        Done::Swept { rules, swept, took: t.elapsed() }
+                    }
                 };
                 if done_tx.send(done).is_err() {
                     break;
@@ -330,8 +388,13 @@ impl<T: Send + 'static> Worker<T> {
     pub fn purge(&self, vip_num: u32, real_id: u32, tag: T) -> Result<(), T> {
         self.jobs.send((Instant::now(), Job::Purge { vip_num, real_id, tag })).map_err(|e| match e.0 .1 {
             Job::Purge { tag, .. } => tag,
-            Job::Census { .. } => unreachable!("a purge job was sent"),
+            _ => unreachable!("a purge job was sent"),
         })
+    }
+
+    /// Asks for a sweep; false when the thread is gone.
+    pub fn sweep(&self, rules: SweepRules) -> bool {
+        self.jobs.send((Instant::now(), Job::Sweep { rules: Box::new(rules) })).is_ok()
     }
 }
 

@@ -57,6 +57,11 @@ impl Default for Tracker {
 }
 
 impl Tracker {
+    /// A real that was serving when lbd took over the dataplane: up, so it takes `fall` failures to go down.
+    pub fn assumed_up() -> Self {
+        Tracker { health: Health::Up, ok_run: 0, fail_run: 0 }
+    }
+
     /// Records one result; returns the new health when it changed.
     pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> Option<Health> {
         if ok {

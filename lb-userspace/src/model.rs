@@ -15,14 +15,18 @@ pub const MAX_WEIGHT: u32 = 65_535;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("bad service address {0:?}: expected VIP:PORT, e.g. 10.0.0.100:80")]
+    #[error("bad service address {0:?}: expected VIP:PORT, e.g. 10.0.0.100:80 or [fd00::100]:80")]
     BadService(String),
-    #[error("bad real address {0:?}: expected an IPv4 address, e.g. 10.0.0.11")]
+    #[error("bad real address {0:?}: expected an IPv4 or IPv6 address, e.g. 10.0.0.11 or fd00::11")]
     BadReal(String),
     #[error("unknown protocol {0:?}: expected tcp or udp")]
     BadProto(String),
-    #[error("IPv6 is not supported by the dataplane yet ({0})")]
-    Ipv6(IpAddr),
+    #[error("{0} is an IPv6 link-local address, which only has a meaning with an interface scope: use a global or unique-local address")]
+    LinkLocal(IpAddr),
+    #[error("real {real} and the VIP of service {service} are of different IP families: direct routing forwards the client's packet unchanged, so the real must hold the VIP's family")]
+    FamilyMismatch { service: ServiceKey, real: IpAddr },
+    #[error("persistence of {0} s is out of range 0..={MAX_PERSIST_SECS} (0 turns it off)")]
+    BadPersistence(u32),
     #[error("port 0 is not a valid service port")]
     PortZero,
     #[error("weight {0} is out of range 0..={MAX_WEIGHT}")]
@@ -106,13 +110,13 @@ impl ServiceKey {
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.vip.is_ipv6() {
-            return Err(ModelError::Ipv6(self.vip));
+        if is_link_local(self.vip) {
+            return Err(ModelError::LinkLocal(self.vip));
         }
         if self.port == 0 {
             return Err(ModelError::PortZero);
         }
-        if self.vip.is_unspecified() || self.vip.is_multicast() {
+        if self.vip.is_unspecified() || self.vip.is_multicast() || self.vip.is_loopback() {
             return Err(ModelError::BadService(self.vip.to_string()));
         }
         Ok(())
@@ -120,19 +124,59 @@ impl ServiceKey {
 
     /// The dataplane's key for this service.
     pub fn vip_key(&self) -> lb_common::VipKey {
-        let mut addr = [0u8; 16];
-        if let IpAddr::V4(a) = self.vip {
-            addr[..4].copy_from_slice(&a.octets());
-        }
-        lb_common::VipKey { addr, port: self.port.to_be(), proto: self.proto.number(), family: lb_common::FAMILY_V4 }
+        let (addr, family) = addr_key(self.vip);
+        lb_common::VipKey { addr, port: self.port.to_be(), proto: self.proto.number(), family }
     }
+}
+
+/// An address as the dataplane's keys hold it: 16 bytes (IPv4 in the first 4, the rest zero) and the family.
+pub fn addr_key(ip: IpAddr) -> ([u8; 16], u8) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut k = [0u8; 16];
+            k[..4].copy_from_slice(&a.octets());
+            (k, lb_common::FAMILY_V4)
+        }
+        IpAddr::V6(a) => (a.octets(), lb_common::FAMILY_V6),
+    }
+}
+
+/// The address a dataplane key holds, or None for an unknown family.
+pub fn addr_of_key(k: &[u8; 16], family: u8) -> Option<IpAddr> {
+    match family {
+        lb_common::FAMILY_V4 => Some(IpAddr::from([k[0], k[1], k[2], k[3]])),
+        lb_common::FAMILY_V6 => Some(IpAddr::from(*k)),
+        _ => None,
+    }
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local())
+}
+
+/// Longest persistence a service may have: one day.
+pub const MAX_PERSIST_SECS: u32 = 86_400;
+
+pub fn check_persistence(secs: u32) -> Result<u32, ModelError> {
+    if secs > MAX_PERSIST_SECS {
+        return Err(ModelError::BadPersistence(secs));
+    }
+    Ok(secs)
+}
+
+/// Refuses a real of another family than its service's VIP.
+pub fn check_family(service: ServiceKey, real: IpAddr) -> Result<(), ModelError> {
+    if service.vip.is_ipv4() != real.is_ipv4() {
+        return Err(ModelError::FamilyMismatch { service, real });
+    }
+    Ok(())
 }
 
 /// Parses a real server address as a user typed it.
 pub fn parse_real(s: &str) -> Result<IpAddr, ModelError> {
     let ip: IpAddr = s.trim().parse().map_err(|_| ModelError::BadReal(s.to_string()))?;
-    if ip.is_ipv6() {
-        return Err(ModelError::Ipv6(ip));
+    if is_link_local(ip) {
+        return Err(ModelError::LinkLocal(ip));
     }
     if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
         return Err(ModelError::BadReal(s.to_string()));
@@ -149,6 +193,10 @@ pub fn check_weight(w: u32) -> Result<u32, ModelError> {
 
 fn default_weight() -> u32 {
     1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -175,6 +223,10 @@ pub struct ServiceSpec {
     /// `[service.check]`; absent means no health check (every real with a MAC counts as up).
     #[serde(default, skip_serializing_if = "CheckSpec::is_none")]
     pub check: CheckSpec,
+    /// Persistence timeout in seconds (`ipvsadm -p`): a client's connections go to the real it was last sent to
+    /// while it was seen within this time. 0 or absent: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub persistent: u32,
     #[serde(default, rename = "real")]
     pub reals: Vec<RealSpec>,
 }
@@ -192,6 +244,8 @@ pub struct LbState {
     pub services: BTreeMap<ServiceKey, BTreeMap<IpAddr, RealSpec>>,
     /// Health check per service; a service without an entry has none.
     pub checks: BTreeMap<ServiceKey, CheckSpec>,
+    /// Persistence timeout (seconds) per service; a service without an entry has none.
+    pub persistence: BTreeMap<ServiceKey, u32>,
 }
 
 impl LbState {
@@ -202,10 +256,8 @@ impl LbState {
             let key = ServiceKey::parse(&s.vip, s.proto)?;
             st.add_service(key)?;
             st.set_check(key, s.check.clone())?;
+            st.set_persistence(key, s.persistent)?;
             for r in &s.reals {
-                if r.addr.is_ipv6() {
-                    return Err(ModelError::Ipv6(r.addr));
-                }
                 parse_real(&r.addr.to_string())?;
                 st.add_real(key, r.addr, r.weight)?;
                 st.set_drained(key, r.addr, r.drained)?;
@@ -223,6 +275,7 @@ impl LbState {
                     vip: SocketAddr::new(k.vip, k.port).to_string(),
                     proto: k.proto,
                     check: self.check(k),
+                    persistent: self.persistence(k),
                     reals: reals.values().cloned().collect(),
                 })
                 .collect(),
@@ -261,7 +314,26 @@ impl LbState {
     pub fn del_service(&mut self, key: &ServiceKey) -> Result<BTreeMap<IpAddr, RealSpec>, ModelError> {
         let reals = self.services.remove(key).ok_or(ModelError::UnknownService(*key))?;
         self.checks.remove(key);
+        self.persistence.remove(key);
         Ok(reals)
+    }
+
+    /// The service's persistence timeout in seconds (0: none).
+    pub fn persistence(&self, key: &ServiceKey) -> u32 {
+        self.persistence.get(key).copied().unwrap_or(0)
+    }
+
+    pub fn set_persistence(&mut self, key: ServiceKey, secs: u32) -> Result<(), ModelError> {
+        check_persistence(secs)?;
+        if !self.services.contains_key(&key) {
+            return Err(ModelError::UnknownService(key));
+        }
+        if secs == 0 {
+            self.persistence.remove(&key);
+        } else {
+            self.persistence.insert(key, secs);
+        }
+        Ok(())
     }
 
     /// The service's health check (kind `none` when it has none).
@@ -291,6 +363,7 @@ impl LbState {
 
     pub fn add_real(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> Result<(), ModelError> {
         check_weight(weight)?;
+        check_family(key, addr)?;
         let reals = self.services.get_mut(&key).ok_or(ModelError::UnknownService(key))?;
         if reals.contains_key(&addr) {
             return Err(ModelError::DuplicateReal { service: key, real: addr });
@@ -511,6 +584,19 @@ vip = "10.99.0.100:1935"
     }
 
     #[test]
+    fn ipv6_services_and_persistence_round_trip() {
+        let text = "[[service]]\nvip = \"[fd00::100]:80\"\npersistent = 300\n[[service.real]]\naddr = \"fd00::11\"\n";
+        let st = LbState::parse(text, "t").unwrap();
+        let k = ServiceKey::parse("[fd00::100]:80", Proto::Tcp).unwrap();
+        assert_eq!(st.persistence(&k), 300);
+        assert_eq!(k.vip_key().family, lb_common::FAMILY_V6);
+        assert_eq!(k.vip_key().addr, "fd00::100".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(k.to_string(), "TCP [fd00::100]:80");
+        assert_eq!(LbState::parse(&st.to_toml().unwrap(), "again").unwrap(), st);
+        assert_eq!(addr_of_key(&addr_key("fd00::11".parse().unwrap()).0, 6), Some("fd00::11".parse().unwrap()));
+    }
+
+    #[test]
     fn state_round_trips_through_toml() {
         let st = LbState::parse(SAMPLE, "sample").unwrap();
         let again = LbState::parse(&st.to_toml().unwrap(), "round trip").unwrap();
@@ -522,7 +608,10 @@ vip = "10.99.0.100:1935"
         let cases = [
             ("[[service]]\nvip = \"10.0.0.1\"\n", "VIP:PORT"),
             ("[[service]]\nvip = \"10.0.0.1:0\"\n", "port 0"),
-            ("[[service]]\nvip = \"[::1]:80\"\n", "IPv6"),
+            ("[[service]]\nvip = \"[::1]:80\"\n", "bad service address"),
+            ("[[service]]\nvip = \"[fe80::1]:80\"\n", "link-local"),
+            ("[[service]]\nvip = \"[fd00::1]:80\"\n[[service.real]]\naddr = \"10.0.0.2\"\n", "different IP families"),
+            ("[[service]]\nvip = \"10.0.0.1:80\"\npersistent = 100000\n", "persistence of 100000 s"),
             ("[[service]]\nvip = \"10.0.0.1:80\"\nproto = \"sctp\"\n", "unknown variant"),
             ("[[service]]\nvip = \"10.0.0.1:80\"\n[[service]]\nvip = \"10.0.0.1:80\"\n", "already exists"),
             ("[[service]]\nvip = \"10.0.0.1:80\"\n[[service.real]]\naddr = \"10.0.0.2\"\n[[service.real]]\naddr = \"10.0.0.2\"\n", "already exists"),

@@ -141,12 +141,11 @@ async fn run(
                 Some(Command::Unwatch(addr)) => {
                     watched.remove(&addr);
                 }
-                Some(Command::AddVip(IpAddr::V4(vip))) => match net.ensure_address(iface.index, vip).await {
+                Some(Command::AddVip(vip)) => match net.ensure_address(iface.index, vip).await {
                     Ok(true) => tracing::info!(%vip, iface = %iface.name, "added VIP to the interface"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(%vip, error = %e, "could not add VIP to the interface; configure it by hand"),
                 },
-                Some(Command::AddVip(vip)) => tracing::warn!(%vip, "only IPv4 VIPs can be added to the interface"),
             },
             Some((msg, _)) = events.next() => match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {

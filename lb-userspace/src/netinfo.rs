@@ -6,7 +6,7 @@ use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -26,19 +26,18 @@ pub struct Iface {
     pub name: String,
     pub index: u32,
     pub mac: [u8; 6],
-    /// Directly connected IPv4 subnets (address, prefix length).
-    pub nets: Vec<(Ipv4Addr, u8)>,
+    /// Directly connected subnets, IPv4 and IPv6 (address, prefix length).
+    pub nets: Vec<(IpAddr, u8)>,
 }
 
 impl Iface {
     /// True when `ip` is on one of the interface's subnets: DR needs the real on the same L2 segment.
     pub fn on_link(&self, ip: IpAddr) -> bool {
-        let IpAddr::V4(ip) = ip else { return false };
         self.nets.iter().any(|(net, len)| same_subnet(*net, ip, *len))
     }
 
     pub fn is_local(&self, ip: IpAddr) -> bool {
-        self.nets.iter().any(|(a, _)| IpAddr::V4(*a) == ip)
+        self.nets.iter().any(|(a, _)| *a == ip)
     }
 
     pub fn subnets(&self) -> String {
@@ -51,13 +50,22 @@ impl Iface {
     }
 }
 
-fn mask(a: Ipv4Addr, len: u8) -> Ipv4Addr {
-    let m = if len == 0 { 0 } else { u32::MAX << (32 - len as u32) };
-    Ipv4Addr::from(u32::from(a) & m)
+fn mask(a: IpAddr, len: u8) -> IpAddr {
+    match a {
+        IpAddr::V4(a) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32) as u32) };
+            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 { 0 } else { u128::MAX << (128 - len.min(128) as u32) };
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
 }
 
-pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, len: u8) -> bool {
-    mask(a, len) == mask(b, len)
+/// True when `a` and `b` are of one family and share the first `len` bits.
+pub fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
+    a.is_ipv4() == b.is_ipv4() && mask(a, len) == mask(b, len)
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
@@ -79,6 +87,7 @@ pub fn parse_neighbour(msg: &NeighbourMessage) -> Option<(u32, IpAddr, Neighbour
     for a in &msg.attributes {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => ip = Some(IpAddr::V6(*v6)),
             NeighbourAttribute::LinkLocalAddress(m) if m.len() == 6 => mac = Some([m[0], m[1], m[2], m[3], m[4], m[5]]),
             _ => {}
         }
@@ -121,32 +130,38 @@ impl Net {
         let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(msg) = addrs.try_next().await? {
             for a in &msg.attributes {
-                if let AddressAttribute::Address(IpAddr::V4(v4)) = a {
-                    nets.push((*v4, msg.header.prefix_len));
+                // Link-local IPv6 addresses are on every link: they say nothing about where reals are.
+                match a {
+                    AddressAttribute::Address(IpAddr::V6(v6)) if v6.is_unicast_link_local() => {}
+                    AddressAttribute::Address(ip) => nets.push((*ip, msg.header.prefix_len)),
+                    _ => {}
                 }
             }
         }
         Ok(Iface { name: name.into(), index, mac, nets })
     }
 
-    /// The IPv4 neighbour table of one interface.
+    /// The neighbour table (ARP and NDP) of one interface.
     pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<IpAddr, Neighbour>, NetError> {
         let mut out = HashMap::new();
-        let mut stream = self.handle.neighbours().get().set_family(rtnetlink::IpVersion::V4).execute();
-        while let Some(msg) = stream.try_next().await? {
-            if let Some((idx, ip, n)) = parse_neighbour(&msg) {
-                if idx == ifindex {
-                    out.insert(ip, n);
+        for family in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
+            let mut stream = self.handle.neighbours().get().set_family(family).execute();
+            while let Some(msg) = stream.try_next().await? {
+                if let Some((idx, ip, n)) = parse_neighbour(&msg) {
+                    if idx == ifindex {
+                        out.insert(ip, n);
+                    }
                 }
             }
         }
         Ok(out)
     }
 
-    /// Adds `vip/32` to the interface so the LB answers ARP for it (the IPVS way). An address that is already
-    /// there is not an error.
-    pub async fn ensure_address(&self, ifindex: u32, vip: Ipv4Addr) -> Result<bool, NetError> {
-        match self.handle.address().add(ifindex, IpAddr::V4(vip), 32).execute().await {
+    /// Adds `vip/32` (or `/128`) to the interface so the LB answers ARP or NDP for it (the IPVS way). An address
+    /// that is already there is not an error.
+    pub async fn ensure_address(&self, ifindex: u32, vip: IpAddr) -> Result<bool, NetError> {
+        let len = if vip.is_ipv4() { 32 } else { 128 };
+        match self.handle.address().add(ifindex, vip, len).execute().await {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
             Err(e) => Err(e.into()),
@@ -155,10 +170,10 @@ impl Net {
 }
 
 /// Makes the kernel resolve `ip` on `iface` by sending it one empty UDP datagram (discard port). The neighbour
-/// subsystem then ARPs for it; lbd reads the answer from the neighbour table.
+/// subsystem then ARPs (or, for IPv6, sends a neighbour solicitation); lbd reads the answer from the neighbour table.
 pub fn trigger_resolution(iface: &str, ip: IpAddr) -> std::io::Result<()> {
     use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    let sock = Socket::new(if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 }, Type::DGRAM, None)?;
     sock.bind_device(Some(iface.as_bytes()))?;
     sock.set_nonblocking(true)?;
     let to: SocketAddr = SocketAddr::new(ip, 9);
@@ -181,13 +196,20 @@ mod tests {
             name: "x".into(),
             index: 1,
             mac: [0; 6],
-            nets: vec![("10.99.0.2".parse().unwrap(), 24), ("192.168.7.9".parse().unwrap(), 30)],
+            nets: vec![
+                ("10.99.0.2".parse().unwrap(), 24),
+                ("192.168.7.9".parse().unwrap(), 30),
+                ("fd00:99::2".parse().unwrap(), 64),
+            ],
         };
+        assert!(i.on_link("fd00:99::11".parse().unwrap()));
+        assert!(!i.on_link("fd00:98::11".parse().unwrap()));
+        assert!(!i.on_link("::ffff:10.99.0.7".parse().unwrap()), "a mapped address is not the IPv4 one");
         assert!(i.on_link("10.99.0.200".parse().unwrap()));
         assert!(i.on_link("192.168.7.10".parse().unwrap()));
         assert!(!i.on_link("192.168.7.12".parse().unwrap()));
         assert!(!i.on_link("10.98.0.1".parse().unwrap()));
-        assert_eq!(i.subnets(), "10.99.0.0/24, 192.168.7.8/30");
+        assert_eq!(i.subnets(), "10.99.0.0/24, 192.168.7.8/30, fd00:99::/64");
         assert_eq!(format_mac(&[2, 0, 0xab, 1, 2, 3]), "02:00:ab:01:02:03");
     }
 }

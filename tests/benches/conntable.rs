@@ -26,7 +26,8 @@ fn flow(i: u32, now: u64) -> (FlowKey, ConnEntry) {
         dport: if i.is_multiple_of(2) { 80u16.to_be() } else { 1935u16.to_be() },
         proto: PROTO_TCP,
         family: FAMILY_V4,
-        _pad: [0; 2],
+        kind: 0,
+        _pad: 0,
     };
     let atime_ns = if i % 4 < 2 { now } else { now.saturating_sub(2 * HORIZON_NS) };
     (key, ConnEntry { real_id: i % 9 + 1, vip_num: i % 2, atime_ns })

@@ -1,5 +1,6 @@
 //! lab-httpd: the lab's real server. Answers every GET with its name; `/stream?secs=N` sends one line every 100 ms
-//! for N seconds on one connection, so tests have a long-lived flow to watch across real-set changes.
+//! for N seconds on one connection, so tests have a long-lived flow to watch across real-set changes; `/bytes?n=N`
+//! sends N bytes (downloads). Listens on IPv6 and IPv4.
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ fn main() {
             }
         }
     }
-    let listener = TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| {
+    let listener = TcpListener::bind(("::", port)).unwrap_or_else(|e| {
         eprintln!("lab-httpd: cannot listen on port {port}: {e}");
         std::process::exit(1);
     });
@@ -54,6 +55,19 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
         writeln!(w, "{name} done")?;
+        return Ok(());
+    }
+    if let Some(q) = path.strip_prefix("/bytes?n=") {
+        // A download of N bytes (the path-MTU test): full-sized segments from the real to the client.
+        let n: usize = q.parse().unwrap_or(0);
+        write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n")?;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(chunk.len());
+            w.write_all(&chunk[..k])?;
+            left -= k;
+        }
         return Ok(());
     }
     let body = format!("{name}\n");

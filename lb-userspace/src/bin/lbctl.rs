@@ -18,13 +18,24 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Add a virtual service VIP:PORT, optionally with a health check of its reals.
+    /// Add a virtual service VIP:PORT (IPv6: [VIP]:PORT), optionally with a health check of its reals.
     AddService {
         service: String,
         #[arg(long, default_value = "tcp")]
         proto: String,
+        /// Persistence (ipvsadm -p): a client's new connections go to the real it was last sent to while it was
+        /// seen within SECONDS [default: none].
+        #[arg(long, value_name = "SECONDS")]
+        persistent: Option<u32>,
         #[command(flatten)]
         check: CheckArgs,
+    },
+    /// Set a service's persistence timeout in seconds (0 turns persistence off).
+    SetPersistence {
+        service: String,
+        seconds: u32,
+        #[arg(long, default_value = "tcp")]
+        proto: String,
     },
     /// Replace a service's health check (`--check none` removes it).
     SetCheck {
@@ -181,8 +192,13 @@ fn service(s: &str, proto: &str) -> Result<ServiceKey> {
 /// Turns the command line into a request; malformed input fails here, before lbd is asked.
 fn request(cmd: &Cmd) -> Result<Request> {
     Ok(match cmd {
-        Cmd::AddService { service: s, proto, check } => {
-            Request::AddService { service: service(s, proto)?, check: check.spec()? }
+        Cmd::AddService { service: s, proto, check, persistent } => Request::AddService {
+            service: service(s, proto)?,
+            check: check.spec()?,
+            persistent: model::check_persistence(persistent.unwrap_or(0))?,
+        },
+        Cmd::SetPersistence { service: s, seconds, proto } => {
+            Request::SetPersistence { service: service(s, proto)?, persistent: model::check_persistence(*seconds)? }
         }
         Cmd::SetCheck { service: s, proto, check } => {
             Request::SetCheck { service: service(s, proto)?, check: check.spec()? }
@@ -290,7 +306,9 @@ fn print_list(resp: &Response) {
         let first = format!("{:<4} {}", s.proto.to_string(), std::net::SocketAddr::new(s.vip, s.port));
         let c = &s.counters;
         let state = if !s.reals.is_empty() && s.usable_reals == 0 { "NO USABLE REAL" } else { "" };
-        let check = format!("check {}{}", s.check, if state.is_empty() { "" } else { "  ** NO USABLE REAL **" });
+        let persist = if s.persistent > 0 { format!(", persistent {} s", s.persistent) } else { String::new() };
+        let check =
+            format!("check {}{persist}{}", s.check, if state.is_empty() { "" } else { "  ** NO USABLE REAL **" });
         row(&first, "maglev", "", "", "", "", "", (s.active_flows, c.packets, c.bytes, c.new_flows), &check);
         for r in &s.reals {
             let c = &r.counters;
@@ -325,7 +343,10 @@ fn print_stats(resp: &Response) {
         ("passed: malformed", &s.passed_malformed),
         ("passed: fragment/IP options", &s.passed_frag_or_options),
         ("passed: no usable real", &s.passed_no_real),
+        ("passed: IPv6 ext. headers", &s.passed_ipv6_ext_headers),
+        ("ICMP sent to flow's real", &s.icmp_forwarded),
     ] {
         println!("{:<28} {:>12} {:>14} {:>10}", name, c.packets, c.bytes, c.new_flows);
     }
+    println!("flows expired by the sweep: {}", s.flows_expired);
 }

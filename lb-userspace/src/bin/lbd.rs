@@ -60,6 +60,10 @@ struct Args {
     /// State-change events kept for `lbctl events`.
     #[arg(long, default_value_t = lb_userspace::events::DEFAULT_CAPACITY)]
     events: usize,
+    /// Idle time after which a flow of a removed real, and any UDP flow, is purged so its next packet is placed
+    /// anew (IPVS's expire_nodest_conn and UDP timeout), e.g. 60s or 5m; 0 never purges [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    flow_idle_timeout: Option<svc::Dur>,
 }
 
 fn default_pin_dir(iface: &str) -> PathBuf {
@@ -125,6 +129,7 @@ async fn main() -> Result<()> {
         check_concurrency: args.check_concurrency,
         event_capacity: args.events,
         keep_on_exit: args.keep_on_exit,
+        flow_idle_timeout: args.flow_idle_timeout.map_or(lb_userspace::daemon::DEFAULT_FLOW_IDLE_TIMEOUT, |d| d.0),
         ..Options::new(iface.clone(), args.xdp_mode)
     };
     let daemon = match Daemon::start(opts, dp, initial).await {

@@ -9,14 +9,15 @@ use super::service::{out_reason, Real, RealHealth, RealSlot, Service};
 use super::takeover::Plan;
 use super::DaemonError;
 use crate::api::{Request, Response};
+use crate::conntable::{SweepRules, Swept};
 use crate::dataplane::AttachMode;
 use crate::events::{EventKind, EventLog};
 use crate::health::{CheckResult, Health};
 use crate::maglev;
 use crate::model::{self, CheckSpec, LbState, ModelError, RealSpec, ServiceKey};
 use crate::netinfo::{format_mac, Iface};
-use lb_common::{RealDef, REAL_F_VALID, RING_SIZE};
-use std::collections::BTreeMap;
+use lb_common::{RealDef, ServiceCfg, REAL_F_VALID, RING_SIZE};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Slow work the control task asks other tasks to do.
@@ -79,6 +80,11 @@ pub struct Lb<M> {
     ids: Ids,
     pub(super) events: EventLog,
     effects: Vec<Effect>,
+    /// (slot, real id) pairs removed from their service whose flows may still be in the connection table: the
+    /// flow sweep purges them once idle (see `--flow-idle-timeout`), and their persistence templates at once.
+    pub(super) retired: BTreeSet<(u32, u32)>,
+    /// Entries the flow sweep removed since start.
+    pub(super) flows_expired: u64,
 }
 
 impl<M: Maps> Lb<M> {
@@ -103,6 +109,8 @@ impl<M: Maps> Lb<M> {
             ids: plan.ids,
             events,
             effects: Vec::new(),
+            retired: BTreeSet::new(),
+            flows_expired: 0,
         };
         for (svc, slot) in &plan.stale {
             lb.maps.del_service(svc.vip_key(), *slot)?;
@@ -110,15 +118,18 @@ impl<M: Maps> Lb<M> {
         }
         for (key, reals) in &initial.services {
             let adopted = plan.slots.get(key).copied();
-            lb.install_service(*key, initial.check(key), adopted)?;
-            if let Some(slot) = adopted {
-                // Rewrite every slot of a ring this lbd did not write.
-                lb.maps.forget_ring(slot);
-            }
+            lb.install_service(*key, initial.check(key), initial.persistence(key), adopted)?;
             for r in reals.values() {
                 let pinned = plan.reals.get(&r.addr).copied();
                 let mac = macs.get(&r.addr).copied().or(pinned.and_then(|(_, m)| m));
                 lb.install_real(*key, r.clone(), mac, pinned.map(|(id, _)| id))?;
+                // A real that was in the ring the earlier lbd left serves established flows now: it is taken as up,
+                // so one slow probe after an upgrade does not take it down and purge its flows (`fall` failures do).
+                if plan.serving.contains(&(*key, r.addr)) && !initial.check(key).is_none() {
+                    if let Some(real) = lb.services.get_mut(key).and_then(|s| s.reals.get_mut(&r.addr)) {
+                        real.health.tracker = crate::health::Tracker::assumed_up();
+                    }
+                }
             }
             lb.probe_all(key);
             lb.rebuild_ring(key)?;
@@ -140,6 +151,9 @@ impl<M: Maps> Lb<M> {
             if !s.check.is_none() {
                 st.checks.insert(*key, s.check.clone());
             }
+            if s.persist != 0 {
+                st.persistence.insert(*key, s.persist);
+            }
         }
         st
     }
@@ -157,9 +171,16 @@ impl<M: Maps> Lb<M> {
     }
 
     /// Installs a service at `at` (a slot the takeover plan reserved for it) or the lowest free slot.
-    fn install_service(&mut self, key: ServiceKey, check: CheckSpec, at: Option<u32>) -> Result<(), DaemonError> {
+    fn install_service(
+        &mut self,
+        key: ServiceKey,
+        check: CheckSpec,
+        persist: u32,
+        at: Option<u32>,
+    ) -> Result<(), DaemonError> {
         key.validate()?;
         check.validate()?;
+        model::check_persistence(persist)?;
         if self.services.contains_key(&key) {
             return Err(ModelError::DuplicateService(key).into());
         }
@@ -167,7 +188,12 @@ impl<M: Maps> Lb<M> {
             Some(s) => s,
             None => self.ids.take_slot().ok_or(DaemonError::TooManyServices(self.maps.max_services()))?,
         };
-        if let Err(e) = self.maps.set_service(key.vip_key(), slot) {
+        // Options first, so no packet of the service is placed without them.
+        let written = self
+            .maps
+            .set_service_cfg(slot, ServiceCfg { persist_secs: persist, flags: 0 })
+            .and_then(|()| self.maps.set_service(key.vip_key(), slot));
+        if let Err(e) = written {
             if at.is_none() {
                 self.ids.release_slot(slot);
             }
@@ -176,7 +202,7 @@ impl<M: Maps> Lb<M> {
         if self.manage_vips {
             self.effects.push(Effect::AddVip(key.vip));
         }
-        self.services.insert(key, Service::new(key, slot, check));
+        self.services.insert(key, Service::new(key, slot, check, persist));
         Ok(())
     }
 
@@ -190,7 +216,9 @@ impl<M: Maps> Lb<M> {
         at: Option<u32>,
     ) -> Result<(), DaemonError> {
         model::check_weight(spec.weight)?;
+        model::check_family(key, spec.addr)?;
         let addr = spec.addr;
+        let svc_slot = self.service(&key)?.slot;
         if self.service(&key)?.reals.contains_key(&addr) {
             return Err(ModelError::DuplicateReal { service: key, real: addr }.into());
         }
@@ -211,9 +239,26 @@ impl<M: Maps> Lb<M> {
                 self.effects.push(Effect::Watch(addr));
             }
         }
-        let real = Real { spec, health: RealHealth::default() };
+        let id = self.reals[&addr].id;
+        // Its own counters, zeroed; without a free counter slot the pair still forwards, uncounted.
+        let dest = self.ids.take_dest().unwrap_or(0);
+        if let Err(e) = self.maps.set_dest(svc_slot, id, dest) {
+            tracing::warn!(service = %key, real = %addr, error = %e, "cannot give the real its counters");
+        }
+        self.retired.remove(&(svc_slot, id));
+        let real = Real { spec, health: RealHealth::default(), dest };
         self.service_mut(&key)?.reals.insert(addr, real);
         Ok(())
+    }
+
+    /// A real left a service: its counters are freed, and its flows and templates are the sweep's to expire.
+    fn retire(&mut self, slot: u32, addr: IpAddr, dest: u32) {
+        let Some(id) = self.reals.get(&addr).map(|r| r.id) else { return };
+        if let Err(e) = self.maps.set_dest(slot, id, 0) {
+            tracing::warn!(real = %addr, error = %e, "clearing the real's counter slot failed");
+        }
+        self.ids.release_dest(dest);
+        self.retired.insert((slot, id));
     }
 
     /// One reference less to a real's id; the last one frees it. The REALS entry stays: flows pinned to it go on
@@ -307,7 +352,8 @@ impl<M: Maps> Lb<M> {
                 Ok(false) => return Handled::AwaitMac { service, real, weight },
                 Err(e) => Err(e),
             },
-            Request::AddService { service, check } => self.add_service(service, check),
+            Request::AddService { service, check, persistent } => self.add_service(service, check, persistent),
+            Request::SetPersistence { service, persistent } => self.set_persistence(service, persistent),
             Request::SetCheck { service, check } => self.set_check(service, check),
             Request::Drain { service, real } => self.drain(service, real, true),
             Request::Undrain { service, real } => self.drain(service, real, false),
@@ -328,10 +374,28 @@ impl<M: Maps> Lb<M> {
         })
     }
 
-    fn add_service(&mut self, key: ServiceKey, check: CheckSpec) -> Result<String, DaemonError> {
-        self.install_service(key, check.clone(), None)?;
-        self.event(EventKind::ServiceAdded, Some(&key), None, format!("lbctl add-service, check {}", check.summary()));
-        Ok(format!("added service {key} (check {})", check.summary()))
+    fn add_service(&mut self, key: ServiceKey, check: CheckSpec, persist: u32) -> Result<String, DaemonError> {
+        self.install_service(key, check.clone(), persist, None)?;
+        let persistence = persistence_text(persist);
+        self.event(
+            EventKind::ServiceAdded,
+            Some(&key),
+            None,
+            format!("lbctl add-service, check {}, {persistence}", check.summary()),
+        );
+        Ok(format!("added service {key} (check {}, {persistence})", check.summary()))
+    }
+
+    fn set_persistence(&mut self, key: ServiceKey, persist: u32) -> Result<String, DaemonError> {
+        model::check_persistence(persist)?;
+        let slot = self.service(&key)?.slot;
+        self.maps.set_service_cfg(slot, ServiceCfg { persist_secs: persist, flags: 0 })?;
+        let old = std::mem::replace(&mut self.service_mut(&key)?.persist, persist);
+        let text = persistence_text(persist);
+        if old != persist {
+            self.event(EventKind::ConfigApplied, Some(&key), None, format!("lbctl set-persistence: {text}"));
+        }
+        Ok(format!("service {key}: {text}"))
     }
 
     fn set_check(&mut self, key: ServiceKey, check: CheckSpec) -> Result<String, DaemonError> {
@@ -383,8 +447,9 @@ impl<M: Maps> Lb<M> {
         self.maps.del_service(key.vip_key(), slot)?;
         let Some(s) = self.services.remove(&key) else { unreachable!("looked up above") };
         self.ids.release_slot(slot);
-        for addr in s.reals.keys() {
+        for (addr, r) in &s.reals {
             self.effects.push(Effect::Probe { service: key, real: *addr, check: CheckSpec::default() });
+            self.retire(slot, *addr, r.dest);
             self.release_real(*addr);
         }
         self.event(
@@ -399,6 +464,7 @@ impl<M: Maps> Lb<M> {
     /// Adds a real; true when its MAC is known (the answer can go at once), false while it is being resolved.
     fn add_real(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> Result<bool, DaemonError> {
         model::check_weight(weight)?;
+        model::check_family(key, addr)?;
         if self.service(&key)?.reals.contains_key(&addr) {
             return Err(ModelError::DuplicateReal { service: key, real: addr }.into());
         }
@@ -486,6 +552,8 @@ impl<M: Maps> Lb<M> {
             return Err(e);
         }
         self.effects.push(Effect::Probe { service: key, real: addr, check: CheckSpec::default() });
+        let slot = self.service(&key)?.slot;
+        self.retire(slot, addr, real.dest);
         self.release_real(addr);
         self.event(EventKind::RealRemoved, Some(&key), Some(addr), "lbctl del-real: established flows continue".into());
         Ok(format!("deleted real {addr} from {key}; its established flows continue, new ones go elsewhere"))
@@ -563,6 +631,34 @@ impl<M: Maps> Lb<M> {
         }
     }
 
+    /// What the next flow sweep removes: idle flows of retired pairs and UDP flows, and expired templates.
+    pub fn sweep_rules(&self, idle: std::time::Duration) -> SweepRules {
+        SweepRules {
+            idle_ns: idle.as_nanos().min(u64::MAX as u128) as u64,
+            retired: self.retired.clone(),
+            persist_ns: self
+                .services
+                .values()
+                .filter(|s| s.persist != 0)
+                .map(|s| (s.slot, u64::from(s.persist) * 1_000_000_000))
+                .collect(),
+        }
+    }
+
+    /// A sweep by `rules` finished: retired pairs it left without entries are forgotten (unless retired again since
+    /// the sweep began, which `install_real` and `retire` keep exact).
+    pub fn swept(&mut self, rules: &SweepRules, swept: Swept) {
+        self.flows_expired += swept.removed as u64;
+        if swept.removed > 0 {
+            tracing::info!(removed = swept.removed, "flow sweep expired connection-table entries");
+        }
+        for pair in &rules.retired {
+            if !swept.retired_left.contains(pair) {
+                self.retired.remove(pair);
+            }
+        }
+    }
+
     /// A purge of a down real's flows finished.
     pub fn purged(&mut self, note: PurgeNote, result: std::io::Result<usize>) {
         let n = result.unwrap_or_else(|e| {
@@ -575,6 +671,13 @@ impl<M: Maps> Lb<M> {
             Some(note.real),
             format!("{}, {n} flow(s) purged", note.reason),
         );
+    }
+}
+
+fn persistence_text(secs: u32) -> String {
+    match secs {
+        0 => "no persistence".into(),
+        s => format!("persistent {s} s"),
     }
 }
 
@@ -600,12 +703,8 @@ fn check_real(iface: &Iface, addr: IpAddr) -> Result<(), DaemonError> {
 
 /// A REALS entry; without a MAC the entry is not valid and the program sends nothing to it.
 pub(super) fn real_def(addr: IpAddr, mac: Option<[u8; 6]>) -> RealDef {
-    let mut a = [0u8; 16];
-    if let IpAddr::V4(v4) = addr {
-        a[..4].copy_from_slice(&v4.octets());
-    }
     RealDef {
-        addr: a,
+        addr: model::addr_key(addr).0,
         mac: mac.unwrap_or_default(),
         _pad: [0; 2],
         flags: if mac.is_some() { REAL_F_VALID } else { 0 },
@@ -685,8 +784,8 @@ mod tests {
     fn slots_and_ids_are_reused_and_shared_reals_hold_one_id() {
         let mut lb = lb(&LbState::default(), &[]);
         let (a, b) = (key("10.0.0.100:80"), key("10.0.0.100:1935"));
-        ok(lb.handle(Request::AddService { service: a, check: CheckSpec::default() }));
-        ok(lb.handle(Request::AddService { service: b, check: CheckSpec::default() }));
+        ok(lb.handle(Request::AddService { service: a, check: CheckSpec::default(), persistent: 0 }));
+        ok(lb.handle(Request::AddService { service: b, check: CheckSpec::default(), persistent: 0 }));
         assert_eq!((lb.services[&a].slot, lb.services[&b].slot), (0, 1));
         lb.mac_learned(ip("10.0.0.11"), MAC1); // not watched yet: ignored
         assert!(matches!(
@@ -704,7 +803,11 @@ mod tests {
         // Deleting a service frees its slot for the next one; the real keeps its id while b lists it.
         ok(lb.handle(Request::DelService { service: a }));
         assert_eq!(lb.reals[&ip("10.0.0.11")].refs, 1);
-        ok(lb.handle(Request::AddService { service: key("10.0.0.101:80"), check: CheckSpec::default() }));
+        ok(lb.handle(Request::AddService {
+            service: key("10.0.0.101:80"),
+            check: CheckSpec::default(),
+            persistent: 0,
+        }));
         assert_eq!(lb.services[&key("10.0.0.101:80")].slot, 0);
         ok(lb.handle(Request::DelReal { service: b, real: ip("10.0.0.11") }));
         assert!(lb.reals.is_empty());
@@ -717,7 +820,7 @@ mod tests {
         let before = lb.state();
         let web = key("10.0.0.100:80");
         for req in [
-            Request::AddService { service: web, check: CheckSpec::default() },
+            Request::AddService { service: web, check: CheckSpec::default(), persistent: 0 },
             Request::AddReal { service: web, real: ip("10.0.0.11"), weight: 1 },
             Request::AddReal { service: web, real: ip("192.168.1.5"), weight: 1 },
             Request::AddReal { service: web, real: ip("10.0.0.1"), weight: 1 },
@@ -801,6 +904,7 @@ mod tests {
         let pinned = takeover::Pinned {
             services: vec![(rtmp.vip_key(), lb_common::VipMeta { vip_num: 0, flags: 0 })],
             reals: vec![(9, def)],
+            rings: BTreeMap::from([(0, [9].into())]),
         };
         let plan = takeover::plan(&pinned, &st, 4, 16);
         let macs = BTreeMap::from([(ip("10.0.0.11"), MAC1)]);
@@ -811,6 +915,59 @@ mod tests {
         assert_eq!(lb.reals[&ip("10.0.0.11")].id, 1);
         assert_eq!(lb.maps.ring_ids(0), [9].into());
         assert_eq!(lb.maps.ring_ids(1), [1, 9].into());
+    }
+
+    #[test]
+    fn after_a_takeover_one_failed_probe_does_not_take_a_serving_real_down() {
+        let web = key("10.0.0.100:80");
+        let mut st = web_with(&["10.0.0.11", "10.0.0.12"]);
+        st.set_check(web, CheckSpec { kind: CheckKind::Tcp, ..CheckSpec::default() }).unwrap();
+        // The earlier lbd had 10.0.0.11 (id 3) in the ring; 10.0.0.12 (id 4) was out (down then).
+        let pinned = takeover::Pinned {
+            services: vec![(web.vip_key(), lb_common::VipMeta { vip_num: 0, flags: 0 })],
+            reals: vec![(3, real_def(ip("10.0.0.11"), Some(MAC1))), (4, real_def(ip("10.0.0.12"), Some(MAC2)))],
+            rings: BTreeMap::from([(0, [3].into())]),
+        };
+        let plan = takeover::plan(&pinned, &st, 4, 16);
+        let mut lb = Lb::new(MemMaps::new(4), setup(), &st, plan, &BTreeMap::new()).unwrap();
+        lb.take_effects();
+        for n in 1..CheckSpec::default().fall {
+            lb.on_check(result(web, "10.0.0.11", false));
+            assert!(lb.maps.ring_ids(0).contains(&3), "failure {n} of a serving real keeps it in the ring");
+            assert!(!lb.take_effects().iter().any(|e| matches!(e, Effect::Purge { .. })), "and purges nothing");
+        }
+        lb.on_check(result(web, "10.0.0.11", false));
+        assert!(!lb.maps.ring_ids(0).contains(&3), "`fall` failures take it down");
+        // A real that was not serving is decided by its first result, as at any start.
+        lb.on_check(result(web, "10.0.0.12", false));
+        assert_eq!(lb.services[&web].reals[&ip("10.0.0.12")].health.tracker.health, Health::Down);
+    }
+
+    #[test]
+    fn persistence_and_per_real_counters_reach_the_maps_and_removed_reals_are_retired() {
+        let web = key("10.0.0.100:80");
+        let mut st = web_with(&["10.0.0.11", "10.0.0.12"]);
+        st.set_persistence(web, 300).unwrap();
+        let mut lb = lb(&st, &[("10.0.0.11", MAC1), ("10.0.0.12", MAC2)]);
+        assert_eq!(lb.maps.cfg[&0].persist_secs, 300);
+        let (d11, d12) =
+            (lb.services[&web].reals[&ip("10.0.0.11")].dest, lb.services[&web].reals[&ip("10.0.0.12")].dest);
+        assert!(d11 != 0 && d12 != 0 && d11 != d12, "each pair has its own counters");
+        assert_eq!(lb.maps.dests[&(0, 1)], d11);
+        ok(lb.handle(Request::SetPersistence { service: web, persistent: 0 }));
+        assert_eq!(lb.maps.cfg[&0].persist_secs, 0);
+        assert_eq!(lb.state().persistence(&web), 0);
+        assert!(!lb.handle(Request::SetPersistence { service: web, persistent: 100_000 }).is_answer());
+        ok(lb.handle(Request::DelReal { service: web, real: ip("10.0.0.11") }));
+        assert!(!lb.maps.dests.contains_key(&(0, 1)), "a removed pair is no longer counted");
+        assert!(lb.retired.contains(&(0, 1)));
+        let rules = lb.sweep_rules(std::time::Duration::from_secs(60));
+        assert!(rules.retired.contains(&(0, 1)) && rules.persist_ns.is_empty());
+        lb.swept(&rules, Swept { removed: 2, retired_left: Default::default() });
+        assert!(lb.retired.is_empty() && lb.flows_expired == 2, "a pair without flows is forgotten");
+        // A real of the other family is refused.
+        let r = lb.handle(Request::AddReal { service: web, real: ip("fd00::11"), weight: 1 });
+        assert!(!r.is_answer());
     }
 
     #[test]

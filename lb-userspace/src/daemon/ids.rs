@@ -10,11 +10,17 @@ pub struct Ids {
     free_reals: VecDeque<u32>,
     /// Free service slots; the lowest is taken first so the maps stay dense.
     free_slots: BTreeSet<u32>,
+    /// Free per-(service, real) counter slots (DEST_STATS); 0 means "not counted".
+    free_dests: BTreeSet<u32>,
 }
 
 impl Ids {
     pub fn new(max_services: u32, max_reals: u32) -> Self {
-        Ids { free_reals: (1..max_reals).collect(), free_slots: (0..max_services).collect() }
+        Ids {
+            free_reals: (1..max_reals).collect(),
+            free_slots: (0..max_services).collect(),
+            free_dests: (1..lb_common::MAX_DESTS).collect(),
+        }
     }
 
     /// Takes the lowest free slot.
@@ -46,6 +52,17 @@ impl Ids {
     pub fn reserve_reals(&mut self, in_use: &BTreeSet<u32>, unwanted: &BTreeSet<u32>) {
         self.free_reals.retain(|i| !in_use.contains(i));
         self.free_reals.extend(unwanted.iter().copied());
+    }
+
+    /// Takes a counter slot for a (service, real) pair; None when all are taken (the pair is then not counted).
+    pub fn take_dest(&mut self) -> Option<u32> {
+        self.free_dests.pop_first()
+    }
+
+    pub fn release_dest(&mut self, dest: u32) {
+        if dest != 0 {
+            self.free_dests.insert(dest);
+        }
     }
 
     pub fn free_slots(&self) -> usize {

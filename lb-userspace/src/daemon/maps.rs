@@ -2,7 +2,7 @@
 //! against the real [`Dataplane`] in lbd and against an in-memory table in unit tests, which need no root.
 
 use crate::dataplane::{Dataplane, DataplaneError};
-use lb_common::{Counters, RealDef, VipKey};
+use lb_common::{Counters, RealDef, ServiceCfg, VipKey};
 
 pub trait Maps {
     /// Service slots the dataplane was created with.
@@ -13,12 +13,13 @@ pub trait Maps {
     fn del_service(&mut self, key: VipKey, slot: u32) -> Result<(), DataplaneError>;
     /// Writes a service's Maglev table; returns how many slots changed.
     fn write_ring(&mut self, slot: u32, table: &[u32]) -> Result<usize, DataplaneError>;
-    /// Forgets what was written to a slot's ring, so the next write is complete (maps this lbd did not write).
-    fn forget_ring(&mut self, slot: u32);
     fn set_real(&mut self, id: u32, def: RealDef) -> Result<(), DataplaneError>;
+    fn set_service_cfg(&mut self, slot: u32, cfg: ServiceCfg) -> Result<(), DataplaneError>;
+    /// Gives (service slot, real id) its counters at `dest` (0: none), zeroed.
+    fn set_dest(&mut self, slot: u32, id: u32, dest: u32) -> Result<(), DataplaneError>;
     /// Counters are for display: an unreadable one shows as zero rather than failing a whole view.
     fn service_counters(&self, slot: u32) -> Counters;
-    fn real_counters(&self, id: u32) -> Counters;
+    fn dest_counters(&self, dest: u32) -> Counters;
     /// GLOBAL_STATS by lb_common::global index.
     fn global_counters(&self) -> Vec<Counters>;
 }
@@ -39,17 +40,20 @@ impl Maps for Dataplane {
     fn write_ring(&mut self, slot: u32, table: &[u32]) -> Result<usize, DataplaneError> {
         Dataplane::write_ring(self, slot, table)
     }
-    fn forget_ring(&mut self, slot: u32) {
-        Dataplane::forget_ring(self, slot)
-    }
     fn set_real(&mut self, id: u32, def: RealDef) -> Result<(), DataplaneError> {
         Dataplane::set_real(self, id, def)
+    }
+    fn set_service_cfg(&mut self, slot: u32, cfg: ServiceCfg) -> Result<(), DataplaneError> {
+        Dataplane::set_service_cfg(self, slot, cfg)
+    }
+    fn set_dest(&mut self, slot: u32, id: u32, dest: u32) -> Result<(), DataplaneError> {
+        Dataplane::set_dest(self, slot, id, dest)
     }
     fn service_counters(&self, slot: u32) -> Counters {
         Dataplane::service_counters(self, slot).unwrap_or_default()
     }
-    fn real_counters(&self, id: u32) -> Counters {
-        Dataplane::real_counters(self, id).unwrap_or_default()
+    fn dest_counters(&self, dest: u32) -> Counters {
+        Dataplane::dest_counters(self, dest).unwrap_or_default()
     }
     fn global_counters(&self) -> Vec<Counters> {
         Dataplane::global_counters(self).unwrap_or_default()
@@ -64,6 +68,8 @@ pub struct MemMaps {
     pub services: std::collections::HashMap<VipKey, u32>,
     pub rings: std::collections::HashMap<u32, Vec<u32>>,
     pub reals: std::collections::HashMap<u32, RealDef>,
+    pub cfg: std::collections::HashMap<u32, ServiceCfg>,
+    pub dests: std::collections::HashMap<(u32, u32), u32>,
 }
 
 #[cfg(test)]
@@ -99,15 +105,25 @@ impl Maps for MemMaps {
         let old = self.rings.insert(slot, table.to_vec()).unwrap_or_default();
         Ok(table.iter().enumerate().filter(|(i, v)| old.get(*i) != Some(v)).count())
     }
-    fn forget_ring(&mut self, _slot: u32) {}
     fn set_real(&mut self, id: u32, def: RealDef) -> Result<(), DataplaneError> {
         self.reals.insert(id, def);
+        Ok(())
+    }
+    fn set_service_cfg(&mut self, slot: u32, cfg: ServiceCfg) -> Result<(), DataplaneError> {
+        self.cfg.insert(slot, cfg);
+        Ok(())
+    }
+    fn set_dest(&mut self, slot: u32, id: u32, dest: u32) -> Result<(), DataplaneError> {
+        match dest {
+            0 => self.dests.remove(&(slot, id)),
+            d => self.dests.insert((slot, id), d),
+        };
         Ok(())
     }
     fn service_counters(&self, _slot: u32) -> Counters {
         Counters::default()
     }
-    fn real_counters(&self, _id: u32) -> Counters {
+    fn dest_counters(&self, _dest: u32) -> Counters {
         Counters::default()
     }
     fn global_counters(&self) -> Vec<Counters> {

@@ -79,7 +79,13 @@ pub struct Options {
     pub event_capacity: usize,
     /// On SIGTERM/SIGINT leave the program attached and pinned for the next lbd (upgrade); otherwise detach.
     pub keep_on_exit: bool,
+    /// Idle time after which flows of a removed real and UDP flows are purged (zero: never).
+    pub flow_idle_timeout: Duration,
 }
+
+/// Default of `--flow-idle-timeout`: below Linux's largest TCP retransmission interval (TCP_RTO_MAX, 120 s), so a
+/// client retransmitting to a removed real that went dark falls idle and is re-placed within about two minutes.
+pub const DEFAULT_FLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Options {
     pub fn new(iface: impl Into<String>, mode: AttachMode) -> Self {
@@ -91,6 +97,7 @@ impl Options {
             check_concurrency: crate::health::DEFAULT_CONCURRENCY,
             event_capacity: crate::events::DEFAULT_CAPACITY,
             keep_on_exit: false,
+            flow_idle_timeout: DEFAULT_FLOW_IDLE_TIMEOUT,
         }
     }
 }
@@ -121,6 +128,9 @@ pub struct Daemon {
     awaiting_mac: HashMap<IpAddr, Vec<(ServiceKey, u32, oneshot::Sender<Response>)>>,
     inputs: Option<Inputs>,
     keep_on_exit: bool,
+    flow_idle_timeout: Duration,
+    /// A sweep is running on the worker (at most one at a time).
+    sweeping: bool,
 }
 
 impl Daemon {
@@ -135,7 +145,19 @@ impl Daemon {
         dp.set_src_mac(iface.mac)?;
         // Maps pinned by an earlier lbd keep their slots and ids: the connection table refers to them.
         let pinned = match dp.adopted_maps() {
-            true => takeover::Pinned { services: dp.read_services()?, reals: dp.read_reals()? },
+            true => {
+                let services = dp.read_services()?;
+                // Reading each pinned ring makes the ring cache exact (later writes touch only what changes) and
+                // tells which reals were serving.
+                let mut rings = std::collections::BTreeMap::new();
+                for (_, meta) in &services {
+                    if meta.vip_num < max_services {
+                        let ring = dp.read_ring(meta.vip_num)?;
+                        rings.insert(meta.vip_num, ring.into_iter().filter(|id| *id != 0).collect());
+                    }
+                }
+                takeover::Pinned { services, reals: dp.read_reals()?, rings }
+            }
             false => takeover::Pinned::default(),
         };
         let plan = takeover::plan(&pinned, &initial, max_services, lb_common::MAX_REALS);
@@ -184,6 +206,8 @@ impl Daemon {
             awaiting_mac: HashMap::new(),
             inputs: Some(Inputs { checks, conn_done, reports }),
             keep_on_exit: opts.keep_on_exit,
+            flow_idle_timeout: opts.flow_idle_timeout,
+            sweeping: false,
         };
         // The file was just written; the rest (probes, MAC watches, VIPs) goes to its tasks.
         let effects = d.lb.take_effects().into_iter().filter(|e| *e != Effect::Persist).collect();
@@ -213,6 +237,10 @@ impl Daemon {
         }
         let Some(mut inputs) = self.inputs.take() else { unreachable!("start sets the inputs and run consumes self") };
         tokio::pin!(shutdown);
+        // Often enough that an expired flow goes within a quarter of the timeout (and templates within 15 s).
+        let every = (self.flow_idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+        let mut sweep = tokio::time::interval(every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -227,6 +255,7 @@ impl Daemon {
                 Some(done) = inputs.conn_done.recv() => self.on_conn_done(done),
                 Some(scrape) = scrapes.recv() => self.want_census(fresh_since(CENSUS_MAX_AGE), Waiter::Metrics(scrape)),
                 Some(report) = inputs.reports.recv() => self.on_report(report),
+                _ = sweep.tick() => self.ask_sweep(),
             }
         }
         stop.trigger();
@@ -332,8 +361,32 @@ impl Daemon {
     }
 
     /// A walk or purge the worker finished.
+    /// Has the worker remove expired entries, unless a sweep is still running.
+    fn ask_sweep(&mut self) {
+        if self.sweeping {
+            return;
+        }
+        let rules = self.lb.sweep_rules(self.flow_idle_timeout);
+        self.sweeping = self.conn.sweep(rules);
+    }
+
     fn on_conn_done(&mut self, done: Done<PurgeNote>) {
         match done {
+            Done::Swept { rules, swept, took } => {
+                self.sweeping = false;
+                if took > SLOW_WALK {
+                    tracing::info!(?took, "slow connection-table sweep");
+                }
+                match swept {
+                    Ok(s) => {
+                        if s.removed > 0 {
+                            self.census.purge_done();
+                        }
+                        self.lb.swept(&rules, s);
+                    }
+                    Err(e) => tracing::error!(error = %e, "sweeping the connection table failed"),
+                }
+            }
             Done::Purged { tag, purged, took } => {
                 if took > SLOW_WALK {
                     tracing::info!(service = %tag.service, real = %tag.real, ?took, "slow connection-table purge");

@@ -23,6 +23,8 @@ pub struct RealHealth {
 pub struct Real {
     pub spec: RealSpec,
     pub health: RealHealth,
+    /// Index of this (service, real) pair's counters in DEST_STATS (0: not counted).
+    pub dest: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -31,14 +33,16 @@ pub struct Service {
     /// Index in VIPS, CH_RINGS and SVC_STATS.
     pub slot: u32,
     pub check: CheckSpec,
+    /// Persistence timeout in seconds (0: none).
+    pub persist: u32,
     pub reals: BTreeMap<IpAddr, Real>,
     /// Announced as having no usable real (so its recovery is announced once too).
     pub down: bool,
 }
 
 impl Service {
-    pub fn new(key: ServiceKey, slot: u32, check: CheckSpec) -> Self {
-        Service { key, slot, check, reals: BTreeMap::new(), down: false }
+    pub fn new(key: ServiceKey, slot: u32, check: CheckSpec, persist: u32) -> Self {
+        Service { key, slot, check, persist, reals: BTreeMap::new(), down: false }
     }
 }
 

@@ -3,10 +3,10 @@
 //! a restart or an upgrade. Pure: it reads what was pinned and the state to apply, and decides.
 
 use super::ids::Ids;
-use crate::model::{LbState, Proto, ServiceKey};
+use crate::model::{self, LbState, Proto, ServiceKey};
 use lb_common::{RealDef, VipKey, VipMeta, REAL_F_VALID};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// What an earlier lbd left in the pinned maps.
 #[derive(Clone, Debug, Default)]
@@ -14,6 +14,8 @@ pub struct Pinned {
     pub services: Vec<(VipKey, VipMeta)>,
     /// Used REALS entries by id.
     pub reals: Vec<(u32, RealDef)>,
+    /// The real ids in each pinned service's ring, by slot.
+    pub rings: BTreeMap<u32, BTreeSet<u32>>,
 }
 
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub struct Plan {
     pub stale: Vec<(ServiceKey, u32)>,
     /// Reals the earlier lbd had, by address: their id, and their MAC when it was valid.
     pub reals: BTreeMap<IpAddr, (u32, Option<[u8; 6]>)>,
+    /// (service, real) pairs of the new state that were in the service's pinned ring: they serve flows now.
+    pub serving: BTreeSet<(ServiceKey, IpAddr)>,
     /// The allocator, with the earlier lbd's numbers taken out: kept services and reals are installed at theirs
     /// (see `slots` and `reals`), stale slots are freed once their services are removed.
     pub ids: Ids,
@@ -31,20 +35,20 @@ pub struct Plan {
 
 /// The service of a VIPS key an earlier lbd wrote (None for a family or protocol this lbd does not handle).
 pub fn service_of(k: &VipKey) -> Option<ServiceKey> {
-    if k.family != lb_common::FAMILY_V4 {
-        return None;
-    }
+    let vip = model::addr_of_key(&k.addr, k.family)?;
     let proto = match k.proto {
         lb_common::PROTO_TCP => Proto::Tcp,
         lb_common::PROTO_UDP => Proto::Udp,
         _ => return None,
     };
-    let vip = IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]));
     Some(ServiceKey { vip, port: u16::from_be(k.port), proto })
 }
 
+/// A REALS entry's address. The family is not stored: an address whose last 12 bytes are zero is IPv4 (no usable
+/// IPv6 real address has that form: it would be in ::/32, which holds no unicast space).
 fn real_addr(def: &RealDef) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(def.addr[0], def.addr[1], def.addr[2], def.addr[3]))
+    let family = if def.addr[4..] == [0; 12] { lb_common::FAMILY_V4 } else { lb_common::FAMILY_V6 };
+    model::addr_of_key(&def.addr, family).unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// Decides what to keep. Without pinned maps (`pinned` empty) this is a fresh allocator.
@@ -73,7 +77,16 @@ pub fn plan(pinned: &Pinned, wanted: &LbState, max_services: u32, max_reals: u32
     // Ids of reals gone from the state keep serving their flows as long as possible: reused last.
     let unwanted: BTreeSet<u32> = reals.iter().filter(|(a, _)| !keep.contains(a)).map(|(_, (id, _))| *id).collect();
     ids.reserve_reals(&in_use, &unwanted);
-    Plan { slots, stale, reals, ids }
+    let mut serving = BTreeSet::new();
+    for (svc, slot) in &slots {
+        let Some(ring) = pinned.rings.get(slot) else { continue };
+        for addr in wanted.services[svc].keys() {
+            if reals.get(addr).is_some_and(|(id, mac)| mac.is_some() && ring.contains(id)) {
+                serving.insert((*svc, *addr));
+            }
+        }
+    }
+    Plan { slots, stale, reals, serving, ids }
 }
 
 #[cfg(test)]
@@ -102,6 +115,7 @@ mod tests {
                 (ipv6_key, VipMeta { vip_num: 1, flags: 0 }),
             ],
             reals: vec![(5, real([10, 0, 0, 11], Some([2, 0, 0, 0, 0, 11]))), (7, real([10, 0, 0, 12], None))],
+            rings: BTreeMap::from([(2, BTreeSet::from([5]))]),
         };
         let mut wanted = LbState::default();
         wanted.add_service(web).unwrap();
@@ -137,6 +151,7 @@ mod tests {
                 (b.vip_key(), VipMeta { vip_num: 9, flags: 0 }),
             ],
             reals: vec![],
+            rings: BTreeMap::new(),
         };
         let mut wanted = LbState::default();
         wanted.add_service(a).unwrap();

@@ -20,8 +20,10 @@ fn service_labels(s: &ServiceKey) -> Labels {
 }
 
 /// The dataplane's global counters, by what the program did with the packets.
-const ACTIONS: [(&str, u32); 5] = [
+const ACTIONS: [(&str, u32); 7] = [
     ("forwarded", global::TX),
+    ("icmp_forwarded", global::TX_ICMP),
+    ("pass_ipv6_ext_headers", global::PASS_EXT_HEADERS),
     ("pass_not_vip", global::PASS_NOT_VIP),
     ("pass_malformed", global::PASS_MALFORMED),
     ("pass_frag_or_options", global::PASS_FRAG_OR_OPTIONS),
@@ -50,7 +52,7 @@ impl<M: Maps> Lb<M> {
                     last_check: r.health.last_detail.clone(),
                     check_us: r.health.last_latency.map(|d| d.as_micros() as u64),
                     active_flows: active,
-                    counters: slot.map(|sl| self.maps.real_counters(sl.id)).unwrap_or_default().into(),
+                    counters: self.maps.dest_counters(r.dest).into(),
                 });
             }
             out.push(ServiceView {
@@ -58,6 +60,7 @@ impl<M: Maps> Lb<M> {
                 port: s.key.port,
                 proto: s.key.proto,
                 check: s.check.summary(),
+                persistent: s.persist,
                 usable_reals: usable,
                 active_flows: flows,
                 counters: self.maps.service_counters(s.slot).into(),
@@ -73,7 +76,7 @@ impl<M: Maps> Lb<M> {
         let g = self.maps.global_counters();
         let at = |i: u32| -> CountersView { g.get(i as usize).copied().unwrap_or_default().into() };
         let mut r = Response::ok("stats");
-        r.stats = Some(StatsView {
+        r.stats = Some(Box::new(StatsView {
             iface: self.iface.name.clone(),
             xdp_mode: self.mode.to_string(),
             services: self.services.len(),
@@ -85,7 +88,10 @@ impl<M: Maps> Lb<M> {
             passed_malformed: at(global::PASS_MALFORMED),
             passed_frag_or_options: at(global::PASS_FRAG_OR_OPTIONS),
             passed_no_real: at(global::PASS_NO_REAL),
-        });
+            icmp_forwarded: at(global::TX_ICMP),
+            passed_ipv6_ext_headers: at(global::PASS_EXT_HEADERS),
+            flows_expired: self.flows_expired,
+        }));
         r
     }
 
@@ -94,7 +100,7 @@ impl<M: Maps> Lb<M> {
         let mut svc_packets = Family::counter("lbd_service_packets_total", "Packets forwarded to the service's reals.");
         let mut svc_bytes =
             Family::counter("lbd_service_bytes_total", "Bytes (whole frames) forwarded to the service's reals.");
-        let mut svc_flows = Family::counter("lbd_service_new_flows_total", "Flows placed by Maglev (new connections).");
+        let mut svc_flows = Family::counter("lbd_service_new_flows_total", "Flows entered into the connection table (a TCP connection at its first ACK, a UDP flow at its first datagram).");
         let mut svc_usable = Family::gauge(
             "lbd_service_usable_reals",
             "Reals taking new flows (not down, drained, weight 0 or unresolved).",
@@ -113,12 +119,18 @@ impl<M: Maps> Lb<M> {
         );
         let mut check_latency = Family::gauge("lbd_real_check_duration_seconds", "Duration of the last health check.");
         let mut checks = Family::counter("lbd_real_checks_total", "Health checks run, by result.");
-        let mut real_packets =
-            Family::counter("lbd_real_packets_total", "Packets forwarded to the real (over all its services).");
-        let mut real_bytes =
-            Family::counter("lbd_real_bytes_total", "Bytes forwarded to the real (over all its services).");
+        let mut real_packets = Family::counter(
+            "lbd_real_packets_total",
+            "Packets of the service forwarded to the real (reset when the real is removed from the service).",
+        );
+        let mut real_bytes = Family::counter("lbd_real_bytes_total", "Bytes of the service forwarded to the real.");
         let mut real_flows =
-            Family::counter("lbd_real_new_flows_total", "New flows placed on the real (over all its services).");
+            Family::counter("lbd_real_new_flows_total", "New flows of the service placed on the real.");
+        let mut expired = Family::counter(
+            "lbd_flows_expired_total",
+            "Connection-table entries removed by the flow sweep (idle flows of removed reals, idle UDP flows, expired persistence templates).",
+        );
+        expired.add(vec![], self.flows_expired as f64);
         for s in self.services.values() {
             let c = self.maps.service_counters(s.slot);
             svc_packets.add(service_labels(&s.key), c.packets as f64);
@@ -136,6 +148,10 @@ impl<M: Maps> Lb<M> {
                 real_drained.add(l.clone(), r.spec.drained as u8 as f64);
                 real_weight.add(l.clone(), r.spec.weight as f64);
                 real_active.add(l.clone(), slot.map_or(0, |sl| census.active(s.slot, sl.id)) as f64);
+                let c = self.maps.dest_counters(r.dest);
+                real_packets.add(l.clone(), c.packets as f64);
+                real_bytes.add(l.clone(), c.bytes as f64);
+                real_flows.add(l.clone(), c.new_flows as f64);
                 // A real shows check figures from its first result on.
                 if r.health.passed + r.health.failed > 0 {
                     if let Some(d) = r.health.last_latency {
@@ -151,13 +167,6 @@ impl<M: Maps> Lb<M> {
             }
             svc_usable.add(service_labels(&s.key), usable as f64);
             svc_up.add(service_labels(&s.key), (usable > 0) as u8 as f64);
-        }
-        for (addr, slot) in &self.reals {
-            let c = self.maps.real_counters(slot.id);
-            let l = vec![("real", addr.to_string())];
-            real_packets.add(l.clone(), c.packets as f64);
-            real_bytes.add(l.clone(), c.bytes as f64);
-            real_flows.add(l, c.new_flows as f64);
         }
         let g = self.maps.global_counters();
         let mut packets =
@@ -195,6 +204,7 @@ impl<M: Maps> Lb<M> {
             bytes,
             conn,
             conn_cap,
+            expired,
             events,
         ])
     }

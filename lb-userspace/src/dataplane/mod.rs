@@ -14,8 +14,8 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
-    global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, VipKey, VipMeta, DEFAULT_CONN_TABLE_SIZE,
-    DEFAULT_MAX_SERVICES, RING_SIZE,
+    global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, ServiceCfg, VipKey, VipMeta, DEFAULT_CONN_TABLE_SIZE,
+    DEFAULT_MAX_SERVICES, MAX_REALS, RING_SIZE,
 };
 use std::collections::HashMap;
 
@@ -143,37 +143,33 @@ impl Dataplane {
         let mut limits = limits;
         let adopted_maps = dir.join("CONN_TABLE").exists();
         if adopted_maps {
-            // Sizes and layouts come from the pinned maps: a different layout means another lbd version wrote them.
-            for (name, key, value) in pins::ADOPTED_LAYOUTS {
-                let path = dir.join(name);
+            limits = pinned_limits(dir, limits).map_err(perr)?;
+            for spec in &pins::MAP_SPECS {
+                let path = dir.join(spec.name);
+                if !path.exists() {
+                    continue; // a map an earlier version did not have: created fresh
+                }
                 let info = aya::maps::MapInfo::from_pin(&path)
-                    .map_err(|e| perr(format!("cannot open pinned map {name}: {e}")))?;
-                if info.key_size() as usize != key || info.value_size() as usize != value {
+                    .map_err(|e| perr(format!("cannot open pinned map {}: {e}", spec.name)))?;
+                let Some(why) = pins::mismatch(spec, &info, &limits) else { continue };
+                if spec.adopted {
                     return Err(perr(format!(
-                        "pinned map {name} has another layout (key {} value {} bytes, this lbd uses {key}/{value}); it was made by another lbd version: run `lbd --cleanup --pin-dir {}` first (drops established flows)",
-                        info.key_size(),
-                        info.value_size(),
+                        "{why}: it was made by another lbd version, whose flows this one cannot read; run `lbd --cleanup --pin-dir {}` first (drops established flows)",
                         dir.display()
                     )));
                 }
-                match name {
-                    "CONN_TABLE" if info.max_entries() != limits.conn_table_size => {
-                        tracing::warn!(
-                            pinned = info.max_entries(),
-                            asked = limits.conn_table_size,
-                            "keeping the pinned connection table's size; `lbd --cleanup` first to change it"
-                        );
-                        limits.conn_table_size = info.max_entries();
-                    }
-                    "VIPS" if info.max_entries() != limits.max_services => {
-                        tracing::warn!(
-                            pinned = info.max_entries(),
-                            asked = limits.max_services,
-                            "keeping the pinned maps' service limit; `lbd --cleanup` first to change it"
-                        );
-                        limits.max_services = info.max_entries();
-                    }
-                    _ => {}
+                // Counters and settings lbd rewrites anyway: a fresh map replaces the pin (the running program keeps
+                // the old one until our program replaces it in the link).
+                tracing::warn!(map = spec.name, %why, "replacing a pinned map this lbd rewrites anyway");
+                std::fs::remove_file(&path).map_err(|e| perr(format!("removing pinned map {}: {e}", spec.name)))?;
+            }
+            check_layout_version(dir).map_err(perr)?;
+            // Per-(service, real) counter slots are this lbd's own numbering: they start afresh at each start.
+            for name in ["DEST_IDX", "DEST_STATS"] {
+                match std::fs::remove_file(dir.join(name)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(perr(format!("removing pinned map {name}: {e}"))),
                 }
             }
         }
@@ -190,6 +186,8 @@ impl Dataplane {
             .map_max_entries("VIPS", limits.max_services)
             .map_max_entries("CH_RINGS", ring_entries)
             .map_max_entries("SVC_STATS", limits.max_services)
+            .map_max_entries("SVC_CFG", limits.max_services)
+            .map_max_entries("DEST_IDX", pins::Entries::Dests.count(&limits))
             .map_max_entries("CONN_TABLE", limits.conn_table_size);
         if let Some(dir) = pin_dir {
             for name in MAP_NAMES {
@@ -283,10 +281,16 @@ impl Dataplane {
         }
     }
 
-    /// Forgets what the ring cache says about a service, so the next write_ring writes every slot (after taking
-    /// over maps whose contents this lbd did not write).
-    pub fn forget_ring(&mut self, vip_num: u32) {
-        self.rings.insert(vip_num, vec![u32::MAX; RING_SIZE as usize]);
+    /// Reads a service's ring from the map (a ring an earlier lbd wrote), so the ring cache is exact and the next
+    /// write only touches the slots that change. Returns the ring.
+    pub fn read_ring(&mut self, vip_num: u32) -> Result<Vec<u32>> {
+        let m = self.ebpf.map("CH_RINGS").ok_or(DataplaneError::MissingMap("CH_RINGS"))?;
+        let rings: Array<&MapData, u32> = Array::try_from(m).map_err(map_err("CH_RINGS"))?;
+        let base = vip_num * RING_SIZE;
+        let ring = (0..RING_SIZE).map(|i| rings.get(&(base + i), 0)).collect::<std::result::Result<Vec<u32>, _>>();
+        let ring = ring.map_err(map_err("CH_RINGS"))?;
+        self.rings.insert(vip_num, ring.clone());
+        Ok(ring)
     }
 
     /// Services in the VIPS map (to take over a pinned dataplane).
@@ -310,7 +314,7 @@ impl Dataplane {
     pub fn set_src_mac(&mut self, mac: [u8; 6]) -> Result<()> {
         let mut cfg: Array<&mut MapData, LbConfig> =
             Array::try_from(map(&mut self.ebpf, "LB_CFG")?).map_err(map_err("LB_CFG"))?;
-        cfg.set(0, LbConfig { src_mac: mac, _pad: [0; 2] }, 0).map_err(map_err("LB_CFG"))
+        cfg.set(0, LbConfig { src_mac: mac, layout: lb_common::LAYOUT_VERSION }, 0).map_err(map_err("LB_CFG"))
     }
 
     pub fn set_service(&mut self, key: VipKey, vip_num: u32) -> Result<()> {
@@ -342,7 +346,10 @@ impl Dataplane {
     /// Writes a service's Maglev table, touching only slots that differ from what was written before.
     /// Returns how many slots were written.
     pub fn write_ring(&mut self, vip_num: u32, table: &[u32]) -> Result<usize> {
-        let old = self.rings.remove(&vip_num).unwrap_or_else(|| vec![0; RING_SIZE as usize]);
+        // A ring this lbd has neither written nor read may hold anything when the maps were taken over (a slot an
+        // earlier lbd used and freed): every slot is written then.
+        let unknown = if self.adopted_maps { u32::MAX } else { 0 };
+        let old = self.rings.remove(&vip_num).unwrap_or_else(|| vec![unknown; RING_SIZE as usize]);
         let mut rings: Array<&mut MapData, u32> =
             Array::try_from(map(&mut self.ebpf, "CH_RINGS")?).map_err(map_err("CH_RINGS"))?;
         let base = vip_num * RING_SIZE;
@@ -356,6 +363,27 @@ impl Dataplane {
         }
         self.rings.insert(vip_num, table.to_vec());
         Ok(written)
+    }
+
+    /// Sets a service's options (persistence).
+    pub fn set_service_cfg(&mut self, vip_num: u32, cfg: ServiceCfg) -> Result<()> {
+        let mut m: Array<&mut MapData, ServiceCfg> =
+            Array::try_from(map(&mut self.ebpf, "SVC_CFG")?).map_err(map_err("SVC_CFG"))?;
+        m.set(vip_num, cfg, 0).map_err(map_err("SVC_CFG"))
+    }
+
+    /// Gives the pair (service `vip_num`, real `real_id`) the counters at `dest` (0: none), zeroed first.
+    pub fn set_dest(&mut self, vip_num: u32, real_id: u32, dest: u32) -> Result<()> {
+        if dest != 0 {
+            let mut stats: PerCpuArray<&mut MapData, Counters> =
+                PerCpuArray::try_from(map(&mut self.ebpf, "DEST_STATS")?).map_err(map_err("DEST_STATS"))?;
+            let zeros = aya::maps::PerCpuValues::try_from(vec![Counters::default(); nr_cpus()])
+                .map_err(DataplaneError::Cpus)?;
+            stats.set(dest, zeros, 0).map_err(map_err("DEST_STATS"))?;
+        }
+        let mut idx: Array<&mut MapData, u32> =
+            Array::try_from(map(&mut self.ebpf, "DEST_IDX")?).map_err(map_err("DEST_IDX"))?;
+        idx.set(vip_num * MAX_REALS + real_id, dest, 0).map_err(map_err("DEST_IDX"))
     }
 
     pub fn set_real(&mut self, id: u32, def: RealDef) -> Result<()> {
@@ -379,8 +407,9 @@ impl Dataplane {
         self.read_counters("SVC_STATS", vip_num)
     }
 
-    pub fn real_counters(&self, id: u32) -> Result<Counters> {
-        self.read_counters("REAL_STATS", id)
+    /// Counters of one (service, real) pair, by the DEST_STATS index `set_dest` gave it.
+    pub fn dest_counters(&self, dest: u32) -> Result<Counters> {
+        self.read_counters("DEST_STATS", dest)
     }
 
     /// GLOBAL_STATS, by lb_common::global index.
@@ -428,6 +457,55 @@ impl Dataplane {
     }
 }
 
+/// The limits a pinned dataplane was made with: the connection table's and the service limit are fixed when the
+/// maps are created, so a takeover keeps them (and says so when they differ from what was asked).
+fn pinned_limits(dir: &Path, asked: Limits) -> std::result::Result<Limits, String> {
+    let entries = |name: &str| {
+        aya::maps::MapInfo::from_pin(dir.join(name))
+            .map(|i| i.max_entries())
+            .map_err(|e| format!("cannot open pinned map {name}: {e}"))
+    };
+    let mut limits = asked;
+    let (conn, services) = (entries("CONN_TABLE")?, entries("VIPS")?);
+    if conn != asked.conn_table_size {
+        tracing::warn!(
+            pinned = conn,
+            asked = asked.conn_table_size,
+            "keeping the pinned connection table's size; `lbd --cleanup` first to change it"
+        );
+        limits.conn_table_size = conn;
+    }
+    if services != asked.max_services {
+        tracing::warn!(
+            pinned = services,
+            asked = asked.max_services,
+            "keeping the pinned maps' service limit; `lbd --cleanup` first to change it"
+        );
+        limits.max_services = services;
+    }
+    Ok(limits)
+}
+
+/// Refuses maps whose contents a newer lbd wrote (the layout version in LB_CFG): their meaning may differ.
+fn check_layout_version(dir: &Path) -> std::result::Result<(), String> {
+    let path = dir.join("LB_CFG");
+    if !path.exists() {
+        return Ok(());
+    }
+    let data = MapData::from_pin(&path).map_err(|e| format!("cannot open pinned map LB_CFG: {e}"))?;
+    let map = aya::maps::Map::Array(data);
+    let cfg: Array<&MapData, LbConfig> = Array::try_from(&map).map_err(|e| format!("pinned map LB_CFG: {e}"))?;
+    let found = cfg.get(&0, 0).map_err(|e| format!("reading pinned map LB_CFG: {e}"))?.layout;
+    if found > lb_common::LAYOUT_VERSION {
+        return Err(format!(
+            "the pinned maps were written by a newer lbd (layout version {found}, this lbd knows up to {}); run that version, or `lbd --cleanup --pin-dir {}` first (drops established flows)",
+            lb_common::LAYOUT_VERSION,
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Loads the object and attaches only the pass-everything program to `iface`: for the peer of a veth on which a
 /// native-mode XDP program transmits. Keep the returned value alive as long as the attachment should last.
 pub fn attach_pass(iface: &str, wanted: AttachMode) -> Result<(Ebpf, AttachMode)> {
@@ -437,6 +515,8 @@ pub fn attach_pass(iface: &str, wanted: AttachMode) -> Result<(Ebpf, AttachMode)
         .map_max_entries("CH_RINGS", RING_SIZE)
         .map_max_entries("VIPS", 1)
         .map_max_entries("SVC_STATS", 1)
+        .map_max_entries("SVC_CFG", 1)
+        .map_max_entries("DEST_IDX", 1)
         .load(EBPF_OBJECT)?;
     {
         let prog: &mut Xdp = program(&mut ebpf, PASS_PROGRAM)?;

@@ -1,24 +1,117 @@
 //! The pin directory on a bpf filesystem where lbd pins its maps and XDP link, so forwarding survives lbd and the
 //! next lbd takes over: mounting bpffs where systemd would, checking pinned maps' layouts, and removing pins.
 
-use lb_common::{ConnEntry, FlowKey, RealDef, VipKey, VipMeta};
+use aya::maps::MapType;
+use lb_common::{ConnEntry, Counters, FlowKey, LbConfig, RealDef, ServiceCfg, VipKey, VipMeta, MAX_DESTS, MAX_REALS};
 use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use std::path::Path;
 
 /// Every map of the object, by the name it is pinned under.
-pub const MAP_NAMES: [&str; 8] =
-    ["VIPS", "CH_RINGS", "REALS", "CONN_TABLE", "LB_CFG", "SVC_STATS", "REAL_STATS", "GLOBAL_STATS"];
+pub const MAP_NAMES: [&str; 11] = [
+    "VIPS",
+    "CH_RINGS",
+    "REALS",
+    "CONN_TABLE",
+    "LB_CFG",
+    "SVC_CFG",
+    "SVC_STATS",
+    "REAL_STATS",
+    "DEST_IDX",
+    "DEST_STATS",
+    "GLOBAL_STATS",
+];
 /// Name of the pinned XDP link in the pin directory.
 pub const LINK_PIN: &str = "link";
 
-/// Key and value sizes of the maps whose contents a new lbd takes over, from the lb-common types the program and
-/// lbd share: a pinned map with other sizes was made by another lbd version.
-pub const ADOPTED_LAYOUTS: [(&str, usize, usize); 4] = [
-    ("VIPS", size_of::<VipKey>(), size_of::<VipMeta>()),
-    ("CH_RINGS", size_of::<u32>(), size_of::<u32>()),
-    ("REALS", size_of::<u32>(), size_of::<RealDef>()),
-    ("CONN_TABLE", size_of::<FlowKey>(), size_of::<ConnEntry>()),
+/// How many entries a map has, from the limits lbd runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entries {
+    Fixed(u32),
+    /// `max_services`.
+    Services,
+    /// `max_services * RING_SIZE`.
+    Rings,
+    /// `max_services * MAX_REALS`.
+    Dests,
+    /// `conn_table_size`.
+    ConnTable,
+}
+
+impl Entries {
+    pub fn count(self, limits: &super::Limits) -> u32 {
+        match self {
+            Entries::Fixed(n) => n,
+            Entries::Services => limits.max_services,
+            Entries::Rings => limits.max_services.saturating_mul(lb_common::RING_SIZE),
+            Entries::Dests => limits.max_services.saturating_mul(MAX_REALS),
+            Entries::ConnTable => limits.conn_table_size,
+        }
+    }
+}
+
+/// What a pinned map must be for this lbd to use it.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub kind: MapType,
+    pub key: usize,
+    pub value: usize,
+    pub entries: Entries,
+    /// Its contents are taken over (flows, and the services, rings and reals they refer to): a pin that does not
+    /// match stops lbd. The other maps (counters, settings) are rewritten by lbd, so a mismatched pin is replaced.
+    pub adopted: bool,
+}
+
+const fn spec(name: &'static str, kind: MapType, key: usize, value: usize, entries: Entries, adopted: bool) -> MapSpec {
+    MapSpec { name, kind, key, value, entries, adopted }
+}
+
+/// Every map's type, key and value sizes and size, as this lbd's program declares them. Flags are 0 for all.
+pub const MAP_SPECS: [MapSpec; 11] = [
+    spec("VIPS", MapType::Hash, size_of::<VipKey>(), size_of::<VipMeta>(), Entries::Services, true),
+    spec("CH_RINGS", MapType::Array, 4, 4, Entries::Rings, true),
+    spec("REALS", MapType::Array, 4, size_of::<RealDef>(), Entries::Fixed(MAX_REALS), true),
+    spec("CONN_TABLE", MapType::LruHash, size_of::<FlowKey>(), size_of::<ConnEntry>(), Entries::ConnTable, true),
+    spec("LB_CFG", MapType::Array, 4, size_of::<LbConfig>(), Entries::Fixed(1), false),
+    spec("SVC_CFG", MapType::Array, 4, size_of::<ServiceCfg>(), Entries::Services, false),
+    spec("SVC_STATS", MapType::PerCpuArray, 4, size_of::<Counters>(), Entries::Services, false),
+    spec("REAL_STATS", MapType::PerCpuArray, 4, size_of::<Counters>(), Entries::Fixed(MAX_REALS), false),
+    spec("DEST_IDX", MapType::Array, 4, 4, Entries::Dests, false),
+    spec("DEST_STATS", MapType::PerCpuArray, 4, size_of::<Counters>(), Entries::Fixed(MAX_DESTS), false),
+    spec(
+        "GLOBAL_STATS",
+        MapType::PerCpuArray,
+        4,
+        size_of::<Counters>(),
+        Entries::Fixed(lb_common::global::COUNT),
+        false,
+    ),
 ];
+
+/// What is wrong with a pinned map for `spec` at `limits`, or None when it fits.
+pub fn mismatch(spec: &MapSpec, info: &aya::maps::MapInfo, limits: &super::Limits) -> Option<String> {
+    let kind = info.map_type().ok();
+    let want = spec.entries.count(limits);
+    let found = format!(
+        "{:?}, key {} value {} bytes, {} entries, flags {:#x}",
+        kind,
+        info.key_size(),
+        info.value_size(),
+        info.max_entries(),
+        info.map_flags()
+    );
+    let fits = kind == Some(spec.kind)
+        && info.key_size() as usize == spec.key
+        && info.value_size() as usize == spec.value
+        && info.max_entries() == want
+        && info.map_flags() == 0;
+    (!fits).then(|| {
+        format!(
+            "pinned map {} is {found}; this lbd uses {:?}, key {} value {} bytes, {want} entries, flags 0",
+            spec.name, spec.kind, spec.key, spec.value
+        )
+    })
+}
 
 /// Removes every pin lbd makes in `dir` (the link first, so the program detaches as soon as no fd holds it), then
 /// the directory. Missing pins are fine.
@@ -86,7 +179,11 @@ mod tests {
     #[test]
     fn adopted_layouts_are_what_earlier_lbds_pinned() {
         // The sizes lbd has always pinned: a change here breaks takeover from a running lbd, so it must be deliberate.
-        assert_eq!(ADOPTED_LAYOUTS, [("VIPS", 20, 8), ("CH_RINGS", 4, 4), ("REALS", 4, 32), ("CONN_TABLE", 40, 16)]);
+        let adopted: Vec<(&str, usize, usize)> =
+            MAP_SPECS.iter().filter(|s| s.adopted).map(|s| (s.name, s.key, s.value)).collect();
+        assert_eq!(adopted, [("VIPS", 20, 8), ("CH_RINGS", 4, 4), ("REALS", 4, 32), ("CONN_TABLE", 40, 16)]);
+        let names: Vec<&str> = MAP_SPECS.iter().map(|s| s.name).collect();
+        assert_eq!(names, MAP_NAMES, "every map has a spec");
     }
 
     #[test]

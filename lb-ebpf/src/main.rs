@@ -425,7 +425,7 @@ fn forward(ctx: &XdpContext, eth: *mut u8, p: &Packet) -> (u32, u32) {
     }
     let bytes = frame_len(ctx);
     if p.tx_reason != global::TX {
-        count(&GLOBAL_STATS, p.tx_reason, bytes, 0);
+        // Counted by the caller, like every reason other than TX.
         return (XDP_TX, p.tx_reason);
     }
     count(&SVC_STATS, vip_num, bytes, new_flow);

@@ -16,7 +16,11 @@ pub struct BpfMount {
 
 impl BpfMount {
     pub fn new(l: &LbLab) -> Result<Self> {
-        let root = l.lab.dir.join("bpf");
+        Self::at(l.lab.dir.join("bpf"))
+    }
+
+    /// A bpffs mounted at `root` (created if missing).
+    pub fn at(root: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&root)?;
         lb_lab::run(std::process::Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&root))
             .context("mounting a bpf filesystem for the lab's pins")?;

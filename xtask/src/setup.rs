@@ -18,6 +18,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ffmpeg", "/usr/bin/ffprobe"),
     ("nginx-core", "/usr/sbin/nginx"),
     ("libnginx-mod-rtmp", "/usr/lib/nginx/modules/ngx_rtmp_module.so"),
+    ("bpftool", "/usr/sbin/bpftool"),
 ];
 
 pub fn run() -> Result<()> {

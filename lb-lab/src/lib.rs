@@ -216,7 +216,12 @@ impl Lab {
         self.wire("lb", LB_IP, LB_IP6)?;
         if opts.vip_on_lb {
             self.ip(&self.lb(), &["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
-            self.ip(&self.lb(), &["addr", "add", &format!("{VIP6}/128"), "dev", "eth0", "nodad"])?;
+            // Deprecated (preferred_lft 0) so the LB never picks the VIP as the source of its own connections
+            // (health checks): IPv6 source selection would prefer it, and a real answers its VIP locally.
+            self.ip(
+                &self.lb(),
+                &["addr", "add", &format!("{VIP6}/128"), "dev", "eth0", "nodad", "preferred_lft", "0"],
+            )?;
         }
         for i in 0..opts.reals {
             let host = format!("r{}", i + 1);

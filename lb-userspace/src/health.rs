@@ -235,7 +235,11 @@ pub async fn probe(spec: &CheckSpec, target: SocketAddr) -> Result<String, Strin
             let req = format!(
                 "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: lbd-health-check\r\nConnection: close\r\n\r\n",
                 spec.path,
-                target.ip()
+                // An IPv6 literal is bracketed in a Host header.
+                match target.ip() {
+                    std::net::IpAddr::V6(a) => format!("[{a}]"),
+                    a => a.to_string(),
+                }
             );
             s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
             let line = read_line(&mut s).await?;

@@ -161,7 +161,19 @@ impl Net {
     /// that is already there is not an error.
     pub async fn ensure_address(&self, ifindex: u32, vip: IpAddr) -> Result<bool, NetError> {
         let len = if vip.is_ipv4() { 32 } else { 128 };
-        match self.handle.address().add(ifindex, vip, len).execute().await {
+        let mut req = self.handle.address().add(ifindex, vip, len);
+        if vip.is_ipv6() {
+            // No duplicate-address detection (usable at once), and deprecated (preferred lifetime 0) so this host
+            // never picks the VIP as the source of its own connections: IPv6 source selection would prefer it,
+            // and a real answers its VIP locally, so health checks would never get an answer.
+            use netlink_packet_route::address::{AddressAttribute as A, AddressFlag, CacheInfo};
+            let attrs = &mut req.message_mut().attributes;
+            attrs.push(A::Flags(vec![AddressFlag::Nodad]));
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_valid = u32::MAX;
+            attrs.push(A::CacheInfo(lifetimes));
+        }
+        match req.execute().await {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
             Err(e) => Err(e.into()),

@@ -50,6 +50,17 @@ fn ipv6_and_ipv4_services_are_balanced_side_by_side() {
     let out = l.lbctl(&["add-real", &svc, &real_ip(2)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("different IP families"), "{out:?}");
+    // Health checks reach IPv6 reals (an http check sends a bracketed Host).
+    l.lbctl_ok(&["set-check", &svc, "--check", "http", "--check-interval", "500ms"]);
+    let reals6 = || {
+        let list = l.list_json();
+        list.as_array().unwrap().iter().find(|s| s["vip"] == VIP6).unwrap()["reals"].clone()
+    };
+    let up = wait_for(
+        || reals6().as_array().unwrap().iter().all(|r| r["health"] == "up" && r["last_check"] == "200"),
+        "IPv6 reals up by their http check",
+    );
+    assert!(up.is_ok(), "http check over IPv6: {}", reals6());
     l.lbctl_ok(&["del-real", &svc, &real_ip6(1)]);
     let v6 = spread_url(&l, &client, &format!("http://[{VIP6}]/"), "-6", 10);
     assert_eq!(v6.get("r3").copied(), Some(10), "{v6:?}");
@@ -170,4 +181,24 @@ fn idle_udp_flows_of_a_drained_real_end_and_the_client_is_placed_again() {
     assert_eq!(ask(&l), other, "the idle flow still went to the drained real");
     let stats: serde_json::Value = serde_json::from_str(&l.lbctl_ok(&["stats", "--json"])).unwrap();
     assert!(stats["flows_expired"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// `--manage-vips` with an IPv6 VIP: lbd adds it deprecated, so the LB's own connections (health checks) never
+/// leave with the VIP as source, which a real would answer locally.
+#[test]
+fn manage_vips_adds_an_ipv6_vip_that_health_checks_do_not_use_as_source() {
+    require_root();
+    let mut l = context(LbLab::with_options(Mode::Native, &LabOptions { reals: 2, vip_on_lb: false }), "lab");
+    context(l.start_lbd(&["--manage-vips"]), "lbd");
+    let svc = format!("[{VIP6}]:80");
+    l.lbctl_ok(&["add-service", &svc, "--check", "http", "--check-interval", "500ms"]);
+    l.lbctl_ok(&["add-real", &svc, &real_ip6(0)]);
+    l.lbctl_ok(&["add-real", &svc, &real_ip6(1)]);
+    let addrs =
+        String::from_utf8_lossy(&l.lab.ip(&l.lab.lb(), &["-6", "addr", "show", "eth0"]).unwrap().stdout).to_string();
+    assert!(addrs.contains(&format!("{VIP6}/128")) && addrs.contains("deprecated"), "{addrs}");
+    let up = wait_for(|| l.list_json()[0]["usable_reals"].as_u64() == Some(2), "both IPv6 reals up");
+    assert!(up.is_ok(), "{}", l.list_json());
+    let spread = spread_url(&l, &l.lab.client(), &format!("http://[{VIP6}]/"), "-6", 20);
+    assert_eq!(spread.get("r1").copied().unwrap_or(0) + spread.get("r2").copied().unwrap_or(0), 20, "{spread:?}");
 }

@@ -1,7 +1,7 @@
 //! The demo lab of `cargo xtask run`: a client, the LB running lbd and three real HTTP servers in network
 //! namespaces, left running until Ctrl-C, then removed.
 use anyhow::Result;
-use lb_lab::{real_ip, Lab, LabOptions, VIP};
+use lb_lab::{real_ip, Lab, LabOptions, VIP, VIP6};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -69,6 +69,11 @@ pub fn run(bins: &Path) -> Result<()> {
             cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
         }
     }
+    // The same web service over IPv6, on the same reals: one LB, both families.
+    cfg.push_str(&format!("[[service]]\nvip = \"[{VIP6}]:80\"\n[service.check]\nkind = \"http\"\n"));
+    for i in 0..3 {
+        cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", lb_lab::real_ip6(i)));
+    }
     std::fs::write(&config, cfg)?;
     let sock = lab.dir.join("lbd.sock");
     let state = lab.dir.join("state.toml");
@@ -100,9 +105,11 @@ pub fn run(bins: &Path) -> Result<()> {
 Demo lab is up (namespaces {prefix}*): client {client}, LB {lb} running lbd on eth0 (native XDP), reals {r1}, {r2}, {r3}.
 VIP {VIP}:80 and {VIP}:1935 are balanced by direct routing to {a}, {b}, {c}: each real answers HTTP with its
 name and runs an RTMP edge that pulls from the origin at {origin_url}, where ffmpeg in the client publishes live/test.
+[{VIP6}]:80 is the same web service over IPv6.
 
 Try it from another terminal:
   ip netns exec {client} curl http://{VIP}/
+  ip netns exec {client} curl -6 http://[{VIP6}]/
   for i in $(seq 20); do ip netns exec {client} curl -s http://{VIP}/; done | sort | uniq -c
   ip netns exec {client} ffprobe -v error -show_entries stream=codec_name,width,height -of compact rtmp://{VIP}/live/test
   ip netns exec {client} ffplay rtmp://{VIP}/live/test        # with a display

@@ -202,3 +202,65 @@ fn manage_vips_adds_an_ipv6_vip_that_health_checks_do_not_use_as_source() {
     let spread = spread_url(&l, &l.lab.client(), &format!("http://[{VIP6}]/"), "-6", 20);
     assert_eq!(spread.get("r1").copied().unwrap_or(0) + spread.get("r2").copied().unwrap_or(0), 20, "{spread:?}");
 }
+
+/// While 3 million SYNs from random sources hit the VIP, long-lived connections to a drained real and to a removed
+/// real keep working on their real: SYNs store no flow, so the flood neither evicts nor moves them (the lab's
+/// connection table holds 65536 entries, 2% of the flood).
+#[test]
+fn a_syn_flood_neither_evicts_nor_moves_established_flows() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
+    let cfg = context(l.write_config(&[0, 1, 2]), "config");
+    context(l.start_lbd(&["--config", &cfg]), "lbd");
+    let client = l.lab.client();
+    // Long streams until two of them sit on different reals.
+    let mut owners: Vec<(u32, String, String)> = Vec::new();
+    for i in 0..12 {
+        let log = format!("stream-{i}.out");
+        let url = format!("http://{VIP}/stream?secs=40");
+        let pid =
+            context(l.lab.spawn(&client, &log, &["curl", "-sS", "--no-buffer", "--max-time", "60", &url]), "curl");
+        context(wait_for(|| l.lab.log(&log).contains(" 0\n"), "first line of a stream"), "stream start");
+        let owner = l.lab.log(&log).split_whitespace().next().unwrap().to_string();
+        owners.push((pid, log, owner));
+        let distinct: std::collections::BTreeSet<&String> = owners.iter().map(|o| &o.2).collect();
+        if distinct.len() >= 2 {
+            break;
+        }
+    }
+    let drained = owners[0].2.clone();
+    let removed = owners.iter().map(|o| o.2.clone()).find(|o| *o != drained).expect("streams on two reals");
+    let idx = |name: &str| name[1..].parse::<usize>().unwrap() - 1;
+    let svc = format!("{VIP}:80");
+    l.lbctl_ok(&["drain", &svc, &real_ip(idx(&drained))]);
+    l.lbctl_ok(&["del-real", &svc, &real_ip(idx(&removed))]);
+    let flood = lb_lab::bin_path("lab-synflood");
+    let out = context(
+        l.lab.exec(
+            &client,
+            &[
+                flood.to_str().unwrap(),
+                "--dst",
+                &format!("{VIP}:80"),
+                "--src-net",
+                "10.200.0.0/16",
+                "--count",
+                "3000000",
+            ],
+        ),
+        "SYN flood",
+    );
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(report.contains("sent 3000000"), "{report}");
+    // The LB saw the flood (passed to a real by Maglev: counted as forwarded) and stored none of it.
+    let stats: serde_json::Value = serde_json::from_str(&l.lbctl_ok(&["stats", "--json"])).unwrap();
+    assert!(stats["forwarded"]["packets"].as_u64().unwrap() >= 2_000_000, "the flood did not reach the LB: {stats}");
+    assert!(stats["conn_table_entries"].as_u64().unwrap() < 1000, "SYNs were stored: {stats}");
+    for (pid, log, owner) in owners {
+        let status = context(l.lab.wait(pid, Duration::from_secs(60)), "stream end");
+        let body = l.lab.log(&log);
+        assert!(status.success(), "stream on {owner} failed ({status}): {body}");
+        assert!(body.contains(&format!("{owner} done")), "stream did not complete on {owner}: {body}");
+        assert!(body.lines().all(|line| line.starts_with(&owner)), "a stream moved off {owner}: {body}");
+    }
+}

@@ -85,6 +85,8 @@ pub struct Lb<M> {
     pub(super) retired: BTreeSet<(u32, u32)>,
     /// Entries the flow sweep removed since start.
     pub(super) flows_expired: u64,
+    /// Persistence was turned off or a persistent service removed since the last sweep began: templates to clear.
+    stale_templates: bool,
 }
 
 impl<M: Maps> Lb<M> {
@@ -111,6 +113,7 @@ impl<M: Maps> Lb<M> {
             effects: Vec::new(),
             retired: BTreeSet::new(),
             flows_expired: 0,
+            stale_templates: false,
         };
         for (svc, slot) in &plan.stale {
             lb.maps.del_service(svc.vip_key(), *slot)?;
@@ -391,6 +394,7 @@ impl<M: Maps> Lb<M> {
         let slot = self.service(&key)?.slot;
         self.maps.set_service_cfg(slot, ServiceCfg { persist_secs: persist, flags: 0 })?;
         let old = std::mem::replace(&mut self.service_mut(&key)?.persist, persist);
+        self.stale_templates |= old != 0 && persist == 0;
         let text = persistence_text(persist);
         if old != persist {
             self.event(EventKind::ConfigApplied, Some(&key), None, format!("lbctl set-persistence: {text}"));
@@ -447,6 +451,7 @@ impl<M: Maps> Lb<M> {
         self.maps.del_service(key.vip_key(), slot)?;
         let Some(s) = self.services.remove(&key) else { unreachable!("looked up above") };
         self.ids.release_slot(slot);
+        self.stale_templates |= s.persist != 0;
         for (addr, r) in &s.reals {
             self.effects.push(Effect::Probe { service: key, real: *addr, check: CheckSpec::default() });
             self.retire(slot, *addr, r.dest);
@@ -631,8 +636,16 @@ impl<M: Maps> Lb<M> {
         }
     }
 
+    /// Whether a sweep can remove anything: a walk of millions of entries is not made for nothing.
+    pub fn needs_sweep(&self) -> bool {
+        self.stale_templates
+            || !self.retired.is_empty()
+            || self.services.values().any(|s| s.persist != 0 || s.key.proto == model::Proto::Udp)
+    }
+
     /// What the next flow sweep removes: idle flows of retired pairs and UDP flows, and expired templates.
-    pub fn sweep_rules(&self, idle: std::time::Duration) -> SweepRules {
+    pub fn sweep_rules(&mut self, idle: std::time::Duration) -> SweepRules {
+        self.stale_templates = false;
         SweepRules {
             idle_ns: idle.as_nanos().min(u64::MAX as u128) as u64,
             retired: self.retired.clone(),

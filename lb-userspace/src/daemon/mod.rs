@@ -238,7 +238,10 @@ impl Daemon {
         let Some(mut inputs) = self.inputs.take() else { unreachable!("start sets the inputs and run consumes self") };
         tokio::pin!(shutdown);
         // Often enough that an expired flow goes within a quarter of the timeout (and templates within 15 s).
-        let every = (self.flow_idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+        let every = match self.flow_idle_timeout.is_zero() {
+            true => Duration::from_secs(15),
+            false => (self.flow_idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(15)),
+        };
         let mut sweep = tokio::time::interval(every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -363,7 +366,7 @@ impl Daemon {
     /// A walk or purge the worker finished.
     /// Has the worker remove expired entries, unless a sweep is still running.
     fn ask_sweep(&mut self) {
-        if self.sweeping {
+        if self.sweeping || !self.lb.needs_sweep() {
             return;
         }
         let rules = self.lb.sweep_rules(self.flow_idle_timeout);

@@ -252,6 +252,7 @@ fn a_syn_flood_neither_evicts_nor_moves_established_flows() {
     );
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(report.contains("sent 3000000"), "{report}");
+    eprintln!("lab-synflood: {}", report.trim());
     // The LB saw the flood (passed to a real by Maglev: counted as forwarded) and stored none of it.
     let stats: serde_json::Value = serde_json::from_str(&l.lbctl_ok(&["stats", "--json"])).unwrap();
     assert!(stats["forwarded"]["packets"].as_u64().unwrap() >= 2_000_000, "the flood did not reach the LB: {stats}");

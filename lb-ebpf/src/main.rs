@@ -170,6 +170,8 @@ fn count(map: &PerCpuArray<Counters>, idx: u32, bytes: u64, new_flows: u64) {
 /// A packet reduced to what placing it needs: its flow as the client sent it, and what it may do to the table.
 struct Packet {
     flow: FlowKey,
+    /// The service's index (its ring, counters and options).
+    vip_num: u32,
     /// May create connection-table entries: false for SYNs (vc5's rule: a flow is stored at its first non-SYN
     /// packet, so spoofed SYNs never evict or move established flows), resets and ICMP errors.
     store: bool,
@@ -255,10 +257,14 @@ fn parse_v4(ctx: &XdpContext) -> Result<Packet, u32> {
         return icmp_v4(ctx, daddr, room);
     }
     let (sport, dport, flags) = ports(ctx, ETH_HLEN + IPV4_HLEN, proto, room)?;
+    let dst = addr_v4(daddr);
+    // The service first: traffic for no VIP leaves before a flow key is built.
+    let vip_num = service(dst, dport, proto, FAMILY_V4)?;
     Ok(Packet {
+        vip_num,
         flow: FlowKey {
             src: addr_v4(saddr),
-            dst: addr_v4(daddr),
+            dst,
             sport,
             dport,
             proto,
@@ -298,10 +304,13 @@ fn icmp_v4(ctx: &XdpContext, outer_dst: *const u8, room: usize) -> Result<Packet
     }
     // SAFETY: inside the quoted L4 bytes.
     let (vport, cport) = unsafe { (ne16(ip.add(IPV4_HLEN)), ne16(ip.add(IPV4_HLEN + 2))) };
+    let vip = addr_v4(src);
+    let vip_num = service(vip, vport, proto, FAMILY_V4)?;
     Ok(Packet {
+        vip_num,
         flow: FlowKey {
             src: addr_v4(dst),
-            dst: addr_v4(src),
+            dst: vip,
             sport: cport,
             dport: vport,
             proto,
@@ -337,10 +346,13 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, u32> {
         return icmp_v6(ctx, daddr, room);
     }
     let (sport, dport, flags) = ports(ctx, ETH_HLEN + IPV6_HLEN, next, room)?;
+    let dst = addr_v6(daddr);
+    let vip_num = service(dst, dport, next, FAMILY_V6)?;
     Ok(Packet {
+        vip_num,
         flow: FlowKey {
             src: addr_v6(saddr),
-            dst: addr_v6(daddr),
+            dst,
             sport,
             dport,
             proto: next,
@@ -383,7 +395,9 @@ fn icmp_v6(ctx: &XdpContext, outer_dst: *const u8, room: usize) -> Result<Packet
     }
     // SAFETY: inside the quoted L4 bytes.
     let (vport, cport) = unsafe { (ne16(ip.add(IPV6_HLEN)), ne16(ip.add(IPV6_HLEN + 2))) };
+    let vip_num = service(inner_src, vport, next, FAMILY_V6)?;
     Ok(Packet {
+        vip_num,
         flow: FlowKey {
             src: addr_v6(dst),
             dst: inner_src,
@@ -399,16 +413,20 @@ fn icmp_v6(ctx: &XdpContext, outer_dst: *const u8, room: usize) -> Result<Packet
     })
 }
 
-/// Finds the packet's service and real, rewrites the MACs and counts.
+/// The index of the service (VIP, port, proto), or PASS_NOT_VIP.
+#[inline(always)]
+fn service(addr: [u8; 16], port: u16, proto: u8, family: u8) -> Result<u32, u32> {
+    // SAFETY: VIPS values are plain data written whole by userspace.
+    match unsafe { VIPS.get(&VipKey { addr, port, proto, family }) } {
+        Some(meta) => Ok(meta.vip_num),
+        None => Err(global::PASS_NOT_VIP),
+    }
+}
+
+/// Picks the packet's real, rewrites the MACs and counts.
 #[inline(always)]
 fn forward(ctx: &XdpContext, eth: *mut u8, p: &Packet) -> (u32, u32) {
-    let f = &p.flow;
-    let vip = VipKey { addr: f.dst, port: f.dport, proto: f.proto, family: f.family };
-    // SAFETY: VIPS values are plain data written whole by userspace.
-    let Some(meta) = (unsafe { VIPS.get(&vip) }) else {
-        return (XDP_PASS, global::PASS_NOT_VIP);
-    };
-    let vip_num = meta.vip_num;
+    let vip_num = p.vip_num;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (real_id, real, new_flow) = match place(p, vip_num, now) {
         Some(x) => x,

@@ -334,3 +334,56 @@ fn native_attach_falls_back_to_skb_where_the_driver_cannot() {
     let link = String::from_utf8_lossy(&l.lab.ip(&sw, &["link", "show", "br0"]).unwrap().stdout).to_string();
     assert!(link.contains("xdpgeneric"), "{link}");
 }
+
+/// `lbd --api ADDR`: another host drives lbd over HTTP with the socket's requests, only with the bearer token; an
+/// API beyond loopback without a token is refused at start.
+#[test]
+fn the_http_control_api_needs_its_token_and_drives_lbd() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Skb, 2), "lab");
+    let api = format!("{LB_IP}:9100");
+    let lbd = lb_lab::bin_path("lbd");
+    let open = l.lab.exec_status(
+        &l.lab.lb(),
+        &[lbd.to_str().unwrap(), "--iface", "eth0", "--no-pin", "--socket", "/tmp/never.sock", "--api", &api],
+    );
+    let open = context(open, "lbd without a token");
+    assert!(!open.status.success(), "lbd served an API beyond loopback without a token");
+    assert!(String::from_utf8_lossy(&open.stderr).contains("--api-token-file"), "{open:?}");
+    let token_file = l.lab.dir.join("api.token");
+    std::fs::write(&token_file, "s3cret-token-for-the-lab\n").unwrap();
+    context(l.start_lbd(&["--api", &api, "--api-token-file", token_file.to_str().unwrap()]), "lbd");
+    let client = l.lab.client();
+    let curl = |args: &[&str]| -> (String, String) {
+        let mut a = vec!["curl", "-sS", "-o", "/dev/stderr", "-w", "%{http_code}", "-m", "5"];
+        a.extend_from_slice(args);
+        let out = l.lab.exec_status(&client, &a).unwrap();
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let url = format!("http://{api}/api/v1/requests");
+    let add_service = format!(r#"{{"cmd":"add-service","service":{{"vip":"{VIP}","port":80,"proto":"tcp"}}}}"#);
+    let (code, body) = curl(&["-X", "POST", "-d", &add_service, &url]);
+    assert_eq!(code, "401", "{body}");
+    assert!(l.list_json().as_array().unwrap().is_empty(), "a request without the token changed lbd");
+    let auth = "Authorization: Bearer s3cret-token-for-the-lab";
+    let (code, body) = curl(&["-H", auth, "-X", "POST", "-d", &add_service, &url]);
+    assert_eq!(code, "200", "{body}");
+    for i in 0..2 {
+        let add_real = format!(
+            r#"{{"cmd":"add-real","service":{{"vip":"{VIP}","port":80,"proto":"tcp"}},"real":"{}","weight":1}}"#,
+            real_ip(i)
+        );
+        let (code, body) = curl(&["-H", auth, "-X", "POST", "-d", &add_real, &url]);
+        assert_eq!(code, "200", "{body}");
+    }
+    // A refused request says why, with 400, and changes nothing.
+    let (code, body) = curl(&["-H", auth, "-X", "POST", "-d", &add_service, &url]);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("already exists"), "{body}");
+    let (code, body) = curl(&["-H", auth, &format!("http://{api}/api/v1/services")]);
+    assert_eq!(code, "200", "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["reals"].as_array().unwrap().len(), 2, "{list}");
+    let spread = context(l.spread(10), "curl through the VIP set up over HTTP");
+    assert_eq!(spread.get("r1").copied().unwrap_or(0) + spread.get("r2").copied().unwrap_or(0), 10, "{spread:?}");
+}

@@ -40,6 +40,13 @@ struct Args {
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9101), path /metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Serve the control API over HTTP on this address (`/api/v1/`: the control socket's requests, for a stream
+    /// manager or console on another host), with /metrics too. Beyond loopback it needs --api-token-file.
+    #[arg(long, value_name = "ADDR")]
+    api: Option<SocketAddr>,
+    /// File whose first line is the API's bearer token (at least 16 characters).
+    #[arg(long, value_name = "FILE", requires = "api")]
+    api_token_file: Option<PathBuf>,
     /// Directory on a bpf filesystem where the maps and the XDP link are pinned, so forwarding survives lbd and
     /// the next lbd takes over [default: /sys/fs/bpf/lbd/IFACE]. One per lbd instance.
     #[arg(long, value_name = "DIR")]
@@ -116,6 +123,19 @@ async fn main() -> Result<()> {
         }
         None => None,
     };
+    let api = match args.api {
+        Some(addr) => {
+            let bearer = match &args.api_token_file {
+                Some(f) => svc::auth::Bearer::from_file(f).map_err(anyhow::Error::msg)?,
+                None => svc::auth::Bearer::none(),
+            };
+            bearer.check_bind(addr, "the control API").map_err(anyhow::Error::msg)?;
+            let l =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve the API on {addr}"))?;
+            Some((l, bearer))
+        }
+        None => None,
+    };
     let limits = Limits { max_services: args.max_services, conn_table_size: args.conn_table_size };
     let pins_existed = pin_dir.as_ref().is_some_and(|d| d.join("CONN_TABLE").exists());
     let dp = match &pin_dir {
@@ -146,7 +166,10 @@ async fn main() -> Result<()> {
     if let Some(m) = &metrics {
         tracing::info!(addr = %m.local_addr()?, "serving metrics on /metrics");
     }
+    if let Some((l, bearer)) = &api {
+        tracing::info!(addr = %l.local_addr()?, token = bearer.is_set(), "serving the control API on /api/v1/");
+    }
     tracing::info!(socket = %args.socket.display(), %mode, "lbd ready");
-    daemon.run(&args.socket, metrics, svc::shutdown::signal()).await?;
+    daemon.run(&args.socket, metrics, api, svc::shutdown::signal()).await?;
     Ok(())
 }

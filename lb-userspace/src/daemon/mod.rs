@@ -9,10 +9,10 @@
 mod census;
 mod control;
 pub mod core;
+mod http;
 mod ids;
 mod maps;
 mod persist;
-mod scrape;
 mod service;
 mod takeover;
 mod views;
@@ -106,7 +106,7 @@ impl Options {
 enum Waiter {
     List(oneshot::Sender<Response>),
     Stats(oneshot::Sender<Response>),
-    Metrics(scrape::Scrape),
+    Metrics(http::Scrape),
 }
 
 /// Where the control task's messages come from (held apart from the daemon so the run loop can borrow both).
@@ -225,15 +225,19 @@ impl Daemon {
         mut self,
         socket: &Path,
         metrics: Option<TcpListener>,
+        api: Option<(TcpListener, svc::auth::Bearer)>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), DaemonError> {
         let listener = control::bind(socket)?;
         let (stop, stopping) = Shutdown::new();
         let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
-        let mut servers = vec![tokio::spawn(control::serve(listener, jobs_tx, stopping.clone()))];
-        let (scrape_tx, mut scrapes) = mpsc::channel::<scrape::Scrape>(16);
+        let mut servers = vec![tokio::spawn(control::serve(listener, jobs_tx.clone(), stopping.clone()))];
+        let (scrape_tx, mut scrapes) = mpsc::channel::<http::Scrape>(16);
         if let Some(l) = metrics {
-            servers.push(tokio::spawn(scrape::serve(l, scrape_tx, stopping)));
+            servers.push(tokio::spawn(http::serve(l, scrape_tx.clone(), None, stopping.clone())));
+        }
+        if let Some((l, bearer)) = api {
+            servers.push(tokio::spawn(http::serve(l, scrape_tx, Some((jobs_tx, bearer)), stopping)));
         }
         let Some(mut inputs) = self.inputs.take() else { unreachable!("start sets the inputs and run consumes self") };
         tokio::pin!(shutdown);

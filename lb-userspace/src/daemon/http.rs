@@ -1,0 +1,203 @@
+//! lbd over HTTP on the shared server: `/metrics` (`--metrics ADDR`), and with `--api ADDR` also the control API
+//! under `/api/v1/` (the same requests as the unix socket, behind a bearer token), so a stream manager or console
+//! on another host can drive the balancer. Handlers never touch maps: they send messages to the control task.
+
+use super::control::Job;
+use crate::api::{Request, Response as ApiResponse};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use svc::auth::Bearer;
+use svc::Stopping;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// A scrape: the control task answers with the rendered text.
+pub type Scrape = oneshot::Sender<String>;
+
+#[derive(Clone)]
+struct Ctx {
+    scrapes: mpsc::Sender<Scrape>,
+    /// The control API, when this server has it.
+    api: Option<(mpsc::Sender<Job>, Bearer)>,
+}
+
+/// Serves `GET /metrics` (and `/`), plus the control API when `api` is given, until `stop` fires.
+pub async fn serve(
+    listener: TcpListener,
+    scrapes: mpsc::Sender<Scrape>,
+    api: Option<(mpsc::Sender<Job>, Bearer)>,
+    stop: Stopping,
+) {
+    let what = if api.is_some() { "api" } else { "metrics" };
+    svc::http::serve(listener, router(Ctx { scrapes, api }), stop, what).await
+}
+
+fn router(ctx: Ctx) -> Router {
+    let mut r = Router::new().route("/metrics", get(scrape)).route("/", get(scrape));
+    if ctx.api.is_some() {
+        r = r
+            .route("/api/v1/requests", post(request))
+            .route("/api/v1/services", get(services))
+            .route("/api/v1/stats", get(stats))
+            .route("/api/v1/events", get(events));
+    }
+    r.fallback(|| async { svc::http::error(StatusCode::NOT_FOUND, "try /metrics or /api/v1/services") }).with_state(ctx)
+}
+
+async fn scrape(State(ctx): State<Ctx>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if ctx.scrapes.send(tx).await.is_err() {
+        return gone();
+    }
+    match rx.await {
+        Ok(text) => svc::http::metrics_text(text),
+        Err(_) => gone(),
+    }
+}
+
+fn gone() -> Response {
+    svc::http::error(StatusCode::SERVICE_UNAVAILABLE, "lbd is shutting down")
+}
+
+/// Runs one request through the control task after checking the token.
+async fn call(ctx: &Ctx, headers: &HeaderMap, req: Request) -> Result<ApiResponse, Response> {
+    let Some((jobs, bearer)) = &ctx.api else { return Err(gone()) };
+    bearer.allow(headers)?;
+    let (tx, rx) = oneshot::channel();
+    jobs.send((req, tx)).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())
+}
+
+/// The answer as JSON: 200 when lbd did it, 400 with its reason when it refused (nothing changed then).
+fn answer(r: ApiResponse) -> Response {
+    let status = if r.ok { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    (status, Json(r)).into_response()
+}
+
+/// `POST /api/v1/requests` with any request of the control socket, e.g. `{"cmd":"drain","service":{...},"real":...}`.
+async fn request(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some((_, bearer)) = &ctx.api {
+        if let Err(r) = bearer.allow(&headers) {
+            return r;
+        }
+    }
+    let req: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return svc::http::error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
+    };
+    match call(&ctx, &headers, req).await {
+        Ok(r) => answer(r),
+        Err(r) => r,
+    }
+}
+
+async fn services(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    match call(&ctx, &headers, Request::List).await {
+        Ok(r) if r.ok => Json(r.list.unwrap_or_default()).into_response(),
+        Ok(r) => answer(r),
+        Err(r) => r,
+    }
+}
+
+async fn stats(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    match call(&ctx, &headers, Request::Stats).await {
+        Ok(r) if r.ok => Json(r.stats).into_response(),
+        Ok(r) => answer(r),
+        Err(r) => r,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    last: Option<usize>,
+}
+
+async fn events(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): Query<EventsQuery>) -> Response {
+    match call(&ctx, &headers, Request::Events { last: q.last }).await {
+        Ok(r) if r.ok => Json(r.events.unwrap_or_default()).into_response(),
+        Ok(r) => answer(r),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn http(addr: std::net::SocketAddr, req: &str, token: Option<&str>, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let head = format!(
+            "{req} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn metrics_and_the_token_guarded_api_reach_the_control_task() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stx, mut srx) = mpsc::channel::<Scrape>(4);
+        let (jtx, mut jrx) = mpsc::channel::<Job>(4);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(s) = srx.recv() => { let _ = s.send("lbd_up 1\n".into()); }
+                    Some((req, reply)) = jrx.recv() => {
+                        let r = match req {
+                            Request::List => { let mut r = ApiResponse::ok("1 service(s)"); r.list = Some(vec![]); r }
+                            Request::DelService { .. } => ApiResponse::err("unknown service"),
+                            _ => ApiResponse::ok("done"),
+                        };
+                        let _ = reply.send(r);
+                    }
+                    else => break,
+                }
+            }
+        });
+        let bearer = Bearer::token("0123456789abcdef").unwrap();
+        let (sd, st) = svc::Shutdown::new();
+        let server = tokio::spawn(serve(listener, stx, Some((jtx, bearer)), st));
+        let tok = Some("0123456789abcdef");
+        assert!(http(addr, "GET /metrics", None, "").await.starts_with("HTTP/1.1 200 OK"), "metrics stay open");
+        let r = http(addr, "GET /api/v1/services", None, "").await;
+        assert!(r.starts_with("HTTP/1.1 401") && r.contains("bearer"), "{r}");
+        let r = http(addr, "GET /api/v1/services", Some("0123456789abcdeX"), "").await;
+        assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        let r = http(addr, "GET /api/v1/services", tok, "").await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("[]"), "{r}");
+        let drain = r#"{"cmd":"drain","service":{"vip":"10.0.0.1","port":80,"proto":"tcp"},"real":"10.0.0.2"}"#;
+        let r = http(addr, "POST /api/v1/requests", tok, drain).await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.contains("\"ok\":true"), "{r}");
+        let del = r#"{"cmd":"del-service","service":{"vip":"10.0.0.1","port":80,"proto":"tcp"}}"#;
+        let r = http(addr, "POST /api/v1/requests", tok, del).await;
+        assert!(r.starts_with("HTTP/1.1 400") && r.contains("unknown service"), "{r}");
+        let r = http(addr, "POST /api/v1/requests", tok, "{\"cmd\":\"explode\"}").await;
+        assert!(r.starts_with("HTTP/1.1 400") && r.contains("malformed request"), "{r}");
+        let r = http(addr, "POST /api/v1/requests", None, drain).await;
+        assert!(r.starts_with("HTTP/1.1 401"), "a request without the token must not reach lbd: {r}");
+        sd.trigger();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_metrics_server_has_no_api() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stx, _srx) = mpsc::channel::<Scrape>(4);
+        let (sd, st) = svc::Shutdown::new();
+        let server = tokio::spawn(serve(listener, stx, None, st));
+        let r = http(addr, "GET /api/v1/services", None, "").await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+        sd.trigger();
+        server.await.unwrap();
+    }
+}

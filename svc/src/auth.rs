@@ -47,21 +47,23 @@ impl Bearer {
         Ok(())
     }
 
-    /// Ok when the request carries the token (or none is required); otherwise the 401 answer to send.
-    pub fn allow(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(want) = &self.0 else { return Ok(()) };
+    /// True when the request carries the token (or none is required).
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = &self.0 else { return true };
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), want.as_bytes()) {
-            return Ok(());
-        }
-        let mut r = crate::http::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        Err(r)
+        constant_time_eq(given.as_bytes(), want.as_bytes())
     }
+}
+
+/// The answer to a request without the right token.
+pub fn unauthorized() -> Response {
+    let mut r = crate::http::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    r
 }
 
 /// Equality whose time depends on the lengths only, not on where the bytes differ.
@@ -82,12 +84,13 @@ mod tests {
         assert!(Bearer::token("has a space in it ok").is_err());
         let b = Bearer::token("0123456789abcdef").unwrap();
         let mut h = HeaderMap::new();
-        assert!(b.allow(&h).is_err(), "no header");
+        assert!(!b.allows(&h), "no header");
         h.insert(header::AUTHORIZATION, "Bearer 0123456789abcdeX".parse().unwrap());
-        assert!(b.allow(&h).is_err(), "wrong token");
+        assert!(!b.allows(&h), "wrong token");
         h.insert(header::AUTHORIZATION, "Bearer 0123456789abcdef".parse().unwrap());
-        assert!(b.allow(&h).is_ok());
-        assert!(Bearer::none().allow(&HeaderMap::new()).is_ok());
+        assert!(b.allows(&h));
+        assert!(Bearer::none().allows(&HeaderMap::new()));
+        assert_eq!(unauthorized().status(), StatusCode::UNAUTHORIZED);
         assert!(Bearer::none().check_bind("127.0.0.1:1".parse().unwrap(), "api").is_ok());
         assert!(Bearer::none().check_bind("[::1]:1".parse().unwrap(), "api").is_ok());
         let e = Bearer::none().check_bind("10.0.0.1:1".parse().unwrap(), "the API").unwrap_err();

@@ -65,7 +65,9 @@ fn gone() -> Response {
 /// Runs one request through the control task after checking the token.
 async fn call(ctx: &Ctx, headers: &HeaderMap, req: Request) -> Result<ApiResponse, Response> {
     let Some((jobs, bearer)) = &ctx.api else { return Err(gone()) };
-    bearer.allow(headers)?;
+    if !bearer.allows(headers) {
+        return Err(svc::auth::unauthorized());
+    }
     let (tx, rx) = oneshot::channel();
     jobs.send((req, tx)).await.map_err(|_| gone())?;
     rx.await.map_err(|_| gone())
@@ -79,10 +81,8 @@ fn answer(r: ApiResponse) -> Response {
 
 /// `POST /api/v1/requests` with any request of the control socket, e.g. `{"cmd":"drain","service":{...},"real":...}`.
 async fn request(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Some((_, bearer)) = &ctx.api {
-        if let Err(r) = bearer.allow(&headers) {
-            return r;
-        }
+    if ctx.api.as_ref().is_some_and(|(_, bearer)| !bearer.allows(&headers)) {
+        return svc::auth::unauthorized();
     }
     let req: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -9,17 +9,55 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
-use crate::hub::{Item, SourceInfo, Stream};
+use crate::hub::{Item, Reader, SourceInfo, Stream};
 use crate::metrics::Metrics;
 use crate::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 use crate::{Ctx, Role};
 
-/// Most frames written in one vectored write: bounds the iovec array and keeps other players' turns short.
+/// Most frames taken from the ring per wake-up: keeps other players' turns short.
 const MAX_BATCH: usize = 64;
+/// Most buffers in one vectored write (a frame is its chunk headers interleaved with payload slices).
+const MAX_IOV: usize = 512;
+
+/// Counts a connection against its client IP (--max-connections-per-ip) until dropped.
+struct IpSlot {
+    ctx: Arc<Ctx>,
+    ip: std::net::IpAddr,
+}
+
+impl IpSlot {
+    fn take(ctx: &Arc<Ctx>, ip: std::net::IpAddr) -> Option<Self> {
+        let limit = ctx.config.max_connections_per_ip;
+        if limit == 0 {
+            return Some(Self { ctx: ctx.clone(), ip });
+        }
+        let mut m = ctx.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Self { ctx: ctx.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if self.ctx.config.max_connections_per_ip == 0 {
+            return;
+        }
+        let mut m = self.ctx.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
 
 pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
     let mut stop = ctx.stopping.clone();
@@ -31,13 +69,29 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
             drop(sock);
             continue;
         }
+        let Some(slot) = IpSlot::take(&ctx, peer.ip()) else {
+            Metrics::inc(&ctx.metrics.connections_refused_per_ip);
+            warn!(%peer, limit = ctx.config.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
+            drop(sock);
+            continue;
+        };
         let _ = sock.set_nodelay(true);
         Metrics::inc(&ctx.metrics.connections_total);
         ctx.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut conn =
-                Conn { ctx: ctx.clone(), sock, peer, app: String::new(), tc_url: None, role: Mode::Idle, close: false };
+            let _slot = slot;
+            let mut conn = Conn {
+                ctx: ctx.clone(),
+                sock,
+                peer,
+                app: String::new(),
+                tc_url: None,
+                role: Mode::Idle,
+                close: false,
+                connected: false,
+                streams_used: 0,
+            };
             match conn.run().await {
                 Ok(()) => debug!(%peer, "connection closed"),
                 Err(ConnError::Proto(e)) => {
@@ -65,7 +119,7 @@ enum ConnError {
 enum Mode {
     Idle,
     Publishing { stream: Arc<Stream>, source: u64, name: String },
-    Playing { stream: Arc<Stream>, stream_id: u32, rx: tokio::sync::broadcast::Receiver<Item>, skipping: bool },
+    Playing { stream: Arc<Stream>, stream_id: u32, rx: Reader, skipping: bool },
 }
 
 struct Conn {
@@ -77,6 +131,10 @@ struct Conn {
     role: Mode,
     /// Close once pending replies are flushed (after a refusal).
     close: bool,
+    /// `connect` was received (until then --connect-timeout runs).
+    connected: bool,
+    /// Play and publish requests so far (bounded by --max-streams-per-connection).
+    streams_used: usize,
 }
 
 /// Splits `name?a=b&c=d` and returns the name and the value of `key` in the query.
@@ -90,9 +148,11 @@ fn split_query<'a>(s: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
 impl Conn {
     async fn run(&mut self) -> Result<(), ConnError> {
         let ctx = self.ctx.clone();
-        let rest = timeout(ctx.config.handshake_timeout, self.handshake())
-            .await
-            .map_err(|_| ConnError::Timeout("handshake timed out"))??;
+        let rest = timeout(ctx.config.handshake_timeout, self.handshake()).await.map_err(|_| {
+            Metrics::inc(&ctx.metrics.connections_timed_out);
+            info!(peer = %self.peer, reason = "no handshake within --handshake-timeout", "closing idle connection");
+            ConnError::Timeout("handshake timed out")
+        })??;
         let mut session = ServerSession::new(ctx.config.limits);
         let mut out = BytesMut::new();
         ServerSession::start(&mut out)?;
@@ -101,7 +161,8 @@ impl Conn {
             session.feed(&rest, &mut out, &mut events)?;
         }
         let mut stop = ctx.stopping.clone();
-        let mut last_input = Instant::now();
+        let handshake_done = Instant::now();
+        let mut last_input = handshake_done;
         loop {
             self.handle_events(&mut session, &mut events, &mut out).await?;
             if !out.is_empty() {
@@ -114,6 +175,19 @@ impl Conn {
             let (publishing, held) = match &self.role {
                 Mode::Publishing { stream, .. } => (true, stream.held_until().map(Instant::from_std)),
                 _ => (false, None),
+            };
+            // A connection doing nothing yet (no connect) or any more (not playing or publishing) holds a slot
+            // for nothing: it gets --connect-timeout from the handshake, then --conn-idle-timeout of silence.
+            // A player is never idle: it only reads.
+            let idle_deadline = match (&self.role, self.connected) {
+                (Mode::Idle, false) => {
+                    Some((handshake_done + ctx.config.connect_timeout, "no connect within --connect-timeout"))
+                }
+                (Mode::Idle, true) => Some((
+                    last_input + ctx.config.conn_idle_timeout,
+                    "neither playing nor publishing, silent for --conn-idle-timeout",
+                )),
+                _ => None,
             };
             let buf = session.decoder_buffer();
             // Players only send acks and commands: a small read buffer keeps per-player memory low.
@@ -128,8 +202,8 @@ impl Conn {
                     ctx.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     session.process(n, &mut out, &mut events)?;
                 }
-                item = recv_play(&mut self.role), if matches!(self.role, Mode::Playing { .. }) => {
-                    if !self.play(item).await? {
+                _ = wait_play(&mut self.role), if matches!(self.role, Mode::Playing { .. }) => {
+                    if !self.play().await? {
                         return Ok(());
                     }
                 }
@@ -140,6 +214,12 @@ impl Conn {
                 }
                 _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout), if publishing => {
                     return Err(ConnError::Timeout("publisher sent nothing within --source-timeout"));
+                }
+                _ = tokio::time::sleep_until(idle_deadline.map_or_else(Instant::now, |d| d.0)), if idle_deadline.is_some() => {
+                    let why = idle_deadline.map_or("", |d| d.1);
+                    Metrics::inc(&ctx.metrics.connections_timed_out);
+                    info!(peer = %self.peer, reason = why, "closing idle connection");
+                    return Err(ConnError::Timeout(why));
                 }
                 _ = stop.wait() => return Ok(()),
             }
@@ -173,12 +253,21 @@ impl Conn {
         for ev in events.drain(..) {
             match ev {
                 ServerEvent::Connected { app, tc_url } => {
+                    self.connected = true;
                     self.app = split_query(&app, "token").0.to_string();
                     self.tc_url = tc_url;
                     debug!(peer = %self.peer, app = %self.app, "connect");
                 }
-                ServerEvent::Publish { stream_id, name } => self.publish(session, stream_id, &name, out)?,
+                ServerEvent::Publish { stream_id, name } => {
+                    if self.over_stream_limit(stream_id, "NetStream.Publish.Denied", out)? {
+                        continue;
+                    }
+                    self.publish(session, stream_id, &name, out)?
+                }
                 ServerEvent::Play { stream_id, name } => {
+                    if self.over_stream_limit(stream_id, "NetStream.Play.Failed", out)? {
+                        continue;
+                    }
                     let start = self.start_play(stream_id, &name, out)?;
                     if !out.is_empty() || !start.is_empty() {
                         let mut q = VecDeque::with_capacity(start.len() + 1);
@@ -196,6 +285,19 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Counts a play/publish request; past --max-streams-per-connection it is refused and the connection closed.
+    fn over_stream_limit(&mut self, stream_id: u32, code: &str, out: &mut BytesMut) -> Result<bool, ConnError> {
+        self.streams_used += 1;
+        if self.streams_used <= self.ctx.config.max_streams_per_connection {
+            return Ok(false);
+        }
+        Metrics::inc(&self.ctx.metrics.streams_refused);
+        warn!(peer = %self.peer, limit = self.ctx.config.max_streams_per_connection, "too many streams on one connection (--max-streams-per-connection), closing");
+        crate::proto::on_status(out, stream_id, "error", code, "too many streams on this connection")?;
+        self.close = true;
+        Ok(true)
     }
 
     fn publish(
@@ -226,7 +328,7 @@ impl Conn {
                 return refuse(self, out, "NetStream.Publish.Unauthorized", "missing or wrong ?token=");
             }
         }
-        if !matches!(self.role, Mode::Idle) || name.is_empty() {
+        if !matches!(self.role, Mode::Idle) || !crate::valid_name(name) || !crate::valid_name(&self.app) {
             return refuse(
                 self,
                 out,
@@ -254,7 +356,9 @@ impl Conn {
     /// Subscribes to the stream (starting a pull on an edge) and returns the cached start frames.
     fn start_play(&mut self, stream_id: u32, raw_name: &str, out: &mut BytesMut) -> Result<Vec<Bytes>, ConnError> {
         let name = split_query(raw_name, "token").0;
-        if !matches!(self.role, Mode::Idle) || name.is_empty() {
+        // Names are checked before anything (a stream, a pull) is created for them.
+        if !matches!(self.role, Mode::Idle) || !crate::valid_name(name) || !crate::valid_name(&self.app) {
+            warn!(peer = %self.peer, app = %self.app, key = name, "play refused: bad stream name or busy connection");
             crate::proto::on_status(
                 out,
                 stream_id,
@@ -279,35 +383,55 @@ impl Conn {
                     self.close = true;
                     return Ok(Vec::new());
                 }
-                crate::edge::ensure_pull(&self.ctx, &self.app, name)
+                match crate::edge::ensure_pull(&self.ctx, &self.app, name) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(peer = %self.peer, app = %self.app, key = name, error = %e, "play refused");
+                        crate::proto::on_status(out, stream_id, "error", "NetStream.Play.Failed", &e.to_string())?;
+                        self.close = true;
+                        return Ok(Vec::new());
+                    }
+                }
             }
         };
         ServerSession::accept_play(stream_id, name, out)?;
         let sub = stream.subscribe();
         Metrics::inc(&self.ctx.metrics.players_total);
         info!(peer = %self.peer, app = %self.app, key = name, cached = sub.start.len(), "play started");
-        let start: Vec<Bytes> = sub.start.iter().map(|f| f.wire_for(stream_id)).collect();
+        let mut start = VecDeque::new();
+        for f in &sub.start {
+            f.wire_for(stream_id, &mut start);
+        }
+        let start: Vec<Bytes> = start.into();
         self.role = Mode::Playing { stream, stream_id, rx: sub.rx, skipping: false };
         Ok(start)
     }
 
-    /// Handles one fan-out item plus whatever else is ready; false when the player is done.
-    async fn play(&mut self, first: Result<Item, RecvError>) -> Result<bool, ConnError> {
+    /// Writes what the ring has for this player (after a wake-up); false when the player is done.
+    async fn play(&mut self) -> Result<bool, ConnError> {
         let Mode::Playing { stream, stream_id, rx, skipping } = &mut self.role else {
             return Ok(true);
         };
         let stream_id = *stream_id;
-        let mut batch = VecDeque::new();
-        let mut ended = false;
-        let mut next = Some(first);
-        let behind = rx.len() > self.ctx.config.player_queue;
-        if behind && !*skipping {
-            debug!(peer = %self.peer, queued = rx.len(), "player behind, skipping to next keyframe");
+        let mut items = Vec::with_capacity(MAX_BATCH);
+        let info = stream.read(rx, MAX_BATCH, &mut items);
+        if info.lagged > 0 {
+            self.ctx.metrics.frames_skipped.fetch_add(info.lagged, Ordering::Relaxed);
             *skipping = true;
         }
-        while let Some(item) = next.take() {
+        // Behind by more than --player-queue messages or --player-buffer-bytes: drop frames until the next
+        // keyframe (headers and metadata still go out), so the player catches up with the live edge.
+        let behind = info.behind_frames > self.ctx.config.player_queue
+            || info.behind_bytes > self.ctx.config.player_buffer_bytes as u64;
+        if behind {
+            debug!(peer = %self.peer, frames = info.behind_frames, bytes = info.behind_bytes, "player behind, skipping to next keyframe");
+            *skipping = true;
+        }
+        let mut batch = VecDeque::new();
+        let mut ended = false;
+        for item in items {
             match item {
-                Ok(Item::Frame(f)) => {
+                Item::Frame(f) => {
                     let m = &f.media;
                     let header = m.is_metadata() || m.is_video_header() || m.is_audio_header();
                     if *skipping && !header {
@@ -318,29 +442,10 @@ impl Conn {
                         }
                     }
                     if !*skipping || header {
-                        batch.push_back(f.wire_for(stream_id));
+                        f.wire_for(stream_id, &mut batch);
                     }
                 }
-                Ok(Item::End) => {
-                    ended = true;
-                    break;
-                }
-                Err(RecvError::Lagged(n)) => {
-                    self.ctx.metrics.frames_skipped.fetch_add(n, Ordering::Relaxed);
-                    *skipping = true;
-                }
-                Err(RecvError::Closed) => {
-                    ended = true;
-                    break;
-                }
-            }
-            if batch.len() < MAX_BATCH {
-                next = match rx.try_recv() {
-                    Ok(i) => Some(Ok(i)),
-                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-                    Err(TryRecvError::Empty) => None,
-                };
+                Item::End => ended = true,
             }
         }
         if ended {
@@ -362,7 +467,7 @@ impl Conn {
         let sock = &mut self.sock;
         let res = timeout(limit, async {
             while !bufs.is_empty() {
-                let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_BATCH).map(|b| IoSlice::new(b)).collect();
+                let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
                 let mut n = sock.write_vectored(&slices).await?;
                 if n == 0 {
                     return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
@@ -411,9 +516,15 @@ impl Conn {
     }
 }
 
-async fn recv_play(role: &mut Mode) -> Result<Item, RecvError> {
+/// Completes when the ring may have something for this player: at once if it is behind, else at the next push.
+async fn wait_play(role: &mut Mode) {
     match role {
-        Mode::Playing { rx, .. } => rx.recv().await,
+        Mode::Playing { stream, rx, .. } => {
+            if stream.has_unread(rx) {
+                return;
+            }
+            stream.wait(rx).await
+        }
         _ => std::future::pending().await,
     }
 }

@@ -4,6 +4,7 @@
 //! future, so tests can bind port 0 and stop the relay without signals.
 
 mod api;
+pub mod callback;
 pub mod chunk;
 mod edge;
 #[cfg(feature = "test-support")]
@@ -133,6 +134,8 @@ pub struct Config {
     pub stream_buffer_bytes: usize,
     /// Bytes a player may fall behind the live edge before it skips to the next keyframe.
     pub player_buffer_bytes: usize,
+    /// HTTP callbacks on publish, unpublish, play and stop.
+    pub callbacks: callback::Callbacks,
     /// Bearer token the HTTP API requires (`Authorization: Bearer TOKEN`); required off loopback.
     pub api_token: Option<String>,
     /// Messages a player may fall behind before it skips to the next keyframe.
@@ -166,6 +169,7 @@ impl Config {
             stream_buffer_bytes: 64 << 20,
             player_buffer_bytes: 8 << 20,
             api_token: None,
+            callbacks: callback::Callbacks { timeout: Duration::from_secs(3), ..Default::default() },
             player_queue: 512,
             gop_max_bytes: 16 << 20,
             coalesce: Duration::from_millis(50),

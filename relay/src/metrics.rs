@@ -24,6 +24,8 @@ pub struct Metrics {
     pub pulls_refused: AtomicU64,
     /// API requests refused for a missing or wrong token, or a cross-site Host/Origin.
     pub api_refused: AtomicU64,
+    /// Publishes and plays refused by an on_publish/on_play callback (non-2xx, timeout, unreachable).
+    pub callbacks_refused: AtomicU64,
     /// Closed because of malformed or over-limit input (handshake, chunk, AMF).
     pub protocol_errors: AtomicU64,
     pub publishes_refused: AtomicU64,
@@ -97,6 +99,13 @@ impl Metrics {
                 &self.api_refused,
             ),
             one(
+                Family::counter(
+                    "relay_callbacks_refused_total",
+                    "Publishes and plays refused by on_publish/on_play (non-2xx, timeout, unreachable).",
+                ),
+                &self.callbacks_refused,
+            ),
+            one(
                 Family::counter("relay_protocol_errors_total", "Connections closed for malformed or over-limit input."),
                 &self.protocol_errors,
             ),
@@ -156,7 +165,7 @@ mod tests {
         assert!(text.contains("# TYPE relay_upstream_active gauge\nrelay_upstream_active{role=\"edge\"} 0\n"));
         assert!(text.contains("relay_stream_players{role=\"edge\",app=\"live\",key=\"a\\\"b\"} 3\n"), "{text}");
         let parsed = svc::metrics::parse(&text).unwrap();
-        assert_eq!(parsed.len(), 21);
+        assert_eq!(parsed.len(), 22);
         for (name, samples) in &parsed {
             assert!(text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")));
             assert!(samples.iter().all(|(l, _)| l[0] == ("role".to_string(), "edge".to_string())), "{name}");

@@ -118,8 +118,8 @@ enum ConnError {
 
 enum Mode {
     Idle,
-    Publishing { stream: Arc<Stream>, source: u64, name: String },
-    Playing { stream: Arc<Stream>, stream_id: u32, rx: Reader, skipping: bool },
+    Publishing { stream: Arc<Stream>, source: u64, name: String, query: String },
+    Playing { stream: Arc<Stream>, stream_id: u32, rx: Reader, skipping: bool, name: String, query: String },
 }
 
 struct Conn {
@@ -135,6 +135,11 @@ struct Conn {
     connected: bool,
     /// Play and publish requests so far (bounded by --max-streams-per-connection).
     streams_used: usize,
+}
+
+/// The query string of a stream key (`key?a=b` gives `a=b`), else of the tcUrl, else empty.
+fn query_of<'a>(raw_name: &'a str, tc_url: Option<&'a str>) -> &'a str {
+    raw_name.split_once('?').or_else(|| tc_url.and_then(|u| u.split_once('?'))).map_or("", |(_, q)| q)
 }
 
 /// Splits `name?a=b&c=d` and returns the name and the value of `key` in the query.
@@ -262,13 +267,13 @@ impl Conn {
                     if self.over_stream_limit(stream_id, "NetStream.Publish.Denied", out)? {
                         continue;
                     }
-                    self.publish(session, stream_id, &name, out)?
+                    self.publish(session, stream_id, &name, out).await?
                 }
                 ServerEvent::Play { stream_id, name } => {
                     if self.over_stream_limit(stream_id, "NetStream.Play.Failed", out)? {
                         continue;
                     }
-                    let start = self.start_play(stream_id, &name, out)?;
+                    let start = self.start_play(stream_id, &name, out).await?;
                     if !out.is_empty() || !start.is_empty() {
                         let mut q = VecDeque::with_capacity(start.len() + 1);
                         q.push_back(out.split().freeze());
@@ -300,7 +305,25 @@ impl Conn {
         Ok(true)
     }
 
-    fn publish(
+    /// Asks the on_publish callback (if configured) whether this publish may go on.
+    async fn ask_publish(&self, name: &str, raw_name: &str) -> Result<(), crate::callback::Denied> {
+        let event = self.event("on_publish", name, query_of(raw_name, self.tc_url.as_deref()));
+        ask(&self.ctx, self.ctx.config.callbacks.on_publish.as_ref(), &event).await
+    }
+
+    fn event<'a>(&'a self, action: &'static str, name: &'a str, query: &'a str) -> crate::callback::Event<'a> {
+        crate::callback::Event {
+            action,
+            app: &self.app,
+            stream: name,
+            client_addr: self.peer.to_string(),
+            protocol: "rtmp",
+            query,
+            tc_url: self.tc_url.as_deref(),
+        }
+    }
+
+    async fn publish(
         &mut self,
         session: &mut ServerSession,
         stream_id: u32,
@@ -336,11 +359,16 @@ impl Conn {
                 "bad stream name or already busy on this connection",
             );
         }
+        if let Err(e) = self.ask_publish(name, raw_name).await {
+            warn!(peer = %self.peer, app = %self.app, key = name, error = %e, "on_publish refused the publish");
+            return refuse(self, out, "NetStream.Publish.Unauthorized", "refused by the on_publish callback");
+        }
         let (stream, _) = self.ctx.hub.get_or_create(&self.app, name);
         match stream.attach_source(SourceInfo { kind: "publisher", peer: self.peer.to_string() }) {
             Ok(source) => {
                 info!(peer = %self.peer, app = %self.app, key = name, "publish started");
-                self.role = Mode::Publishing { stream, source, name: name.to_string() };
+                let query = query_of(raw_name, self.tc_url.as_deref()).to_string();
+                self.role = Mode::Publishing { stream, source, name: name.to_string(), query };
                 session.accept_publish(stream_id, name, out)?;
                 Ok(())
             }
@@ -354,44 +382,26 @@ impl Conn {
     }
 
     /// Subscribes to the stream (starting a pull on an edge) and returns the cached start frames.
-    fn start_play(&mut self, stream_id: u32, raw_name: &str, out: &mut BytesMut) -> Result<Vec<Bytes>, ConnError> {
+    async fn start_play(
+        &mut self,
+        stream_id: u32,
+        raw_name: &str,
+        out: &mut BytesMut,
+    ) -> Result<Vec<Bytes>, ConnError> {
         let name = split_query(raw_name, "token").0;
-        // Names are checked before anything (a stream, a pull) is created for them.
-        if !matches!(self.role, Mode::Idle) || !crate::valid_name(name) || !crate::valid_name(&self.app) {
-            warn!(peer = %self.peer, app = %self.app, key = name, "play refused: bad stream name or busy connection");
-            crate::proto::on_status(
-                out,
-                stream_id,
-                "error",
-                "NetStream.Play.Failed",
-                "bad stream name or busy connection",
-            )?;
+        if !matches!(self.role, Mode::Idle) {
+            crate::proto::on_status(out, stream_id, "error", "NetStream.Play.Failed", "busy connection")?;
             return Ok(Vec::new());
         }
-        let stream = match &self.ctx.config.role {
-            Role::Origin { .. } => self.ctx.hub.get_or_create(&self.app, name).0,
-            Role::Edge { origins } => {
-                if !origins.iter().any(|o| o.app == self.app) {
-                    warn!(peer = %self.peer, app = %self.app, "play refused: no --origin serves this app");
-                    crate::proto::on_status(
-                        out,
-                        stream_id,
-                        "error",
-                        "NetStream.Play.StreamNotFound",
-                        "no origin for this app",
-                    )?;
-                    self.close = true;
-                    return Ok(Vec::new());
-                }
-                match crate::edge::ensure_pull(&self.ctx, &self.app, name) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(peer = %self.peer, app = %self.app, key = name, error = %e, "play refused");
-                        crate::proto::on_status(out, stream_id, "error", "NetStream.Play.Failed", &e.to_string())?;
-                        self.close = true;
-                        return Ok(Vec::new());
-                    }
-                }
+        let query = query_of(raw_name, self.tc_url.as_deref());
+        let event = self.event("on_play", name, query);
+        let stream = match open_play(&self.ctx, event).await {
+            Ok(s) => s,
+            Err(r) => {
+                warn!(peer = %self.peer, app = %self.app, key = name, reason = %r.log, "play refused");
+                crate::proto::on_status(out, stream_id, "error", r.code, r.description)?;
+                self.close = true;
+                return Ok(Vec::new());
             }
         };
         ServerSession::accept_play(stream_id, name, out)?;
@@ -403,13 +413,14 @@ impl Conn {
             f.wire_for(stream_id, &mut start);
         }
         let start: Vec<Bytes> = start.into();
-        self.role = Mode::Playing { stream, stream_id, rx: sub.rx, skipping: false };
+        let (name, query) = (name.to_string(), query.to_string());
+        self.role = Mode::Playing { stream, stream_id, rx: sub.rx, skipping: false, name, query };
         Ok(start)
     }
 
     /// Writes what the ring has for this player (after a wake-up); false when the player is done.
     async fn play(&mut self) -> Result<bool, ConnError> {
-        let Mode::Playing { stream, stream_id, rx, skipping } = &mut self.role else {
+        let Mode::Playing { stream, stream_id, rx, skipping, .. } = &mut self.role else {
             return Ok(true);
         };
         let stream_id = *stream_id;
@@ -505,15 +516,98 @@ impl Conn {
 
     /// Leaves whatever the connection was doing (stream closed or connection gone).
     fn cleanup(&mut self) {
+        let cb = &self.ctx.config.callbacks;
         match std::mem::replace(&mut self.role, Mode::Idle) {
-            Mode::Publishing { stream, source, name } => {
+            Mode::Publishing { stream, source, name, query } => {
                 info!(peer = %self.peer, app = %self.app, key = %name, "publish stopped");
                 stream.detach_source(source);
+                self.notify(cb.on_unpublish.clone(), "on_unpublish", name, query);
             }
-            Mode::Playing { stream, .. } => stream.unsubscribe(),
+            Mode::Playing { stream, name, query, .. } => {
+                stream.unsubscribe();
+                self.notify(cb.on_stop.clone(), "on_stop", name, query);
+            }
             Mode::Idle => {}
         }
     }
+
+    /// Tells a callback that something ended, in the background: its answer changes nothing.
+    fn notify(&self, url: Option<crate::callback::CallbackUrl>, action: &'static str, name: String, query: String) {
+        let Some(url) = url else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        let (app, peer, tc_url) = (self.app.clone(), self.peer.to_string(), self.tc_url.clone());
+        tokio::spawn(async move {
+            let event = crate::callback::Event {
+                action,
+                app: &app,
+                stream: &name,
+                client_addr: peer,
+                protocol: "rtmp",
+                query: &query,
+                tc_url: tc_url.as_deref(),
+            };
+            if let Err(e) = crate::callback::call(&url, &event, ctx.config.callbacks.timeout).await {
+                warn!(action, error = %e, "callback failed");
+            }
+        });
+    }
+}
+
+/// Why a play was refused: the onStatus code and description for the player, and the reason for the log.
+pub(crate) struct PlayRefused {
+    pub code: &'static str,
+    pub description: &'static str,
+    pub log: String,
+}
+
+/// Everything a play needs before it may subscribe, for every protocol: the name checks (before anything is
+/// allocated), the edge's app check, the on_play callback, then the stream (starting the edge's pull).
+pub(crate) async fn open_play(ctx: &Arc<Ctx>, event: crate::callback::Event<'_>) -> Result<Arc<Stream>, PlayRefused> {
+    let refused = |code, description, log: String| PlayRefused { code, description, log };
+    if !crate::valid_name(event.stream) || !crate::valid_name(event.app) {
+        return Err(refused("NetStream.Play.Failed", "bad app or stream name", "bad app or stream name".into()));
+    }
+    if let Role::Edge { origins } = &ctx.config.role {
+        if !origins.iter().any(|o| o.app == event.app) {
+            let log = "no --origin serves this app".to_string();
+            return Err(refused("NetStream.Play.StreamNotFound", "no origin for this app", log));
+        }
+    }
+    if let Err(e) = ask(ctx, ctx.config.callbacks.on_play.as_ref(), &event).await {
+        return Err(refused(
+            "NetStream.Play.Failed",
+            "refused by the on_play callback",
+            format!("on_play refused the play: {e}"),
+        ));
+    }
+    match &ctx.config.role {
+        Role::Origin { .. } => Ok(ctx.hub.get_or_create(event.app, event.stream).0),
+        Role::Edge { .. } => crate::edge::ensure_pull(ctx, event.app, event.stream).map_err(|e| {
+            let description = match e {
+                crate::edge::PullRefused::BadName => "bad app or stream name",
+                crate::edge::PullRefused::Limit(_) => "pull limit reached (--max-pulls)",
+            };
+            refused("NetStream.Play.Failed", description, e.to_string())
+        }),
+    }
+}
+
+/// Posts `event` to `url` if one is configured; a refusal is counted.
+async fn ask(
+    ctx: &Ctx,
+    url: Option<&crate::callback::CallbackUrl>,
+    event: &crate::callback::Event<'_>,
+) -> Result<(), crate::callback::Denied> {
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let r = crate::callback::call(url, event, ctx.config.callbacks.timeout).await;
+    if r.is_err() {
+        Metrics::inc(&ctx.metrics.callbacks_refused);
+    }
+    r
 }
 
 /// Completes when the ring may have something for this player: at once if it is behind, else at the next push.

@@ -101,6 +101,22 @@ struct Common {
     /// Also read from the RELAY_API_TOKEN environment variable, which keeps it out of the process list.
     #[arg(long, env = "RELAY_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// POST JSON {action, app, stream, client_addr, protocol, query, tc_url} here before a publish; a non-2xx
+    /// answer or a timeout refuses it (http://HOST[:PORT]/PATH).
+    #[arg(long)]
+    on_publish: Option<String>,
+    /// POST here when a publish ends (the answer is ignored).
+    #[arg(long)]
+    on_unpublish: Option<String>,
+    /// POST here before a play; a non-2xx answer or a timeout refuses it.
+    #[arg(long)]
+    on_play: Option<String>,
+    /// POST here when a play ends (the answer is ignored).
+    #[arg(long)]
+    on_stop: Option<String>,
+    /// Longest wait for a callback's answer, connect included (same forms as the other durations).
+    #[arg(long, default_value_t = Dur::secs(3))]
+    callback_timeout: Dur,
     /// Milliseconds audio and metadata may wait for the next video frame, so players get them in one socket
     /// write (less CPU per player, at most this much added audio latency); 0 sends each message at once. The
     /// default holds audio about one video frame, like SRS's merged writes but far shorter.
@@ -137,6 +153,14 @@ fn main() -> anyhow::Result<()> {
     config.stream_buffer_bytes = common.stream_buffer_bytes;
     config.player_buffer_bytes = common.player_buffer_bytes;
     config.api_token = common.api_token;
+    let url = |u: &Option<String>| u.as_deref().map(relay::callback::CallbackUrl::parse).transpose();
+    config.callbacks = relay::callback::Callbacks {
+        on_publish: url(&common.on_publish).map_err(anyhow::Error::msg)?,
+        on_unpublish: url(&common.on_unpublish).map_err(anyhow::Error::msg)?,
+        on_play: url(&common.on_play).map_err(anyhow::Error::msg)?,
+        on_stop: url(&common.on_stop).map_err(anyhow::Error::msg)?,
+        timeout: common.callback_timeout.into(),
+    };
     if let Some(mp) = max_pulls {
         config.max_pulls = mp;
     }

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +14,7 @@ use svc::http::error;
 use tracing::info;
 
 use crate::hub::StreamView;
-use crate::metrics::StreamSample;
+use crate::metrics::{Metrics, StreamSample};
 use crate::{Ctx, Role};
 
 type Shared = State<Arc<Ctx>>;
@@ -26,7 +27,86 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/healthz", get(healthz))
         .method_not_allowed_fallback(refused)
         .fallback(refused)
+        .layer(middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
+}
+
+/// Every request: the bearer token when one is configured (`/healthz` stays open for probes), and for POSTs a
+/// Host that is an address and an Origin, if any, on the same host, so a web page in an operator's browser
+/// cannot make the relay pull (DNS rebinding gives a foreign Host; a cross-site form gives a foreign Origin).
+async fn guard(State(ctx): Shared, req: Request, next: Next) -> Response {
+    if let Err(why) = check(&ctx, req.method(), req.uri().path(), req.headers()) {
+        Metrics::inc(&ctx.metrics.api_refused);
+        let (status, msg) = why;
+        let mut r = error(status, msg);
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        return r;
+    }
+    next.run(req).await
+}
+
+fn check(ctx: &Ctx, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    if let Some(token) = &ctx.config.api_token {
+        if path != "/healthz" {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match given {
+                None => return Err((StatusCode::UNAUTHORIZED, "missing Authorization: Bearer token")),
+                Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+                    return Err((StatusCode::UNAUTHORIZED, "wrong API token"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if method == Method::POST {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !host_is_address(host) {
+            return Err((StatusCode::FORBIDDEN, "POST needs a Host that is an IP address or localhost"));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
+            if !origin_host.eq_ignore_ascii_case(host) {
+                return Err((StatusCode::FORBIDDEN, "cross-origin POST refused"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Host header naming an IP address or localhost (with an optional port): what operators and scripts use.
+/// A DNS name would let a rebinding page on that name reach us with its own Host.
+fn host_is_address(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, tail)) if tail.is_empty() || tail.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()) => {
+                return ip.parse::<std::net::Ipv6Addr>().is_ok();
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Compares in time that depends only on the lengths, so response timing does not reveal a token prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xFF);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 #[derive(Serialize)]
@@ -47,7 +127,11 @@ async fn pull(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> R
     if !origins.iter().any(|o| o.app == app) {
         return error(StatusCode::NOT_FOUND, format!("no --origin serves app {app:?}"));
     }
-    let stream = crate::edge::ensure_pull(&ctx, &app, &key);
+    let stream = match crate::edge::ensure_pull(&ctx, &app, &key) {
+        Ok(s) => s,
+        Err(e @ crate::edge::PullRefused::BadName) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::edge::PullRefused::Limit(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
     info!(app, key, "pre-pull requested over the API");
     let body = serde_json::json!({ "app": app, "key": key, "pulling": true, "source": stream.source(),
         "held_for_secs": ctx.config.idle_timeout.as_secs() });
@@ -106,7 +190,7 @@ mod tests {
     /// (status, content type, body) of one request.
     async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut r = String::new();
         s.read_to_string(&mut r).await.unwrap();
@@ -163,6 +247,20 @@ mod tests {
         for (method, path) in [("GET", "/"), ("GET", "/nope"), ("POST", "/healthz"), ("GET", "/metricsx")] {
             let (code, _, body) = request(addr, method, path).await;
             assert_eq!((code, json(&body)), (404, serde_json::json!({ "error": "not found" })), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn hosts_and_constant_time_compare() {
+        for ok in ["127.0.0.1", "127.0.0.1:8081", "localhost:1", "[::1]:80", "[::1]", "10.0.0.1"] {
+            assert!(host_is_address(ok), "{ok}");
+        }
+        for bad in ["", "evil.example", "evil.example:8081", "127.0.0.1:x", "[::1", "[::1]x", "1.2.3.4.5"] {
+            assert!(!host_is_address(bad), "{bad}");
+        }
+        assert!(constant_time_eq(b"secret", b"secret"));
+        for other in [&b"secreT"[..], b"secre", b"secrets", b""] {
+            assert!(!constant_time_eq(other, b"secret"));
         }
     }
 

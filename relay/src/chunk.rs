@@ -256,8 +256,11 @@ impl ChunkDecoder {
         self.buf.advance(pos);
         let done = have + take == length as usize;
         let payload = if done && have == 0 {
-            // Whole message in one chunk: hand out the received bytes without copying.
-            self.buf.split_to(take).freeze()
+            // Whole message in one chunk: copy it out. A slice of the read buffer would keep the whole buffer
+            // (16 KiB or more) alive for as long as the frame is cached, hiding memory from the byte budgets.
+            let m = Bytes::copy_from_slice(&self.buf[..take]);
+            self.buf.advance(take);
+            m
         } else {
             if st.partial.is_empty() {
                 st.partial.reserve((length as usize).min(64 * 1024));
@@ -321,6 +324,39 @@ pub fn encode_message(
         }
         out.put_slice(chunk);
     }
+}
+
+/// Lengths of the first (fmt 0, one-byte csid) and each continuation chunk header at `timestamp`.
+pub fn header_lens(timestamp: u32) -> (usize, usize) {
+    let ext = if timestamp >= EXTENDED_TIMESTAMP { 4 } else { 0 };
+    (12 + ext, 1 + ext)
+}
+
+/// Only the chunk headers `encode_message` would write for a payload of `len` bytes: the first header, then one
+/// per continuation chunk. With the payload sliced at `chunk_size` between them, this is the same wire form
+/// without a second copy of the payload.
+pub fn encode_headers(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, len: usize, chunk_size: usize) -> Bytes {
+    debug_assert!((2..64).contains(&csid), "we only send on one-byte chunk stream ids");
+    let extended = timestamp >= EXTENDED_TIMESTAMP;
+    let chunks = len.div_ceil(chunk_size).max(1);
+    let (first, cont) = header_lens(timestamp);
+    let mut out = BytesMut::with_capacity(first + (chunks - 1) * cont);
+    out.put_u8(csid as u8);
+    let ts_field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
+    out.put_slice(&ts_field.to_be_bytes()[1..]);
+    out.put_slice(&(len as u32).to_be_bytes()[1..]);
+    out.put_u8(type_id);
+    out.put_u32_le(stream_id);
+    if extended {
+        out.put_u32(timestamp);
+    }
+    for _ in 1..chunks {
+        out.put_u8(0xC0 | csid as u8);
+        if extended {
+            out.put_u32(timestamp);
+        }
+    }
+    out.freeze()
 }
 
 /// `encode_message` into a fresh buffer.

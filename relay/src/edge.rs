@@ -15,21 +15,51 @@ use crate::metrics::Metrics;
 use crate::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
 use crate::{Ctx, OriginUrl, Role};
 
+/// Why a pull was not started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PullRefused {
+    #[error("bad app or stream name (1-128 of A-Z a-z 0-9 - _ . ~)")]
+    BadName,
+    #[error("pull limit reached (--max-pulls {0})")]
+    Limit(usize),
+}
+
 /// Returns the stream for app/key, starting its pull if this call created it.
 ///
 /// The hub's map lock makes creation atomic, so however many players arrive at once exactly one pull
-/// task (one upstream connection) exists per stream.
-pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Arc<Stream> {
-    let (stream, created) = ctx.hub.get_or_create(app, name);
-    if created {
-        let Role::Edge { origins } = &ctx.config.role else {
-            return stream;
-        };
-        let origins: Vec<OriginUrl> = origins.iter().filter(|o| o.app == app).cloned().collect();
-        info!(app, key = name, origins = origins.len(), "starting pull");
-        tokio::spawn(pull_loop(ctx.clone(), stream.clone(), origins));
+/// task (one upstream connection) exists per stream. A new pull first takes a slot of --max-pulls, so one
+/// client cycling through names cannot open an upstream connection per name.
+pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Result<Arc<Stream>, PullRefused> {
+    if !crate::valid_name(app) || !crate::valid_name(name) {
+        return Err(PullRefused::BadName);
     }
-    stream
+    if let Some(s) = ctx.hub.get(app, name) {
+        return Ok(s);
+    }
+    let max = ctx.config.max_pulls;
+    if ctx.pulls.fetch_add(1, Ordering::AcqRel) >= max {
+        ctx.pulls.fetch_sub(1, Ordering::AcqRel);
+        Metrics::inc(&ctx.metrics.pulls_refused);
+        return Err(PullRefused::Limit(max));
+    }
+    let (stream, created) = ctx.hub.get_or_create(app, name);
+    if !created {
+        // Another player created it between the lookup and here: its pull has the slot.
+        ctx.pulls.fetch_sub(1, Ordering::AcqRel);
+        return Ok(stream);
+    }
+    let Role::Edge { origins } = &ctx.config.role else {
+        ctx.pulls.fetch_sub(1, Ordering::AcqRel);
+        return Ok(stream);
+    };
+    let origins: Vec<OriginUrl> = origins.iter().filter(|o| o.app == app).cloned().collect();
+    info!(app, key = name, origins = origins.len(), "starting pull");
+    let (ctx, s) = (ctx.clone(), stream.clone());
+    tokio::spawn(async move {
+        pull_loop(ctx.clone(), s, origins).await;
+        ctx.pulls.fetch_sub(1, Ordering::AcqRel);
+    });
+    Ok(stream)
 }
 
 /// Why one upstream session ended.

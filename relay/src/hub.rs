@@ -1,13 +1,13 @@
 //! Streams and their fan-out: GOP cache, shared pre-chunked frames, monotonic timestamps across sources.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::proto::Media;
 
@@ -17,14 +17,17 @@ pub const SHARED_STREAM_ID: u32 = 1;
 /// Gap inserted between the last timestamp of a lost source and the first of its replacement.
 const REBASE_GAP_MS: u32 = 40;
 
-/// One message of a stream, encoded once and shared by every player (no per-player copy).
+/// One message of a stream, chunked once and shared by every player (no per-player copy).
+///
+/// Only one copy of the payload exists: the wire form is the chunk headers (one small buffer) interleaved
+/// with slices of the payload, written with vectored writes, instead of a second, chunked copy of the payload.
 #[derive(Debug)]
 pub struct Frame {
     pub media: Media,
     /// Timestamp players see (after rebasing onto the stream's monotonic timeline).
     pub timestamp: u32,
-    /// `media` chunked with a full header for message stream `SHARED_STREAM_ID`.
-    pub wire: Bytes,
+    /// Chunk headers for message stream `SHARED_STREAM_ID`: the full first header, then one per continuation.
+    headers: Bytes,
 }
 
 impl Frame {
@@ -32,25 +35,108 @@ impl Frame {
         // FFmpeg's FLV demuxer takes onMetaData as stream metadata only at timestamp 0; at any other time it
         // becomes a bogus subtitle stream. nginx-rtmp sends it at 0 too.
         let timestamp = if media.is_metadata() { 0 } else { timestamp };
-        let wire = media.encode(timestamp, SHARED_STREAM_ID);
-        Arc::new(Self { media, timestamp, wire })
+        let headers = media.encode_headers(timestamp, SHARED_STREAM_ID);
+        Arc::new(Self { media, timestamp, headers })
     }
-    /// Bytes for a player on `stream_id`; shared unless the player uses an unusual id.
-    pub fn wire_for(&self, stream_id: u32) -> Bytes {
-        if stream_id == SHARED_STREAM_ID {
-            self.wire.clone()
-        } else {
-            self.media.encode(self.timestamp, stream_id)
+
+    /// Bytes this frame holds (payload and headers): what the byte budgets count.
+    pub fn size(&self) -> usize {
+        self.media.payload.len() + self.headers.len()
+    }
+
+    /// Appends the wire form for a player on `stream_id` as buffers to write; shared unless the player uses an
+    /// unusual id.
+    pub fn wire_for(&self, stream_id: u32, out: &mut VecDeque<Bytes>) {
+        if stream_id != SHARED_STREAM_ID {
+            out.push_back(self.media.encode(self.timestamp, stream_id));
+            return;
         }
+        let p = &self.media.payload;
+        let cs = crate::proto::OUT_CHUNK_SIZE;
+        let (first, cont) = crate::chunk::header_lens(self.timestamp);
+        out.push_back(self.headers.slice(..first));
+        let mut h = first;
+        for (i, start) in (0..p.len().max(1)).step_by(cs).enumerate() {
+            if i > 0 {
+                out.push_back(self.headers.slice(h..h + cont));
+                h += cont;
+            }
+            if !p.is_empty() {
+                out.push_back(p.slice(start..(start + cs).min(p.len())));
+            }
+        }
+    }
+
+    /// The whole wire form in one buffer (tests and rare paths).
+    pub fn wire_bytes(&self, stream_id: u32) -> Bytes {
+        let mut v = VecDeque::new();
+        self.wire_for(stream_id, &mut v);
+        let mut b = bytes::BytesMut::new();
+        for x in v {
+            b.extend_from_slice(&x);
+        }
+        b.freeze()
     }
 }
 
-/// What the fan-out channel carries.
+/// What a player reads from the fan-out.
 #[derive(Debug, Clone)]
 pub enum Item {
     Frame(Arc<Frame>),
     /// The stream is over (no source within the grace period): players are told and disconnected.
     End,
+}
+
+/// Sizes that bound a stream's memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Most frames the fan-out ring keeps.
+    pub queue: usize,
+    /// Bytes of the latest GOP kept for new players.
+    pub gop_max_bytes: usize,
+    /// Bytes the fan-out ring keeps; the oldest frames leave first (at least one frame stays).
+    pub stream_bytes: usize,
+    /// Longest a frame is held so players get several in one write; zero sends every frame at once.
+    pub coalesce: Duration,
+}
+
+/// The fan-out ring: recent frames every player reads from at its own position (sequence number).
+///
+/// Bounded in frames and in bytes; a player whose position fell out of the ring has lagged and resumes at a
+/// keyframe. Players hold only a position, so a slow player costs no memory beyond the shared ring.
+#[derive(Default)]
+struct Ring {
+    /// Frames with the stream's byte count before each (for a player's backlog in bytes).
+    frames: VecDeque<(u64, Arc<Frame>)>,
+    /// Sequence number of `frames[0]`.
+    base: u64,
+    bytes: usize,
+    /// Bytes ever pushed.
+    total: u64,
+    ended: bool,
+}
+
+impl Ring {
+    fn head(&self) -> u64 {
+        self.base + self.frames.len() as u64
+    }
+}
+
+/// A player's position in a stream's ring and its wake-up.
+pub struct Reader {
+    next: u64,
+    wake: watch::Receiver<u64>,
+}
+
+/// What [`Stream::read`] found.
+#[derive(Debug, Default)]
+pub struct ReadInfo {
+    /// Frames that left the ring before this player read them.
+    pub lagged: u64,
+    /// Frames and bytes still unread after this read.
+    pub behind_frames: usize,
+    pub behind_bytes: u64,
+    pub ended: bool,
 }
 
 /// Who feeds a stream.
@@ -92,6 +178,7 @@ struct Cache {
     held: Vec<Arc<Frame>>,
     /// When the oldest held frame must go out at the latest.
     held_until: Option<Instant>,
+    ring: Ring,
 }
 
 /// Per-stream counters, read by the API.
@@ -113,41 +200,39 @@ pub struct Stream {
     pub name: String,
     pub created: Instant,
     pub stats: StreamStats,
-    tx: broadcast::Sender<Item>,
+    /// Bumped whenever frames enter the ring or the stream ends: wakes the players.
+    wake: watch::Sender<u64>,
     cache: Mutex<Cache>,
     ended: AtomicBool,
     has_video: AtomicBool,
     next_source_id: AtomicU64,
     /// Players were last seen at this time (edge idle stop).
     last_player_at: Mutex<Instant>,
-    gop_max_bytes: usize,
-    /// Longest a frame is held so players get several in one write; zero sends every frame at once.
-    coalesce: Duration,
+    budget: Budget,
 }
 
 /// What a new player gets: the cached start and its subscription to live frames.
 pub struct Subscription {
     pub start: Vec<Arc<Frame>>,
-    pub rx: broadcast::Receiver<Item>,
+    pub rx: Reader,
 }
 
 impl Stream {
-    fn new(app: &str, name: &str, queue: usize, gop_max_bytes: usize, coalesce: Duration) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(queue.max(16));
+    fn new(app: &str, name: &str, budget: Budget) -> Arc<Self> {
+        let (wake, _) = watch::channel(0);
         let now = Instant::now();
         Arc::new(Self {
             app: app.to_string(),
             name: name.to_string(),
             created: now,
             stats: StreamStats::default(),
-            tx,
+            wake,
             cache: Mutex::new(Cache { source_lost_at: Some(now), ..Default::default() }),
             ended: AtomicBool::new(false),
             has_video: AtomicBool::new(false),
             next_source_id: AtomicU64::new(1),
             last_player_at: Mutex::new(now),
-            gop_max_bytes,
-            coalesce,
+            budget,
         })
     }
 
@@ -236,8 +321,8 @@ impl Stream {
         }
         let cacheable = !is_header && !c.gop_overflow && (keyframe || !c.gop.is_empty() || !self.has_video());
         if cacheable {
-            c.gop_bytes += frame.wire.len();
-            if c.gop_bytes > self.gop_max_bytes {
+            c.gop_bytes += frame.size();
+            if c.gop_bytes > self.budget.gop_max_bytes {
                 c.gop.clear();
                 c.gop_bytes = 0;
                 c.gop_overflow = true;
@@ -250,20 +335,76 @@ impl Stream {
         // waits longer than --coalesce-ms (audio-only streams, gaps).
         let video = frame.media.kind == crate::proto::MediaKind::Video;
         c.held.push(frame);
-        if video || self.coalesce.is_zero() {
+        if video || self.budget.coalesce.is_zero() {
             self.release(&mut c);
         } else if c.held_until.is_none() {
-            c.held_until = Some(Instant::now() + self.coalesce);
+            c.held_until = Some(Instant::now() + self.budget.coalesce);
         }
     }
 
     /// Sends held frames to players.
     fn release(&self, c: &mut Cache) {
         c.held_until = None;
-        for frame in c.held.drain(..) {
-            // No receivers is fine: the cache still serves the next player.
-            let _ = self.tx.send(Item::Frame(frame));
+        if c.held.is_empty() {
+            return;
         }
+        let Cache { held, ring, .. } = c;
+        for frame in held.drain(..) {
+            let size = frame.size();
+            ring.frames.push_back((ring.total, frame));
+            ring.bytes += size;
+            ring.total += size as u64;
+            // Bounded by count and by bytes, so a stream of huge frames cannot pin queue x max-message-size.
+            while ring.frames.len() > self.budget.queue.max(16)
+                || (ring.bytes > self.budget.stream_bytes && ring.frames.len() > 1)
+            {
+                let (_, old) = ring.frames.pop_front().expect("non-empty");
+                ring.bytes -= old.size();
+                ring.base += 1;
+            }
+        }
+        let head = ring.head();
+        self.wake.send_replace(head);
+    }
+
+    /// Moves up to `max` frames at `r`'s position into `out` (or `Item::End`), and says how far behind it is.
+    pub fn read(&self, r: &mut Reader, max: usize, out: &mut Vec<Item>) -> ReadInfo {
+        // Mark the current wake-up as seen before looking, so a push after this look wakes the next wait.
+        r.wake.borrow_and_update();
+        let c = self.cache();
+        let ring = &c.ring;
+        let mut info = ReadInfo::default();
+        if r.next < ring.base {
+            info.lagged = ring.base - r.next;
+            r.next = ring.base;
+        }
+        let mut i = (r.next - ring.base) as usize;
+        while i < ring.frames.len() && out.len() < max {
+            out.push(Item::Frame(ring.frames[i].1.clone()));
+            i += 1;
+        }
+        r.next = ring.base + i as u64;
+        info.behind_frames = ring.frames.len() - i;
+        info.behind_bytes = ring.frames.get(i).map_or(0, |(at, _)| ring.total - at);
+        if ring.ended && i == ring.frames.len() {
+            info.ended = true;
+            out.push(Item::End);
+        }
+        info
+    }
+
+    /// Waits until frames may be ready for `r` (or the stream ended).
+    pub async fn wait(&self, r: &mut Reader) {
+        if r.wake.changed().await.is_err() {
+            // The sender lives as long as the stream, which the caller holds: never reached.
+            std::future::pending::<()>().await
+        }
+    }
+
+    /// Whether [`Stream::read`] has something for `r` now (frames, or the end).
+    pub fn has_unread(&self, r: &Reader) -> bool {
+        let c = self.cache();
+        r.next < c.ring.head() || c.ring.ended
     }
 
     /// When the source should call [`Stream::release_due`], if frames are held.
@@ -285,7 +426,7 @@ impl Stream {
         // Held frames may already be in the GOP: send them to the others first so this player's start and
         // its live frames neither overlap nor leave a gap.
         self.release(&mut c);
-        let rx = self.tx.subscribe();
+        let rx = Reader { next: c.ring.head(), wake: self.wake.subscribe() };
         let start_ts = c.gop.first().map(|f| f.timestamp).or(c.last_out).unwrap_or(0);
         let mut start = Vec::with_capacity(c.gop.len() + 3);
         for m in [&c.metadata, &c.video_header, &c.audio_header].into_iter().flatten() {
@@ -318,8 +459,12 @@ impl Stream {
     /// Marks the stream over and tells every player.
     pub fn end(&self) {
         if !self.ended.swap(true, Ordering::AcqRel) {
-            self.release(&mut self.cache());
-            let _ = self.tx.send(Item::End);
+            let mut c = self.cache();
+            self.release(&mut c);
+            c.ring.ended = true;
+            let head = c.ring.head();
+            drop(c);
+            self.wake.send_replace(head + 1);
         }
     }
 
@@ -351,14 +496,12 @@ pub struct StreamView {
 /// All streams of this relay.
 pub struct Hub {
     streams: Mutex<HashMap<(String, String), Arc<Stream>>>,
-    queue: usize,
-    gop_max_bytes: usize,
-    coalesce: Duration,
+    budget: Budget,
 }
 
 impl Hub {
-    pub fn new(queue: usize, gop_max_bytes: usize, coalesce: Duration) -> Self {
-        Self { streams: Mutex::new(HashMap::new()), queue, gop_max_bytes, coalesce }
+    pub fn new(budget: Budget) -> Self {
+        Self { streams: Mutex::new(HashMap::new()), budget }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Stream>>> {
@@ -374,7 +517,7 @@ impl Hub {
                 return (s.clone(), false);
             }
         }
-        let s = Stream::new(app, name, self.queue, self.gop_max_bytes, self.coalesce);
+        let s = Stream::new(app, name, self.budget);
         m.insert(key, s.clone());
         (s, true)
     }
@@ -447,42 +590,84 @@ mod tests {
         Media { kind, timestamp, payload: Bytes::from(vec![first, 1, 0, 0, 0]) }
     }
 
-    fn next_ts(rx: &mut broadcast::Receiver<Item>) -> Option<u32> {
-        match rx.try_recv() {
-            Ok(Item::Frame(f)) => Some(f.timestamp),
+    fn next_ts(s: &Stream, rx: &mut Reader) -> Option<u32> {
+        let mut v = Vec::new();
+        s.read(rx, 1, &mut v);
+        match v.pop() {
+            Some(Item::Frame(f)) => Some(f.timestamp),
             _ => None,
         }
     }
 
+    fn budget(queue: usize, stream_bytes: usize, coalesce_ms: u64) -> Budget {
+        Budget { queue, gop_max_bytes: 1 << 20, stream_bytes, coalesce: Duration::from_millis(coalesce_ms) }
+    }
+
     #[test]
     fn coalescing_holds_audio_for_video_and_never_duplicates() {
-        let hub = Hub::new(64, 1 << 20, Duration::from_millis(50));
+        let hub = Hub::new(budget(64, 1 << 20, 50));
         let (s, _) = hub.get_or_create("live", "k");
         let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
         let mut early = s.subscribe().rx;
         s.push(id, media(MediaKind::Video, 0, 0x17));
         s.push(id, media(MediaKind::Audio, 10, 0xAF));
-        assert_eq!(next_ts(&mut early), Some(0), "video goes out at once");
-        assert_eq!(next_ts(&mut early), None, "audio waits for the next video frame");
+        assert_eq!(next_ts(&s, &mut early), Some(0), "video goes out at once");
+        assert_eq!(next_ts(&s, &mut early), None, "audio waits for the next video frame");
         assert!(s.held_until().is_some());
         // A new player gets the held audio in its start, the others get it live: each exactly once.
         let late = s.subscribe();
         assert_eq!(late.start.len(), 2);
         let mut late_rx = late.rx;
-        assert_eq!(next_ts(&mut late_rx), None);
-        assert_eq!(next_ts(&mut early), Some(10));
+        assert_eq!(next_ts(&s, &mut late_rx), None);
+        assert_eq!(next_ts(&s, &mut early), Some(10));
         // Audio with no video after it leaves when --coalesce-ms is up.
         s.push(id, media(MediaKind::Audio, 20, 0xAF));
         s.release_due();
-        assert_eq!(next_ts(&mut late_rx), None);
+        assert_eq!(next_ts(&s, &mut late_rx), None);
         std::thread::sleep(Duration::from_millis(60));
         s.release_due();
-        assert_eq!(next_ts(&mut late_rx), Some(20));
+        assert_eq!(next_ts(&s, &mut late_rx), Some(20));
         assert!(s.held_until().is_none());
         // Audio then video: one burst, in order.
         s.push(id, media(MediaKind::Audio, 30, 0xAF));
         s.push(id, media(MediaKind::Video, 33, 0x27));
-        assert_eq!(next_ts(&mut late_rx), Some(30));
-        assert_eq!(next_ts(&mut late_rx), Some(33));
+        assert_eq!(next_ts(&s, &mut late_rx), Some(30));
+        assert_eq!(next_ts(&s, &mut late_rx), Some(33));
+    }
+
+    #[test]
+    fn ring_is_bounded_in_bytes_and_a_lagged_player_is_told() {
+        let hub = Hub::new(budget(1000, 10_000, 0));
+        let (s, _) = hub.get_or_create("live", "k");
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let mut rx = s.subscribe().rx;
+        let big = |ts| Media { kind: MediaKind::Video, timestamp: ts, payload: Bytes::from(vec![0x27; 3000]) };
+        for ts in 0..10 {
+            s.push(id, big(ts));
+        }
+        let c = s.cache();
+        assert!(c.ring.bytes <= 10_000, "{}", c.ring.bytes);
+        assert_eq!(c.ring.frames.len(), 3);
+        drop(c);
+        let mut out = Vec::new();
+        let info = s.read(&mut rx, 64, &mut out);
+        assert_eq!((info.lagged, out.len(), info.behind_bytes), (7, 3, 0));
+        s.end();
+        out.clear();
+        assert!(s.read(&mut rx, 64, &mut out).ended);
+        assert!(matches!(out[..], [Item::End]));
+    }
+
+    #[test]
+    fn wire_form_shares_the_payload_and_matches_the_encoder() {
+        for len in [0, 1, 4095, 4096, 4097, 10_000] {
+            for ts in [0, 40, crate::chunk::EXTENDED_TIMESTAMP + 5] {
+                let m = Media { kind: MediaKind::Video, timestamp: ts, payload: Bytes::from(vec![0x17; len]) };
+                let f = Frame::new(m.clone(), ts);
+                assert_eq!(f.wire_bytes(SHARED_STREAM_ID), m.encode(ts, SHARED_STREAM_ID), "len {len} ts {ts}");
+                assert_eq!(f.wire_bytes(3), m.encode(ts, 3));
+                assert!(f.size() < len + 64 + len / 1000, "one copy: {} for {len}", f.size());
+            }
+        }
     }
 }

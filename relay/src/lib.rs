@@ -4,6 +4,7 @@
 //! future, so tests can bind port 0 and stop the relay without signals.
 
 mod api;
+pub mod callback;
 pub mod chunk;
 mod edge;
 #[cfg(feature = "test-support")]
@@ -32,6 +33,12 @@ pub enum RelayError {
     BadOriginUrl { url: String, reason: &'static str },
     #[error("an edge needs at least one --origin rtmp://HOST:PORT/APP")]
     NoOrigin,
+    #[error(
+        "the API listens on non-loopback address {0}: set --api-token (clients then send Authorization: Bearer TOKEN)"
+    )]
+    ApiTokenRequired(std::net::SocketAddr),
+    #[error("--api-token must not be empty")]
+    EmptyApiToken,
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -111,7 +118,26 @@ pub struct Config {
     pub player_timeout: Duration,
     /// A publisher or upstream that sends nothing for this long is dropped.
     pub source_timeout: Duration,
+    /// The RTMP handshake must complete within this.
     pub handshake_timeout: Duration,
+    /// After the handshake, the client must send `connect` within this.
+    pub connect_timeout: Duration,
+    /// A connection that neither plays nor publishes and sends nothing for this long is closed.
+    pub conn_idle_timeout: Duration,
+    /// Play and publish requests one connection may make in its life (a play/deleteStream loop is abuse).
+    pub max_streams_per_connection: usize,
+    /// Edge: upstream pulls running at once; a play that would start one more is refused.
+    pub max_pulls: usize,
+    /// RTMP connections open at once from one client IP; 0 = no per-IP limit.
+    pub max_connections_per_ip: usize,
+    /// Bytes of recent frames a stream keeps for its players (the fan-out ring); the oldest go first.
+    pub stream_buffer_bytes: usize,
+    /// Bytes a player may fall behind the live edge before it skips to the next keyframe.
+    pub player_buffer_bytes: usize,
+    /// HTTP callbacks on publish, unpublish, play and stop.
+    pub callbacks: callback::Callbacks,
+    /// Bearer token the HTTP API requires (`Authorization: Bearer TOKEN`); required off loopback.
+    pub api_token: Option<String>,
     /// Messages a player may fall behind before it skips to the next keyframe.
     pub player_queue: usize,
     /// Bytes of the latest GOP kept for new players.
@@ -135,6 +161,15 @@ impl Config {
             player_timeout: Duration::from_secs(10),
             source_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            conn_idle_timeout: Duration::from_secs(30),
+            max_streams_per_connection: 8,
+            max_pulls: 1000,
+            max_connections_per_ip: 0,
+            stream_buffer_bytes: 64 << 20,
+            player_buffer_bytes: 8 << 20,
+            api_token: None,
+            callbacks: callback::Callbacks { timeout: Duration::from_secs(3), ..Default::default() },
             player_queue: 512,
             gop_max_bytes: 16 << 20,
             coalesce: Duration::from_millis(50),
@@ -149,8 +184,32 @@ impl Config {
                 return Err(RelayError::NoOrigin);
             }
         }
+        if self.api_token.as_deref() == Some("") {
+            return Err(RelayError::EmptyApiToken);
+        }
         Ok(())
     }
+
+    /// The API may listen without a token only on loopback, where only local users reach it.
+    pub fn validate_api_addr(&self, addr: std::net::SocketAddr) -> Result<(), RelayError> {
+        if self.api_token.is_none() && !addr.ip().is_loopback() {
+            return Err(RelayError::ApiTokenRequired(addr));
+        }
+        Ok(())
+    }
+}
+
+/// Longest app or stream name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Whether `name` is an acceptable app or stream name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits
+/// and `-_.~`, not starting with a dot. Checked before anything is allocated for a name (a stream, a pull), so a
+/// client cannot make us hold arbitrary strings, and names stay safe in URLs, logs and metric labels.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// Shared by every task of a running relay.
@@ -160,15 +219,26 @@ pub(crate) struct Ctx {
     pub metrics: metrics::Metrics,
     /// Fires on shutdown; every task selects on it.
     pub stopping: Stopping,
+    /// Open RTMP connections per client IP (only tracked with --max-connections-per-ip).
+    pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Edge pull tasks running now (bounded by --max-pulls).
+    pub pulls: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
     fn new(config: Config, stopping: Stopping) -> Self {
         Self {
-            hub: hub::Hub::new(config.player_queue * 2, config.gop_max_bytes, config.coalesce),
+            hub: hub::Hub::new(hub::Budget {
+                queue: config.player_queue * 2,
+                gop_max_bytes: config.gop_max_bytes,
+                stream_bytes: config.stream_buffer_bytes,
+                coalesce: config.coalesce,
+            }),
             config,
             metrics: metrics::Metrics::default(),
             stopping,
+            per_ip: Default::default(),
+            pulls: Default::default(),
         }
     }
 }
@@ -181,6 +251,9 @@ pub async fn run(
     shutdown: impl Future,
 ) -> Result<(), RelayError> {
     config.validate()?;
+    if let Some(api) = &api {
+        config.validate_api_addr(api.local_addr()?)?;
+    }
     let (stop, stopping) = Shutdown::new();
     let ctx = Arc::new(Ctx::new(config, stopping));
     tracing::info!(role = ctx.config.role.name(), rtmp = %listener.local_addr()?, "relay listening");
@@ -229,5 +302,28 @@ mod tests {
         assert!(OriginUrl::parse("http://x/live").is_err());
         assert!(OriginUrl::parse("rtmp://x").is_err());
         assert!(OriginUrl::parse("rtmp://x:99999/live").is_err());
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["test", "a", "cam-1_hd.v2~x", &"x".repeat(MAX_NAME_LEN)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "..", "a/b", "a b", "a?b", "ü", "a\0", &"x".repeat(MAX_NAME_LEN + 1)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn api_token_is_required_off_loopback() {
+        let mut c = Config::new(Role::Origin { publish_token: None });
+        assert!(c.validate_api_addr("127.0.0.1:8081".parse().unwrap()).is_ok());
+        assert!(c.validate_api_addr("[::1]:8081".parse().unwrap()).is_ok());
+        let err = c.validate_api_addr("0.0.0.0:8081".parse().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("--api-token"), "{err}");
+        c.api_token = Some("t".into());
+        assert!(c.validate_api_addr("0.0.0.0:8081".parse().unwrap()).is_ok());
+        c.api_token = Some(String::new());
+        assert!(c.validate().is_err());
     }
 }

@@ -14,6 +14,18 @@ pub struct Metrics {
     pub connections_active: AtomicU64,
     /// Refused at accept because `--max-connections` was reached.
     pub connections_refused_limit: AtomicU64,
+    /// Refused at accept because `--max-connections-per-ip` was reached for the client's IP.
+    pub connections_refused_per_ip: AtomicU64,
+    /// Closed by --handshake-timeout, --connect-timeout or --conn-idle-timeout.
+    pub connections_timed_out: AtomicU64,
+    /// Play/publish requests past --max-streams-per-connection.
+    pub streams_refused: AtomicU64,
+    /// Plays (and API pulls) refused because --max-pulls pulls were running.
+    pub pulls_refused: AtomicU64,
+    /// API requests refused for a missing or wrong token, or a cross-site Host/Origin.
+    pub api_refused: AtomicU64,
+    /// Publishes and plays refused by an on_publish/on_play callback (non-2xx, timeout, unreachable).
+    pub callbacks_refused: AtomicU64,
     /// Closed because of malformed or over-limit input (handshake, chunk, AMF).
     pub protocol_errors: AtomicU64,
     pub publishes_refused: AtomicU64,
@@ -59,6 +71,39 @@ impl Metrics {
             one(
                 Family::counter("relay_connections_refused_total", "Connections refused at --max-connections."),
                 &self.connections_refused_limit,
+            ),
+            one(
+                Family::counter(
+                    "relay_connections_refused_per_ip_total",
+                    "Connections refused at --max-connections-per-ip.",
+                ),
+                &self.connections_refused_per_ip,
+            ),
+            one(
+                Family::counter(
+                    "relay_connections_timed_out_total",
+                    "Connections closed by the handshake, connect or idle timeout.",
+                ),
+                &self.connections_timed_out,
+            ),
+            one(
+                Family::counter("relay_streams_refused_total", "Plays/publishes past --max-streams-per-connection."),
+                &self.streams_refused,
+            ),
+            one(
+                Family::counter("relay_pulls_refused_total", "Plays and API pulls refused at --max-pulls."),
+                &self.pulls_refused,
+            ),
+            one(
+                Family::counter("relay_api_refused_total", "API requests refused (token, Host or Origin)."),
+                &self.api_refused,
+            ),
+            one(
+                Family::counter(
+                    "relay_callbacks_refused_total",
+                    "Publishes and plays refused by on_publish/on_play (non-2xx, timeout, unreachable).",
+                ),
+                &self.callbacks_refused,
             ),
             one(
                 Family::counter("relay_protocol_errors_total", "Connections closed for malformed or over-limit input."),
@@ -120,7 +165,7 @@ mod tests {
         assert!(text.contains("# TYPE relay_upstream_active gauge\nrelay_upstream_active{role=\"edge\"} 0\n"));
         assert!(text.contains("relay_stream_players{role=\"edge\",app=\"live\",key=\"a\\\"b\"} 3\n"), "{text}");
         let parsed = svc::metrics::parse(&text).unwrap();
-        assert_eq!(parsed.len(), 16);
+        assert_eq!(parsed.len(), 22);
         for (name, samples) in &parsed {
             assert!(text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")));
             assert!(samples.iter().all(|(l, _)| l[0] == ("role".to_string(), "edge".to_string())), "{name}");

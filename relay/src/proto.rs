@@ -121,6 +121,11 @@ impl Media {
             MediaKind::Data => csid::DATA,
         }
     }
+    /// Only the chunk headers of [`Media::encode`] (the payload is sliced in between when sent).
+    pub fn encode_headers(&self, timestamp: u32, stream_id: u32) -> Bytes {
+        chunk::encode_headers(self.csid(), timestamp, self.type_id(), stream_id, self.payload.len(), OUT_CHUNK_SIZE)
+    }
+
     /// The message pre-chunked for message stream `stream_id`.
     pub fn encode(&self, timestamp: u32, stream_id: u32) -> Bytes {
         chunk::encode_to_bytes(self.csid(), timestamp, self.type_id(), stream_id, &self.payload, OUT_CHUNK_SIZE)

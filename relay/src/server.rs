@@ -9,17 +9,55 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
-use crate::hub::{Item, SourceInfo, Stream};
+use crate::hub::{Item, Reader, SourceInfo, Stream};
 use crate::metrics::Metrics;
 use crate::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 use crate::{Ctx, Role};
 
-/// Most frames written in one vectored write: bounds the iovec array and keeps other players' turns short.
+/// Most frames taken from the ring per wake-up: keeps other players' turns short.
 const MAX_BATCH: usize = 64;
+/// Most buffers in one vectored write (a frame is its chunk headers interleaved with payload slices).
+const MAX_IOV: usize = 512;
+
+/// Counts a connection against its client IP (--max-connections-per-ip) until dropped.
+struct IpSlot {
+    ctx: Arc<Ctx>,
+    ip: std::net::IpAddr,
+}
+
+impl IpSlot {
+    fn take(ctx: &Arc<Ctx>, ip: std::net::IpAddr) -> Option<Self> {
+        let limit = ctx.config.max_connections_per_ip;
+        if limit == 0 {
+            return Some(Self { ctx: ctx.clone(), ip });
+        }
+        let mut m = ctx.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Self { ctx: ctx.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if self.ctx.config.max_connections_per_ip == 0 {
+            return;
+        }
+        let mut m = self.ctx.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
 
 pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
     let mut stop = ctx.stopping.clone();
@@ -31,13 +69,29 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
             drop(sock);
             continue;
         }
+        let Some(slot) = IpSlot::take(&ctx, peer.ip()) else {
+            Metrics::inc(&ctx.metrics.connections_refused_per_ip);
+            warn!(%peer, limit = ctx.config.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
+            drop(sock);
+            continue;
+        };
         let _ = sock.set_nodelay(true);
         Metrics::inc(&ctx.metrics.connections_total);
         ctx.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut conn =
-                Conn { ctx: ctx.clone(), sock, peer, app: String::new(), tc_url: None, role: Mode::Idle, close: false };
+            let _slot = slot;
+            let mut conn = Conn {
+                ctx: ctx.clone(),
+                sock,
+                peer,
+                app: String::new(),
+                tc_url: None,
+                role: Mode::Idle,
+                close: false,
+                connected: false,
+                streams_used: 0,
+            };
             match conn.run().await {
                 Ok(()) => debug!(%peer, "connection closed"),
                 Err(ConnError::Proto(e)) => {
@@ -64,8 +118,8 @@ enum ConnError {
 
 enum Mode {
     Idle,
-    Publishing { stream: Arc<Stream>, source: u64, name: String },
-    Playing { stream: Arc<Stream>, stream_id: u32, rx: tokio::sync::broadcast::Receiver<Item>, skipping: bool },
+    Publishing { stream: Arc<Stream>, source: u64, name: String, query: String },
+    Playing { stream: Arc<Stream>, stream_id: u32, rx: Reader, skipping: bool, name: String, query: String },
 }
 
 struct Conn {
@@ -77,6 +131,15 @@ struct Conn {
     role: Mode,
     /// Close once pending replies are flushed (after a refusal).
     close: bool,
+    /// `connect` was received (until then --connect-timeout runs).
+    connected: bool,
+    /// Play and publish requests so far (bounded by --max-streams-per-connection).
+    streams_used: usize,
+}
+
+/// The query string of a stream key (`key?a=b` gives `a=b`), else of the tcUrl, else empty.
+fn query_of<'a>(raw_name: &'a str, tc_url: Option<&'a str>) -> &'a str {
+    raw_name.split_once('?').or_else(|| tc_url.and_then(|u| u.split_once('?'))).map_or("", |(_, q)| q)
 }
 
 /// Splits `name?a=b&c=d` and returns the name and the value of `key` in the query.
@@ -90,9 +153,11 @@ fn split_query<'a>(s: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
 impl Conn {
     async fn run(&mut self) -> Result<(), ConnError> {
         let ctx = self.ctx.clone();
-        let rest = timeout(ctx.config.handshake_timeout, self.handshake())
-            .await
-            .map_err(|_| ConnError::Timeout("handshake timed out"))??;
+        let rest = timeout(ctx.config.handshake_timeout, self.handshake()).await.map_err(|_| {
+            Metrics::inc(&ctx.metrics.connections_timed_out);
+            info!(peer = %self.peer, reason = "no handshake within --handshake-timeout", "closing idle connection");
+            ConnError::Timeout("handshake timed out")
+        })??;
         let mut session = ServerSession::new(ctx.config.limits);
         let mut out = BytesMut::new();
         ServerSession::start(&mut out)?;
@@ -101,7 +166,8 @@ impl Conn {
             session.feed(&rest, &mut out, &mut events)?;
         }
         let mut stop = ctx.stopping.clone();
-        let mut last_input = Instant::now();
+        let handshake_done = Instant::now();
+        let mut last_input = handshake_done;
         loop {
             self.handle_events(&mut session, &mut events, &mut out).await?;
             if !out.is_empty() {
@@ -114,6 +180,19 @@ impl Conn {
             let (publishing, held) = match &self.role {
                 Mode::Publishing { stream, .. } => (true, stream.held_until().map(Instant::from_std)),
                 _ => (false, None),
+            };
+            // A connection doing nothing yet (no connect) or any more (not playing or publishing) holds a slot
+            // for nothing: it gets --connect-timeout from the handshake, then --conn-idle-timeout of silence.
+            // A player is never idle: it only reads.
+            let idle_deadline = match (&self.role, self.connected) {
+                (Mode::Idle, false) => {
+                    Some((handshake_done + ctx.config.connect_timeout, "no connect within --connect-timeout"))
+                }
+                (Mode::Idle, true) => Some((
+                    last_input + ctx.config.conn_idle_timeout,
+                    "neither playing nor publishing, silent for --conn-idle-timeout",
+                )),
+                _ => None,
             };
             let buf = session.decoder_buffer();
             // Players only send acks and commands: a small read buffer keeps per-player memory low.
@@ -128,8 +207,8 @@ impl Conn {
                     ctx.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     session.process(n, &mut out, &mut events)?;
                 }
-                item = recv_play(&mut self.role), if matches!(self.role, Mode::Playing { .. }) => {
-                    if !self.play(item).await? {
+                _ = wait_play(&mut self.role), if matches!(self.role, Mode::Playing { .. }) => {
+                    if !self.play().await? {
                         return Ok(());
                     }
                 }
@@ -140,6 +219,12 @@ impl Conn {
                 }
                 _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout), if publishing => {
                     return Err(ConnError::Timeout("publisher sent nothing within --source-timeout"));
+                }
+                _ = tokio::time::sleep_until(idle_deadline.map_or_else(Instant::now, |d| d.0)), if idle_deadline.is_some() => {
+                    let why = idle_deadline.map_or("", |d| d.1);
+                    Metrics::inc(&ctx.metrics.connections_timed_out);
+                    info!(peer = %self.peer, reason = why, "closing idle connection");
+                    return Err(ConnError::Timeout(why));
                 }
                 _ = stop.wait() => return Ok(()),
             }
@@ -173,13 +258,22 @@ impl Conn {
         for ev in events.drain(..) {
             match ev {
                 ServerEvent::Connected { app, tc_url } => {
+                    self.connected = true;
                     self.app = split_query(&app, "token").0.to_string();
                     self.tc_url = tc_url;
                     debug!(peer = %self.peer, app = %self.app, "connect");
                 }
-                ServerEvent::Publish { stream_id, name } => self.publish(session, stream_id, &name, out)?,
+                ServerEvent::Publish { stream_id, name } => {
+                    if self.over_stream_limit(stream_id, "NetStream.Publish.Denied", out)? {
+                        continue;
+                    }
+                    self.publish(session, stream_id, &name, out).await?
+                }
                 ServerEvent::Play { stream_id, name } => {
-                    let start = self.start_play(stream_id, &name, out)?;
+                    if self.over_stream_limit(stream_id, "NetStream.Play.Failed", out)? {
+                        continue;
+                    }
+                    let start = self.start_play(stream_id, &name, out).await?;
                     if !out.is_empty() || !start.is_empty() {
                         let mut q = VecDeque::with_capacity(start.len() + 1);
                         q.push_back(out.split().freeze());
@@ -198,7 +292,38 @@ impl Conn {
         Ok(())
     }
 
-    fn publish(
+    /// Counts a play/publish request; past --max-streams-per-connection it is refused and the connection closed.
+    fn over_stream_limit(&mut self, stream_id: u32, code: &str, out: &mut BytesMut) -> Result<bool, ConnError> {
+        self.streams_used += 1;
+        if self.streams_used <= self.ctx.config.max_streams_per_connection {
+            return Ok(false);
+        }
+        Metrics::inc(&self.ctx.metrics.streams_refused);
+        warn!(peer = %self.peer, limit = self.ctx.config.max_streams_per_connection, "too many streams on one connection (--max-streams-per-connection), closing");
+        crate::proto::on_status(out, stream_id, "error", code, "too many streams on this connection")?;
+        self.close = true;
+        Ok(true)
+    }
+
+    /// Asks the on_publish callback (if configured) whether this publish may go on.
+    async fn ask_publish(&self, name: &str, raw_name: &str) -> Result<(), crate::callback::Denied> {
+        let event = self.event("on_publish", name, query_of(raw_name, self.tc_url.as_deref()));
+        ask(&self.ctx, self.ctx.config.callbacks.on_publish.as_ref(), &event).await
+    }
+
+    fn event<'a>(&'a self, action: &'static str, name: &'a str, query: &'a str) -> crate::callback::Event<'a> {
+        crate::callback::Event {
+            action,
+            app: &self.app,
+            stream: name,
+            client_addr: self.peer.to_string(),
+            protocol: "rtmp",
+            query,
+            tc_url: self.tc_url.as_deref(),
+        }
+    }
+
+    async fn publish(
         &mut self,
         session: &mut ServerSession,
         stream_id: u32,
@@ -226,7 +351,7 @@ impl Conn {
                 return refuse(self, out, "NetStream.Publish.Unauthorized", "missing or wrong ?token=");
             }
         }
-        if !matches!(self.role, Mode::Idle) || name.is_empty() {
+        if !matches!(self.role, Mode::Idle) || !crate::valid_name(name) || !crate::valid_name(&self.app) {
             return refuse(
                 self,
                 out,
@@ -234,11 +359,16 @@ impl Conn {
                 "bad stream name or already busy on this connection",
             );
         }
+        if let Err(e) = self.ask_publish(name, raw_name).await {
+            warn!(peer = %self.peer, app = %self.app, key = name, error = %e, "on_publish refused the publish");
+            return refuse(self, out, "NetStream.Publish.Unauthorized", "refused by the on_publish callback");
+        }
         let (stream, _) = self.ctx.hub.get_or_create(&self.app, name);
         match stream.attach_source(SourceInfo { kind: "publisher", peer: self.peer.to_string() }) {
             Ok(source) => {
                 info!(peer = %self.peer, app = %self.app, key = name, "publish started");
-                self.role = Mode::Publishing { stream, source, name: name.to_string() };
+                let query = query_of(raw_name, self.tc_url.as_deref()).to_string();
+                self.role = Mode::Publishing { stream, source, name: name.to_string(), query };
                 session.accept_publish(stream_id, name, out)?;
                 Ok(())
             }
@@ -252,62 +382,67 @@ impl Conn {
     }
 
     /// Subscribes to the stream (starting a pull on an edge) and returns the cached start frames.
-    fn start_play(&mut self, stream_id: u32, raw_name: &str, out: &mut BytesMut) -> Result<Vec<Bytes>, ConnError> {
+    async fn start_play(
+        &mut self,
+        stream_id: u32,
+        raw_name: &str,
+        out: &mut BytesMut,
+    ) -> Result<Vec<Bytes>, ConnError> {
         let name = split_query(raw_name, "token").0;
-        if !matches!(self.role, Mode::Idle) || name.is_empty() {
-            crate::proto::on_status(
-                out,
-                stream_id,
-                "error",
-                "NetStream.Play.Failed",
-                "bad stream name or busy connection",
-            )?;
+        if !matches!(self.role, Mode::Idle) {
+            crate::proto::on_status(out, stream_id, "error", "NetStream.Play.Failed", "busy connection")?;
             return Ok(Vec::new());
         }
-        let stream = match &self.ctx.config.role {
-            Role::Origin { .. } => self.ctx.hub.get_or_create(&self.app, name).0,
-            Role::Edge { origins } => {
-                if !origins.iter().any(|o| o.app == self.app) {
-                    warn!(peer = %self.peer, app = %self.app, "play refused: no --origin serves this app");
-                    crate::proto::on_status(
-                        out,
-                        stream_id,
-                        "error",
-                        "NetStream.Play.StreamNotFound",
-                        "no origin for this app",
-                    )?;
-                    self.close = true;
-                    return Ok(Vec::new());
-                }
-                crate::edge::ensure_pull(&self.ctx, &self.app, name)
+        let query = query_of(raw_name, self.tc_url.as_deref());
+        let event = self.event("on_play", name, query);
+        let stream = match open_play(&self.ctx, event).await {
+            Ok(s) => s,
+            Err(r) => {
+                warn!(peer = %self.peer, app = %self.app, key = name, reason = %r.log, "play refused");
+                crate::proto::on_status(out, stream_id, "error", r.code, r.description)?;
+                self.close = true;
+                return Ok(Vec::new());
             }
         };
         ServerSession::accept_play(stream_id, name, out)?;
         let sub = stream.subscribe();
         Metrics::inc(&self.ctx.metrics.players_total);
         info!(peer = %self.peer, app = %self.app, key = name, cached = sub.start.len(), "play started");
-        let start: Vec<Bytes> = sub.start.iter().map(|f| f.wire_for(stream_id)).collect();
-        self.role = Mode::Playing { stream, stream_id, rx: sub.rx, skipping: false };
+        let mut start = VecDeque::new();
+        for f in &sub.start {
+            f.wire_for(stream_id, &mut start);
+        }
+        let start: Vec<Bytes> = start.into();
+        let (name, query) = (name.to_string(), query.to_string());
+        self.role = Mode::Playing { stream, stream_id, rx: sub.rx, skipping: false, name, query };
         Ok(start)
     }
 
-    /// Handles one fan-out item plus whatever else is ready; false when the player is done.
-    async fn play(&mut self, first: Result<Item, RecvError>) -> Result<bool, ConnError> {
-        let Mode::Playing { stream, stream_id, rx, skipping } = &mut self.role else {
+    /// Writes what the ring has for this player (after a wake-up); false when the player is done.
+    async fn play(&mut self) -> Result<bool, ConnError> {
+        let Mode::Playing { stream, stream_id, rx, skipping, .. } = &mut self.role else {
             return Ok(true);
         };
         let stream_id = *stream_id;
-        let mut batch = VecDeque::new();
-        let mut ended = false;
-        let mut next = Some(first);
-        let behind = rx.len() > self.ctx.config.player_queue;
-        if behind && !*skipping {
-            debug!(peer = %self.peer, queued = rx.len(), "player behind, skipping to next keyframe");
+        let mut items = Vec::with_capacity(MAX_BATCH);
+        let info = stream.read(rx, MAX_BATCH, &mut items);
+        if info.lagged > 0 {
+            self.ctx.metrics.frames_skipped.fetch_add(info.lagged, Ordering::Relaxed);
             *skipping = true;
         }
-        while let Some(item) = next.take() {
+        // Behind by more than --player-queue messages or --player-buffer-bytes: drop frames until the next
+        // keyframe (headers and metadata still go out), so the player catches up with the live edge.
+        let behind = info.behind_frames > self.ctx.config.player_queue
+            || info.behind_bytes > self.ctx.config.player_buffer_bytes as u64;
+        if behind {
+            debug!(peer = %self.peer, frames = info.behind_frames, bytes = info.behind_bytes, "player behind, skipping to next keyframe");
+            *skipping = true;
+        }
+        let mut batch = VecDeque::new();
+        let mut ended = false;
+        for item in items {
             match item {
-                Ok(Item::Frame(f)) => {
+                Item::Frame(f) => {
                     let m = &f.media;
                     let header = m.is_metadata() || m.is_video_header() || m.is_audio_header();
                     if *skipping && !header {
@@ -318,29 +453,10 @@ impl Conn {
                         }
                     }
                     if !*skipping || header {
-                        batch.push_back(f.wire_for(stream_id));
+                        f.wire_for(stream_id, &mut batch);
                     }
                 }
-                Ok(Item::End) => {
-                    ended = true;
-                    break;
-                }
-                Err(RecvError::Lagged(n)) => {
-                    self.ctx.metrics.frames_skipped.fetch_add(n, Ordering::Relaxed);
-                    *skipping = true;
-                }
-                Err(RecvError::Closed) => {
-                    ended = true;
-                    break;
-                }
-            }
-            if batch.len() < MAX_BATCH {
-                next = match rx.try_recv() {
-                    Ok(i) => Some(Ok(i)),
-                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-                    Err(TryRecvError::Empty) => None,
-                };
+                Item::End => ended = true,
             }
         }
         if ended {
@@ -362,7 +478,7 @@ impl Conn {
         let sock = &mut self.sock;
         let res = timeout(limit, async {
             while !bufs.is_empty() {
-                let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_BATCH).map(|b| IoSlice::new(b)).collect();
+                let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
                 let mut n = sock.write_vectored(&slices).await?;
                 if n == 0 {
                     return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
@@ -400,20 +516,109 @@ impl Conn {
 
     /// Leaves whatever the connection was doing (stream closed or connection gone).
     fn cleanup(&mut self) {
+        let cb = &self.ctx.config.callbacks;
         match std::mem::replace(&mut self.role, Mode::Idle) {
-            Mode::Publishing { stream, source, name } => {
+            Mode::Publishing { stream, source, name, query } => {
                 info!(peer = %self.peer, app = %self.app, key = %name, "publish stopped");
                 stream.detach_source(source);
+                self.notify(cb.on_unpublish.clone(), "on_unpublish", name, query);
             }
-            Mode::Playing { stream, .. } => stream.unsubscribe(),
+            Mode::Playing { stream, name, query, .. } => {
+                stream.unsubscribe();
+                self.notify(cb.on_stop.clone(), "on_stop", name, query);
+            }
             Mode::Idle => {}
         }
     }
+
+    /// Tells a callback that something ended, in the background: its answer changes nothing.
+    fn notify(&self, url: Option<crate::callback::CallbackUrl>, action: &'static str, name: String, query: String) {
+        let Some(url) = url else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        let (app, peer, tc_url) = (self.app.clone(), self.peer.to_string(), self.tc_url.clone());
+        tokio::spawn(async move {
+            let event = crate::callback::Event {
+                action,
+                app: &app,
+                stream: &name,
+                client_addr: peer,
+                protocol: "rtmp",
+                query: &query,
+                tc_url: tc_url.as_deref(),
+            };
+            if let Err(e) = crate::callback::call(&url, &event, ctx.config.callbacks.timeout).await {
+                warn!(action, error = %e, "callback failed");
+            }
+        });
+    }
 }
 
-async fn recv_play(role: &mut Mode) -> Result<Item, RecvError> {
+/// Why a play was refused: the onStatus code and description for the player, and the reason for the log.
+pub(crate) struct PlayRefused {
+    pub code: &'static str,
+    pub description: &'static str,
+    pub log: String,
+}
+
+/// Everything a play needs before it may subscribe, for every protocol: the name checks (before anything is
+/// allocated), the edge's app check, the on_play callback, then the stream (starting the edge's pull).
+pub(crate) async fn open_play(ctx: &Arc<Ctx>, event: crate::callback::Event<'_>) -> Result<Arc<Stream>, PlayRefused> {
+    let refused = |code, description, log: String| PlayRefused { code, description, log };
+    if !crate::valid_name(event.stream) || !crate::valid_name(event.app) {
+        return Err(refused("NetStream.Play.Failed", "bad app or stream name", "bad app or stream name".into()));
+    }
+    if let Role::Edge { origins } = &ctx.config.role {
+        if !origins.iter().any(|o| o.app == event.app) {
+            let log = "no --origin serves this app".to_string();
+            return Err(refused("NetStream.Play.StreamNotFound", "no origin for this app", log));
+        }
+    }
+    if let Err(e) = ask(ctx, ctx.config.callbacks.on_play.as_ref(), &event).await {
+        return Err(refused(
+            "NetStream.Play.Failed",
+            "refused by the on_play callback",
+            format!("on_play refused the play: {e}"),
+        ));
+    }
+    match &ctx.config.role {
+        Role::Origin { .. } => Ok(ctx.hub.get_or_create(event.app, event.stream).0),
+        Role::Edge { .. } => crate::edge::ensure_pull(ctx, event.app, event.stream).map_err(|e| {
+            let description = match e {
+                crate::edge::PullRefused::BadName => "bad app or stream name",
+                crate::edge::PullRefused::Limit(_) => "pull limit reached (--max-pulls)",
+            };
+            refused("NetStream.Play.Failed", description, e.to_string())
+        }),
+    }
+}
+
+/// Posts `event` to `url` if one is configured; a refusal is counted.
+async fn ask(
+    ctx: &Ctx,
+    url: Option<&crate::callback::CallbackUrl>,
+    event: &crate::callback::Event<'_>,
+) -> Result<(), crate::callback::Denied> {
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let r = crate::callback::call(url, event, ctx.config.callbacks.timeout).await;
+    if r.is_err() {
+        Metrics::inc(&ctx.metrics.callbacks_refused);
+    }
+    r
+}
+
+/// Completes when the ring may have something for this player: at once if it is behind, else at the next push.
+async fn wait_play(role: &mut Mode) {
     match role {
-        Mode::Playing { rx, .. } => rx.recv().await,
+        Mode::Playing { stream, rx, .. } => {
+            if stream.has_unread(rx) {
+                return;
+            }
+            stream.wait(rx).await
+        }
         _ => std::future::pending().await,
     }
 }

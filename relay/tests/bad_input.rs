@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use relay::chunk::{csid, encode_message, msg_type};
-use relay::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep};
+use relay::proto::{ClientSession, HandshakeState, HandshakeStep};
 
 /// A TCP connection that completed the RTMP handshake with the relay.
 fn handshaken(addr: SocketAddr) -> TcpStream {
@@ -115,63 +115,6 @@ fn malformed_input_closes_only_that_connection() {
     wait_for("player still receiving", Duration::from_secs(10), || (watch.video_count() >= before + 30).then_some(()));
     assert!(!stream_entry(origin.api, "live", "test").unwrap()["source"].is_null());
     assert_h264_aac(&origin.url("test"));
-}
-
-/// Plays live/test with a tiny receive buffer and then never reads again.
-fn stalled_player(addr: SocketAddr) -> std::net::TcpStream {
-    let sock = socket_with_small_rcvbuf(addr);
-    let mut s = sock;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let (mut hs, c0c1) = HandshakeState::client().unwrap();
-    s.write_all(&c0c1).unwrap();
-    let mut buf = [0u8; 4096];
-    let mut rest = loop {
-        let n = s.read(&mut buf).unwrap();
-        match hs.feed(&buf[..n]).unwrap() {
-            HandshakeStep::Continue { reply } => s.write_all(&reply).unwrap(),
-            HandshakeStep::Done { reply, rest } => {
-                s.write_all(&reply).unwrap();
-                break rest;
-            }
-        }
-    };
-    let mut out = BytesMut::new();
-    let mut c =
-        ClientSession::new(Default::default(), "live", &format!("rtmp://{addr}/live"), "test", &mut out).unwrap();
-    let mut events = Vec::new();
-    loop {
-        c.feed(&rest, &mut out, &mut events).unwrap();
-        s.write_all(&out.split()).unwrap();
-        if events.iter().any(|e| matches!(e, ClientEvent::Playing)) {
-            return s;
-        }
-        let n = s.read(&mut buf).unwrap();
-        rest = buf[..n].to_vec();
-    }
-}
-
-fn socket_with_small_rcvbuf(addr: SocketAddr) -> TcpStream {
-    // SO_RCVBUF must be set before connect to limit the advertised window.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let size: libc::c_int = 4096;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const _ as *const libc::c_void, 4);
-        let SocketAddr::V4(v4) = addr else { panic!("v4 only") };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-            sin_zero: [0; 8],
-        };
-        let r = libc::connect(
-            fd,
-            &sa as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
-        std::os::fd::FromRawFd::from_raw_fd(fd)
-    }
 }
 
 #[test]

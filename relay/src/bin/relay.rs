@@ -35,6 +35,9 @@ enum RoleCmd {
         /// Stop pulling a stream this long after its last player left (e.g. 30s, 1.5s, 2m or bare seconds).
         #[arg(long, default_value_t = Dur::secs(30))]
         idle_timeout: Dur,
+        /// Upstream pulls running at once; a play that would start one more is refused (NetStream.Play.Failed).
+        #[arg(long, default_value_t = 1000)]
+        max_pulls: usize,
         /// Reconnect backoff bounds in milliseconds.
         #[arg(long, default_value_t = 250)]
         backoff_min_ms: u64,
@@ -73,6 +76,47 @@ struct Common {
     /// Messages a player may fall behind before skipping to the next keyframe.
     #[arg(long, default_value_t = 512)]
     player_queue: usize,
+    /// The RTMP handshake must complete within this (same forms).
+    #[arg(long, default_value_t = Dur::secs(10))]
+    handshake_timeout: Dur,
+    /// After the handshake, the client must send connect within this (same forms).
+    #[arg(long, default_value_t = Dur::secs(10))]
+    connect_timeout: Dur,
+    /// A connection that neither plays nor publishes and sends nothing for this long is closed (same forms).
+    #[arg(long, default_value_t = Dur::secs(30))]
+    conn_idle_timeout: Dur,
+    /// Play and publish requests one connection may make in its life.
+    #[arg(long, default_value_t = 8)]
+    max_streams_per_connection: usize,
+    /// RTMP connections open at once from one client IP; 0 turns the limit off.
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_ip: usize,
+    /// Bytes of recent frames a stream keeps for its players; the oldest leave first.
+    #[arg(long, default_value_t = 64 << 20)]
+    stream_buffer_bytes: usize,
+    /// Bytes a player may fall behind before it skips to the next keyframe.
+    #[arg(long, default_value_t = 8 << 20)]
+    player_buffer_bytes: usize,
+    /// Bearer token the HTTP API requires (Authorization: Bearer TOKEN); required when --api is not loopback.
+    /// Also read from the RELAY_API_TOKEN environment variable, which keeps it out of the process list.
+    #[arg(long, env = "RELAY_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// POST JSON {action, app, stream, client_addr, protocol, query, tc_url} here before a publish; a non-2xx
+    /// answer or a timeout refuses it (http://HOST[:PORT]/PATH).
+    #[arg(long)]
+    on_publish: Option<String>,
+    /// POST here when a publish ends (the answer is ignored).
+    #[arg(long)]
+    on_unpublish: Option<String>,
+    /// POST here before a play; a non-2xx answer or a timeout refuses it.
+    #[arg(long)]
+    on_play: Option<String>,
+    /// POST here when a play ends (the answer is ignored).
+    #[arg(long)]
+    on_stop: Option<String>,
+    /// Longest wait for a callback's answer, connect included (same forms as the other durations).
+    #[arg(long, default_value_t = Dur::secs(3))]
+    callback_timeout: Dur,
     /// Milliseconds audio and metadata may wait for the next video frame, so players get them in one socket
     /// write (less CPU per player, at most this much added audio latency); 0 sends each message at once. The
     /// default holds audio about one video frame, like SRS's merged writes but far shorter.
@@ -84,10 +128,12 @@ fn main() -> anyhow::Result<()> {
     svc::logging::init("info");
     let cli = Cli::parse();
     // Validate everything before binding anything.
+    let mut max_pulls = None;
     let (common, role, idle, backoff) = match cli.role {
         RoleCmd::Origin { common, publish_token } => (common, Role::Origin { publish_token }, None, None),
-        RoleCmd::Edge { common, origins, idle_timeout, backoff_min_ms, backoff_max_ms } => {
+        RoleCmd::Edge { common, origins, idle_timeout, max_pulls: mp, backoff_min_ms, backoff_max_ms } => {
             let origins = origins.iter().map(|u| OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+            max_pulls = Some(mp);
             (common, Role::Edge { origins }, Some(idle_timeout), Some((backoff_min_ms, backoff_max_ms)))
         }
     };
@@ -99,6 +145,25 @@ fn main() -> anyhow::Result<()> {
     config.source_timeout = common.source_timeout.into();
     config.player_queue = common.player_queue.max(8);
     config.coalesce = Duration::from_millis(common.coalesce_ms);
+    config.handshake_timeout = common.handshake_timeout.into();
+    config.connect_timeout = common.connect_timeout.into();
+    config.conn_idle_timeout = common.conn_idle_timeout.into();
+    config.max_streams_per_connection = common.max_streams_per_connection.max(1);
+    config.max_connections_per_ip = common.max_connections_per_ip;
+    config.stream_buffer_bytes = common.stream_buffer_bytes;
+    config.player_buffer_bytes = common.player_buffer_bytes;
+    config.api_token = common.api_token;
+    let url = |u: &Option<String>| u.as_deref().map(relay::callback::CallbackUrl::parse).transpose();
+    config.callbacks = relay::callback::Callbacks {
+        on_publish: url(&common.on_publish).map_err(anyhow::Error::msg)?,
+        on_unpublish: url(&common.on_unpublish).map_err(anyhow::Error::msg)?,
+        on_play: url(&common.on_play).map_err(anyhow::Error::msg)?,
+        on_stop: url(&common.on_stop).map_err(anyhow::Error::msg)?,
+        timeout: common.callback_timeout.into(),
+    };
+    if let Some(mp) = max_pulls {
+        config.max_pulls = mp;
+    }
     if let Some(idle) = idle {
         config.idle_timeout = idle.into();
     }
@@ -107,6 +172,10 @@ fn main() -> anyhow::Result<()> {
         config.backoff_max = Duration::from_millis(hi.max(lo));
     }
     config.validate()?;
+    if let Some(api) = common.api {
+        // Before binding anything: an open API on a reachable address is refused at start.
+        config.validate_api_addr(api)?;
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

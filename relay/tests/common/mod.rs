@@ -138,9 +138,19 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 
 /// Minimal HTTP/1.1 client for the relay API: (status code, body). One request per connection.
 pub fn http(method: &str, addr: SocketAddr, path: &str) -> (u16, String) {
+    http_with(method, addr, path, &[("Host", &addr.to_string())])
+}
+
+/// `http` with exactly these extra header lines (no Host unless given).
+pub fn http_with(method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("API connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -357,5 +367,63 @@ impl PacketWatch {
 
     pub fn video_dts(&self) -> Vec<i64> {
         self.packets.lock().unwrap().iter().filter(|p| p.1 == "video").map(|p| p.2).collect()
+    }
+}
+
+/// Plays live/test with a tiny receive buffer and then never reads again.
+pub fn stalled_player(addr: SocketAddr) -> std::net::TcpStream {
+    let sock = socket_with_small_rcvbuf(addr);
+    let mut s = sock;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut hs, c0c1) = relay::proto::HandshakeState::client().unwrap();
+    s.write_all(&c0c1).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut rest = loop {
+        let n = s.read(&mut buf).unwrap();
+        match hs.feed(&buf[..n]).unwrap() {
+            relay::proto::HandshakeStep::Continue { reply } => s.write_all(&reply).unwrap(),
+            relay::proto::HandshakeStep::Done { reply, rest } => {
+                s.write_all(&reply).unwrap();
+                break rest;
+            }
+        }
+    };
+    let mut out = bytes::BytesMut::new();
+    let mut c =
+        relay::proto::ClientSession::new(Default::default(), "live", &format!("rtmp://{addr}/live"), "test", &mut out)
+            .unwrap();
+    let mut events = Vec::new();
+    loop {
+        c.feed(&rest, &mut out, &mut events).unwrap();
+        s.write_all(&out.split()).unwrap();
+        if events.iter().any(|e| matches!(e, relay::proto::ClientEvent::Playing)) {
+            return s;
+        }
+        let n = s.read(&mut buf).unwrap();
+        rest = buf[..n].to_vec();
+    }
+}
+
+pub fn socket_with_small_rcvbuf(addr: SocketAddr) -> TcpStream {
+    // SO_RCVBUF must be set before connect to limit the advertised window.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size as *const _ as *const libc::c_void, 4);
+        let SocketAddr::V4(v4) = addr else { panic!("v4 only") };
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+            sin_zero: [0; 8],
+        };
+        let r = libc::connect(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+        std::os::fd::FromRawFd::from_raw_fd(fd)
     }
 }

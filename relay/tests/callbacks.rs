@@ -1,0 +1,143 @@
+//! HTTP callbacks against a real HTTP endpoint started in the test (axum on 127.0.0.1): what the relay posts on
+//! publish, play, stop and unpublish, and that a non-2xx answer or a timeout refuses the publish or play.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use common::*;
+
+type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// The operator's endpoint: records every event; streams named `deny*` get 403, `slow*` an answer after 5 s.
+struct Hooks {
+    addr: SocketAddr,
+    seen: Seen,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Hooks {
+    fn start() -> Self {
+        let seen: Seen = Arc::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (atx, arx) = std::sync::mpsc::channel();
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                async fn hook(State(seen): State<Seen>, Json(v): Json<serde_json::Value>) -> StatusCode {
+                    let stream = v["stream"].as_str().unwrap_or("").to_string();
+                    seen.lock().unwrap().push(v);
+                    if stream.starts_with("slow") {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    if stream.starts_with("deny") {
+                        StatusCode::FORBIDDEN
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+                let app = Router::new().route("/hook/{action}", post(hook)).with_state(s2);
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                atx.send(l.local_addr().unwrap()).unwrap();
+                let _ = axum::serve(l, app).with_graceful_shutdown(async { rx.await.unwrap_or(()) }).await;
+            });
+        });
+        let addr = arx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Self { addr, seen, _stop: tx }
+    }
+
+    fn url(&self, action: &str) -> String {
+        format!("http://{}/hook/{action}", self.addr)
+    }
+
+    fn events(&self, action: &str, stream: &str) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap().iter().filter(|v| v["action"] == action && v["stream"] == stream).cloned().collect()
+    }
+}
+
+#[test]
+fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
+    let _g = serial();
+    let dir = TempDir::new("callbacks");
+    let hooks = Hooks::start();
+    let (p, u, pl, st) = (hooks.url("publish"), hooks.url("unpublish"), hooks.url("play"), hooks.url("stop"));
+    let origin = Relay::origin(
+        &dir,
+        &["--on-publish", &p, "--on-unpublish", &u, "--on-play", &pl, "--on-stop", &st, "--callback-timeout", "1s"],
+    );
+
+    // Accepted publish: the endpoint sees app, key, client address, protocol and query string.
+    let mut publisher = publish(&dir, &format!("{}?sig=abc&x=1", origin.url("ok")), &[]);
+    wait_live(origin.api, "ok");
+    let ev = hooks.events("on_publish", "ok");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["app"], "live");
+    assert_eq!(ev[0]["protocol"], "rtmp");
+    assert_eq!(ev[0]["query"], "sig=abc&x=1");
+    let client: SocketAddr = ev[0]["client_addr"].as_str().unwrap().parse().unwrap();
+    assert!(client.ip().is_loopback());
+
+    // Accepted play, then its stop.
+    assert_h264_aac(&format!("{}?viewer=7", origin.url("ok")));
+    let play = hooks.events("on_play", "ok");
+    assert_eq!(play.len(), 1, "{play:?}");
+    assert_eq!(play[0]["query"], "viewer=7");
+    wait_for("on_stop", Duration::from_secs(5), || (hooks.events("on_stop", "ok").len() == 1).then_some(()));
+
+    // 403 refuses a publish: ffmpeg gets the onStatus error and exits non-zero; nothing goes live.
+    let mut denied = publish(&dir, &origin.url("deny-pub"), &[]);
+    let status = denied.wait_timeout(Duration::from_secs(15)).expect("refused publisher still running");
+    assert!(!status.success());
+    assert!(stream_entry(origin.api, "live", "deny-pub").is_none_or(|s| s["source"].is_null()));
+    assert_eq!(hooks.events("on_publish", "deny-pub").len(), 1);
+
+    // A timeout refuses too, after --callback-timeout (1 s), not the endpoint's 5 s.
+    let mut slow = publish(&dir, &origin.url("slow-pub"), &[]);
+    let t = std::time::Instant::now();
+    let status = slow.wait_timeout(Duration::from_secs(15)).expect("timed-out publisher still running");
+    assert!(!status.success());
+    assert!(t.elapsed() < Duration::from_secs(5), "refused after {:?}", t.elapsed());
+
+    // Refused plays: ffprobe fails with the play refused.
+    for key in ["deny-play", "slow-play"] {
+        let mut cmd = Command::new("ffprobe");
+        cmd.args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "compact", &origin.url(key)]);
+        let (ok, out, _) = run_limited(cmd, Duration::from_secs(15));
+        assert!(!ok, "{key}: ffprobe succeeded: {out}");
+        assert_eq!(hooks.events("on_play", key).len(), 1);
+        assert!(hooks.events("on_stop", key).is_empty(), "a refused play has no stop");
+    }
+    assert_eq!(metric(origin.api, "relay_callbacks_refused_total"), 4.0);
+    let logs = origin.proc.log_text();
+    assert!(logs.contains("on_publish refused the publish") && logs.contains("on_play refused the play: callback"));
+
+    // The publisher leaves: on_unpublish.
+    publisher.kill();
+    wait_for("on_unpublish", Duration::from_secs(10), || (hooks.events("on_unpublish", "ok").len() == 1).then_some(()));
+    assert!(hooks.events("on_unpublish", "deny-pub").is_empty(), "a refused publish has no unpublish");
+
+    // An endpoint that is down refuses too (nothing listens on the port of a dropped listener).
+    drop(hooks);
+    let dead = format!("http://127.0.0.1:{}/x", free_port());
+    let origin2 = Relay::origin(&dir, &["--on-play", &dead]);
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "compact", &origin2.url("any")]);
+    assert!(!run_limited(cmd, Duration::from_secs(15)).0);
+    assert_eq!(metric(origin2.api, "relay_callbacks_refused_total"), 1.0);
+
+    // A bad callback URL stops the relay at start with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["origin", "--listen", &format!("127.0.0.1:{}", free_port()), "--on-play", "https://x/"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scheme must be http://"));
+}

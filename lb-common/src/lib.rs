@@ -124,6 +124,10 @@ pub struct LbConfig {
     /// LAYOUT_VERSION of the lbd that wrote this entry (0: the first release, whose layouts this one shares); the
     /// program ignores it. A later lbd reads it before it reuses pinned maps.
     pub layout: u16,
+    /// Seed of the flow hash, the same on every LB node of a cluster (so an ECMP rehash moves no flow) and secret
+    /// (so clients cannot pick tuples that all land on one real). 0 hashes as releases before the seed did.
+    pub hash_seed: u32,
+    pub _pad: u32,
 }
 
 /// Version of the meaning of the pinned maps' contents. Sizes and types are checked map by map as well; this
@@ -173,7 +177,7 @@ const _: () = {
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<ConnEntry>() == 16);
     assert!(core::mem::size_of::<RealDef>() == 32);
-    assert!(core::mem::size_of::<LbConfig>() == 8);
+    assert!(core::mem::size_of::<LbConfig>() == 16);
     assert!(core::mem::size_of::<Counters>() == 24);
     assert!(core::mem::size_of::<ServiceCfg>() == 8);
 };
@@ -181,8 +185,8 @@ const _: () = {
 /// Flow hash used to pick a Maglev slot. Shared so userspace tests and tools compute the same slot as the
 /// dataplane. A murmur3-style mix: cheap, no tables, good avalanche on the 5-tuple.
 #[inline(always)]
-pub fn flow_hash(src: u32, dst: u32, ports: u32, proto: u32) -> u32 {
-    let mut h: u32 = 0x9747_b28c ^ proto;
+pub fn flow_hash(seed: u32, src: u32, dst: u32, ports: u32, proto: u32) -> u32 {
+    let mut h: u32 = 0x9747_b28c ^ proto ^ seed;
     h = mix(h, src);
     h = mix(h, dst);
     h = mix(h, ports);

@@ -427,15 +427,15 @@ fn service(addr: [u8; 16], port: u16, proto: u8, family: u8) -> Result<u32, u32>
 #[inline(always)]
 fn forward(ctx: &XdpContext, eth: *mut u8, p: &Packet) -> (u32, u32) {
     let vip_num = p.vip_num;
+    let Some(cfg) = LB_CFG.get(0) else {
+        return (XDP_PASS, global::PASS_NO_REAL);
+    };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (real_id, real, new_flow) = match place(p, vip_num, now) {
+    let (real_id, real, new_flow) = match place(p, vip_num, now, cfg.hash_seed) {
         Some(x) => x,
         None => return (XDP_PASS, global::PASS_NO_REAL),
     };
-    let src_mac = match LB_CFG.get(0) {
-        Some(cfg) => cfg.src_mac,
-        None => return (XDP_PASS, global::PASS_NO_REAL),
-    };
+    let src_mac = cfg.src_mac;
     // SAFETY: eth spans ETH_HLEN bytes.
     unsafe {
         core::ptr::copy_nonoverlapping(real.mac.as_ptr(), eth, 6);
@@ -457,7 +457,7 @@ fn forward(ctx: &XdpContext, eth: *mut u8, p: &Packet) -> (u32, u32) {
 /// The real of a packet: its flow's entry, else its client's persistence template, else the Maglev table.
 /// Returns (real id, its definition, 1 when a flow was stored anew) or None when the service has no usable real.
 #[inline(always)]
-fn place(p: &Packet, vip_num: u32, now: u64) -> Option<(u32, &'static RealDef, u64)> {
+fn place(p: &Packet, vip_num: u32, now: u64, seed: u32) -> Option<(u32, &'static RealDef, u64)> {
     let f = &p.flow;
     if let Some(entry) = CONN_TABLE.get_ptr_mut(f) {
         // SAFETY: the entry pointer is valid for this program run; a racing update only affects atime.
@@ -498,7 +498,7 @@ fn place(p: &Packet, vip_num: u32, now: u64) -> Option<(u32, &'static RealDef, u
         // A persistent service hashes the client address alone, so all of a client's connections agree even
         // before a template exists (connections opened in parallel).
         let ports = if persist_ns != 0 { 0 } else { u32::from(f.sport) | (u32::from(f.dport) << 16) };
-        let hash = flow_hash(fold_addr(&f.src), fold_addr(&f.dst), ports, f.proto as u32);
+        let hash = flow_hash(seed, fold_addr(&f.src), fold_addr(&f.dst), ports, f.proto as u32);
         let slot = vip_num.wrapping_mul(RING_SIZE).wrapping_add(hash % RING_SIZE);
         id = match CH_RINGS.get(slot) {
             Some(id) => *id,

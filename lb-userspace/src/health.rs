@@ -221,8 +221,8 @@ async fn probe_loop(
 
 fn addr_hash(a: IpAddr) -> [u8; 4] {
     match a {
-        IpAddr::V4(v) => lb_common::flow_hash(u32::from(v), 0, 0, 0).to_ne_bytes(),
-        IpAddr::V6(v) => lb_common::flow_hash(v.to_bits() as u32, 0, 0, 0).to_ne_bytes(),
+        IpAddr::V4(v) => lb_common::flow_hash(0, u32::from(v), 0, 0, 0).to_ne_bytes(),
+        IpAddr::V6(v) => lb_common::flow_hash(0, v.to_bits() as u32, 0, 0, 0).to_ne_bytes(),
     }
 }
 

@@ -243,3 +243,19 @@ fn pinned_maps_of_another_layout_are_refused_with_the_reason() {
     assert!(err.contains("REALS") && err.contains("value 16") && err.contains("--cleanup"), "{err}");
     lb_userspace::dataplane::remove_pins(&dir).unwrap();
 }
+
+#[test]
+fn nodes_with_one_hash_seed_place_every_new_flow_alike_and_the_seed_changes_placement() {
+    let place_all = |seed: u32| -> Vec<u32> {
+        let mut dp = setup();
+        dp.set_hash_seed(seed).unwrap();
+        (0..256).map(|i| real_of(&run(&dp, &Pkt::tcp(CLIENT, 10000 + i, VIP, 80, TCP_SYN).frame()).1)).collect()
+    };
+    // Two LB nodes (two loads of the program, with their own maps) with the same seed: the same real for every flow,
+    // which is what lets an ECMP rehash move a flow between nodes without moving it between reals.
+    let (a, b) = (place_all(0x5f3a_91c2), place_all(0x5f3a_91c2));
+    assert_eq!(a, b);
+    let other = place_all(0x0bad_cafe);
+    let differ = a.iter().zip(&other).filter(|(x, y)| x != y).count();
+    assert!(differ > 64, "another seed should re-place about 2/3 of 256 flows over 3 reals, moved {differ}");
+}

@@ -44,6 +44,11 @@ struct Args {
     /// manager or console on another host), with /metrics too. Beyond loopback it needs --api-token-file.
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
+    /// File holding the flow-hash seed, a 32-bit number in hex (e.g. `printf '%08x' $RANDOM$RANDOM`); give every
+    /// LB node of a cluster the same one, so an ECMP rehash moves no flow, and keep it secret, so clients cannot
+    /// choose tuples that all land on one real [default: 0].
+    #[arg(long, value_name = "FILE")]
+    hash_seed_file: Option<PathBuf>,
     /// File whose first line is the API's bearer token (at least 16 characters).
     #[arg(long, value_name = "FILE", requires = "api")]
     api_token_file: Option<PathBuf>,
@@ -136,6 +141,10 @@ async fn main() -> Result<()> {
         }
         None => None,
     };
+    let hash_seed = match &args.hash_seed_file {
+        Some(f) => read_seed(f)?,
+        None => 0,
+    };
     let limits = Limits { max_services: args.max_services, conn_table_size: args.conn_table_size };
     let pins_existed = pin_dir.as_ref().is_some_and(|d| d.join("CONN_TABLE").exists());
     let dp = match &pin_dir {
@@ -150,6 +159,7 @@ async fn main() -> Result<()> {
         event_capacity: args.events,
         keep_on_exit: args.keep_on_exit,
         flow_idle_timeout: args.flow_idle_timeout.map_or(lb_userspace::daemon::DEFAULT_FLOW_IDLE_TIMEOUT, |d| d.0),
+        hash_seed,
         ..Options::new(iface.clone(), args.xdp_mode)
     };
     let daemon = match Daemon::start(opts, dp, initial).await {
@@ -172,4 +182,18 @@ async fn main() -> Result<()> {
     tracing::info!(socket = %args.socket.display(), %mode, "lbd ready");
     daemon.run(&args.socket, metrics, api, svc::shutdown::signal()).await?;
     Ok(())
+}
+
+/// The flow-hash seed in `path`: one hexadecimal number of up to 32 bits (`0x` optional).
+fn read_seed(path: &std::path::Path) -> Result<u32> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the hash seed {}", path.display()))?;
+    let word = text.split_whitespace().next().unwrap_or("");
+    let hex = word.strip_prefix("0x").unwrap_or(word);
+    u32::from_str_radix(hex, 16).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: the hash seed must be a hexadecimal number of up to 8 digits, e.g. 5f3a91c2",
+            path.display()
+        )
+    })
 }

@@ -81,6 +81,8 @@ pub struct Options {
     pub keep_on_exit: bool,
     /// Idle time after which flows of a removed real and UDP flows are purged (zero: never).
     pub flow_idle_timeout: Duration,
+    /// Flow-hash seed, shared by every LB node of a cluster (0: the hash of releases before the seed).
+    pub hash_seed: u32,
 }
 
 /// Default of `--flow-idle-timeout`: below Linux's largest TCP retransmission interval (TCP_RTO_MAX, 120 s), so a
@@ -98,6 +100,7 @@ impl Options {
             event_capacity: crate::events::DEFAULT_CAPACITY,
             keep_on_exit: false,
             flow_idle_timeout: DEFAULT_FLOW_IDLE_TIMEOUT,
+            hash_seed: 0,
         }
     }
 }
@@ -143,6 +146,7 @@ impl Daemon {
         let max_services = dp.limits().max_services;
         core::validate(&iface, &initial, max_services)?;
         dp.set_src_mac(iface.mac)?;
+        dp.set_hash_seed(opts.hash_seed)?;
         // Maps pinned by an earlier lbd keep their slots and ids: the connection table refers to them.
         let pinned = match dp.adopted_maps() {
             true => {

@@ -121,6 +121,8 @@ pub struct Dataplane {
     adopted_link: bool,
     /// The link this lbd attached and pinned; dropping it only closes our fd.
     _pinned_link: Option<PinnedLink>,
+    /// What LB_CFG holds (written whole).
+    cfg: LbConfig,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
@@ -207,6 +209,7 @@ impl Dataplane {
             adopted_maps,
             adopted_link: false,
             _pinned_link: None,
+            cfg: LbConfig { layout: lb_common::LAYOUT_VERSION, ..LbConfig::default() },
         })
     }
 
@@ -312,9 +315,20 @@ impl Dataplane {
 
     /// Sets the MAC written as the source of every forwarded frame.
     pub fn set_src_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        self.cfg.src_mac = mac;
+        self.write_cfg()
+    }
+
+    /// Sets the flow-hash seed (the same on every node of a cluster).
+    pub fn set_hash_seed(&mut self, seed: u32) -> Result<()> {
+        self.cfg.hash_seed = seed;
+        self.write_cfg()
+    }
+
+    fn write_cfg(&mut self) -> Result<()> {
         let mut cfg: Array<&mut MapData, LbConfig> =
             Array::try_from(map(&mut self.ebpf, "LB_CFG")?).map_err(map_err("LB_CFG"))?;
-        cfg.set(0, LbConfig { src_mac: mac, layout: lb_common::LAYOUT_VERSION }, 0).map_err(map_err("LB_CFG"))
+        cfg.set(0, self.cfg, 0).map_err(map_err("LB_CFG"))
     }
 
     pub fn set_service(&mut self, key: VipKey, vip_num: u32) -> Result<()> {

@@ -67,6 +67,33 @@ pub enum Request {
     },
     List,
     Stats,
+    /// Maintenance of this LB node: on withdraws every VIP announcement (the routers stop sending new flows here),
+    /// off announces again what is healthy. Forwarding goes on either way.
+    Maintenance {
+        on: bool,
+    },
+}
+
+/// How lbd decides that a VIP may be announced (`--announce-when`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnounceWhen {
+    /// At least one service of the VIP has a usable real.
+    #[default]
+    Any,
+    /// Every service of the VIP has a usable real.
+    All,
+}
+
+impl std::str::FromStr for AnnounceWhen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "any" => Ok(AnnounceWhen::Any),
+            "all" => Ok(AnnounceWhen::All),
+            _ => Err(format!("unknown --announce-when {s:?}: expected any or all")),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -166,6 +193,15 @@ pub struct StatsView {
     /// persistence templates), since lbd started.
     #[serde(default)]
     pub flows_expired: u64,
+    /// This node is in maintenance (nothing announced).
+    #[serde(default)]
+    pub maintenance: bool,
+    /// VIPs whose routes are announced to the routing daemon (route health injection; empty when it is off).
+    #[serde(default)]
+    pub announced: Vec<IpAddr>,
+    /// Route health injection: the kernel table lbd writes, or none when off.
+    #[serde(default)]
+    pub announce_table: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,11 @@ pub enum EventKind {
     /// A service that had no usable real has one again.
     ServiceUp,
     ConfigApplied,
+    /// The node went into maintenance (its VIPs are withdrawn) or out of it.
+    Maintenance,
+    /// A VIP's route was announced to the routing daemon, or withdrawn.
+    VipAnnounced,
+    VipWithdrawn,
 }
 
 impl EventKind {
@@ -45,6 +50,9 @@ impl EventKind {
             EventKind::ServiceDown => "service-down",
             EventKind::ServiceUp => "service-up",
             EventKind::ConfigApplied => "config-applied",
+            EventKind::Maintenance => "maintenance",
+            EventKind::VipAnnounced => "vip-announced",
+            EventKind::VipWithdrawn => "vip-withdrawn",
         }
     }
 }

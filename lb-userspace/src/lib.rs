@@ -5,7 +5,8 @@
 //!   purges on a worker thread; [`maglev`]: the rings.
 //! - [`daemon`]: the control task (decisions in `daemon::core`, views, control socket, metrics endpoint, takeover,
 //!   census cache, state-file writer); [`health`]: probes and rise/fall; [`neigh`]: the MAC resolver task;
-//!   [`netinfo`]: netlink queries; [`events`]: the event history.
+//!   [`netinfo`]: netlink queries; [`events`]: the event history; [`announce`]: VIP routes for the routing daemon.
+pub mod announce;
 pub mod api;
 pub mod conntable;
 pub mod daemon;

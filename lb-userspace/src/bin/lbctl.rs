@@ -103,6 +103,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Maintenance of this LB node: `on` withdraws its VIP announcements (routers stop sending new flows here;
+    /// flows already routed here go on), `off` announces the healthy ones again.
+    Maintenance { state: String },
     /// Dataplane-wide counters.
     Stats {
         #[arg(long)]
@@ -226,6 +229,13 @@ fn request(cmd: &Cmd) -> Result<Request> {
         }
         Cmd::List { .. } => Request::List,
         Cmd::Stats { .. } => Request::Stats,
+        Cmd::Maintenance { state } => Request::Maintenance {
+            on: match state.as_str() {
+                "on" => true,
+                "off" => false,
+                other => anyhow::bail!("maintenance {other:?}: expected on or off"),
+            },
+        },
     })
 }
 
@@ -349,4 +359,13 @@ fn print_stats(resp: &Response) {
         println!("{:<28} {:>12} {:>14} {:>10}", name, c.packets, c.bytes, c.new_flows);
     }
     println!("flows expired by the sweep: {}", s.flows_expired);
+    match s.announce_table {
+        Some(t) => {
+            let vips: Vec<String> = s.announced.iter().map(|v| v.to_string()).collect();
+            let list = if vips.is_empty() { "none".to_string() } else { vips.join(", ") };
+            let m = if s.maintenance { " (maintenance)" } else { "" };
+            println!("announced to the routing daemon (table {t}){m}: {list}");
+        }
+        None => println!("route health injection: off"),
+    }
 }

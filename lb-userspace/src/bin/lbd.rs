@@ -44,6 +44,14 @@ struct Args {
     /// manager or console on another host), with /metrics too. Beyond loopback it needs --api-token-file.
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
+    /// Route health injection: keep a route (`VIP/32 dev lo proto 252`) in this kernel routing table for every VIP
+    /// this node may serve, for a routing daemon (BIRD) to announce by BGP; withdrawn when the VIP has no usable
+    /// real, in maintenance (`lbctl maintenance on`) and when lbd stops (kept with --keep-on-exit).
+    #[arg(long, value_name = "TABLE", value_parser = clap::value_parser!(u32).range(1..=4_294_967_295))]
+    announce_table: Option<u32>,
+    /// With --announce-table: announce a VIP while any of its services has a usable real, or only while all do.
+    #[arg(long, value_name = "any|all", default_value = "any", requires = "announce_table")]
+    announce_when: lb_userspace::api::AnnounceWhen,
     /// File holding the flow-hash seed, a 32-bit number in hex (e.g. `printf '%08x' $RANDOM$RANDOM`); give every
     /// LB node of a cluster the same one, so an ECMP rehash moves no flow, and keep it secret, so clients cannot
     /// choose tuples that all land on one real [default: 0].
@@ -160,6 +168,7 @@ async fn main() -> Result<()> {
         keep_on_exit: args.keep_on_exit,
         flow_idle_timeout: args.flow_idle_timeout.map_or(lb_userspace::daemon::DEFAULT_FLOW_IDLE_TIMEOUT, |d| d.0),
         hash_seed,
+        announce: args.announce_table.map(|t| (args.announce_when, t)),
         ..Options::new(iface.clone(), args.xdp_mode)
     };
     let daemon = match Daemon::start(opts, dp, initial).await {

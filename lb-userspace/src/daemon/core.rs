@@ -8,7 +8,7 @@ use super::maps::Maps;
 use super::service::{out_reason, Real, RealHealth, RealSlot, Service};
 use super::takeover::Plan;
 use super::DaemonError;
-use crate::api::{Request, Response};
+use crate::api::{AnnounceWhen, Request, Response};
 use crate::conntable::{SweepRules, Swept};
 use crate::dataplane::AttachMode;
 use crate::events::{EventKind, EventLog};
@@ -29,6 +29,8 @@ pub enum Effect {
     Unwatch(IpAddr),
     /// Add the VIP to the interface so the LB answers ARP for it (--manage-vips).
     AddVip(IpAddr),
+    /// The VIPs to announce to the routing daemon now (route health injection); the rest are withdrawn.
+    Announce(BTreeSet<IpAddr>),
     /// Probe `real` of `service` with `check`; kind `none` stops its probes.
     Probe { service: ServiceKey, real: IpAddr, check: CheckSpec },
     /// Drop the flows of (slot, id) from the connection table, then report with [`Lb::purged`].
@@ -68,6 +70,8 @@ pub struct Setup {
     /// Add each service's VIP to the interface.
     pub manage_vips: bool,
     pub events: EventLog,
+    /// Route health injection: when a VIP may be announced, and the kernel table its route goes to.
+    pub announce: Option<(AnnounceWhen, u32)>,
 }
 
 pub struct Lb<M> {
@@ -87,6 +91,12 @@ pub struct Lb<M> {
     pub(super) flows_expired: u64,
     /// Persistence was turned off or a persistent service removed since the last sweep began: templates to clear.
     stale_templates: bool,
+    /// Route health injection: when a VIP may be announced, and the table it goes to (None: off).
+    pub(super) announce: Option<(AnnounceWhen, u32)>,
+    /// In maintenance: nothing is announced.
+    pub(super) maintenance: bool,
+    /// What was last asked to be announced.
+    pub(super) announced: BTreeSet<IpAddr>,
 }
 
 impl<M: Maps> Lb<M> {
@@ -99,7 +109,7 @@ impl<M: Maps> Lb<M> {
         plan: Plan,
         macs: &BTreeMap<IpAddr, [u8; 6]>,
     ) -> Result<Self, DaemonError> {
-        let Setup { iface, mode, manage_vips, events } = setup;
+        let Setup { iface, mode, manage_vips, events, announce } = setup;
         validate(&iface, initial, maps.max_services())?;
         let mut lb = Lb {
             maps,
@@ -114,6 +124,9 @@ impl<M: Maps> Lb<M> {
             retired: BTreeSet::new(),
             flows_expired: 0,
             stale_templates: false,
+            announce,
+            maintenance: false,
+            announced: BTreeSet::new(),
         };
         for (svc, slot) in &plan.stale {
             lb.maps.del_service(svc.vip_key(), *slot)?;
@@ -138,7 +151,52 @@ impl<M: Maps> Lb<M> {
             lb.rebuild_ring(key)?;
         }
         lb.effects.push(Effect::Persist);
+        lb.update_announcements();
         Ok(lb)
+    }
+
+    /// The VIPs this node may announce: none in maintenance; otherwise each VIP with a usable real in any (or, with
+    /// `--announce-when all`, every) service of it.
+    pub fn announceable(&self) -> BTreeSet<IpAddr> {
+        let Some((when, _)) = self.announce else { return BTreeSet::new() };
+        if self.maintenance {
+            return BTreeSet::new();
+        }
+        let mut by_vip: BTreeMap<IpAddr, (bool, bool)> = BTreeMap::new();
+        for s in self.services.values() {
+            let usable = s.reals.values().any(|r| out_reason(self.reals.get(&r.spec.addr), r).is_none());
+            let e = by_vip.entry(s.key.vip).or_insert((false, true));
+            e.0 |= usable;
+            e.1 &= usable;
+        }
+        by_vip
+            .into_iter()
+            .filter(|(_, (any, all))| match when {
+                AnnounceWhen::Any => *any,
+                AnnounceWhen::All => *all,
+            })
+            .map(|(vip, _)| vip)
+            .collect()
+    }
+
+    /// Asks for the announcements to follow what is announceable now, recording each change as an event.
+    fn update_announcements(&mut self) {
+        if self.announce.is_none() {
+            return;
+        }
+        let want = self.announceable();
+        if want == self.announced {
+            return;
+        }
+        for vip in want.difference(&self.announced).copied().collect::<Vec<_>>() {
+            self.event(EventKind::VipAnnounced, None, Some(vip), "a service of the VIP has a usable real".into());
+        }
+        for vip in self.announced.difference(&want).copied().collect::<Vec<_>>() {
+            let why = if self.maintenance { "node in maintenance" } else { "no usable real for the VIP" };
+            self.event(EventKind::VipWithdrawn, None, Some(vip), why.into());
+        }
+        self.announced = want.clone();
+        self.effects.push(Effect::Announce(want));
     }
 
     /// The effects decided since the last call, in order.
@@ -331,6 +389,7 @@ impl<M: Maps> Lb<M> {
         if let Some(s) = self.services.get_mut(key) {
             s.down = down;
         }
+        self.update_announcements();
         Ok(())
     }
 
@@ -361,6 +420,7 @@ impl<M: Maps> Lb<M> {
             Request::Drain { service, real } => self.drain(service, real, true),
             Request::Undrain { service, real } => self.drain(service, real, false),
             Request::DelService { service } => self.del_service(service),
+            Request::Maintenance { on } => self.set_maintenance(on),
             Request::EditReal { service, real, weight } => self.edit_real(service, real, weight),
             Request::DelReal { service, real } => self.del_real(service, real),
         };
@@ -387,6 +447,23 @@ impl<M: Maps> Lb<M> {
             format!("lbctl add-service, check {}, {persistence}", check.summary()),
         );
         Ok(format!("added service {key} (check {}, {persistence})", check.summary()))
+    }
+
+    fn set_maintenance(&mut self, on: bool) -> Result<String, DaemonError> {
+        if self.announce.is_none() {
+            return Err(DaemonError::NoAnnounce);
+        }
+        if std::mem::replace(&mut self.maintenance, on) == on {
+            return Ok(format!("maintenance was already {}", if on { "on" } else { "off" }));
+        }
+        let what = if on {
+            "maintenance on: every VIP withdrawn, forwarding of the flows routed here goes on"
+        } else {
+            "maintenance off: healthy VIPs announced again"
+        };
+        self.event(EventKind::Maintenance, None, None, what.into());
+        self.update_announcements();
+        Ok(what.into())
     }
 
     fn set_persistence(&mut self, key: ServiceKey, persist: u32) -> Result<String, DaemonError> {
@@ -452,6 +529,7 @@ impl<M: Maps> Lb<M> {
         let Some(s) = self.services.remove(&key) else { unreachable!("looked up above") };
         self.ids.release_slot(slot);
         self.stale_templates |= s.persist != 0;
+        self.update_announcements();
         for (addr, r) in &s.reals {
             self.effects.push(Effect::Probe { service: key, real: *addr, check: CheckSpec::default() });
             self.retire(slot, *addr, r.dest);
@@ -750,7 +828,7 @@ mod tests {
     }
 
     fn setup() -> Setup {
-        Setup { iface: iface(), mode: AttachMode::Skb, manage_vips: false, events: EventLog::new(64) }
+        Setup { iface: iface(), mode: AttachMode::Skb, manage_vips: false, events: EventLog::new(64), announce: None }
     }
 
     /// An LB with `state` applied and the given MACs known.
@@ -981,6 +1059,50 @@ mod tests {
         // A real of the other family is refused.
         let r = lb.handle(Request::AddReal { service: web, real: ip("fd00::11"), weight: 1 });
         assert!(!r.is_answer());
+    }
+
+    #[test]
+    fn vips_are_announced_while_they_can_be_served_and_withdrawn_in_maintenance() {
+        let (web, rtmp) = (key("10.0.0.100:80"), key("10.0.0.100:1935"));
+        let mut st = web_with(&["10.0.0.11"]);
+        st.add_service(rtmp).unwrap();
+        st.add_real(rtmp, ip("10.0.0.12"), 1).unwrap();
+        let announced = |lb: &mut Lb<MemMaps>| -> Option<BTreeSet<IpAddr>> {
+            lb.take_effects().into_iter().rev().find_map(|e| match e {
+                Effect::Announce(s) => Some(s),
+                _ => None,
+            })
+        };
+        let vip: BTreeSet<IpAddr> = [ip("10.0.0.100")].into();
+        let macs = BTreeMap::from([(ip("10.0.0.11"), MAC1), (ip("10.0.0.12"), MAC2)]);
+        let plan = takeover::plan(&takeover::Pinned::default(), &st, 4, 16);
+        let mut any =
+            Lb::new(MemMaps::new(4), Setup { announce: Some((AnnounceWhen::Any, 200)), ..setup() }, &st, plan, &macs)
+                .unwrap();
+        assert_eq!(announced(&mut any), Some(vip.clone()), "announced at start");
+        ok(any.handle(Request::Drain { service: web, real: ip("10.0.0.11") }));
+        assert_eq!(announced(&mut any), None, "one service of the VIP still serves: no change");
+        ok(any.handle(Request::Drain { service: rtmp, real: ip("10.0.0.12") }));
+        assert_eq!(announced(&mut any), Some(BTreeSet::new()), "no usable real: withdrawn");
+        ok(any.handle(Request::Undrain { service: web, real: ip("10.0.0.11") }));
+        assert_eq!(announced(&mut any), Some(vip.clone()));
+        ok(any.handle(Request::Maintenance { on: true }));
+        assert_eq!(announced(&mut any), Some(BTreeSet::new()), "maintenance withdraws");
+        assert!(any.announceable().is_empty());
+        ok(any.handle(Request::Maintenance { on: false }));
+        assert_eq!(announced(&mut any), Some(vip.clone()));
+        assert!(kinds(&any).contains(&EventKind::VipWithdrawn) && kinds(&any).contains(&EventKind::Maintenance));
+        // `all`: one service without a usable real keeps the VIP withdrawn.
+        let plan = takeover::plan(&takeover::Pinned::default(), &st, 4, 16);
+        let mut all =
+            Lb::new(MemMaps::new(4), Setup { announce: Some((AnnounceWhen::All, 200)), ..setup() }, &st, plan, &macs)
+                .unwrap();
+        assert_eq!(announced(&mut all), Some(vip));
+        ok(all.handle(Request::Drain { service: rtmp, real: ip("10.0.0.12") }));
+        assert_eq!(announced(&mut all), Some(BTreeSet::new()));
+        // Without route injection, maintenance is refused with the reason.
+        let mut off = lb(&st, &[("10.0.0.11", MAC1)]);
+        assert!(!off.handle(Request::Maintenance { on: true }).is_answer());
     }
 
     #[test]

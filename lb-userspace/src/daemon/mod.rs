@@ -21,6 +21,7 @@ pub use maps::Maps;
 pub use views::ACTIVE_FLOW_SECS;
 
 use self::core::{Effect, Handled, Lb, PurgeNote, Setup};
+use crate::announce;
 use crate::api::{Request, Response};
 use crate::conntable::{self, Census, Done};
 use crate::dataplane::{AttachMode, Dataplane};
@@ -47,6 +48,10 @@ const SLOW_WALK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error("maintenance withdraws VIP announcements, and this lbd announces none: start it with --announce-table")]
+    NoAnnounce,
+    #[error("route health injection: cannot open a netlink socket: {0}")]
+    Announce(std::io::Error),
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error(transparent)]
@@ -83,6 +88,9 @@ pub struct Options {
     pub flow_idle_timeout: Duration,
     /// Flow-hash seed, shared by every LB node of a cluster (0: the hash of releases before the seed).
     pub hash_seed: u32,
+    /// Route health injection: announce healthy VIPs as routes in this kernel table, when any/all of their services
+    /// have a usable real (None: off).
+    pub announce: Option<(crate::api::AnnounceWhen, u32)>,
 }
 
 /// Default of `--flow-idle-timeout`: below Linux's largest TCP retransmission interval (TCP_RTO_MAX, 120 s), so a
@@ -101,6 +109,7 @@ impl Options {
             keep_on_exit: false,
             flow_idle_timeout: DEFAULT_FLOW_IDLE_TIMEOUT,
             hash_seed: 0,
+            announce: None,
         }
     }
 }
@@ -134,6 +143,8 @@ pub struct Daemon {
     flow_idle_timeout: Duration,
     /// A sweep is running on the worker (at most one at a time).
     sweeping: bool,
+    /// The route-injection task, when lbd announces VIPs.
+    announcer: Option<mpsc::UnboundedSender<announce::Command>>,
 }
 
 impl Daemon {
@@ -179,8 +190,13 @@ impl Daemon {
         let macs = neigh::resolve(&resolver, &mut reports, &missing).await;
         let (conn, conn_done) = conntable::Worker::spawn(dp.conn_table()?)
             .map_err(|e| DaemonError::Dataplane(crate::dataplane::DataplaneError::ConnTable(e)))?;
-        let setup =
-            Setup { iface, mode: opts.mode, manage_vips: opts.manage_vips, events: EventLog::new(opts.event_capacity) };
+        let setup = Setup {
+            iface,
+            mode: opts.mode,
+            manage_vips: opts.manage_vips,
+            events: EventLog::new(opts.event_capacity),
+            announce: opts.announce,
+        };
         let mut lb = Lb::new(dp, setup, &initial, plan, &macs)?;
         // The state file reflects what runs from the first moment; a state file that cannot be written stops lbd.
         if let Some(path) = &opts.state_path {
@@ -212,6 +228,10 @@ impl Daemon {
             keep_on_exit: opts.keep_on_exit,
             flow_idle_timeout: opts.flow_idle_timeout,
             sweeping: false,
+            announcer: match opts.announce {
+                Some((_, table)) => Some(announce::spawn(table).map_err(DaemonError::Announce)?),
+                None => None,
+            },
         };
         // The file was just written; the rest (probes, MAC watches, VIPs) goes to its tasks.
         let effects = d.lb.take_effects().into_iter().filter(|e| *e != Effect::Persist).collect();
@@ -274,6 +294,14 @@ impl Daemon {
             let _ = s.await;
         }
         let _ = std::fs::remove_file(socket);
+        // A deliberate stop withdraws the VIPs, so the routers send nothing more here; an upgrade (--keep-on-exit)
+        // keeps them, since forwarding goes on and the next lbd takes over.
+        if let (Some(a), false) = (&self.announcer, self.keep_on_exit) {
+            let (tx, rx) = oneshot::channel();
+            if a.send(announce::Command::WithdrawAll(tx)).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+            }
+        }
         let name = self.lb.iface.name.clone();
         match self.lb.maps.pin_dir().map(Path::to_path_buf) {
             Some(dir) if self.keep_on_exit => {
@@ -332,6 +360,11 @@ impl Daemon {
                 Effect::Watch(a) => self.resolve(Command::Watch(a)),
                 Effect::Unwatch(a) => self.resolve(Command::Unwatch(a)),
                 Effect::AddVip(a) => self.resolve(Command::AddVip(a)),
+                Effect::Announce(set) => {
+                    if let Some(a) = &self.announcer {
+                        let _ = a.send(announce::Command::Set(set));
+                    }
+                }
                 Effect::Probe { service, real, check } => self.checker.ensure(service, real, &check),
                 Effect::Purge { slot, id, note } => self.purge(slot, id, note),
                 Effect::Persist => persist = true,

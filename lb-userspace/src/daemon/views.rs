@@ -10,6 +10,7 @@ use crate::health::Health;
 use crate::model::ServiceKey;
 use crate::netinfo::format_mac;
 use lb_common::global;
+use std::net::IpAddr;
 use svc::metrics::{render, Family, Labels};
 
 /// A flow counts as active in `list` and metrics when a packet was seen this recently.
@@ -91,6 +92,9 @@ impl<M: Maps> Lb<M> {
             icmp_forwarded: at(global::TX_ICMP),
             passed_ipv6_ext_headers: at(global::PASS_EXT_HEADERS),
             flows_expired: self.flows_expired,
+            maintenance: self.maintenance,
+            announced: self.announced.iter().copied().collect(),
+            announce_table: self.announce.map(|(_, t)| t),
         }));
         r
     }
@@ -131,6 +135,19 @@ impl<M: Maps> Lb<M> {
             "Connection-table entries removed by the flow sweep (idle flows of removed reals, idle UDP flows, expired persistence templates).",
         );
         expired.add(vec![], self.flows_expired as f64);
+        let mut announced = Family::gauge(
+            "lbd_vip_announced",
+            "1 while the VIP's route is announced to the routing daemon (route health injection), 0 when withdrawn.",
+        );
+        let maintenance =
+            Family::gauge("lbd_maintenance", "1 while this LB node is in maintenance (nothing announced).")
+                .with(vec![], self.maintenance as u8 as f64);
+        if self.announce.is_some() {
+            let vips: std::collections::BTreeSet<IpAddr> = self.services.keys().map(|k| k.vip).collect();
+            for vip in vips {
+                announced.add(vec![("vip", vip.to_string())], self.announced.contains(&vip) as u8 as f64);
+            }
+        }
         for s in self.services.values() {
             let c = self.maps.service_counters(s.slot);
             svc_packets.add(service_labels(&s.key), c.packets as f64);
@@ -205,6 +222,8 @@ impl<M: Maps> Lb<M> {
             conn,
             conn_cap,
             expired,
+            announced,
+            maintenance,
             events,
         ])
     }

@@ -368,6 +368,14 @@ impl Lab {
         Ok(())
     }
 
+    /// Adds a host `host` on the bridge with these addresses (another LB node, say); returns its namespace.
+    pub fn add_host(&mut self, host: &str, addr: &str, addr6: &str) -> Result<String> {
+        self.wire(host, addr, addr6)?;
+        let ns = self.ns(host);
+        let _ = self.sysctl(&ns, "net.ipv4.tcp_tw_reuse=1");
+        Ok(ns)
+    }
+
     /// Adds a router `rt` on the bridge (10.99.0.1, fd00:99::1) and a client `c2` behind it (10.98.0.10,
     /// fd00:98::10), whose link from the router has `mtu` (the client's own side stays at 1500, so its TCP MSS
     /// does not reveal the bottleneck: path-MTU discovery has to). Reals route the client's subnets via the

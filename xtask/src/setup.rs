@@ -19,6 +19,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nginx-core", "/usr/sbin/nginx"),
     ("libnginx-mod-rtmp", "/usr/lib/nginx/modules/ngx_rtmp_module.so"),
     ("bpftool", "/usr/sbin/bpftool"),
+    ("bird2", "/usr/sbin/bird"),
 ];
 
 pub fn run() -> Result<()> {

@@ -1,0 +1,171 @@
+//! Several LB nodes behind a router that spreads flows over them by ECMP, with BIRD 2 as the routing daemon in the
+//! router and in every LB namespace: lbd's route health injection, maintenance, and a node failure that moves flows
+//! to the other node without moving them between reals (same hash seed, same Maglev table).
+use lb_lab::{bin_path, LB_IP};
+use lb_tests::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const LB2_IP: &str = "10.99.0.3";
+const ROUTER_IP: &str = "10.99.0.1";
+const TABLE: &str = "200";
+
+/// The router's BIRD: BGP with both LB nodes (short timers, so a dead node is noticed within seconds), and the
+/// VIP routes they announce merged into one multipath kernel route.
+fn router_conf() -> String {
+    let mut c = format!(
+        "router id {ROUTER_IP};\nprotocol device {{ scan time 1; }}\n\
+         protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths yes; }}\n"
+    );
+    for (name, ip) in [("lb1", LB_IP), ("lb2", LB2_IP)] {
+        c.push_str(&format!(
+            "protocol bgp {name} {{ local {ROUTER_IP} as 65000; neighbor {ip} as 65001; hold time 3; \
+             keepalive time 1; connect retry time 1; ipv4 {{ import all; export none; }}; }}\n"
+        ));
+    }
+    c
+}
+
+/// An LB node's BIRD: learns the routes lbd keeps in table 200 and exports exactly those to the router.
+fn lb_conf(ip: &str) -> String {
+    format!(
+        "router id {ip};\nprotocol device {{ scan time 1; }}\n\
+         protocol kernel vips {{ kernel table {TABLE}; learn; scan time 1; ipv4 {{ import all; export none; }}; }}\n\
+         protocol bgp uplink {{ local {ip} as 65001; neighbor {ROUTER_IP} as 65000; hold time 3; keepalive time 1; \
+         connect retry time 1; ipv4 {{ import none; export where proto = \"vips\"; }}; }}\n"
+    )
+}
+
+/// Next hops of the router's route to the VIP.
+fn next_hops(l: &LbLab) -> Vec<String> {
+    let rt = l.lab.ns("rt");
+    let out = l.lab.ip(&rt, &["route", "show", VIP]).map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let text = out.unwrap_or_default();
+    let mut hops: Vec<String> =
+        text.split_whitespace().collect::<Vec<_>>().windows(2).filter(|w| w[0] == "via").map(|w| w[1].into()).collect();
+    hops.sort();
+    hops
+}
+
+fn wait_hops(l: &LbLab, want: &[&str], limit: Duration) -> Duration {
+    let start = Instant::now();
+    while next_hops(l) != want {
+        assert!(start.elapsed() < limit, "router next hops {:?}, wanted {want:?} within {limit:?}", next_hops(l));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+fn forwarded(l: &LbLab, sock: &str) -> u64 {
+    let out = std::process::Command::new(bin_path("lbctl")).args(["--socket", sock, "stats", "--json"]).output();
+    let stats: serde_json::Value = serde_json::from_slice(&out.unwrap().stdout).unwrap_or_default();
+    let _ = l;
+    stats["forwarded"]["packets"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_and_a_node_failure() {
+    require_root();
+    let mut l = context(LbLab::with_options(Mode::Skb, &LabOptions { reals: 3, vip_on_lb: false }), "lab");
+    let lb2 = context(l.lab.add_host("lb2", LB2_IP, "fd00:99::3"), "second LB node");
+    let client = context(l.lab.add_routed_client(1500), "router and client");
+    let rt = l.lab.ns("rt");
+    // The router hashes flows over the next hops by their 5-tuple.
+    context(l.lab.exec(&rt, &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"]), "L4 ECMP hash");
+    let cfg = context(l.write_config(&[0, 1, 2]), "config");
+    let seed = l.lab.dir.join("seed");
+    std::fs::write(&seed, "5f3a91c2\n").unwrap();
+    let seed = seed.to_str().unwrap().to_string();
+    let common = ["--config", &cfg, "--announce-table", TABLE, "--hash-seed-file", &seed];
+    context(l.start_lbd(&common), "lbd on lb1");
+    let sock2 = l.lab.dir.join("lbd2.sock").display().to_string();
+    let lbd = bin_path("lbd");
+    let mut args2 = vec![lbd.to_str().unwrap(), "--iface", "eth0", "--xdp-mode", "skb", "--no-pin", "--socket", &sock2];
+    args2.extend_from_slice(&common);
+    context(l.lab.spawn_ready(&lb2, "lbd2.log", &args2, "lbd ready", Duration::from_secs(30)), "lbd on lb2");
+    // BIRD everywhere, each with its own control socket.
+    for (ns, name, conf) in
+        [(rt.clone(), "rt", router_conf()), (l.lab.lb(), "lb1", lb_conf(LB_IP)), (lb2.clone(), "lb2", lb_conf(LB2_IP))]
+    {
+        let path = l.lab.dir.join(format!("bird-{name}.conf"));
+        std::fs::write(&path, conf).unwrap();
+        let ctl = l.lab.dir.join(format!("bird-{name}.ctl"));
+        let args = ["bird", "-f", "-c", path.to_str().unwrap(), "-s", ctl.to_str().unwrap()];
+        context(l.lab.spawn(&ns, &format!("bird-{name}.log"), &args), "bird");
+    }
+    let both = [LB_IP, LB2_IP];
+    let took = wait_hops(&l, &both, Duration::from_secs(20));
+    eprintln!("both LB nodes announced the VIP; the router had 2 next hops after {took:?}");
+
+    // Many connections: spread over both nodes, and every real answers.
+    let url = format!("http://{VIP}/");
+    let script = format!("for i in $(seq 60); do curl -sS --max-time 3 {url} || echo FAIL; done");
+    let out = context(l.lab.exec(&client, &["bash", "-c", &script]), "curl loop");
+    let mut spread: BTreeMap<String, usize> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        *spread.entry(line.trim().into()).or_default() += 1;
+    }
+    assert!(!spread.contains_key("FAIL"), "{spread:?}");
+    assert_eq!(spread.len(), 3, "every real answers: {spread:?}");
+    let (f1, f2) = (forwarded(&l, &l.socket()), forwarded(&l, &sock2));
+    assert!(f1 > 0 && f2 > 0, "ECMP used one node only: lb1 {f1}, lb2 {f2} packets");
+
+    // Maintenance of lb1: its route goes, new connections still work through lb2; off brings it back.
+    l.lbctl_ok(&["maintenance", "on"]);
+    wait_hops(&l, &[LB2_IP], Duration::from_secs(10));
+    let stats = l.lbctl_ok(&["stats"]);
+    assert!(stats.contains("(maintenance): none"), "{stats}");
+    let out = context(l.lab.exec(&client, &["bash", "-c", &script.replace("seq 60", "seq 10")]), "curl in maintenance");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+    l.lbctl_ok(&["maintenance", "off"]);
+    wait_hops(&l, &both, Duration::from_secs(10));
+
+    // Long streams through both nodes; then lb1 dies (its BIRD and lbd killed, its link down). Its flows reach lb2,
+    // which places them on the same reals (same seed, same table): no stream is reset or moves to another real.
+    let mut streams = Vec::new();
+    for i in 0..8 {
+        let log = format!("stream-{i}.out");
+        let pid = context(
+            l.lab.spawn(
+                &client,
+                &log,
+                &["curl", "-sS", "--no-buffer", "--max-time", "40", &format!("{url}stream?secs=15")],
+            ),
+            "stream",
+        );
+        streams.push((pid, log));
+    }
+    for (_, log) in &streams {
+        context(wait_for(|| l.lab.log(log).contains(" 0\n"), "first line"), "stream start");
+    }
+    let before = forwarded(&l, &sock2);
+    // The node dies as a host does: its link goes first (no BGP notification, no TCP reset gets out), then its
+    // processes. The router notices by the BGP hold timer.
+    context(l.lab.ip(&l.lab.lb(), &["link", "set", "eth0", "down"]), "lb1 link down");
+    if let Some(pid) = l.lab.pid_of("bird-lb1.log") {
+        l.lab.stop(pid, libc::SIGKILL).unwrap();
+    }
+    l.stop_lbd(libc::SIGKILL).unwrap();
+    let gap = wait_hops(&l, &[LB2_IP], Duration::from_secs(15));
+    eprintln!("lb1 died: the router withdrew it after {gap:?} (BGP hold time 3 s)");
+    assert!(gap >= Duration::from_secs(1), "withdrawn at once: the failure was announced, not detected ({gap:?})");
+    for (pid, log) in streams {
+        let status = context(l.lab.wait(pid, Duration::from_secs(40)), "stream end");
+        let body = l.lab.log(&log);
+        let owner = body.split_whitespace().next().unwrap_or("?").to_string();
+        assert!(status.success(), "a stream failed across the node failure ({status}): {body}");
+        assert!(body.contains(&format!("{owner} done")), "stream did not complete: {body}");
+        assert!(body.lines().all(|line| line.starts_with(&owner)), "a stream moved to another real: {body}");
+    }
+    assert!(forwarded(&l, &sock2) > before, "lb2 took over no traffic");
+}
+
+/// The BIRD configs we ship for operators parse with the BIRD the tests use.
+#[test]
+fn shipped_bird_configs_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bird");
+    for f in ["lb-node.conf", "router.conf"] {
+        let out = std::process::Command::new("bird").arg("-p").arg("-c").arg(dir.join(f)).output().expect("bird");
+        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -127,8 +127,24 @@ pub struct LbConfig {
     /// Seed of the flow hash, the same on every LB node of a cluster (so an ECMP rehash moves no flow) and secret
     /// (so clients cannot pick tuples that all land on one real). 0 hashes as releases before the seed did.
     pub hash_seed: u32,
-    pub _pad: u32,
+    /// LB_F_* bits.
+    pub flags: u32,
 }
+
+/// Report every flow stored in the connection table on NEW_FLOWS, for flow-state sync with the other LB nodes.
+pub const LB_F_SYNC: u32 = 1;
+
+/// A flow the program stored, as reported on the NEW_FLOWS ring buffer for flow-state sync.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NewFlow {
+    pub key: FlowKey,
+    pub real_id: u32,
+    pub vip_num: u32,
+}
+
+/// Bytes of the NEW_FLOWS ring buffer: 64 Ki flows of 48 bytes (+8 of header each); a full ring drops reports.
+pub const NEW_FLOWS_BYTES: u32 = 4 << 20;
 
 /// Version of the meaning of the pinned maps' contents. Sizes and types are checked map by map as well; this
 /// changes when a field's meaning changes with no size change, so no lbd reinterprets live entries.
@@ -180,6 +196,7 @@ const _: () = {
     assert!(core::mem::size_of::<LbConfig>() == 16);
     assert!(core::mem::size_of::<Counters>() == 24);
     assert!(core::mem::size_of::<ServiceCfg>() == 8);
+    assert!(core::mem::size_of::<NewFlow>() == 48);
 };
 
 /// Flow hash used to pick a Maglev slot. Shared so userspace tests and tools compute the same slot as the
@@ -230,4 +247,5 @@ mod pod {
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for ServiceCfg {}
+    unsafe impl aya::Pod for NewFlow {}
 }

@@ -14,13 +14,14 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_PASS, XDP_TX},
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use lb_common::{
-    flow_hash, fold_addr, global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, ServiceCfg, VipKey, VipMeta,
-    DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_SERVICES, FAMILY_V4, FAMILY_V6, FLOW_KIND_CONN, FLOW_KIND_PERSIST, MAX_DESTS,
-    MAX_REALS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, REAL_F_VALID, RING_SIZE,
+    flow_hash, fold_addr, global, ConnEntry, Counters, FlowKey, LbConfig, NewFlow, RealDef, ServiceCfg, VipKey,
+    VipMeta, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_SERVICES, FAMILY_V4, FAMILY_V6, FLOW_KIND_CONN, FLOW_KIND_PERSIST,
+    LB_F_SYNC, MAX_DESTS, MAX_REALS, NEW_FLOWS_BYTES, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, REAL_F_VALID,
+    RING_SIZE,
 };
 
 /// Services: (VIP, port, proto) -> index of its ring and counters.
@@ -65,6 +66,10 @@ static DEST_IDX: Array<u32> = Array::with_max_entries(DEFAULT_MAX_SERVICES * MAX
 /// Per-(service, real) counters, like `ipvsadm --stats`.
 #[map]
 static DEST_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
+
+/// Flows stored in CONN_TABLE, for lbd to share with the other LB nodes (only with LB_F_SYNC; lossy when full).
+#[map]
+static NEW_FLOWS: RingBuf = RingBuf::with_byte_size(NEW_FLOWS_BYTES, 0);
 
 /// Why packets were or were not forwarded (lb_common::global indexes).
 #[map]
@@ -435,6 +440,10 @@ fn forward(ctx: &XdpContext, eth: *mut u8, p: &Packet) -> (u32, u32) {
         Some(x) => x,
         None => return (XDP_PASS, global::PASS_NO_REAL),
     };
+    if new_flow != 0 && cfg.flags & LB_F_SYNC != 0 {
+        // Lossy by design: a full ring drops the report, and the peer then places the flow by Maglev.
+        let _ = NEW_FLOWS.output::<NewFlow>(&NewFlow { key: p.flow, real_id, vip_num }, 0);
+    }
     let src_mac = cfg.src_mac;
     // SAFETY: eth spans ETH_HLEN bytes.
     unsafe {

@@ -202,6 +202,9 @@ pub struct StatsView {
     /// Route health injection: the kernel table lbd writes, or none when off.
     #[serde(default)]
     pub announce_table: Option<u32>,
+    /// Flow-state sync counters (entries sent, received, inserted, dropped by reason), when sync runs.
+    #[serde(default)]
+    pub sync: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]

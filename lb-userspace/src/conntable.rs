@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// bpf(2) update flag: insert only when the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
 /// Entries asked for per BPF_MAP_LOOKUP_BATCH call: 4096 x 56 bytes of buffers (224 KiB), about 500 calls for
 /// 2,000,000 entries instead of 4,000,000 syscalls.
 pub const BATCH: usize = 4096;
@@ -101,6 +104,21 @@ impl ConnTable {
         for (k, v) in entries {
             map.insert(k, v, 0).map_err(io::Error::other)?;
             n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Inserts entries the table does not have yet (an existing entry, the local decision, is kept); returns how
+    /// many were inserted.
+    pub fn insert_new(&self, entries: impl IntoIterator<Item = (FlowKey, ConnEntry)>) -> io::Result<usize> {
+        let mut map = self.aya_map()?;
+        let mut n = 0;
+        for (k, v) in entries {
+            match map.insert(k, v, BPF_NOEXIST) {
+                Ok(()) => n += 1,
+                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(io::Error::other(e)),
+            }
         }
         Ok(n)
     }

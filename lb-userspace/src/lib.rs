@@ -5,7 +5,8 @@
 //!   purges on a worker thread; [`maglev`]: the rings.
 //! - [`daemon`]: the control task (decisions in `daemon::core`, views, control socket, metrics endpoint, takeover,
 //!   census cache, state-file writer); [`health`]: probes and rise/fall; [`neigh`]: the MAC resolver task;
-//!   [`netinfo`]: netlink queries; [`events`]: the event history; [`announce`]: VIP routes for the routing daemon.
+//!   [`netinfo`]: netlink queries; [`events`]: the event history; [`announce`]: VIP routes for the routing daemon; [`sync`]: flow-state sync
+//!   between LB nodes.
 pub mod announce;
 pub mod api;
 pub mod conntable;
@@ -17,3 +18,4 @@ pub mod maglev;
 pub mod model;
 pub mod neigh;
 pub mod netinfo;
+pub mod sync;

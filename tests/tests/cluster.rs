@@ -1,6 +1,6 @@
 //! Several LB nodes behind a router that spreads flows over them by ECMP, with BIRD 2 as the routing daemon in the
-//! router and in every LB namespace: lbd's route health injection, maintenance, and a node failure that moves flows
-//! to the other node without moving them between reals (same hash seed, same Maglev table).
+//! router and in every LB namespace: lbd's route health injection, maintenance, and a node failure after the real
+//! set changed, which moves flows to the other node without moving them between reals (flow-state sync).
 use lb_lab::{bin_path, LB_IP};
 use lb_tests::*;
 use std::collections::BTreeMap;
@@ -64,9 +64,9 @@ fn forwarded(l: &LbLab, sock: &str) -> u64 {
 }
 
 #[test]
-fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_and_a_node_failure() {
+fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_sync_and_a_node_failure() {
     require_root();
-    let mut l = context(LbLab::with_options(Mode::Skb, &LabOptions { reals: 3, vip_on_lb: false }), "lab");
+    let mut l = context(LbLab::with_options(Mode::Skb, &LabOptions { reals: 4, vip_on_lb: false }), "lab");
     let lb2 = context(l.lab.add_host("lb2", LB2_IP, "fd00:99::3"), "second LB node");
     let client = context(l.lab.add_routed_client(1500), "router and client");
     let rt = l.lab.ns("rt");
@@ -76,12 +76,19 @@ fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_and_a_node_fai
     let seed = l.lab.dir.join("seed");
     std::fs::write(&seed, "5f3a91c2\n").unwrap();
     let seed = seed.to_str().unwrap().to_string();
-    let common = ["--config", &cfg, "--announce-table", TABLE, "--hash-seed-file", &seed];
-    context(l.start_lbd(&common), "lbd on lb1");
+    let key = l.lab.dir.join("sync.key");
+    std::fs::write(&key, "a shared secret for the lab's sync\n").unwrap();
+    let key = key.to_str().unwrap().to_string();
+    let common = ["--config", &cfg, "--announce-table", TABLE, "--hash-seed-file", &seed, "--sync-key-file", &key];
+    let (sync1, sync2) = (format!("{LB_IP}:7946"), format!("{LB2_IP}:7946"));
+    let mut args1 = common.to_vec();
+    args1.extend_from_slice(&["--sync-listen", &sync1, "--sync-peer", &sync2]);
+    context(l.start_lbd(&args1), "lbd on lb1");
     let sock2 = l.lab.dir.join("lbd2.sock").display().to_string();
     let lbd = bin_path("lbd");
     let mut args2 = vec![lbd.to_str().unwrap(), "--iface", "eth0", "--xdp-mode", "skb", "--no-pin", "--socket", &sock2];
     args2.extend_from_slice(&common);
+    args2.extend_from_slice(&["--sync-listen", &sync2, "--sync-peer", &sync1]);
     context(l.lab.spawn_ready(&lb2, "lbd2.log", &args2, "lbd ready", Duration::from_secs(30)), "lbd on lb2");
     // BIRD everywhere, each with its own control socket.
     for (ns, name, conf) in
@@ -106,7 +113,7 @@ fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_and_a_node_fai
         *spread.entry(line.trim().into()).or_default() += 1;
     }
     assert!(!spread.contains_key("FAIL"), "{spread:?}");
-    assert_eq!(spread.len(), 3, "every real answers: {spread:?}");
+    assert_eq!(spread.len(), 3, "every real of the service answers: {spread:?}");
     let (f1, f2) = (forwarded(&l, &l.socket()), forwarded(&l, &sock2));
     assert!(f1 > 0 && f2 > 0, "ECMP used one node only: lb1 {f1}, lb2 {f2} packets");
 
@@ -120,10 +127,11 @@ fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_and_a_node_fai
     l.lbctl_ok(&["maintenance", "off"]);
     wait_hops(&l, &both, Duration::from_secs(10));
 
-    // Long streams through both nodes; then lb1 dies (its BIRD and lbd killed, its link down). Its flows reach lb2,
-    // which places them on the same reals (same seed, same table): no stream is reset or moves to another real.
+    // Long streams through both nodes; then a fourth real joins (the ring changes on both nodes, so a flow that lost
+    // its node would be placed elsewhere by Maglev), and lb1 dies (its link down, then its BIRD and lbd). Its flows
+    // reach lb2, which learned them by flow-state sync: no stream is reset or moves to another real.
     let mut streams = Vec::new();
-    for i in 0..8 {
+    for i in 0..16 {
         let log = format!("stream-{i}.out");
         let pid = context(
             l.lab.spawn(
@@ -138,6 +146,19 @@ fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_and_a_node_fai
     for (_, log) in &streams {
         context(wait_for(|| l.lab.log(log).contains(" 0\n"), "first line"), "stream start");
     }
+    let r4 = real_ip(3);
+    l.lbctl_ok(&["add-real", &format!("{VIP}:80"), &r4]);
+    let out = std::process::Command::new(bin_path("lbctl"))
+        .args(["--socket", &sock2, "add-real", &format!("{VIP}:80"), &r4])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let synced = |sock: &str| -> u64 {
+        let out = std::process::Command::new(bin_path("lbctl")).args(["--socket", sock, "stats", "--json"]).output();
+        let stats: serde_json::Value = serde_json::from_slice(&out.unwrap().stdout).unwrap_or_default();
+        stats["sync"]["inserted"].as_u64().unwrap_or(0)
+    };
+    context(wait_for(|| synced(&sock2) > 0, "lb2 inserting lb1's flows"), "flow-state sync");
     let before = forwarded(&l, &sock2);
     // The node dies as a host does: its link goes first (no BGP notification, no TCP reset gets out), then its
     // processes. The router notices by the BGP hold timer.

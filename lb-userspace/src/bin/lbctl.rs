@@ -368,4 +368,8 @@ fn print_stats(resp: &Response) {
         }
         None => println!("route health injection: off"),
     }
+    if let Some(sync) = &s.sync {
+        let parts: Vec<String> = sync.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("flow-state sync: {}", parts.join(", "));
+    }
 }

@@ -52,6 +52,19 @@ struct Args {
     /// With --announce-table: announce a VIP while any of its services has a usable real, or only while all do.
     #[arg(long, value_name = "any|all", default_value = "any", requires = "announce_table")]
     announce_when: lb_userspace::api::AnnounceWhen,
+    /// Flow-state sync: receive the other LB nodes' flows on this UDP address (e.g. 10.0.0.2:7946) and send ours
+    /// to every --sync-peer, authenticated with --sync-key-file.
+    #[arg(long, value_name = "ADDR", requires_all = ["sync_peer", "sync_key_file"])]
+    sync_listen: Option<SocketAddr>,
+    /// Another LB node's --sync-listen address (repeat for each peer).
+    #[arg(long, value_name = "ADDR", requires = "sync_listen")]
+    sync_peer: Vec<SocketAddr>,
+    /// File holding the shared sync secret (at least 16 bytes), the same on every node.
+    #[arg(long, value_name = "FILE", requires = "sync_listen")]
+    sync_key_file: Option<PathBuf>,
+    /// Most sync datagrams (of up to 22 flows) sent per second, to each peer.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    sync_rate: u32,
     /// File holding the flow-hash seed, a 32-bit number in hex (e.g. `printf '%08x' $RANDOM$RANDOM`); give every
     /// LB node of a cluster the same one, so an ECMP rehash moves no flow, and keep it secret, so clients cannot
     /// choose tuples that all land on one real [default: 0].
@@ -149,6 +162,15 @@ async fn main() -> Result<()> {
         }
         None => None,
     };
+    let sync = match (args.sync_listen, &args.sync_key_file) {
+        (Some(listen), Some(key)) => Some(lb_userspace::sync::SyncConfig {
+            listen,
+            peers: args.sync_peer.clone(),
+            key: lb_userspace::sync::read_key(key).map_err(anyhow::Error::msg)?,
+            rate: args.sync_rate,
+        }),
+        _ => None,
+    };
     let hash_seed = match &args.hash_seed_file {
         Some(f) => read_seed(f)?,
         None => 0,
@@ -169,6 +191,7 @@ async fn main() -> Result<()> {
         flow_idle_timeout: args.flow_idle_timeout.map_or(lb_userspace::daemon::DEFAULT_FLOW_IDLE_TIMEOUT, |d| d.0),
         hash_seed,
         announce: args.announce_table.map(|t| (args.announce_when, t)),
+        sync,
         ..Options::new(iface.clone(), args.xdp_mode)
     };
     let daemon = match Daemon::start(opts, dp, initial).await {

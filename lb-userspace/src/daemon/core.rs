@@ -97,6 +97,8 @@ pub struct Lb<M> {
     pub(super) maintenance: bool,
     /// What was last asked to be announced.
     pub(super) announced: BTreeSet<IpAddr>,
+    /// Flow-state sync counters, when sync runs.
+    pub(super) sync_stats: Option<std::sync::Arc<crate::sync::SyncStats>>,
 }
 
 impl<M: Maps> Lb<M> {
@@ -127,6 +129,7 @@ impl<M: Maps> Lb<M> {
             announce,
             maintenance: false,
             announced: BTreeSet::new(),
+            sync_stats: None,
         };
         for (svc, slot) in &plan.stale {
             lb.maps.del_service(svc.vip_key(), *slot)?;
@@ -711,6 +714,15 @@ impl<M: Maps> Lb<M> {
                 );
             }
             Health::Unknown => {}
+        }
+    }
+
+    /// This node's numbering for flow-state sync: real ids and service slots by name, both ways.
+    pub fn names(&self) -> crate::sync::Names {
+        crate::sync::Names {
+            real_addr: self.reals.iter().map(|(a, r)| (r.id, *a)).collect(),
+            real_id: self.reals.iter().map(|(a, r)| (*a, r.id)).collect(),
+            slot: self.services.iter().map(|(k, s)| (*k, s.slot)).collect(),
         }
     }
 

@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use svc::Shutdown;
 use tokio::net::TcpListener;
@@ -52,6 +53,8 @@ pub enum DaemonError {
     NoAnnounce,
     #[error("route health injection: cannot open a netlink socket: {0}")]
     Announce(std::io::Error),
+    #[error("flow-state sync: {0}")]
+    Sync(String),
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error(transparent)]
@@ -91,6 +94,8 @@ pub struct Options {
     /// Route health injection: announce healthy VIPs as routes in this kernel table, when any/all of their services
     /// have a usable real (None: off).
     pub announce: Option<(crate::api::AnnounceWhen, u32)>,
+    /// Flow-state sync with the other LB nodes (None: off).
+    pub sync: Option<crate::sync::SyncConfig>,
 }
 
 /// Default of `--flow-idle-timeout`: below Linux's largest TCP retransmission interval (TCP_RTO_MAX, 120 s), so a
@@ -110,6 +115,7 @@ impl Options {
             flow_idle_timeout: DEFAULT_FLOW_IDLE_TIMEOUT,
             hash_seed: 0,
             announce: None,
+            sync: None,
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct Daemon {
     sweeping: bool,
     /// The route-injection task, when lbd announces VIPs.
     announcer: Option<mpsc::UnboundedSender<announce::Command>>,
+    /// Flow-state sync: the numbering the sync tasks translate with (replaced after every change), and counters.
+    sync: Option<(Arc<RwLock<crate::sync::Names>>, Arc<crate::sync::SyncStats>)>,
 }
 
 impl Daemon {
@@ -197,7 +205,28 @@ impl Daemon {
             events: EventLog::new(opts.event_capacity),
             announce: opts.announce,
         };
+        let sync = match &opts.sync {
+            Some(cfg) => {
+                dp.set_sync(true)?;
+                Some((cfg.clone(), dp.take_new_flows()?, dp.conn_table()?))
+            }
+            None => None,
+        };
         let mut lb = Lb::new(dp, setup, &initial, plan, &macs)?;
+        let sync = match sync {
+            Some((cfg, ring, table)) => {
+                let names = Arc::new(RwLock::new(lb.names()));
+                let stats = Arc::new(crate::sync::SyncStats::default());
+                let (listen, peers) = (cfg.listen, cfg.peers.len());
+                crate::sync::spawn(cfg, ring, table, names.clone(), stats.clone())
+                    .await
+                    .map_err(|e| DaemonError::Sync(format!("cannot listen on {listen}: {e}")))?;
+                tracing::info!(%listen, peers, "flow-state sync with the other LB nodes");
+                lb.sync_stats = Some(stats.clone());
+                Some((names, stats))
+            }
+            None => None,
+        };
         // The state file reflects what runs from the first moment; a state file that cannot be written stops lbd.
         if let Some(path) = &opts.state_path {
             let text = lb.state().to_toml()?;
@@ -228,6 +257,7 @@ impl Daemon {
             keep_on_exit: opts.keep_on_exit,
             flow_idle_timeout: opts.flow_idle_timeout,
             sweeping: false,
+            sync,
             announcer: match opts.announce {
                 Some((_, table)) => Some(announce::spawn(table).map_err(DaemonError::Announce)?),
                 None => None,
@@ -347,6 +377,9 @@ impl Daemon {
     }
 
     fn apply_effects(&mut self, answer: Option<(oneshot::Sender<Response>, Response)>) {
+        if let Some((names, _)) = &self.sync {
+            *names.write().unwrap_or_else(|e| e.into_inner()) = self.lb.names();
+        }
         let effects = self.lb.take_effects();
         self.apply(effects, answer);
     }

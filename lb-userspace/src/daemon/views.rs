@@ -95,6 +95,7 @@ impl<M: Maps> Lb<M> {
             maintenance: self.maintenance,
             announced: self.announced.iter().copied().collect(),
             announce_table: self.announce.map(|(_, t)| t),
+            sync: self.sync_stats.as_ref().map(|s| s.snapshot().iter().map(|(k, v)| (k.to_string(), *v)).collect()),
         }));
         r
     }
@@ -142,6 +143,21 @@ impl<M: Maps> Lb<M> {
         let maintenance =
             Family::gauge("lbd_maintenance", "1 while this LB node is in maintenance (nothing announced).")
                 .with(vec![], self.maintenance as u8 as f64);
+        let mut sync_entries =
+            Family::counter("lbd_sync_entries_total", "Flow-state sync entries, by what happened to them.");
+        let mut sync_dropped = Family::counter(
+            "lbd_sync_dropped_total",
+            "Flow-state sync entries (auth: datagrams) dropped: over the rate, failing authentication, or naming a service or real this node lacks.",
+        );
+        if let Some(st) = &self.sync_stats {
+            for (k, v) in st.snapshot() {
+                if let Some(reason) = k.strip_prefix("dropped_") {
+                    sync_dropped.add(vec![("reason", reason.into())], v as f64);
+                } else {
+                    sync_entries.add(vec![("what", k.into())], v as f64);
+                }
+            }
+        }
         if self.announce.is_some() {
             let vips: std::collections::BTreeSet<IpAddr> = self.services.keys().map(|k| k.vip).collect();
             for vip in vips {
@@ -224,6 +240,8 @@ impl<M: Maps> Lb<M> {
             expired,
             announced,
             maintenance,
+            sync_entries,
+            sync_dropped,
             events,
         ])
     }

@@ -319,6 +319,19 @@ impl Dataplane {
         self.write_cfg()
     }
 
+    /// Turns the reports of stored flows on NEW_FLOWS (flow-state sync) on or off.
+    pub fn set_sync(&mut self, on: bool) -> Result<()> {
+        self.cfg.flags =
+            if on { self.cfg.flags | lb_common::LB_F_SYNC } else { self.cfg.flags & !lb_common::LB_F_SYNC };
+        self.write_cfg()
+    }
+
+    /// The NEW_FLOWS ring buffer, taken out for the sync task (once).
+    pub fn take_new_flows(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        let m = self.ebpf.take_map("NEW_FLOWS").ok_or(DataplaneError::MissingMap("NEW_FLOWS"))?;
+        aya::maps::RingBuf::try_from(m).map_err(map_err("NEW_FLOWS"))
+    }
+
     /// Sets the flow-hash seed (the same on every node of a cluster).
     pub fn set_hash_seed(&mut self, seed: u32) -> Result<()> {
         self.cfg.hash_seed = seed;
@@ -531,6 +544,7 @@ pub fn attach_pass(iface: &str, wanted: AttachMode) -> Result<(Ebpf, AttachMode)
         .map_max_entries("SVC_STATS", 1)
         .map_max_entries("SVC_CFG", 1)
         .map_max_entries("DEST_IDX", 1)
+        .map_max_entries("NEW_FLOWS", 4096)
         .load(EBPF_OBJECT)?;
     {
         let prog: &mut Xdp = program(&mut ebpf, PASS_PROGRAM)?;

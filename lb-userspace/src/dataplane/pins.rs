@@ -7,7 +7,7 @@ use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use std::path::Path;
 
 /// Every map of the object, by the name it is pinned under.
-pub const MAP_NAMES: [&str; 11] = [
+pub const MAP_NAMES: [&str; 12] = [
     "VIPS",
     "CH_RINGS",
     "REALS",
@@ -19,6 +19,7 @@ pub const MAP_NAMES: [&str; 11] = [
     "DEST_IDX",
     "DEST_STATS",
     "GLOBAL_STATS",
+    "NEW_FLOWS",
 ];
 /// Name of the pinned XDP link in the pin directory.
 pub const LINK_PIN: &str = "link";
@@ -67,7 +68,7 @@ const fn spec(name: &'static str, kind: MapType, key: usize, value: usize, entri
 }
 
 /// Every map's type, key and value sizes and size, as this lbd's program declares them. Flags are 0 for all.
-pub const MAP_SPECS: [MapSpec; 11] = [
+pub const MAP_SPECS: [MapSpec; 12] = [
     spec("VIPS", MapType::Hash, size_of::<VipKey>(), size_of::<VipMeta>(), Entries::Services, true),
     spec("CH_RINGS", MapType::Array, 4, 4, Entries::Rings, true),
     spec("REALS", MapType::Array, 4, size_of::<RealDef>(), Entries::Fixed(MAX_REALS), true),
@@ -86,6 +87,7 @@ pub const MAP_SPECS: [MapSpec; 11] = [
         Entries::Fixed(lb_common::global::COUNT),
         false,
     ),
+    spec("NEW_FLOWS", MapType::RingBuf, 0, 0, Entries::Fixed(lb_common::NEW_FLOWS_BYTES), false),
 ];
 
 /// What is wrong with a pinned map for `spec` at `limits`, or None when it fits.

@@ -205,6 +205,9 @@ pub struct StatsView {
     /// Flow-state sync counters (entries sent, received, inserted, dropped by reason), when sync runs.
     #[serde(default)]
     pub sync: Option<std::collections::BTreeMap<String, u64>>,
+    /// The sync peers this node sends its flows to.
+    #[serde(default)]
+    pub sync_peers: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

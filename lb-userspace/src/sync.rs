@@ -205,10 +205,11 @@ async fn send_loop(
     // A token bucket of datagrams (one token per datagram sent to every peer), refilled `rate` per second.
     let rate = f64::from(cfg.rate.max(1));
     let (mut tokens, mut last) = (rate, tokio::time::Instant::now());
+    // When the oldest pending entry must leave: a partial datagram waits at most FLUSH for company.
+    let mut due: Option<tokio::time::Instant> = None;
     loop {
-        let ready = tokio::time::timeout(FLUSH, ring.readable_mut()).await;
-        // Woken by new reports rather than by the flush timer: a partial datagram may wait for more.
-        let woke = ready.is_ok();
+        let wait = due.map_or(FLUSH, |d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let ready = tokio::time::timeout(wait, ring.readable_mut()).await;
         // Readiness is cleared before the ring is drained, and the ring is drained on every pass (the flush timer's
         // too), so a report that lands between the two is never left waiting for the next one.
         if let Ok(Ok(mut guard)) = ready {
@@ -224,7 +225,12 @@ async fn send_loop(
                 // SAFETY: the program writes whole NewFlow values; read_unaligned copes with the ring's alignment.
                 let f: NewFlow = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
                 match names.real_addr.get(&f.real_id) {
-                    Some(a) => pending.push((f.key, *a)),
+                    Some(a) => {
+                        if pending.is_empty() {
+                            due = Some(tokio::time::Instant::now() + FLUSH);
+                        }
+                        pending.push((f.key, *a));
+                    }
                     None => {
                         stats.dropped_unknown.fetch_add(1, Ordering::Relaxed);
                     }
@@ -236,8 +242,8 @@ async fn send_loop(
             tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
             last = now;
             let n = pending.len().min(PER_DATAGRAM);
-            if n < PER_DATAGRAM && woke {
-                break; // wait for a fuller datagram, at most FLUSH
+            if n < PER_DATAGRAM && due.is_some_and(|d| now < d) {
+                break; // wait for a fuller datagram, until the oldest entry is due
             }
             if tokens < 1.0 {
                 stats.dropped_rate.fetch_add(n as u64, Ordering::Relaxed);
@@ -254,6 +260,9 @@ async fn send_loop(
             }
             stats.sent.fetch_add(n as u64, Ordering::Relaxed);
             pending.drain(..n);
+        }
+        if pending.is_empty() {
+            due = None;
         }
     }
 }

@@ -127,6 +127,47 @@ fn ecmp_over_two_lb_nodes_with_route_health_injection_maintenance_sync_and_a_nod
     l.lbctl_ok(&["maintenance", "off"]);
     wait_hops(&l, &both, Duration::from_secs(10));
 
+    // Every real down in lb2's view (its check probes a port nothing listens on): lb2 withdraws, and clients are
+    // served through lb1 alone; its check fixed, it announces again.
+    let lbctl2 = |args: &[&str]| {
+        let out =
+            std::process::Command::new(bin_path("lbctl")).arg("--socket").arg(&sock2).args(args).output().unwrap();
+        assert!(out.status.success(), "lbctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let svc = format!("{VIP}:80");
+    lbctl2(&[
+        "set-check",
+        &svc,
+        "--check",
+        "tcp",
+        "--check-port",
+        "9999",
+        "--check-interval",
+        "300ms",
+        "--check-timeout",
+        "200ms",
+    ]);
+    wait_hops(&l, &[LB_IP], Duration::from_secs(10));
+    let out = context(l.lab.exec(&client, &["bash", "-c", &script.replace("seq 60", "seq 20")]), "curl via lb1");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("FAIL"), "{}", String::from_utf8_lossy(&out.stdout));
+    lbctl2(&["set-check", &svc, "--check", "none"]);
+    wait_hops(&l, &both, Duration::from_secs(10));
+
+    // A forged sync datagram (garbage, or a peer with another key) is refused and counted, and inserts nothing.
+    let forged = format!(
+        "printf 'LBS1garbage-that-is-not-a-sync-datagram-at-all-xxxxxxxxxxxxxxxxxxxxx' > /dev/udp/{LB_IP}/7946"
+    );
+    context(l.lab.exec(&client, &["bash", "-c", &forged]), "forged datagram");
+    let refused = |sock: &str| -> u64 {
+        let out = std::process::Command::new(bin_path("lbctl")).args(["--socket", sock, "stats", "--json"]).output();
+        let stats: serde_json::Value = serde_json::from_slice(&out.unwrap().stdout).unwrap_or_default();
+        stats["sync"]["dropped_auth"].as_u64().unwrap_or(0)
+    };
+    context(wait_for(|| refused(&l.socket()) >= 1, "the forged datagram counted"), "sync auth");
+    let stats = l.lbctl_ok(&["stats"]);
+    assert!(stats.contains(&format!("flow-state sync with {LB2_IP}:7946")), "{stats}");
+
     // Long streams through both nodes; then a fourth real joins (the ring changes on both nodes, so a flow that lost
     // its node would be placed elsewhere by Maglev), and lb1 dies (its link down, then its BIRD and lbd). Its flows
     // reach lb2, which learned them by flow-state sync: no stream is reset or moves to another real.
@@ -189,4 +230,92 @@ fn shipped_bird_configs_parse() {
         let out = std::process::Command::new("bird").arg("-p").arg("-c").arg(dir.join(f)).output().expect("bird");
         assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// Anycast: three sites, each an LB node with its own real, announce the same VIP; the core router prefers site 1,
+/// then 2, then 3 (BGP local preference). Clients reach site 1; when it dies, new connections reach site 2 within the
+/// hold time. Site 3 syncs with a wrong key: site 1 refuses and counts its datagrams.
+#[test]
+fn anycast_sites_fail_over_in_preference_order_and_a_wrong_sync_key_is_refused() {
+    require_root();
+    const LB3_IP: &str = "10.99.0.4";
+    let mut l = context(LbLab::with_options(Mode::Skb, &LabOptions { reals: 3, vip_on_lb: false }), "lab");
+    let lb2 = context(l.lab.add_host("lb2", LB2_IP, "fd00:99::3"), "site 2");
+    let lb3 = context(l.lab.add_host("lb3", LB3_IP, "fd00:99::4"), "site 3");
+    let client = context(l.lab.add_routed_client(1500), "router and client");
+    let rt = l.lab.ns("rt");
+    let sites = [(l.lab.lb(), LB_IP, 300), (lb2.clone(), LB2_IP, 200), (lb3.clone(), LB3_IP, 100)];
+    let mut router = format!(
+        "router id {ROUTER_IP};\nprotocol device {{ scan time 1; }}\nprotocol kernel {{ ipv4 {{ import none; export all; }}; }}\n"
+    );
+    for (i, (_, ip, pref)) in sites.iter().enumerate() {
+        router.push_str(&format!(
+            "protocol bgp site{i} {{ local {ROUTER_IP} as 65000; neighbor {ip} as 6500{} ; hold time 3; keepalive time 1; \
+             connect retry time 1; ipv4 {{ import filter {{ bgp_local_pref = {pref}; accept; }}; export none; }}; }}\n",
+            i + 1
+        ));
+    }
+    let dir = l.lab.dir.clone();
+    let (good, bad) = (dir.join("good.key"), dir.join("bad.key"));
+    std::fs::write(&good, "the sites' shared secret\n").unwrap();
+    std::fs::write(&bad, "a different secret, not the sites'\n").unwrap();
+    let lbd = bin_path("lbd");
+    for (i, (ns, ip, _)) in sites.iter().enumerate() {
+        let cfg = dir.join(format!("site{i}.toml"));
+        std::fs::write(&cfg, format!("[[service]]\nvip = \"{VIP}:80\"\n[[service.real]]\naddr = \"{}\"\n", real_ip(i)))
+            .unwrap();
+        let sock = dir.join(format!("site{i}.sock")).display().to_string();
+        // Site 1 sends its flows to sites 2 and 3; site 3 has the wrong key.
+        let listen = format!("{ip}:7946");
+        let (p1, p2) = match i {
+            0 => (format!("{LB2_IP}:7946"), format!("{LB3_IP}:7946")),
+            _ => (format!("{LB_IP}:7946"), format!("{LB_IP}:7946")),
+        };
+        let key = if i == 2 { &bad } else { &good };
+        let mut args = vec![lbd.to_str().unwrap(), "--iface", "eth0", "--xdp-mode", "skb", "--no-pin", "--socket"];
+        args.extend_from_slice(&[&sock, "--config", cfg.to_str().unwrap(), "--announce-table", TABLE]);
+        args.extend_from_slice(&["--sync-listen", &listen, "--sync-peer", &p1, "--sync-peer", &p2]);
+        args.extend_from_slice(&["--sync-key-file", key.to_str().unwrap()]);
+        context(l.lab.spawn_ready(ns, &format!("site{i}.log"), &args, "lbd ready", Duration::from_secs(30)), "lbd");
+        let conf = dir.join(format!("bird-site{i}.conf"));
+        std::fs::write(&conf, lb_conf(ip).replace("as 65001", &format!("as 6500{}", i + 1))).unwrap();
+        let ctl = dir.join(format!("bird-site{i}.ctl"));
+        let a = ["bird", "-f", "-c", conf.to_str().unwrap(), "-s", ctl.to_str().unwrap()];
+        context(l.lab.spawn(ns, &format!("bird-site{i}.log"), &a), "bird");
+    }
+    let conf = dir.join("bird-rt.conf");
+    std::fs::write(&conf, router).unwrap();
+    let ctl = dir.join("bird-rt.ctl");
+    context(
+        l.lab.spawn(&rt, "bird-rt.log", &["bird", "-f", "-c", conf.to_str().unwrap(), "-s", ctl.to_str().unwrap()]),
+        "bird",
+    );
+    wait_hops(&l, &[LB_IP], Duration::from_secs(20));
+    let ask = |l: &LbLab| -> String {
+        let out = l.lab.exec_status(&client, &["curl", "-sS", "--max-time", "1", &format!("http://{VIP}/")]).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for _ in 0..5 {
+        assert_eq!(ask(&l), "r1", "clients reach the preferred site");
+    }
+    // Site 1 dies; new connections reach site 2 once the router has withdrawn site 1.
+    context(l.lab.ip(&l.lab.lb(), &["link", "set", "eth0", "down"]), "site 1 link down");
+    let died = Instant::now();
+    while ask(&l) != "r2" {
+        assert!(died.elapsed() < Duration::from_secs(15), "site 2 never took over");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("anycast: site 1 died; new connections reached site 2 after {:?}", died.elapsed());
+    assert!(died.elapsed() <= Duration::from_secs(6), "took {:?}: more than the hold time and a retry", died.elapsed());
+    // Site 1's flows reached site 2 (same key) and were refused by site 3 (another key), which inserted nothing.
+    let stats = |i: usize| -> serde_json::Value {
+        let sock = dir.join(format!("site{i}.sock")).display().to_string();
+        let out = std::process::Command::new(bin_path("lbctl")).args(["--socket", &sock, "stats", "--json"]).output();
+        serde_json::from_slice(&out.unwrap().stdout).unwrap()
+    };
+    let (s2, s3) = (stats(1), stats(2));
+    assert!(s2["sync"]["received"].as_u64().unwrap() > 0, "{s2}");
+    assert!(s3["sync"]["dropped_auth"].as_u64().unwrap() > 0, "{s3}");
+    assert_eq!(s3["sync"]["received"].as_u64(), Some(0), "{s3}");
+    assert_eq!(s3["sync"]["inserted"].as_u64(), Some(0), "{s3}");
 }

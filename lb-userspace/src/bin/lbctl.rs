@@ -370,6 +370,7 @@ fn print_stats(resp: &Response) {
     }
     if let Some(sync) = &s.sync {
         let parts: Vec<String> = sync.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("flow-state sync: {}", parts.join(", "));
+        let peers: Vec<String> = s.sync_peers.iter().map(|p| p.to_string()).collect();
+        println!("flow-state sync with {}: {}", peers.join(", "), parts.join(", "));
     }
 }

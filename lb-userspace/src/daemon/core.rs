@@ -97,8 +97,9 @@ pub struct Lb<M> {
     pub(super) maintenance: bool,
     /// What was last asked to be announced.
     pub(super) announced: BTreeSet<IpAddr>,
-    /// Flow-state sync counters, when sync runs.
+    /// Flow-state sync counters and peers, when sync runs.
     pub(super) sync_stats: Option<std::sync::Arc<crate::sync::SyncStats>>,
+    pub(super) sync_peers: Vec<std::net::SocketAddr>,
 }
 
 impl<M: Maps> Lb<M> {
@@ -130,6 +131,7 @@ impl<M: Maps> Lb<M> {
             maintenance: false,
             announced: BTreeSet::new(),
             sync_stats: None,
+            sync_peers: Vec::new(),
         };
         for (svc, slot) in &plan.stale {
             lb.maps.del_service(svc.vip_key(), *slot)?;

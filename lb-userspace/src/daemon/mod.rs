@@ -218,6 +218,7 @@ impl Daemon {
                 let names = Arc::new(RwLock::new(lb.names()));
                 let stats = Arc::new(crate::sync::SyncStats::default());
                 let (listen, peers) = (cfg.listen, cfg.peers.len());
+                lb.sync_peers = cfg.peers.clone();
                 crate::sync::spawn(cfg, ring, table, names.clone(), stats.clone())
                     .await
                     .map_err(|e| DaemonError::Sync(format!("cannot listen on {listen}: {e}")))?;

@@ -174,6 +174,19 @@ fn service_of(k: &FlowKey) -> Option<ServiceKey> {
     Some(ServiceKey { vip: addr_of_key(&k.dst, k.family)?, port: u16::from_be(k.dport), proto })
 }
 
+/// Peers' entries in this node's numbering, as connection-table entries seen at `now_ns`; entries for a service or
+/// real this node lacks are left out.
+pub fn to_local(names: &Names, entries: &[(FlowKey, IpAddr)], now_ns: u64) -> Vec<(FlowKey, ConnEntry)> {
+    entries
+        .iter()
+        .filter_map(|(k, real)| {
+            let vip_num = *names.slot.get(&service_of(k)?)?;
+            let real_id = *names.real_id.get(real)?;
+            Some((*k, ConnEntry { real_id, vip_num, atime_ns: now_ns }))
+        })
+        .collect()
+}
+
 /// Starts the sender (reading `ring`) and the receiver (inserting into `table`).
 pub async fn spawn(
     cfg: SyncConfig,
@@ -290,18 +303,7 @@ async fn receive_loop(
             continue;
         };
         stats.received.fetch_add(entries.len() as u64, Ordering::Relaxed);
-        let now = monotonic_ns();
-        let local: Vec<(FlowKey, ConnEntry)> = {
-            let names = names.read().unwrap_or_else(|e| e.into_inner());
-            entries
-                .iter()
-                .filter_map(|(k, real)| {
-                    let vip_num = *names.slot.get(&service_of(k)?)?;
-                    let real_id = *names.real_id.get(real)?;
-                    Some((*k, ConnEntry { real_id, vip_num, atime_ns: now }))
-                })
-                .collect()
-        };
+        let local = to_local(&names.read().unwrap_or_else(|e| e.into_inner()), &entries, monotonic_ns());
         stats.dropped_unknown.fetch_add((entries.len() - local.len()) as u64, Ordering::Relaxed);
         match table.insert_new(local) {
             Ok(inserted) => {

@@ -173,12 +173,17 @@ fn bench(args: &[String]) -> Result<()> {
             c.args(["bench", "-p", "lb-tests", "--bench", "conntable", "--"]).args(rest);
             status(&mut c)
         }
+        "sync" => {
+            let mut c = cargo();
+            c.args(["bench", "-p", "lb-tests", "--bench", "sync", "--"]).args(rest);
+            status(&mut c)
+        }
         "relay" => {
             build(true)?;
             let mut c = cargo();
             c.env("LB_BIN_DIR", bin_dir(true)).args(["bench", "-p", "relay", "--bench", "relay", "--"]).args(rest);
             status(&mut c)
         }
-        _ => bail!("bench what? `cargo xtask bench xdp`, `cargo xtask bench conntable` or `cargo xtask bench relay`"),
+        _ => bail!("bench what? `cargo xtask bench xdp`, `conntable`, `sync` or `relay`"),
     }
 }

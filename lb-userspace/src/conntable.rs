@@ -327,7 +327,8 @@ impl SweepRules {
         let idle = now_ns.saturating_sub(e.atime_ns);
         let retired = self.retired.contains(&(e.vip_num, e.real_id));
         if k.kind == FLOW_KIND_PERSIST {
-            return retired || idle > self.persist_ns.get(&e.vip_num).copied().unwrap_or(0);
+            // A template of a service without persistence (turned off, or the service is gone) goes at once.
+            return retired || self.persist_ns.get(&e.vip_num).is_none_or(|t| idle > *t);
         }
         self.idle_ns != 0 && (retired || k.proto == PROTO_UDP) && idle > self.idle_ns
     }
@@ -422,6 +423,32 @@ mod tests {
 
     fn entry(vip_num: u32, real_id: u32, atime_ns: u64) -> ConnEntry {
         ConnEntry { real_id, vip_num, atime_ns }
+    }
+
+    #[test]
+    fn the_sweep_expires_idle_flows_of_removed_reals_idle_udp_and_old_templates_only() {
+        const S: u64 = 1_000_000_000;
+        let key = |proto: u8, kind: u8| FlowKey { proto, kind, ..FlowKey::default() };
+        let rules = SweepRules { idle_ns: 60 * S, retired: [(0, 2)].into(), persist_ns: [(0, 300 * S)].into() };
+        let now = 1000 * S;
+        let tcp = key(lb_common::PROTO_TCP, 0);
+        let udp = key(PROTO_UDP, 0);
+        let tpl = key(lb_common::PROTO_TCP, FLOW_KIND_PERSIST);
+        // An idle TCP flow of a real still in its service stays; of a removed real it goes once idle.
+        assert!(!rules.expired(&tcp, &entry(0, 1, now - 600 * S), now));
+        assert!(!rules.expired(&tcp, &entry(0, 2, now - 30 * S), now), "a removed real's active flow continues");
+        assert!(rules.expired(&tcp, &entry(0, 2, now - 61 * S), now));
+        // UDP flows go once idle, whatever their real.
+        assert!(!rules.expired(&udp, &entry(0, 1, now - 59 * S), now));
+        assert!(rules.expired(&udp, &entry(0, 1, now - 61 * S), now));
+        // Templates: by their service's timeout, at once for a removed real, and for a service without persistence.
+        assert!(!rules.expired(&tpl, &entry(0, 1, now - 299 * S), now));
+        assert!(rules.expired(&tpl, &entry(0, 1, now - 301 * S), now));
+        assert!(rules.expired(&tpl, &entry(0, 2, now), now));
+        assert!(rules.expired(&tpl, &entry(1, 1, now), now));
+        // A timeout of 0 keeps every flow (templates still follow their own timeouts).
+        let never = SweepRules { idle_ns: 0, ..rules };
+        assert!(!never.expired(&udp, &entry(0, 2, 0), now));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `cargo xtask setup | run | test | bench`: installs what a fresh machine lacks, runs the LB (demo lab or a real
 //! interface), runs every test, and runs the benchmarks.
+mod compare;
 mod demo;
 mod setup;
 
@@ -132,14 +133,32 @@ fn lint() -> Result<()> {
 
 /// Runs every cargo-fuzz target of the relay's input path for a bounded time; a crash fails the command and leaves
 /// its input under relay/fuzz/artifacts.
+/// `cargo xtask fuzz [dataplane|relay] [SECONDS]`: the dataplane's malformed-packet campaign (10M frames, or
+/// SECONDS) and/or the relay's cargo-fuzz targets (SECONDS each, default 60). Without a target, both.
 fn fuzz(args: &[String]) -> Result<()> {
-    let secs: u32 = match args.first() {
-        Some(s) => s.parse().with_context(|| format!("fuzz SECONDS: {s:?} is not a number"))?,
-        None => 60,
+    let (which, rest) = match args.first().map(String::as_str) {
+        Some(w @ ("dataplane" | "relay")) => (Some(w), &args[1..]),
+        _ => (None, args),
+    };
+    let secs: Option<u32> = match rest.first() {
+        Some(s) => Some(s.parse().with_context(|| format!("fuzz SECONDS: {s:?} is not a number"))?),
+        None => None,
     };
     setup::run()?;
+    if which != Some("relay") {
+        let mut c = cargo();
+        c.args(["bench", "-p", "lb-tests", "--bench", "dpfuzz", "--"]);
+        if let Some(s) = secs {
+            c.args(["--secs", &s.to_string()]);
+        }
+        status(&mut c)?;
+    }
+    if which == Some("dataplane") {
+        return Ok(());
+    }
     setup::cargo_fuzz()?;
     let dir = root().join("relay/fuzz");
+    let secs = secs.unwrap_or(60);
     for target in ["server_handshake", "server_session", "client_session"] {
         eprintln!("xtask fuzz: {target} for {secs} s");
         status(Command::new("cargo").current_dir(&dir).args([
@@ -163,14 +182,30 @@ fn bench(args: &[String]) -> Result<()> {
     }
     setup::run()?;
     match which {
-        "xdp" => {
-            let mut c = cargo();
-            c.args(["bench", "-p", "lb-tests", "--bench", "xdp", "--"]).args(rest);
-            status(&mut c)
-        }
+        "xdp" => match rest.iter().position(|a| a == "--compare") {
+            Some(i) => {
+                let rev = rest.get(i + 1).context("--compare needs a git revision, e.g. --compare HEAD~3")?;
+                let passes: usize = match rest.iter().position(|a| a == "--passes") {
+                    Some(j) => rest.get(j + 1).and_then(|v| v.parse().ok()).context("--passes N")?,
+                    None => 3,
+                };
+                compare::xdp(rev, passes)
+            }
+            None => {
+                let mut c = cargo();
+                c.args(["bench", "-p", "lb-tests", "--bench", "xdp", "--"]).args(rest);
+                status(&mut c)
+            }
+        },
         "conntable" => {
             let mut c = cargo();
             c.args(["bench", "-p", "lb-tests", "--bench", "conntable", "--"]).args(rest);
+            status(&mut c)
+        }
+        "vip" => {
+            build(false)?;
+            let mut c = cargo();
+            c.env("LB_BIN_DIR", bin_dir(false)).args(["bench", "-p", "lb-tests", "--bench", "vip", "--"]).args(rest);
             status(&mut c)
         }
         "sync" => {
@@ -184,6 +219,6 @@ fn bench(args: &[String]) -> Result<()> {
             c.env("LB_BIN_DIR", bin_dir(true)).args(["bench", "-p", "relay", "--bench", "relay", "--"]).args(rest);
             status(&mut c)
         }
-        _ => bail!("bench what? `cargo xtask bench xdp`, `conntable`, `sync` or `relay`"),
+        _ => bail!("bench what? `cargo xtask bench xdp [--compare REV]`, `conntable`, `sync`, `vip` or `relay`"),
     }
 }

@@ -20,6 +20,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libnginx-mod-rtmp", "/usr/lib/nginx/modules/ngx_rtmp_module.so"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("bird2", "/usr/sbin/bird"),
+    // Peers of `cargo xtask bench vip`.
+    ("wrk", "/usr/bin/wrk"),
+    ("haproxy", "/usr/sbin/haproxy"),
+    ("nftables", "/usr/sbin/nft"),
 ];
 
 pub fn run() -> Result<()> {

@@ -112,14 +112,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -135,7 +135,7 @@ pub fn frame(r: &mut Rng) -> (Vec<u8>, &'static str) {
         3 => icmp_frag_needed([192, 168, 9, 1], &Pkt::tcp(VIP, port, CLIENT, sport, TCP_ACK), 1280),
         4 => icmp6_packet_too_big(CLIENT6, &Pkt6::tcp(VIP6, port, CLIENT6, sport, TCP_ACK), 1280),
         5 => Pkt::tcp(CLIENT, sport, [10, 0, 0, r.below(256) as u8], port, flags).frame(),
-        _ => (0..r.below(120)).map(|_| r.next() as u8).collect(),
+        _ => (0..r.below(120)).map(|_| r.u64() as u8).collect(),
     };
     let what = match r.below(12) {
         0 => "intact",
@@ -147,13 +147,13 @@ pub fn frame(r: &mut Rng) -> (Vec<u8>, &'static str) {
             for _ in 0..1 + r.below(8) {
                 let i = r.below(f.len());
                 if let Some(b) = f.get_mut(i) {
-                    *b = r.next() as u8;
+                    *b = r.u64() as u8;
                 }
             }
             "bytes flipped"
         }
         3 if f.len() > 17 => {
-            let v = r.next() as u16;
+            let v = r.u64() as u16;
             f[16..18].copy_from_slice(&v.to_be_bytes()); // IPv4 total length / IPv6 flow label
             f.get_mut(18..20).map(|x| x.copy_from_slice(&v.to_be_bytes())); // IPv6 payload length
             "bad lengths"
@@ -163,8 +163,8 @@ pub fn frame(r: &mut Rng) -> (Vec<u8>, &'static str) {
             "IHL"
         }
         5 if f.len() > 21 => {
-            f[20] = r.next() as u8 & 0x3f; // fragment bits
-            f[21] = r.next() as u8;
+            f[20] = r.u64() as u8 & 0x3f; // fragment bits
+            f[21] = r.u64() as u8;
             "fragment"
         }
         6 if f.len() > 46 => {
@@ -181,7 +181,7 @@ pub fn frame(r: &mut Rng) -> (Vec<u8>, &'static str) {
         }
         9 if f.len() > 42 => {
             for b in f.iter_mut().skip(42) {
-                *b = r.next() as u8; // the quoted inner packet (or L4) is garbage
+                *b = r.u64() as u8; // the quoted inner packet (or L4) is garbage
             }
             "garbage inner"
         }
@@ -191,7 +191,7 @@ pub fn frame(r: &mut Rng) -> (Vec<u8>, &'static str) {
         }
         _ => {
             let extra = r.below(64);
-            f.extend((0..extra).map(|_| r.next() as u8));
+            f.extend((0..extra).map(|_| r.u64() as u8));
             "trailing bytes"
         }
     };

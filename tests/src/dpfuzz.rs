@@ -155,7 +155,9 @@ pub fn frame(r: &mut Rng) -> (Vec<u8>, &'static str) {
         3 if f.len() > 17 => {
             let v = r.u64() as u16;
             f[16..18].copy_from_slice(&v.to_be_bytes()); // IPv4 total length / IPv6 flow label
-            f.get_mut(18..20).map(|x| x.copy_from_slice(&v.to_be_bytes())); // IPv6 payload length
+            if let Some(x) = f.get_mut(18..20) {
+                x.copy_from_slice(&v.to_be_bytes()); // IPv6 payload length
+            }
             "bad lengths"
         }
         4 if f.len() > 14 => {

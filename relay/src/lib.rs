@@ -7,6 +7,7 @@ mod api;
 pub mod callback;
 pub mod chunk;
 mod edge;
+pub mod flv;
 #[cfg(feature = "test-support")]
 pub mod fuzz;
 pub mod hub;
@@ -243,6 +244,16 @@ impl Ctx {
     }
 }
 
+/// The sockets a relay serves, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    /// RTMP players and publishers.
+    pub rtmp: TcpListener,
+    /// The HTTP API (streams, pulls, metrics): an operator's interface.
+    pub api: Option<TcpListener>,
+    /// Media over HTTP for players and publishers (HTTP-FLV): public, like `rtmp`.
+    pub http: Option<TcpListener>,
+}
+
 /// Runs the relay on `listener` (RTMP) and optionally `api` (HTTP) until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
@@ -250,6 +261,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future,
 ) -> Result<(), RelayError> {
+    run_on(Listeners { rtmp: listener, api, http: None }, config, shutdown).await
+}
+
+/// Runs the relay on `listeners` until `shutdown` completes.
+pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future) -> Result<(), RelayError> {
+    let Listeners { rtmp: listener, api, http } = listeners;
     config.validate()?;
     if let Some(api) = &api {
         config.validate_api_addr(api.local_addr()?)?;
@@ -276,6 +293,10 @@ pub async fn run(
         });
     }
     tasks.spawn(server::accept_loop(ctx.clone(), listener));
+    if let Some(http) = http {
+        tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV)");
+        tasks.spawn(flv::accept_loop(ctx.clone(), http));
+    }
     shutdown.await;
     tracing::info!("shutting down");
     stop.trigger();

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
-use crate::hub::{Item, Reader, SourceInfo, Stream};
+use crate::hub::{Item, Protocol, Reader, SourceInfo, Stream};
 use crate::metrics::Metrics;
 use crate::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 use crate::{Ctx, Role};
@@ -59,25 +59,44 @@ impl Drop for IpSlot {
     }
 }
 
+/// A connection admitted past --max-connections and --max-connections-per-ip; releases both when dropped.
+pub(crate) struct Admitted {
+    _ip: IpSlot,
+    ctx: Arc<Ctx>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.ctx.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The gate every media connection (RTMP, HTTP-FLV, RTMPT) passes at accept; None closes it with a log line.
+pub(crate) fn admit(ctx: &Arc<Ctx>, peer: SocketAddr) -> Option<Admitted> {
+    let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
+    if active as usize >= ctx.config.max_connections {
+        Metrics::inc(&ctx.metrics.connections_refused_limit);
+        warn!(%peer, limit = ctx.config.max_connections, "connection limit reached (--max-connections), closing new connection");
+        return None;
+    }
+    let Some(ip) = IpSlot::take(ctx, peer.ip()) else {
+        Metrics::inc(&ctx.metrics.connections_refused_per_ip);
+        warn!(%peer, limit = ctx.config.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
+        return None;
+    };
+    Metrics::inc(&ctx.metrics.connections_total);
+    ctx.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+    Some(Admitted { _ip: ip, ctx: ctx.clone() })
+}
+
 pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
     let mut stop = ctx.stopping.clone();
     while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "RTMP").await {
-        let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
-        if active as usize >= ctx.config.max_connections {
-            Metrics::inc(&ctx.metrics.connections_refused_limit);
-            warn!(%peer, limit = ctx.config.max_connections, "connection limit reached (--max-connections), closing new connection");
-            drop(sock);
-            continue;
-        }
-        let Some(slot) = IpSlot::take(&ctx, peer.ip()) else {
-            Metrics::inc(&ctx.metrics.connections_refused_per_ip);
-            warn!(%peer, limit = ctx.config.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
+        let Some(slot) = admit(&ctx, peer) else {
             drop(sock);
             continue;
         };
         let _ = sock.set_nodelay(true);
-        Metrics::inc(&ctx.metrics.connections_total);
-        ctx.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -101,7 +120,6 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
                 Err(e) => debug!(%peer, error = %e, "connection ended"),
             }
             conn.cleanup();
-            ctx.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -405,7 +423,7 @@ impl Conn {
             }
         };
         ServerSession::accept_play(stream_id, name, out)?;
-        let sub = stream.subscribe();
+        let sub = stream.subscribe(Protocol::Rtmp);
         Metrics::inc(&self.ctx.metrics.players_total);
         info!(peer = %self.peer, app = %self.app, key = name, cached = sub.start.len(), "play started");
         let mut start = VecDeque::new();
@@ -424,41 +442,9 @@ impl Conn {
             return Ok(true);
         };
         let stream_id = *stream_id;
-        let mut items = Vec::with_capacity(MAX_BATCH);
-        let info = stream.read(rx, MAX_BATCH, &mut items);
-        if info.lagged > 0 {
-            self.ctx.metrics.frames_skipped.fetch_add(info.lagged, Ordering::Relaxed);
-            *skipping = true;
-        }
-        // Behind by more than --player-queue messages or --player-buffer-bytes: drop frames until the next
-        // keyframe (headers and metadata still go out), so the player catches up with the live edge.
-        let behind = info.behind_frames > self.ctx.config.player_queue
-            || info.behind_bytes > self.ctx.config.player_buffer_bytes as u64;
-        if behind {
-            debug!(peer = %self.peer, frames = info.behind_frames, bytes = info.behind_bytes, "player behind, skipping to next keyframe");
-            *skipping = true;
-        }
         let mut batch = VecDeque::new();
-        let mut ended = false;
-        for item in items {
-            match item {
-                Item::Frame(f) => {
-                    let m = &f.media;
-                    let header = m.is_metadata() || m.is_video_header() || m.is_audio_header();
-                    if *skipping && !header {
-                        if m.is_keyframe() || !stream.has_video() {
-                            *skipping = false;
-                        } else {
-                            Metrics::inc(&self.ctx.metrics.frames_skipped);
-                        }
-                    }
-                    if !*skipping || header {
-                        f.wire_for(stream_id, &mut batch);
-                    }
-                }
-                Item::End => ended = true,
-            }
-        }
+        let ended =
+            next_batch(&self.ctx, self.peer, stream, rx, skipping, &mut batch, |f, out| f.wire_for(stream_id, out));
         if ended {
             let mut out = BytesMut::new();
             ServerSession::end_play(stream_id, &mut out)?;
@@ -472,46 +458,15 @@ impl Conn {
     }
 
     /// Writes everything or fails; a peer that accepts nothing for --player-timeout is disconnected.
-    async fn write_all(&mut self, mut bufs: VecDeque<Bytes>) -> Result<(), ConnError> {
-        let limit = self.ctx.config.player_timeout;
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let sock = &mut self.sock;
-        let res = timeout(limit, async {
-            while !bufs.is_empty() {
-                let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
-                let mut n = sock.write_vectored(&slices).await?;
-                if n == 0 {
-                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
-                }
-                while n > 0 {
-                    let front = bufs.front_mut().expect("wrote more than queued");
-                    if n >= front.len() {
-                        n -= front.len();
-                        bufs.pop_front();
-                    } else {
-                        front.advance(n);
-                        n = 0;
-                    }
-                }
-            }
-            Ok::<(), std::io::Error>(())
+    async fn write_all(&mut self, bufs: VecDeque<Bytes>) -> Result<(), ConnError> {
+        let stream = match &self.role {
+            Mode::Playing { stream, .. } => Some(stream.clone()),
+            _ => None,
+        };
+        write_bufs(&self.ctx, &mut self.sock, self.peer, stream.as_deref(), bufs).await.map_err(|e| match e {
+            WriteError::Io(e) => ConnError::Io(e),
+            WriteError::Stalled => ConnError::Timeout("peer stopped reading"),
         })
-        .await;
-        match res {
-            Ok(r) => r?,
-            Err(_) => {
-                if matches!(self.role, Mode::Playing { .. }) {
-                    Metrics::inc(&self.ctx.metrics.players_stalled);
-                }
-                warn!(peer = %self.peer, secs = limit.as_secs_f32(), "peer stopped reading (--player-timeout), disconnecting");
-                return Err(ConnError::Timeout("peer stopped reading"));
-            }
-        }
-        self.ctx.metrics.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
-        if let Mode::Playing { stream, .. } = &self.role {
-            stream.stats.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     /// Leaves whatever the connection was doing (stream closed or connection gone).
@@ -524,7 +479,7 @@ impl Conn {
                 self.notify(cb.on_unpublish.clone(), "on_unpublish", name, query);
             }
             Mode::Playing { stream, name, query, .. } => {
-                stream.unsubscribe();
+                stream.unsubscribe(Protocol::Rtmp);
                 self.notify(cb.on_stop.clone(), "on_stop", name, query);
             }
             Mode::Idle => {}
@@ -553,6 +508,110 @@ impl Conn {
             }
         });
     }
+}
+
+/// Why a write to a player failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer stopped reading (--player-timeout)")]
+    Stalled,
+}
+
+/// Writes every buffer with vectored writes, or fails; a peer that accepts nothing for --player-timeout is
+/// disconnected (counted as a stalled player when `stream` is the one it plays). Counts the bytes.
+pub(crate) async fn write_bufs(
+    ctx: &Ctx,
+    sock: &mut TcpStream,
+    peer: SocketAddr,
+    stream: Option<&Stream>,
+    mut bufs: VecDeque<Bytes>,
+) -> Result<(), WriteError> {
+    let limit = ctx.config.player_timeout;
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let res = timeout(limit, async {
+        while !bufs.is_empty() {
+            let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
+            let mut n = sock.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+            }
+            while n > 0 {
+                let front = bufs.front_mut().expect("wrote more than queued");
+                if n >= front.len() {
+                    n -= front.len();
+                    bufs.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    match res {
+        Ok(r) => r?,
+        Err(_) => {
+            if stream.is_some() {
+                Metrics::inc(&ctx.metrics.players_stalled);
+            }
+            warn!(%peer, secs = limit.as_secs_f32(), "peer stopped reading (--player-timeout), disconnecting");
+            return Err(WriteError::Stalled);
+        }
+    }
+    ctx.metrics.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
+    if let Some(stream) = stream {
+        stream.stats.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Takes what the ring has for a player into `batch` (through `wire`, the player's framing), applying the
+/// backlog bounds: a player past the ring's end, more than --player-queue messages or --player-buffer-bytes
+/// behind drops frames until the next keyframe (headers and metadata still go out), so it catches up with the
+/// live edge. True when the stream ended.
+pub(crate) fn next_batch(
+    ctx: &Ctx,
+    peer: SocketAddr,
+    stream: &Stream,
+    rx: &mut Reader,
+    skipping: &mut bool,
+    batch: &mut VecDeque<Bytes>,
+    mut wire: impl FnMut(&crate::hub::Frame, &mut VecDeque<Bytes>),
+) -> bool {
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    let info = stream.read(rx, MAX_BATCH, &mut items);
+    if info.lagged > 0 {
+        ctx.metrics.frames_skipped.fetch_add(info.lagged, Ordering::Relaxed);
+        *skipping = true;
+    }
+    if info.behind_frames > ctx.config.player_queue || info.behind_bytes > ctx.config.player_buffer_bytes as u64 {
+        debug!(%peer, frames = info.behind_frames, bytes = info.behind_bytes, "player behind, skipping to next keyframe");
+        *skipping = true;
+    }
+    let mut ended = false;
+    for item in items {
+        match item {
+            Item::Frame(f) => {
+                let m = &f.media;
+                let header = m.is_metadata() || m.is_video_header() || m.is_audio_header();
+                if *skipping && !header {
+                    if m.is_keyframe() || !stream.has_video() {
+                        *skipping = false;
+                    } else {
+                        Metrics::inc(&ctx.metrics.frames_skipped);
+                    }
+                }
+                if !*skipping || header {
+                    wire(&f, batch);
+                }
+            }
+            Item::End => ended = true,
+        }
+    }
+    ended
 }
 
 /// Why a play was refused: the onStatus code and description for the player, and the reason for the log.
@@ -613,14 +672,17 @@ async fn ask(
 /// Completes when the ring may have something for this player: at once if it is behind, else at the next push.
 async fn wait_play(role: &mut Mode) {
     match role {
-        Mode::Playing { stream, rx, .. } => {
-            if stream.has_unread(rx) {
-                return;
-            }
-            stream.wait(rx).await
-        }
+        Mode::Playing { stream, rx, .. } => wait_ring(stream, rx).await,
         _ => std::future::pending().await,
     }
+}
+
+/// Completes when the ring may have something for `rx`.
+pub(crate) async fn wait_ring(stream: &Stream, rx: &mut Reader) {
+    if stream.has_unread(rx) {
+        return;
+    }
+    stream.wait(rx).await
 }
 
 #[cfg(test)]

@@ -51,6 +51,10 @@ struct Common {
     /// RTMP listen address, e.g. 0.0.0.0:1935.
     #[arg(long)]
     listen: SocketAddr,
+    /// Media over HTTP for players: HTTP-FLV (GET /APP/KEY.flv), e.g. 0.0.0.0:8080. Public like --listen; not
+    /// the API's port, which is for operators and may need a token.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
     /// HTTP API listen address (GET /streams, GET /metrics, POST /streams/{app}/{key}/pull).
     #[arg(long)]
     api: Option<SocketAddr>,
@@ -188,7 +192,13 @@ fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
-        relay::run(listener, api, config, svc::shutdown::signal()).await?;
+        let http = match common.http_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding HTTP media listener {a}"))?,
+            ),
+            None => None,
+        };
+        relay::run_on(relay::Listeners { rtmp: listener, api, http }, config, svc::shutdown::signal()).await?;
         Ok(())
     })
 }

@@ -304,7 +304,7 @@ mod tests {
     #[test]
     fn request_heads() {
         let r = parse_request(b"GET /live/test.flv?a=1 HTTP/1.1\r\nHost: x\r\n\r\nrest").unwrap().unwrap();
-        assert_eq!((r.method.as_str(), r.target.as_str(), r.head_len), ("GET", "/live/test.flv?a=1", 45));
+        assert_eq!((r.method.as_str(), r.target.as_str(), r.head_len), ("GET", "/live/test.flv?a=1", 44));
         assert_eq!(parse_request(b"GET /live/test.flv HTTP/1.1\r\nHost"), Ok(None));
         let r = parse_request(b"POST /open/1 HTTP/1.1\r\nContent-Length: 1\r\n\r\n\0").unwrap().unwrap();
         assert_eq!(r.content_length, 1);

@@ -111,6 +111,9 @@ pub struct Budget {
     pub stream_bytes: usize,
     /// Longest a frame is held so players get several in one write; zero sends every frame at once.
     pub coalesce: Duration,
+    /// Merged writes: every frame is held until this long after the first held one, so each player gets the
+    /// whole period's frames in one write; zero turns merging off (then `coalesce` applies).
+    pub merge: Duration,
 }
 
 /// The fan-out ring: recent frames every player reads from at its own position (sequence number).
@@ -375,12 +378,24 @@ impl Stream {
         // Every player wakes and writes once per send burst, so holding audio and data until the next video
         // frame turns two or three socket writes per player into one. Video goes out at once, and nothing
         // waits longer than --coalesce-ms (audio-only streams, gaps).
+        // With --merge-ms everything waits for the end of the merge period: players then wake, read and write
+        // once per period instead of once per frame, which is what their CPU cost follows.
         let video = frame.media.kind == crate::proto::MediaKind::Video;
         c.held.push(frame);
-        if video || self.budget.coalesce.is_zero() {
-            self.release(&mut c);
-        } else if c.held_until.is_none() {
-            c.held_until = Some(Instant::now() + self.budget.coalesce);
+        let hold = if !self.budget.merge.is_zero() {
+            Some(self.budget.merge)
+        } else if video || self.budget.coalesce.is_zero() {
+            None
+        } else {
+            Some(self.budget.coalesce)
+        };
+        match hold {
+            None => self.release(&mut c),
+            Some(d) => {
+                if c.held_until.is_none() {
+                    c.held_until = Some(Instant::now() + d);
+                }
+            }
         }
     }
 
@@ -651,7 +666,13 @@ mod tests {
     }
 
     fn budget(queue: usize, stream_bytes: usize, coalesce_ms: u64) -> Budget {
-        Budget { queue, gop_max_bytes: 1 << 20, stream_bytes, coalesce: Duration::from_millis(coalesce_ms) }
+        Budget {
+            queue,
+            gop_max_bytes: 1 << 20,
+            stream_bytes,
+            coalesce: Duration::from_millis(coalesce_ms),
+            merge: Duration::ZERO,
+        }
     }
 
     #[test]
@@ -720,5 +741,29 @@ mod tests {
                 assert!(f.size() < len + 64 + len / 1000, "one copy: {} for {len}", f.size());
             }
         }
+    }
+
+    #[test]
+    fn merging_holds_video_too_and_a_new_player_still_starts_at_once() {
+        let hub = Hub::new(Budget { merge: Duration::from_millis(80), ..budget(64, 1 << 20, 50) });
+        let (s, _) = hub.get_or_create("live", "k");
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let mut early = s.subscribe(Protocol::Rtmp).rx;
+        s.push(id, media(MediaKind::Video, 0, 0x17));
+        s.push(id, media(MediaKind::Audio, 10, 0xAF));
+        s.push(id, media(MediaKind::Video, 33, 0x27));
+        assert_eq!(next_ts(&s, &mut early), None, "video waits for the merge period too");
+        std::thread::sleep(Duration::from_millis(90));
+        s.release_due();
+        let mut v = Vec::new();
+        s.read(&mut early, 64, &mut v);
+        assert_eq!(v.len(), 3, "the whole period at once");
+        // A player arriving mid-period gets the GOP (with held frames) at once, and nothing twice.
+        s.push(id, media(MediaKind::Video, 66, 0x27));
+        let late = s.subscribe(Protocol::Rtmp);
+        assert_eq!(late.start.len(), 4);
+        let mut late_rx = late.rx;
+        assert_eq!(next_ts(&s, &mut late_rx), None);
+        assert_eq!(next_ts(&s, &mut early), Some(66));
     }
 }

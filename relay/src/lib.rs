@@ -146,6 +146,8 @@ pub struct Config {
     /// Audio and data wait at most this long for the next video frame, so each player gets them in one
     /// write with it (fewer socket writes per player); zero sends every message as it comes.
     pub coalesce: Duration,
+    /// Merged writes: frames of a stream are held this long and go to each player in one write; zero = off.
+    pub merge: Duration,
     /// Edge reconnect backoff, doubled per failure between these bounds.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -174,6 +176,7 @@ impl Config {
             player_queue: 512,
             gop_max_bytes: 16 << 20,
             coalesce: Duration::from_millis(50),
+            merge: Duration::from_millis(100),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
         }
@@ -234,6 +237,7 @@ impl Ctx {
                 gop_max_bytes: config.gop_max_bytes,
                 stream_bytes: config.stream_buffer_bytes,
                 coalesce: config.coalesce,
+                merge: config.merge,
             }),
             config,
             metrics: metrics::Metrics::default(),

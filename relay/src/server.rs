@@ -530,23 +530,15 @@ pub(crate) async fn write_bufs(
 ) -> Result<(), WriteError> {
     let limit = ctx.config.player_timeout;
     let total: usize = bufs.iter().map(|b| b.len()).sum();
+    // The timer is only registered if the write has to wait: `timeout` polls the write first.
     let res = timeout(limit, async {
         while !bufs.is_empty() {
             let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
-            let mut n = sock.write_vectored(&slices).await?;
+            let n = sock.write_vectored(&slices).await?;
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
             }
-            while n > 0 {
-                let front = bufs.front_mut().expect("wrote more than queued");
-                if n >= front.len() {
-                    n -= front.len();
-                    bufs.pop_front();
-                } else {
-                    front.advance(n);
-                    n = 0;
-                }
-            }
+            advance(&mut bufs, n);
         }
         Ok::<(), std::io::Error>(())
     })
@@ -566,6 +558,20 @@ pub(crate) async fn write_bufs(
         stream.stats.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Drops the first `n` written bytes from `bufs`.
+fn advance(bufs: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let front = bufs.front_mut().expect("wrote more than queued");
+        if n >= front.len() {
+            n -= front.len();
+            bufs.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
 }
 
 /// Takes what the ring has for a player into `batch` (through `wire`, the player's framing), applying the

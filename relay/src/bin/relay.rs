@@ -126,6 +126,13 @@ struct Common {
     /// default holds audio about one video frame, like SRS's merged writes but far shorter.
     #[arg(long, default_value_t = 50)]
     coalesce_ms: u64,
+    /// Merged writes: milliseconds a stream's frames are gathered so each player gets them in one write (less
+    /// CPU per player, up to this much added latency); new players still start at once from the GOP cache.
+    /// 0 turns merging off (then --coalesce-ms applies). The default of 100 ms is chosen from the fan-out
+    /// benchmark (relay/BENCHMARKS.md): less than half the CPU per player of no merging, for about 60 ms more
+    /// mean delivery lag.
+    #[arg(long, default_value_t = 100)]
+    merge_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,6 +156,7 @@ fn main() -> anyhow::Result<()> {
     config.source_timeout = common.source_timeout.into();
     config.player_queue = common.player_queue.max(8);
     config.coalesce = Duration::from_millis(common.coalesce_ms);
+    config.merge = Duration::from_millis(common.merge_ms);
     config.handshake_timeout = common.handshake_timeout.into();
     config.connect_timeout = common.connect_timeout.into();
     config.conn_idle_timeout = common.conn_idle_timeout.into();

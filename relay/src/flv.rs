@@ -1,5 +1,6 @@
 //! The media HTTP listener (`--http-listen`): HTTP-FLV playback, `GET /APP/KEY.flv` (the SRS/flv.js
-//! convention), on the same pull, GOP cache, ring, limits and callbacks as RTMP players.
+//! convention), on the same pull, GOP cache, ring, limits and callbacks as RTMP players; RTMPT requests go to
+//! `rtmpt`.
 //!
 //! Our own small HTTP/1.1 server on tokio (request heads parsed with httparse, bounded) instead of axum, because
 //! a player is a long-lived write loop that needs what the RTMP players have: the connection gate at accept,
@@ -164,6 +165,10 @@ async fn serve(ctx: &Arc<Ctx>, mut sock: TcpStream, peer: SocketAddr) -> std::io
         }
         Ok(Some(Ok(r))) => r,
     };
+    if let Some(r) = crate::rtmpt::route(&req) {
+        let _ = buf.split_to(req.head_len);
+        return crate::rtmpt::serve(ctx, sock, peer, req, r, buf).await;
+    }
     if req.target == "/healthz" {
         // For load balancers' HTTP checks of this port.
         return respond(&mut sock, 200, "ok").await;
@@ -284,6 +289,7 @@ pub(crate) async fn respond(sock: &mut TcpStream, status: u16, msg: &str) -> std
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",

@@ -63,10 +63,12 @@ pub fn server_from_handshake(data: &[u8]) -> usize {
     }
 }
 
-/// A request head for the media HTTP listener: parsing, then the HTTP-FLV target. Returns 1 if it parsed.
+/// A request head for the media HTTP listener: parsing, then the RTMPT command and the HTTP-FLV target.
+/// Returns 1 if it parsed.
 pub fn http_request(data: &[u8]) -> usize {
     match crate::flv::parse_request(data) {
         Ok(Some(r)) => {
+            let _ = crate::rtmpt::route(&r);
             let _ =
                 crate::flv::flv_target(&r.target).map(|(app, key, _)| crate::valid_name(app) && crate::valid_name(key));
             1

@@ -15,6 +15,7 @@ pub mod hub;
 pub mod loadgen;
 pub mod metrics;
 pub mod proto;
+pub mod rtmpt;
 mod server;
 
 use std::future::Future;
@@ -227,6 +228,8 @@ pub(crate) struct Ctx {
     pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Edge pull tasks running now (bounded by --max-pulls).
     pub pulls: std::sync::atomic::AtomicUsize,
+    /// Live RTMPT sessions.
+    pub rtmpt: rtmpt::Sessions,
 }
 
 impl Ctx {
@@ -244,6 +247,7 @@ impl Ctx {
             stopping,
             per_ip: Default::default(),
             pulls: Default::default(),
+            rtmpt: Default::default(),
         }
     }
 }
@@ -298,7 +302,7 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     }
     tasks.spawn(server::accept_loop(ctx.clone(), listener));
     if let Some(http) = http {
-        tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV)");
+        tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV, RTMPT)");
         tasks.spawn(flv::accept_loop(ctx.clone(), http));
     }
     shutdown.await;

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
@@ -100,28 +100,38 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut conn = Conn {
-                ctx: ctx.clone(),
-                sock,
-                peer,
-                app: String::new(),
-                tc_url: None,
-                role: Mode::Idle,
-                close: false,
-                connected: false,
-                streams_used: 0,
-            };
-            match conn.run().await {
-                Ok(()) => debug!(%peer, "connection closed"),
-                Err(ConnError::Proto(e)) => {
-                    Metrics::inc(&ctx.metrics.protocol_errors);
-                    warn!(%peer, error = %e, "bad input, closing this connection");
-                }
-                Err(e) => debug!(%peer, error = %e, "connection ended"),
-            }
-            conn.cleanup();
+            serve_rtmp(ctx, sock, peer, Protocol::Rtmp).await;
         });
     }
+}
+
+/// A byte stream an RTMP session runs on: a TCP connection, or the in-memory end of an RTMPT session.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Runs one RTMP session (handshake, commands, publish or play) on `sock` until it ends.
+pub(crate) async fn serve_rtmp<S: Io>(ctx: Arc<Ctx>, sock: S, peer: SocketAddr, protocol: Protocol) {
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        sock,
+        peer,
+        protocol,
+        app: String::new(),
+        tc_url: None,
+        role: Mode::Idle,
+        close: false,
+        connected: false,
+        streams_used: 0,
+    };
+    match conn.run().await {
+        Ok(()) => debug!(%peer, "connection closed"),
+        Err(ConnError::Proto(e)) => {
+            Metrics::inc(&ctx.metrics.protocol_errors);
+            warn!(%peer, error = %e, "bad input, closing this connection");
+        }
+        Err(e) => debug!(%peer, error = %e, "connection ended"),
+    }
+    conn.cleanup();
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +150,12 @@ enum Mode {
     Playing { stream: Arc<Stream>, stream_id: u32, rx: Reader, skipping: bool, name: String, query: String },
 }
 
-struct Conn {
+struct Conn<S> {
     ctx: Arc<Ctx>,
-    sock: TcpStream,
+    sock: S,
     peer: SocketAddr,
+    /// RTMP, or RTMP tunnelled over HTTP (RTMPT): for player counts and callbacks.
+    protocol: Protocol,
     app: String,
     tc_url: Option<String>,
     role: Mode,
@@ -168,7 +180,7 @@ fn split_query<'a>(s: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
     }
 }
 
-impl Conn {
+impl<S: Io> Conn<S> {
     async fn run(&mut self) -> Result<(), ConnError> {
         let ctx = self.ctx.clone();
         let rest = timeout(ctx.config.handshake_timeout, self.handshake()).await.map_err(|_| {
@@ -335,7 +347,7 @@ impl Conn {
             app: &self.app,
             stream: name,
             client_addr: self.peer.to_string(),
-            protocol: "rtmp",
+            protocol: self.protocol.as_str(),
             query,
             tc_url: self.tc_url.as_deref(),
         }
@@ -423,7 +435,7 @@ impl Conn {
             }
         };
         ServerSession::accept_play(stream_id, name, out)?;
-        let sub = stream.subscribe(Protocol::Rtmp);
+        let sub = stream.subscribe(self.protocol);
         Metrics::inc(&self.ctx.metrics.players_total);
         info!(peer = %self.peer, app = %self.app, key = name, cached = sub.start.len(), "play started");
         let mut start = VecDeque::new();
@@ -479,7 +491,7 @@ impl Conn {
                 self.notify(cb.on_unpublish.clone(), "on_unpublish", name, query);
             }
             Mode::Playing { stream, name, query, .. } => {
-                stream.unsubscribe(Protocol::Rtmp);
+                stream.unsubscribe(self.protocol);
                 self.notify(cb.on_stop.clone(), "on_stop", name, query);
             }
             Mode::Idle => {}
@@ -493,13 +505,14 @@ impl Conn {
         };
         let ctx = self.ctx.clone();
         let (app, peer, tc_url) = (self.app.clone(), self.peer.to_string(), self.tc_url.clone());
+        let protocol = self.protocol.as_str();
         tokio::spawn(async move {
             let event = crate::callback::Event {
                 action,
                 app: &app,
                 stream: &name,
                 client_addr: peer,
-                protocol: "rtmp",
+                protocol,
                 query: &query,
                 tc_url: tc_url.as_deref(),
             };
@@ -521,9 +534,9 @@ pub(crate) enum WriteError {
 
 /// Writes every buffer with vectored writes, or fails; a peer that accepts nothing for --player-timeout is
 /// disconnected (counted as a stalled player when `stream` is the one it plays). Counts the bytes.
-pub(crate) async fn write_bufs(
+pub(crate) async fn write_bufs<W: AsyncWrite + Unpin>(
     ctx: &Ctx,
-    sock: &mut TcpStream,
+    sock: &mut W,
     peer: SocketAddr,
     stream: Option<&Stream>,
     mut bufs: VecDeque<Bytes>,

@@ -178,7 +178,7 @@ pub fn valid_publish_session() -> Vec<u8> {
     .expect("AMF0 serialization");
     encode_message(&mut out, 5, 0, msg_type::AMF0_DATA, 1, &meta, 4096);
     encode_message(&mut out, 6, 0, msg_type::VIDEO, 1, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f], 4096);
-    encode_message(&mut out, 6, 0x0100_0000, msg_type::VIDEO, 1, &[0x17; 600], 128);
+    encode_message(&mut out, 6, 0x0100_0000, msg_type::VIDEO, 1, &[0x17; 6000], 4096);
     encode_message(&mut out, 4, 33, msg_type::AUDIO, 1, &[0xAF, 0, 0x12, 0x10], 4096);
     out.to_vec()
 }

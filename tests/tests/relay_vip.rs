@@ -1,6 +1,6 @@
-//! Playing through the VIP: an origin and three edges (the reals of VIP:1935 for RTMP and VIP:8080 for HTTP-FLV)
-//! in the lab; ffprobe and curl from the client get the stream through the load balancer, and players spread over
-//! the edges.
+//! Playing through the VIP: an origin and three edges (the reals of VIP:1935 for RTMP and VIP:8080 for HTTP-FLV
+//! and RTMPT, the latter persistent) in the lab; ffprobe and curl from the client get the stream through the load
+//! balancer, and RTMP players spread over the edges.
 use lb_lab::bin_path;
 use lb_tests::*;
 
@@ -62,9 +62,10 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     for i in 0..3 {
         s.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
     }
-    // HTTP-FLV on the same edges, checked with GET /healthz on the media port.
+    // HTTP-FLV and RTMPT on the same edges, checked with GET /healthz on the media port. An RTMPT session spans
+    // several TCP connections and lives in one edge: client-IP persistence keeps them on one real.
     s.push_str(&format!(
-        "[[service]]\nvip = \"{VIP}:{HTTP_PORT}\"\n[service.check]\nkind = \"http\"\npath = \"/healthz\"\nexpect = 200\ninterval = \"500ms\"\ntimeout = \"400ms\"\n"
+        "[[service]]\nvip = \"{VIP}:{HTTP_PORT}\"\npersistent = 60\n[service.check]\nkind = \"http\"\npath = \"/healthz\"\nexpect = 200\ninterval = \"500ms\"\ntimeout = \"400ms\"\n"
     ));
     for i in 0..3 {
         s.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
@@ -153,6 +154,29 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
         );
         assert!(text.contains("codec_name=h264") && text.contains("codec_name=aac"), "HTTP-FLV probe {n}: {text}");
     }
+    // RTMPT through VIP:8080 (persistent): ffprobe's session of several HTTP requests stays on one edge.
+    let rtmpt_url = format!("rtmpt://{VIP}:{HTTP_PORT}/live/test");
+    let out = context(
+        l.lab.exec_status(
+            &client,
+            &[
+                "timeout",
+                "30",
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "compact",
+                &rtmpt_url,
+            ],
+        ),
+        "ffprobe RTMPT",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "RTMPT ffprobe through the VIP failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("codec_name=h264") && text.contains("codec_name=aac"), "RTMPT probe: {text}");
     let body = l.lab.dir.join("vip.flv");
     let _ = l.lab.exec_status(&client, &["curl", "-sS", "--max-time", "3", "-o", body.to_str().unwrap(), &flv_url]);
     let bytes = std::fs::read(&body).unwrap_or_default();

@@ -192,13 +192,7 @@ async fn serve(ctx: &Arc<Ctx>, mut sock: TcpStream, peer: SocketAddr) -> std::io
         Ok(s) => s,
         Err(r) => {
             warn!(%peer, app, key, reason = %r.log, "HTTP-FLV play refused");
-            let status = match r.code {
-                "NetStream.Play.StreamNotFound" => 404,
-                _ if r.log.starts_with("on_play") => 403,
-                _ if r.description.contains("--max-pulls") => 503,
-                _ => 400,
-            };
-            return respond(&mut sock, status, r.description).await;
+            return respond(&mut sock, r.http_status, r.description).await;
         }
     };
     let (app, key, query) = (app.to_string(), key.to_string(), query.to_string());
@@ -207,23 +201,8 @@ async fn serve(ctx: &Arc<Ctx>, mut sock: TcpStream, peer: SocketAddr) -> std::io
     info!(%peer, app, key, cached = sub.start.len(), "HTTP-FLV play started");
     let result = play(ctx, &mut sock, peer, &stream, sub).await;
     stream.unsubscribe(Protocol::HttpFlv);
-    if let Some(url) = ctx.config.callbacks.on_stop.clone() {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let event = crate::callback::Event {
-                action: "on_stop",
-                app: &app,
-                stream: &key,
-                client_addr: peer.to_string(),
-                protocol: Protocol::HttpFlv.as_str(),
-                query: &query,
-                tc_url: None,
-            };
-            if let Err(e) = crate::callback::call(&url, &event, ctx.config.callbacks.timeout).await {
-                warn!(action = "on_stop", error = %e, "callback failed");
-            }
-        });
-    }
+    let ended = crate::server::Ended { action: "on_stop", app, stream: key, query, tc_url: None };
+    crate::server::notify_end(ctx, ctx.config.callbacks.on_stop.clone(), ended, peer, Protocol::HttpFlv);
     result
 }
 

@@ -500,27 +500,46 @@ impl<S: Io> Conn<S> {
 
     /// Tells a callback that something ended, in the background: its answer changes nothing.
     fn notify(&self, url: Option<crate::callback::CallbackUrl>, action: &'static str, name: String, query: String) {
-        let Some(url) = url else {
-            return;
-        };
-        let ctx = self.ctx.clone();
-        let (app, peer, tc_url) = (self.app.clone(), self.peer.to_string(), self.tc_url.clone());
-        let protocol = self.protocol.as_str();
-        tokio::spawn(async move {
-            let event = crate::callback::Event {
-                action,
-                app: &app,
-                stream: &name,
-                client_addr: peer,
-                protocol,
-                query: &query,
-                tc_url: tc_url.as_deref(),
-            };
-            if let Err(e) = crate::callback::call(&url, &event, ctx.config.callbacks.timeout).await {
-                warn!(action, error = %e, "callback failed");
-            }
-        });
+        let ended = Ended { action, app: self.app.clone(), stream: name, query, tc_url: self.tc_url.clone() };
+        notify_end(&self.ctx, url, ended, self.peer, self.protocol);
     }
+}
+
+/// A publish or play that ended, for on_unpublish / on_stop.
+pub(crate) struct Ended {
+    pub action: &'static str,
+    pub app: String,
+    pub stream: String,
+    pub query: String,
+    pub tc_url: Option<String>,
+}
+
+/// Posts `ended` to `url` (if configured) in the background: the answer changes nothing; a failure is logged.
+pub(crate) fn notify_end(
+    ctx: &Arc<Ctx>,
+    url: Option<crate::callback::CallbackUrl>,
+    ended: Ended,
+    peer: SocketAddr,
+    protocol: Protocol,
+) {
+    let Some(url) = url else {
+        return;
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let event = crate::callback::Event {
+            action: ended.action,
+            app: &ended.app,
+            stream: &ended.stream,
+            client_addr: peer.to_string(),
+            protocol: protocol.as_str(),
+            query: &ended.query,
+            tc_url: ended.tc_url.as_deref(),
+        };
+        if let Err(e) = crate::callback::call(&url, &event, ctx.config.callbacks.timeout).await {
+            warn!(action = ended.action, error = %e, "callback failed");
+        }
+    });
 }
 
 /// Why a write to a player failed.
@@ -633,9 +652,11 @@ pub(crate) fn next_batch(
     ended
 }
 
-/// Why a play was refused: the onStatus code and description for the player, and the reason for the log.
+/// Why a play was refused: the onStatus code (RTMP) or HTTP status (HTTP-FLV) and description for the player,
+/// and the reason for the log.
 pub(crate) struct PlayRefused {
     pub code: &'static str,
+    pub http_status: u16,
     pub description: &'static str,
     pub log: String,
 }
@@ -643,31 +664,28 @@ pub(crate) struct PlayRefused {
 /// Everything a play needs before it may subscribe, for every protocol: the name checks (before anything is
 /// allocated), the edge's app check, the on_play callback, then the stream (starting the edge's pull).
 pub(crate) async fn open_play(ctx: &Arc<Ctx>, event: crate::callback::Event<'_>) -> Result<Arc<Stream>, PlayRefused> {
-    let refused = |code, description, log: String| PlayRefused { code, description, log };
+    let refused = |code, http_status, description, log: String| PlayRefused { code, http_status, description, log };
+    let failed = "NetStream.Play.Failed";
     if !crate::valid_name(event.stream) || !crate::valid_name(event.app) {
-        return Err(refused("NetStream.Play.Failed", "bad app or stream name", "bad app or stream name".into()));
+        return Err(refused(failed, 400, "bad app or stream name", "bad app or stream name".into()));
     }
     if let Role::Edge { origins } = &ctx.config.role {
         if !origins.iter().any(|o| o.app == event.app) {
             let log = "no --origin serves this app".to_string();
-            return Err(refused("NetStream.Play.StreamNotFound", "no origin for this app", log));
+            return Err(refused("NetStream.Play.StreamNotFound", 404, "no origin for this app", log));
         }
     }
     if let Err(e) = ask(ctx, ctx.config.callbacks.on_play.as_ref(), &event).await {
-        return Err(refused(
-            "NetStream.Play.Failed",
-            "refused by the on_play callback",
-            format!("on_play refused the play: {e}"),
-        ));
+        let log = format!("on_play refused the play: {e}");
+        return Err(refused(failed, 403, "refused by the on_play callback", log));
     }
     match &ctx.config.role {
         Role::Origin { .. } => Ok(ctx.hub.get_or_create(event.app, event.stream).0),
-        Role::Edge { .. } => crate::edge::ensure_pull(ctx, event.app, event.stream).map_err(|e| {
-            let description = match e {
-                crate::edge::PullRefused::BadName => "bad app or stream name",
-                crate::edge::PullRefused::Limit(_) => "pull limit reached (--max-pulls)",
-            };
-            refused("NetStream.Play.Failed", description, e.to_string())
+        Role::Edge { .. } => crate::edge::ensure_pull(ctx, event.app, event.stream).map_err(|e| match e {
+            crate::edge::PullRefused::BadName => refused(failed, 400, "bad app or stream name", e.to_string()),
+            crate::edge::PullRefused::Limit(_) => {
+                refused(failed, 503, "pull limit reached (--max-pulls)", e.to_string())
+            }
         }),
     }
 }

@@ -69,10 +69,26 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
     let dir = TempDir::new("callbacks");
     let hooks = Hooks::start();
     let (p, u, pl, st) = (hooks.url("publish"), hooks.url("unpublish"), hooks.url("play"), hooks.url("stop"));
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let hs = http.to_string();
     let origin = Relay::origin(
         &dir,
-        &["--on-publish", &p, "--on-unpublish", &u, "--on-play", &pl, "--on-stop", &st, "--callback-timeout", "1s"],
+        &[
+            "--on-publish",
+            &p,
+            "--on-unpublish",
+            &u,
+            "--on-play",
+            &pl,
+            "--on-stop",
+            &st,
+            "--callback-timeout",
+            "1s",
+            "--http-listen",
+            &hs,
+        ],
     );
+    wait_port(http, Duration::from_secs(10));
 
     // Accepted publish: the endpoint sees app, key, client address, protocol and query string.
     let mut publisher = publish(&dir, &format!("{}?sig=abc&x=1", origin.url("ok")), &[]);
@@ -89,6 +105,7 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
     assert_h264_aac(&format!("{}?viewer=7", origin.url("ok")));
     let play = hooks.events("on_play", "ok");
     assert_eq!(play.len(), 1, "{play:?}");
+    assert_eq!(play[0]["protocol"], "rtmp");
     assert_eq!(play[0]["query"], "viewer=7");
     wait_for("on_stop", Duration::from_secs(5), || (hooks.events("on_stop", "ok").len() == 1).then_some(()));
 
@@ -115,7 +132,23 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
         assert_eq!(hooks.events("on_play", key).len(), 1);
         assert!(hooks.events("on_stop", key).is_empty(), "a refused play has no stop");
     }
-    assert_eq!(metric(origin.api, "relay_callbacks_refused_total"), 4.0);
+    // HTTP-FLV players ask on_play too (protocol http-flv): 403 when refused, and their stop is heard.
+    require("curl");
+    let curl_code = |key: &str| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"]);
+        c.arg(format!("http://{http}/live/{key}.flv?v=1"));
+        run_limited(c, Duration::from_secs(10)).1
+    };
+    assert_eq!(curl_code("deny-flv"), "403");
+    assert_eq!(curl_code("ok"), "200");
+    let flv =
+        hooks.events("on_play", "ok").into_iter().find(|v| v["protocol"] == "http-flv").expect("http-flv on_play");
+    assert_eq!(flv["query"], "v=1");
+    wait_for("HTTP-FLV on_stop", Duration::from_secs(5), || {
+        hooks.events("on_stop", "ok").iter().any(|v| v["protocol"] == "http-flv").then_some(())
+    });
+    assert_eq!(metric(origin.api, "relay_callbacks_refused_total"), 5.0);
     let logs = origin.proc.log_text();
     assert!(logs.contains("on_publish refused the publish") && logs.contains("on_play refused the play: callback"));
 

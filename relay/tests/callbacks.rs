@@ -159,12 +159,28 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
 
     // An endpoint that is down refuses too (nothing listens on the port of a dropped listener).
     drop(hooks);
+    // (Given in a --config file, the way operators keep callbacks; the command line's flag overrides the file's.)
     let dead = format!("http://127.0.0.1:{}/x", free_port());
-    let origin2 = Relay::origin(&dir, &["--on-play", &dead]);
+    let conf = dir.path("relay.toml");
+    std::fs::write(&conf, format!("on-play = \"{dead}\"\ncallback_timeout = \"5s\"\nmax-streams-per-connection = 7\n")).unwrap();
+    let origin2 = Relay::origin(&dir, &["--config", conf.to_str().unwrap(), "--callback-timeout", "1s"]);
     let mut cmd = Command::new("ffprobe");
     cmd.args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "compact", &origin2.url("any")]);
     assert!(!run_limited(cmd, Duration::from_secs(15)).0);
     assert_eq!(metric(origin2.api, "relay_callbacks_refused_total"), 1.0);
+
+    // A config file with an unknown key or a bad value stops the relay at start with the reason.
+    for (text, want) in
+        [("no-such-flag = 1\n", "--no-such-flag"), ("on-play = true\n", "not a string"), ("x = [\n", "TOML")]
+    {
+        std::fs::write(&conf, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["origin", "--listen", &format!("127.0.0.1:{}", free_port()), "--config", conf.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{text:?}: {err}");
+    }
 
     // A bad callback URL stops the relay at start with the reason.
     let out = Command::new(env!("CARGO_BIN_EXE_relay"))

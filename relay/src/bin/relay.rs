@@ -10,6 +10,8 @@ use svc::Dur;
 
 #[derive(Parser)]
 #[command(about = "RTMP origin/edge relay with GOP cache, on-demand pull and fan-out")]
+// A flag given again (on the command line after the --config file's) replaces the earlier value.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     role: RoleCmd,
@@ -48,6 +50,10 @@ enum RoleCmd {
 
 #[derive(Args)]
 struct Common {
+    /// TOML file of flags: `flag-name = value` per line (e.g. `on-publish = "http://..."`, `max-pulls = 100`,
+    /// `origin = ["rtmp://a/live", "rtmp://b/live"]`). Flags on the command line override the file's.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// RTMP listen address, e.g. 0.0.0.0:1935.
     #[arg(long)]
     listen: SocketAddr,
@@ -135,9 +141,50 @@ struct Common {
     merge_ms: u64,
 }
 
+/// Turns a `--config FILE` into flags placed right after the role, before the command line's own flags (which
+/// then override them). Keys are long flag names, with `-` or `_`.
+fn expand_config(mut argv: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let Some(i) = argv.iter().position(|a| a == "--config" || a.starts_with("--config=")) else {
+        return Ok(argv);
+    };
+    let path = match argv[i].strip_prefix("--config=") {
+        Some(p) => p.to_string(),
+        None => argv.get(i + 1).cloned().context("--config needs a file")?,
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading --config {path}"))?;
+    let table: toml::Table = text.parse().with_context(|| format!("--config {path} is not valid TOML"))?;
+    let mut flags = Vec::new();
+    for (key, value) in &table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        if flag == "--config" {
+            anyhow::bail!("--config {path}: a config file cannot name another (key {key:?})");
+        }
+        let values = match value {
+            toml::Value::Array(a) => a.clone(),
+            v => vec![v.clone()],
+        };
+        for v in values {
+            let v = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => anyhow::bail!("--config {path}: {key} = {other} is not a string or a number"),
+            };
+            flags.push(format!("{flag}={v}"));
+        }
+    }
+    // Drop the --config flag itself, then put the file's flags right after the role subcommand.
+    let n = if argv[i].starts_with("--config=") { 1 } else { 2 };
+    argv.drain(i..i + n);
+    let at = argv.iter().position(|a| a == "origin" || a == "edge").map_or(argv.len(), |p| p + 1);
+    argv.splice(at..at, flags);
+    Ok(argv)
+}
+
 fn main() -> anyhow::Result<()> {
     svc::logging::init("info");
-    let cli = Cli::parse();
+    let argv = expand_config(std::env::args().collect())?;
+    let cli = Cli::parse_from(argv);
     // Validate everything before binding anything.
     let mut max_pulls = None;
     let (common, role, idle, backoff) = match cli.role {

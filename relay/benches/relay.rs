@@ -2,7 +2,9 @@
 //! same run; prints CPU per player, memory per player and time to first frame.
 //!
 //! Run: `cargo bench -p relay --bench relay -- [--players 100,500,1000] [--secs 10] [--bitrate-kbps 1000]
-//! [--compare NAME=PATH_TO_RELAY_BINARY]...`
+//! [--merge-ms 0,100,350] [--compare NAME=PATH_TO_RELAY_BINARY]...`
+//! Lag columns: per player, the mean and max of how late its video frames arrive above its best frame
+//! (median over players); the difference to the `relay merge 0ms` row is the latency merging adds.
 //! Layout: edge under test on CPU 0; our origin, the ffmpeg publisher (stream copy of a pre-encoded clip) and
 //! this process (the player load generator, one thread) on CPU 1. Both edges pull from the same origin.
 
@@ -41,11 +43,20 @@ struct Opts {
     /// Other `relay` builds measured in the same run (`--compare NAME=PATH`), for A/B comparisons that share
     /// the machine's conditions with this build and nginx-rtmp.
     compare: Vec<(String, String)>,
+    /// `--merge-ms` values this build's edge runs with, each a row (0 = merging off; `--compare` builds run with
+    /// their own defaults).
+    merge_ms: Vec<u64>,
 }
 
 fn parse_opts() -> Opts {
-    let mut o =
-        Opts { players: vec![100, 500, 1000], secs: 10, bitrate_kbps: 1000, connect_rate: 500, compare: Vec::new() };
+    let mut o = Opts {
+        players: vec![100, 500, 1000],
+        secs: 10,
+        bitrate_kbps: 1000,
+        connect_rate: 500,
+        compare: Vec::new(),
+        merge_ms: vec![0, 100, 350],
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -54,6 +65,9 @@ fn parse_opts() -> Opts {
             "--secs" => o.secs = val().parse().expect("--secs N"),
             "--bitrate-kbps" => o.bitrate_kbps = val().parse().expect("--bitrate-kbps N"),
             "--connect-rate" => o.connect_rate = val().parse().expect("--connect-rate N"),
+            "--merge-ms" => {
+                o.merge_ms = val().split(',').map(|n| n.trim().parse().expect("--merge-ms 0,100,350")).collect()
+            }
             "--compare" => {
                 let v = val();
                 let (name, path) = v.split_once('=').expect("--compare NAME=PATH");
@@ -63,7 +77,7 @@ fn parse_opts() -> Opts {
             // cargo bench passes --bench to harness = false targets.
             "--bench" => {}
             other => {
-                panic!("unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate, --compare")
+                panic!("unknown argument {other}; use --players, --secs, --bitrate-kbps, --connect-rate, --merge-ms, --compare")
             }
         }
     }
@@ -174,6 +188,9 @@ struct Row {
     ttff_p50_ms: f64,
     ttff_p95_ms: f64,
     kbps_per_player: f64,
+    /// Median over players of their mean / max video lag above their best frame (see `relay::loadgen::Lag`).
+    lag_mean_ms: f64,
+    lag_max_ms: f64,
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -216,6 +233,12 @@ fn measure(rt: &tokio::runtime::Runtime, server: &str, pid: u32, port: u16, n: u
     let _ = rt.block_on(h_warm);
     let started = stats.started.load(Ordering::Relaxed);
     let mut ttff = stats.ttff.lock().unwrap().clone();
+    let lags: Vec<(f64, f64)> =
+        stats.lags.lock().unwrap().iter().filter_map(|l| l.lock().unwrap().above_best()).collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     let core = (c1 - c0) / dt * 100.0;
     Row {
         server: server.to_string(),
@@ -229,6 +252,8 @@ fn measure(rt: &tokio::runtime::Runtime, server: &str, pid: u32, port: u16, n: u
         ttff_p50_ms: pct(&mut ttff, 0.5),
         ttff_p95_ms: pct(&mut ttff, 0.95),
         kbps_per_player: (b1 - b0) as f64 * 8.0 / dt / 1000.0 / started.max(1) as f64,
+        lag_mean_ms: median(lags.iter().map(|l| l.0).collect()),
+        lag_max_ms: median(lags.iter().map(|l| l.1).collect()),
     }
 }
 
@@ -337,25 +362,28 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut rows = Vec::new();
     // Each N: this build, then any --compare builds, then nginx-rtmp.
-    let mut servers: Vec<(String, Option<&str>)> = vec![("relay".to_string(), Some(relay_bin))];
-    servers.extend(o.compare.iter().map(|(n, p)| (n.clone(), Some(p.as_str()))));
-    servers.push(("nginx-rtmp".to_string(), None));
+    let mut servers: Vec<(String, Option<&str>, Option<u64>)> =
+        o.merge_ms.iter().map(|&m| (format!("relay merge {m}ms"), Some(relay_bin), Some(m))).collect();
+    servers.extend(o.compare.iter().map(|(n, p)| (n.clone(), Some(p.as_str()), None)));
+    servers.push(("nginx-rtmp".to_string(), None, None));
     for &n in &o.players {
-        for (server, bin) in &servers {
+        for (server, bin, merge) in &servers {
             let port = free_port();
+            let mut args = vec![
+                "edge".to_string(),
+                "--listen".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--origin".to_string(),
+                format!("rtmp://127.0.0.1:{origin_port}/live"),
+            ];
+            if let Some(m) = merge {
+                args.extend(["--merge-ms".to_string(), m.to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let edge = match bin {
-                Some(bin) => spawn(
-                    EDGE_CPU,
-                    bin,
-                    &[
-                        "edge",
-                        "--listen",
-                        &format!("127.0.0.1:{port}"),
-                        "--origin",
-                        &format!("rtmp://127.0.0.1:{origin_port}/live"),
-                    ],
-                    &dir.join(format!("edge-{server}-{n}.log")),
-                ),
+                Some(bin) => {
+                    spawn(EDGE_CPU, bin, &args, &dir.join(format!("edge-{}-{n}.log", server.replace(' ', "-"))))
+                }
                 None => {
                     let conf = nginx_conf(&dir, port, origin_port);
                     let early = format!("{d}/nginx-early.log");
@@ -380,11 +408,11 @@ fn main() {
         "one stream at ~{} kbit/s, edge pinned to CPU {EDGE_CPU}, {} s window; CPU % is of one core",
         o.bitrate_kbps, o.secs
     );
-    println!("| server | players | started/failed | edge CPU % | CPU %/player | RSS base MiB | RSS KiB/player | TTFF p50 ms | TTFF p95 ms | kbit/s per player |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| server | players | started/failed | edge CPU % | CPU %/player | RSS base MiB | RSS KiB/player | TTFF p50 ms | TTFF p95 ms | kbit/s per player | lag mean ms | lag max ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {}/{} | {:.1} | {:.4} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {}/{} | {:.1} | {:.4} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             r.server,
             r.players,
             r.started,
@@ -395,7 +423,9 @@ fn main() {
             r.rss_per_player_kib,
             r.ttff_p50_ms,
             r.ttff_p95_ms,
-            r.kbps_per_player
+            r.kbps_per_player,
+            r.lag_mean_ms,
+            r.lag_max_ms
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +28,9 @@ pub struct Frame {
     pub timestamp: u32,
     /// Chunk headers for message stream `SHARED_STREAM_ID`: the full first header, then one per continuation.
     headers: Bytes,
+    /// The FLV tag header (11 bytes) and PreviousTagSize (4 bytes) around the payload, built by the first
+    /// HTTP-FLV player that needs them and shared by the rest.
+    flv: OnceLock<Bytes>,
 }
 
 impl Frame {
@@ -36,7 +39,17 @@ impl Frame {
         // becomes a bogus subtitle stream. nginx-rtmp sends it at 0 too.
         let timestamp = if media.is_metadata() { 0 } else { timestamp };
         let headers = media.encode_headers(timestamp, SHARED_STREAM_ID);
-        Arc::new(Self { media, timestamp, headers })
+        Arc::new(Self { media, timestamp, headers, flv: OnceLock::new() })
+    }
+
+    /// Appends the FLV tag of this frame (header, payload, PreviousTagSize) as buffers to write.
+    pub fn flv_tag(&self, out: &mut VecDeque<Bytes>) {
+        let h = self.flv.get_or_init(|| crate::flv::tag_frame(&self.media, self.timestamp));
+        out.push_back(h.slice(..11));
+        if !self.media.payload.is_empty() {
+            out.push_back(self.media.payload.clone());
+        }
+        out.push_back(h.slice(11..));
     }
 
     /// Bytes this frame holds (payload and headers): what the byte budgets count.
@@ -98,6 +111,9 @@ pub struct Budget {
     pub stream_bytes: usize,
     /// Longest a frame is held so players get several in one write; zero sends every frame at once.
     pub coalesce: Duration,
+    /// Merged writes: every frame is held until this long after the first held one, so each player gets the
+    /// whole period's frames in one write; zero turns merging off (then `coalesce` applies).
+    pub merge: Duration,
 }
 
 /// The fan-out ring: recent frames every player reads from at its own position (sequence number).
@@ -181,12 +197,41 @@ struct Cache {
     ring: Ring,
 }
 
+/// How a player receives a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rtmp,
+    HttpFlv,
+    Rtmpt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::HttpFlv => "http-flv",
+            Protocol::Rtmpt => "rtmpt",
+        }
+    }
+}
+
+/// Players of a stream by protocol, for `GET /streams`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PlayersByProtocol {
+    pub rtmp: usize,
+    #[serde(rename = "http-flv")]
+    pub http_flv: usize,
+    pub rtmpt: usize,
+}
+
 /// Per-stream counters, read by the API.
 #[derive(Default)]
 pub struct StreamStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub players: AtomicUsize,
+    /// Players by [`Protocol`] (in its order).
+    by_protocol: [AtomicUsize; 3],
     /// Bits per second, refreshed once a second by the hub's sampler.
     pub bps_in: AtomicU64,
     pub bps_out: AtomicU64,
@@ -333,12 +378,24 @@ impl Stream {
         // Every player wakes and writes once per send burst, so holding audio and data until the next video
         // frame turns two or three socket writes per player into one. Video goes out at once, and nothing
         // waits longer than --coalesce-ms (audio-only streams, gaps).
+        // With --merge-ms everything waits for the end of the merge period: players then wake, read and write
+        // once per period instead of once per frame, which is what their CPU cost follows.
         let video = frame.media.kind == crate::proto::MediaKind::Video;
         c.held.push(frame);
-        if video || self.budget.coalesce.is_zero() {
-            self.release(&mut c);
-        } else if c.held_until.is_none() {
-            c.held_until = Some(Instant::now() + self.budget.coalesce);
+        let hold = if !self.budget.merge.is_zero() {
+            Some(self.budget.merge)
+        } else if video || self.budget.coalesce.is_zero() {
+            None
+        } else {
+            Some(self.budget.coalesce)
+        };
+        match hold {
+            None => self.release(&mut c),
+            Some(d) => {
+                if c.held_until.is_none() {
+                    c.held_until = Some(Instant::now() + d);
+                }
+            }
         }
     }
 
@@ -421,7 +478,7 @@ impl Stream {
     }
 
     /// Subscribes a player: metadata, sequence headers and the GOP, then live frames with no gap.
-    pub fn subscribe(&self) -> Subscription {
+    pub fn subscribe(&self, protocol: Protocol) -> Subscription {
         let mut c = self.cache();
         // Held frames may already be in the GOP: send them to the others first so this player's start and
         // its live frames neither overlap nor leave a gap.
@@ -436,16 +493,23 @@ impl Stream {
         start.extend(c.gop.iter().cloned());
         drop(c);
         self.stats.players.fetch_add(1, Ordering::Relaxed);
+        self.stats.by_protocol[protocol as usize].fetch_add(1, Ordering::Relaxed);
         Subscription { start, rx }
     }
 
-    pub fn unsubscribe(&self) {
+    pub fn unsubscribe(&self, protocol: Protocol) {
         self.stats.players.fetch_sub(1, Ordering::Relaxed);
+        self.stats.by_protocol[protocol as usize].fetch_sub(1, Ordering::Relaxed);
         *self.last_player_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     pub fn players(&self) -> usize {
         self.stats.players.load(Ordering::Relaxed)
+    }
+
+    pub fn players_by_protocol(&self) -> PlayersByProtocol {
+        let n = |p: Protocol| self.stats.by_protocol[p as usize].load(Ordering::Relaxed);
+        PlayersByProtocol { rtmp: n(Protocol::Rtmp), http_flv: n(Protocol::HttpFlv), rtmpt: n(Protocol::Rtmpt) }
     }
 
     /// Time since the last player left, if there are none now.
@@ -485,6 +549,7 @@ pub struct StreamView {
     pub key: String,
     pub source: Option<SourceInfo>,
     pub players: usize,
+    pub players_by_protocol: PlayersByProtocol,
     pub bitrate_in_kbps: u64,
     pub bitrate_out_kbps: u64,
     pub bytes_in: u64,
@@ -549,6 +614,7 @@ impl Hub {
                 key: s.name.clone(),
                 source: s.source(),
                 players: s.players(),
+                players_by_protocol: s.players_by_protocol(),
                 bitrate_in_kbps: s.stats.bps_in.load(Ordering::Relaxed) / 1000,
                 bitrate_out_kbps: s.stats.bps_out.load(Ordering::Relaxed) / 1000,
                 bytes_in: s.stats.bytes_in.load(Ordering::Relaxed),
@@ -600,7 +666,13 @@ mod tests {
     }
 
     fn budget(queue: usize, stream_bytes: usize, coalesce_ms: u64) -> Budget {
-        Budget { queue, gop_max_bytes: 1 << 20, stream_bytes, coalesce: Duration::from_millis(coalesce_ms) }
+        Budget {
+            queue,
+            gop_max_bytes: 1 << 20,
+            stream_bytes,
+            coalesce: Duration::from_millis(coalesce_ms),
+            merge: Duration::ZERO,
+        }
     }
 
     #[test]
@@ -608,14 +680,14 @@ mod tests {
         let hub = Hub::new(budget(64, 1 << 20, 50));
         let (s, _) = hub.get_or_create("live", "k");
         let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
-        let mut early = s.subscribe().rx;
+        let mut early = s.subscribe(Protocol::Rtmp).rx;
         s.push(id, media(MediaKind::Video, 0, 0x17));
         s.push(id, media(MediaKind::Audio, 10, 0xAF));
         assert_eq!(next_ts(&s, &mut early), Some(0), "video goes out at once");
         assert_eq!(next_ts(&s, &mut early), None, "audio waits for the next video frame");
         assert!(s.held_until().is_some());
         // A new player gets the held audio in its start, the others get it live: each exactly once.
-        let late = s.subscribe();
+        let late = s.subscribe(Protocol::Rtmp);
         assert_eq!(late.start.len(), 2);
         let mut late_rx = late.rx;
         assert_eq!(next_ts(&s, &mut late_rx), None);
@@ -640,7 +712,7 @@ mod tests {
         let hub = Hub::new(budget(1000, 10_000, 0));
         let (s, _) = hub.get_or_create("live", "k");
         let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
-        let mut rx = s.subscribe().rx;
+        let mut rx = s.subscribe(Protocol::Rtmp).rx;
         let big = |ts| Media { kind: MediaKind::Video, timestamp: ts, payload: Bytes::from(vec![0x27; 3000]) };
         for ts in 0..10 {
             s.push(id, big(ts));
@@ -669,5 +741,29 @@ mod tests {
                 assert!(f.size() < len + 64 + len / 1000, "one copy: {} for {len}", f.size());
             }
         }
+    }
+
+    #[test]
+    fn merging_holds_video_too_and_a_new_player_still_starts_at_once() {
+        let hub = Hub::new(Budget { merge: Duration::from_millis(80), ..budget(64, 1 << 20, 50) });
+        let (s, _) = hub.get_or_create("live", "k");
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let mut early = s.subscribe(Protocol::Rtmp).rx;
+        s.push(id, media(MediaKind::Video, 0, 0x17));
+        s.push(id, media(MediaKind::Audio, 10, 0xAF));
+        s.push(id, media(MediaKind::Video, 33, 0x27));
+        assert_eq!(next_ts(&s, &mut early), None, "video waits for the merge period too");
+        std::thread::sleep(Duration::from_millis(90));
+        s.release_due();
+        let mut v = Vec::new();
+        s.read(&mut early, 64, &mut v);
+        assert_eq!(v.len(), 3, "the whole period at once");
+        // A player arriving mid-period gets the GOP (with held frames) at once, and nothing twice.
+        s.push(id, media(MediaKind::Video, 66, 0x27));
+        let late = s.subscribe(Protocol::Rtmp);
+        assert_eq!(late.start.len(), 4);
+        let mut late_rx = late.rx;
+        assert_eq!(next_ts(&s, &mut late_rx), None);
+        assert_eq!(next_ts(&s, &mut early), Some(66));
     }
 }

@@ -7,6 +7,7 @@ mod api;
 pub mod callback;
 pub mod chunk;
 mod edge;
+pub mod flv;
 #[cfg(feature = "test-support")]
 pub mod fuzz;
 pub mod hub;
@@ -14,6 +15,7 @@ pub mod hub;
 pub mod loadgen;
 pub mod metrics;
 pub mod proto;
+pub mod rtmpt;
 mod server;
 
 use std::future::Future;
@@ -145,6 +147,8 @@ pub struct Config {
     /// Audio and data wait at most this long for the next video frame, so each player gets them in one
     /// write with it (fewer socket writes per player); zero sends every message as it comes.
     pub coalesce: Duration,
+    /// Merged writes: frames of a stream are held this long and go to each player in one write; zero = off.
+    pub merge: Duration,
     /// Edge reconnect backoff, doubled per failure between these bounds.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -173,6 +177,7 @@ impl Config {
             player_queue: 512,
             gop_max_bytes: 16 << 20,
             coalesce: Duration::from_millis(50),
+            merge: Duration::from_millis(100),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
         }
@@ -223,6 +228,8 @@ pub(crate) struct Ctx {
     pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Edge pull tasks running now (bounded by --max-pulls).
     pub pulls: std::sync::atomic::AtomicUsize,
+    /// Live RTMPT sessions.
+    pub rtmpt: rtmpt::Sessions,
 }
 
 impl Ctx {
@@ -233,14 +240,26 @@ impl Ctx {
                 gop_max_bytes: config.gop_max_bytes,
                 stream_bytes: config.stream_buffer_bytes,
                 coalesce: config.coalesce,
+                merge: config.merge,
             }),
             config,
             metrics: metrics::Metrics::default(),
             stopping,
             per_ip: Default::default(),
             pulls: Default::default(),
+            rtmpt: Default::default(),
         }
     }
+}
+
+/// The sockets a relay serves, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    /// RTMP players and publishers.
+    pub rtmp: TcpListener,
+    /// The HTTP API (streams, pulls, metrics): an operator's interface.
+    pub api: Option<TcpListener>,
+    /// Media over HTTP for players and publishers (HTTP-FLV): public, like `rtmp`.
+    pub http: Option<TcpListener>,
 }
 
 /// Runs the relay on `listener` (RTMP) and optionally `api` (HTTP) until `shutdown` completes.
@@ -250,6 +269,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future,
 ) -> Result<(), RelayError> {
+    run_on(Listeners { rtmp: listener, api, http: None }, config, shutdown).await
+}
+
+/// Runs the relay on `listeners` until `shutdown` completes.
+pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future) -> Result<(), RelayError> {
+    let Listeners { rtmp: listener, api, http } = listeners;
     config.validate()?;
     if let Some(api) = &api {
         config.validate_api_addr(api.local_addr()?)?;
@@ -276,6 +301,10 @@ pub async fn run(
         });
     }
     tasks.spawn(server::accept_loop(ctx.clone(), listener));
+    if let Some(http) = http {
+        tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV, RTMPT)");
+        tasks.spawn(flv::accept_loop(ctx.clone(), http));
+    }
     shutdown.await;
     tracing::info!("shutting down");
     stop.trigger();

@@ -41,6 +41,40 @@ pub struct LoadStats {
     pub video_frames: AtomicU64,
     /// Time to first video frame, one entry per started player.
     pub ttff: std::sync::Mutex<Vec<Duration>>,
+    /// Each started player's delivery lag record.
+    pub lags: std::sync::Mutex<Vec<Arc<std::sync::Mutex<Lag>>>>,
+}
+
+/// How late a player's video frames arrive relative to their own timeline, from [`LAG_AFTER`] after its first
+/// frame on (the GOP burst at the start is not delivery lag). Per frame `arrival_ms - timestamp_ms`; the
+/// smallest value is the best case, so `mean - min` is the average lag above the best case: what batching
+/// (merged writes) or queueing adds to delivery.
+#[derive(Debug, Default, Clone)]
+pub struct Lag {
+    pub min: i64,
+    pub max: i64,
+    pub sum: i64,
+    pub n: i64,
+}
+
+/// Frames before this (after the first frame) are the GOP burst and catching up, not steady-state delivery.
+pub const LAG_AFTER: Duration = Duration::from_secs(3);
+
+impl Lag {
+    fn add(&mut self, v: i64) {
+        if self.n == 0 {
+            (self.min, self.max) = (v, v);
+        }
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v;
+        self.n += 1;
+    }
+
+    /// (mean, max) lag above the best case, in ms; None without frames.
+    pub fn above_best(&self) -> Option<(f64, f64)> {
+        (self.n > 0).then(|| (self.sum as f64 / self.n as f64 - self.min as f64, (self.max - self.min) as f64))
+    }
 }
 
 /// Runs `players` players, `connect_per_sec` connecting per second, each until `stop` fires.
@@ -76,6 +110,8 @@ async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
     let mut events = Vec::new();
     s.feed(&rest, &mut out, &mut events).map_err(err)?;
     let mut first = true;
+    let lag = Arc::new(std::sync::Mutex::new(Lag::default()));
+    let mut first_at = t0;
     loop {
         if !out.is_empty() {
             sock.write_all(&out.split()).await?;
@@ -86,8 +122,13 @@ async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
                     stats.video_frames.fetch_add(1, Ordering::Relaxed);
                     if first {
                         first = false;
+                        first_at = Instant::now();
                         stats.ttff.lock().unwrap_or_else(|e| e.into_inner()).push(t0.elapsed());
+                        stats.lags.lock().unwrap_or_else(|e| e.into_inner()).push(lag.clone());
                         stats.started.fetch_add(1, Ordering::Relaxed);
+                    } else if first_at.elapsed() >= LAG_AFTER {
+                        let arrival = t0.elapsed().as_millis() as i64;
+                        lag.lock().unwrap_or_else(|e| e.into_inner()).add(arrival - m.timestamp as i64);
                     }
                 }
             }

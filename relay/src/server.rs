@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
-use crate::hub::{Item, Reader, SourceInfo, Stream};
+use crate::hub::{Item, Protocol, Reader, SourceInfo, Stream};
 use crate::metrics::Metrics;
 use crate::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 use crate::{Ctx, Role};
@@ -59,51 +59,79 @@ impl Drop for IpSlot {
     }
 }
 
+/// A connection admitted past --max-connections and --max-connections-per-ip; releases both when dropped.
+pub(crate) struct Admitted {
+    _ip: IpSlot,
+    ctx: Arc<Ctx>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.ctx.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The gate every media connection (RTMP, HTTP-FLV, RTMPT) passes at accept; None closes it with a log line.
+pub(crate) fn admit(ctx: &Arc<Ctx>, peer: SocketAddr) -> Option<Admitted> {
+    let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
+    if active as usize >= ctx.config.max_connections {
+        Metrics::inc(&ctx.metrics.connections_refused_limit);
+        warn!(%peer, limit = ctx.config.max_connections, "connection limit reached (--max-connections), closing new connection");
+        return None;
+    }
+    let Some(ip) = IpSlot::take(ctx, peer.ip()) else {
+        Metrics::inc(&ctx.metrics.connections_refused_per_ip);
+        warn!(%peer, limit = ctx.config.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
+        return None;
+    };
+    Metrics::inc(&ctx.metrics.connections_total);
+    ctx.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+    Some(Admitted { _ip: ip, ctx: ctx.clone() })
+}
+
 pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
     let mut stop = ctx.stopping.clone();
     while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "RTMP").await {
-        let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
-        if active as usize >= ctx.config.max_connections {
-            Metrics::inc(&ctx.metrics.connections_refused_limit);
-            warn!(%peer, limit = ctx.config.max_connections, "connection limit reached (--max-connections), closing new connection");
-            drop(sock);
-            continue;
-        }
-        let Some(slot) = IpSlot::take(&ctx, peer.ip()) else {
-            Metrics::inc(&ctx.metrics.connections_refused_per_ip);
-            warn!(%peer, limit = ctx.config.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
+        let Some(slot) = admit(&ctx, peer) else {
             drop(sock);
             continue;
         };
         let _ = sock.set_nodelay(true);
-        Metrics::inc(&ctx.metrics.connections_total);
-        ctx.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut conn = Conn {
-                ctx: ctx.clone(),
-                sock,
-                peer,
-                app: String::new(),
-                tc_url: None,
-                role: Mode::Idle,
-                close: false,
-                connected: false,
-                streams_used: 0,
-            };
-            match conn.run().await {
-                Ok(()) => debug!(%peer, "connection closed"),
-                Err(ConnError::Proto(e)) => {
-                    Metrics::inc(&ctx.metrics.protocol_errors);
-                    warn!(%peer, error = %e, "bad input, closing this connection");
-                }
-                Err(e) => debug!(%peer, error = %e, "connection ended"),
-            }
-            conn.cleanup();
-            ctx.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+            serve_rtmp(ctx, sock, peer, Protocol::Rtmp).await;
         });
     }
+}
+
+/// A byte stream an RTMP session runs on: a TCP connection, or the in-memory end of an RTMPT session.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Runs one RTMP session (handshake, commands, publish or play) on `sock` until it ends.
+pub(crate) async fn serve_rtmp<S: Io>(ctx: Arc<Ctx>, sock: S, peer: SocketAddr, protocol: Protocol) {
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        sock,
+        peer,
+        protocol,
+        app: String::new(),
+        tc_url: None,
+        role: Mode::Idle,
+        close: false,
+        connected: false,
+        streams_used: 0,
+    };
+    match conn.run().await {
+        Ok(()) => debug!(%peer, "connection closed"),
+        Err(ConnError::Proto(e)) => {
+            Metrics::inc(&ctx.metrics.protocol_errors);
+            warn!(%peer, error = %e, "bad input, closing this connection");
+        }
+        Err(e) => debug!(%peer, error = %e, "connection ended"),
+    }
+    conn.cleanup();
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +150,12 @@ enum Mode {
     Playing { stream: Arc<Stream>, stream_id: u32, rx: Reader, skipping: bool, name: String, query: String },
 }
 
-struct Conn {
+struct Conn<S> {
     ctx: Arc<Ctx>,
-    sock: TcpStream,
+    sock: S,
     peer: SocketAddr,
+    /// RTMP, or RTMP tunnelled over HTTP (RTMPT): for player counts and callbacks.
+    protocol: Protocol,
     app: String,
     tc_url: Option<String>,
     role: Mode,
@@ -150,7 +180,7 @@ fn split_query<'a>(s: &'a str, key: &str) -> (&'a str, Option<&'a str>) {
     }
 }
 
-impl Conn {
+impl<S: Io> Conn<S> {
     async fn run(&mut self) -> Result<(), ConnError> {
         let ctx = self.ctx.clone();
         let rest = timeout(ctx.config.handshake_timeout, self.handshake()).await.map_err(|_| {
@@ -317,7 +347,7 @@ impl Conn {
             app: &self.app,
             stream: name,
             client_addr: self.peer.to_string(),
-            protocol: "rtmp",
+            protocol: self.protocol.as_str(),
             query,
             tc_url: self.tc_url.as_deref(),
         }
@@ -405,7 +435,7 @@ impl Conn {
             }
         };
         ServerSession::accept_play(stream_id, name, out)?;
-        let sub = stream.subscribe();
+        let sub = stream.subscribe(self.protocol);
         Metrics::inc(&self.ctx.metrics.players_total);
         info!(peer = %self.peer, app = %self.app, key = name, cached = sub.start.len(), "play started");
         let mut start = VecDeque::new();
@@ -424,41 +454,9 @@ impl Conn {
             return Ok(true);
         };
         let stream_id = *stream_id;
-        let mut items = Vec::with_capacity(MAX_BATCH);
-        let info = stream.read(rx, MAX_BATCH, &mut items);
-        if info.lagged > 0 {
-            self.ctx.metrics.frames_skipped.fetch_add(info.lagged, Ordering::Relaxed);
-            *skipping = true;
-        }
-        // Behind by more than --player-queue messages or --player-buffer-bytes: drop frames until the next
-        // keyframe (headers and metadata still go out), so the player catches up with the live edge.
-        let behind = info.behind_frames > self.ctx.config.player_queue
-            || info.behind_bytes > self.ctx.config.player_buffer_bytes as u64;
-        if behind {
-            debug!(peer = %self.peer, frames = info.behind_frames, bytes = info.behind_bytes, "player behind, skipping to next keyframe");
-            *skipping = true;
-        }
         let mut batch = VecDeque::new();
-        let mut ended = false;
-        for item in items {
-            match item {
-                Item::Frame(f) => {
-                    let m = &f.media;
-                    let header = m.is_metadata() || m.is_video_header() || m.is_audio_header();
-                    if *skipping && !header {
-                        if m.is_keyframe() || !stream.has_video() {
-                            *skipping = false;
-                        } else {
-                            Metrics::inc(&self.ctx.metrics.frames_skipped);
-                        }
-                    }
-                    if !*skipping || header {
-                        f.wire_for(stream_id, &mut batch);
-                    }
-                }
-                Item::End => ended = true,
-            }
-        }
+        let ended =
+            next_batch(&self.ctx, self.peer, stream, rx, skipping, &mut batch, |f, out| f.wire_for(stream_id, out));
         if ended {
             let mut out = BytesMut::new();
             ServerSession::end_play(stream_id, &mut out)?;
@@ -472,46 +470,15 @@ impl Conn {
     }
 
     /// Writes everything or fails; a peer that accepts nothing for --player-timeout is disconnected.
-    async fn write_all(&mut self, mut bufs: VecDeque<Bytes>) -> Result<(), ConnError> {
-        let limit = self.ctx.config.player_timeout;
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let sock = &mut self.sock;
-        let res = timeout(limit, async {
-            while !bufs.is_empty() {
-                let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
-                let mut n = sock.write_vectored(&slices).await?;
-                if n == 0 {
-                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
-                }
-                while n > 0 {
-                    let front = bufs.front_mut().expect("wrote more than queued");
-                    if n >= front.len() {
-                        n -= front.len();
-                        bufs.pop_front();
-                    } else {
-                        front.advance(n);
-                        n = 0;
-                    }
-                }
-            }
-            Ok::<(), std::io::Error>(())
+    async fn write_all(&mut self, bufs: VecDeque<Bytes>) -> Result<(), ConnError> {
+        let stream = match &self.role {
+            Mode::Playing { stream, .. } => Some(stream.clone()),
+            _ => None,
+        };
+        write_bufs(&self.ctx, &mut self.sock, self.peer, stream.as_deref(), bufs).await.map_err(|e| match e {
+            WriteError::Io(e) => ConnError::Io(e),
+            WriteError::Stalled => ConnError::Timeout("peer stopped reading"),
         })
-        .await;
-        match res {
-            Ok(r) => r?,
-            Err(_) => {
-                if matches!(self.role, Mode::Playing { .. }) {
-                    Metrics::inc(&self.ctx.metrics.players_stalled);
-                }
-                warn!(peer = %self.peer, secs = limit.as_secs_f32(), "peer stopped reading (--player-timeout), disconnecting");
-                return Err(ConnError::Timeout("peer stopped reading"));
-            }
-        }
-        self.ctx.metrics.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
-        if let Mode::Playing { stream, .. } = &self.role {
-            stream.stats.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     /// Leaves whatever the connection was doing (stream closed or connection gone).
@@ -524,7 +491,7 @@ impl Conn {
                 self.notify(cb.on_unpublish.clone(), "on_unpublish", name, query);
             }
             Mode::Playing { stream, name, query, .. } => {
-                stream.unsubscribe();
+                stream.unsubscribe(self.protocol);
                 self.notify(cb.on_stop.clone(), "on_stop", name, query);
             }
             Mode::Idle => {}
@@ -533,31 +500,163 @@ impl Conn {
 
     /// Tells a callback that something ended, in the background: its answer changes nothing.
     fn notify(&self, url: Option<crate::callback::CallbackUrl>, action: &'static str, name: String, query: String) {
-        let Some(url) = url else {
-            return;
-        };
-        let ctx = self.ctx.clone();
-        let (app, peer, tc_url) = (self.app.clone(), self.peer.to_string(), self.tc_url.clone());
-        tokio::spawn(async move {
-            let event = crate::callback::Event {
-                action,
-                app: &app,
-                stream: &name,
-                client_addr: peer,
-                protocol: "rtmp",
-                query: &query,
-                tc_url: tc_url.as_deref(),
-            };
-            if let Err(e) = crate::callback::call(&url, &event, ctx.config.callbacks.timeout).await {
-                warn!(action, error = %e, "callback failed");
-            }
-        });
+        let ended = Ended { action, app: self.app.clone(), stream: name, query, tc_url: self.tc_url.clone() };
+        notify_end(&self.ctx, url, ended, self.peer, self.protocol);
     }
 }
 
-/// Why a play was refused: the onStatus code and description for the player, and the reason for the log.
+/// A publish or play that ended, for on_unpublish / on_stop.
+pub(crate) struct Ended {
+    pub action: &'static str,
+    pub app: String,
+    pub stream: String,
+    pub query: String,
+    pub tc_url: Option<String>,
+}
+
+/// Posts `ended` to `url` (if configured) in the background: the answer changes nothing; a failure is logged.
+pub(crate) fn notify_end(
+    ctx: &Arc<Ctx>,
+    url: Option<crate::callback::CallbackUrl>,
+    ended: Ended,
+    peer: SocketAddr,
+    protocol: Protocol,
+) {
+    let Some(url) = url else {
+        return;
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let event = crate::callback::Event {
+            action: ended.action,
+            app: &ended.app,
+            stream: &ended.stream,
+            client_addr: peer.to_string(),
+            protocol: protocol.as_str(),
+            query: &ended.query,
+            tc_url: ended.tc_url.as_deref(),
+        };
+        if let Err(e) = crate::callback::call(&url, &event, ctx.config.callbacks.timeout).await {
+            warn!(action = ended.action, error = %e, "callback failed");
+        }
+    });
+}
+
+/// Why a write to a player failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer stopped reading (--player-timeout)")]
+    Stalled,
+}
+
+/// Writes every buffer with vectored writes, or fails; a peer that accepts nothing for --player-timeout is
+/// disconnected (counted as a stalled player when `stream` is the one it plays). Counts the bytes.
+pub(crate) async fn write_bufs<W: AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    sock: &mut W,
+    peer: SocketAddr,
+    stream: Option<&Stream>,
+    mut bufs: VecDeque<Bytes>,
+) -> Result<(), WriteError> {
+    let limit = ctx.config.player_timeout;
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    // The timer is only registered if the write has to wait: `timeout` polls the write first.
+    let res = timeout(limit, async {
+        while !bufs.is_empty() {
+            let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
+            let n = sock.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+            }
+            advance(&mut bufs, n);
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    match res {
+        Ok(r) => r?,
+        Err(_) => {
+            if stream.is_some() {
+                Metrics::inc(&ctx.metrics.players_stalled);
+            }
+            warn!(%peer, secs = limit.as_secs_f32(), "peer stopped reading (--player-timeout), disconnecting");
+            return Err(WriteError::Stalled);
+        }
+    }
+    ctx.metrics.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
+    if let Some(stream) = stream {
+        stream.stats.bytes_out.fetch_add(total as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Drops the first `n` written bytes from `bufs`.
+fn advance(bufs: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let front = bufs.front_mut().expect("wrote more than queued");
+        if n >= front.len() {
+            n -= front.len();
+            bufs.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+/// Takes what the ring has for a player into `batch` (through `wire`, the player's framing), applying the
+/// backlog bounds: a player past the ring's end, more than --player-queue messages or --player-buffer-bytes
+/// behind drops frames until the next keyframe (headers and metadata still go out), so it catches up with the
+/// live edge. True when the stream ended.
+pub(crate) fn next_batch(
+    ctx: &Ctx,
+    peer: SocketAddr,
+    stream: &Stream,
+    rx: &mut Reader,
+    skipping: &mut bool,
+    batch: &mut VecDeque<Bytes>,
+    mut wire: impl FnMut(&crate::hub::Frame, &mut VecDeque<Bytes>),
+) -> bool {
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    let info = stream.read(rx, MAX_BATCH, &mut items);
+    if info.lagged > 0 {
+        ctx.metrics.frames_skipped.fetch_add(info.lagged, Ordering::Relaxed);
+        *skipping = true;
+    }
+    if info.behind_frames > ctx.config.player_queue || info.behind_bytes > ctx.config.player_buffer_bytes as u64 {
+        debug!(%peer, frames = info.behind_frames, bytes = info.behind_bytes, "player behind, skipping to next keyframe");
+        *skipping = true;
+    }
+    let mut ended = false;
+    for item in items {
+        match item {
+            Item::Frame(f) => {
+                let m = &f.media;
+                let header = m.is_metadata() || m.is_video_header() || m.is_audio_header();
+                if *skipping && !header {
+                    if m.is_keyframe() || !stream.has_video() {
+                        *skipping = false;
+                    } else {
+                        Metrics::inc(&ctx.metrics.frames_skipped);
+                    }
+                }
+                if !*skipping || header {
+                    wire(&f, batch);
+                }
+            }
+            Item::End => ended = true,
+        }
+    }
+    ended
+}
+
+/// Why a play was refused: the onStatus code (RTMP) or HTTP status (HTTP-FLV) and description for the player,
+/// and the reason for the log.
 pub(crate) struct PlayRefused {
     pub code: &'static str,
+    pub http_status: u16,
     pub description: &'static str,
     pub log: String,
 }
@@ -565,31 +664,28 @@ pub(crate) struct PlayRefused {
 /// Everything a play needs before it may subscribe, for every protocol: the name checks (before anything is
 /// allocated), the edge's app check, the on_play callback, then the stream (starting the edge's pull).
 pub(crate) async fn open_play(ctx: &Arc<Ctx>, event: crate::callback::Event<'_>) -> Result<Arc<Stream>, PlayRefused> {
-    let refused = |code, description, log: String| PlayRefused { code, description, log };
+    let refused = |code, http_status, description, log: String| PlayRefused { code, http_status, description, log };
+    let failed = "NetStream.Play.Failed";
     if !crate::valid_name(event.stream) || !crate::valid_name(event.app) {
-        return Err(refused("NetStream.Play.Failed", "bad app or stream name", "bad app or stream name".into()));
+        return Err(refused(failed, 400, "bad app or stream name", "bad app or stream name".into()));
     }
     if let Role::Edge { origins } = &ctx.config.role {
         if !origins.iter().any(|o| o.app == event.app) {
             let log = "no --origin serves this app".to_string();
-            return Err(refused("NetStream.Play.StreamNotFound", "no origin for this app", log));
+            return Err(refused("NetStream.Play.StreamNotFound", 404, "no origin for this app", log));
         }
     }
     if let Err(e) = ask(ctx, ctx.config.callbacks.on_play.as_ref(), &event).await {
-        return Err(refused(
-            "NetStream.Play.Failed",
-            "refused by the on_play callback",
-            format!("on_play refused the play: {e}"),
-        ));
+        let log = format!("on_play refused the play: {e}");
+        return Err(refused(failed, 403, "refused by the on_play callback", log));
     }
     match &ctx.config.role {
         Role::Origin { .. } => Ok(ctx.hub.get_or_create(event.app, event.stream).0),
-        Role::Edge { .. } => crate::edge::ensure_pull(ctx, event.app, event.stream).map_err(|e| {
-            let description = match e {
-                crate::edge::PullRefused::BadName => "bad app or stream name",
-                crate::edge::PullRefused::Limit(_) => "pull limit reached (--max-pulls)",
-            };
-            refused("NetStream.Play.Failed", description, e.to_string())
+        Role::Edge { .. } => crate::edge::ensure_pull(ctx, event.app, event.stream).map_err(|e| match e {
+            crate::edge::PullRefused::BadName => refused(failed, 400, "bad app or stream name", e.to_string()),
+            crate::edge::PullRefused::Limit(_) => {
+                refused(failed, 503, "pull limit reached (--max-pulls)", e.to_string())
+            }
         }),
     }
 }
@@ -613,14 +709,17 @@ async fn ask(
 /// Completes when the ring may have something for this player: at once if it is behind, else at the next push.
 async fn wait_play(role: &mut Mode) {
     match role {
-        Mode::Playing { stream, rx, .. } => {
-            if stream.has_unread(rx) {
-                return;
-            }
-            stream.wait(rx).await
-        }
+        Mode::Playing { stream, rx, .. } => wait_ring(stream, rx).await,
         _ => std::future::pending().await,
     }
+}
+
+/// Completes when the ring may have something for `rx`.
+pub(crate) async fn wait_ring(stream: &Stream, rx: &mut Reader) {
+    if stream.has_unread(rx) {
+        return;
+    }
+    stream.wait(rx).await
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use relay::chunk::{csid, encode_message, msg_type};
-use relay::proto::{ClientSession, HandshakeState, HandshakeStep};
+use relay::proto::{HandshakeState, HandshakeStep};
 
 /// A TCP connection that completed the RTMP handshake with the relay.
 fn handshaken(addr: SocketAddr) -> TcpStream {
@@ -158,85 +158,29 @@ fn connection_limit_refuses_with_a_log_line() {
     let _d = handshaken(origin.rtmp);
 }
 
-/// xorshift64*: deterministic, dependency-free randomness for the fuzz loop.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// A valid client->server session (connect, createStream, publish, metadata, media) to mutate.
-fn valid_publish_session() -> Vec<u8> {
-    let mut out = BytesMut::new();
-    let _ = ClientSession::new(Default::default(), "live", "rtmp://127.0.0.1/live", "test", &mut out).unwrap();
-    let cmd = |name: &str, txn: f64, extra: &[u8]| {
-        let mut p = vec![2, 0, name.len() as u8];
-        p.extend_from_slice(name.as_bytes());
-        p.push(0);
-        p.extend_from_slice(&txn.to_be_bytes());
-        p.push(5);
-        p.extend_from_slice(extra);
-        p
-    };
-    encode_message(&mut out, 3, 0, msg_type::AMF0_COMMAND, 0, &cmd("createStream", 2.0, &[]), 4096);
-    encode_message(
-        &mut out,
-        3,
-        0,
-        msg_type::AMF0_COMMAND,
-        1,
-        &cmd("publish", 3.0, &[2, 0, 4, b't', b'e', b's', b't', 2, 0, 4, b'l', b'i', b'v', b'e']),
-        4096,
-    );
-    let meta = [
-        2, 0, 13, b'@', b's', b'e', b't', b'D', b'a', b't', b'a', b'F', b'r', b'a', b'm', b'e', 2, 0, 10, b'o', b'n',
-        b'M', b'e', b't', b'a', b'D', b'a', b't', b'a', 8, 0, 0, 0, 1, 0, 5, b'w', b'i', b'd', b't', b'h', 0, 0x40,
-        0x84, 0, 0, 0, 0, 0, 0, 0, 0, 9,
-    ];
-    encode_message(&mut out, 5, 0, msg_type::AMF0_DATA, 1, &meta, 4096);
-    encode_message(&mut out, 6, 0, msg_type::VIDEO, 1, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f], 4096);
-    encode_message(&mut out, 6, 0x0100_0000, msg_type::VIDEO, 1, &vec![0x17; 600], 4096);
-    encode_message(&mut out, 4, 33, msg_type::AUDIO, 1, &[0xAF, 0, 0x12, 0x10], 4096);
-    out.to_vec()
-}
-
 #[test]
 fn fuzz_input_path_never_panics() {
-    // The same entry points as the cargo-fuzz targets in relay/fuzz, run with a fixed seed on every test run.
-    let seed = valid_publish_session();
-    assert!(relay::fuzz::server_session(&seed) >= 4, "the seed must reach publish and media events");
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // The same entry points and mutations as the cargo-fuzz targets in relay/fuzz and the long campaign
+    // (examples/fuzz_campaign.rs), with a fixed seed on every test run.
+    let seeds = relay::fuzz::seed_inputs();
+    assert!(relay::fuzz::server_session(&seeds[1][0]) >= 4, "the publish seed must reach publish and media events");
+    assert!(relay::fuzz::server_from_handshake(&seeds[0][0]) >= 4, "the handshake seed must get past the handshake");
+    assert!(relay::fuzz::client_session(&seeds[2][0]) >= 2, "the origin seed must reach playing and media");
+    assert_eq!(relay::fuzz::http_request(&seeds[3][0]), 1, "the HTTP seed must parse");
+    let mut rng = relay::fuzz::Rng(0x9E37_79B9_7F4A_7C15);
     let t = Instant::now();
     let mut n = 0;
-    while n < 20_000 && t.elapsed() < Duration::from_secs(8) {
-        let mut input = seed.clone();
-        for _ in 0..1 + rng.below(8) {
-            let pos = rng.below(input.len());
-            match rng.below(4) {
-                0 => input[pos] = rng.next() as u8,
-                1 => input[pos] ^= 1 << rng.below(8),
-                2 => input.truncate(pos),
-                _ => {
-                    let extra: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
-                    input.splice(pos..pos, extra);
-                }
-            }
-            if input.is_empty() {
-                break;
-            }
+    while n < 40_000 && t.elapsed() < Duration::from_secs(8) {
+        for (i, (_, f)) in relay::fuzz::TARGETS.iter().enumerate() {
+            let pool = &seeds[i];
+            let pick = rng.below(pool.len());
+            let input = relay::fuzz::mutate(&mut rng, &pool[pick]);
+            f(&input);
         }
-        relay::fuzz::server_session(&input);
-        relay::fuzz::client_session(&input);
-        let random: Vec<u8> = (0..rng.below(3000)).map(|_| rng.next() as u8).collect();
+        let random: Vec<u8> = (0..rng.below(3000)).map(|_| rng.next_u64() as u8).collect();
         relay::fuzz::server_from_handshake(&random);
         relay::fuzz::server_session(&random);
+        relay::fuzz::http_request(&random);
         n += 1;
     }
     assert!(n >= 1000, "only {n} fuzz iterations ran");

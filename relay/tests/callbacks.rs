@@ -69,10 +69,26 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
     let dir = TempDir::new("callbacks");
     let hooks = Hooks::start();
     let (p, u, pl, st) = (hooks.url("publish"), hooks.url("unpublish"), hooks.url("play"), hooks.url("stop"));
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let hs = http.to_string();
     let origin = Relay::origin(
         &dir,
-        &["--on-publish", &p, "--on-unpublish", &u, "--on-play", &pl, "--on-stop", &st, "--callback-timeout", "1s"],
+        &[
+            "--on-publish",
+            &p,
+            "--on-unpublish",
+            &u,
+            "--on-play",
+            &pl,
+            "--on-stop",
+            &st,
+            "--callback-timeout",
+            "1s",
+            "--http-listen",
+            &hs,
+        ],
     );
+    wait_port(http, Duration::from_secs(10));
 
     // Accepted publish: the endpoint sees app, key, client address, protocol and query string.
     let mut publisher = publish(&dir, &format!("{}?sig=abc&x=1", origin.url("ok")), &[]);
@@ -89,6 +105,7 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
     assert_h264_aac(&format!("{}?viewer=7", origin.url("ok")));
     let play = hooks.events("on_play", "ok");
     assert_eq!(play.len(), 1, "{play:?}");
+    assert_eq!(play[0]["protocol"], "rtmp");
     assert_eq!(play[0]["query"], "viewer=7");
     wait_for("on_stop", Duration::from_secs(5), || (hooks.events("on_stop", "ok").len() == 1).then_some(()));
 
@@ -115,7 +132,23 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
         assert_eq!(hooks.events("on_play", key).len(), 1);
         assert!(hooks.events("on_stop", key).is_empty(), "a refused play has no stop");
     }
-    assert_eq!(metric(origin.api, "relay_callbacks_refused_total"), 4.0);
+    // HTTP-FLV players ask on_play too (protocol http-flv): 403 when refused, and their stop is heard.
+    require("curl");
+    let curl_code = |key: &str| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"]);
+        c.arg(format!("http://{http}/live/{key}.flv?v=1"));
+        run_limited(c, Duration::from_secs(10)).1
+    };
+    assert_eq!(curl_code("deny-flv"), "403");
+    assert_eq!(curl_code("ok"), "200");
+    let flv =
+        hooks.events("on_play", "ok").into_iter().find(|v| v["protocol"] == "http-flv").expect("http-flv on_play");
+    assert_eq!(flv["query"], "v=1");
+    wait_for("HTTP-FLV on_stop", Duration::from_secs(5), || {
+        hooks.events("on_stop", "ok").iter().any(|v| v["protocol"] == "http-flv").then_some(())
+    });
+    assert_eq!(metric(origin.api, "relay_callbacks_refused_total"), 5.0);
     let logs = origin.proc.log_text();
     assert!(logs.contains("on_publish refused the publish") && logs.contains("on_play refused the play: callback"));
 
@@ -126,12 +159,28 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
 
     // An endpoint that is down refuses too (nothing listens on the port of a dropped listener).
     drop(hooks);
+    // (Given in a --config file, the way operators keep callbacks; the command line's flag overrides the file's.)
     let dead = format!("http://127.0.0.1:{}/x", free_port());
-    let origin2 = Relay::origin(&dir, &["--on-play", &dead]);
+    let conf = dir.path("relay.toml");
+    std::fs::write(&conf, format!("on-play = \"{dead}\"\ncallback_timeout = \"5s\"\nmax-streams-per-connection = 7\n")).unwrap();
+    let origin2 = Relay::origin(&dir, &["--config", conf.to_str().unwrap(), "--callback-timeout", "1s"]);
     let mut cmd = Command::new("ffprobe");
     cmd.args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "compact", &origin2.url("any")]);
     assert!(!run_limited(cmd, Duration::from_secs(15)).0);
     assert_eq!(metric(origin2.api, "relay_callbacks_refused_total"), 1.0);
+
+    // A config file with an unknown key or a bad value stops the relay at start with the reason.
+    for (text, want) in
+        [("no-such-flag = 1\n", "--no-such-flag"), ("on-play = true\n", "not a string"), ("x = [\n", "TOML")]
+    {
+        std::fs::write(&conf, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["origin", "--listen", &format!("127.0.0.1:{}", free_port()), "--config", conf.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{text:?}: {err}");
+    }
 
     // A bad callback URL stops the relay at start with the reason.
     let out = Command::new(env!("CARGO_BIN_EXE_relay"))

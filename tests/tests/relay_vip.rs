@@ -1,10 +1,14 @@
-//! Playing through the VIP: an origin and three edges (the reals of VIP:1935) in the lab; ffprobe from the client
-//! gets the stream through the load balancer, and players spread over the edges.
+//! Playing through the VIP: an origin and three edges (the reals of VIP:1935 for RTMP and VIP:8080 for HTTP-FLV
+//! and RTMPT, the latter persistent) in the lab; ffprobe and curl from the client get the stream through the load
+//! balancer, and RTMP players spread over the edges.
 use lb_lab::bin_path;
 use lb_tests::*;
 
 const ORIGIN_PORT: u16 = 1936;
 const ORIGIN_API_PORT: u16 = 8936;
+const HTTP_PORT: u16 = 8080;
+/// The origin's API listens on the lab network, so it needs a token.
+const API_TOKEN: &str = "lab-token";
 
 #[test]
 fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
@@ -18,7 +22,11 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     let origin_api = format!("{}:{ORIGIN_API_PORT}", real_ip(0));
     context(
         l.lab
-            .spawn(&r1, "origin.log", &[relay, "origin", "--listen", &origin_listen, "--api", &origin_api])
+            .spawn(
+                &r1,
+                "origin.log",
+                &[relay, "origin", "--listen", &origin_listen, "--api", &origin_api, "--api-token", API_TOKEN],
+            )
             .map(|_| ()),
         "origin",
     );
@@ -31,16 +39,34 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
                 .spawn(
                     &ns,
                     &format!("edge{}.log", i + 1),
-                    &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url],
+                    &[
+                        relay,
+                        "edge",
+                        "--listen",
+                        "0.0.0.0:1935",
+                        "--http-listen",
+                        &format!("0.0.0.0:{HTTP_PORT}"),
+                        "--origin",
+                        &origin_url,
+                    ],
                 )
                 .map(|_| ()),
             "edge",
         );
         context(l.lab.wait_port(&ns, &real_ip(i), 1935), "edge listening");
+        context(l.lab.wait_port(&ns, &real_ip(i), HTTP_PORT), "edge HTTP listening");
     }
     let cfg = l.lab.dir.join("rtmp.toml");
     // The edges are health-checked with an RTMP handshake (C0+C1 -> S0+S1) against our own relay.
     let mut s = format!("[[service]]\nvip = \"{VIP}:1935\"\n[service.check]\nkind = \"rtmp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n");
+    for i in 0..3 {
+        s.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
+    }
+    // HTTP-FLV and RTMPT on the same edges, checked with GET /healthz on the media port. An RTMPT session spans
+    // several TCP connections and lives in one edge: client-IP persistence keeps them on one real.
+    s.push_str(&format!(
+        "[[service]]\nvip = \"{VIP}:{HTTP_PORT}\"\npersistent = 60\n[service.check]\nkind = \"http\"\npath = \"/healthz\"\nexpect = 200\ninterval = \"500ms\"\ntimeout = \"400ms\"\n"
+    ));
     for i in 0..3 {
         s.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
     }
@@ -55,7 +81,8 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     context(
         wait_for(
             || {
-                let out = l.lab.exec_status(&r1, &["curl", "-sS", "--max-time", "2", &streams_url]);
+                let auth = format!("Authorization: Bearer {API_TOKEN}");
+                let out = l.lab.exec_status(&r1, &["curl", "-sS", "--max-time", "2", "-H", &auth, &streams_url]);
                 out.is_ok_and(|o| {
                     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
                     v["streams"]
@@ -98,12 +125,80 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
         assert!(text.contains("codec_name=h264|width=640|height=360"), "probe {n}: {text}");
         assert!(text.contains("codec_name=aac"), "probe {n}: {text}");
     }
-    // Which edges served players: the reals of VIP:1935 that saw new flows.
+    // HTTP-FLV through VIP:8080: ffprobe reads H.264 + AAC, curl gets an FLV body.
+    let flv_url = format!("http://{VIP}:{HTTP_PORT}/live/test.flv");
+    for n in 0..3 {
+        let out = context(
+            l.lab.exec_status(
+                &client,
+                &[
+                    "timeout",
+                    "30",
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "stream=codec_name",
+                    "-of",
+                    "compact",
+                    &flv_url,
+                ],
+            ),
+            "ffprobe HTTP-FLV",
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "HTTP-FLV ffprobe {n} through the VIP failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("codec_name=h264") && text.contains("codec_name=aac"), "HTTP-FLV probe {n}: {text}");
+    }
+    // RTMPT through VIP:8080 (persistent): ffprobe's session of several HTTP requests stays on one edge.
+    let rtmpt_url = format!("rtmpt://{VIP}:{HTTP_PORT}/live/test");
+    let out = context(
+        l.lab.exec_status(
+            &client,
+            &[
+                "timeout",
+                "30",
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "compact",
+                &rtmpt_url,
+            ],
+        ),
+        "ffprobe RTMPT",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "RTMPT ffprobe through the VIP failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("codec_name=h264") && text.contains("codec_name=aac"), "RTMPT probe: {text}");
+    let body = l.lab.dir.join("vip.flv");
+    let _ = l.lab.exec_status(&client, &["curl", "-sS", "--max-time", "3", "-o", body.to_str().unwrap(), &flv_url]);
+    let bytes = std::fs::read(&body).unwrap_or_default();
+    assert!(bytes.starts_with(b"FLV\x01") && bytes.len() > 50_000, "curl through the VIP got {} bytes", bytes.len());
     let list = l.list_json();
-    for r in list[0]["reals"].as_array().unwrap() {
+    let flv_service = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["port"] == HTTP_PORT)
+        .cloned()
+        .unwrap_or_else(|| panic!("no VIP:{HTTP_PORT} service in {list}"));
+    assert!(flv_service["counters"]["new_flows"].as_u64().unwrap_or(0) >= 4, "HTTP-FLV flows: {flv_service}");
+    for r in flv_service["reals"].as_array().unwrap() {
+        assert_eq!(r["health"], "up", "the http check of /healthz does not pass against a relay edge: {r}");
+    }
+    // Which edges served RTMP players: the reals of VIP:1935 that saw new flows.
+    let rtmp_service = list.as_array().unwrap().iter().find(|s| s["port"] == 1935).cloned().unwrap();
+    for r in rtmp_service["reals"].as_array().unwrap() {
         assert_eq!(r["health"], "up", "the rtmp check does not pass against a relay edge: {r}");
     }
-    let served: Vec<String> = list[0]["reals"]
+    let served: Vec<String> = rtmp_service["reals"]
         .as_array()
         .unwrap()
         .iter()
@@ -111,6 +206,6 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
         .map(|r| r["addr"].as_str().unwrap().to_string())
         .collect();
     assert!(served.len() >= 2, "{probes} players all landed on {served:?}: {list}");
-    let flows: u64 = list[0]["counters"]["new_flows"].as_u64().unwrap();
+    let flows: u64 = rtmp_service["counters"]["new_flows"].as_u64().unwrap();
     assert_eq!(flows, probes, "one flow per player: {list}");
 }

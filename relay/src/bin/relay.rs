@@ -10,6 +10,8 @@ use svc::Dur;
 
 #[derive(Parser)]
 #[command(about = "RTMP origin/edge relay with GOP cache, on-demand pull and fan-out")]
+// A flag given again (on the command line after the --config file's) replaces the earlier value.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     role: RoleCmd,
@@ -48,9 +50,17 @@ enum RoleCmd {
 
 #[derive(Args)]
 struct Common {
+    /// TOML file of flags: `flag-name = value` per line (e.g. `on-publish = "http://..."`, `max-pulls = 100`,
+    /// `origin = ["rtmp://a/live", "rtmp://b/live"]`). Flags on the command line override the file's.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// RTMP listen address, e.g. 0.0.0.0:1935.
     #[arg(long)]
     listen: SocketAddr,
+    /// Media over HTTP for players: HTTP-FLV (GET /APP/KEY.flv), e.g. 0.0.0.0:8080. Public like --listen; not
+    /// the API's port, which is for operators and may need a token.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
     /// HTTP API listen address (GET /streams, GET /metrics, POST /streams/{app}/{key}/pull).
     #[arg(long)]
     api: Option<SocketAddr>,
@@ -122,11 +132,59 @@ struct Common {
     /// default holds audio about one video frame, like SRS's merged writes but far shorter.
     #[arg(long, default_value_t = 50)]
     coalesce_ms: u64,
+    /// Merged writes: milliseconds a stream's frames are gathered so each player gets them in one write (less
+    /// CPU per player, up to this much added latency); new players still start at once from the GOP cache.
+    /// 0 turns merging off (then --coalesce-ms applies). The default of 100 ms is chosen from the fan-out
+    /// benchmark (relay/BENCHMARKS.md): less than half the CPU per player of no merging, for about 60 ms more
+    /// mean delivery lag.
+    #[arg(long, default_value_t = 100)]
+    merge_ms: u64,
+}
+
+/// Turns a `--config FILE` into flags placed right after the role, before the command line's own flags (which
+/// then override them). Keys are long flag names, with `-` or `_`.
+fn expand_config(mut argv: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let Some(i) = argv.iter().position(|a| a == "--config" || a.starts_with("--config=")) else {
+        return Ok(argv);
+    };
+    let path = match argv[i].strip_prefix("--config=") {
+        Some(p) => p.to_string(),
+        None => argv.get(i + 1).cloned().context("--config needs a file")?,
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading --config {path}"))?;
+    let table: toml::Table = text.parse().with_context(|| format!("--config {path} is not valid TOML"))?;
+    let mut flags = Vec::new();
+    for (key, value) in &table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        if flag == "--config" {
+            anyhow::bail!("--config {path}: a config file cannot name another (key {key:?})");
+        }
+        let values = match value {
+            toml::Value::Array(a) => a.clone(),
+            v => vec![v.clone()],
+        };
+        for v in values {
+            let v = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => anyhow::bail!("--config {path}: {key} = {other} is not a string or a number"),
+            };
+            flags.push(format!("{flag}={v}"));
+        }
+    }
+    // Drop the --config flag itself, then put the file's flags right after the role subcommand.
+    let n = if argv[i].starts_with("--config=") { 1 } else { 2 };
+    argv.drain(i..i + n);
+    let at = argv.iter().position(|a| a == "origin" || a == "edge").map_or(argv.len(), |p| p + 1);
+    argv.splice(at..at, flags);
+    Ok(argv)
 }
 
 fn main() -> anyhow::Result<()> {
     svc::logging::init("info");
-    let cli = Cli::parse();
+    let argv = expand_config(std::env::args().collect())?;
+    let cli = Cli::parse_from(argv);
     // Validate everything before binding anything.
     let mut max_pulls = None;
     let (common, role, idle, backoff) = match cli.role {
@@ -145,6 +203,7 @@ fn main() -> anyhow::Result<()> {
     config.source_timeout = common.source_timeout.into();
     config.player_queue = common.player_queue.max(8);
     config.coalesce = Duration::from_millis(common.coalesce_ms);
+    config.merge = Duration::from_millis(common.merge_ms);
     config.handshake_timeout = common.handshake_timeout.into();
     config.connect_timeout = common.connect_timeout.into();
     config.conn_idle_timeout = common.conn_idle_timeout.into();
@@ -188,7 +247,13 @@ fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
-        relay::run(listener, api, config, svc::shutdown::signal()).await?;
+        let http = match common.http_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding HTTP media listener {a}"))?,
+            ),
+            None => None,
+        };
+        relay::run_on(relay::Listeners { rtmp: listener, api, http }, config, svc::shutdown::signal()).await?;
         Ok(())
     })
 }

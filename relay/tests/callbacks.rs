@@ -162,7 +162,8 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
     // (Given in a --config file, the way operators keep callbacks; the command line's flag overrides the file's.)
     let dead = format!("http://127.0.0.1:{}/x", free_port());
     let conf = dir.path("relay.toml");
-    std::fs::write(&conf, format!("on-play = \"{dead}\"\ncallback_timeout = \"5s\"\nmax-streams-per-connection = 7\n")).unwrap();
+    std::fs::write(&conf, format!("on-play = \"{dead}\"\ncallback_timeout = \"5s\"\nmax-streams-per-connection = 7\n"))
+        .unwrap();
     let origin2 = Relay::origin(&dir, &["--config", conf.to_str().unwrap(), "--callback-timeout", "1s"]);
     let mut cmd = Command::new("ffprobe");
     cmd.args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "compact", &origin2.url("any")]);

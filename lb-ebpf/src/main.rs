@@ -95,6 +95,11 @@ const ICMPV6_PKT_TOOBIG: u8 = 2;
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 /// A flow's atime is refreshed when it is older than this, so most packets do not write the entry.
 const ATIME_REFRESH_NS: u64 = 1_000_000_000;
+/// A SYN for a remembered tuple silent this long opens a new connection (a client reusing its port: Linux reuses a
+/// TIME_WAIT port only a second or more after its last packet): it is placed by the current Maglev table, like any
+/// new connection, and replaces the entry, so a removed or drained real gets no new connection. A SYN for a tuple
+/// heard from more recently follows its flow and changes nothing (a duplicate, or spoofed).
+const SYN_REUSE_NS: u64 = 1_000_000_000;
 
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
@@ -180,6 +185,8 @@ struct Packet {
     /// May create connection-table entries: false for SYNs (vc5's rule: a flow is stored at its first non-SYN
     /// packet, so spoofed SYNs never evict or move established flows), resets and ICMP errors.
     store: bool,
+    /// A TCP SYN: a remembered tuple that has been silent for SYN_REUSE_NS is a new connection (port reuse).
+    syn: bool,
     /// TX_ICMP for a forwarded ICMP error, else TX.
     tx_reason: u32,
 }
@@ -278,6 +285,7 @@ fn parse_v4(ctx: &XdpContext) -> Result<Packet, u32> {
             _pad: 0,
         },
         store: tcp_store(proto, flags),
+        syn: proto == PROTO_TCP && flags & TCP_SYN != 0,
         tx_reason: global::TX,
     })
 }
@@ -324,6 +332,7 @@ fn icmp_v4(ctx: &XdpContext, outer_dst: *const u8, room: usize) -> Result<Packet
             _pad: 0,
         },
         store: false,
+        syn: false,
         tx_reason: global::TX_ICMP,
     })
 }
@@ -366,6 +375,7 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, u32> {
             _pad: 0,
         },
         store: tcp_store(next, flags),
+        syn: next == PROTO_TCP && flags & TCP_SYN != 0,
         tx_reason: global::TX,
     })
 }
@@ -414,6 +424,7 @@ fn icmp_v6(ctx: &XdpContext, outer_dst: *const u8, room: usize) -> Result<Packet
             _pad: 0,
         },
         store: false,
+        syn: false,
         tx_reason: global::TX_ICMP,
     })
 }
@@ -468,10 +479,13 @@ fn forward(ctx: &XdpContext, eth: *mut u8, p: &Packet) -> (u32, u32) {
 #[inline(always)]
 fn place(p: &Packet, vip_num: u32, now: u64, seed: u32) -> Option<(u32, &'static RealDef, u64)> {
     let f = &p.flow;
+    let mut reuse = false;
     if let Some(entry) = CONN_TABLE.get_ptr_mut(f) {
         // SAFETY: the entry pointer is valid for this program run; a racing update only affects atime.
-        let id = unsafe { (*entry).real_id };
-        if let Some(real) = usable(id) {
+        let (id, atime) = unsafe { ((*entry).real_id, (*entry).atime_ns) };
+        reuse = p.syn && now.wrapping_sub(atime) >= SYN_REUSE_NS;
+        let real = if reuse { None } else { usable(id) };
+        if let Some(real) = real {
             unsafe {
                 if now.wrapping_sub((*entry).atime_ns) > ATIME_REFRESH_NS {
                     (*entry).atime_ns = now;
@@ -518,7 +532,7 @@ fn place(p: &Packet, vip_num: u32, now: u64, seed: u32) -> Option<(u32, &'static
         }
     }
     let real = usable(id)?;
-    if !p.store {
+    if !p.store && !reuse {
         return Some((id, real, 0));
     }
     // A full LRU evicts the oldest entry; an error here only means this flow is placed again next packet. A flow

@@ -66,6 +66,43 @@ pub fn unauthorized() -> Response {
     r
 }
 
+/// Why a state-changing request looks like it came from a web page rather than an operator's tool, if it does:
+/// its Host is not an IP address or localhost (a DNS-rebinding page brings its own name), or it carries an Origin of
+/// another host (a cross-site form or fetch). Bearer tokens aside, this keeps a browser on the operator's desk from
+/// driving an API on loopback.
+pub fn browser_forgery(headers: &HeaderMap) -> Option<&'static str> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !host_is_address(host) {
+        return Some("a state-changing request needs a Host that is an IP address or localhost");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return Some("cross-origin request refused");
+        }
+    }
+    None
+}
+
+/// A Host header naming an IP address or localhost, with an optional port.
+pub fn host_is_address(host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((ip, tail)) if tail.is_empty() || tail.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()) => {
+                ip.parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => false,
+        };
+    }
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        Some(_) => return false,
+        None => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// Equality whose time depends on the lengths only, not on where the bytes differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -99,5 +136,25 @@ mod tests {
         assert!(
             constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"a", b"ab")
         );
+    }
+
+    #[test]
+    fn requests_from_web_pages_are_told_apart() {
+        let headers = |host: &str, origin: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, o.parse().unwrap());
+            }
+            h
+        };
+        for ok in ["127.0.0.1:9100", "10.0.0.2", "[::1]:80", "localhost:8080"] {
+            assert_eq!(browser_forgery(&headers(ok, None)), None, "{ok}");
+        }
+        assert!(browser_forgery(&headers("evil.example:9100", None)).is_some(), "DNS rebinding");
+        assert!(browser_forgery(&headers("127.0.0.1:9100", Some("http://evil.example"))).is_some(), "cross-site");
+        assert_eq!(browser_forgery(&headers("127.0.0.1:9100", Some("http://127.0.0.1:9100"))), None);
+        assert!(!host_is_address("[::1"));
+        assert!(!host_is_address("1.2.3.4:x"));
     }
 }

@@ -259,3 +259,21 @@ fn nodes_with_one_hash_seed_place_every_new_flow_alike_and_the_seed_changes_plac
     let differ = a.iter().zip(&other).filter(|(x, y)| x != y).count();
     assert!(differ > 64, "another seed should re-place about 2/3 of 256 flows over 3 reals, moved {differ}");
 }
+
+#[test]
+fn a_syn_for_a_tuple_silent_for_a_second_is_a_new_connection_placed_by_the_current_ring() {
+    let mut dp = setup();
+    // 64 flows stored on their reals, then the ring loses real 2 (removed or drained).
+    let flows: Vec<Pkt> = (0..64).map(|i| Pkt::tcp(CLIENT, 30000 + i, VIP, 80, TCP_ACK)).collect();
+    let owners: Vec<u32> = flows.iter().map(|p| real_of(&run(&dp, &p.frame()).1)).collect();
+    assert!(owners.contains(&2));
+    set_ring(&mut dp, 0, &[1, 3]);
+    // Silent for more than SYN_REUSE_NS: the clients reuse their ports for new connections (SYN, then ACK). Each
+    // is placed by the current ring, so none reaches real 2, and the handshake's ACK follows its SYN.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    for p in &flows {
+        let syn = real_of(&run(&dp, &Pkt { tcp_flags: TCP_SYN, ..p.clone() }.frame()).1);
+        assert_ne!(syn, 2, "a new connection on a reused port reached the real that left the ring");
+        assert_eq!(real_of(&run(&dp, &p.frame()).1), syn, "the handshake split over two reals");
+    }
+}

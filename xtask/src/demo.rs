@@ -43,7 +43,7 @@ pub fn run(bins: &Path) -> Result<()> {
     lab.spawn(
         &r1,
         "origin.log",
-        &[relay, "origin", "--listen", &format!("0.0.0.0:{ORIGIN_PORT}"), "--api", "0.0.0.0:8081"],
+        &[relay, "origin", "--listen", &format!("0.0.0.0:{ORIGIN_PORT}"), "--api", "127.0.0.1:8081"],
     )?;
     lab.wait_port(&r1, &real_ip(0), ORIGIN_PORT)?;
     for i in 0..3 {
@@ -51,7 +51,18 @@ pub fn run(bins: &Path) -> Result<()> {
         lab.spawn(
             &ns,
             &format!("edge{}.log", i + 1),
-            &[relay, "edge", "--listen", "0.0.0.0:1935", "--origin", &origin_url, "--api", "0.0.0.0:8082"],
+            &[
+                relay,
+                "edge",
+                "--listen",
+                "0.0.0.0:1935",
+                "--origin",
+                &origin_url,
+                "--api",
+                "127.0.0.1:8082",
+                "--http-listen",
+                "0.0.0.0:8080",
+            ],
         )?;
         lab.wait_port(&ns, &real_ip(i), 1935)?;
     }
@@ -68,6 +79,13 @@ pub fn run(bins: &Path) -> Result<()> {
         for i in 0..3 {
             cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
         }
+    }
+    // HTTP-FLV and RTMPT from the edges' media port; persistent, since an RTMPT session spans several connections.
+    cfg.push_str(&format!(
+        "[[service]]\nvip = \"{VIP}:8080\"\npersistent = 60\n[service.check]\nkind = \"http\"\npath = \"/healthz\"\n"
+    ));
+    for i in 0..3 {
+        cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
     }
     // The same web service over IPv6, on the same reals: one LB, both families.
     cfg.push_str(&format!("[[service]]\nvip = \"[{VIP6}]:80\"\n[service.check]\nkind = \"http\"\n"));
@@ -105,7 +123,7 @@ pub fn run(bins: &Path) -> Result<()> {
 Demo lab is up (namespaces {prefix}*): client {client}, LB {lb} running lbd on eth0 (native XDP), reals {r1}, {r2}, {r3}.
 VIP {VIP}:80 and {VIP}:1935 are balanced by direct routing to {a}, {b}, {c}: each real answers HTTP with its
 name and runs an RTMP edge that pulls from the origin at {origin_url}, where ffmpeg in the client publishes live/test.
-[{VIP6}]:80 is the same web service over IPv6.
+{VIP}:8080 serves HTTP-FLV and RTMPT from the edges (a persistent service), [{VIP6}]:80 the web over IPv6.
 
 Try it from another terminal:
   ip netns exec {client} curl http://{VIP}/
@@ -113,7 +131,9 @@ Try it from another terminal:
   for i in $(seq 20); do ip netns exec {client} curl -s http://{VIP}/; done | sort | uniq -c
   ip netns exec {client} ffprobe -v error -show_entries stream=codec_name,width,height -of compact rtmp://{VIP}/live/test
   ip netns exec {client} ffplay rtmp://{VIP}/live/test        # with a display
-  ip netns exec {r1} curl -s http://{a}:8082/streams           # what the edge on r1 serves
+  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name -of compact http://{VIP}:8080/live/test.flv
+  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name -of compact rtmpt://{VIP}:8080/live/test
+  ip netns exec {r1} curl -s http://127.0.0.1:8082/streams     # what the edge on r1 serves (API on loopback)
   {lbctl} --socket {sock} list
   {lbctl} --socket {sock} del-real {VIP}:80 {a}
   {lbctl} --socket {sock} add-real {VIP}:80 {a} --weight 2

@@ -84,6 +84,9 @@ async fn request(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::B
     if ctx.api.as_ref().is_some_and(|(_, bearer)| !bearer.allows(&headers)) {
         return svc::auth::unauthorized();
     }
+    if let Some(why) = svc::auth::browser_forgery(&headers) {
+        return svc::http::error(StatusCode::FORBIDDEN, why);
+    }
     let req: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return svc::http::error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
@@ -132,7 +135,7 @@ mod tests {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let head = format!(
-            "{req} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{req} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         s.write_all(head.as_bytes()).await.unwrap();
@@ -184,6 +187,16 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 400") && r.contains("malformed request"), "{r}");
         let r = http(addr, "POST /api/v1/requests", None, drain).await;
         assert!(r.starts_with("HTTP/1.1 401"), "a request without the token must not reach lbd: {r}");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let forged = format!(
+            "POST /api/v1/requests HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\n\
+             Authorization: Bearer 0123456789abcdef\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{drain}",
+            drain.len()
+        );
+        s.write_all(forged.as_bytes()).await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 403") && r.contains("cross-origin"), "a page's cross-site POST: {r}");
         sd.trigger();
         server.await.unwrap();
     }

@@ -93,6 +93,8 @@ const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 /// More-fragments flag and fragment offset bits of the IPv4 frag_off field (host order).
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+/// Fragment offset bits alone.
+const IP_OFFSET_MASK: u16 = 0x1fff;
 /// A flow's atime is refreshed when it is older than this, so most packets do not write the entry.
 const ATIME_REFRESH_NS: u64 = 1_000_000_000;
 /// A SYN for a remembered tuple silent this long opens a new connection (a client reusing its port: Linux reuses a
@@ -307,8 +309,9 @@ fn icmp_v4(ctx: &XdpContext, outer_dst: *const u8, room: usize) -> Result<Packet
     }
     let ip = ptr_at(ctx, INNER, IPV4_HLEN + QUOTED_L4).ok_or(global::PASS_MALFORMED)?;
     // SAFETY: ip spans the inner IPv4 header and the quoted ports.
-    let (vihl, proto, src, dst) = unsafe { (*ip, *ip.add(9), ip.add(12), ip.add(16)) };
-    if vihl != 0x45 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+    let (vihl, frag, proto, src, dst) = unsafe { (*ip, be16(ip.add(6)), *ip.add(9), ip.add(12), ip.add(16)) };
+    // A quoted fragment other than the first carries payload, not ports: it names no flow.
+    if vihl != 0x45 || frag & IP_OFFSET_MASK != 0 || (proto != PROTO_TCP && proto != PROTO_UDP) {
         return Err(global::PASS_MALFORMED);
     }
     // The error must be about a packet from the address it was sent to (the VIP).

@@ -66,7 +66,8 @@ pub fn may_transmit(f: &[u8]) -> bool {
                 }
                 let inner = 42;
                 let (iproto, isrc) = (f[inner + 9], &f[inner + 12..inner + 16]);
-                if f[inner] != 0x45 || !(iproto == 6 || iproto == 17) || isrc != dst {
+                if f[inner] != 0x45 || be16(f, inner + 6) & 0x1fff != 0 || !(iproto == 6 || iproto == 17) || isrc != dst
+                {
                     return false;
                 }
                 return configured(4, isrc, be16(f, inner + 20), iproto);

@@ -127,9 +127,16 @@ fn icmp_errors_about_a_balanced_flow_go_to_its_real() {
     let mut echo = icmp_frag_needed(ROUTER, &answer, 1280);
     echo[14 + 20] = 8; // echo request
     let truncated = &icmp_frag_needed(ROUTER, &answer, 1280)[..14 + 20 + 8 + 20];
-    for (what, frame) in
-        [("mismatched", &mismatch[..]), ("not a VIP", &not_vip[..]), ("echo", &echo[..]), ("truncated", truncated)]
-    {
+    // Quoting a non-first fragment of the answer: its "ports" are payload bytes (found by the fuzz campaign).
+    let mut later_fragment = icmp_frag_needed(ROUTER, &answer, 1280);
+    later_fragment[14 + 20 + 8 + 7] = 0xb9; // inner fragment offset 185 (x8 bytes)
+    for (what, frame) in [
+        ("mismatched", &mismatch[..]),
+        ("not a VIP", &not_vip[..]),
+        ("echo", &echo[..]),
+        ("truncated", truncated),
+        ("a later fragment", &later_fragment[..]),
+    ] {
         assert_eq!(run(&dp, frame).0, XDP_PASS, "{what}");
     }
     let g = dp.global_counters().unwrap();

@@ -2,6 +2,7 @@
 pub mod dpfuzz;
 pub mod fixture;
 pub mod packet;
+pub mod xdpobj;
 
 use anyhow::{bail, Context, Result};
 use lb_lab::{bin_path, Lab};

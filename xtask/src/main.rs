@@ -1,7 +1,7 @@
 //! `cargo xtask setup | run | test | bench`: installs what a fresh machine lacks, runs the LB (demo lab or a real
 //! interface), runs every test, and runs the benchmarks.
-mod compare;
 mod demo;
+mod ebpfobj;
 mod setup;
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +15,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   test                  format and lint gates, then every test: unit, packet fixtures, network-namespace
                         end-to-end, relay (needs root)
   lint                  only the gates: `cargo fmt --check` and clippy with warnings as errors
-  bench xdp|conntable|relay   benchmarks (see BENCHMARKS.md)
+  bench xdp|conntable|sync|vip|relay   benchmarks (see BENCHMARKS.md)
+  bench xdp --compare REV_OR_OBJECT [--runs N]   every path of this tree's XDP program against a baseline
+                        (a git revision built here, or an eBPF object file), interleaved in one run, with ratios
   fuzz [SECONDS]        run each relay cargo-fuzz target (libFuzzer, nightly) for SECONDS (default 60)";
 
 fn main() {
@@ -183,13 +185,18 @@ fn bench(args: &[String]) -> Result<()> {
     setup::run()?;
     match which {
         "xdp" => match rest.iter().position(|a| a == "--compare") {
+            // `--compare REV_OR_OBJECT`: both programs loaded by one bench binary and measured interleaved
+            // (tests/benches/xdp_compare.rs); a revision is built into an object first (ebpfobj.rs).
             Some(i) => {
-                let rev = rest.get(i + 1).context("--compare needs a git revision, e.g. --compare HEAD~3")?;
-                let passes: usize = match rest.iter().position(|a| a == "--passes") {
-                    Some(j) => rest.get(j + 1).and_then(|v| v.parse().ok()).context("--passes N")?,
-                    None => 3,
-                };
-                compare::xdp(rev, passes)
+                let spec = rest.get(i + 1).context("--compare needs a git revision or an eBPF object file")?;
+                let (object, label) = ebpfobj::resolve(spec)?;
+                let mut c = cargo();
+                c.args(["bench", "-p", "lb-tests", "--bench", "xdp_compare", "--"])
+                    .arg("--baseline")
+                    .arg(&object)
+                    .args(["--label", &label])
+                    .args(rest.iter().enumerate().filter(|(j, _)| *j != i && *j != i + 1).map(|(_, a)| a));
+                status(&mut c)
             }
             None => {
                 let mut c = cargo();

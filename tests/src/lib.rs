@@ -1,6 +1,6 @@
 //! Helpers for the end-to-end tests: a lab with lbd running on the LB, lbctl calls, and traffic from the client.
-pub mod dpfuzz;
 pub mod fixture;
+pub mod malformed;
 pub mod packet;
 pub mod xdpobj;
 

@@ -18,7 +18,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench xdp|conntable|sync|vip|relay   benchmarks (see BENCHMARKS.md)
   bench xdp --compare REV_OR_OBJECT [--runs N]   every path of this tree's XDP program against a baseline
                         (a git revision built here, or an eBPF object file), interleaved in one run, with ratios
-  fuzz [SECONDS]        run each relay cargo-fuzz target (libFuzzer, nightly) for SECONDS (default 60)";
+  fuzz dataplane [SECONDS]   malformed-packet campaign through the XDP program: 10M frames, or SECONDS
+  fuzz relay [SECONDS]  run each relay cargo-fuzz target (libFuzzer, nightly) for SECONDS (default 60)
+  fuzz [SECONDS]        both";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -133,10 +135,9 @@ fn lint() -> Result<()> {
         .context("clippy found warnings (fix them, or `#[expect(lint, reason = \"...\")]` where the code is right)")
 }
 
-/// Runs every cargo-fuzz target of the relay's input path for a bounded time; a crash fails the command and leaves
-/// its input under relay/fuzz/artifacts.
-/// `cargo xtask fuzz [dataplane|relay] [SECONDS]`: the dataplane's malformed-packet campaign (10M frames, or
-/// SECONDS) and/or the relay's cargo-fuzz targets (SECONDS each, default 60). Without a target, both.
+/// `cargo xtask fuzz [dataplane|relay] [SECONDS]`: the dataplane's malformed-packet campaign through
+/// BPF_PROG_TEST_RUN (10M frames, or as many as SECONDS allow) and/or the relay's cargo-fuzz targets (SECONDS each,
+/// default 60; a crash fails the command and leaves its input under relay/fuzz/artifacts). Without a target, both.
 fn fuzz(args: &[String]) -> Result<()> {
     let (which, rest) = match args.first().map(String::as_str) {
         Some(w @ ("dataplane" | "relay")) => (Some(w), &args[1..]),
@@ -148,10 +149,14 @@ fn fuzz(args: &[String]) -> Result<()> {
     };
     setup::run()?;
     if which != Some("relay") {
+        if !is_root() {
+            bail!("the dataplane campaign loads XDP programs: run `cargo xtask fuzz dataplane` as root");
+        }
+        // 10 million frames; with SECONDS, as many as fit in that time.
         let mut c = cargo();
-        c.args(["bench", "-p", "lb-tests", "--bench", "dpfuzz", "--"]);
+        c.args(["bench", "-p", "lb-tests", "--bench", "xdp_fuzz", "--"]);
         if let Some(s) = secs {
-            c.args(["--secs", &s.to_string()]);
+            c.args(["--secs", &s.to_string(), "--frames", &u64::MAX.to_string()]);
         }
         status(&mut c)?;
     }

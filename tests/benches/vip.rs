@@ -5,7 +5,6 @@
 use lb_lab::{real_ip, LB_IP};
 use lb_tests::{LabOptions, LbLab, Mode, VIP};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 const NFT_VIP: &str = "10.99.0.200";
 const HAPROXY_VIP: &str = "10.99.0.201";
@@ -59,10 +58,10 @@ fn main() {
             ),
         )
         .unwrap();
-        // The lab's lab-httpd holds port 80: stop it first.
+        // The lab's lab-httpd holds port 80: stop it first, by the pid the lab started it with (never by name).
         let ns = l.lab.real(i);
-        let _ = l.lab.exec_status(&ns, &["pkill", "-f", "lab-httpd"]);
-        std::thread::sleep(Duration::from_millis(200));
+        let httpd = l.lab.pid_of(&format!("httpd-r{}.log", i + 1)).expect("the lab's lab-httpd on this real");
+        l.lab.stop(httpd, libc::SIGTERM).expect("stopping lab-httpd");
         l.lab
             .spawn(&ns, &format!("nginx-r{i}.log"), &["nginx", "-c", conf.to_str().unwrap(), "-g", "daemon off;"])
             .unwrap();

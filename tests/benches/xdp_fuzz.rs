@@ -49,7 +49,8 @@ fn main() -> anyhow::Result<()> {
         report.frames as f64 / took.as_secs_f64() / 1e6
     );
     if report.violations > 0 {
-        anyhow::bail!("{} violations (reproduce with --seed {seed:#x})", report.violations);
+        eprintln!("xdp_fuzz: {} violations (reproduce with --seed {seed:#x})", report.violations);
+        std::process::exit(1);
     }
     println!("no violations");
     Ok(())

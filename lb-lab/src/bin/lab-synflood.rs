@@ -90,8 +90,28 @@ fn syn(buf: &mut [u8; PKT_LEN], src: u32, sport: u16, dst: &SocketAddrV4, seq: u
     buf[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
 }
 
+/// Refuses to flood unless it runs in a named network namespace (`ip netns add`, as labs and tests create theirs,
+/// under /run/netns): never in the machine's own network, whose routes reach real interfaces.
+fn in_lab_namespace() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self/ns/net").map_err(|e| format!("reading /proc/self/ns/net: {e}"))?;
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .any(|m| m.dev() == me.dev() && m.ino() == me.ino());
+    if !named {
+        return Err("refusing to run outside a named network namespace: run it inside a lab's \
+                    (`ip netns exec NS lab-synflood ...`)"
+            .into());
+    }
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let a = args()?;
+    in_lab_namespace()?;
     // SAFETY: plain socket(2); the fd is closed at exit.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
     if fd < 0 {

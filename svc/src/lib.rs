@@ -1,8 +1,9 @@
 //! The service layer lbd, the relay and the stream manager share, so each daemon is only its own logic: the HTTP
-//! server ([`http`]) and its bearer tokens ([`auth`]), Prometheus text ([`metrics`]), the accept loop ([`accept`]), shutdown signalling
+//! server ([`http`]) and its bearer tokens ([`auth`]), the JSON client daemons call each other with ([`client`]), Prometheus text ([`metrics`]), the accept loop ([`accept`]), shutdown signalling
 //! ([`shutdown`]), logging set-up ([`logging`]) and the duration format of flags and config files ([`duration`]).
 pub mod accept;
 pub mod auth;
+pub mod client;
 pub mod duration;
 pub mod http;
 pub mod logging;

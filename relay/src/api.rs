@@ -1,5 +1,5 @@
 //! HTTP control/observability API on `svc::http`: GET /streams, POST /streams/{app}/{key}/pull, GET /metrics,
-//! GET /healthz. Handlers only read the hub and the counters (or start a pull); errors are `{"error": "..."}`.
+//! GET /healthz, and what a stream manager drives: GET /status, PUT /origins, POST/DELETE /maintenance. Handlers only read the hub and the counters (or start a pull); errors are `{"error": "..."}`.
 
 use std::sync::Arc;
 
@@ -25,6 +25,9 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/streams/{app}/{key}/pull", post(pull))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/status", get(status))
+        .route("/origins", axum::routing::put(set_origins))
+        .route("/maintenance", post(maintenance_on).delete(maintenance_off))
         .method_not_allowed_fallback(refused)
         .fallback(refused)
         .layer(middleware::from_fn_with_state(ctx.clone(), guard))
@@ -84,10 +87,10 @@ async fn streams(State(ctx): Shared) -> Json<Streams> {
 
 /// Edge only: starts pulling app/key now (held for --idle-timeout without players), as the first player would.
 async fn pull(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> Response {
-    let Role::Edge { origins } = &ctx.config.role else {
+    let Role::Edge { .. } = &ctx.config.role else {
         return error(StatusCode::NOT_FOUND, "pull is an edge operation");
     };
-    if !origins.iter().any(|o| o.app == app) {
+    if ctx.origins_for(&app).is_empty() {
         return error(StatusCode::NOT_FOUND, format!("no --origin serves app {app:?}"));
     }
     let stream = match crate::edge::ensure_pull(&ctx, &app, &key) {
@@ -121,11 +124,95 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// What a manager reads every keepalive: the node's state and its streams in one answer.
+#[derive(Serialize)]
+struct Status {
+    name: Option<String>,
+    role: &'static str,
+    maintenance: bool,
+    players: usize,
+    bitrate_out_kbps: u64,
+    bitrate_in_kbps: u64,
+    uptime_secs: u64,
+    origins: Vec<String>,
+    streams: Vec<StreamView>,
+}
+
+async fn status(State(ctx): Shared) -> Json<Status> {
+    Json(status_of(&ctx))
+}
+
+fn status_of(ctx: &Ctx) -> Status {
+    let streams = ctx.hub.views();
+    Status {
+        name: ctx.config.manager.as_ref().map(|m| m.name.clone()),
+        role: ctx.config.role.name(),
+        maintenance: ctx.maintenance.load(std::sync::atomic::Ordering::Relaxed),
+        players: streams.iter().map(|s| s.players).sum(),
+        bitrate_out_kbps: streams.iter().map(|s| s.bitrate_out_kbps).sum(),
+        bitrate_in_kbps: streams.iter().map(|s| s.bitrate_in_kbps).sum(),
+        uptime_secs: ctx.started.elapsed().as_secs(),
+        origins: ctx.origins.read().unwrap_or_else(|e| e.into_inner()).iter().map(|o| o.to_string()).collect(),
+        streams,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct OriginsBody {
+    origins: Vec<String>,
+}
+
+/// Edge only: replaces the origin list (all or nothing); pulls not on the new first origin of their app move to
+/// it at once, and their players stay (the stream's timeline goes on across the switch).
+async fn set_origins(State(ctx): Shared, body: axum::body::Bytes) -> Response {
+    if !matches!(ctx.config.role, Role::Edge { .. }) {
+        return error(StatusCode::NOT_FOUND, "origins are an edge setting");
+    }
+    let parsed: OriginsBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"origins\": [\"rtmp://HOST:PORT/APP\", ...]}}: {e}"),
+            )
+        }
+    };
+    let origins = match parsed.origins.iter().map(|u| crate::OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>() {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let changed = *ctx.origins.read().unwrap_or_else(|e| e.into_inner()) != origins;
+    if changed {
+        info!(origins = ?parsed.origins, "origin list replaced through the API");
+        ctx.set_origins(origins);
+    }
+    Json(serde_json::json!({ "origins": parsed.origins, "changed": changed })).into_response()
+}
+
+/// Maintenance: new players are refused with a clear status (RTMP NetStream.Play.Failed, HTTP 503), players
+/// already watching continue; `players` in the answer (and in /status) says when the node is empty.
+async fn maintenance_on(State(ctx): Shared) -> Response {
+    if !ctx.maintenance.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        info!("maintenance on: refusing new players");
+    }
+    let s = status_of(&ctx);
+    Json(serde_json::json!({ "maintenance": true, "players": s.players })).into_response()
+}
+
+async fn maintenance_off(State(ctx): Shared) -> Response {
+    if ctx.maintenance.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        info!("maintenance off: accepting players");
+    }
+    let s = status_of(&ctx);
+    Json(serde_json::json!({ "maintenance": false, "players": s.players })).into_response()
+}
+
 /// What no route takes. Anything under /streams and /metrics is a resource this API has, so a request there is
 /// the wrong method (405), e.g. GET on a pull; any other path is unknown (404), and so is a POST to /healthz.
 async fn refused(uri: Uri) -> Response {
     let path = uri.path();
-    if path == "/metrics" || path == "/streams" || path.starts_with("/streams/") {
+    if ["/metrics", "/streams", "/status", "/origins", "/maintenance"].contains(&path) || path.starts_with("/streams/")
+    {
         error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
     } else {
         error(StatusCode::NOT_FOUND, "not found")
@@ -229,5 +316,64 @@ mod tests {
         let (code, _, body) = request(addr, "POST", "/streams/other/test/pull").await;
         assert_eq!((code, json(&body)), (404, serde_json::json!({ "error": "no --origin serves app \"other\"" })));
         assert_eq!(json(&request(addr, "GET", "/streams").await.2)["role"], "edge");
+    }
+
+    async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        (head.split_whitespace().nth(1).unwrap().parse().unwrap(), json(body))
+    }
+
+    #[tokio::test]
+    async fn a_manager_repoints_an_edge_and_puts_it_into_maintenance() {
+        let origins = vec![OriginUrl::parse("rtmp://127.0.0.1:1/live").unwrap()];
+        let (addr, ctx, _sd) = serve(Role::Edge { origins }).await;
+        let (code, v) =
+            send(addr, "PUT", "/origins", r#"{"origins": ["rtmp://10.0.0.2:1935/live", "rtmp://10.0.0.3/tv"]}"#).await;
+        assert_eq!((code, v["changed"].as_bool()), (200, Some(true)));
+        assert_eq!(ctx.origins_for("live")[0].host, "10.0.0.2");
+        assert_eq!(ctx.origins_for("tv")[0].port, 1935);
+        let (code, v) =
+            send(addr, "PUT", "/origins", r#"{"origins": ["rtmp://10.0.0.2:1935/live", "rtmp://10.0.0.3/tv"]}"#).await;
+        assert_eq!((code, v["changed"].as_bool()), (200, Some(false)), "the same list is no change");
+        let gen = ctx.origins_gen.load(std::sync::atomic::Ordering::Relaxed);
+        for bad in [r#"{"origins": ["http://x/live"]}"#, r#"{"origins": "rtmp://x/live"}"#, "nope"] {
+            let (code, v) = send(addr, "PUT", "/origins", bad).await;
+            assert_eq!(code, 400, "{bad}: {v}");
+            assert!(v["error"].as_str().is_some(), "{v}");
+        }
+        assert_eq!(ctx.origins_gen.load(std::sync::atomic::Ordering::Relaxed), gen, "a refused list changes nothing");
+        assert_eq!(ctx.origins_for("live")[0].host, "10.0.0.2");
+
+        let (code, v) = send(addr, "POST", "/maintenance", "").await;
+        assert_eq!((code, v), (200, serde_json::json!({ "maintenance": true, "players": 0 })));
+        let (code, st) = send(addr, "GET", "/status", "").await;
+        assert_eq!((code, st["maintenance"].as_bool(), st["role"].as_str()), (200, Some(true), Some("edge")));
+        assert_eq!(st["origins"], serde_json::json!(["rtmp://10.0.0.2:1935/live", "rtmp://10.0.0.3:1935/tv"]));
+        let ev = crate::callback::Event {
+            action: "on_play",
+            app: "live",
+            stream: "x",
+            client_addr: "127.0.0.1:5".into(),
+            protocol: "rtmp",
+            query: "",
+            tc_url: None,
+        };
+        let refused = crate::server::open_play(&ctx, ev).await.err().expect("refused in maintenance");
+        assert_eq!((refused.http_status, refused.description), (503, "node in maintenance, try another"));
+        let (code, v) = send(addr, "DELETE", "/maintenance", "").await;
+        assert_eq!((code, v["maintenance"].as_bool()), (200, Some(false)));
+
+        let (origin, octx, _sd2) = serve(Role::Origin { publish_token: None }).await;
+        let (code, v) = send(origin, "PUT", "/origins", r#"{"origins": []}"#).await;
+        assert_eq!((code, v), (404, serde_json::json!({ "error": "origins are an edge setting" })));
+        assert!(!octx.maintenance.load(std::sync::atomic::Ordering::Relaxed));
     }
 }

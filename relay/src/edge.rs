@@ -48,15 +48,14 @@ pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Result<Arc<S
         ctx.pulls.fetch_sub(1, Ordering::AcqRel);
         return Ok(stream);
     }
-    let Role::Edge { origins } = &ctx.config.role else {
+    if !matches!(ctx.config.role, Role::Edge { .. }) {
         ctx.pulls.fetch_sub(1, Ordering::AcqRel);
         return Ok(stream);
-    };
-    let origins: Vec<OriginUrl> = origins.iter().filter(|o| o.app == app).cloned().collect();
-    info!(app, key = name, origins = origins.len(), "starting pull");
+    }
+    info!(app, key = name, origins = ctx.origins_for(app).len(), "starting pull");
     let (ctx, s) = (ctx.clone(), stream.clone());
     tokio::spawn(async move {
-        pull_loop(ctx.clone(), s, origins).await;
+        pull_loop(ctx.clone(), s).await;
         ctx.pulls.fetch_sub(1, Ordering::AcqRel);
     });
     Ok(stream)
@@ -68,6 +67,8 @@ enum PullEnd {
     Idle,
     /// The stream was ended (grace period over, or shutdown).
     Ended,
+    /// The origin list changed and this upstream is no longer the first origin of its app: move now.
+    Repoint,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,16 +83,25 @@ enum PullError {
     Closed,
     #[error("stream already has a source")]
     Busy,
+    #[error("no origin is configured for this app")]
+    NoOrigin,
 }
 
-async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) {
+async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>) {
     let mut backoff = ctx.config.backoff_min;
     let mut i = 0usize;
     let mut stop = ctx.stopping.clone();
     loop {
-        let origin = &origins[i % origins.len()];
+        // The list is read at every attempt: a manager may have re-pointed this edge (PUT /origins).
+        let generation = ctx.origins_gen.load(Ordering::Acquire);
+        let origins = ctx.origins_for(&stream.app);
         let mut reached_playing = false;
-        let r = pull_once(&ctx, &stream, origin, &mut reached_playing).await;
+        let (r, origin) = match origins.get(i % origins.len().max(1)) {
+            Some(origin) => {
+                (pull_once(&ctx, &stream, origin, generation, &mut reached_playing).await, origin.to_string())
+            }
+            None => (Err(PullError::NoOrigin), "-".to_string()),
+        };
         match r {
             Ok(PullEnd::Idle) => {
                 info!(app = %stream.app, key = %stream.name, idle_secs = ctx.config.idle_timeout.as_secs(), "no players, stopping pull");
@@ -101,6 +111,13 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) 
             Ok(PullEnd::Ended) => {
                 ctx.hub.remove(&stream);
                 return;
+            }
+            Ok(PullEnd::Repoint) => {
+                info!(from = %origin, app = %stream.app, key = %stream.name, "origin list changed, moving to its first origin");
+                // Straight to the new first origin, no backoff: the players are waiting.
+                i = 0;
+                backoff = ctx.config.backoff_min;
+                continue;
             }
             Err(e) => {
                 Metrics::inc(&ctx.metrics.upstream_failures);
@@ -116,11 +133,20 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, origins: Vec<OriginUrl>) 
             ctx.hub.remove(&stream);
             return;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait() => return,
+        let mut repointed = ctx.origins_gen.load(Ordering::Acquire) != generation;
+        if !repointed {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait() => return,
+            }
+            repointed = ctx.origins_gen.load(Ordering::Acquire) != generation;
         }
-        backoff = (backoff * 2).min(ctx.config.backoff_max);
+        if repointed {
+            i = 0;
+            backoff = ctx.config.backoff_min;
+        } else {
+            backoff = (backoff * 2).min(ctx.config.backoff_max);
+        }
     }
 }
 
@@ -129,6 +155,7 @@ async fn pull_once(
     ctx: &Arc<Ctx>,
     stream: &Arc<Stream>,
     origin: &OriginUrl,
+    generation: u64,
     playing: &mut bool,
 ) -> Result<PullEnd, PullError> {
     let connect_timeout = ctx.config.handshake_timeout;
@@ -220,6 +247,11 @@ async fn pull_once(
                 }
                 if last_input.elapsed() >= ctx.config.source_timeout {
                     break Err(PullError::Timeout("upstream sent nothing within --source-timeout"));
+                }
+                if ctx.origins_gen.load(Ordering::Acquire) != generation
+                    && ctx.origins_for(&stream.app).first() != Some(origin)
+                {
+                    break Ok(PullEnd::Repoint);
                 }
             }
             _ = stop.wait() => break Ok(PullEnd::Ended),

@@ -254,6 +254,8 @@ pub struct Stream {
     /// Players were last seen at this time (edge idle stop).
     last_player_at: Mutex<Instant>,
     budget: Budget,
+    /// The hub's source-change counter: bumped when a source attaches or leaves, so a manager hears of ingest at once.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 /// What a new player gets: the cached start and its subscription to live frames.
@@ -263,7 +265,7 @@ pub struct Subscription {
 }
 
 impl Stream {
-    fn new(app: &str, name: &str, budget: Budget) -> Arc<Self> {
+    fn new(app: &str, name: &str, budget: Budget, changes: Arc<watch::Sender<u64>>) -> Arc<Self> {
         let (wake, _) = watch::channel(0);
         let now = Instant::now();
         Arc::new(Self {
@@ -278,6 +280,7 @@ impl Stream {
             next_source_id: AtomicU64::new(1),
             last_player_at: Mutex::new(now),
             budget,
+            changes,
         })
     }
 
@@ -300,6 +303,8 @@ impl Stream {
         // The old GOP belongs to the old source's decoder state; the new source sends fresh headers.
         c.gop.clear();
         c.gop_bytes = 0;
+        drop(c);
+        self.changes.send_modify(|n| *n += 1);
         Ok(id)
     }
 
@@ -312,6 +317,8 @@ impl Stream {
             c.source_lost_at = Some(Instant::now());
             c.gop.clear();
             c.gop_bytes = 0;
+            drop(c);
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 
@@ -562,11 +569,17 @@ pub struct StreamView {
 pub struct Hub {
     streams: Mutex<HashMap<(String, String), Arc<Stream>>>,
     budget: Budget,
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl Hub {
     pub fn new(budget: Budget) -> Self {
-        Self { streams: Mutex::new(HashMap::new()), budget }
+        Self { streams: Mutex::new(HashMap::new()), budget, changes: Arc::new(watch::channel(0).0) }
+    }
+
+    /// Changes whenever a stream's source attaches or leaves (a publish, an upstream, an ingest pull).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Stream>>> {
@@ -582,7 +595,7 @@ impl Hub {
                 return (s.clone(), false);
             }
         }
-        let s = Stream::new(app, name, self.budget);
+        let s = Stream::new(app, name, self.budget, self.changes.clone());
         m.insert(key, s.clone());
         (s, true)
     }

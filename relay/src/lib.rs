@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod hub;
 #[cfg(feature = "test-support")]
 pub mod loadgen;
+pub mod managed;
 pub mod metrics;
 pub mod proto;
 pub mod rtmpt;
@@ -33,8 +34,12 @@ pub use chunk::ChunkLimits;
 pub enum RelayError {
     #[error("invalid origin URL {url:?}: {reason}; expected rtmp://HOST[:PORT]/APP")]
     BadOriginUrl { url: String, reason: &'static str },
-    #[error("an edge needs at least one --origin rtmp://HOST:PORT/APP")]
+    #[error("an edge needs at least one --origin rtmp://HOST:PORT/APP, or a --manager that sets its origins")]
     NoOrigin,
+    #[error(
+        "--manager needs --api (the manager drives the node through it) and --api-token (shared with the manager)"
+    )]
+    ManagerNeedsApi,
     #[error(
         "the API listens on non-loopback address {0}: set --api-token (clients then send Authorization: Bearer TOKEN)"
     )]
@@ -152,6 +157,8 @@ pub struct Config {
     /// Edge reconnect backoff, doubled per failure between these bounds.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The stream manager this node registers with and reports ingest changes to.
+    pub manager: Option<managed::ManagerLink>,
 }
 
 impl Config {
@@ -180,17 +187,21 @@ impl Config {
             merge: Duration::from_millis(100),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
+            manager: None,
         }
     }
 
     pub fn validate(&self) -> Result<(), RelayError> {
         if let Role::Edge { origins } = &self.role {
-            if origins.is_empty() {
+            if origins.is_empty() && self.manager.is_none() {
                 return Err(RelayError::NoOrigin);
             }
         }
         if self.api_token.as_deref() == Some("") {
             return Err(RelayError::EmptyApiToken);
+        }
+        if self.manager.is_some() && self.api_token.is_none() {
+            return Err(RelayError::ManagerNeedsApi);
         }
         Ok(())
     }
@@ -230,6 +241,13 @@ pub(crate) struct Ctx {
     pub pulls: std::sync::atomic::AtomicUsize,
     /// Live RTMPT sessions.
     pub rtmpt: rtmpt::Sessions,
+    /// Edge: the origins pulled from, in order of preference; `--origin` at start, replaced by `PUT /origins`.
+    pub origins: std::sync::RwLock<Vec<OriginUrl>>,
+    /// Bumped on every origin-list change: running pulls check it and move to the new first origin.
+    pub origins_gen: std::sync::atomic::AtomicU64,
+    /// Maintenance: no new players (a clear refusal), existing ones continue.
+    pub maintenance: std::sync::atomic::AtomicBool,
+    pub started: std::time::Instant,
 }
 
 impl Ctx {
@@ -242,13 +260,32 @@ impl Ctx {
                 coalesce: config.coalesce,
                 merge: config.merge,
             }),
-            config,
             metrics: metrics::Metrics::default(),
             stopping,
             per_ip: Default::default(),
             pulls: Default::default(),
             rtmpt: Default::default(),
+            origins: std::sync::RwLock::new(match &config.role {
+                Role::Edge { origins } => origins.clone(),
+                Role::Origin { .. } => Vec::new(),
+            }),
+            origins_gen: Default::default(),
+            maintenance: Default::default(),
+            started: std::time::Instant::now(),
+            config,
         }
+    }
+
+    /// Edge: the origins serving `app`, in order of preference.
+    pub fn origins_for(&self, app: &str) -> Vec<OriginUrl> {
+        let list = self.origins.read().unwrap_or_else(|e| e.into_inner());
+        list.iter().filter(|o| o.app == app).cloned().collect()
+    }
+
+    /// Edge: replaces the origin list; pulls whose upstream is not the new first origin of its app move to it.
+    pub fn set_origins(&self, origins: Vec<OriginUrl>) {
+        *self.origins.write().unwrap_or_else(|e| e.into_inner()) = origins;
+        self.origins_gen.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -304,6 +341,9 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     if let Some(http) = http {
         tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV, RTMPT)");
         tasks.spawn(flv::accept_loop(ctx.clone(), http));
+    }
+    if let Some(link) = ctx.config.manager.clone() {
+        tasks.spawn(managed::run(ctx.clone(), link));
     }
     shutdown.await;
     tracing::info!("shutting down");

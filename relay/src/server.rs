@@ -669,9 +669,13 @@ pub(crate) async fn open_play(ctx: &Arc<Ctx>, event: crate::callback::Event<'_>)
     if !crate::valid_name(event.stream) || !crate::valid_name(event.app) {
         return Err(refused(failed, 400, "bad app or stream name", "bad app or stream name".into()));
     }
-    if let Role::Edge { origins } = &ctx.config.role {
-        if !origins.iter().any(|o| o.app == event.app) {
-            let log = "no --origin serves this app".to_string();
+    if ctx.maintenance.load(std::sync::atomic::Ordering::Relaxed) {
+        let log = "node in maintenance: no new players".to_string();
+        return Err(refused(failed, 503, "node in maintenance, try another", log));
+    }
+    if let Role::Edge { .. } = &ctx.config.role {
+        if ctx.origins_for(event.app).is_empty() {
+            let log = "no origin serves this app".to_string();
             return Err(refused("NetStream.Play.StreamNotFound", 404, "no origin for this app", log));
         }
     }

@@ -152,7 +152,9 @@ impl Client {
             let body = limited.collect().await.map_err(|e| ClientError::Http(what.clone(), e.to_string()))?;
             Ok((status, body.to_bytes()))
         };
-        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| ClientError::Timeout(what.clone(), self.timeout))?
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(what.clone(), self.timeout))?
     }
 
     /// Like [`Client::raw`], but a non-2xx answer is an error carrying the API's `{"error": ...}` message.

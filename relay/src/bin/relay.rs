@@ -31,8 +31,8 @@ enum RoleCmd {
     Edge {
         #[command(flatten)]
         common: Common,
-        /// rtmp://HOST:PORT/APP; repeat for failover, tried in turn.
-        #[arg(long = "origin", required = true)]
+        /// rtmp://HOST:PORT/APP; repeat for failover, tried in turn. Optional with --manager, which sets the list.
+        #[arg(long = "origin")]
         origins: Vec<String>,
         /// Stop pulling a stream this long after its last player left (e.g. 30s, 1.5s, 2m or bare seconds).
         #[arg(long, default_value_t = Dur::secs(30))]
@@ -139,6 +139,51 @@ struct Common {
     /// mean delivery lag.
     #[arg(long, default_value_t = 100)]
     merge_ms: u64,
+    /// A stream manager to register with (http://HOST:PORT): it then drives this node (origin lists, pre-pulls,
+    /// maintenance) through --api, with the --api-token both sides share.
+    #[arg(long)]
+    manager: Option<String>,
+    /// This node's name in the cluster (with --manager); default: the host name.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address the manager, edges and the load balancer reach this node at (with --manager); default: the
+    /// --listen address when it is not a wildcard.
+    #[arg(long)]
+    advertise: Option<std::net::IpAddr>,
+}
+
+/// The manager link of `--manager`, checked before anything is bound.
+fn manager_link(common: &Common) -> anyhow::Result<Option<relay::managed::ManagerLink>> {
+    let Some(url) = &common.manager else {
+        return Ok(None);
+    };
+    let manager = svc::client::BaseUrl::parse(url)?;
+    let api = common.api.context("--manager needs --api: the manager drives the node through it")?;
+    let ip = match common.advertise {
+        Some(ip) => ip,
+        None if !common.listen.ip().is_unspecified() => common.listen.ip(),
+        None => {
+            anyhow::bail!("--manager with a wildcard --listen needs --advertise ADDRESS (how others reach this node)")
+        }
+    };
+    let at = |port: u16| std::net::SocketAddr::new(ip, port).to_string();
+    let name = match &common.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("--node-name not given and the host name is unreadable")?
+            .trim()
+            .to_string(),
+    };
+    if !relay::valid_name(&name) {
+        anyhow::bail!("--node-name {name:?}: use 1-128 of A-Z a-z 0-9 - _ . ~");
+    }
+    Ok(Some(relay::managed::ManagerLink {
+        manager,
+        name,
+        api: format!("http://{}", at(api.port())),
+        rtmp: at(common.listen.port()),
+        http: common.http_listen.map(|h| at(h.port())),
+    }))
 }
 
 /// Turns a `--config FILE` into flags placed right after the role, before the command line's own flags (which
@@ -211,7 +256,8 @@ fn main() -> anyhow::Result<()> {
     config.max_connections_per_ip = common.max_connections_per_ip;
     config.stream_buffer_bytes = common.stream_buffer_bytes;
     config.player_buffer_bytes = common.player_buffer_bytes;
-    config.api_token = common.api_token;
+    config.api_token = common.api_token.clone();
+    config.manager = manager_link(&common)?;
     let url = |u: &Option<String>| u.as_deref().map(relay::callback::CallbackUrl::parse).transpose();
     config.callbacks = relay::callback::Callbacks {
         on_publish: url(&common.on_publish).map_err(anyhow::Error::msg)?,

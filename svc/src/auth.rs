@@ -37,6 +37,11 @@ impl Bearer {
         self.0.is_some()
     }
 
+    /// The token itself, for a client that calls an API with it.
+    pub fn value(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
     /// Refuses an API that would listen beyond loopback without a token.
     pub fn check_bind(&self, addr: SocketAddr, what: &str) -> Result<(), String> {
         if self.0.is_none() && !addr.ip().is_loopback() {

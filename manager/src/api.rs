@@ -1,0 +1,309 @@
+//! The manager's HTTP API under `/api/v1/` (bearer token) on `svc::http`: nodes and their registration,
+//! maintenance, groups, streams, events, alarms; `/metrics` (same token) and `/healthz` (open, for probes).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use svc::auth::Bearer;
+use svc::http::error;
+
+use crate::cluster::{Cluster, Health, NodeRt};
+use crate::config::{NodeSpec, Role};
+use crate::driver::Shared;
+
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    bearer: Bearer,
+}
+
+pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
+    let ctx = Ctx { shared, bearer };
+    Router::new()
+        .route("/api/v1/nodes", get(nodes).post(register))
+        .route("/api/v1/nodes/{name}", get(node))
+        .route("/api/v1/nodes/{name}/changed", post(changed))
+        .route("/api/v1/nodes/{name}/maintenance", post(maintenance_on))
+        .route("/api/v1/nodes/{name}/resume", post(maintenance_off))
+        .route("/api/v1/groups", get(groups))
+        .route("/api/v1/streams", get(streams))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/alarms", get(alarms))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn_with_state(ctx.clone(), guard))
+        .with_state(ctx)
+}
+
+/// The token on everything but /healthz; for POSTs also a Host that is an address and no foreign Origin, so a
+/// web page in an operator's browser cannot put a node into maintenance.
+async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    if req.uri().path() != "/healthz" && !ctx.bearer.allows(req.headers()) {
+        return svc::auth::unauthorized();
+    }
+    if req.method() == Method::POST {
+        if let Some(why) = svc::auth::browser_forgery(req.headers()) {
+            return error(StatusCode::FORBIDDEN, why);
+        }
+    }
+    next.run(req).await
+}
+
+#[derive(Serialize)]
+pub struct NodeView {
+    pub name: String,
+    pub role: Role,
+    pub state: &'static str,
+    pub health: Health,
+    pub api: String,
+    pub rtmp: String,
+    pub pool: Option<String>,
+    pub groups: Vec<String>,
+    /// Groups this origin is the active member of.
+    pub active_in: Vec<String>,
+    pub streams: usize,
+    pub players: usize,
+    pub bitrate_out_kbps: u64,
+    pub maintenance_since: Option<u64>,
+    pub last_seen: Option<u64>,
+    pub last_error: Option<String>,
+    pub registered: bool,
+}
+
+fn node_view(c: &Cluster, n: &NodeRt) -> NodeView {
+    let groups =
+        c.config.groups.iter().filter(|g| g.priority_of(&n.spec.name).is_some()).map(|g| g.name.clone()).collect();
+    let active_in =
+        c.groups.iter().filter(|(_, r)| r.active.as_deref() == Some(&n.spec.name)).map(|(g, _)| g.clone()).collect();
+    let st = n.status.as_ref();
+    NodeView {
+        name: n.spec.name.clone(),
+        role: n.spec.role,
+        state: n.state(),
+        health: n.health,
+        api: n.spec.api.clone(),
+        rtmp: n.spec.rtmp.to_string(),
+        pool: if n.spec.role == Role::Edge { c.config.pool_of(&n.spec) } else { None },
+        groups,
+        active_in,
+        streams: st.map_or(0, |s| s.streams.len()),
+        players: st.map_or(0, |s| s.players),
+        bitrate_out_kbps: st.map_or(0, |s| s.bitrate_out_kbps),
+        maintenance_since: n.maintenance.as_ref().map(|m| m.since),
+        last_seen: n.last_seen_unix,
+        last_error: n.last_error.clone(),
+        registered: !n.from_config,
+    }
+}
+
+async fn nodes(State(ctx): State<Ctx>) -> Json<Vec<NodeView>> {
+    let c = ctx.shared.lock();
+    Json(c.nodes.values().map(|n| node_view(&c, n)).collect())
+}
+
+async fn node(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
+    let c = ctx.shared.lock();
+    match c.nodes.get(&name) {
+        Some(n) => Json(node_view(&c, n)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("unknown node {name:?}")),
+    }
+}
+
+async fn register(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Response {
+    let spec: NodeSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("expected {{name, role, api, rtmp[, http, pool]}}: {e}"))
+        }
+    };
+    let r = ctx.shared.lock().register(spec);
+    match r {
+        Ok(changed) => {
+            ctx.shared.wake.notify_one();
+            Json(serde_json::json!({ "registered": true, "changed": changed })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// A node says its streams changed (a publish, an ingest): read it now.
+async fn changed(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
+    if !ctx.shared.lock().nodes.contains_key(&name) {
+        return error(StatusCode::NOT_FOUND, format!("unknown node {name:?}"));
+    }
+    ctx.shared.wake.notify_one();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn maintenance_on(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
+    set_maintenance(&ctx, &name, true)
+}
+
+async fn maintenance_off(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
+    set_maintenance(&ctx, &name, false)
+}
+
+fn set_maintenance(ctx: &Ctx, name: &str, on: bool) -> Response {
+    let r = ctx.shared.lock().maintenance(name, on);
+    match r {
+        Ok(msg) => {
+            ctx.shared.wake.notify_one();
+            let c = ctx.shared.lock();
+            let state = c.nodes.get(name).map(NodeRt::state);
+            Json(serde_json::json!({ "node": name, "message": msg, "state": state })).into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    node: String,
+    priority: u32,
+    state: &'static str,
+    active: bool,
+}
+
+#[derive(Serialize)]
+struct GroupView {
+    name: String,
+    app: String,
+    failback: bool,
+    replication: crate::config::Replication,
+    active: Option<String>,
+    active_since: Option<u64>,
+    handover: Option<crate::cluster::Handover>,
+    failovers: u64,
+    members: Vec<MemberView>,
+    sources: Vec<SourceView>,
+}
+
+#[derive(Serialize)]
+struct SourceView {
+    key: String,
+    url: String,
+    ingesting: bool,
+}
+
+async fn groups(State(ctx): State<Ctx>) -> Json<Vec<GroupView>> {
+    let c = ctx.shared.lock();
+    let v = c
+        .config
+        .groups
+        .iter()
+        .map(|g| {
+            let rt = &c.groups[&g.name];
+            let active_node = rt.active.as_ref().and_then(|a| c.nodes.get(a));
+            let have = active_node.map(|n| n.ingesting(&g.app)).unwrap_or_default();
+            GroupView {
+                name: g.name.clone(),
+                app: g.app.clone(),
+                failback: g.failback,
+                replication: g.replication,
+                active: rt.active.clone(),
+                active_since: rt.active_since_unix,
+                handover: rt.handover.clone(),
+                failovers: rt.failovers,
+                members: g
+                    .by_priority()
+                    .iter()
+                    .map(|m| MemberView {
+                        node: m.node.clone(),
+                        priority: m.priority,
+                        state: c.nodes.get(&m.node).map_or("unknown", NodeRt::state),
+                        active: rt.active.as_deref() == Some(m.node.as_str()),
+                    })
+                    .collect(),
+                sources: g
+                    .sources
+                    .iter()
+                    .map(|s| SourceView {
+                        key: s.key.clone(),
+                        url: crate::config::redact(&s.url),
+                        ingesting: have.contains(&s.key),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Json(v)
+}
+
+#[derive(Serialize)]
+struct StreamEntry {
+    group: Option<String>,
+    app: String,
+    key: String,
+    /// The origin that ingests it (the group's active member when it does).
+    ingest: Option<String>,
+    source: Option<String>,
+    bitrate_in_kbps: u64,
+    /// Edges that have it, and players and outbound bit rate summed over them.
+    edges: Vec<String>,
+    players: usize,
+    bitrate_out_kbps: u64,
+}
+
+async fn streams(State(ctx): State<Ctx>) -> Json<Vec<StreamEntry>> {
+    let c = ctx.shared.lock();
+    let mut out: std::collections::BTreeMap<(String, String), StreamEntry> = Default::default();
+    for n in c.nodes.values() {
+        let Some(st) = &n.status else { continue };
+        for s in &st.streams {
+            let e = out.entry((s.app.clone(), s.key.clone())).or_insert_with(|| StreamEntry {
+                group: c.config.groups.iter().find(|g| g.app == s.app).map(|g| g.name.clone()),
+                app: s.app.clone(),
+                key: s.key.clone(),
+                ingest: None,
+                source: None,
+                bitrate_in_kbps: 0,
+                edges: vec![],
+                players: 0,
+                bitrate_out_kbps: 0,
+            });
+            match n.spec.role {
+                Role::Origin if s.source.is_some() => {
+                    e.ingest = Some(n.spec.name.clone());
+                    e.source = s.source.as_ref().map(|x| format!("{} {}", x.kind, crate::config::redact(&x.peer)));
+                    e.bitrate_in_kbps = s.bitrate_in_kbps;
+                }
+                Role::Origin => {}
+                Role::Edge => {
+                    e.edges.push(n.spec.name.clone());
+                    e.players += s.players;
+                    e.bitrate_out_kbps += s.bitrate_out_kbps;
+                }
+            }
+        }
+    }
+    Json(out.into_values().collect())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    last: Option<usize>,
+    kind: Option<String>,
+    subject: Option<String>,
+}
+
+async fn events(State(ctx): State<Ctx>, Query(q): Query<EventsQuery>) -> Response {
+    let c = ctx.shared.lock();
+    Json(c.log.events(q.last.unwrap_or(usize::MAX), q.kind.as_deref(), q.subject.as_deref())).into_response()
+}
+
+async fn alarms(State(ctx): State<Ctx>) -> Response {
+    let (raised, cleared) = ctx.shared.lock().log.alarms();
+    Json(serde_json::json!({ "raised": raised, "cleared": cleared })).into_response()
+}
+
+async fn metrics(State(ctx): State<Ctx>, _h: HeaderMap) -> Response {
+    let text = crate::metrics::render(&ctx.shared.lock());
+    svc::http::metrics_text(text)
+}

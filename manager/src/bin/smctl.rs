@@ -1,0 +1,172 @@
+//! `smctl`: the stream manager's command line, in the spirit of lbctl: read the cluster, start and end maintenance.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::http::Method;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use svc::client::{BaseUrl, Client};
+
+#[derive(Parser)]
+#[command(about = "Talk to the stream manager (smd)")]
+struct Cli {
+    /// The manager's API.
+    #[arg(long, env = "SM_API", default_value = "http://127.0.0.1:9300")]
+    api: String,
+    /// File holding the API's bearer token.
+    #[arg(long, env = "SM_TOKEN_FILE")]
+    token_file: std::path::PathBuf,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Origins and edges: state, groups, streams, players, outbound bit rate.
+    Nodes,
+    /// Origin groups: members by priority, the active one, sources.
+    Groups,
+    /// Streams: where each is ingested, the edges that have it, players.
+    Streams,
+    /// The event history, newest first.
+    Events {
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// Only events of this kind (e.g. failover, node-down).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Raised alarms and recently cleared ones.
+    Alarms,
+    /// No new sessions on NODE; existing ones continue (an origin hands its groups over first).
+    Maintenance { node: String },
+    /// End NODE's maintenance.
+    Resume { node: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let bearer = svc::auth::Bearer::from_file(&cli.token_file).map_err(anyhow::Error::msg)?;
+    let client = Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (path, method) = match &cli.cmd {
+        Cmd::Nodes => ("/api/v1/nodes".to_string(), Method::GET),
+        Cmd::Groups => ("/api/v1/groups".into(), Method::GET),
+        Cmd::Streams => ("/api/v1/streams".into(), Method::GET),
+        Cmd::Events { last, kind } => {
+            let k = kind.as_ref().map(|k| format!("&kind={k}")).unwrap_or_default();
+            (format!("/api/v1/events?last={last}{k}"), Method::GET)
+        }
+        Cmd::Alarms => ("/api/v1/alarms".into(), Method::GET),
+        Cmd::Maintenance { node } => (format!("/api/v1/nodes/{node}/maintenance"), Method::POST),
+        Cmd::Resume { node } => (format!("/api/v1/nodes/{node}/resume"), Method::POST),
+    };
+    let bytes = rt.block_on(client.call(method, &path, None::<&()>))?;
+    let v: Value = serde_json::from_slice(&bytes)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        Value::Array(a) => {
+            a.iter().map(|x| x.as_str().map_or(x.to_string(), str::to_string)).collect::<Vec<_>>().join(",")
+        }
+        other => other.to_string(),
+    };
+    let rows = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    match cli.cmd {
+        Cmd::Nodes => {
+            println!(
+                "{:<12} {:<7} {:<12} {:<16} {:>7} {:>8} {:>10}  groups",
+                "NAME", "ROLE", "STATE", "RTMP", "STREAMS", "PLAYERS", "OUT kbit/s"
+            );
+            for n in rows(&v) {
+                println!(
+                    "{:<12} {:<7} {:<12} {:<16} {:>7} {:>8} {:>10}  {}",
+                    s(&n["name"]),
+                    s(&n["role"]),
+                    s(&n["state"]),
+                    s(&n["rtmp"]),
+                    s(&n["streams"]),
+                    s(&n["players"]),
+                    s(&n["bitrate_out_kbps"]),
+                    s(&n["groups"])
+                );
+            }
+        }
+        Cmd::Groups => {
+            for g in rows(&v) {
+                println!(
+                    "{} (app {}): active {}, failback {}, failovers {}",
+                    s(&g["name"]),
+                    s(&g["app"]),
+                    s(&g["active"]),
+                    s(&g["failback"]),
+                    s(&g["failovers"])
+                );
+                for m in rows(&g["members"]) {
+                    let mark = if m["active"] == Value::Bool(true) { "*" } else { " " };
+                    println!("  {mark} {:<12} priority {:<5} {}", s(&m["node"]), s(&m["priority"]), s(&m["state"]));
+                }
+                for src in rows(&g["sources"]) {
+                    println!("    source {:<10} {} ingesting {}", s(&src["key"]), s(&src["url"]), s(&src["ingesting"]));
+                }
+            }
+        }
+        Cmd::Streams => {
+            println!("{:<20} {:<12} {:<12} {:>8} {:>10}  edges", "STREAM", "GROUP", "INGEST", "PLAYERS", "OUT kbit/s");
+            for st in rows(&v) {
+                let name = format!("{}/{}", s(&st["app"]), s(&st["key"]));
+                println!(
+                    "{name:<20} {:<12} {:<12} {:>8} {:>10}  {}",
+                    s(&st["group"]),
+                    s(&st["ingest"]),
+                    s(&st["players"]),
+                    s(&st["bitrate_out_kbps"]),
+                    s(&st["edges"])
+                );
+            }
+        }
+        Cmd::Events { .. } => {
+            for e in rows(&v) {
+                let t = e["time_ms"].as_u64().unwrap_or(0);
+                let when = humantime_like(t);
+                println!("{when} {:<20} {:<12} {}", s(&e["kind"]), s(&e["subject"]), s(&e["message"]));
+            }
+        }
+        Cmd::Alarms => {
+            for a in rows(&v["raised"]) {
+                println!("RAISED  {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
+            }
+            for a in rows(&v["cleared"]).iter().take(10) {
+                println!("cleared {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
+            }
+        }
+        Cmd::Maintenance { .. } | Cmd::Resume { .. } => {
+            println!("{}: {} (state {})", s(&v["node"]), s(&v["message"]), s(&v["state"]))
+        }
+    }
+    Ok(())
+}
+
+/// `HH:MM:SS` UTC of a unix time in milliseconds.
+fn humantime_like(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)
+}

@@ -1,0 +1,41 @@
+//! `smd`, the stream manager daemon: reads its TOML config, binds its API and runs until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Stream manager: origin groups with failover/failback, edge replication, edges in the load balancer")]
+struct Cli {
+    /// The TOML configuration (see README: nodes, groups, pools, [lb]).
+    #[arg(long, short)]
+    config: std::path::PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    svc::logging::init("info");
+    let cli = Cli::parse();
+    let config = manager::config::Config::load(&cli.config)?;
+    if cli.check {
+        println!(
+            "{}: {} nodes, {} groups, {} pools{}",
+            cli.config.display(),
+            config.nodes.len(),
+            config.groups.len(),
+            config.pools.len(),
+            if config.lb.is_some() { ", a load balancer" } else { "" }
+        );
+        return Ok(());
+    }
+    // The state file must be readable before anything starts: a corrupt one is refused, not overwritten.
+    manager::driver::load_state(config.state_file.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the API on {}", config.listen))?;
+        manager::run(listener, config, svc::shutdown::signal()).await
+    })
+}

@@ -1,0 +1,840 @@
+//! The manager's decisions, kept pure: what the nodes and the LB last reported goes in, the actions that bring
+//! them to the wanted state come out (with events and alarms). No I/O and no clock of its own, so every failover,
+//! failback, handover and drain is unit-tested with made-up times.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use lb_userspace::api::ServiceView;
+use lb_userspace::model::ServiceKey;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Config, Group, NodeSpec, Replication, Role};
+use crate::events::{AlarmKind, EventKind, Log};
+
+/// What a relay's `GET /status` says (the fields the manager uses).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    #[serde(default)]
+    pub maintenance: bool,
+    #[serde(default)]
+    pub players: usize,
+    #[serde(default)]
+    pub bitrate_out_kbps: u64,
+    #[serde(default)]
+    pub bitrate_in_kbps: u64,
+    #[serde(default)]
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub streams: Vec<StreamStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamStatus {
+    pub app: String,
+    pub key: String,
+    #[serde(default)]
+    pub source: Option<SourceStatus>,
+    #[serde(default)]
+    pub players: usize,
+    #[serde(default)]
+    pub bitrate_in_kbps: u64,
+    #[serde(default)]
+    pub bitrate_out_kbps: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub kind: String,
+    #[serde(default)]
+    pub peer: String,
+}
+
+/// A pull source as an origin's `GET /sources` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OriginSource {
+    pub app: String,
+    pub key: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub state: String,
+}
+
+/// What one keepalive of a node brought back.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    Ok { status: NodeStatus, sources: Option<Vec<OriginSource>> },
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not heard from since the manager started.
+    Unknown,
+    Up,
+    Down,
+}
+
+/// A node in maintenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// Unix seconds when it began (survives a restart).
+    pub since: u64,
+    /// It has reported empty (no players, and for an origin no group left).
+    #[serde(default)]
+    pub empty: bool,
+    /// drain_timeout passed before it was empty.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeRt {
+    pub spec: NodeSpec,
+    pub from_config: bool,
+    pub health: Health,
+    pub last_ok: Option<Instant>,
+    pub last_seen_unix: Option<u64>,
+    pub last_error: Option<String>,
+    pub status: Option<NodeStatus>,
+    pub sources: Option<Vec<OriginSource>>,
+    pub maintenance: Option<Maintenance>,
+}
+
+impl NodeRt {
+    fn new(spec: NodeSpec, from_config: bool) -> Self {
+        Self {
+            spec,
+            from_config,
+            health: Health::Unknown,
+            last_ok: None,
+            last_seen_unix: None,
+            last_error: None,
+            status: None,
+            sources: None,
+            maintenance: None,
+        }
+    }
+
+    /// Takes new work: up and not in maintenance.
+    pub fn eligible(&self) -> bool {
+        self.health == Health::Up && self.maintenance.is_none()
+    }
+
+    /// The state the API and the console show.
+    pub fn state(&self) -> &'static str {
+        match (&self.maintenance, self.health) {
+            (_, Health::Down) => "down",
+            (Some(m), _) if m.empty || m.timed_out => "maintenance",
+            (Some(_), _) => "draining",
+            (None, Health::Up) => "up",
+            (None, Health::Unknown) => "unknown",
+        }
+    }
+
+    /// Streams this node has with a live source (what it ingests, for an origin).
+    pub fn ingesting(&self, app: &str) -> BTreeSet<String> {
+        self.status
+            .iter()
+            .flat_map(|s| &s.streams)
+            .filter(|s| s.app == app && s.source.is_some())
+            .map(|s| s.key.clone())
+            .collect()
+    }
+}
+
+/// A planned move of a group to another member: it ingests first, then edges follow, then the old one stops.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Handover {
+    pub to: String,
+    pub reason: &'static str,
+    #[serde(skip)]
+    pub started: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupRt {
+    pub active: Option<String>,
+    pub active_since_unix: Option<u64>,
+    pub handover: Option<Handover>,
+    /// The member that was active before a handover keeps its sources until this time (edges move meanwhile).
+    pub retiring: Option<(String, Instant)>,
+    pub failovers: u64,
+}
+
+/// A change the driver makes on a node or the LB.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    PutSource { node: String, app: String, key: String, url: String },
+    DeleteSource { node: String, app: String, key: String },
+    SetOrigins { node: String, origins: Vec<String> },
+    PrePull { node: String, app: String, key: String },
+    RelayMaintenance { node: String, on: bool },
+    LbAdd { node: String, real: IpAddr, service: ServiceKey, weight: u32 },
+    LbDrain { node: String, real: IpAddr, service: ServiceKey },
+    LbUndrain { node: String, real: IpAddr, service: ServiceKey },
+    LbRemove { node: String, real: IpAddr, service: ServiceKey },
+}
+
+impl Action {
+    pub fn node(&self) -> &str {
+        match self {
+            Action::PutSource { node, .. }
+            | Action::DeleteSource { node, .. }
+            | Action::SetOrigins { node, .. }
+            | Action::PrePull { node, .. }
+            | Action::RelayMaintenance { node, .. }
+            | Action::LbAdd { node, .. }
+            | Action::LbDrain { node, .. }
+            | Action::LbUndrain { node, .. }
+            | Action::LbRemove { node, .. } => node,
+        }
+    }
+}
+
+/// What is persisted so a restart moves no stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    #[serde(default)]
+    pub active: BTreeMap<String, String>,
+    #[serde(default)]
+    pub maintenance: BTreeMap<String, Maintenance>,
+    #[serde(default)]
+    pub registered: Vec<NodeSpec>,
+}
+
+pub struct Cluster {
+    pub config: Config,
+    pub nodes: BTreeMap<String, NodeRt>,
+    pub groups: BTreeMap<String, GroupRt>,
+    pub log: Log,
+    started: Instant,
+    /// The LB's services as last read (None: not read yet or unreachable).
+    pub lb: Option<Vec<ServiceView>>,
+    /// (group, key) -> since when the active origin has not ingested this configured source.
+    missing_since: BTreeMap<(String, String), Instant>,
+    /// (edge, app, key) pre-pulls already reported as started, so an event is written once.
+    pub replicated: BTreeSet<(String, String, String)>,
+    /// Set when something persisted changed; the driver writes the state file and clears it.
+    pub dirty: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Cluster {
+    pub fn new(config: Config, persisted: Persisted, now: Instant) -> Self {
+        let mut nodes = BTreeMap::new();
+        for n in &config.nodes {
+            nodes.insert(n.name.clone(), NodeRt::new(n.clone(), true));
+        }
+        for n in persisted.registered {
+            nodes.entry(n.name.clone()).or_insert_with(|| NodeRt::new(n, false));
+        }
+        for (name, m) in persisted.maintenance {
+            if let Some(n) = nodes.get_mut(&name) {
+                n.maintenance = Some(m);
+            }
+        }
+        let mut groups = BTreeMap::new();
+        for g in &config.groups {
+            let active = persisted.active.get(&g.name).filter(|a| g.priority_of(a).is_some()).cloned();
+            groups.insert(g.name.clone(), GroupRt { active, ..Default::default() });
+        }
+        let log = Log::new(config.events_kept);
+        Self {
+            config,
+            nodes,
+            groups,
+            log,
+            started: now,
+            lb: None,
+            missing_since: BTreeMap::new(),
+            replicated: BTreeSet::new(),
+            dirty: false,
+        }
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            active: self.groups.iter().filter_map(|(g, r)| Some((g.clone(), r.active.clone()?))).collect(),
+            maintenance: self.nodes.iter().filter_map(|(n, r)| Some((n.clone(), r.maintenance.clone()?))).collect(),
+            registered: self.nodes.values().filter(|n| !n.from_config).map(|n| n.spec.clone()).collect(),
+        }
+    }
+
+    /// A node registering itself (POST /api/v1/nodes). A configured node may re-register with the same
+    /// addresses; a different definition of a configured node is refused.
+    pub fn register(&mut self, spec: NodeSpec) -> Result<bool, String> {
+        spec.check()?;
+        if let Some(p) = &spec.pool {
+            if !self.config.pools.iter().any(|x| &x.name == p) {
+                return Err(format!("unknown pool {p:?}"));
+            }
+        }
+        match self.nodes.get_mut(&spec.name) {
+            Some(n) if n.spec.role != spec.role => Err(format!(
+                "node {} is known as an {}, not an {}",
+                spec.name,
+                n.spec.role.as_str(),
+                spec.role.as_str()
+            )),
+            Some(n) if n.from_config => {
+                if n.spec.api != spec.api || n.spec.rtmp != spec.rtmp {
+                    return Err(format!(
+                        "node {} is configured with api {} and rtmp {}; it registered with {} and {}",
+                        spec.name, n.spec.api, n.spec.rtmp, spec.api, spec.rtmp
+                    ));
+                }
+                Ok(false)
+            }
+            Some(n) => {
+                let changed = n.spec != spec;
+                if changed {
+                    self.log.event(
+                        EventKind::NodeRegistered,
+                        &spec.name,
+                        format!("{} re-registered at {}", spec.role.as_str(), spec.api),
+                    );
+                    n.spec = spec;
+                    self.dirty = true;
+                }
+                Ok(changed)
+            }
+            None => {
+                if spec.role == Role::Origin {
+                    // Origins matter only as group members, which the config names: refuse instead of ignoring.
+                    return Err(format!(
+                        "origin {} is not in the configuration; origins are configured in [[node]] tables",
+                        spec.name
+                    ));
+                }
+                self.log.event(
+                    EventKind::NodeRegistered,
+                    &spec.name,
+                    format!("edge registered at {} (rtmp {})", spec.api, spec.rtmp),
+                );
+                self.nodes.insert(spec.name.clone(), NodeRt::new(spec, false));
+                self.dirty = true;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A keepalive's outcome.
+    pub fn observe(&mut self, name: &str, obs: Observation, now: Instant) {
+        let failover = self.config.failover_time;
+        let started = self.started;
+        let Some(n) = self.nodes.get_mut(name) else { return };
+        match obs {
+            Observation::Ok { status, sources } => {
+                n.last_ok = Some(now);
+                n.last_seen_unix = Some(unix_now());
+                n.last_error = None;
+                n.status = Some(status);
+                if sources.is_some() {
+                    n.sources = sources;
+                }
+                if n.health != Health::Up {
+                    let was = n.health;
+                    n.health = Health::Up;
+                    let msg = if was == Health::Down { "up again" } else { "up" };
+                    self.log.event(EventKind::NodeUp, name, format!("{} {msg}", n.spec.role.as_str()));
+                    self.log.clear(AlarmKind::NodeDown, name);
+                }
+            }
+            Observation::Failed(why) => {
+                n.last_error = Some(why.clone());
+                let since = n.last_ok.unwrap_or(started);
+                if n.health != Health::Down && now.saturating_duration_since(since) >= failover {
+                    n.health = Health::Down;
+                    n.status = None;
+                    let msg = format!("{} missed keepalives for {:?}: {why}", n.spec.role.as_str(), failover);
+                    self.log.event(EventKind::NodeDown, name, msg.clone());
+                    self.log.raise(AlarmKind::NodeDown, name, msg);
+                }
+            }
+        }
+    }
+
+    /// Maintenance on (POST .../maintenance): new sessions go elsewhere, existing ones continue.
+    pub fn maintenance(&mut self, name: &str, on: bool) -> Result<&'static str, String> {
+        let n = self.nodes.get_mut(name).ok_or_else(|| format!("unknown node {name:?}"))?;
+        match (on, n.maintenance.is_some()) {
+            (true, true) => Ok("already in maintenance"),
+            (false, false) => Ok("not in maintenance"),
+            (true, false) => {
+                n.maintenance = Some(Maintenance { since: unix_now(), empty: false, timed_out: false });
+                let what = match n.spec.role {
+                    Role::Edge => "edge in maintenance: drained in the LB, new players refused, players continue",
+                    Role::Origin => "origin in maintenance: its groups move to standbys first",
+                };
+                self.log.event(EventKind::MaintenanceOn, name, what);
+                self.dirty = true;
+                Ok("maintenance on")
+            }
+            (false, true) => {
+                n.maintenance = None;
+                self.log.event(EventKind::MaintenanceOff, name, "maintenance ended: back in service");
+                self.log.clear(AlarmKind::DrainTimeout, name);
+                self.dirty = true;
+                Ok("maintenance off")
+            }
+        }
+    }
+
+    /// Whether the manager has had time to hear from every node since it started: before that, no member is
+    /// declared gone and no active member is replaced.
+    fn settled(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.started) >= self.config.failover_time
+    }
+
+    fn eligible(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(NodeRt::eligible)
+    }
+
+    /// One round of decisions: groups, then what each node and the LB should be told.
+    pub fn plan(&mut self, now: Instant) -> Vec<Action> {
+        let groups: Vec<Group> = self.config.groups.clone();
+        for g in &groups {
+            self.step_group(g, now);
+        }
+        let mut actions = Vec::new();
+        self.plan_origins(&groups, &mut actions);
+        self.plan_edges(&groups, &mut actions);
+        self.plan_maintenance(now, &mut actions);
+        self.plan_lb(&mut actions);
+        self.check_alarms(&groups, now);
+        actions.sort();
+        actions.dedup();
+        actions
+    }
+
+    fn step_group(&mut self, g: &Group, now: Instant) {
+        let settled = self.settled(now);
+        let best = g.by_priority().into_iter().find(|m| self.eligible(&m.node)).map(|m| m.node.clone());
+        let rt = self.groups.get(&g.name).cloned().unwrap_or_default();
+        let mut rt2 = rt.clone();
+        match &rt.active {
+            None => {
+                // Before everyone answered, adopt a member that already ingests the group (a restart without
+                // state moves nothing); otherwise wait for the start hold, then take the best.
+                let ingesting = g.by_priority().into_iter().find(|m| {
+                    self.eligible(&m.node)
+                        && self.nodes.get(&m.node).is_some_and(|n| !n.ingesting(&g.app).is_empty())
+                        && (g.sources.is_empty()
+                            || self
+                                .nodes
+                                .get(&m.node)
+                                .and_then(|n| n.sources.as_ref())
+                                .is_some_and(|s| s.iter().any(|x| x.app == g.app)))
+                });
+                let all_known =
+                    g.members.iter().all(|m| self.nodes.get(&m.node).is_some_and(|n| n.health != Health::Unknown));
+                let pick = match ingesting {
+                    Some(m) => Some(m.node.clone()),
+                    None if settled || all_known => best.clone(),
+                    None => None,
+                };
+                if let Some(p) = pick {
+                    let how = if ingesting.is_some() {
+                        "already ingesting: adopted"
+                    } else {
+                        "highest-priority healthy member"
+                    };
+                    self.log.event(EventKind::GroupActive, &g.name, format!("{p} is active ({how})"));
+                    rt2.active = Some(p);
+                    rt2.active_since_unix = Some(unix_now());
+                    self.dirty = true;
+                }
+            }
+            Some(a) => {
+                let an = self.nodes.get(a);
+                let down = an.is_none_or(|n| n.health == Health::Down);
+                let in_maint = an.is_some_and(|n| n.maintenance.is_some());
+                if down {
+                    // Break before make: the active one is gone. The best healthy standby takes the sources now.
+                    rt2.handover = None;
+                    rt2.retiring = None;
+                    match &best {
+                        Some(b) => {
+                            self.log.event(
+                                EventKind::Failover,
+                                &g.name,
+                                format!(
+                                    "{a} is down: {b} takes the group (priority {})",
+                                    g.priority_of(b).unwrap_or(0)
+                                ),
+                            );
+                            rt2.active = Some(b.clone());
+                            rt2.failovers += 1;
+                        }
+                        None => {
+                            self.log.event(
+                                EventKind::Failover,
+                                &g.name,
+                                format!("{a} is down and no member is healthy: the group has no active origin"),
+                            );
+                            rt2.active = None;
+                        }
+                    }
+                    rt2.active_since_unix = Some(unix_now());
+                    self.dirty = true;
+                } else if rt.handover.is_none() {
+                    let want = if in_maint {
+                        best.clone().filter(|b| b != a).map(|b| (b, "maintenance"))
+                    } else if g.failback {
+                        best.clone().filter(|b| b != a && g.priority_of(b) > g.priority_of(a)).map(|b| (b, "failback"))
+                    } else {
+                        None
+                    };
+                    if let Some((to, reason)) = want {
+                        self.log.event(
+                            EventKind::HandoverStarted,
+                            &g.name,
+                            format!("{reason}: {to} starts ingesting before {a} stops"),
+                        );
+                        rt2.handover = Some(Handover { to, reason, started: Some(now) });
+                    }
+                }
+            }
+        }
+        // A handover in progress: complete it once the new member ingests every source (or a failover time passed).
+        if let (Some(h), Some(a)) = (rt2.handover.clone(), rt2.active.clone()) {
+            if !self.eligible(&h.to) {
+                self.log.event(
+                    EventKind::HandoverCancelled,
+                    &g.name,
+                    format!("{} is no longer healthy; {a} stays active", h.to),
+                );
+                rt2.handover = None;
+            } else {
+                let have = self.nodes.get(&h.to).map(|n| n.ingesting(&g.app)).unwrap_or_default();
+                let ready = g.sources.iter().all(|s| have.contains(&s.key));
+                let waited = h.started.is_some_and(|t| now.saturating_duration_since(t) >= self.config.failover_time);
+                if ready || waited {
+                    let kind = if h.reason == "failback" { EventKind::Failback } else { EventKind::HandoverDone };
+                    let how = if ready { "ingesting every source" } else { "did not ingest every source in time" };
+                    self.log.event(
+                        kind,
+                        &g.name,
+                        format!("{} is active ({how}); edges move, {a} stops after they did", h.to),
+                    );
+                    rt2.retiring = Some((a, now + self.config.keepalive.max(Duration::from_secs(2))));
+                    rt2.active = Some(h.to);
+                    rt2.active_since_unix = Some(unix_now());
+                    rt2.handover = None;
+                    self.dirty = true;
+                }
+            }
+        }
+        if rt2.retiring.as_ref().is_some_and(|(_, until)| now >= *until) {
+            rt2.retiring = None;
+        }
+        self.groups.insert(g.name.clone(), rt2);
+    }
+
+    /// Origins: the active member (and a handover's target, and a retiring one for a moment) ingest the group's
+    /// sources; nobody else does.
+    fn plan_origins(&self, groups: &[Group], actions: &mut Vec<Action>) {
+        for g in groups {
+            let rt = &self.groups[&g.name];
+            let mut holders: BTreeSet<&str> = BTreeSet::new();
+            holders.extend(rt.active.as_deref());
+            holders.extend(rt.handover.as_ref().map(|h| h.to.as_str()));
+            holders.extend(rt.retiring.as_ref().map(|(n, _)| n.as_str()));
+            for m in &g.members {
+                let Some(n) = self.nodes.get(&m.node) else { continue };
+                if n.health != Health::Up {
+                    continue;
+                }
+                let Some(have) = &n.sources else { continue };
+                let wanted = holders.contains(m.node.as_str());
+                for s in &g.sources {
+                    let cur = have.iter().find(|x| x.app == g.app && x.key == s.key);
+                    let same = cur.is_some_and(|c| c.url == config::redact(&s.url) || c.url == s.url);
+                    if wanted && !same {
+                        actions.push(Action::PutSource {
+                            node: m.node.clone(),
+                            app: g.app.clone(),
+                            key: s.key.clone(),
+                            url: s.url.clone(),
+                        });
+                    }
+                }
+                for x in have.iter().filter(|x| x.app == g.app) {
+                    if !wanted || !g.sources.iter().any(|s| s.key == x.key) {
+                        actions.push(Action::DeleteSource {
+                            node: m.node.clone(),
+                            app: x.app.clone(),
+                            key: x.key.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The origin list an edge should have: per group, the active member first, then the others by priority.
+    pub fn edge_origins(&self, groups: &[Group]) -> Vec<String> {
+        let mut out = Vec::new();
+        for g in groups {
+            let rt = &self.groups[&g.name];
+            let mut order: Vec<&str> = Vec::new();
+            order.extend(rt.active.as_deref());
+            for m in g.by_priority() {
+                if !order.contains(&m.node.as_str()) {
+                    order.push(&m.node);
+                }
+            }
+            for name in order {
+                if let Some(n) = self.nodes.get(name) {
+                    out.push(format!("rtmp://{}/{}", n.spec.rtmp, g.app));
+                }
+            }
+        }
+        out
+    }
+
+    fn plan_edges(&mut self, groups: &[Group], actions: &mut Vec<Action>) {
+        let origins = self.edge_origins(groups);
+        let mut pulls = Vec::new();
+        for g in groups.iter().filter(|g| g.replication == Replication::PrePull) {
+            let Some(a) = self.groups[&g.name].active.as_ref().and_then(|a| self.nodes.get(a)) else { continue };
+            if a.health != Health::Up {
+                continue;
+            }
+            for key in a.ingesting(&g.app) {
+                pulls.push((g.app.clone(), key));
+            }
+        }
+        for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge && n.health == Health::Up) {
+            let Some(st) = &n.status else { continue };
+            if st.origins != origins {
+                actions.push(Action::SetOrigins { node: n.spec.name.clone(), origins: origins.clone() });
+            }
+            if n.maintenance.is_some() {
+                continue;
+            }
+            for (app, key) in &pulls {
+                if !st.streams.iter().any(|s| &s.app == app && &s.key == key) {
+                    actions.push(Action::PrePull { node: n.spec.name.clone(), app: app.clone(), key: key.clone() });
+                }
+            }
+        }
+        // Forget replications of streams no longer ingested, so a new ingest of the same key is an event again.
+        let live: BTreeSet<(String, String)> = pulls.into_iter().collect();
+        self.replicated.retain(|(_, app, key)| live.contains(&(app.clone(), key.clone())));
+    }
+
+    fn plan_maintenance(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let busy_origins: BTreeSet<String> = self
+            .groups
+            .values()
+            .flat_map(|r| {
+                r.active
+                    .iter()
+                    .cloned()
+                    .chain(r.handover.iter().map(|h| h.to.clone()))
+                    .chain(r.retiring.iter().map(|(n, _)| n.clone()))
+            })
+            .collect();
+        let drain = self.config.drain_timeout;
+        let _ = now;
+        let mut events = Vec::new();
+        for n in self.nodes.values_mut() {
+            let Some(st) = &n.status else { continue };
+            if n.health != Health::Up {
+                continue;
+            }
+            let name = n.spec.name.clone();
+            // An origin refuses new plays only once no group uses it: edges still pulling from it must not be cut.
+            let want = n.maintenance.is_some() && (n.spec.role == Role::Edge || !busy_origins.contains(&name));
+            if st.maintenance != want {
+                actions.push(Action::RelayMaintenance { node: name.clone(), on: want });
+            }
+            let players = st.players;
+            if let Some(m) = &mut n.maintenance {
+                if !m.empty && players == 0 && !busy_origins.contains(&name) {
+                    m.empty = true;
+                    events.push((
+                        EventKind::MaintenanceEmpty,
+                        name.clone(),
+                        "no players left: the node is empty".to_string(),
+                    ));
+                }
+                if !m.empty && !m.timed_out && unix_now().saturating_sub(m.since) >= drain.as_secs() {
+                    m.timed_out = true;
+                    let msg = format!(
+                        "drain_timeout {drain:?} passed with {players} players still on it: it leaves the LB now"
+                    );
+                    events.push((EventKind::DrainTimeout, name.clone(), msg));
+                }
+            }
+        }
+        for (k, n, m) in events {
+            if k == EventKind::DrainTimeout {
+                self.log.raise(AlarmKind::DrainTimeout, &n, m.clone());
+            }
+            self.log.event(k, &n, m);
+            self.dirty = true;
+        }
+    }
+
+    /// Edges in the LB: in service when up, drained in maintenance, removed once empty (or drain_timeout).
+    fn plan_lb(&self, actions: &mut Vec<Action>) {
+        let (Some(lb), Some(view)) = (&self.config.lb, &self.lb) else { return };
+        for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
+            let real = config::real_of(&n.spec);
+            for svc in &lb.services {
+                let cur = view
+                    .iter()
+                    .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
+                    .and_then(|s| s.reals.iter().find(|r| r.addr == real));
+                let name = n.spec.name.clone();
+                match &n.maintenance {
+                    None if n.health == Health::Up => match cur {
+                        None => actions.push(Action::LbAdd { node: name, real, service: *svc, weight: lb.weight }),
+                        Some(r) if r.drained => actions.push(Action::LbUndrain { node: name, real, service: *svc }),
+                        Some(_) => {}
+                    },
+                    // Down or not yet heard from: lbd's own health check decides; nothing to change.
+                    None => {}
+                    Some(m) if m.empty || m.timed_out => {
+                        if cur.is_some() {
+                            actions.push(Action::LbRemove { node: name, real, service: *svc });
+                        }
+                    }
+                    Some(_) => {
+                        if cur.is_some_and(|r| !r.drained) {
+                            actions.push(Action::LbDrain { node: name, real, service: *svc });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_alarms(&mut self, groups: &[Group], now: Instant) {
+        if !self.settled(now) {
+            return;
+        }
+        for g in groups {
+            let rt = &self.groups[&g.name];
+            match &rt.active {
+                None => self.log.raise(
+                    AlarmKind::GroupNoActive,
+                    &g.name,
+                    "no member of the group is healthy: its streams are not ingested".into(),
+                ),
+                Some(_) => self.log.clear(AlarmKind::GroupNoActive, &g.name),
+            }
+            let active = rt.active.as_ref().and_then(|a| self.nodes.get(a)).filter(|n| n.health == Health::Up);
+            let have = active.map(|n| n.ingesting(&g.app)).unwrap_or_default();
+            for s in &g.sources {
+                let k = (g.name.clone(), s.key.clone());
+                let subject = format!("{}/{}", g.name, s.key);
+                if have.contains(&s.key) {
+                    self.missing_since.remove(&k);
+                    self.log.clear(AlarmKind::SourceNotIngesting, &subject);
+                } else {
+                    let since = *self.missing_since.entry(k).or_insert(now);
+                    if now.saturating_duration_since(since) >= self.config.failover_time {
+                        let why = active
+                            .and_then(|n| n.sources.as_ref())
+                            .and_then(|v| v.iter().find(|x| x.app == g.app && x.key == s.key).map(|x| x.state.clone()))
+                            .unwrap_or_else(|| "not started".into());
+                        self.log.raise(
+                            AlarmKind::SourceNotIngesting,
+                            &subject,
+                            format!("{} is not ingested ({why})", config::redact(&s.url)),
+                        );
+                    }
+                }
+            }
+        }
+        for p in self.config.pools.clone() {
+            let in_service = self.pool_edges(&p.name).iter().filter(|n| n.eligible()).count();
+            if in_service < p.min {
+                self.log.raise(
+                    AlarmKind::PoolBelowMin,
+                    &p.name,
+                    format!("{in_service} edges in service, minimum {}", p.min),
+                );
+            } else {
+                self.log.clear(AlarmKind::PoolBelowMin, &p.name);
+            }
+        }
+    }
+
+    pub fn pool_edges(&self, pool: &str) -> Vec<&NodeRt> {
+        self.nodes
+            .values()
+            .filter(|n| n.spec.role == Role::Edge && self.config.pool_of(&n.spec).as_deref() == Some(pool))
+            .collect()
+    }
+
+    /// The LB could not be read or written.
+    pub fn lb_unreachable(&mut self, why: String) {
+        self.lb = None;
+        self.log.raise(AlarmKind::LbUnreachable, "lb", why);
+    }
+
+    pub fn lb_seen(&mut self, view: Vec<ServiceView>) {
+        self.lb = Some(view);
+        self.log.clear(AlarmKind::LbUnreachable, "lb");
+    }
+
+    /// What an action's outcome means for the log.
+    pub fn acted(&mut self, action: &Action, result: Result<(), String>) {
+        let node = action.node().to_string();
+        match (action, result) {
+            (Action::PrePull { app, key, .. }, Ok(())) => {
+                if self.replicated.insert((node.clone(), app.clone(), key.clone())) {
+                    self.log.event(
+                        EventKind::ReplicationStarted,
+                        &node,
+                        format!("pulling {app}/{key} from the active origin"),
+                    );
+                }
+            }
+            (Action::PrePull { app, key, .. }, Err(e)) => {
+                self.log.event(EventKind::ReplicationFailed, &node, format!("cannot pull {app}/{key}: {e}"));
+            }
+            (Action::SetOrigins { origins, .. }, Ok(())) => {
+                self.log.event(EventKind::EdgeRepointed, &node, format!("origins now {}", origins.join(", ")));
+            }
+            (Action::PutSource { app, key, url, .. }, Ok(())) => {
+                self.log.event(
+                    EventKind::IngestStarted,
+                    &node,
+                    format!("ingesting {app}/{key} from {}", config::redact(url)),
+                );
+            }
+            (Action::DeleteSource { app, key, .. }, Ok(())) => {
+                self.log.event(EventKind::IngestStopped, &node, format!("stopped ingesting {app}/{key}"));
+            }
+            (Action::LbAdd { service, .. }, Ok(())) => {
+                self.log.event(EventKind::LbAdded, &node, format!("in service {service}"))
+            }
+            (Action::LbDrain { service, .. }, Ok(())) => {
+                self.log.event(EventKind::LbDrained, &node, format!("drained in {service}"))
+            }
+            (Action::LbUndrain { service, .. }, Ok(())) => {
+                self.log.event(EventKind::LbAdded, &node, format!("undrained in {service}"))
+            }
+            (Action::LbRemove { service, .. }, Ok(())) => {
+                self.log.event(EventKind::LbRemoved, &node, format!("left {service}"))
+            }
+            (Action::RelayMaintenance { .. }, Ok(())) => {}
+            (a, Err(e)) => self.log.event(EventKind::ActionFailed, &node, format!("{a:?} failed: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

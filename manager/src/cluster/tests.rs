@@ -1,0 +1,353 @@
+//! The decisions with made-up nodes and times: failover, N+2 and a shared standby, failback make-before-break,
+//! a restart that moves nothing, edge maintenance through the LB.
+
+use super::*;
+use lb_userspace::api::{CountersView, RealView, ServiceView};
+use lb_userspace::health::Health as LbHealth;
+use lb_userspace::model::Proto;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn config(extra: &str) -> Config {
+    let dir = std::env::temp_dir().join(format!("sm-cluster-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), "0123456789abcdef-token\n").unwrap();
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+token_file = "token"
+keepalive = "1s"
+failover_time = "3s"
+drain_timeout = "60s"
+[lb]
+api = "http://10.0.0.1:9400"
+services = ["10.0.0.100:1935"]
+[[pool]]
+name = "edges"
+min = 2
+[[node]]
+name = "o1"
+role = "origin"
+api = "http://10.0.0.11:8081"
+rtmp = "10.0.0.11:1935"
+[[node]]
+name = "o2"
+role = "origin"
+api = "http://10.0.0.12:8081"
+rtmp = "10.0.0.12:1935"
+[[node]]
+name = "o3"
+role = "origin"
+api = "http://10.0.0.13:8081"
+rtmp = "10.0.0.13:1935"
+[[node]]
+name = "e1"
+role = "edge"
+api = "http://10.0.0.21:8081"
+rtmp = "10.0.0.21:1935"
+[[node]]
+name = "e2"
+role = "edge"
+api = "http://10.0.0.22:8081"
+rtmp = "10.0.0.22:1935"
+{extra}
+"#
+    );
+    let c = Config::parse(&text, &dir.join("m.toml")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    c
+}
+
+const CAMS: &str = r#"
+[[group]]
+name = "cams"
+app = "live"
+failback = FAILBACK
+members = [{ node = "o1", priority = 100 }, { node = "o2", priority = 50 }]
+sources = [{ key = "cam1", url = "rtsp://10.0.0.50/cam" }]
+"#;
+
+fn ok_origin(sources: &[(&str, &str)]) -> Observation {
+    Observation::Ok {
+        status: NodeStatus {
+            streams: sources
+                .iter()
+                .map(|(app, key)| StreamStatus {
+                    app: app.to_string(),
+                    key: key.to_string(),
+                    source: Some(SourceStatus { kind: "pull-rtsp".into(), peer: "x".into() }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        },
+        sources: Some(
+            sources
+                .iter()
+                .map(|(app, key)| OriginSource {
+                    app: app.to_string(),
+                    key: key.to_string(),
+                    url: "rtsp://10.0.0.50/cam".into(),
+                    state: "ingesting".into(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn ok_edge(origins: Vec<String>, players: usize) -> Observation {
+    Observation::Ok { status: NodeStatus { origins, players, ..Default::default() }, sources: None }
+}
+
+fn failed() -> Observation {
+    Observation::Failed("connection refused".into())
+}
+
+fn active(c: &Cluster, g: &str) -> Option<String> {
+    c.groups[g].active.clone()
+}
+
+#[test]
+fn n_plus_1_failover_after_failover_time_and_failback_make_before_break() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "true")), Persisted::default(), t0);
+    for n in ["o1", "o2"] {
+        c.observe(n, ok_origin(&[]), t0);
+    }
+    let a = c.plan(t0);
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"), "the highest priority is active once all are known");
+    assert!(
+        a.contains(&Action::PutSource {
+            node: "o1".into(),
+            app: "live".into(),
+            key: "cam1".into(),
+            url: "rtsp://10.0.0.50/cam".into()
+        }),
+        "{a:?}"
+    );
+    assert!(!a.iter().any(|x| matches!(x, Action::PutSource { node, .. } if node == "o2")));
+
+    // o1 ingests; then it stops answering. Nothing moves before failover_time.
+    c.observe("o1", ok_origin(&[("live", "cam1")]), t0 + SECS(1));
+    c.observe("o2", ok_origin(&[]), t0 + SECS(1));
+    c.plan(t0 + SECS(1));
+    c.observe("o1", failed(), t0 + SECS(3));
+    c.plan(t0 + SECS(3));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"));
+    c.observe("o1", failed(), t0 + SECS(4));
+    c.observe("o2", ok_origin(&[]), t0 + SECS(4));
+    let a = c.plan(t0 + SECS(4));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"), "3 s after the last answer o2 takes the group");
+    assert!(a.iter().any(|x| matches!(x, Action::PutSource { node, .. } if node == "o2")), "{a:?}");
+    assert_eq!(c.groups["cams"].failovers, 1);
+    assert!(c.log.is_raised(AlarmKind::NodeDown, "o1"));
+    assert!(c.log.events(10, Some("failover"), None)[0].message.contains("o1 is down: o2 takes the group"));
+
+    // o1 returns (without its sources: its relay restarted). Failback: o1 ingests first, o2 keeps its source.
+    c.observe("o1", ok_origin(&[]), t0 + SECS(10));
+    c.observe("o2", ok_origin(&[("live", "cam1")]), t0 + SECS(10));
+    let a = c.plan(t0 + SECS(10));
+    assert!(!c.log.is_raised(AlarmKind::NodeDown, "o1"));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"), "still o2 until o1 ingests");
+    assert_eq!(c.groups["cams"].handover.as_ref().map(|h| h.to.as_str()), Some("o1"));
+    assert!(a.iter().any(|x| matches!(x, Action::PutSource { node, .. } if node == "o1")), "{a:?}");
+    assert!(!a.iter().any(|x| matches!(x, Action::DeleteSource { .. })), "make before break: {a:?}");
+    // o1 ingests: it becomes active; o2 keeps its source a moment while edges move.
+    c.observe("o1", ok_origin(&[("live", "cam1")]), t0 + SECS(11));
+    let a = c.plan(t0 + SECS(11));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"));
+    assert!(!a.iter().any(|x| matches!(x, Action::DeleteSource { .. })), "{a:?}");
+    assert_eq!(c.log.events(1, Some("failback"), None).len(), 1);
+    let a = c.plan(t0 + SECS(14));
+    assert!(a.contains(&Action::DeleteSource { node: "o2".into(), app: "live".into(), key: "cam1".into() }), "{a:?}");
+}
+
+#[test]
+fn without_failback_the_returning_primary_stays_standby() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "false")), Persisted::default(), t0);
+    c.observe("o2", ok_origin(&[]), t0);
+    c.observe("o1", failed(), t0);
+    c.plan(t0 + SECS(4));
+    c.observe("o1", failed(), t0 + SECS(4));
+    c.observe("o2", ok_origin(&[]), t0 + SECS(4));
+    c.plan(t0 + SECS(4));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"));
+    c.observe("o1", ok_origin(&[]), t0 + SECS(5));
+    c.plan(t0 + SECS(5));
+    c.plan(t0 + SECS(30));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"));
+    assert!(c.groups["cams"].handover.is_none());
+}
+
+#[test]
+fn n_plus_2_and_a_standby_shared_by_two_groups_take_groups_by_priority() {
+    let groups = r#"
+[[group]]
+name = "a"
+app = "a"
+members = [{ node = "o1", priority = 100 }, { node = "o2", priority = 90 }, { node = "o3", priority = 10 }]
+[[group]]
+name = "b"
+app = "b"
+members = [{ node = "o2", priority = 100 }, { node = "o3", priority = 50 }]
+"#;
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(groups), Persisted::default(), t0);
+    for n in ["o1", "o2", "o3"] {
+        c.observe(n, ok_origin(&[]), t0);
+    }
+    c.plan(t0);
+    assert_eq!((active(&c, "a").as_deref(), active(&c, "b").as_deref()), (Some("o1"), Some("o2")));
+    // o1 dies: a goes to o2 (priority 90), not o3.
+    c.observe("o1", failed(), t0 + SECS(4));
+    c.plan(t0 + SECS(4));
+    assert_eq!(active(&c, "a").as_deref(), Some("o2"));
+    // o2 dies too: both groups go to the shared standby o3.
+    c.observe("o2", failed(), t0 + SECS(8));
+    c.observe("o3", ok_origin(&[]), t0 + SECS(8));
+    c.plan(t0 + SECS(8));
+    assert_eq!((active(&c, "a").as_deref(), active(&c, "b").as_deref()), (Some("o3"), Some("o3")));
+    // o3 dies: no member left; the alarm says so.
+    c.observe("o3", failed(), t0 + SECS(12));
+    c.plan(t0 + SECS(12));
+    assert_eq!(active(&c, "a"), None);
+    assert!(c.log.is_raised(AlarmKind::GroupNoActive, "a") && c.log.is_raised(AlarmKind::GroupNoActive, "b"));
+}
+
+#[test]
+fn a_restart_adopts_what_runs_and_moves_nothing() {
+    let t0 = Instant::now();
+    let cfg = config(&CAMS.replace("FAILBACK", "true"));
+    // No state file: o2 (lower priority) is the one ingesting, as after a failover before the restart.
+    let mut c = Cluster::new(cfg.clone(), Persisted::default(), t0);
+    c.observe("o2", ok_origin(&[("live", "cam1")]), t0);
+    let a = c.plan(t0);
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"), "adopted before o1 answered");
+    assert!(!a.iter().any(|x| matches!(x, Action::PutSource { .. } | Action::DeleteSource { .. })), "{a:?}");
+    // With a state file naming o2, o2 stays active while o1 is not known yet.
+    let p = c.persisted();
+    let mut c = Cluster::new(cfg, p, t0);
+    let a = c.plan(t0);
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"));
+    assert!(a.is_empty(), "{a:?}");
+}
+
+fn lb_view(reals: &[(&str, bool)]) -> Vec<ServiceView> {
+    vec![ServiceView {
+        vip: "10.0.0.100".parse().unwrap(),
+        port: 1935,
+        proto: Proto::Tcp,
+        check: "none".into(),
+        persistent: 0,
+        usable_reals: reals.len(),
+        active_flows: 0,
+        counters: CountersView::default(),
+        reals: reals
+            .iter()
+            .map(|(a, drained)| RealView {
+                addr: a.parse().unwrap(),
+                weight: 100,
+                mac: None,
+                state: "up".into(),
+                health: LbHealth::Up,
+                drained: *drained,
+                last_check: None,
+                check_us: None,
+                active_flows: 0,
+                counters: CountersView::default(),
+            })
+            .collect(),
+    }]
+}
+
+#[test]
+fn edges_join_the_lb_and_leave_it_through_maintenance_when_empty() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "true")), Persisted::default(), t0);
+    let svc = c.config.lb.as_ref().unwrap().services[0];
+    for n in ["o1", "o2"] {
+        c.observe(n, ok_origin(&[("live", "cam1")][..usize::from(n == "o1")]), t0);
+    }
+    c.observe("e1", ok_edge(vec![], 0), t0);
+    c.lb_seen(lb_view(&[]));
+    let a = c.plan(t0);
+    let e1: IpAddr = "10.0.0.21".parse().unwrap();
+    assert!(a.contains(&Action::LbAdd { node: "e1".into(), real: e1, service: svc, weight: 100 }), "{a:?}");
+    let want = vec!["rtmp://10.0.0.11:1935/live".to_string(), "rtmp://10.0.0.12:1935/live".to_string()];
+    assert!(a.contains(&Action::SetOrigins { node: "e1".into(), origins: want.clone() }), "{a:?}");
+    assert!(a.contains(&Action::PrePull { node: "e1".into(), app: "live".into(), key: "cam1".into() }), "{a:?}");
+    assert!(!a.iter().any(|x| x.node() == "e2"), "e2 is not known to be up: {a:?}");
+    c.plan(t0 + SECS(4));
+    assert!(c.log.is_raised(AlarmKind::PoolBelowMin, "edges"), "one edge of a minimum of two");
+
+    // In the LB; maintenance: drained, relay told, then removed once its players are gone.
+    c.lb_seen(lb_view(&[("10.0.0.21", false)]));
+    c.observe("e1", ok_edge(want.clone(), 3), t0 + SECS(5));
+    c.maintenance("e1", true).unwrap();
+    let a = c.plan(t0 + SECS(5));
+    assert!(a.contains(&Action::LbDrain { node: "e1".into(), real: e1, service: svc }), "{a:?}");
+    assert!(a.contains(&Action::RelayMaintenance { node: "e1".into(), on: true }), "{a:?}");
+    assert!(!a.iter().any(|x| matches!(x, Action::PrePull { .. })), "no new pulls in maintenance: {a:?}");
+    assert_eq!(c.nodes["e1"].state(), "draining");
+    c.lb_seen(lb_view(&[("10.0.0.21", true)]));
+    let mut st = ok_edge(want.clone(), 0);
+    if let Observation::Ok { status, .. } = &mut st {
+        status.maintenance = true;
+    }
+    c.observe("e1", st, t0 + SECS(6));
+    let a = c.plan(t0 + SECS(6));
+    assert_eq!(c.nodes["e1"].state(), "maintenance");
+    assert!(a.contains(&Action::LbRemove { node: "e1".into(), real: e1, service: svc }), "{a:?}");
+    assert_eq!(c.log.events(1, Some("maintenance-empty"), Some("e1")).len(), 1);
+    // Resume: back into the LB and accepting players.
+    c.lb_seen(lb_view(&[]));
+    c.maintenance("e1", false).unwrap();
+    let a = c.plan(t0 + SECS(7));
+    assert!(a.contains(&Action::LbAdd { node: "e1".into(), real: e1, service: svc, weight: 100 }), "{a:?}");
+    assert!(a.contains(&Action::RelayMaintenance { node: "e1".into(), on: false }), "{a:?}");
+}
+
+#[test]
+fn an_origin_in_maintenance_hands_its_group_over_first() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "true")), Persisted::default(), t0);
+    c.observe("o1", ok_origin(&[("live", "cam1")]), t0);
+    c.observe("o2", ok_origin(&[]), t0);
+    c.plan(t0);
+    c.maintenance("o1", true).unwrap();
+    let a = c.plan(t0 + SECS(1));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"), "o1 keeps the group until o2 ingests");
+    assert!(a.iter().any(|x| matches!(x, Action::PutSource { node, .. } if node == "o2")), "{a:?}");
+    assert!(!a.contains(&Action::RelayMaintenance { node: "o1".into(), on: true }), "edges still pull from o1: {a:?}");
+    c.observe("o2", ok_origin(&[("live", "cam1")]), t0 + SECS(2));
+    c.plan(t0 + SECS(2));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"));
+    let a = c.plan(t0 + SECS(5));
+    assert!(a.contains(&Action::DeleteSource { node: "o1".into(), app: "live".into(), key: "cam1".into() }), "{a:?}");
+    assert!(a.contains(&Action::RelayMaintenance { node: "o1".into(), on: true }), "{a:?}");
+}
+
+#[test]
+fn registration_rules() {
+    let mut c = Cluster::new(config(""), Persisted::default(), Instant::now());
+    let spec = |name: &str, role: Role, api: &str| NodeSpec {
+        name: name.into(),
+        role,
+        api: api.into(),
+        rtmp: "10.0.0.31:1935".parse().unwrap(),
+        http: None,
+        pool: None,
+    };
+    assert_eq!(c.register(spec("e3", Role::Edge, "http://10.0.0.31:8081")), Ok(true));
+    assert_eq!(c.register(spec("e3", Role::Edge, "http://10.0.0.31:8081")), Ok(false), "again: no change");
+    assert!(c.register(spec("e3", Role::Origin, "http://10.0.0.31:8081")).unwrap_err().contains("known as an edge"));
+    assert!(c
+        .register(spec("o9", Role::Origin, "http://10.0.0.39:8081"))
+        .unwrap_err()
+        .contains("not in the configuration"));
+    assert!(c.register(spec("e1", Role::Edge, "http://10.9.9.9:8081")).unwrap_err().contains("configured with api"));
+    assert!(c.register(spec("bad name", Role::Edge, "http://10.0.0.31:8081")).is_err());
+    assert!(c.register(spec("e4", Role::Edge, "ftp://x")).is_err());
+    assert_eq!(c.persisted().registered.len(), 1, "only the registered edge is persisted");
+}

@@ -1,0 +1,246 @@
+//! The manager's loop: every keepalive (and at once when a node reports a change) it reads every node and the
+//! LB, lets [`Cluster`] decide, carries the actions out concurrently and persists what must survive a restart.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use lb_userspace::api::{Request, ServiceView};
+use svc::client::{BaseUrl, Client};
+use svc::Stopping;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::warn;
+
+use crate::cluster::{Action, Cluster, NodeStatus, Observation, OriginSource, Persisted};
+use crate::config::{Config, Role};
+
+/// Everything the API and the loop share.
+pub struct Shared {
+    cluster: Mutex<Cluster>,
+    /// Wakes the loop before its next keepalive (a node reported a change, an operator asked for maintenance).
+    pub wake: Notify,
+}
+
+impl Shared {
+    pub fn new(cluster: Cluster) -> Arc<Self> {
+        Arc::new(Self { cluster: Mutex::new(cluster), wake: Notify::new() })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Cluster> {
+        // The cluster is plain data: a panic in one handler leaves nothing half-done worth stopping for.
+        self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads the state file, or starts empty when there is none; a corrupt file is an error (nothing is guessed).
+pub fn load_state(path: Option<&Path>) -> anyhow::Result<Persisted> {
+    let Some(path) = path else { return Ok(Persisted::default()) };
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            anyhow::anyhow!("state file {} is corrupt ({e}); move it away to start from the nodes", path.display())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
+        Err(e) => Err(anyhow::anyhow!("reading state file {}: {e}", path.display())),
+    }
+}
+
+fn save_state(path: &Path, p: &Persisted) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(p)?)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn node_client(api: &str, token: &str, timeout: Duration) -> Result<Client, String> {
+    let base = BaseUrl::parse(api).map_err(|e| e.to_string())?;
+    Ok(Client::new(base, Some(token.to_string()), timeout))
+}
+
+/// One keepalive of a node: `/status`, and `/sources` on an origin.
+async fn poll_node(client: Client, role: Role) -> Observation {
+    let status = match client.get::<NodeStatus>("/status").await {
+        Ok(s) => s,
+        Err(e) => return Observation::Failed(e.to_string()),
+    };
+    let sources = match role {
+        Role::Edge => None,
+        Role::Origin => match client.get::<SourcesList>("/sources").await {
+            Ok(SourcesList::Wrapped { sources } | SourcesList::Bare(sources)) => Some(sources),
+            Err(e) => return Observation::Failed(e.to_string()),
+        },
+    };
+    Observation::Ok { status, sources }
+}
+
+/// `GET /sources` as a list or as `{"sources": [...]}`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum SourcesList {
+    Wrapped { sources: Vec<OriginSource> },
+    Bare(Vec<OriginSource>),
+}
+
+/// Runs until `stop` fires.
+pub async fn run(shared: Arc<Shared>, mut stop: Stopping) {
+    let (keepalive, config) = {
+        let c = shared.lock();
+        (c.config.keepalive, c.config.clone())
+    };
+    let lb = config
+        .lb
+        .as_ref()
+        .map(|l| Client::new(l.api.clone(), Some(l.token.clone()), keepalive.max(Duration::from_secs(1))));
+    let mut tick = tokio::time::interval(keepalive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.wake.notified() => {}
+            _ = stop.wait() => return,
+        }
+        round(&shared, &config, lb.as_ref()).await;
+    }
+}
+
+/// Reads everything, decides, acts.
+pub async fn round(shared: &Arc<Shared>, config: &Config, lb: Option<&Client>) {
+    let timeout = config.keepalive.clamp(Duration::from_millis(500), Duration::from_secs(3));
+    let nodes: Vec<(String, String, Role)> =
+        shared.lock().nodes.values().map(|n| (n.spec.name.clone(), n.spec.api.clone(), n.spec.role)).collect();
+    let mut polls = JoinSet::new();
+    for (name, api, role) in nodes {
+        let client = node_client(&api, &config.token, timeout);
+        polls.spawn(async move {
+            let obs = match client {
+                Ok(c) => poll_node(c, role).await,
+                Err(e) => Observation::Failed(e),
+            };
+            (name, obs)
+        });
+    }
+    let lb_view = async {
+        match lb {
+            Some(c) => Some(c.get::<Vec<ServiceView>>("/api/v1/services").await),
+            None => None,
+        }
+    };
+    let (lb_view, mut results) = tokio::join!(lb_view, async {
+        let mut v = Vec::new();
+        while let Some(r) = polls.join_next().await {
+            if let Ok(r) = r {
+                v.push(r);
+            }
+        }
+        v
+    });
+    let actions = {
+        let mut c = shared.lock();
+        let now = Instant::now();
+        for (name, obs) in results.drain(..) {
+            c.observe(&name, obs, now);
+        }
+        match lb_view {
+            Some(Ok(v)) => c.lb_seen(v),
+            Some(Err(e)) => c.lb_unreachable(e.to_string()),
+            None => {}
+        }
+        let actions = c.plan(now);
+        persist(&mut c);
+        actions
+    };
+    if actions.is_empty() {
+        return;
+    }
+    let mut work = JoinSet::new();
+    let specs: std::collections::BTreeMap<String, String> =
+        shared.lock().nodes.values().map(|n| (n.spec.name.clone(), n.spec.api.clone())).collect();
+    for a in actions {
+        let api = specs.get(a.node()).cloned().unwrap_or_default();
+        let token = config.token.clone();
+        let lb = lb.cloned();
+        work.spawn(async move {
+            let r = act(&a, &api, &token, timeout, lb.as_ref()).await;
+            (a, r)
+        });
+    }
+    let mut again = false;
+    while let Some(r) = work.join_next().await {
+        if let Ok((a, r)) = r {
+            if let Err(e) = &r {
+                warn!(node = a.node(), error = %e, "action failed: {a:?}");
+            }
+            // A source change or re-point shows up in the next read: do it now rather than a keepalive later.
+            again |= matches!(a, Action::PutSource { .. } | Action::SetOrigins { .. }) && r.is_ok();
+            shared.lock().acted(&a, r);
+        }
+    }
+    persist(&mut shared.lock());
+    if again {
+        shared.wake.notify_one();
+    }
+}
+
+fn persist(c: &mut Cluster) {
+    if !c.dirty {
+        return;
+    }
+    c.dirty = false;
+    if let Some(path) = c.config.state_file.clone() {
+        if let Err(e) = save_state(&path, &c.persisted()) {
+            warn!(path = %path.display(), error = %e, "cannot write the state file");
+            c.dirty = true;
+        }
+    }
+}
+
+/// Carries out one action.
+async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&Client>) -> Result<(), String> {
+    let node = || node_client(api, token, timeout);
+    let e = |e: svc::client::ClientError| e.to_string();
+    match a {
+        Action::PutSource { app, key, url, .. } => {
+            node()?
+                .send(Method::PUT, &format!("/sources/{app}/{key}"), &serde_json::json!({ "url": url }))
+                .await
+                .map_err(e)?;
+        }
+        Action::DeleteSource { app, key, .. } => {
+            node()?.call(Method::DELETE, &format!("/sources/{app}/{key}"), None::<&()>).await.map_err(e)?;
+        }
+        Action::SetOrigins { origins, .. } => {
+            node()?.send(Method::PUT, "/origins", &serde_json::json!({ "origins": origins })).await.map_err(e)?;
+        }
+        Action::PrePull { app, key, .. } => {
+            node()?.call(Method::POST, &format!("/streams/{app}/{key}/pull"), None::<&()>).await.map_err(e)?;
+        }
+        Action::RelayMaintenance { on, .. } => {
+            let m = if *on { Method::POST } else { Method::DELETE };
+            node()?.call(m, "/maintenance", None::<&()>).await.map_err(e)?;
+        }
+        Action::LbAdd { .. } | Action::LbDrain { .. } | Action::LbUndrain { .. } | Action::LbRemove { .. } => {
+            let lb = lb.ok_or("no [lb] configured")?;
+            let req = lb_request(a)?;
+            let r: lb_userspace::api::Response =
+                serde_json::from_value(lb.send(Method::POST, "/api/v1/requests", &req).await.map_err(e)?)
+                    .map_err(|x| format!("lbd answered something else: {x}"))?;
+            if !r.ok {
+                return Err(r.message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lbd request of an LB action.
+fn lb_request(a: &Action) -> Result<Request, String> {
+    Ok(match a {
+        Action::LbAdd { service, real, weight, .. } => {
+            Request::AddReal { service: *service, real: *real, weight: *weight }
+        }
+        Action::LbDrain { service, real, .. } => Request::Drain { service: *service, real: *real },
+        Action::LbUndrain { service, real, .. } => Request::Undrain { service: *service, real: *real },
+        Action::LbRemove { service, real, .. } => Request::DelReal { service: *service, real: *real },
+        _ => return Err("not an LB action".into()),
+    })
+}

@@ -1,0 +1,35 @@
+//! Stream manager: keeps the map of origins and edges, runs origin groups (one active member, standbys by
+//! priority, failover and failback), makes edges pull what the active origins ingest, puts edges into the load
+//! balancer and drains them for maintenance, and keeps events and alarms.
+//!
+//! [`cluster`] decides (pure, unit-tested); [`driver`] reads the nodes and carries the decisions out; [`api`] is
+//! the operator's and the nodes' HTTP interface.
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod driver;
+pub mod events;
+pub mod metrics;
+
+use std::future::Future;
+use std::time::Instant;
+
+use svc::auth::Bearer;
+use tokio::net::TcpListener;
+
+/// Runs the manager on `listener` until `shutdown` completes.
+pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl Future) -> anyhow::Result<()> {
+    let persisted = driver::load_state(config.state_file.as_deref())?;
+    let bearer = Bearer::token(&config.token).map_err(anyhow::Error::msg)?;
+    let shared = driver::Shared::new(cluster::Cluster::new(config, persisted, Instant::now()));
+    let (stop, stopping) = svc::Shutdown::new();
+    tracing::info!(addr = %listener.local_addr()?, "stream manager API listening");
+    let http = tokio::spawn(svc::http::serve(listener, api::router(shared.clone(), bearer), stopping.clone(), "API"));
+    let lp = tokio::spawn(driver::run(shared.clone(), stopping));
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.trigger();
+    let _ = tokio::join!(http, lp);
+    Ok(())
+}

@@ -1,5 +1,7 @@
 //! A direct-routing lab in network namespaces: a client, the LB and N real servers on one bridge (in its own
 //! namespace, so the host's interfaces are never touched). Everything it creates is removed on Drop.
+pub mod cluster;
+
 use anyhow::{bail, Context, Result};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -111,6 +113,11 @@ pub fn cleanup_stale() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
+}
+
+/// A file of this repository (scripts the lab runs), found from this crate's source directory.
+pub fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
 /// Finds a binary of this workspace: $LB_BIN_DIR, else beside (or above) the running executable.

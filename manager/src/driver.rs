@@ -67,6 +67,8 @@ async fn poll_node(client: Client, role: Role) -> Observation {
         Role::Edge => None,
         Role::Origin => match client.get::<SourcesList>("/sources").await {
             Ok(SourcesList::Wrapped { sources } | SourcesList::Bare(sources)) => Some(sources),
+            // A relay without pull sources is still up: its groups can only be fed by publishers.
+            Err(e) if e.status() == Some(404) => None,
             Err(e) => return Observation::Failed(e.to_string()),
         },
     };

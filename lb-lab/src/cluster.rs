@@ -1,0 +1,314 @@
+//! The streaming cluster on top of a lab, shared by the demo and the tests: a camera host (an RTMP source fed by
+//! ffmpeg), origin hosts forming one origin group, an edge on every real, and the stream manager on the LB host
+//! driving them and lbd. lbd itself is started by the caller (with [`Cluster::lbd_config`] and the token).
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::{bin_path, real_ip, Lab, LB_IP, VIP};
+
+/// The camera host: an RTMP origin fed by ffmpeg (live/cam1), what an encoder or IP camera would be.
+pub const CAMERA_IP: &str = "10.99.0.30";
+/// Origins are 10.99.0.21, .22, .23...
+pub fn origin_ip(i: usize) -> String {
+    format!("10.99.0.{}", 21 + i)
+}
+/// The manager's API (on the LB host, beside lbd's API).
+pub const MANAGER_PORT: u16 = 9300;
+/// lbd's HTTP API.
+pub const LBD_API_PORT: u16 = 9400;
+/// Every relay's API port.
+pub const RELAY_API_PORT: u16 = 8081;
+/// The edges' HTTP media port (HTTP-FLV, RTMPT) behind VIP:8080.
+pub const HTTP_PORT: u16 = 8080;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Origins in the group (2: N+1; 3: N+2), priorities 100, 50, 10.
+    pub origins: usize,
+    pub failback: bool,
+    pub keepalive: &'static str,
+    pub failover_time: &'static str,
+    pub drain_timeout: &'static str,
+    /// How long edge players wait without a source (must cover a failover).
+    pub edge_grace: &'static str,
+    /// Add an RTSP camera (GStreamer's gst-rtsp-server) as a second source, `live/rtspcam`.
+    pub rtsp_camera: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            origins: 2,
+            failback: true,
+            keepalive: "1s",
+            failover_time: "3s",
+            drain_timeout: "60s",
+            edge_grace: "30s",
+            rtsp_camera: false,
+        }
+    }
+}
+
+pub struct Cluster {
+    pub opts: Options,
+    pub token: String,
+    pub token_file: PathBuf,
+    pub manager_config: PathBuf,
+    pub origin_pids: Vec<Option<u32>>,
+    pub edge_pids: Vec<u32>,
+    pub manager_pid: Option<u32>,
+    manager_runs: u32,
+    origin_runs: Vec<u32>,
+}
+
+impl Cluster {
+    /// The token every API of the cluster shares (lbd's, the manager's, the relays').
+    pub const TOKEN: &'static str = "lab-cluster-token-0123456789";
+
+    /// Writes the token file; call before starting lbd (it needs the file) and then [`Cluster::start`].
+    pub fn new(lab: &Lab, opts: Options) -> Result<Cluster> {
+        let token_file = lab.dir.join("cluster.token");
+        std::fs::write(&token_file, format!("{}\n", Self::TOKEN))?;
+        Ok(Cluster {
+            origin_pids: vec![None; opts.origins],
+            origin_runs: vec![0; opts.origins],
+            opts,
+            token: Self::TOKEN.into(),
+            token_file,
+            manager_config: lab.dir.join("manager.toml"),
+            edge_pids: Vec::new(),
+            manager_pid: None,
+            manager_runs: 0,
+        })
+    }
+
+    /// lbd's services for the edges, without reals: the manager adds each edge once it is up.
+    pub fn lbd_config() -> String {
+        format!(
+            "[[service]]\nvip = \"{VIP}:1935\"\n[service.check]\nkind = \"rtmp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+             [[service]]\nvip = \"{VIP}:{HTTP_PORT}\"\npersistent = 60\n[service.check]\nkind = \"http\"\npath = \"/healthz\"\n\
+             interval = \"500ms\"\ntimeout = \"400ms\"\n"
+        )
+    }
+
+    /// lbd's flags for its HTTP API with the cluster token.
+    pub fn lbd_api_flags(&self) -> Vec<String> {
+        vec![
+            "--api".into(),
+            format!("{LB_IP}:{LBD_API_PORT}"),
+            "--api-token-file".into(),
+            self.token_file.display().to_string(),
+        ]
+    }
+
+    fn manager_toml(&self, lab: &Lab) -> String {
+        let mut s = format!(
+            "listen = \"{LB_IP}:{MANAGER_PORT}\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\nkeepalive = \"{}\"\n\
+             failover_time = \"{}\"\ndrain_timeout = \"{}\"\n\n[lb]\napi = \"http://{LB_IP}:{LBD_API_PORT}\"\n\
+             services = [\"{VIP}:1935\", \"{VIP}:{HTTP_PORT}\"]\n\n[[pool]]\nname = \"edges\"\nmin = 2\n",
+            self.token_file.display(),
+            lab.dir.join("manager-state.json").display(),
+            self.opts.keepalive,
+            self.opts.failover_time,
+            self.opts.drain_timeout,
+        );
+        for i in 0..self.opts.origins {
+            s.push_str(&format!(
+                "\n[[node]]\nname = \"o{}\"\nrole = \"origin\"\napi = \"http://{ip}:{RELAY_API_PORT}\"\nrtmp = \"{ip}:1935\"\n",
+                i + 1,
+                ip = origin_ip(i)
+            ));
+        }
+        let members: Vec<String> =
+            (0..self.opts.origins).map(|i| format!("{{ node = \"o{}\", priority = {} }}", i + 1, [100, 50, 10][i % 3])).collect();
+        s.push_str(&format!(
+            "\n[[group]]\nname = \"cams\"\napp = \"live\"\nfailback = {}\nreplication = \"pre-pull\"\nmembers = [{}]\n\
+             sources = [{{ key = \"cam1\", url = \"rtmp://{CAMERA_IP}:1935/live/cam1\" }}{}]\n",
+            self.opts.failback,
+            members.join(", "),
+            if self.opts.rtsp_camera {
+                format!(", {{ key = \"rtspcam\", url = \"rtsp://{CAMERA_IP}:8554/cam\" }}")
+            } else {
+                String::new()
+            }
+        ));
+        s
+    }
+
+    /// The camera, the origins, the manager, then the edges (which register themselves).
+    pub fn start(&mut self, lab: &mut Lab) -> Result<()> {
+        let cam = lab.add_host("cam", CAMERA_IP, "fd00:99::30")?;
+        let relay = bin_path("relay");
+        let relay = relay.to_str().unwrap();
+        lab.spawn(&cam, "camera.log", &[relay, "origin", "--listen", "0.0.0.0:1935"])?;
+        lab.wait_port(&cam, CAMERA_IP, 1935)?;
+        let url = format!("rtmp://{CAMERA_IP}:1935/live/cam1");
+        let publisher: Vec<&str> = crate::FFMPEG_PUBLISH.iter().copied().chain([url.as_str()]).collect();
+        lab.spawn(&cam, "camera-ffmpeg.log", &publisher)?;
+        if self.opts.rtsp_camera {
+            let script = crate::repo_file("scripts/rtsp-camera.py");
+            let script = script.to_str().unwrap();
+            lab.spawn(&cam, "rtsp-camera.log", &["/usr/bin/python3", script, "--port", "8554", "--path", "/cam"])?;
+            lab.wait_port(&cam, CAMERA_IP, 8554)?;
+        }
+        for i in 0..self.opts.origins {
+            lab.add_host(&format!("o{}", i + 1), &origin_ip(i), &format!("fd00:99::{}", 21 + i))?;
+            self.start_origin(lab, i)?;
+        }
+        std::fs::write(&self.manager_config, self.manager_toml(lab))?;
+        self.start_manager(lab)?;
+        for i in 0..lab.reals {
+            let ns = lab.real(i);
+            let ip = real_ip(i);
+            let pid = lab.spawn(
+                &ns,
+                &format!("edge{}.log", i + 1),
+                &[
+                    relay,
+                    "edge",
+                    "--listen",
+                    "0.0.0.0:1935",
+                    "--http-listen",
+                    &format!("0.0.0.0:{HTTP_PORT}"),
+                    "--api",
+                    &format!("{ip}:{RELAY_API_PORT}"),
+                    "--api-token",
+                    &self.token,
+                    "--manager",
+                    &format!("http://{LB_IP}:{MANAGER_PORT}"),
+                    "--node-name",
+                    &format!("e{}", i + 1),
+                    "--advertise",
+                    &ip,
+                    "--grace-period",
+                    self.opts.edge_grace,
+                ],
+            )?;
+            self.edge_pids.push(pid);
+            lab.wait_port(&ns, &ip, 1935)?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) origin `i` on its host.
+    pub fn start_origin(&mut self, lab: &mut Lab, i: usize) -> Result<u32> {
+        let ns = lab.ns(&format!("o{}", i + 1));
+        let ip = origin_ip(i);
+        self.origin_runs[i] += 1;
+        let relay = bin_path("relay");
+        let pid = lab.spawn(
+            &ns,
+            &format!("origin{}-{}.log", i + 1, self.origin_runs[i]),
+            &[
+                relay.to_str().unwrap(),
+                "origin",
+                "--listen",
+                "0.0.0.0:1935",
+                "--api",
+                &format!("{ip}:{RELAY_API_PORT}"),
+                "--api-token",
+                &self.token,
+                "--manager",
+                &format!("http://{LB_IP}:{MANAGER_PORT}"),
+                "--node-name",
+                &format!("o{}", i + 1),
+                "--advertise",
+                &ip,
+            ],
+        )?;
+        self.origin_pids[i] = Some(pid);
+        lab.wait_port(&ns, &ip, 1935)?;
+        Ok(pid)
+    }
+
+    /// Kills origin `i` with SIGKILL (a crash, not a shutdown).
+    pub fn kill_origin(&mut self, lab: &mut Lab, i: usize) -> Result<()> {
+        if let Some(pid) = self.origin_pids[i].take() {
+            lab.stop(pid, libc::SIGKILL)?;
+        }
+        Ok(())
+    }
+
+    pub fn start_manager(&mut self, lab: &mut Lab) -> Result<u32> {
+        self.manager_runs += 1;
+        let smd = bin_path("smd");
+        let lb = lab.lb();
+        let pid = lab.spawn_ready(
+            &lb,
+            &format!("smd-{}.log", self.manager_runs),
+            &[smd.to_str().unwrap(), "--config", self.manager_config.to_str().unwrap()],
+            "stream manager API listening",
+            Duration::from_secs(10),
+        )?;
+        self.manager_pid = Some(pid);
+        Ok(pid)
+    }
+
+    pub fn stop_manager(&mut self, lab: &mut Lab, sig: i32) -> Result<()> {
+        if let Some(pid) = self.manager_pid.take() {
+            lab.stop(pid, sig)?;
+        }
+        Ok(())
+    }
+
+    pub fn manager_log(&self, lab: &Lab) -> String {
+        lab.log(&format!("smd-{}.log", self.manager_runs))
+    }
+
+    /// `GET` (or `POST` with `post`) on an API from the LB host, with the cluster token; the JSON answer.
+    pub fn call(&self, lab: &Lab, method: &str, url: &str) -> Result<serde_json::Value> {
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let out = lab.exec_status(&lab.lb(), &["curl", "-sS", "--max-time", "3", "-X", method, "-H", &auth, url])?;
+        if !out.status.success() {
+            bail!("{method} {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| format!("{method} {url}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The manager's `/api/v1/{path}`.
+    pub fn manager(&self, lab: &Lab, path: &str) -> Result<serde_json::Value> {
+        self.call(lab, "GET", &format!("http://{LB_IP}:{MANAGER_PORT}/api/v1/{path}"))
+    }
+
+    pub fn manager_post(&self, lab: &Lab, path: &str) -> Result<serde_json::Value> {
+        self.call(lab, "POST", &format!("http://{LB_IP}:{MANAGER_PORT}/api/v1/{path}"))
+    }
+
+    /// A relay's `GET /status` (edge `i` or origin by IP).
+    pub fn relay_status(&self, lab: &Lab, ip: &str) -> Result<serde_json::Value> {
+        self.call(lab, "GET", &format!("http://{ip}:{RELAY_API_PORT}/status"))
+    }
+
+    /// Waits until `f` holds, polling every 100 ms; the time it took.
+    pub fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if f() {
+                return Ok(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("timed out after {timeout:?} waiting for {what}")
+    }
+
+    /// The group's active member per the manager.
+    pub fn active(&self, lab: &Lab) -> Option<String> {
+        let g = self.manager(lab, "groups").ok()?;
+        g[0]["active"].as_str().map(str::to_string)
+    }
+
+    /// Whether edge `i` has `live/key` with a live source pulled from `origin_ip`.
+    pub fn edge_pulls_from(&self, lab: &Lab, i: usize, key: &str, origin_ip: &str) -> bool {
+        self.relay_status(lab, &real_ip(i)).is_ok_and(|s| {
+            s["streams"].as_array().is_some_and(|v| {
+                v.iter().any(|st| {
+                    st["app"] == "live"
+                        && st["key"] == key
+                        && st["source"]["peer"].as_str().is_some_and(|p| p.contains(&format!("//{origin_ip}:")))
+                })
+            })
+        })
+    }
+}

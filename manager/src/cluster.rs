@@ -704,16 +704,14 @@ impl Cluster {
                     },
                     // Down or not yet heard from: lbd's own health check decides; nothing to change.
                     None => {}
-                    Some(m) if m.empty || m.timed_out => {
-                        if cur.is_some() {
-                            actions.push(Action::LbRemove { node: name, real, service: *svc });
-                        }
+                    // Empty (or out of time): it leaves the LB.
+                    Some(m) if (m.empty || m.timed_out) && cur.is_some() => {
+                        actions.push(Action::LbRemove { node: name, real, service: *svc })
                     }
-                    Some(_) => {
-                        if cur.is_some_and(|r| !r.drained) {
-                            actions.push(Action::LbDrain { node: name, real, service: *svc });
-                        }
+                    Some(m) if !(m.empty || m.timed_out) && cur.is_some_and(|r| !r.drained) => {
+                        actions.push(Action::LbDrain { node: name, real, service: *svc })
                     }
+                    Some(_) => {}
                 }
             }
         }

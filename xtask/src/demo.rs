@@ -1,13 +1,10 @@
-//! The demo lab of `cargo xtask run`: a client, the LB running lbd and three real HTTP servers in network
-//! namespaces, left running until Ctrl-C, then removed.
+//! The demo of `cargo xtask run`: the whole cluster in network namespaces (a client, the LB running lbd and the
+//! stream manager, a camera, an origin group of two, three edges behind the VIP), left running until Ctrl-C.
 use anyhow::Result;
 use lb_lab::{real_ip, Lab, LabOptions, VIP, VIP6};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// The origin shares r1's host beside its edge, on its own port.
-const ORIGIN_PORT: u16 = 1936;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -35,59 +32,20 @@ pub fn run(bins: &Path) -> Result<()> {
         "attached",
         Duration::from_secs(10),
     )?;
-    // The streaming path: an RTMP origin beside r1's edge, an edge on every real, a publisher in the client.
-    let relay = bins.join("relay");
-    let relay = relay.to_str().unwrap();
-    let origin_url = format!("rtmp://{}:{ORIGIN_PORT}/live", real_ip(0));
-    let r1 = lab.real(0);
-    lab.spawn(
-        &r1,
-        "origin.log",
-        &[relay, "origin", "--listen", &format!("0.0.0.0:{ORIGIN_PORT}"), "--api", "127.0.0.1:8081"],
+    // The streaming cluster: a camera (RTMP, fed by ffmpeg), an origin group (o1 active, o2 standby) ingesting it,
+    // an edge on every real registering with the stream manager, which puts them into the LB. The manager's
+    // timings are an operator's defaults, shortened so a failover is seen within seconds.
+    let mut cluster = lb_lab::cluster::Cluster::new(
+        &lab,
+        lb_lab::cluster::Options { failover_time: "5s", keepalive: "1s", ..Default::default() },
     )?;
-    lab.wait_port(&r1, &real_ip(0), ORIGIN_PORT)?;
-    for i in 0..3 {
-        let ns = lab.real(i);
-        lab.spawn(
-            &ns,
-            &format!("edge{}.log", i + 1),
-            &[
-                relay,
-                "edge",
-                "--listen",
-                "0.0.0.0:1935",
-                "--origin",
-                &origin_url,
-                "--api",
-                "127.0.0.1:8082",
-                "--http-listen",
-                "0.0.0.0:8080",
-            ],
-        )?;
-        lab.wait_port(&ns, &real_ip(i), 1935)?;
-    }
-    let client = lab.client();
-    let publish = format!("{origin_url}/test");
-    let publisher: Vec<&str> = lb_lab::FFMPEG_PUBLISH.iter().copied().chain([publish.as_str()]).collect();
-    lab.spawn(&client, "publisher.log", &publisher)?;
     let config = lab.dir.join("lb.toml");
-    let mut cfg = String::new();
-    for (port, check) in [(80, "http"), (1935, "rtmp")] {
-        cfg.push_str(&format!(
-            "[[service]]\nvip = \"{VIP}:{port}\"\nproto = \"tcp\"\n[service.check]\nkind = \"{check}\"\n"
-        ));
-        for i in 0..3 {
-            cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
-        }
-    }
-    // HTTP-FLV and RTMPT from the edges' media port; persistent, since an RTMPT session spans several connections.
-    cfg.push_str(&format!(
-        "[[service]]\nvip = \"{VIP}:8080\"\npersistent = 60\n[service.check]\nkind = \"http\"\npath = \"/healthz\"\n"
-    ));
+    // The web service on VIP:80 (v4 and v6) is static; VIP:1935 and VIP:8080 start empty and the manager fills them.
+    let mut cfg = lb_lab::cluster::Cluster::lbd_config();
+    cfg.push_str(&format!("[[service]]\nvip = \"{VIP}:80\"\nproto = \"tcp\"\n[service.check]\nkind = \"http\"\n"));
     for i in 0..3 {
-        cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", real_ip(i)));
+        cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\nweight = 1\n", real_ip(i)));
     }
-    // The same web service over IPv6, on the same reals: one LB, both families.
     cfg.push_str(&format!("[[service]]\nvip = \"[{VIP6}]:80\"\n[service.check]\nkind = \"http\"\n"));
     for i in 0..3 {
         cfg.push_str(&format!("[[service.real]]\naddr = \"{}\"\n", lb_lab::real_ip6(i)));
@@ -97,60 +55,84 @@ pub fn run(bins: &Path) -> Result<()> {
     let state = lab.dir.join("state.toml");
     let lbd = bins.join("lbd");
     let lb = lab.lb();
-    let pid = lab.spawn_ready(
-        &lb,
-        "lbd.log",
-        &[
-            lbd.to_str().unwrap(),
-            "--iface",
-            "eth0",
-            "--config",
-            config.to_str().unwrap(),
-            "--socket",
-            sock.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-            "--manage-vips",
-            "--conn-table-size",
-            "262144",
-        ],
-        "lbd ready",
-        Duration::from_secs(30),
-    )?;
+    let mut args: Vec<String> = [
+        lbd.to_str().unwrap(),
+        "--iface",
+        "eth0",
+        "--config",
+        config.to_str().unwrap(),
+        "--socket",
+        sock.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--manage-vips",
+        "--conn-table-size",
+        "262144",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(cluster.lbd_api_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pid = lab.spawn_ready(&lb, "lbd.log", &args, "lbd ready", Duration::from_secs(30))?;
+    cluster.start(&mut lab)?;
     let lbctl = bins.join("lbctl");
+    let smctl = bins.join("smctl");
+    let token = cluster.token_file.display().to_string();
+    let sm = format!(
+        "{} --api http://{}:{} --token-file {token}",
+        smctl.display(),
+        lb_lab::LB_IP,
+        lb_lab::cluster::MANAGER_PORT
+    );
+    let o1 = lab.ns("o1");
     println!(
         "
-Demo lab is up (namespaces {prefix}*): client {client}, LB {lb} running lbd on eth0 (native XDP), reals {r1}, {r2}, {r3}.
-VIP {VIP}:80 and {VIP}:1935 are balanced by direct routing to {a}, {b}, {c}: each real answers HTTP with its
-name and runs an RTMP edge that pulls from the origin at {origin_url}, where ffmpeg in the client publishes live/test.
-{VIP}:8080 serves HTTP-FLV and RTMPT from the edges (a persistent service), [{VIP6}]:80 the web over IPv6.
+Demo cluster is up (namespaces {prefix}*):
+  client {client}; LB {lb}: lbd on eth0 (native XDP) and the stream manager (smd, API {lbip}:{smport});
+  camera {cam} ({camip}, ffmpeg publishing live/cam1); origin group \"cams\": o1 ({o1ip}, priority 100, active) and
+  o2 ({o2ip}, 50, standby), failback on, failover time 5 s; edges e1-e3 on the reals {a}, {b}, {c}.
+The manager makes the active origin pull the camera, every edge pre-pull what it ingests, and puts the edges into
+VIP {VIP}:1935 (RTMP) and {VIP}:8080 (HTTP-FLV, RTMPT). {VIP}:80 and [{VIP6}]:80 serve the reals' web pages.
 
-Try it from another terminal:
-  ip netns exec {client} curl http://{VIP}/
-  ip netns exec {client} curl -6 http://[{VIP6}]/
-  for i in $(seq 20); do ip netns exec {client} curl -s http://{VIP}/; done | sort | uniq -c
-  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name,width,height -of compact rtmp://{VIP}/live/test
-  ip netns exec {client} ffplay rtmp://{VIP}/live/test        # with a display
-  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name -of compact http://{VIP}:8080/live/test.flv
-  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name -of compact rtmpt://{VIP}:8080/live/test
-  ip netns exec {r1} curl -s http://127.0.0.1:8082/streams     # what the edge on r1 serves (API on loopback)
+Watch (from another terminal):
+  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name,width,height -of compact rtmp://{VIP}/live/cam1
+  ip netns exec {client} ffplay rtmp://{VIP}/live/cam1                 # with a display
+  ip netns exec {client} ffmpeg -i rtmp://{VIP}/live/cam1 -f null -     # a player that prints its progress
+  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name -of compact http://{VIP}:8080/live/cam1.flv
+  ip netns exec {lb} {sm} nodes
+  ip netns exec {lb} {sm} groups
+  ip netns exec {lb} {sm} streams
+  ip netns exec {lb} {sm} events
+  ip netns exec {lb} {sm} alarms
   {lbctl} --socket {sock} list
-  {lbctl} --socket {sock} del-real {VIP}:80 {a}
-  {lbctl} --socket {sock} add-real {VIP}:80 {a} --weight 2
-  {lbctl} --socket {sock} stats
-lbd's log: {log}
+Fail the active origin and watch o2 take the group (players keep playing), then bring o1 back (failback):
+  kill -9 $(ip netns pids {o1} | head -1)     # or: ip netns pids {o1} | xargs kill -9
+  ip netns exec {lb} {sm} events
+  ip netns exec {o1} {relay} origin --listen 0.0.0.0:1935 --api {o1ip}:8081 --api-token $(cat {token}) \\
+      --manager http://{lbip}:{smport} --node-name o1 --advertise {o1ip} &
+Put an edge into maintenance (drained in the LB, its players continue, it leaves the LB when empty), and back:
+  ip netns exec {lb} {sm} maintenance e1
+  ip netns exec {lb} {sm} resume e1
+Logs: {dir}/*.log (lbd.log, smd-1.log, origin1-1.log, edge1.log, ...)
 
 Ctrl-C removes everything.",
         prefix = lab.prefix,
-        r1 = lab.real(0),
-        r2 = lab.real(1),
-        r3 = lab.real(2),
+        client = lab.client(),
+        lb = lab.lb(),
+        cam = lab.ns("cam"),
+        camip = lb_lab::cluster::CAMERA_IP,
+        o1ip = lb_lab::cluster::origin_ip(0),
+        o2ip = lb_lab::cluster::origin_ip(1),
+        lbip = lb_lab::LB_IP,
+        smport = lb_lab::cluster::MANAGER_PORT,
         a = real_ip(0),
         b = real_ip(1),
         c = real_ip(2),
         lbctl = lbctl.display(),
+        relay = bins.join("relay").display(),
         sock = sock.display(),
-        log = lab.dir.join("lbd.log").display(),
+        dir = lab.dir.display(),
     );
     while !STOP.load(Ordering::SeqCst) {
         if !lab.alive(pid) {

@@ -121,8 +121,9 @@ impl Cluster {
                 ip = origin_ip(i)
             ));
         }
-        let members: Vec<String> =
-            (0..self.opts.origins).map(|i| format!("{{ node = \"o{}\", priority = {} }}", i + 1, [100, 50, 10][i % 3])).collect();
+        let members: Vec<String> = (0..self.opts.origins)
+            .map(|i| format!("{{ node = \"o{}\", priority = {} }}", i + 1, [100, 50, 10][i % 3]))
+            .collect();
         s.push_str(&format!(
             "\n[[group]]\nname = \"cams\"\napp = \"live\"\nfailback = {}\nreplication = \"pre-pull\"\nmembers = [{}]\n\
              sources = [{{ key = \"cam1\", url = \"rtmp://{CAMERA_IP}:1935/live/cam1\" }}{}]\n",
@@ -264,7 +265,8 @@ impl Cluster {
         if !out.status.success() {
             bail!("{method} {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        serde_json::from_slice(&out.stdout).with_context(|| format!("{method} {url}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{method} {url}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// The manager's `/api/v1/{path}`.
@@ -311,4 +313,86 @@ impl Cluster {
             })
         })
     }
+}
+
+/// ffmpeg players in the client namespace, each writing what it receives to a file (flushed per packet), so a
+/// test or bench sees when frames arrive and can read the timeline afterwards.
+pub struct Players {
+    pub pids: Vec<u32>,
+    pub files: Vec<String>,
+}
+
+impl Players {
+    /// `n` players of `url`, started from the client namespace; `tag` names their files and logs.
+    pub fn start(lab: &mut Lab, url: &str, n: usize, tag: &str) -> Result<Players> {
+        let client = lab.client();
+        let (mut pids, mut files) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let file = lab.dir.join(format!("{tag}{i}.flv")).display().to_string();
+            let args = [
+                "ffmpeg", "-nostdin", "-loglevel", "error", "-i", url, "-c", "copy", "-flush_packets", "1", "-f", "flv", "-y",
+                &file,
+            ];
+            pids.push(lab.spawn(&client, &format!("{tag}{i}.log"), &args)?);
+            files.push(file);
+        }
+        Ok(Players { pids, files })
+    }
+
+    pub fn sizes(&self) -> Vec<u64> {
+        self.files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).collect()
+    }
+
+    /// Waits until every player has received at least `bytes` more than in `since`.
+    pub fn wait_growth(&self, since: &[u64], bytes: u64, timeout: Duration) -> Result<Duration> {
+        Cluster::wait("every player receiving frames", timeout, || {
+            self.sizes().iter().zip(since).all(|(now, before)| *now >= before + bytes)
+        })
+    }
+
+    /// Watches the players for `during` (sampling every 20 ms) while `event` runs at the start; returns each
+    /// player's longest time without a byte arriving: the gap a viewer saw.
+    pub fn longest_stall(&self, during: Duration, event: impl FnOnce()) -> Vec<Duration> {
+        let start = Instant::now();
+        let mut last = self.sizes();
+        let mut last_change = vec![start; last.len()];
+        let mut longest = vec![Duration::ZERO; last.len()];
+        event();
+        while start.elapsed() < during {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = Instant::now();
+            for (i, s) in self.sizes().into_iter().enumerate() {
+                if s != last[i] {
+                    longest[i] = longest[i].max(now - last_change[i]);
+                    last[i] = s;
+                    last_change[i] = now;
+                }
+            }
+        }
+        for i in 0..last.len() {
+            longest[i] = longest[i].max(Instant::now() - last_change[i]);
+        }
+        longest
+    }
+
+    /// Stops every player (SIGTERM).
+    pub fn stop(&self, lab: &mut Lab) {
+        for pid in &self.pids {
+            let _ = lab.stop(*pid, libc::SIGTERM);
+        }
+    }
+
+    /// Video packet times (seconds) of player `i`'s file, in file order.
+    pub fn video_times(&self, lab: &Lab, i: usize) -> Vec<f64> {
+        let args =
+            ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time", "-of", "csv=p=0", &self.files[i]];
+        let out = lab.exec_status(&lab.client(), &args).map(|o| o.stdout).unwrap_or_default();
+        String::from_utf8_lossy(&out).lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect()
+    }
+}
+
+/// The median of some durations (the figure a bench quotes).
+pub fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }

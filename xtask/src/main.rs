@@ -220,6 +220,12 @@ fn bench(args: &[String]) -> Result<()> {
             c.env("LB_BIN_DIR", bin_dir(false)).args(["bench", "-p", "lb-tests", "--bench", "vip", "--"]).args(rest);
             status(&mut c)
         }
+        "cluster" => {
+            build(false)?;
+            let mut c = cargo();
+            c.env("LB_BIN_DIR", bin_dir(false)).args(["bench", "-p", "lb-tests", "--bench", "cluster", "--"]).args(rest);
+            status(&mut c)
+        }
         "sync" => {
             let mut c = cargo();
             c.args(["bench", "-p", "lb-tests", "--bench", "sync", "--"]).args(rest);
@@ -231,6 +237,6 @@ fn bench(args: &[String]) -> Result<()> {
             c.env("LB_BIN_DIR", bin_dir(true)).args(["bench", "-p", "relay", "--bench", "relay", "--"]).args(rest);
             status(&mut c)
         }
-        _ => bail!("bench what? `cargo xtask bench xdp [--compare REV]`, `conntable`, `sync`, `vip` or `relay`"),
+        _ => bail!("bench what? `cargo xtask bench xdp [--compare REV]`, `conntable`, `sync`, `vip`, `cluster` or `relay`"),
     }
 }

@@ -556,7 +556,8 @@ impl Cluster {
                 let wanted = holders.contains(m.node.as_str());
                 for s in &g.sources {
                     let cur = have.iter().find(|x| x.app == g.app && x.key == s.key);
-                    let same = cur.is_some_and(|c| c.url == config::redact(&s.url) || c.url == s.url);
+                    let same =
+                        cur.is_some_and(|c| config::without_credentials(&c.url) == config::without_credentials(&s.url));
                     if wanted && !same {
                         actions.push(Action::PutSource {
                             node: m.node.clone(),

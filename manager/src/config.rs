@@ -123,6 +123,18 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The URL with any `user:pass@` removed: how a relay lists a source, so the two compare.
+pub fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+            format!("{scheme}://{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
 fn check_source_url(url: &str) -> Result<(), &'static str> {
     let (scheme, rest) = url.split_once("://").ok_or("no scheme (rtmp:// or rtsp://)")?;
     if scheme != "rtmp" && scheme != "rtsp" {
@@ -530,5 +542,7 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
     fn redaction() {
         assert_eq!(redact("rtsp://u:p@h:554/a/b"), "rtsp://***@h:554/a/b");
         assert_eq!(redact("rtmp://h/live/k"), "rtmp://h/live/k");
+        assert_eq!(without_credentials("rtsp://u:p@h:554/a"), "rtsp://h:554/a");
+        assert_eq!(without_credentials("rtsp://***@h:554/a"), "rtsp://h:554/a");
     }
 }

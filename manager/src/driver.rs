@@ -1,6 +1,7 @@
 //! The manager's loop: every keepalive (and at once when a node reports a change) it reads every node and the
 //! LB, lets [`Cluster`] decide, carries the actions out concurrently and persists what must survive a restart.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -93,6 +94,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: Stopping) {
         .lb
         .as_ref()
         .map(|l| Client::new(l.api.clone(), Some(l.token.clone()), keepalive.max(Duration::from_secs(1))));
+    let mut last = BTreeSet::new();
     let mut tick = tokio::time::interval(keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -101,12 +103,18 @@ pub async fn run(shared: Arc<Shared>, mut stop: Stopping) {
             _ = shared.wake.notified() => {}
             _ = stop.wait() => return,
         }
-        round(&shared, &config, lb.as_ref()).await;
+        last = round(&shared, &config, lb.as_ref(), &last).await;
     }
 }
 
-/// Reads everything, decides, acts.
-pub async fn round(shared: &Arc<Shared>, config: &Config, lb: Option<&Client>) {
+/// Reads everything, decides, acts; returns the actions taken. An action that repeats the previous round's (the
+/// node accepted it but does not show the change) waits for the next keepalive instead of waking the loop at once.
+pub async fn round(
+    shared: &Arc<Shared>,
+    config: &Config,
+    lb: Option<&Client>,
+    previous: &BTreeSet<Action>,
+) -> BTreeSet<Action> {
     let timeout = config.keepalive.clamp(Duration::from_millis(500), Duration::from_secs(3));
     let nodes: Vec<(String, String, Role)> =
         shared.lock().nodes.values().map(|n| (n.spec.name.clone(), n.spec.api.clone(), n.spec.role)).collect();
@@ -151,8 +159,9 @@ pub async fn round(shared: &Arc<Shared>, config: &Config, lb: Option<&Client>) {
         persist(&mut c);
         actions
     };
+    let taken: BTreeSet<Action> = actions.iter().cloned().collect();
     if actions.is_empty() {
-        return;
+        return taken;
     }
     let mut work = JoinSet::new();
     let specs: std::collections::BTreeMap<String, String> =
@@ -173,7 +182,12 @@ pub async fn round(shared: &Arc<Shared>, config: &Config, lb: Option<&Client>) {
                 warn!(node = a.node(), error = %e, "action failed: {a:?}");
             }
             // A source change or re-point shows up in the next read: do it now rather than a keepalive later.
-            again |= matches!(a, Action::PutSource { .. } | Action::SetOrigins { .. }) && r.is_ok();
+            again |= matches!(a, Action::PutSource { .. } | Action::SetOrigins { .. })
+                && r.is_ok()
+                && !previous.contains(&a);
+            if previous.contains(&a) {
+                warn!(node = a.node(), "the node accepted this action last round too but does not show it: {a:?}");
+            }
             shared.lock().acted(&a, r);
         }
     }
@@ -181,6 +195,7 @@ pub async fn round(shared: &Arc<Shared>, config: &Config, lb: Option<&Client>) {
     if again {
         shared.wake.notify_one();
     }
+    taken
 }
 
 fn persist(c: &mut Cluster) {

@@ -35,6 +35,9 @@ pub struct Options {
     pub edge_grace: &'static str,
     /// Add an RTSP camera (GStreamer's gst-rtsp-server) as a second source, `live/rtspcam`.
     pub rtsp_camera: bool,
+    /// A second group "tv" (app tv, source tv/ch1) whose members are o3 (100) and o2 (50): o2 is then a standby
+    /// shared by both groups. Needs three origins.
+    pub second_group: bool,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
             drain_timeout: "60s",
             edge_grace: "30s",
             rtsp_camera: false,
+            second_group: false,
         }
     }
 }
@@ -135,6 +139,13 @@ impl Cluster {
                 String::new()
             }
         ));
+        if self.opts.second_group {
+            s.push_str(&format!(
+                "\n[[group]]\nname = \"tv\"\napp = \"tv\"\nfailback = {}\nmembers = [{{ node = \"o3\", priority = 100 }}, \
+                 {{ node = \"o2\", priority = 50 }}]\nsources = [{{ key = \"ch1\", url = \"rtmp://{CAMERA_IP}:1935/tv/ch1\" }}]\n",
+                self.opts.failback
+            ));
+        }
         s
     }
 
@@ -148,6 +159,33 @@ impl Cluster {
         let url = format!("rtmp://{CAMERA_IP}:1935/live/cam1");
         let publisher: Vec<&str> = crate::FFMPEG_PUBLISH.iter().copied().chain([url.as_str()]).collect();
         lab.spawn(&cam, "camera-ffmpeg.log", &publisher)?;
+        if self.opts.second_group {
+            // A small second channel: the second group's source.
+            let url = format!("rtmp://{CAMERA_IP}:1935/tv/ch1");
+            let args = [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x180:rate=15",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "15",
+                "-f",
+                "flv",
+                &url,
+            ];
+            lab.spawn(&cam, "camera-tv.log", &args)?;
+        }
         if self.opts.rtsp_camera {
             let script = crate::repo_file("scripts/rtsp-camera.py");
             let script = script.to_str().unwrap();
@@ -295,18 +333,28 @@ impl Cluster {
         bail!("timed out after {timeout:?} waiting for {what}")
     }
 
-    /// The group's active member per the manager.
+    /// The "cams" group's active member per the manager.
     pub fn active(&self, lab: &Lab) -> Option<String> {
+        self.active_of(lab, "cams")
+    }
+
+    /// A group's active member per the manager.
+    pub fn active_of(&self, lab: &Lab, group: &str) -> Option<String> {
         let g = self.manager(lab, "groups").ok()?;
-        g[0]["active"].as_str().map(str::to_string)
+        g.as_array()?.iter().find(|x| x["name"] == group)?["active"].as_str().map(str::to_string)
     }
 
     /// Whether edge `i` has `live/key` with a live source pulled from `origin_ip`.
     pub fn edge_pulls_from(&self, lab: &Lab, i: usize, key: &str, origin_ip: &str) -> bool {
+        self.edge_pulls(lab, i, "live", key, origin_ip)
+    }
+
+    /// Whether edge `i` has `app/key` with a live source pulled from `origin_ip`.
+    pub fn edge_pulls(&self, lab: &Lab, i: usize, app: &str, key: &str, origin_ip: &str) -> bool {
         self.relay_status(lab, &real_ip(i)).is_ok_and(|s| {
             s["streams"].as_array().is_some_and(|v| {
                 v.iter().any(|st| {
-                    st["app"] == "live"
+                    st["app"] == app
                         && st["key"] == key
                         && st["source"]["peer"].as_str().is_some_and(|p| p.contains(&format!("//{origin_ip}:")))
                 })
@@ -330,7 +378,19 @@ impl Players {
         for i in 0..n {
             let file = lab.dir.join(format!("{tag}{i}.flv")).display().to_string();
             let args = [
-                "ffmpeg", "-nostdin", "-loglevel", "error", "-i", url, "-c", "copy", "-flush_packets", "1", "-f", "flv", "-y",
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-i",
+                url,
+                "-c",
+                "copy",
+                "-flush_packets",
+                "1",
+                "-f",
+                "flv",
+                "-y",
                 &file,
             ];
             pids.push(lab.spawn(&client, &format!("{tag}{i}.log"), &args)?);
@@ -384,8 +444,18 @@ impl Players {
 
     /// Video packet times (seconds) of player `i`'s file, in file order.
     pub fn video_times(&self, lab: &Lab, i: usize) -> Vec<f64> {
-        let args =
-            ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time", "-of", "csv=p=0", &self.files[i]];
+        let args = [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            &self.files[i],
+        ];
         let out = lab.exec_status(&lab.client(), &args).map(|o| o.stdout).unwrap_or_default();
         String::from_utf8_lossy(&out).lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect()
     }

@@ -197,6 +197,9 @@ pub struct Pool {
     /// An alarm is raised while fewer edges than this are in service.
     #[serde(default)]
     pub min: usize,
+    /// The most edges the pool may have (autoscaling's ceiling); none: no ceiling.
+    #[serde(default)]
+    pub max: Option<usize>,
 }
 
 /// The load balancer the manager puts edges into.
@@ -316,6 +319,9 @@ impl Config {
         for p in &f.pools {
             if !valid_name(&p.name) {
                 return Err(invalid(format!("pool name {:?}: use 1-64 of A-Z a-z 0-9 - _ .", p.name)));
+            }
+            if p.max.is_some_and(|m| m < p.min.max(1)) {
+                return Err(invalid(format!("pool {}: max must be at least min and at least 1", p.name)));
             }
         }
         for n in &f.nodes {

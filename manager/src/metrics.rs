@@ -54,7 +54,9 @@ pub fn render(c: &Cluster) -> String {
         let l = || vec![("pool", p.name.clone())];
         pool_edges.add(l(), edges.iter().filter(|n| n.eligible()).count() as f64);
         pool_min.add(l(), p.min as f64);
-        pool_max.add(l(), edges.len().max(p.min) as f64);
+        if let Some(max) = p.max {
+            pool_max.add(l(), max as f64);
+        }
     }
     let (raised, _) = c.log.alarms();
     let mut alarms = Family::gauge("sm_alarms_active", "Alarms raised now, by kind.");
@@ -71,4 +73,43 @@ pub fn render(c: &Cluster) -> String {
         up, state, players, out, has_active, active, failovers, ingesting, pool_edges, pool_min, pool_max, alarms,
         events, nodes,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cluster::tests::{config, ok_origin, CAMS};
+    use crate::cluster::{Cluster, Observation, Persisted};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_families_parse_and_follow_the_cluster() {
+        let t0 = Instant::now();
+        let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "true")), Persisted::default(), t0);
+        c.observe("o1", ok_origin(&[("live", "cam1")]), t0);
+        c.observe("o2", ok_origin(&[]), t0);
+        c.observe("e1", Observation::Failed("refused".into()), t0);
+        c.plan(t0);
+        c.observe("e1", Observation::Failed("refused".into()), t0 + Duration::from_secs(4));
+        c.plan(t0 + Duration::from_secs(4));
+        let m = svc::metrics::parse(&super::render(&c)).unwrap();
+        let get = |name: &str, want: &[(&str, &str)]| {
+            m[name]
+                .iter()
+                .find(|(l, _)| want.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(get("sm_node_up", &[("node", "o1"), ("role", "origin")]), Some(1.0));
+        assert_eq!(get("sm_node_up", &[("node", "e1")]), Some(0.0));
+        assert_eq!(get("sm_node_state", &[("node", "e1"), ("state", "down")]), Some(1.0));
+        assert_eq!(get("sm_group_has_active", &[("group", "cams")]), Some(1.0));
+        assert_eq!(get("sm_group_active", &[("group", "cams"), ("node", "o1")]), Some(1.0));
+        assert_eq!(get("sm_group_active", &[("group", "cams"), ("node", "o2")]), Some(0.0));
+        assert_eq!(get("sm_stream_ingesting", &[("group", "cams"), ("key", "cam1")]), Some(1.0));
+        assert_eq!(get("sm_pool_edges", &[("pool", "edges")]), Some(0.0));
+        assert_eq!(get("sm_pool_min", &[("pool", "edges")]), Some(2.0));
+        assert_eq!(get("sm_alarms_active", &[("kind", "node-down")]), Some(1.0));
+        assert_eq!(get("sm_alarms_active", &[("kind", "pool-below-min")]), Some(1.0));
+        assert!(get("sm_events_total", &[("kind", "failover")]).is_none(), "no failover happened");
+        assert!(m.get("sm_pool_max").is_none_or(|v| v.is_empty()), "no max configured: no sample");
+    }
 }

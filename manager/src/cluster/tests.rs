@@ -8,7 +8,7 @@ use lb_userspace::model::Proto;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-fn config(extra: &str) -> Config {
+pub(crate) fn config(extra: &str) -> Config {
     let dir = std::env::temp_dir().join(format!("sm-cluster-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), "0123456789abcdef-token\n").unwrap();
@@ -58,7 +58,7 @@ rtmp = "10.0.0.22:1935"
     c
 }
 
-const CAMS: &str = r#"
+pub(crate) const CAMS: &str = r#"
 [[group]]
 name = "cams"
 app = "live"
@@ -67,7 +67,7 @@ members = [{ node = "o1", priority = 100 }, { node = "o2", priority = 50 }]
 sources = [{ key = "cam1", url = "rtsp://10.0.0.50/cam" }]
 "#;
 
-fn ok_origin(sources: &[(&str, &str)]) -> Observation {
+pub(crate) fn ok_origin(sources: &[(&str, &str)]) -> Observation {
     Observation::Ok {
         status: NodeStatus {
             streams: sources

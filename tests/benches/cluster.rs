@@ -37,7 +37,9 @@ fn main() {
         context(
             Cluster::wait("the origin ingests", Duration::from_secs(15), || {
                 c.relay_status(lab, &origin_ip(0)).is_ok_and(|s| {
-                    s["streams"].as_array().is_some_and(|v| v.iter().any(|x| x["key"] == key.as_str() && !x["source"].is_null()))
+                    s["streams"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|x| x["key"] == key.as_str() && !x["source"].is_null()))
                 })
             }),
             "ingest",
@@ -64,20 +66,35 @@ fn main() {
         failback.extend(stalls);
         context(
             Cluster::wait("failback complete", Duration::from_secs(15), || {
-                c.active(lab).as_deref() == Some("o1") && (0..3).all(|i| c.edge_pulls_from(lab, i, "cam1", &origin_ip(0)))
+                c.active(lab).as_deref() == Some("o1")
+                    && (0..3).all(|i| c.edge_pulls_from(lab, i, "cam1", &origin_ip(0)))
             }),
             "failback",
         );
         // Let the handover settle (the standby's source stops) before the next round.
         std::thread::sleep(Duration::from_secs(3));
-        println!("round {}: failover worst {:?}, failback worst {:?}", r + 1, failover.iter().max(), failback.iter().max());
+        println!(
+            "round {}: failover worst {:?}, failback worst {:?}",
+            r + 1,
+            failover.iter().max(),
+            failback.iter().max()
+        );
     }
     let alive = players.pids.iter().filter(|p| lab.alive(**p)).count();
     let t = Instant::now();
     players.stop(lab);
     let _ = t;
-    println!("\nstream manager figures, {rounds} rounds, failover_time 3s, keepalive 1s, 3 edges ({}, {}, {}):", real_ip(0), real_ip(1), real_ip(2));
-    println!("  ingest -> all edges pulling (pre-pull):      median {:?}  max {:?}", median(&mut replication.clone()), replication.iter().max().unwrap());
+    println!(
+        "\nstream manager figures, {rounds} rounds, failover_time 3s, keepalive 1s, 3 edges ({}, {}, {}):",
+        real_ip(0),
+        real_ip(1),
+        real_ip(2)
+    );
+    println!(
+        "  ingest -> all edges pulling (pre-pull):      median {:?}  max {:?}",
+        median(&mut replication.clone()),
+        replication.iter().max().unwrap()
+    );
     println!(
         "  origin SIGKILL -> players receive again:     median {:?}  max {:?}  ({} player-rounds)",
         median(&mut failover.clone()),

@@ -223,7 +223,9 @@ fn bench(args: &[String]) -> Result<()> {
         "cluster" => {
             build(false)?;
             let mut c = cargo();
-            c.env("LB_BIN_DIR", bin_dir(false)).args(["bench", "-p", "lb-tests", "--bench", "cluster", "--"]).args(rest);
+            c.env("LB_BIN_DIR", bin_dir(false))
+                .args(["bench", "-p", "lb-tests", "--bench", "cluster", "--"])
+                .args(rest);
             status(&mut c)
         }
         "sync" => {
@@ -237,6 +239,8 @@ fn bench(args: &[String]) -> Result<()> {
             c.env("LB_BIN_DIR", bin_dir(true)).args(["bench", "-p", "relay", "--bench", "relay", "--"]).args(rest);
             status(&mut c)
         }
-        _ => bail!("bench what? `cargo xtask bench xdp [--compare REV]`, `conntable`, `sync`, `vip`, `cluster` or `relay`"),
+        _ => bail!(
+            "bench what? `cargo xtask bench xdp [--compare REV]`, `conntable`, `sync`, `vip`, `cluster` or `relay`"
+        ),
     }
 }

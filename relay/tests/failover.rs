@@ -95,3 +95,48 @@ fn players_are_closed_when_the_grace_period_ends() {
         stream_entry(edge.api, "live", "test").is_none().then_some(())
     });
 }
+
+/// `PUT /origins` with a JSON body, as the stream manager sends it; the status.
+fn put_origins(api: std::net::SocketAddr, origins: &[String]) -> u16 {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({ "origins": origins }).to_string();
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    let req = format!(
+        "PUT /origins HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Failback as the manager does it: both origins are live, the edge pulls from the first; `PUT /origins` naming
+/// the other first moves the pull there within a moment, and the player stays with a monotonic timeline.
+#[test]
+fn a_repointed_edge_moves_its_pull_and_keeps_its_player() {
+    let _g = serial();
+    let dir = TempDir::new("repoint");
+    let a = Relay::origin(&dir, &[]);
+    let b = Relay::origin(&dir, &[]);
+    let _pub_a = publish(&dir, &a.url("test"), &[]);
+    let _pub_b = publish(&dir, &b.url("test"), &[]);
+    wait_live(a.api, "test");
+    wait_live(b.api, "test");
+    let edge = Relay::edge(&dir, &[a.rtmp], &["--grace-period", "20"]);
+    let mut watch = PacketWatch::start(&edge.url("test"), &dir);
+    wait_for("player to get frames", Duration::from_secs(15), || (watch.video_count() >= 30).then_some(()));
+    let peer = |api| stream_entry(api, "live", "test").unwrap()["source"]["peer"].clone();
+    assert_eq!(peer(edge.api), format!("rtmp://{}/live", a.rtmp));
+
+    let moved = Instant::now();
+    assert_eq!(put_origins(edge.api, &[format!("rtmp://{}/live", b.rtmp), format!("rtmp://{}/live", a.rtmp)]), 200);
+    let took = wait_for("the edge to pull from b", Duration::from_secs(5), || {
+        (peer(edge.api) == format!("rtmp://{}/live", b.rtmp)).then_some(moved.elapsed())
+    });
+    assert!(took < Duration::from_secs(2), "the pull moved after {took:?}");
+    assert_continued(&mut watch, moved);
+    assert_eq!(stream_entry(a.api, "live", "test").unwrap()["players"], 0, "a no longer feeds the edge");
+    assert_eq!(put_origins(edge.api, &["http://x/live".to_string()]), 400);
+    assert_eq!(peer(edge.api), format!("rtmp://{}/live", b.rtmp), "a refused list changes nothing");
+}

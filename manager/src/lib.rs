@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod events;
+pub mod history;
 pub mod metrics;
 
 use std::future::Future;

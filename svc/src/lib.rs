@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod duration;
 pub mod http;
 pub mod logging;

@@ -37,6 +37,8 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
         .route("/api/v1/alarms", get(alarms))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(console))
+        .route("/console/seq", get(console_seq))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
@@ -45,7 +47,9 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
 /// The token on everything but /healthz; for POSTs also a Host that is an address and no foreign Origin, so a
 /// web page in an operator's browser cannot put a node into maintenance.
 async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
-    if req.uri().path() != "/healthz" && !ctx.bearer.allows(req.headers()) {
+    // The console page and its change counter are read-only views: open, like a status page.
+    let open = matches!(req.uri().path(), "/healthz" | "/" | "/console/seq") && req.method() == Method::GET;
+    if !open && !ctx.bearer.allows(req.headers()) {
         return svc::auth::unauthorized();
     }
     if req.method() == Method::POST {
@@ -301,6 +305,26 @@ async fn events(State(ctx): State<Ctx>, Query(q): Query<EventsQuery>) -> Respons
 async fn alarms(State(ctx): State<Ctx>) -> Response {
     let (raised, cleared) = ctx.shared.lock().log.alarms();
     Json(serde_json::json!({ "raised": raised, "cleared": cleared })).into_response()
+}
+
+async fn console(State(ctx): State<Ctx>, Query(view): Query<crate::console::View>) -> Response {
+    let c = ctx.shared.lock();
+    let h = ctx.shared.history();
+    let page = crate::console::render(&c, &h, &view, c.config.console_refresh);
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// The newest event's number: the console reloads when it changes.
+async fn console_seq(State(ctx): State<Ctx>) -> String {
+    let c = ctx.shared.lock();
+    format!("{}\n", c.log.events(1, None, None).first().map_or(0, |e| e.seq))
 }
 
 async fn metrics(State(ctx): State<Ctx>, _h: HeaderMap) -> Response {

@@ -237,6 +237,12 @@ struct File {
     drain_timeout: Dur,
     #[serde(default = "default_events")]
     events_kept: usize,
+    /// The console's sample interval and page refresh.
+    #[serde(default = "default_refresh")]
+    console_refresh: Dur,
+    /// Where the graphs' history is kept (default: history.bin beside the state file; none without one).
+    #[serde(default)]
+    history_file: Option<PathBuf>,
     #[serde(default)]
     lb: Option<Lb>,
     #[serde(default, rename = "node")]
@@ -259,6 +265,9 @@ fn default_drain() -> Dur {
 fn default_events() -> usize {
     1000
 }
+fn default_refresh() -> Dur {
+    Dur::secs(15)
+}
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
@@ -270,6 +279,8 @@ pub struct Config {
     pub failover_time: Duration,
     pub drain_timeout: Duration,
     pub events_kept: usize,
+    pub console_refresh: Duration,
+    pub history_file: Option<PathBuf>,
     pub lb: Option<LbConfig>,
     pub nodes: Vec<NodeSpec>,
     pub groups: Vec<Group>,
@@ -399,11 +410,16 @@ impl Config {
         Ok(Config {
             listen: f.listen,
             token,
-            state_file: f.state_file.map(|p| dir.join(p)),
+            state_file: f.state_file.as_ref().map(|p| dir.join(p)),
             keepalive: f.keepalive.into(),
             failover_time: f.failover_time.into(),
             drain_timeout: f.drain_timeout.into(),
             events_kept: f.events_kept.max(10),
+            console_refresh: f.console_refresh.0.max(Duration::from_secs(1)),
+            history_file: f
+                .history_file
+                .map(|p| dir.join(p))
+                .or_else(|| f.state_file.as_ref().map(|s| dir.join(s).with_file_name("history.bin"))),
             lb,
             nodes: f.nodes,
             groups: f.groups,

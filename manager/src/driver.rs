@@ -20,18 +20,61 @@ use crate::config::{Config, Role};
 /// Everything the API and the loop share.
 pub struct Shared {
     cluster: Mutex<Cluster>,
+    /// The console's graphs.
+    pub history: Mutex<crate::history::History>,
     /// Wakes the loop before its next keepalive (a node reported a change, an operator asked for maintenance).
     pub wake: Notify,
 }
 
 impl Shared {
-    pub fn new(cluster: Cluster) -> Arc<Self> {
-        Arc::new(Self { cluster: Mutex::new(cluster), wake: Notify::new() })
+    pub fn new(cluster: Cluster, history: crate::history::History) -> Arc<Self> {
+        Arc::new(Self { cluster: Mutex::new(cluster), history: Mutex::new(history), wake: Notify::new() })
+    }
+
+    pub fn history(&self) -> MutexGuard<'_, crate::history::History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Cluster> {
         // The cluster is plain data: a panic in one handler leaves nothing half-done worth stopping for.
         self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Samples the graphs every console refresh and writes their file every minute and when stopping.
+pub async fn sample(shared: Arc<Shared>, mut stop: Stopping) {
+    let (every, path) = {
+        let c = shared.lock();
+        (c.config.console_refresh, c.config.history_file.clone())
+    };
+    let mut sampler = crate::console::Sampler::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut saved = Instant::now();
+    let save = |shared: &Shared| {
+        if let Some(p) = &path {
+            if let Err(e) = shared.history().save(p) {
+                warn!(path = %p.display(), error = %e, "cannot write the history file");
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait() => {
+                save(&shared);
+                return;
+            }
+        }
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        {
+            let c = shared.lock();
+            sampler.sample(&c, &mut shared.history(), t);
+        }
+        if saved.elapsed() >= Duration::from_secs(60) {
+            save(&shared);
+            saved = Instant::now();
+        }
     }
 }
 

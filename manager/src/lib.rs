@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod driver;
 pub mod events;
 pub mod history;
@@ -22,15 +23,20 @@ use tokio::net::TcpListener;
 /// Runs the manager on `listener` until `shutdown` completes.
 pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl Future) -> anyhow::Result<()> {
     let persisted = driver::load_state(config.state_file.as_deref())?;
+    let history = match &config.history_file {
+        Some(p) => history::History::load(p, config.console_refresh)?,
+        None => history::History::new(config.console_refresh),
+    };
     let bearer = Bearer::token(&config.token).map_err(anyhow::Error::msg)?;
-    let shared = driver::Shared::new(cluster::Cluster::new(config, persisted, Instant::now()));
+    let shared = driver::Shared::new(cluster::Cluster::new(config, persisted, Instant::now()), history);
     let (stop, stopping) = svc::Shutdown::new();
     tracing::info!(addr = %listener.local_addr()?, "stream manager API listening");
     let http = tokio::spawn(svc::http::serve(listener, api::router(shared.clone(), bearer), stopping.clone(), "API"));
-    let lp = tokio::spawn(driver::run(shared.clone(), stopping));
+    let lp = tokio::spawn(driver::run(shared.clone(), stopping.clone()));
+    let sampler = tokio::spawn(driver::sample(shared.clone(), stopping));
     shutdown.await;
     tracing::info!("shutting down");
     stop.trigger();
-    let _ = tokio::join!(http, lp);
+    let _ = tokio::join!(http, lp, sampler);
     Ok(())
 }

@@ -117,7 +117,12 @@ pub fn chart(title: &str, unit: &str, from: u64, to: u64, lines: &[Line<'_>]) ->
         let xx = x(t);
         let hm = format!("{:02}:{:02}", (t / 3600) % 24, (t / 60) % 60);
         let label = if span > 2.0 * 86_400.0 { format!("{}d {hm}", (to - t) / 86_400) } else { hm };
-        let _ = write!(s, "<text x=\"{xx:.1}\" y=\"{}\" class=\"ax\" text-anchor=\"middle\">{}</text>", h - bottom + 14.0, esc(&label));
+        let _ = write!(
+            s,
+            "<text x=\"{xx:.1}\" y=\"{}\" class=\"ax\" text-anchor=\"middle\">{}</text>",
+            h - bottom + 14.0,
+            esc(&label)
+        );
     }
     for (i, l) in lines.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
@@ -140,7 +145,12 @@ pub fn chart(title: &str, unit: &str, from: u64, to: u64, lines: &[Line<'_>]) ->
         );
     }
     if lines.iter().all(|l| l.points.is_empty()) {
-        let _ = write!(s, "<text x=\"{}\" y=\"{}\" class=\"ax\" text-anchor=\"middle\">no samples yet</text>", w / 2.0, h / 2.0);
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" class=\"ax\" text-anchor=\"middle\">no samples yet</text>",
+            w / 2.0,
+            h / 2.0
+        );
     }
     s.push_str("</svg></figure>");
     s
@@ -163,7 +173,8 @@ fn nice_ceiling(v: f64) -> f64 {
 /// A whole page: `title`, the body HTML, and the refresh behaviour: the page reloads every `refresh_secs`, and
 /// sooner when `seq_url` (answering a number) changes, polled every 2 s; without scripts a meta refresh does it.
 pub fn page(title: &str, refresh_secs: u64, seq_url: Option<&str>, body: &str) -> String {
-    let seq = seq_url.map(|u| format!("const SEQ_URL={};", serde_json::Value::String(u.to_string()))).unwrap_or_default();
+    let seq =
+        seq_url.map(|u| format!("const SEQ_URL={};", serde_json::Value::String(u.to_string()))).unwrap_or_default();
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -222,7 +233,13 @@ mod tests {
     #[test]
     fn a_chart_has_one_vertex_per_point_inside_its_box() {
         let pts = [(1000, 0.0), (1015, 5.0), (1030, 10.0)];
-        let svg = chart("players", "viewers", 1000, 1030, &[Line { label: "e1", points: &pts }, Line { label: "e<2>", points: &[] }]);
+        let svg = chart(
+            "players",
+            "viewers",
+            1000,
+            1030,
+            &[Line { label: "e1", points: &pts }, Line { label: "e<2>", points: &[] }],
+        );
         assert!(svg.contains("data-series=\"e1\" data-points=\"3\""), "{svg}");
         assert!(svg.contains("data-series=\"e&lt;2&gt;\" data-points=\"0\""));
         let poly = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap();
@@ -238,6 +255,10 @@ mod tests {
         assert!(xy.iter().all(|(x, y)| (0.0..=640.0).contains(x) && (0.0..=220.0).contains(y)));
         assert!(chart("x", "u", 0, 10, &[]).contains("no samples yet"));
         let p = page("t<", 15, Some("/console/seq"), "<p>hi</p>");
-        assert!(p.contains("<title>t&lt;</title>") && p.contains("content=\"15\"") && p.contains("SEQ_URL=\"/console/seq\""));
+        assert!(
+            p.contains("<title>t&lt;</title>")
+                && p.contains("content=\"15\"")
+                && p.contains("SEQ_URL=\"/console/seq\"")
+        );
     }
 }

@@ -1,0 +1,446 @@
+//! The operator console the manager serves at `/`: the load balancer, origin groups, edges and pools, streams,
+//! alarms, the event history and graphs, one page that refreshes itself. Read-only for everyone who reaches it;
+//! maintenance buttons work for a holder of the API token (the page sends it from the tab's session storage).
+//! Also the sampler that feeds the graphs' history.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use svc::console::{badge, chart, esc, si, table, Line};
+
+use crate::cluster::{Cluster, Health, NodeRt};
+use crate::config::Role;
+use crate::history::History;
+
+/// Page options from the query string.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct View {
+    /// Graph span: 1h, 6h, 24h (default), 7d, 30d.
+    pub span: Option<String>,
+    /// Event filter: kind and subject.
+    pub kind: Option<String>,
+    pub subject: Option<String>,
+}
+
+fn span_of(v: &View) -> (Duration, &'static str) {
+    match v.span.as_deref() {
+        Some("1h") => (Duration::from_secs(3600), "1h"),
+        Some("6h") => (Duration::from_secs(6 * 3600), "6h"),
+        Some("7d") => (Duration::from_secs(7 * 86_400), "7d"),
+        Some("30d") => (Duration::from_secs(30 * 86_400), "30d"),
+        _ => (Duration::from_secs(86_400), "24h"),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn hms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+fn ago(unix: Option<u64>) -> String {
+    match unix {
+        None => "never".into(),
+        Some(t) => {
+            let d = unix_now().saturating_sub(t);
+            if d < 120 {
+                format!("{d} s ago")
+            } else if d < 7200 {
+                format!("{} min ago", d / 60)
+            } else {
+                format!("{} h ago", d / 3600)
+            }
+        }
+    }
+}
+
+fn post_button(label: &str, url: &str) -> String {
+    format!("<button class=\"act\" data-post=\"{}\">{}</button>", esc(url), esc(label))
+}
+
+/// The whole page.
+pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> String {
+    let (span, span_name) = span_of(view);
+    let mut b = String::new();
+    b.push_str("<p id=\"msg\"></p>");
+    let (raised, cleared) = c.log.alarms();
+    let _ = write!(
+        b,
+        "<section id=\"summary\"><h2>Cluster</h2>{} nodes, {} groups, {} alarms raised {}</section>",
+        c.nodes.len(),
+        c.config.groups.len(),
+        raised.len(),
+        if raised.is_empty() { badge("ok") } else { badge("raised") }
+    );
+
+    // Alarms first: what needs attention.
+    let mut rows: Vec<Vec<String>> = raised
+        .iter()
+        .map(|a| {
+            vec![
+                badge("raised"),
+                esc(&a.kind.as_str()),
+                esc(&a.subject),
+                esc(&a.message),
+                hms(a.raised_ms),
+                String::new(),
+            ]
+        })
+        .collect();
+    rows.extend(cleared.iter().take(10).map(|a| {
+        vec![
+            badge("cleared"),
+            esc(&a.kind.as_str()),
+            esc(&a.subject),
+            esc(&a.message),
+            hms(a.raised_ms),
+            a.cleared_ms.map(hms).unwrap_or_default(),
+        ]
+    }));
+    let _ = write!(
+        b,
+        "<section id=\"alarms\"><h2>Alarms</h2>{}</section>",
+        table(&["", "kind", "subject", "message", "raised (UTC)", "cleared"], &rows)
+    );
+
+    // The load balancer.
+    b.push_str("<section id=\"lb\"><h2>Load balancer</h2>");
+    match (&c.config.lb, &c.lb) {
+        (None, _) => b.push_str("<p class=\"dim\">no [lb] configured</p>"),
+        (Some(lb), None) => {
+            let _ = write!(b, "<p>{} lbd at {} not reachable</p>", badge("down"), esc(&lb.api.to_string()));
+        }
+        (Some(lb), Some(view)) => {
+            let _ = write!(b, "<p class=\"dim\">lbd at {}</p>", esc(&lb.api.to_string()));
+            let mut rows = Vec::new();
+            for s in view {
+                let svc = format!("{} {}", s.proto, std::net::SocketAddr::new(s.vip, s.port));
+                let state = if s.usable_reals > 0 { "up" } else { "down" };
+                rows.push(vec![
+                    format!("<b>{}</b>", esc(&svc)),
+                    badge(state),
+                    format!("{} of {} usable", s.usable_reals, s.reals.len()),
+                    esc(&s.check),
+                    s.active_flows.to_string(),
+                    si(s.counters.packets as f64),
+                    si(s.counters.bytes as f64) + "B",
+                ]);
+                for r in &s.reals {
+                    let edge = c
+                        .nodes
+                        .values()
+                        .find(|n| n.spec.rtmp.ip() == r.addr)
+                        .map(|n| n.spec.name.clone())
+                        .unwrap_or_default();
+                    let state = if r.drained { "drained".to_string() } else { r.state.clone() };
+                    rows.push(vec![
+                        format!("&nbsp;&nbsp;{} {}", esc(&r.addr.to_string()), esc(&edge)),
+                        badge(&state),
+                        format!("weight {}", r.weight),
+                        esc(r.last_check.as_deref().unwrap_or("")),
+                        r.active_flows.to_string(),
+                        si(r.counters.packets as f64),
+                        si(r.counters.bytes as f64) + "B",
+                    ]);
+                }
+            }
+            b.push_str(&table(
+                &["service / real", "state", "reals / weight", "check", "active flows", "packets", "bytes"],
+                &rows,
+            ));
+        }
+    }
+    b.push_str("</section>");
+
+    // Origin groups.
+    b.push_str("<section id=\"groups\"><h2>Origin groups</h2>");
+    for g in &c.config.groups {
+        let rt = &c.groups[&g.name];
+        let _ = write!(
+            b,
+            "<h3 data-group=\"{n}\">{n} <span class=\"dim\">app {app}, failback {fb}, failovers {f}</span> active: <b data-active=\"{n}\">{a}</b>{ho}</h3>",
+            n = esc(&g.name),
+            app = esc(&g.app),
+            fb = if g.failback { "on" } else { "off" },
+            f = rt.failovers,
+            a = esc(rt.active.as_deref().unwrap_or("none")),
+            ho = rt.handover.as_ref().map(|h| format!(" (handover to {}: {})", esc(&h.to), h.reason)).unwrap_or_default()
+        );
+        let have = rt.active.as_ref().and_then(|a| c.nodes.get(a)).map(|n| n.ingesting(&g.app)).unwrap_or_default();
+        let rows: Vec<Vec<String>> = g
+            .by_priority()
+            .iter()
+            .map(|m| {
+                let n = c.nodes.get(&m.node);
+                let role = if rt.active.as_deref() == Some(m.node.as_str()) { "active" } else { "standby" };
+                vec![esc(&m.node), m.priority.to_string(), badge(role), badge(n.map_or("unknown", NodeRt::state))]
+            })
+            .collect();
+        b.push_str(&table(&["member", "priority", "role", "state"], &rows));
+        let rows: Vec<Vec<String>> = g
+            .sources
+            .iter()
+            .map(|s| {
+                vec![
+                    esc(&s.key),
+                    esc(&crate::config::redact(&s.url)),
+                    badge(if have.contains(&s.key) { "ingesting" } else { "no" }),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            b.push_str(&table(&["source", "url", "ingested"], &rows));
+        }
+        let hist: Vec<Vec<String>> = c
+            .log
+            .events(usize::MAX, None, Some(&g.name))
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.kind.as_str().as_str(),
+                    "failover" | "failback" | "handover-done" | "handover-started" | "group-active"
+                )
+            })
+            .take(5)
+            .map(|e| vec![hms(e.time_ms), esc(&e.kind.as_str()), esc(&e.message)])
+            .collect();
+        if !hist.is_empty() {
+            b.push_str(&table(&["time (UTC)", "failover history", ""], &hist));
+        }
+    }
+    b.push_str("</section>");
+
+    // Nodes: origins and edges with their pools.
+    b.push_str("<section id=\"nodes\"><h2>Origins and edges</h2>");
+    let rows: Vec<Vec<String>> = c
+        .nodes
+        .values()
+        .map(|n| {
+            let st = n.status.as_ref();
+            let pool =
+                if n.spec.role == Role::Edge { c.config.pool_of(&n.spec).unwrap_or_default() } else { String::new() };
+            let name = esc(&n.spec.name);
+            let action = if n.maintenance.is_some() {
+                post_button("resume", &format!("/api/v1/nodes/{}/resume", n.spec.name))
+            } else {
+                post_button("maintenance", &format!("/api/v1/nodes/{}/maintenance", n.spec.name))
+            };
+            vec![
+                format!("<span data-node=\"{name}\">{name}</span>"),
+                n.spec.role.as_str().to_string(),
+                badge(n.state()),
+                esc(&pool),
+                esc(&n.spec.rtmp.to_string()),
+                st.map_or(0, |s| s.streams.len()).to_string(),
+                st.map_or(0, |s| s.players).to_string(),
+                si(st.map_or(0, |s| s.bitrate_out_kbps) as f64 * 1000.0) + "bit/s",
+                ago(n.last_seen_unix),
+                action,
+            ]
+        })
+        .collect();
+    b.push_str(&table(&["node", "role", "state", "pool", "rtmp", "streams", "players", "out", "last seen", ""], &rows));
+    let prow: Vec<Vec<String>> = c
+        .config
+        .pools
+        .iter()
+        .map(|p| {
+            let edges = c.pool_edges(&p.name);
+            let players: usize = edges.iter().filter_map(|n| n.status.as_ref()).map(|s| s.players).sum();
+            let out: u64 = edges.iter().filter_map(|n| n.status.as_ref()).map(|s| s.bitrate_out_kbps).sum();
+            vec![
+                esc(&p.name),
+                format!("{} of {}", edges.iter().filter(|n| n.eligible()).count(), edges.len()),
+                p.min.to_string(),
+                p.max.map_or("-".into(), |m| m.to_string()),
+                players.to_string(),
+                si(out as f64 * 1000.0) + "bit/s",
+            ]
+        })
+        .collect();
+    b.push_str(&table(&["pool", "in service", "min", "max", "players", "out"], &prow));
+    b.push_str("</section>");
+
+    // Streams.
+    let mut streams: BTreeMap<(String, String), (Option<String>, Vec<String>, usize, u64, u64)> = BTreeMap::new();
+    for n in c.nodes.values().filter(|n| n.health == Health::Up) {
+        for s in n.status.iter().flat_map(|s| &s.streams) {
+            let e = streams.entry((s.app.clone(), s.key.clone())).or_default();
+            match n.spec.role {
+                Role::Origin if s.source.is_some() => {
+                    e.0 = Some(n.spec.name.clone());
+                    e.4 = s.bitrate_in_kbps;
+                }
+                Role::Origin => {}
+                Role::Edge => {
+                    e.1.push(n.spec.name.clone());
+                    e.2 += s.players;
+                    e.3 += s.bitrate_out_kbps;
+                }
+            }
+        }
+    }
+    let rows: Vec<Vec<String>> = streams
+        .iter()
+        .map(|((app, key), (ingest, edges, players, out, inb))| {
+            let name = format!("{app}/{key}");
+            vec![
+                format!("<span data-stream=\"{}\">{}</span>", esc(&name), esc(&name)),
+                ingest.as_deref().map_or(badge("no"), esc),
+                esc(&edges.join(", ")),
+                players.to_string(),
+                si(*inb as f64 * 1000.0) + "bit/s",
+                si(*out as f64 * 1000.0) + "bit/s",
+            ]
+        })
+        .collect();
+    let _ = write!(
+        b,
+        "<section id=\"streams\"><h2>Streams</h2>{}</section>",
+        table(&["stream", "ingested at", "edges", "players", "in", "out"], &rows)
+    );
+
+    // Graphs.
+    let to = unix_now();
+    let from = to.saturating_sub(span.as_secs());
+    let _ = write!(b, "<section id=\"graphs\"><h2>Graphs <span class=\"dim\">last {span_name}:");
+    for s in ["1h", "6h", "24h", "7d", "30d"] {
+        let _ = write!(b, " <a href=\"?span={s}\">{s}</a>");
+    }
+    b.push_str("</span></h2><div class=\"charts\">");
+    let series = |prefix: &str, suffix: &str| -> Vec<(String, Vec<(u64, f64)>)> {
+        h.names()
+            .filter(|n| n.starts_with(prefix) && n.ends_with(suffix))
+            .map(|n| (n[prefix.len()..n.len() - suffix.len()].to_string(), h.points(n, span)))
+            .collect()
+    };
+    for (title, unit, prefix, suffix) in [
+        ("Outbound per edge", "bit/s", "edge/", "/out_bps"),
+        ("Players per edge", "players", "edge/", "/players"),
+        ("Outbound per pool", "bit/s", "pool/", "/out_bps"),
+        ("Players per pool", "players", "pool/", "/players"),
+        ("Active flows per service", "flows", "service/", "/flows"),
+        ("Packets per service", "packets/s", "service/", "/pps"),
+    ] {
+        let data = series(prefix, suffix);
+        let lines: Vec<Line<'_>> = data.iter().map(|(l, p)| Line { label: l, points: p }).collect();
+        b.push_str(&chart(title, unit, from, to, &lines));
+    }
+    b.push_str("</div></section>");
+
+    // Events, filterable.
+    let kind = view.kind.as_deref().filter(|k| !k.is_empty());
+    let subject = view.subject.as_deref().filter(|k| !k.is_empty());
+    let rows: Vec<Vec<String>> = c
+        .log
+        .events(200, kind, subject)
+        .into_iter()
+        .map(|e| vec![hms(e.time_ms), esc(&e.kind.as_str()), esc(&e.subject), esc(&e.message)])
+        .collect();
+    let _ = write!(
+        b,
+        "<section id=\"events\"><h2>Events</h2><form class=\"f\" method=\"get\"><input name=\"kind\" placeholder=\"kind (e.g. failover)\" value=\"{}\">\
+         <input name=\"subject\" placeholder=\"node, group or pool\" value=\"{}\"><button>filter</button></form>{}</section>",
+        esc(kind.unwrap_or("")),
+        esc(subject.unwrap_or("")),
+        table(&["time (UTC)", "kind", "subject", "message"], &rows)
+    );
+    svc::console::page("Stream cluster", refresh.as_secs().max(1), Some("/console/seq"), &b)
+}
+
+/// Last counter readings per service, to turn the LB's packet counters into rates.
+#[derive(Default)]
+pub struct Sampler {
+    last_packets: BTreeMap<String, (u64, u64)>,
+}
+
+impl Sampler {
+    /// One sample of everything graphed, at unix time `t`.
+    pub fn sample(&mut self, c: &Cluster, h: &mut History, t: u64) {
+        for n in c.nodes.values().filter(|n| n.spec.role == Role::Edge) {
+            let (players, out) = match (&n.status, n.health) {
+                (Some(s), Health::Up) => (s.players as f64, s.bitrate_out_kbps as f64 * 1000.0),
+                _ => (0.0, 0.0),
+            };
+            h.record(&format!("edge/{}/players", n.spec.name), t, players);
+            h.record(&format!("edge/{}/out_bps", n.spec.name), t, out);
+        }
+        for p in &c.config.pools {
+            let edges = c.pool_edges(&p.name);
+            let up = edges.iter().filter(|n| n.health == Health::Up).filter_map(|n| n.status.as_ref());
+            let (players, out) =
+                up.fold((0.0, 0.0), |(a, b), s| (a + s.players as f64, b + s.bitrate_out_kbps as f64 * 1000.0));
+            h.record(&format!("pool/{}/players", p.name), t, players);
+            h.record(&format!("pool/{}/out_bps", p.name), t, out);
+        }
+        for s in c.lb.iter().flatten() {
+            let name = format!("{}:{}", fmt_vip(s.vip), s.port);
+            h.record(&format!("service/{name}/flows"), t, s.active_flows as f64);
+            if let Some((t0, p0)) = self.last_packets.insert(name.clone(), (t, s.counters.packets)) {
+                if t > t0 && s.counters.packets >= p0 {
+                    h.record(&format!("service/{name}/pps"), t, (s.counters.packets - p0) as f64 / (t - t0) as f64);
+                }
+            }
+        }
+    }
+}
+
+fn fmt_vip(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests::{config, ok_origin, CAMS};
+    use crate::cluster::{Observation, Persisted};
+    use std::time::Instant;
+
+    #[test]
+    fn the_page_shows_groups_nodes_streams_graphs_and_filtered_events() {
+        let t0 = Instant::now();
+        let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "true")), Persisted::default(), t0);
+        c.observe("o1", ok_origin(&[("live", "cam1")]), t0);
+        c.observe("o2", ok_origin(&[]), t0);
+        let edge = crate::cluster::NodeStatus {
+            players: 4,
+            bitrate_out_kbps: 8000,
+            streams: vec![crate::cluster::StreamStatus {
+                app: "live".into(),
+                key: "cam1".into(),
+                players: 4,
+                bitrate_out_kbps: 8000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        c.observe("e1", Observation::Ok { status: edge, sources: None }, t0);
+        c.plan(t0);
+        let mut h = History::new(Duration::from_secs(15));
+        let mut s = Sampler::default();
+        let now = unix_now();
+        for k in 0..5 {
+            s.sample(&c, &mut h, now - 60 + k * 15);
+        }
+        let page = render(&c, &h, &View::default(), Duration::from_secs(15));
+        assert!(page.contains("data-active=\"cams\">o1</b>"), "the active member");
+        assert!(page.contains("<span data-node=\"e1\">e1</span>"));
+        assert!(
+            page.contains("<span data-stream=\"live/cam1\">live/cam1</span></td><td>o1</td><td>e1</td><td>4</td>"),
+            "{page}"
+        );
+        assert!(page.contains("data-series=\"e1\" data-points=\"5\""), "players per edge has its samples");
+        assert!(page.contains("data-post=\"/api/v1/nodes/e1/maintenance\""));
+        let filtered =
+            render(&c, &h, &View { kind: Some("node-up".into()), ..Default::default() }, Duration::from_secs(15));
+        let events = filtered.split("id=\"events\"").nth(1).unwrap();
+        assert!(events.contains("node-up") && !events.contains("group-active"), "{events}");
+    }
+}

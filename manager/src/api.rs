@@ -240,54 +240,8 @@ async fn groups(State(ctx): State<Ctx>) -> Json<Vec<GroupView>> {
     Json(v)
 }
 
-#[derive(Serialize)]
-struct StreamEntry {
-    group: Option<String>,
-    app: String,
-    key: String,
-    /// The origin that ingests it (the group's active member when it does).
-    ingest: Option<String>,
-    source: Option<String>,
-    bitrate_in_kbps: u64,
-    /// Edges that have it, and players and outbound bit rate summed over them.
-    edges: Vec<String>,
-    players: usize,
-    bitrate_out_kbps: u64,
-}
-
-async fn streams(State(ctx): State<Ctx>) -> Json<Vec<StreamEntry>> {
-    let c = ctx.shared.lock();
-    let mut out: std::collections::BTreeMap<(String, String), StreamEntry> = Default::default();
-    for n in c.nodes.values() {
-        let Some(st) = &n.status else { continue };
-        for s in &st.streams {
-            let e = out.entry((s.app.clone(), s.key.clone())).or_insert_with(|| StreamEntry {
-                group: c.config.groups.iter().find(|g| g.app == s.app).map(|g| g.name.clone()),
-                app: s.app.clone(),
-                key: s.key.clone(),
-                ingest: None,
-                source: None,
-                bitrate_in_kbps: 0,
-                edges: vec![],
-                players: 0,
-                bitrate_out_kbps: 0,
-            });
-            match n.spec.role {
-                Role::Origin if s.source.is_some() => {
-                    e.ingest = Some(n.spec.name.clone());
-                    e.source = s.source.as_ref().map(|x| format!("{} {}", x.kind, crate::config::redact(&x.peer)));
-                    e.bitrate_in_kbps = s.bitrate_in_kbps;
-                }
-                Role::Origin => {}
-                Role::Edge => {
-                    e.edges.push(n.spec.name.clone());
-                    e.players += s.players;
-                    e.bitrate_out_kbps += s.bitrate_out_kbps;
-                }
-            }
-        }
-    }
-    Json(out.into_values().collect())
+async fn streams(State(ctx): State<Ctx>) -> Json<Vec<crate::cluster::StreamSummary>> {
+    Json(ctx.shared.lock().streams())
 }
 
 #[derive(Deserialize)]

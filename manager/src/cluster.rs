@@ -62,6 +62,22 @@ pub struct OriginSource {
     pub state: String,
 }
 
+/// A stream across the cluster (the API's and the console's view).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamSummary {
+    pub group: Option<String>,
+    pub app: String,
+    pub key: String,
+    /// The origin that ingests it.
+    pub ingest: Option<String>,
+    pub source: Option<String>,
+    pub bitrate_in_kbps: u64,
+    /// Edges that have it; players and outbound bit rate summed over them.
+    pub edges: Vec<String>,
+    pub players: usize,
+    pub bitrate_out_kbps: u64,
+}
+
 /// What one keepalive of a node brought back.
 #[derive(Debug, Clone)]
 pub enum Observation {
@@ -768,6 +784,35 @@ impl Cluster {
                 self.log.clear(AlarmKind::PoolBelowMin, &p.name);
             }
         }
+    }
+
+    /// Every stream of the cluster: its group, where it is ingested, which edges have it, players and bit rates.
+    pub fn streams(&self) -> Vec<StreamSummary> {
+        let mut out: BTreeMap<(String, String), StreamSummary> = BTreeMap::new();
+        for n in self.nodes.values().filter(|n| n.health == Health::Up) {
+            for s in n.status.iter().flat_map(|s| &s.streams) {
+                let e = out.entry((s.app.clone(), s.key.clone())).or_insert_with(|| StreamSummary {
+                    group: self.config.groups.iter().find(|g| g.app == s.app).map(|g| g.name.clone()),
+                    app: s.app.clone(),
+                    key: s.key.clone(),
+                    ..Default::default()
+                });
+                match n.spec.role {
+                    Role::Origin if s.source.is_some() => {
+                        e.ingest = Some(n.spec.name.clone());
+                        e.source = s.source.as_ref().map(|x| format!("{} {}", x.kind, config::redact(&x.peer)));
+                        e.bitrate_in_kbps = s.bitrate_in_kbps;
+                    }
+                    Role::Origin => {}
+                    Role::Edge => {
+                        e.edges.push(n.spec.name.clone());
+                        e.players += s.players;
+                        e.bitrate_out_kbps += s.bitrate_out_kbps;
+                    }
+                }
+            }
+        }
+        out.into_values().collect()
     }
 
     pub fn pool_edges(&self, pool: &str) -> Vec<&NodeRt> {

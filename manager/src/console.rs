@@ -266,35 +266,18 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
     b.push_str("</section>");
 
     // Streams.
-    let mut streams: BTreeMap<(String, String), (Option<String>, Vec<String>, usize, u64, u64)> = BTreeMap::new();
-    for n in c.nodes.values().filter(|n| n.health == Health::Up) {
-        for s in n.status.iter().flat_map(|s| &s.streams) {
-            let e = streams.entry((s.app.clone(), s.key.clone())).or_default();
-            match n.spec.role {
-                Role::Origin if s.source.is_some() => {
-                    e.0 = Some(n.spec.name.clone());
-                    e.4 = s.bitrate_in_kbps;
-                }
-                Role::Origin => {}
-                Role::Edge => {
-                    e.1.push(n.spec.name.clone());
-                    e.2 += s.players;
-                    e.3 += s.bitrate_out_kbps;
-                }
-            }
-        }
-    }
-    let rows: Vec<Vec<String>> = streams
+    let rows: Vec<Vec<String>> = c
+        .streams()
         .iter()
-        .map(|((app, key), (ingest, edges, players, out, inb))| {
-            let name = format!("{app}/{key}");
+        .map(|st| {
+            let name = format!("{}/{}", st.app, st.key);
             vec![
                 format!("<span data-stream=\"{}\">{}</span>", esc(&name), esc(&name)),
-                ingest.as_deref().map_or(badge("no"), esc),
-                esc(&edges.join(", ")),
-                players.to_string(),
-                si(*inb as f64 * 1000.0) + "bit/s",
-                si(*out as f64 * 1000.0) + "bit/s",
+                st.ingest.as_deref().map_or(badge("no"), esc),
+                esc(&st.edges.join(", ")),
+                st.players.to_string(),
+                si(st.bitrate_in_kbps as f64 * 1000.0) + "bit/s",
+                si(st.bitrate_out_kbps as f64 * 1000.0) + "bit/s",
             ]
         })
         .collect();

@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn fine_and_coarse_tiers_and_gaps() {
         let mut h = History::new(Duration::from_secs(15));
-        let t0 = 1_800_000_000 - 1_800_000_000 % 300;
+        let t0 = 1_800_000_100 - 1_800_000_100 % 300;
         for i in 0..40u64 {
             h.record("edge/e1/players", t0 + i * 15, i as f64);
         }

@@ -42,7 +42,8 @@ fn router(ctx: Ctx) -> Router {
             .route("/api/v1/requests", post(request))
             .route("/api/v1/services", get(services))
             .route("/api/v1/stats", get(stats))
-            .route("/api/v1/events", get(events));
+            .route("/api/v1/events", get(events))
+            .route("/console", get(console));
     }
     r.fallback(|| async { svc::http::error(StatusCode::NOT_FOUND, "try /metrics or /api/v1/services") }).with_state(ctx)
 }
@@ -64,10 +65,16 @@ fn gone() -> Response {
 
 /// Runs one request through the control task after checking the token.
 async fn call(ctx: &Ctx, headers: &HeaderMap, req: Request) -> Result<ApiResponse, Response> {
-    let Some((jobs, bearer)) = &ctx.api else { return Err(gone()) };
+    let Some((_, bearer)) = &ctx.api else { return Err(gone()) };
     if !bearer.allows(headers) {
         return Err(svc::auth::unauthorized());
     }
+    call_open(ctx, req).await
+}
+
+/// Runs a request without a token: only for the read-only console.
+async fn call_open(ctx: &Ctx, req: Request) -> Result<ApiResponse, Response> {
+    let Some((jobs, _)) = &ctx.api else { return Err(gone()) };
     let (tx, rx) = oneshot::channel();
     jobs.send((req, tx)).await.map_err(|_| gone())?;
     rx.await.map_err(|_| gone())
@@ -111,6 +118,31 @@ async fn stats(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         Ok(r) => answer(r),
         Err(r) => r,
     }
+}
+
+/// lbd's own console for an LB without a stream manager: its services and reals, counters and recent events,
+/// read-only (changes go through lbctl or the API), refreshed every 15 s.
+async fn console(State(ctx): State<Ctx>) -> Response {
+    let (Ok(list), Ok(stats), Ok(events)) = (
+        call_open(&ctx, Request::List).await,
+        call_open(&ctx, Request::Stats).await,
+        call_open(&ctx, Request::Events { last: Some(100) }).await,
+    ) else {
+        return gone();
+    };
+    let body = super::views::console_body(
+        &list.list.unwrap_or_default(),
+        stats.stats.as_deref(),
+        &events.events.unwrap_or_default(),
+    );
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        svc::console::page("lbd", 15, None, &body),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -177,6 +209,9 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 401"), "{r}");
         let r = http(addr, "GET /api/v1/services", tok, "").await;
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("[]"), "{r}");
+        let r = http(addr, "GET /console", None, "").await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.contains("text/html"), "the console is read-only and open: {r}");
+        assert!(r.contains("<h2>Services</h2>") && r.contains("<h2>Events</h2>"), "{r}");
         let drain = r#"{"cmd":"drain","service":{"vip":"10.0.0.1","port":80,"proto":"tcp"},"real":"10.0.0.2"}"#;
         let r = http(addr, "POST /api/v1/requests", tok, drain).await;
         assert!(r.starts_with("HTTP/1.1 200") && r.contains("\"ok\":true"), "{r}");
@@ -209,6 +244,8 @@ mod tests {
         let (sd, st) = svc::Shutdown::new();
         let server = tokio::spawn(serve(listener, stx, None, st));
         let r = http(addr, "GET /api/v1/services", None, "").await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+        let r = http(addr, "GET /console", None, "").await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         sd.trigger();
         server.await.unwrap();

@@ -38,6 +38,8 @@ pub struct Options {
     /// A second group "tv" (app tv, source tv/ch1) whose members are o3 (100) and o2 (50): o2 is then a standby
     /// shared by both groups. Needs three origins.
     pub second_group: bool,
+    /// The console's sample interval and refresh.
+    pub console_refresh: &'static str,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             edge_grace: "30s",
             rtsp_camera: false,
             second_group: false,
+            console_refresh: "15s",
         }
     }
 }
@@ -110,13 +113,14 @@ impl Cluster {
     fn manager_toml(&self, lab: &Lab) -> String {
         let mut s = format!(
             "listen = \"{LB_IP}:{MANAGER_PORT}\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\nkeepalive = \"{}\"\n\
-             failover_time = \"{}\"\ndrain_timeout = \"{}\"\n\n[lb]\napi = \"http://{LB_IP}:{LBD_API_PORT}\"\n\
+             failover_time = \"{}\"\ndrain_timeout = \"{}\"\nconsole_refresh = \"{}\"\n\n[lb]\napi = \"http://{LB_IP}:{LBD_API_PORT}\"\n\
              services = [\"{VIP}:1935\", \"{VIP}:{HTTP_PORT}\"]\n\n[[pool]]\nname = \"edges\"\nmin = 2\n",
             self.token_file.display(),
             lab.dir.join("manager-state.json").display(),
             self.opts.keepalive,
             self.opts.failover_time,
             self.opts.drain_timeout,
+            self.opts.console_refresh,
         );
         for i in 0..self.opts.origins {
             s.push_str(&format!(

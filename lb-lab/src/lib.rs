@@ -1,5 +1,6 @@
 //! A direct-routing lab in network namespaces: a client, the LB and N real servers on one bridge (in its own
 //! namespace, so the host's interfaces are never touched). Everything it creates is removed on Drop.
+pub mod browser;
 pub mod cluster;
 
 use anyhow::{bail, Context, Result};

@@ -16,7 +16,7 @@ use crate::history::History;
 /// Page options from the query string.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct View {
-    /// Graph span: 1h, 6h, 24h (default), 7d, 30d.
+    /// Graph span: 1h (default), 6h, 24h, 7d, 30d.
     pub span: Option<String>,
     /// Event filter: kind and subject.
     pub kind: Option<String>,
@@ -25,11 +25,11 @@ pub struct View {
 
 fn span_of(v: &View) -> (Duration, &'static str) {
     match v.span.as_deref() {
-        Some("1h") => (Duration::from_secs(3600), "1h"),
         Some("6h") => (Duration::from_secs(6 * 3600), "6h"),
+        Some("24h") => (Duration::from_secs(86_400), "24h"),
         Some("7d") => (Duration::from_secs(7 * 86_400), "7d"),
         Some("30d") => (Duration::from_secs(30 * 86_400), "30d"),
-        _ => (Duration::from_secs(86_400), "24h"),
+        _ => (Duration::from_secs(3600), "1h"),
     }
 }
 

@@ -16,6 +16,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "/usr/sbin/sysctl"),
     ("util-linux", "/usr/bin/taskset"),
     ("ffmpeg", "/usr/bin/ffprobe"),
+    // The console test's browser: headless Chromium driven through chromedriver (WebDriver).
+    ("chromium", "/usr/bin/chromium"),
+    ("chromium-driver", "/usr/bin/chromedriver"),
     ("nginx-core", "/usr/sbin/nginx"),
     ("libnginx-mod-rtmp", "/usr/lib/nginx/modules/ngx_rtmp_module.so"),
     ("bpftool", "/usr/sbin/bpftool"),

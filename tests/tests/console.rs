@@ -1,0 +1,99 @@
+//! The operator console in a real browser: headless Chromium (through chromedriver) opens the stream manager's page
+//! in the lab cluster; what it shows must match the API, a graph must have samples, and an origin failover must
+//! appear (as an event and as the new active member) without anyone reloading the page. lbd's own console is
+//! checked the same way. A screenshot is saved as a test artefact (target/test-artifacts/console.png).
+use lb_lab::browser::Browser;
+use lb_lab::cluster::{origin_ip, Cluster, Options, LBD_API_PORT, MANAGER_PORT};
+use lb_lab::LB_IP;
+use lb_tests::*;
+use std::time::Duration;
+
+#[test]
+fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
+    require_root();
+    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
+    let opts = Options { console_refresh: "2s", failover_time: "3s", ..Default::default() };
+    let mut c = context(Cluster::new(&l.lab, opts), "cluster");
+    let cfg = l.lab.dir.join("lbd.toml");
+    std::fs::write(&cfg, Cluster::lbd_config()).unwrap();
+    let mut flags = vec!["--config".to_string(), cfg.display().to_string()];
+    flags.extend(c.lbd_api_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    context(l.start_lbd(&flags), "lbd");
+    context(c.start(&mut l.lab), "cluster");
+    let lab = &mut l.lab;
+    // A stream to show: a publisher on the active origin, pre-pulled by every edge.
+    let push = format!("rtmp://{}:1935/live/show", origin_ip(0));
+    let args: Vec<&str> = lb_lab::FFMPEG_PUBLISH.iter().copied().chain([push.as_str()]).collect();
+    let client = lab.client();
+    context(lab.spawn(&client, "push.log", &args), "publisher");
+    context(
+        Cluster::wait("o1 active, every edge in the LB with live/show", Duration::from_secs(30), || {
+            c.active(lab).as_deref() == Some("o1")
+                && (0..3).all(|i| c.edge_pulls_from(lab, i, "show", &origin_ip(0)))
+                && c.manager(lab, "nodes").is_ok_and(|v| v.as_array().unwrap().iter().all(|n| n["state"] == "up"))
+        }),
+        "cluster up",
+    );
+    // A few samples for the graphs (every 2 s here).
+    std::thread::sleep(Duration::from_secs(7));
+
+    let lb = lab.lb();
+    let browser = context(Browser::start(lab, &lb, 9515), "chromium");
+    let page = format!("http://{LB_IP}:{MANAGER_PORT}/");
+    context(browser.open(lab, &page), "open the console");
+    let html = context(browser.source(lab), "page source");
+    // What the page shows matches the API: every node with its state, the group's active member, every stream.
+    let nodes = c.manager(lab, "nodes").unwrap();
+    for n in nodes.as_array().unwrap() {
+        let name = n["name"].as_str().unwrap();
+        assert!(html.contains(&format!("<span data-node=\"{name}\">{name}</span>")), "node {name} missing");
+        let row = html.split(&format!("data-node=\"{name}\"")).nth(1).unwrap().split("</tr>").next().unwrap();
+        assert!(row.contains(&format!(">{}</span>", n["state"].as_str().unwrap())), "node {name}'s state: {row}");
+    }
+    let groups = c.manager(lab, "groups").unwrap();
+    assert!(html.contains(&format!("data-active=\"cams\">{}</b>", groups[0]["active"].as_str().unwrap())));
+    for s in c.manager(lab, "streams").unwrap().as_array().unwrap() {
+        let name = format!("{}/{}", s["app"].as_str().unwrap(), s["key"].as_str().unwrap());
+        assert!(html.contains(&format!("data-stream=\"{name}\"")), "stream {name} missing");
+    }
+    for i in 0..3 {
+        assert!(html.contains(&lb_lab::real_ip(i)), "the LB section lists real {}", lb_lab::real_ip(i));
+    }
+    // A graph has data points: players and outbound bit rate per edge were sampled.
+    let points: usize = html
+        .split("data-points=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next()?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(points >= 2, "no graph has two samples");
+    // Drawn, not only present: the browser lays the charts out with a real size.
+    let width =
+        browser.eval(lab, "return document.querySelector('figure.chart svg').getBoundingClientRect().width").unwrap();
+    assert!(width.as_f64().unwrap_or(0.0) > 200.0, "chart width {width}");
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&shot).unwrap();
+    context(browser.screenshot(lab, &shot.join("console.png")), "screenshot");
+
+    // Kill the active origin: the open page reloads itself on the new events and shows o2 active and the failover.
+    c.kill_origin(lab, 0).unwrap();
+    let took = context(
+        browser.wait_for(lab, "o2 active and the failover event", Duration::from_secs(12), |h| {
+            h.contains("data-active=\"cams\">o2</b>") && h.contains("o1 is down: o2 takes the group")
+        }),
+        "failover on the page",
+    );
+    println!("the open console showed the failover {took:?} after the kill (failover_time 3 s, refresh 2 s)");
+    context(browser.screenshot(lab, &shot.join("console-failover.png")), "screenshot");
+
+    // lbd's reduced console lists its services and the edges as reals.
+    context(browser.open(lab, &format!("http://{LB_IP}:{LBD_API_PORT}/console")), "lbd console");
+    let html = browser.source(lab).unwrap();
+    assert!(
+        html.contains("10.99.0.100:1935") && html.contains(&lb_lab::real_ip(2)),
+        "{}",
+        &html[..html.len().min(3000)]
+    );
+    browser.quit(lab);
+}

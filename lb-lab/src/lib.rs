@@ -453,3 +453,39 @@ impl Drop for Lab {
         }
     }
 }
+
+/// Forwards TCP from `listen` in the host's own namespace (loopback only) to `target` inside namespace `ns`, so a
+/// browser on the host reaches a lab service (the demo's console). Runs until the process ends.
+pub fn forward(listen: std::net::SocketAddr, ns: &str, target: std::net::SocketAddr) -> Result<()> {
+    if !listen.ip().is_loopback() {
+        bail!("forward listens on loopback only, not {listen}");
+    }
+    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let netns = PathBuf::from(format!("/run/netns/{ns}"));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let netns = netns.clone();
+            std::thread::spawn(move || {
+                // This thread enters the lab namespace to connect; the socket stays there, the client stays here.
+                let Ok(f) = std::fs::File::open(&netns) else { return };
+                // SAFETY: setns on a valid namespace fd affects only this thread.
+                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
+                    return;
+                }
+                let Ok(upstream) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3)) else {
+                    return;
+                };
+                let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else { return };
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c, mut u) = (client, upstream);
+                let _ = std::io::copy(&mut c, &mut u);
+                let _ = u.shutdown(std::net::Shutdown::Write);
+                let _ = t.join();
+            });
+        }
+    });
+    Ok(())
+}

@@ -76,6 +76,12 @@ pub fn run(bins: &Path) -> Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let pid = lab.spawn_ready(&lb, "lbd.log", &args, "lbd ready", Duration::from_secs(30))?;
     cluster.start(&mut lab)?;
+    // The console, reachable from the host's own browser through a loopback forward into the LB namespace.
+    let console_at = format!("{}:{}", lb_lab::LB_IP, lb_lab::cluster::MANAGER_PORT).parse()?;
+    let console = match lb_lab::forward("127.0.0.1:9300".parse()?, &lab.lb(), console_at) {
+        Ok(()) => format!("http://127.0.0.1:9300/ (forwarded to http://{console_at}/ in the LB namespace)"),
+        Err(e) => format!("http://{console_at}/ from the client namespace (no host forward: {e:#})"),
+    };
     let lbctl = bins.join("lbctl");
     let smctl = bins.join("smctl");
     let token = cluster.token_file.display().to_string();
@@ -95,6 +101,9 @@ Demo cluster is up (namespaces {prefix}*):
 The manager makes the active origin pull the camera, every edge pre-pull what it ingests, and puts the edges into
 VIP {VIP}:1935 (RTMP) and {VIP}:8080 (HTTP-FLV, RTMPT). {VIP}:80 and [{VIP6}]:80 serve the reals' web pages.
 
+Console (status, graphs, events; maintenance buttons once you paste the token from {token}):
+  {console}
+  lbd's own: ip netns exec {client} curl http://{lbip}:9400/console
 Watch (from another terminal):
   ip netns exec {client} ffprobe -v error -show_entries stream=codec_name,width,height -of compact rtmp://{VIP}/live/cam1
   ip netns exec {client} ffplay rtmp://{VIP}/live/cam1                 # with a display

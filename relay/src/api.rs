@@ -28,6 +28,8 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/status", get(status))
         .route("/origins", axum::routing::put(set_origins))
         .route("/maintenance", post(maintenance_on).delete(maintenance_off))
+        .route("/sources", get(sources))
+        .route("/sources/{app}/{key}", axum::routing::put(put_source).delete(delete_source))
         .method_not_allowed_fallback(refused)
         .fallback(refused)
         .layer(middleware::from_fn_with_state(ctx.clone(), guard))
@@ -116,7 +118,13 @@ async fn metrics(State(ctx): Shared) -> Response {
             bitrate_in_bps: v.bitrate_in_kbps * 1000,
         })
         .collect();
-    let families = ctx.metrics.families(ctx.config.role.name(), &streams);
+    let mut families = ctx.metrics.families(ctx.config.role.name(), &streams);
+    let mut sources = svc::metrics::Family::gauge("relay_sources", "Ingest sources of this origin by state.");
+    for (state, n) in ctx.sources.counts() {
+        let state = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        sources.add(vec![("role", ctx.config.role.name().to_string()), ("state", state)], n as f64);
+    }
+    families.push(sources);
     svc::http::metrics_text(svc::metrics::render(&families))
 }
 
@@ -187,6 +195,48 @@ async fn set_origins(State(ctx): Shared, body: axum::body::Bytes) -> Response {
         ctx.set_origins(origins);
     }
     Json(serde_json::json!({ "origins": parsed.origins, "changed": changed })).into_response()
+}
+
+#[derive(Serialize)]
+struct SourcesList {
+    sources: Vec<crate::source::SourceView>,
+}
+
+async fn sources(State(ctx): Shared) -> Json<SourcesList> {
+    Json(SourcesList { sources: ctx.sources.views(&ctx) })
+}
+
+#[derive(serde::Deserialize)]
+struct SourceBody {
+    url: String,
+}
+
+/// Origin only: ingest `url` into app/key (201 new, 200 replaced or the same); refused URLs change nothing.
+async fn put_source(State(ctx): Shared, Path((app, key)): Path<(String, String)>, body: axum::body::Bytes) -> Response {
+    let parsed: SourceBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("expected {{\"url\": \"rtmp://HOST[:PORT]/APP/KEY\"}}: {e}"))
+        }
+    };
+    use crate::source::{Put, SourceError};
+    match ctx.sources.put(&ctx, &app, &key, &parsed.url) {
+        Ok(how) => {
+            let status = if how == Put::Created { StatusCode::CREATED } else { StatusCode::OK };
+            let view = ctx.sources.views(&ctx).into_iter().find(|v| v.app == app && v.key == key);
+            (status, Json(view)).into_response()
+        }
+        Err(e @ SourceError::NotOrigin) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn delete_source(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> Response {
+    if ctx.sources.remove(&app, &key) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no source for {app}/{key}"))
+    }
 }
 
 /// Maintenance: new players are refused with a clear status (RTMP NetStream.Play.Failed, HTTP 503), players

@@ -62,7 +62,7 @@ pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Result<Arc<S
 }
 
 /// Why one upstream session ended.
-enum PullEnd {
+pub(crate) enum PullEnd {
     /// No players for --idle-timeout.
     Idle,
     /// The stream was ended (grace period over, or shutdown).
@@ -72,7 +72,7 @@ enum PullEnd {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum PullError {
+pub(crate) enum PullError {
     #[error(transparent)]
     Proto(#[from] ProtoError),
     #[error("I/O: {0}")]
@@ -98,7 +98,8 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>) {
         let mut reached_playing = false;
         let (r, origin) = match origins.get(i % origins.len().max(1)) {
             Some(origin) => {
-                (pull_once(&ctx, &stream, origin, generation, &mut reached_playing).await, origin.to_string())
+                let up = Upstream::of_origin(origin, &stream.name, generation);
+                (pull_once(&ctx, &stream, &up, &mut reached_playing).await, origin.to_string())
             }
             None => (Err(PullError::NoOrigin), "-".to_string()),
         };
@@ -150,16 +151,50 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>) {
     }
 }
 
+/// What an upstream session plays, and what ends it besides failure.
+pub(crate) struct Upstream<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub app: &'a str,
+    pub tc_url: String,
+    /// The stream name played upstream (a source's may carry a `?query`).
+    pub play: &'a str,
+    /// What the stream's source is called in `/streams` ("upstream", "pull-rtmp").
+    pub kind: &'static str,
+    pub role: UpstreamRole<'a>,
+}
+
+pub(crate) enum UpstreamRole<'a> {
+    /// An edge's pull: it stops when idle, and moves when its origin is no longer the first of the list.
+    Edge { origin: &'a OriginUrl, generation: u64 },
+    /// An origin's ingest of a source: it runs, players or not, until the source is removed.
+    Source { removed: &'a std::sync::atomic::AtomicBool },
+}
+
+impl<'a> Upstream<'a> {
+    fn of_origin(origin: &'a OriginUrl, name: &'a str, generation: u64) -> Self {
+        Upstream {
+            host: &origin.host,
+            port: origin.port,
+            app: &origin.app,
+            tc_url: origin.tc_url(),
+            play: name,
+            kind: "upstream",
+            role: UpstreamRole::Edge { origin, generation },
+        }
+    }
+}
+
 /// One upstream connection: handshake, play, then feed the stream until it fails or is not needed.
-async fn pull_once(
+pub(crate) async fn pull_once(
     ctx: &Arc<Ctx>,
     stream: &Arc<Stream>,
-    origin: &OriginUrl,
-    generation: u64,
+    up: &Upstream<'_>,
     playing: &mut bool,
 ) -> Result<PullEnd, PullError> {
+    let origin = &up.tc_url;
     let connect_timeout = ctx.config.handshake_timeout;
-    let mut sock = timeout(connect_timeout, TcpStream::connect((origin.host.as_str(), origin.port)))
+    let mut sock = timeout(connect_timeout, TcpStream::connect((up.host, up.port)))
         .await
         .map_err(|_| PullError::Timeout("connect timed out"))??;
     let _ = sock.set_nodelay(true);
@@ -167,7 +202,7 @@ async fn pull_once(
         .await
         .map_err(|_| PullError::Timeout("handshake timed out"))??;
     let mut out = BytesMut::new();
-    let mut session = ClientSession::new(ctx.config.limits, &origin.app, &origin.tc_url(), &stream.name, &mut out)?;
+    let mut session = ClientSession::new(ctx.config.limits, up.app, &up.tc_url, up.play, &mut out)?;
     let mut events = Vec::new();
     if !rest.is_empty() {
         session.feed(&rest, &mut out, &mut events)?;
@@ -182,7 +217,7 @@ async fn pull_once(
             match ev {
                 ClientEvent::Playing => {
                     if source.is_none() {
-                        match stream.attach_source(SourceInfo { kind: "upstream", peer: origin.tc_url() }) {
+                        match stream.attach_source(SourceInfo { kind: up.kind, peer: up.tc_url.clone() }) {
                             Ok(id) => source = Some(id),
                             // Only this task attaches to an edge stream, so this is not expected; retry later.
                             Err(e) => {
@@ -242,16 +277,22 @@ async fn pull_once(
                 if stream.is_ended() {
                     break Ok(PullEnd::Ended);
                 }
-                if stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) {
-                    break Ok(PullEnd::Idle);
+                match up.role {
+                    UpstreamRole::Edge { .. } if stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) => {
+                        break Ok(PullEnd::Idle);
+                    }
+                    UpstreamRole::Source { removed } if removed.load(Ordering::Acquire) => break Ok(PullEnd::Ended),
+                    _ => {}
                 }
                 if last_input.elapsed() >= ctx.config.source_timeout {
                     break Err(PullError::Timeout("upstream sent nothing within --source-timeout"));
                 }
-                if ctx.origins_gen.load(Ordering::Acquire) != generation
-                    && ctx.origins_for(&stream.app).first() != Some(origin)
-                {
-                    break Ok(PullEnd::Repoint);
+                if let UpstreamRole::Edge { origin, generation } = up.role {
+                    if ctx.origins_gen.load(Ordering::Acquire) != generation
+                        && ctx.origins_for(&stream.app).first() != Some(origin)
+                    {
+                        break Ok(PullEnd::Repoint);
+                    }
                 }
             }
             _ = stop.wait() => break Ok(PullEnd::Ended),

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proto;
 pub mod rtmpt;
 mod server;
+pub mod source;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -159,6 +160,8 @@ pub struct Config {
     pub backoff_max: Duration,
     /// The stream manager this node registers with and reports ingest changes to.
     pub manager: Option<managed::ManagerLink>,
+    /// Origin: sources to ingest from the start, (app, key, URL), as `--source` gives them.
+    pub sources: Vec<(String, String, String)>,
 }
 
 impl Config {
@@ -188,6 +191,7 @@ impl Config {
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
             manager: None,
+            sources: Vec::new(),
         }
     }
 
@@ -248,6 +252,8 @@ pub(crate) struct Ctx {
     /// Maintenance: no new players (a clear refusal), existing ones continue.
     pub maintenance: std::sync::atomic::AtomicBool,
     pub started: std::time::Instant,
+    /// Origin: the streams it pulls in itself (cameras, encoders).
+    pub sources: source::Sources,
 }
 
 impl Ctx {
@@ -272,6 +278,7 @@ impl Ctx {
             origins_gen: Default::default(),
             maintenance: Default::default(),
             started: std::time::Instant::now(),
+            sources: Default::default(),
             config,
         }
     }
@@ -345,9 +352,15 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     if let Some(link) = ctx.config.manager.clone() {
         tasks.spawn(managed::run(ctx.clone(), link));
     }
+    for (app, key, url) in &ctx.config.sources {
+        if let Err(e) = ctx.sources.put(&ctx, app, key, url) {
+            tracing::error!(app, key, error = %e, "--source refused");
+        }
+    }
     shutdown.await;
     tracing::info!("shutting down");
     stop.trigger();
+    ctx.sources.clear();
     for s in ctx.hub.all() {
         ctx.hub.remove(&s);
     }

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub frames_skipped: AtomicU64,
     pub upstream_connects: AtomicU64,
     pub upstream_failures: AtomicU64,
+    /// Origin ingest sources that failed (connect, handshake, play, timeout).
+    pub source_failures: AtomicU64,
     pub upstream_active: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -133,6 +135,10 @@ impl Metrics {
             one(
                 Family::gauge("relay_upstream_active", "Upstream pull connections playing now."),
                 &self.upstream_active,
+            ),
+            one(
+                Family::counter("relay_source_failures_total", "Origin ingest sources that failed (and were retried)."),
+                &self.source_failures,
             ),
             one(Family::counter("relay_bytes_in_total", "Bytes received on RTMP connections."), &self.bytes_in),
             one(Family::counter("relay_bytes_out_total", "Bytes sent on RTMP connections."), &self.bytes_out),

@@ -26,6 +26,9 @@ enum RoleCmd {
         /// Require ?token=TOKEN on the publish stream key or tcUrl.
         #[arg(long)]
         publish_token: Option<String>,
+        /// Ingest a source into a stream: APP/KEY=rtmp://HOST[:PORT]/APP/KEY (repeatable); reconnects until stopped.
+        #[arg(long = "source", value_name = "APP/KEY=URL")]
+        sources: Vec<String>,
     },
     /// Serve players by pulling streams from origins on demand.
     Edge {
@@ -232,8 +235,20 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(argv);
     // Validate everything before binding anything.
     let mut max_pulls = None;
+    let mut sources = Vec::new();
     let (common, role, idle, backoff) = match cli.role {
-        RoleCmd::Origin { common, publish_token } => (common, Role::Origin { publish_token }, None, None),
+        RoleCmd::Origin { common, publish_token, sources: s } => {
+            for spec in &s {
+                let (stream, url) = spec.split_once('=').context("--source takes APP/KEY=URL")?;
+                let (app, key) = stream.split_once('/').context("--source takes APP/KEY=URL")?;
+                if !relay::valid_name(app) || !relay::valid_name(key) {
+                    anyhow::bail!("--source {stream}: bad app or stream name (1-128 of A-Z a-z 0-9 - _ . ~)");
+                }
+                relay::source::SourceUrl::parse(url)?;
+                sources.push((app.to_string(), key.to_string(), url.to_string()));
+            }
+            (common, Role::Origin { publish_token }, None, None)
+        }
         RoleCmd::Edge { common, origins, idle_timeout, max_pulls: mp, backoff_min_ms, backoff_max_ms } => {
             let origins = origins.iter().map(|u| OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
             max_pulls = Some(mp);
@@ -258,6 +273,7 @@ fn main() -> anyhow::Result<()> {
     config.player_buffer_bytes = common.player_buffer_bytes;
     config.api_token = common.api_token.clone();
     config.manager = manager_link(&common)?;
+    config.sources = sources;
     let url = |u: &Option<String>| u.as_deref().map(relay::callback::CallbackUrl::parse).transpose();
     config.callbacks = relay::callback::Callbacks {
         on_publish: url(&common.on_publish).map_err(anyhow::Error::msg)?,

@@ -1,0 +1,330 @@
+//! Origin ingest by pull: a source (an encoder's or a camera's `rtmp://` URL) feeds a local stream as a publisher
+//! would, reconnecting with backoff for as long as it is configured, players or not. A stream manager puts the
+//! sources of an origin group on its active member (`PUT /sources/{app}/{key}`); `--source` does it by hand.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
+use crate::metrics::Metrics;
+use crate::Ctx;
+
+/// Why a source was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SourceError {
+    #[error("invalid source URL {0:?}: {1}; expected rtmp://HOST[:PORT]/APP/KEY")]
+    BadUrl(String, &'static str),
+    #[error("bad app or stream name (1-128 of A-Z a-z 0-9 - _ . ~)")]
+    BadName,
+    #[error("sources are an origin operation")]
+    NotOrigin,
+}
+
+/// A parsed source URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceUrl {
+    pub host: String,
+    pub port: u16,
+    pub app: String,
+    /// The stream name played upstream, with its `?query` if any.
+    pub play: String,
+    /// The URL as given (it may hold credentials in a query; shown only as [`SourceUrl::shown`]).
+    pub raw: String,
+}
+
+impl SourceUrl {
+    pub fn parse(url: &str) -> Result<Self, SourceError> {
+        let bad = |why| SourceError::BadUrl(shown(url), why);
+        if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(bad("spaces or control characters"));
+        }
+        let rest = match url.split_once("://") {
+            Some(("rtmp", rest)) => rest,
+            Some((_, _)) => return Err(bad("only rtmp:// sources are supported")),
+            None => return Err(bad("no scheme")),
+        };
+        let (hostport, path) = rest.split_once('/').ok_or_else(|| bad("missing /APP/KEY"))?;
+        let (app, play) = path.split_once('/').ok_or_else(|| bad("missing /KEY"))?;
+        let key = play.split('?').next().unwrap_or("");
+        if !crate::valid_name(app) || !crate::valid_name(key) {
+            return Err(bad("APP and KEY must be 1-128 of A-Z a-z 0-9 - _ . ~"));
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
+            None => (hostport, 1935),
+        };
+        if host.is_empty() || host.contains('@') {
+            return Err(bad("missing host (credentials go in the query, as RTMP servers expect)"));
+        }
+        Ok(SourceUrl { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
+    }
+
+    /// The URL without its query (which may hold a token).
+    pub fn shown(&self) -> String {
+        shown(&self.raw)
+    }
+
+    fn tc_url(&self) -> String {
+        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+    }
+}
+
+fn shown(url: &str) -> String {
+    url.split('?').next().unwrap_or("").to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Connecting,
+    Ingesting,
+    Failed,
+}
+
+/// One configured source and its task's view of itself.
+struct Entry {
+    url: SourceUrl,
+    removed: Arc<AtomicBool>,
+    status: Arc<Status>,
+}
+
+#[derive(Default)]
+struct Status {
+    inner: Mutex<StatusInner>,
+    connects: AtomicU64,
+    failures: AtomicU64,
+}
+
+struct StatusInner {
+    state: State,
+    error: Option<String>,
+    since: Instant,
+}
+
+impl Default for StatusInner {
+    fn default() -> Self {
+        StatusInner { state: State::Connecting, error: None, since: Instant::now() }
+    }
+}
+
+impl Status {
+    fn set(&self, state: State, error: Option<String>) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if s.state != state {
+            s.since = Instant::now();
+        }
+        s.state = state;
+        s.error = error;
+    }
+}
+
+/// What `GET /sources` lists.
+#[derive(Debug, Serialize)]
+pub struct SourceView {
+    pub app: String,
+    pub key: String,
+    pub url: String,
+    pub state: State,
+    pub error: Option<String>,
+    pub since_secs: u64,
+    pub connects: u64,
+    pub failures: u64,
+    pub bytes_in: u64,
+}
+
+/// The sources of an origin.
+#[derive(Default)]
+pub struct Sources {
+    map: Mutex<BTreeMap<(String, String), Entry>>,
+}
+
+/// What a `put` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    Replaced,
+    Unchanged,
+}
+
+impl Sources {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Entry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts ingesting `url` into app/key (replacing another URL there).
+    pub(crate) fn put(&self, ctx: &Arc<Ctx>, app: &str, key: &str, url: &str) -> Result<Put, SourceError> {
+        if !matches!(ctx.config.role, crate::Role::Origin { .. }) {
+            return Err(SourceError::NotOrigin);
+        }
+        if !crate::valid_name(app) || !crate::valid_name(key) {
+            return Err(SourceError::BadName);
+        }
+        let url = SourceUrl::parse(url)?;
+        let mut map = self.map();
+        let k = (app.to_string(), key.to_string());
+        let how = match map.get(&k) {
+            Some(e) if e.url == url => return Ok(Put::Unchanged),
+            Some(e) => {
+                e.removed.store(true, Ordering::Release);
+                Put::Replaced
+            }
+            None => Put::Created,
+        };
+        let entry = Entry { url: url.clone(), removed: Arc::new(AtomicBool::new(false)), status: Default::default() };
+        let (removed, status) = (entry.removed.clone(), entry.status.clone());
+        map.insert(k, entry);
+        drop(map);
+        info!(app, key, url = %url.shown(), "source added");
+        tokio::spawn(ingest(ctx.clone(), app.to_string(), key.to_string(), url, removed, status));
+        Ok(how)
+    }
+
+    /// Stops a source; its stream then ends after the grace period, as when a publisher leaves.
+    pub fn remove(&self, app: &str, key: &str) -> bool {
+        match self.map().remove(&(app.to_string(), key.to_string())) {
+            Some(e) => {
+                e.removed.store(true, Ordering::Release);
+                info!(app, key, "source removed");
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn views(&self, ctx: &Ctx) -> Vec<SourceView> {
+        self.map()
+            .iter()
+            .map(|((app, key), e)| {
+                let s = e.status.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let bytes_in = ctx.hub.get(app, key).map_or(0, |st| st.stats.bytes_in.load(Ordering::Relaxed));
+                SourceView {
+                    app: app.clone(),
+                    key: key.clone(),
+                    url: e.url.shown(),
+                    state: s.state,
+                    error: s.error.clone(),
+                    since_secs: s.since.elapsed().as_secs(),
+                    connects: e.status.connects.load(Ordering::Relaxed),
+                    failures: e.status.failures.load(Ordering::Relaxed),
+                    bytes_in,
+                }
+            })
+            .collect()
+    }
+
+    /// (connecting, ingesting, failed) counts for the metrics.
+    pub(crate) fn counts(&self) -> [(State, usize); 3] {
+        let map = self.map();
+        let n =
+            |st: State| map.values().filter(|e| e.status.inner.lock().map(|s| s.state == st).unwrap_or(false)).count();
+        [
+            (State::Connecting, n(State::Connecting)),
+            (State::Ingesting, n(State::Ingesting)),
+            (State::Failed, n(State::Failed)),
+        ]
+    }
+
+    /// Ends every source (shutdown).
+    pub fn clear(&self) {
+        for e in self.map().values() {
+            e.removed.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The task of one source: connect, play, feed the stream; on failure back off and again, until removed.
+async fn ingest(
+    ctx: Arc<Ctx>,
+    app: String,
+    key: String,
+    url: SourceUrl,
+    removed: Arc<AtomicBool>,
+    status: Arc<Status>,
+) {
+    let mut backoff = ctx.config.backoff_min;
+    let mut stop = ctx.stopping.clone();
+    while !removed.load(Ordering::Acquire) {
+        // A fresh stream if the last one ended (the source was away longer than the grace period).
+        let stream = ctx.hub.get_or_create(&app, &key).0;
+        let up = Upstream {
+            host: &url.host,
+            port: url.port,
+            app: &url.app,
+            tc_url: url.tc_url(),
+            play: &url.play,
+            kind: "pull-rtmp",
+            role: UpstreamRole::Source { removed: &removed },
+        };
+        let mut playing = false;
+        status.set(State::Connecting, None);
+        let before = stream.stats.bytes_in.load(Ordering::Relaxed);
+        let watch = async {
+            // Ingesting once media flows from this source (a camera relay may accept the play before it has any).
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if stream.source().is_some_and(|s| s.kind == "pull-rtmp")
+                    && stream.stats.bytes_in.load(Ordering::Relaxed) > before
+                {
+                    status.set(State::Ingesting, None);
+                    status.connects.fetch_add(1, Ordering::Relaxed);
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let r = tokio::select! {
+            r = pull_once(&ctx, &stream, &up, &mut playing) => r,
+            _ = watch => unreachable!("the watch never completes"),
+        };
+        match r {
+            Ok(PullEnd::Ended) if removed.load(Ordering::Acquire) => break,
+            Ok(_) => {}
+            Err(e) => {
+                status.failures.fetch_add(1, Ordering::Relaxed);
+                Metrics::inc(&ctx.metrics.source_failures);
+                warn!(app = %app, key = %key, url = %url.shown(), error = %e, retry_ms = backoff.as_millis() as u64, "source failed, retrying");
+                status.set(State::Failed, Some(e.to_string()));
+            }
+        }
+        if playing {
+            backoff = ctx.config.backoff_min;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait() => break,
+        }
+        backoff = (backoff * 2).min(ctx.config.backoff_max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_urls() {
+        let u = SourceUrl::parse("rtmp://10.0.0.5/live/cam1").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.app.as_str(), u.play.as_str()), ("10.0.0.5", 1935, "live", "cam1"));
+        let u = SourceUrl::parse("rtmp://enc.example:1936/app/k?token=s3cret").unwrap();
+        assert_eq!((u.port, u.play.as_str()), (1936, "k?token=s3cret"));
+        assert_eq!(u.shown(), "rtmp://enc.example:1936/app/k", "the token is not shown");
+        for (bad, why) in [
+            ("http://x/a/b", "only rtmp://"),
+            ("rtsp://x/a/b", "only rtmp://"),
+            ("x/a/b", "no scheme"),
+            ("rtmp://x/live", "missing /KEY"),
+            ("rtmp://x", "missing /APP/KEY"),
+            ("rtmp://x:99999/a/b", "bad port"),
+            ("rtmp://u:p@x/a/b", "missing host"),
+            ("rtmp://x/a/b c", "spaces"),
+            ("rtmp://x/a/../b", "APP and KEY"),
+        ] {
+            let e = SourceUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Origin ingest by pull: an origin pulls a camera-like RTMP source (another relay fed by ffmpeg) through
+//! `PUT /sources`, keeps it across the source's restart, and stops on `DELETE`; bad requests change nothing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+/// A request with a JSON body; (status, body).
+fn send(api: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let status = r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+fn source_state(api: SocketAddr, key: &str) -> Option<serde_json::Value> {
+    let (_, body) = http("GET", api, "/sources");
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["sources"].as_array()?.iter().find(|s| s["key"] == key).cloned()
+}
+
+#[test]
+fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
+    let _g = serial();
+    let dir = TempDir::new("sources");
+    let camera_port = free_port();
+    let camera = Relay::origin_on(&dir, camera_port, &[]);
+    let mut feed = publish(&dir, &camera.url("cam1"), &[]);
+    wait_live(camera.api, "cam1");
+    let origin = Relay::origin(&dir, &[]);
+    let url = format!("rtmp://{}/live/cam1", camera.rtmp);
+
+    // Refused requests change nothing.
+    for (body, want) in [
+        (format!(r#"{{"url": "http://{}/live/cam1"}}"#, camera.rtmp), "only rtmp://"),
+        (r#"{"url": "rtmp://x/live"}"#.to_string(), "missing /KEY"),
+        (r#"{"uri": "rtmp://x/live/a"}"#.to_string(), "missing field `url`"),
+    ] {
+        let (code, b) = send(origin.api, "PUT", "/sources/live/cam", &body);
+        assert_eq!(code, 400, "{body}: {b}");
+        assert!(b.contains(want), "{body}: {b}");
+    }
+    assert_eq!(send(origin.api, "PUT", "/sources/live/..", &format!(r#"{{"url": "{url}"}}"#)).0, 400);
+    assert!(source_state(origin.api, "cam").is_none());
+
+    let (code, b) = send(origin.api, "PUT", "/sources/live/cam", &format!(r#"{{"url": "{url}"}}"#));
+    assert_eq!(code, 201, "{b}");
+    assert_eq!(
+        send(origin.api, "PUT", "/sources/live/cam", &format!(r#"{{"url": "{url}"}}"#)).0,
+        200,
+        "the same again"
+    );
+    wait_for("the origin ingesting the source", Duration::from_secs(15), || {
+        source_state(origin.api, "cam").filter(|s| s["state"] == "ingesting")
+    });
+    let s = stream_entry(origin.api, "live", "cam").unwrap();
+    assert_eq!(
+        (s["source"]["kind"].as_str(), s["source"]["peer"].as_str()),
+        (Some("pull-rtmp"), Some(&*format!("rtmp://{}/live", camera.rtmp)))
+    );
+    assert_h264_aac(&origin.url("cam"));
+    // A publisher cannot take a stream a source feeds.
+    let (_, m) = http("GET", origin.api, "/metrics");
+    assert!(m.contains("relay_sources{role=\"origin\",state=\"ingesting\"} 1"), "{m}");
+
+    // The source goes away and comes back: the origin reconnects by itself.
+    feed.kill();
+    wait_for("the source to fail", Duration::from_secs(20), || {
+        source_state(origin.api, "cam").filter(|s| s["state"] != "ingesting")
+    });
+    let _feed = publish(&dir, &camera.url("cam1"), &[]);
+    let s = wait_for("the source ingesting again", Duration::from_secs(20), || {
+        source_state(origin.api, "cam").filter(|s| s["state"] == "ingesting")
+    });
+    assert!(s["connects"].as_u64().unwrap() >= 2, "{s}");
+    assert_h264_aac(&origin.url("cam"));
+
+    // DELETE stops it; the camera loses its player.
+    assert_eq!(send(origin.api, "DELETE", "/sources/live/cam", "").0, 204);
+    assert_eq!(send(origin.api, "DELETE", "/sources/live/cam", "").0, 404);
+    wait_for("the camera relay to lose the origin's pull", Duration::from_secs(5), || {
+        stream_entry(camera.api, "live", "cam1").filter(|s| s["players"] == 0)
+    });
+    assert!(source_state(origin.api, "cam").is_none());
+}
+
+#[test]
+fn sources_are_an_origin_operation_and_the_flag_is_checked() {
+    let _g = serial();
+    let dir = TempDir::new("sources-edge");
+    let edge = Relay::edge(&dir, &["127.0.0.1:1".parse().unwrap()], &[]);
+    let (code, b) = send(edge.api, "PUT", "/sources/live/cam", r#"{"url": "rtmp://127.0.0.1/live/x"}"#);
+    assert_eq!((code, b.as_str()), (404, r#"{"error":"sources are an origin operation"}"#));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["origin", "--listen", "127.0.0.1:0", "--source", "live/cam=rtsp://x/y"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only rtmp://"), "{}", String::from_utf8_lossy(&out.stderr));
+}

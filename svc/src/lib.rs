@@ -9,6 +9,7 @@ pub mod duration;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod nagios;
 pub mod shutdown;
 
 pub use duration::Dur;

@@ -23,6 +23,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libnginx-mod-rtmp", "/usr/lib/nginx/modules/ngx_rtmp_module.so"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("bird2", "/usr/sbin/bird"),
+    ("prometheus", "/usr/bin/promtool"),
     // Peers of `cargo xtask bench vip`.
     ("wrk", "/usr/bin/wrk"),
     ("haproxy", "/usr/sbin/haproxy"),

@@ -1,10 +1,12 @@
 //! lbctl: the command line of lbd, in the spirit of ipvsadm.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use lb_userspace::api::{self, Request, Response, DEFAULT_SOCKET};
+use lb_userspace::api::{self, Request, Response, ServiceView, DEFAULT_SOCKET};
 use lb_userspace::model::{self, CheckKind, CheckSpec, Proto, ServiceKey};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use svc::nagios::{Check, Perf, Range, State, Thresholds, Uom};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Control lbd, the XDP direct-routing load balancer")]
@@ -110,6 +112,29 @@ enum Cmd {
     Stats {
         #[arg(long)]
         json: bool,
+    },
+    /// Nagios/Icinga plugin: go/no-go for one service. Exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN with one status
+    /// line and perfdata. Unknown or down (no usable real) services are CRITICAL; lbd not answering or a bad
+    /// argument is UNKNOWN.
+    Check {
+        /// VIP:PORT ([VIP6]:PORT), optionally followed by /tcp or /udp [default: tcp].
+        service: String,
+        /// Usable reals that make it WARNING, as a Nagios range [default: fewer than all configured reals].
+        #[arg(short, long, value_name = "RANGE")]
+        warning: Option<String>,
+        /// Usable reals that make it CRITICAL, as a Nagios range [default: 1: (none usable)].
+        #[arg(short, long, value_name = "RANGE")]
+        critical: Option<String>,
+        /// Ask lbd's HTTP API (`lbd --api`) instead of the control socket, e.g. http://10.0.0.2:9400, so the
+        /// check can run on the monitoring host.
+        #[arg(long, value_name = "URL")]
+        api: Option<String>,
+        /// File whose first line is the API's bearer token (`lbd --api-token-file`).
+        #[arg(long, value_name = "FILE", requires = "api")]
+        token_file: Option<PathBuf>,
+        /// Give up (UNKNOWN) when lbd has not answered by then.
+        #[arg(short, long, value_name = "DURATION", default_value = "10s")]
+        timeout: String,
     },
 }
 
@@ -227,7 +252,7 @@ fn request(cmd: &Cmd) -> Result<Request> {
         Cmd::DelReal { service: s, real, proto } => {
             Request::DelReal { service: service(s, proto)?, real: model::parse_real(real)? }
         }
-        Cmd::List { .. } => Request::List,
+        Cmd::List { .. } | Cmd::Check { .. } => Request::List,
         Cmd::Stats { .. } => Request::Stats,
         Cmd::Maintenance { state } => Request::Maintenance {
             on: match state.as_str() {
@@ -241,7 +266,26 @@ fn request(cmd: &Cmd) -> Result<Request> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        // A monitoring system reads a check's bad arguments as UNKNOWN (3), not as clap's usage error (2).
+        Err(e) if is_check(std::env::args().skip(1)) && e.use_stderr() => {
+            // clap's message runs over several lines ("...not provided:\n  <SERVICE>"); a status line is one.
+            let text = e.to_string();
+            let words: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .flat_map(str::split_whitespace)
+                .collect();
+            let why = words.join(" ");
+            let why = why.trim_start_matches("error: ");
+            return Check::unknown(CHECK_NAME, format!("bad argument: {why} (see lbctl check --help)")).report();
+        }
+        Err(e) => e.exit(),
+    };
+    if let Cmd::Check { .. } = &args.cmd {
+        return check(&args).await.report();
+    }
     match run(&args).await {
         Ok(code) => code,
         Err(e) => {
@@ -372,5 +416,219 @@ fn print_stats(resp: &Response) {
         let parts: Vec<String> = sync.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let peers: Vec<String> = s.sync_peers.iter().map(|p| p.to_string()).collect();
         println!("flow-state sync with {}: {}", peers.join(", "), parts.join(", "));
+    }
+}
+
+/// The service name `lbctl check` lines start with.
+const CHECK_NAME: &str = "LB";
+
+/// Whether the command line asks for `check`: its first word that is neither an option nor `--socket`'s value.
+fn is_check(mut args: impl Iterator<Item = String>) -> bool {
+    while let Some(a) = args.next() {
+        if a == "--socket" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return a == "check";
+        }
+    }
+    false
+}
+
+/// `VIP:PORT[/tcp|udp]`.
+fn check_service(s: &str) -> Result<ServiceKey> {
+    match s.rsplit_once('/') {
+        Some((addr, proto)) => service(addr, proto),
+        None => service(s, "tcp"),
+    }
+}
+
+fn range(flag: &str, r: &Option<String>) -> Result<Option<Range>> {
+    r.as_deref().map(|s| s.parse::<Range>().map_err(|e| anyhow::anyhow!("--{flag}: {e}"))).transpose()
+}
+
+/// `lbctl check`: never fails, every error is an UNKNOWN line.
+async fn check(args: &Args) -> Check {
+    let Cmd::Check { service: s, warning, critical, api, token_file, timeout } = &args.cmd else {
+        unreachable!("called for check only")
+    };
+    let parsed = (|| -> Result<_> {
+        let key = check_service(s)?;
+        let timeout: svc::Dur = timeout.parse().map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+        Ok((key, range("warning", warning)?, range("critical", critical)?, Duration::from(timeout)))
+    })();
+    let (key, warning, critical, timeout) = match parsed {
+        Ok(p) => p,
+        Err(e) => return Check::unknown(CHECK_NAME, format!("bad argument: {e:#}")),
+    };
+    let services = match api {
+        Some(url) => services_over_http(url, token_file.as_deref(), timeout).await,
+        None => services_over_socket(args, timeout).await,
+    };
+    match services {
+        Ok(list) => evaluate(
+            &key,
+            list.iter().find(|v| v.vip == key.vip && v.port == key.port && v.proto == key.proto),
+            warning,
+            critical,
+        ),
+        Err(e) => Check::unknown(CHECK_NAME, format!("{key_text}: {e:#}", key_text = key_text(&key))),
+    }
+}
+
+async fn services_over_socket(args: &Args, timeout: Duration) -> Result<Vec<ServiceView>> {
+    let resp = tokio::time::timeout(timeout, api::call(&args.socket, &Request::List))
+        .await
+        .map_err(|_| anyhow::anyhow!("lbd at {} did not answer within {timeout:?}", args.socket.display()))??;
+    anyhow::ensure!(resp.ok, "lbd refused: {}", resp.message);
+    Ok(resp.list.unwrap_or_default())
+}
+
+async fn services_over_http(
+    url: &str,
+    token_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<Vec<ServiceView>> {
+    let base = svc::client::BaseUrl::parse(url)?;
+    let token = match token_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?;
+            let t = text.lines().next().unwrap_or_default().trim().to_string();
+            anyhow::ensure!(!t.is_empty(), "--token-file {}: the first line is empty", f.display());
+            Some(t)
+        }
+        None => None,
+    };
+    let client = svc::client::Client::new(base, token, timeout);
+    Ok(client.get::<Vec<ServiceView>>("/api/v1/services").await?)
+}
+
+fn key_text(key: &ServiceKey) -> String {
+    format!("{} {}", key.proto.to_string().to_lowercase(), std::net::SocketAddr::new(key.vip, key.port))
+}
+
+/// The verdict on one service as lbd lists it (None: lbd has no such service).
+fn evaluate(key: &ServiceKey, view: Option<&ServiceView>, warning: Option<Range>, critical: Option<Range>) -> Check {
+    let name = key_text(key);
+    let Some(v) = view else {
+        return Check::new(CHECK_NAME, State::Critical, format!("{name}: no such service on lbd"));
+    };
+    let reals = v.reals.len();
+    let usable = v.usable_reals;
+    let t = Thresholds {
+        warning: Some(warning.unwrap_or(Range::at_least(reals as f64))),
+        critical: Some(critical.unwrap_or(Range::at_least(1.0))),
+    };
+    // A service without a usable real has its new connections reset by the LB's kernel: never better than CRITICAL.
+    let state = if usable == 0 { State::Critical } else { t.state(usable as f64) };
+    let mut text = format!("{name}: {usable} of {reals} reals usable");
+    if reals == 0 {
+        text.push_str(", no real configured");
+    }
+    let out: Vec<String> =
+        v.reals.iter().filter(|r| r.state != "up").map(|r| format!("{} {}", r.addr, r.state)).collect();
+    if !out.is_empty() {
+        text.push_str(&format!(" (not usable: {})", out.join(", ")));
+    }
+    if usable == 0 {
+        text.push_str("; SERVICE DOWN, new connections to the VIP are reset");
+    }
+    let mut c = Check::new(CHECK_NAME, state, text);
+    c.perf = vec![
+        Perf::new("usable_reals", usable as f64, Uom::None).thresholds(t).min(0.0).max(reals as f64),
+        Perf::new("reals", reals as f64, Uom::None).min(0.0),
+        Perf::new("active_flows", v.active_flows as f64, Uom::None).min(0.0),
+        Perf::new("packets", v.counters.packets as f64, Uom::Counter),
+        Perf::new("bytes", v.counters.bytes as f64, Uom::Counter),
+        Perf::new("new_flows", v.counters.new_flows as f64, Uom::Counter),
+    ];
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_userspace::api::{CountersView, RealView};
+    use lb_userspace::health::Health;
+
+    fn view(states: &[&str]) -> ServiceView {
+        let reals: Vec<RealView> = states
+            .iter()
+            .enumerate()
+            .map(|(i, st)| RealView {
+                addr: format!("10.0.0.{}", 11 + i).parse().unwrap(),
+                weight: 1,
+                mac: Some("02:00:00:00:00:01".into()),
+                state: st.to_string(),
+                health: if *st == "down" { Health::Down } else { Health::Up },
+                drained: *st == "drained",
+                last_check: None,
+                check_us: None,
+                active_flows: 0,
+                counters: CountersView::default(),
+            })
+            .collect();
+        ServiceView {
+            vip: "10.0.0.100".parse().unwrap(),
+            port: 80,
+            proto: Proto::Tcp,
+            check: "none".into(),
+            persistent: 0,
+            usable_reals: states.iter().filter(|s| **s == "up").count(),
+            active_flows: 7,
+            counters: CountersView { packets: 100, bytes: 6400, new_flows: 5 },
+            reals,
+        }
+    }
+
+    fn key() -> ServiceKey {
+        check_service("10.0.0.100:80").unwrap()
+    }
+
+    #[test]
+    fn default_thresholds_warn_below_all_reals_and_fail_at_none() {
+        let c = evaluate(&key(), Some(&view(&["up", "up"])), None, None);
+        assert_eq!(
+            c.line(),
+            "LB OK - tcp 10.0.0.100:80: 2 of 2 reals usable | usable_reals=2;2:;1:;0;2 reals=2;;;0 active_flows=7;;;0 \
+             packets=100c bytes=6400c new_flows=5c"
+        );
+        let c = evaluate(&key(), Some(&view(&["up", "down"])), None, None);
+        assert_eq!(c.state, State::Warning);
+        assert!(c
+            .line()
+            .starts_with("LB WARNING - tcp 10.0.0.100:80: 1 of 2 reals usable (not usable: 10.0.0.12 down) |"));
+        let c = evaluate(&key(), Some(&view(&["drained", "down"])), None, None);
+        assert_eq!(c.state, State::Critical);
+        assert!(c.text.contains("0 of 2") && c.text.contains("SERVICE DOWN"), "{}", c.text);
+        let c = evaluate(&key(), Some(&view(&[])), None, None);
+        assert_eq!((c.state, c.text.contains("no real configured")), (State::Critical, true));
+        let c = evaluate(&key(), None, None, None);
+        assert_eq!(c.line(), "LB CRITICAL - tcp 10.0.0.100:80: no such service on lbd");
+    }
+
+    #[test]
+    fn given_thresholds_replace_the_defaults_but_a_down_service_stays_critical() {
+        let w = Some("1:".parse().unwrap());
+        let c = evaluate(&key(), Some(&view(&["up", "down", "down"])), w, None);
+        assert_eq!(c.state, State::Ok, "{}", c.line());
+        let crit = Some("2:".parse().unwrap());
+        let c = evaluate(&key(), Some(&view(&["up", "down", "down"])), w, crit);
+        assert_eq!(c.state, State::Critical);
+        assert!(c.line().contains("usable_reals=1;1:;2:;0;3"), "{}", c.line());
+        let c = evaluate(&key(), Some(&view(&["down"])), w, Some("~:".parse().unwrap()));
+        assert_eq!(c.state, State::Critical, "no usable real is critical whatever the ranges");
+    }
+
+    #[test]
+    fn check_arguments() {
+        assert_eq!(check_service("10.0.0.100:53/udp").unwrap().proto, Proto::Udp);
+        assert_eq!(check_service("[fd00::100]:80/tcp").unwrap().port, 80);
+        assert!(check_service("10.0.0.100:80/sctp").is_err());
+        assert!(check_service("10.0.0.100").is_err());
+        let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>().into_iter();
+        assert!(is_check(words("check 10.0.0.1:80 -w x")));
+        assert!(is_check(words("--socket /run/x.sock check")));
+        assert!(!is_check(words("list --json")));
+        assert!(!is_check(words("--socket check list")));
     }
 }

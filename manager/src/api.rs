@@ -32,6 +32,7 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
         .route("/api/v1/nodes/{name}/maintenance", post(maintenance_on))
         .route("/api/v1/nodes/{name}/resume", post(maintenance_off))
         .route("/api/v1/groups", get(groups))
+        .route("/api/v1/pools", get(pools))
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/events", get(events))
         .route("/api/v1/alarms", get(alarms))
@@ -194,6 +195,43 @@ struct SourceView {
     key: String,
     url: String,
     ingesting: bool,
+}
+
+#[derive(Serialize)]
+pub struct PoolView {
+    pub name: String,
+    pub min: usize,
+    pub max: Option<usize>,
+    pub edges: Vec<String>,
+    /// Edges up and not in maintenance.
+    pub in_service: usize,
+    pub down: usize,
+    pub players: usize,
+    pub bitrate_out_kbps: u64,
+}
+
+async fn pools(State(ctx): State<Ctx>) -> Json<Vec<PoolView>> {
+    let c = ctx.shared.lock();
+    let v = c
+        .config
+        .pools
+        .iter()
+        .map(|p| {
+            let edges = c.pool_edges(&p.name);
+            let st = || edges.iter().filter(|n| n.health == Health::Up).filter_map(|n| n.status.as_ref());
+            PoolView {
+                name: p.name.clone(),
+                min: p.min,
+                max: p.max,
+                edges: edges.iter().map(|n| n.spec.name.clone()).collect(),
+                in_service: edges.iter().filter(|n| n.eligible()).count(),
+                down: edges.iter().filter(|n| n.health == Health::Down).count(),
+                players: st().map(|s| s.players).sum(),
+                bitrate_out_kbps: st().map(|s| s.bitrate_out_kbps).sum(),
+            }
+        })
+        .collect();
+    Json(v)
 }
 
 async fn groups(State(ctx): State<Ctx>) -> Json<Vec<GroupView>> {

@@ -20,6 +20,21 @@ pub enum State {
 }
 
 impl State {
+    /// The worse of two verdicts (OK < WARNING < CRITICAL); UNKNOWN stays UNKNOWN.
+    pub fn max(self, other: State) -> State {
+        let rank = |s: State| match s {
+            State::Ok => 0,
+            State::Warning => 1,
+            State::Critical => 2,
+            State::Unknown => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
     /// The plugin's exit status.
     pub fn code(self) -> u8 {
         match self {

@@ -8,6 +8,17 @@ use lb_lab::LB_IP;
 use lb_tests::*;
 use std::time::Duration;
 
+/// `smctl check ARGS` from the LB host against the lab's manager: (exit code, status line).
+fn check(lab: &lb_lab::Lab, c: &Cluster, args: &[&str]) -> (i32, String) {
+    let smctl = lb_lab::bin_path("smctl");
+    let api = format!("http://{LB_IP}:{MANAGER_PORT}");
+    let token = c.token_file.display().to_string();
+    let mut all = vec![smctl.to_str().unwrap(), "--api", &api, "--token-file", &token, "check"];
+    all.extend_from_slice(args);
+    let out = lab.exec_status(&lab.lb(), &all).unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 #[test]
 fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
     require_root();
@@ -76,6 +87,25 @@ fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
     std::fs::create_dir_all(&shot).unwrap();
     context(browser.screenshot(lab, &shot.join("console.png")), "screenshot");
 
+    // The Nagios checks agree, with perfdata.
+    let (code, line) = check(lab, &c, &["group", "cams"]);
+    assert_eq!(code, 0, "{line}");
+    assert!(
+        line.starts_with("STREAM OK - group cams: o1 active, 2 of 2 members healthy | healthy_members=2;2:;1:;0;2"),
+        "{line}"
+    );
+    let (code, line) = check(lab, &c, &["pool", "edges"]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains("3 of 3 edges in service (min 2) | edges_in_service=3;;2:;0"), "{line}");
+    let (code, line) = check(lab, &c, &["stream", "live/show", "-c", "3:"]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains("ingested at o1, on 3 edges") && line.contains("| edges=3;;3:;0"), "{line}");
+    let (code, line) = check(lab, &c, &["group", "cams", "-w", "bogus"]);
+    assert_eq!(code, 3, "{line}");
+    assert!(line.starts_with("STREAM UNKNOWN - bad argument: --warning"), "{line}");
+    let (code, line) = check(lab, &c, &["stream"]);
+    assert_eq!(code, 3, "{line}");
+
     // Kill the active origin: the open page reloads itself on the new events and shows o2 active and the failover.
     c.kill_origin(lab, 0).unwrap();
     let took = context(
@@ -86,6 +116,32 @@ fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
     );
     println!("the open console showed the failover {took:?} after the kill (failover_time 3 s, refresh 2 s)");
     context(browser.screenshot(lab, &shot.join("console-failover.png")), "screenshot");
+    let (code, line) = check(lab, &c, &["group", "cams"]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("o2 active, 1 of 2 members healthy, running on a standby (preferred o1)"), "{line}");
+    let (code, line) = check(lab, &c, &["stream", "live/show"]);
+    assert_eq!(code, 2, "{line}");
+    // The edges still hold it (their grace period), but nothing feeds it.
+    assert!(line.starts_with("STREAM CRITICAL - stream live/show: NOT INGESTED by any origin | edges="), "{line}");
+    for e in ["e1", "e2"] {
+        c.manager_post(lab, &format!("nodes/{e}/maintenance")).unwrap();
+    }
+    let (code, line) = check(lab, &c, &["pool", "edges"]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("1 of 3 edges in service (min 2)"), "{line}");
+    for e in ["e1", "e2"] {
+        c.manager_post(lab, &format!("nodes/{e}/resume")).unwrap();
+    }
+    let (code, line) = {
+        let smctl = lb_lab::bin_path("smctl");
+        let token = c.token_file.display().to_string();
+        let args =
+            [smctl.to_str().unwrap(), "--api", "http://10.99.0.2:9", "--token-file", &token, "check", "pool", "edges"];
+        let out = lab.exec_status(&lab.lb(), &args).unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(code, 3, "{line}");
+    assert!(line.starts_with("STREAM UNKNOWN - the manager did not answer"), "{line}");
 
     // lbd's reduced console lists its services and the edges as reals.
     context(browser.open(lab, &format!("http://{LB_IP}:{LBD_API_PORT}/console")), "lbd console");

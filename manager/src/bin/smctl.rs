@@ -46,10 +46,45 @@ enum Cmd {
     Maintenance { node: String },
     /// End NODE's maintenance.
     Resume { node: String },
+    /// Nagios go/no-go (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, one line with perfdata) for an origin group,
+    /// an edge pool or a stream.
+    Check {
+        #[command(subcommand)]
+        what: CheckWhat,
+        /// Warning range (Nagios syntax: 10, 10:, ~:10, 10:20, @10:20) on the main value.
+        #[arg(short, long, global = true)]
+        warning: Option<String>,
+        /// Critical range on the main value.
+        #[arg(short, long, global = true)]
+        critical: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckWhat {
+    /// Healthy members (default: warning below 2, critical below 1); critical without an active member, warning
+    /// on a standby or with a source not ingested.
+    Group { name: String },
+    /// Edges in service (default: critical below the pool's min); warning at max or with an edge down.
+    Pool { name: String },
+    /// APP/KEY: edges that have it; critical when no origin ingests it.
+    Stream { stream: String },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let checking = std::env::args().skip(1).any(|a| a == "check");
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // A check's bad argument is UNKNOWN (3), as Nagios expects, not clap's 2.
+        Err(e) if checking && !matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
+            let first = e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+            return svc::nagios::Check::unknown("STREAM", format!("bad argument: {first}")).report();
+        }
+        Err(e) => e.exit(),
+    };
+    if let Cmd::Check { what, warning, critical } = &cli.cmd {
+        return check(&cli, what, warning.as_deref(), critical.as_deref()).report();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -74,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Alarms => ("/api/v1/alarms".into(), Method::GET),
         Cmd::Maintenance { node } => (format!("/api/v1/nodes/{node}/maintenance"), Method::POST),
         Cmd::Resume { node } => (format!("/api/v1/nodes/{node}/resume"), Method::POST),
+        Cmd::Check { .. } => unreachable!("checks are handled before"),
     };
     let bytes = rt.block_on(client.call(method, &path, None::<&()>))?;
     let v: Value = serde_json::from_slice(&bytes)?;
@@ -161,8 +197,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Maintenance { .. } | Cmd::Resume { .. } => {
             println!("{}: {} (state {})", s(&v["node"]), s(&v["message"]), s(&v["state"]))
         }
+        Cmd::Check { .. } => {}
     }
     Ok(())
+}
+
+/// `smctl check ...`: never fails; every problem is an UNKNOWN line.
+fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&str>) -> svc::nagios::Check {
+    use svc::nagios::{Check, Range};
+    let range = |flag: &str, r: Option<&str>| -> Result<Option<Range>, String> {
+        r.map(|s| s.parse::<Range>().map_err(|e| format!("--{flag}: {e}"))).transpose()
+    };
+    let (w, c) = match (range("warning", warning), range("critical", critical)) {
+        (Ok(w), Ok(c)) => (w, c),
+        (Err(e), _) | (_, Err(e)) => return Check::unknown("STREAM", format!("bad argument: {e}")),
+    };
+    let path = match what {
+        CheckWhat::Group { .. } => "/api/v1/groups",
+        CheckWhat::Pool { .. } => "/api/v1/pools",
+        CheckWhat::Stream { stream } if !stream.contains('/') => {
+            return Check::unknown("STREAM", format!("bad argument: stream {stream:?} is not APP/KEY"))
+        }
+        CheckWhat::Stream { .. } => "/api/v1/streams",
+    };
+    let answer = (|| -> anyhow::Result<Value> {
+        let bearer = svc::auth::Bearer::from_file(&cli.token_file).map_err(anyhow::Error::msg)?;
+        let client =
+            Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(rt.block_on(client.get::<Value>(path))?)
+    })();
+    let v = match answer {
+        Ok(v) => v,
+        Err(e) => return Check::unknown("STREAM", format!("the manager did not answer: {e:#}")),
+    };
+    match what {
+        CheckWhat::Group { name } => manager::check::group(&v, name, w, c),
+        CheckWhat::Pool { name } => manager::check::pool(&v, name, w, c),
+        CheckWhat::Stream { stream } => manager::check::stream(&v, stream, w, c),
+    }
 }
 
 /// `HH:MM:SS` UTC of a unix time in milliseconds.

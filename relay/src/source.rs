@@ -17,7 +17,9 @@ use crate::Ctx;
 /// Why a source was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
-    #[error("invalid source URL {0:?}: {1}; expected rtmp://HOST[:PORT]/APP/KEY")]
+    #[error(
+        "invalid source URL {0:?}: {1}; expected rtmp://HOST[:PORT]/APP/KEY or rtsp://[USER:PASS@]HOST[:PORT]/PATH"
+    )]
     BadUrl(String, &'static str),
     #[error("bad app or stream name (1-128 of A-Z a-z 0-9 - _ . ~)")]
     BadName,
@@ -25,16 +27,21 @@ pub enum SourceError {
     NotOrigin,
 }
 
-/// A parsed source URL.
+/// A parsed source URL: an RTMP encoder or an RTSP camera.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceUrl {
-    pub host: String,
-    pub port: u16,
-    pub app: String,
-    /// The stream name played upstream, with its `?query` if any.
-    pub play: String,
-    /// The URL as given (it may hold credentials in a query; shown only as [`SourceUrl::shown`]).
-    pub raw: String,
+pub enum SourceUrl {
+    Rtmp {
+        host: String,
+        port: u16,
+        app: String,
+        /// The stream name played upstream, with its `?query` if any.
+        play: String,
+        raw: String,
+    },
+    Rtsp {
+        url: crate::rtsp::RtspUrl,
+        raw: String,
+    },
 }
 
 impl SourceUrl {
@@ -45,7 +52,10 @@ impl SourceUrl {
         }
         let rest = match url.split_once("://") {
             Some(("rtmp", rest)) => rest,
-            Some((_, _)) => return Err(bad("only rtmp:// sources are supported")),
+            Some(("rtsp", _)) => {
+                return Ok(SourceUrl::Rtsp { url: crate::rtsp::RtspUrl::parse(url).map_err(bad)?, raw: url.into() })
+            }
+            Some((_, _)) => return Err(bad("the scheme must be rtmp:// or rtsp://")),
             None => return Err(bad("no scheme")),
         };
         let (hostport, path) = rest.split_once('/').ok_or_else(|| bad("missing /APP/KEY"))?;
@@ -54,28 +64,38 @@ impl SourceUrl {
         if !crate::valid_name(app) || !crate::valid_name(key) {
             return Err(bad("APP and KEY must be 1-128 of A-Z a-z 0-9 - _ . ~"));
         }
+        if hostport.contains('@') {
+            return Err(bad("credentials in an rtmp:// URL go in the query (?user=...&pass=...), not before the host"));
+        }
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
             None => (hostport, 1935),
         };
-        if host.is_empty() || host.contains('@') {
-            return Err(bad("missing host (credentials go in the query, as RTMP servers expect)"));
+        if host.is_empty() {
+            return Err(bad("missing host"));
         }
-        Ok(SourceUrl { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
+        Ok(SourceUrl::Rtmp { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
     }
 
-    /// The URL without its query (which may hold a token).
+    /// The URL without credentials and query (which may hold a token): for logs, the API and `/streams`.
     pub fn shown(&self) -> String {
-        shown(&self.raw)
-    }
-
-    fn tc_url(&self) -> String {
-        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+        match self {
+            SourceUrl::Rtmp { raw, .. } => shown(raw),
+            SourceUrl::Rtsp { url, .. } => shown(url.url.as_str()),
+        }
     }
 }
 
 fn shown(url: &str) -> String {
-    url.split('?').next().unwrap_or("").to_string()
+    let no_query = url.split('?').next().unwrap_or("");
+    // Credentials in user info (rtsp://user:pass@host/...) are never shown.
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            format!("{scheme}://{}{path}", auth.rsplit_once('@').map_or(auth, |(_, h)| h))
+        }
+        None => no_query.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -251,23 +271,18 @@ async fn ingest(
     while !removed.load(Ordering::Acquire) {
         // A fresh stream if the last one ended (the source was away longer than the grace period).
         let stream = ctx.hub.get_or_create(&app, &key).0;
-        let up = Upstream {
-            host: &url.host,
-            port: url.port,
-            app: &url.app,
-            tc_url: url.tc_url(),
-            play: &url.play,
-            kind: "pull-rtmp",
-            role: UpstreamRole::Source { removed: &removed },
-        };
         let mut playing = false;
         status.set(State::Connecting, None);
         let before = stream.stats.bytes_in.load(Ordering::Relaxed);
+        let kind = match &url {
+            SourceUrl::Rtmp { .. } => "pull-rtmp",
+            SourceUrl::Rtsp { .. } => "pull-rtsp",
+        };
         let watch = async {
-            // Ingesting once media flows from this source (a camera relay may accept the play before it has any).
+            // Ingesting once media flows (a camera relay may accept the play before it has any).
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                if stream.source().is_some_and(|s| s.kind == "pull-rtmp")
+                if stream.source().is_some_and(|s| s.kind == kind)
                     && stream.stats.bytes_in.load(Ordering::Relaxed) > before
                 {
                     status.set(State::Ingesting, None);
@@ -276,8 +291,27 @@ async fn ingest(
                 }
             }
         };
+        let session = async {
+            match &url {
+                SourceUrl::Rtmp { host, port, app: src_app, play, .. } => {
+                    let up = Upstream {
+                        host,
+                        port: *port,
+                        app: src_app,
+                        tc_url: format!("rtmp://{host}:{port}/{src_app}"),
+                        play,
+                        kind: "pull-rtmp",
+                        role: UpstreamRole::Source { removed: &removed },
+                    };
+                    pull_once(&ctx, &stream, &up, &mut playing).await.map_err(|e| e.to_string())
+                }
+                SourceUrl::Rtsp { url: rtsp, .. } => {
+                    crate::rtsp::pull_once(&ctx, &stream, rtsp, &url.shown(), &removed, &mut playing).await
+                }
+            }
+        };
         let r = tokio::select! {
-            r = pull_once(&ctx, &stream, &up, &mut playing) => r,
+            r = session => r,
             _ = watch => unreachable!("the watch never completes"),
         };
         match r {
@@ -307,19 +341,25 @@ mod tests {
 
     #[test]
     fn source_urls() {
-        let u = SourceUrl::parse("rtmp://10.0.0.5/live/cam1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.app.as_str(), u.play.as_str()), ("10.0.0.5", 1935, "live", "cam1"));
+        let SourceUrl::Rtmp { host, port, app, play, .. } = SourceUrl::parse("rtmp://10.0.0.5/live/cam1").unwrap()
+        else {
+            panic!("rtmp")
+        };
+        assert_eq!((host.as_str(), port, app.as_str(), play.as_str()), ("10.0.0.5", 1935, "live", "cam1"));
         let u = SourceUrl::parse("rtmp://enc.example:1936/app/k?token=s3cret").unwrap();
-        assert_eq!((u.port, u.play.as_str()), (1936, "k?token=s3cret"));
+        assert!(matches!(&u, SourceUrl::Rtmp { port: 1936, play, .. } if play == "k?token=s3cret"));
         assert_eq!(u.shown(), "rtmp://enc.example:1936/app/k", "the token is not shown");
+        let u = SourceUrl::parse("rtsp://viewer:pw@10.0.5.11:554/stream1").unwrap();
+        assert_eq!(u.shown(), "rtsp://10.0.5.11:554/stream1", "credentials are not shown");
+        assert!(matches!(u, SourceUrl::Rtsp { .. }));
         for (bad, why) in [
-            ("http://x/a/b", "only rtmp://"),
-            ("rtsp://x/a/b", "only rtmp://"),
+            ("http://x/a/b", "rtmp:// or rtsp://"),
+            ("rtsp:///a", "missing host"),
             ("x/a/b", "no scheme"),
             ("rtmp://x/live", "missing /KEY"),
             ("rtmp://x", "missing /APP/KEY"),
             ("rtmp://x:99999/a/b", "bad port"),
-            ("rtmp://u:p@x/a/b", "missing host"),
+            ("rtmp://u:p@x/a/b", "go in the query"),
             ("rtmp://x/a/b c", "spaces"),
             ("rtmp://x/a/../b", "APP and KEY"),
         ] {

@@ -42,7 +42,7 @@ fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
 
     // Refused requests change nothing.
     for (body, want) in [
-        (format!(r#"{{"url": "http://{}/live/cam1"}}"#, camera.rtmp), "only rtmp://"),
+        (format!(r#"{{"url": "http://{}/live/cam1"}}"#, camera.rtmp), "rtmp:// or rtsp://"),
         (r#"{"url": "rtmp://x/live"}"#.to_string(), "missing /KEY"),
         (r#"{"uri": "rtmp://x/live/a"}"#.to_string(), "missing field `url`"),
     ] {
@@ -102,9 +102,69 @@ fn sources_are_an_origin_operation_and_the_flag_is_checked() {
     let (code, b) = send(edge.api, "PUT", "/sources/live/cam", r#"{"url": "rtmp://127.0.0.1/live/x"}"#);
     assert_eq!((code, b.as_str()), (404, r#"{"error":"sources are an origin operation"}"#));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["origin", "--listen", "127.0.0.1:0", "--source", "live/cam=rtsp://x/y"])
+        .args(["origin", "--listen", "127.0.0.1:0", "--source", "live/cam=ftp://x/y"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only rtmp://"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rtmp:// or rtsp://"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An RTSP camera: GStreamer's gst-rtsp-server (scripts/rtsp-camera.py) serving H.264 + AAC behind basic auth.
+fn rtsp_camera(dir: &TempDir, port: u16) -> Proc {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/rtsp-camera.py");
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.args([script, "--port", &port.to_string(), "--path", "/cam", "--user", "viewer", "--password", "s3cret"]);
+    let p = Proc::spawn("rtsp-camera", cmd, Some(dir.path(&format!("rtsp-camera-{port}.log"))));
+    wait_port(format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(15));
+    p
+}
+
+#[test]
+fn an_origin_ingests_an_rtsp_camera_with_credentials_and_survives_its_restart() {
+    let _g = serial();
+    let dir = TempDir::new("rtsp");
+    let port = free_port();
+    let mut camera = rtsp_camera(&dir, port);
+    let origin = Relay::origin(&dir, &[]);
+    // Wrong password: the source fails with the camera's refusal and keeps retrying.
+    let (code, b) = send(
+        origin.api,
+        "PUT",
+        "/sources/live/cam",
+        &format!(r#"{{"url": "rtsp://viewer:wrong@127.0.0.1:{port}/cam"}}"#),
+    );
+    assert_eq!(code, 201, "{b}");
+    let s = wait_for("the source to fail on auth", Duration::from_secs(15), || {
+        source_state(origin.api, "cam").filter(|s| s["state"] == "failed")
+    });
+    assert!(s["error"].as_str().unwrap_or("").contains("DESCRIBE"), "{s}");
+    assert_eq!(s["url"], format!("rtsp://127.0.0.1:{port}/cam"), "credentials are never shown");
+    // The right one: H.264 640x360 and AAC on the origin's RTMP side.
+    let (code, _) = send(
+        origin.api,
+        "PUT",
+        "/sources/live/cam",
+        &format!(r#"{{"url": "rtsp://viewer:s3cret@127.0.0.1:{port}/cam"}}"#),
+    );
+    assert_eq!(code, 200);
+    wait_for("the origin ingesting the camera", Duration::from_secs(20), || {
+        source_state(origin.api, "cam").filter(|s| s["state"] == "ingesting")
+    });
+    assert_eq!(stream_entry(origin.api, "live", "cam").unwrap()["source"]["kind"], "pull-rtsp");
+    assert_h264_aac(&origin.url("cam"));
+    // The camera restarts: the source comes back by itself.
+    camera.kill();
+    wait_for("the source to notice", Duration::from_secs(20), || {
+        source_state(origin.api, "cam").filter(|s| s["state"] != "ingesting")
+    });
+    let _camera = rtsp_camera(&dir, port);
+    wait_for("the camera ingested again", Duration::from_secs(30), || {
+        source_state(origin.api, "cam").filter(|s| s["state"] == "ingesting")
+    });
+    assert_h264_aac(&origin.url("cam"));
+    assert_eq!(send(origin.api, "DELETE", "/sources/live/cam", "").0, 204);
 }

@@ -205,34 +205,28 @@ impl Cluster {
         for i in 0..lab.reals {
             let ns = lab.real(i);
             let ip = real_ip(i);
-            let pid = lab.spawn(
-                &ns,
-                &format!("edge{}.log", i + 1),
-                &[
-                    relay,
-                    "edge",
-                    "--listen",
-                    "0.0.0.0:1935",
-                    "--http-listen",
-                    &format!("0.0.0.0:{HTTP_PORT}"),
-                    "--api",
-                    &format!("{ip}:{RELAY_API_PORT}"),
-                    "--api-token",
-                    &self.token,
-                    "--manager",
-                    &format!("http://{LB_IP}:{MANAGER_PORT}"),
-                    "--node-name",
-                    &format!("e{}", i + 1),
-                    "--advertise",
-                    &ip,
-                    "--grace-period",
-                    self.opts.edge_grace,
-                ],
-            )?;
+            let mut args = self.relay_args("edge", &ip, &format!("e{}", i + 1));
+            let http = format!("0.0.0.0:{HTTP_PORT}");
+            args.extend(["--http-listen", &http, "--grace-period", self.opts.edge_grace].map(String::from));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let pid = lab.spawn(&ns, &format!("edge{}.log", i + 1), &args)?;
             self.edge_pids.push(pid);
             lab.wait_port(&ns, &ip, 1935)?;
         }
         Ok(())
+    }
+
+    /// A relay of the cluster: its role, RTMP on :1935, its API on `ip` with the cluster token, registered with
+    /// the manager under `name`.
+    fn relay_args(&self, role: &str, ip: &str, name: &str) -> Vec<String> {
+        let relay = bin_path("relay").display().to_string();
+        let api = format!("{ip}:{RELAY_API_PORT}");
+        let manager = format!("http://{LB_IP}:{MANAGER_PORT}");
+        [&relay, role, "--listen", "0.0.0.0:1935", "--api", &api, "--api-token", &self.token, "--manager", &manager]
+            .into_iter()
+            .chain(["--node-name", name, "--advertise", ip])
+            .map(String::from)
+            .collect()
     }
 
     /// Starts (or restarts) origin `i` on its host.
@@ -240,27 +234,9 @@ impl Cluster {
         let ns = lab.ns(&format!("o{}", i + 1));
         let ip = origin_ip(i);
         self.origin_runs[i] += 1;
-        let relay = bin_path("relay");
-        let pid = lab.spawn(
-            &ns,
-            &format!("origin{}-{}.log", i + 1, self.origin_runs[i]),
-            &[
-                relay.to_str().unwrap(),
-                "origin",
-                "--listen",
-                "0.0.0.0:1935",
-                "--api",
-                &format!("{ip}:{RELAY_API_PORT}"),
-                "--api-token",
-                &self.token,
-                "--manager",
-                &format!("http://{LB_IP}:{MANAGER_PORT}"),
-                "--node-name",
-                &format!("o{}", i + 1),
-                "--advertise",
-                &ip,
-            ],
-        )?;
+        let args = self.relay_args("origin", &ip, &format!("o{}", i + 1));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let pid = lab.spawn(&ns, &format!("origin{}-{}.log", i + 1, self.origin_runs[i]), &args)?;
         self.origin_pids[i] = Some(pid);
         lab.wait_port(&ns, &ip, 1935)?;
         Ok(pid)

@@ -10,6 +10,7 @@
 pub mod announce;
 pub mod api;
 pub mod conntable;
+pub mod console;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;

@@ -319,37 +319,11 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
     svc::console::page("Stream cluster", refresh.as_secs().max(1), Some("/console/seq"), &b)
 }
 
-/// One LB node's services and reals.
+/// One LB node's services and reals, each real named by its edge.
 fn lb_table(c: &Cluster, view: &[lb_userspace::api::ServiceView]) -> String {
-    let mut rows = Vec::new();
-    for s in view {
-        let svc = format!("{} {}", s.proto, std::net::SocketAddr::new(s.vip, s.port));
-        let state = if s.usable_reals > 0 { "up" } else { "down" };
-        rows.push(vec![
-            format!("<b>{}</b>", esc(&svc)),
-            badge(state),
-            format!("{} of {} usable", s.usable_reals, s.reals.len()),
-            esc(&s.check),
-            s.active_flows.to_string(),
-            si(s.counters.packets as f64),
-            si(s.counters.bytes as f64) + "B",
-        ]);
-        for r in &s.reals {
-            let edge =
-                c.nodes.values().find(|n| n.spec.rtmp.ip() == r.addr).map(|n| n.spec.name.clone()).unwrap_or_default();
-            let state = if r.drained { "drained".to_string() } else { r.state.clone() };
-            rows.push(vec![
-                format!("&nbsp;&nbsp;{} {}", esc(&r.addr.to_string()), esc(&edge)),
-                badge(&state),
-                format!("weight {}", r.weight),
-                esc(r.last_check.as_deref().unwrap_or("")),
-                r.active_flows.to_string(),
-                si(r.counters.packets as f64),
-                si(r.counters.bytes as f64) + "B",
-            ]);
-        }
-    }
-    table(&["service / real", "state", "reals / weight", "check", "active flows", "packets", "bytes"], &rows)
+    lb_userspace::console::services_table(view, |addr| {
+        c.nodes.values().find(|n| n.spec.rtmp.ip() == addr).map(|n| n.spec.name.clone()).unwrap_or_default()
+    })
 }
 
 /// Last counter readings per service, to turn the LB's packet counters into rates.

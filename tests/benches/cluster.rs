@@ -3,22 +3,14 @@
 //! players receiving frames again, and the failback gap. Each figure is the median of several rounds.
 use lb_lab::cluster::{median, origin_ip, Cluster, Options, Players};
 use lb_lab::{real_ip, VIP};
-use lb_tests::{context, require_root, LbLab, Mode};
+use lb_tests::{cluster_lab, context, require_root};
 use std::time::{Duration, Instant};
 
 fn main() {
     require_root();
     let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
-    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
     let opts = Options { failover_time: "3s", keepalive: "1s", ..Default::default() };
-    let mut c = context(Cluster::new(&l.lab, opts), "cluster");
-    let cfg = l.lab.dir.join("lbd.toml");
-    std::fs::write(&cfg, Cluster::lbd_config()).unwrap();
-    let mut flags = vec!["--config".to_string(), cfg.display().to_string()];
-    flags.extend(c.lbd_api_flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    context(l.start_lbd(&flags), "lbd");
-    context(c.start(&mut l.lab), "cluster");
+    let (mut l, mut c) = cluster_lab(opts);
     let lab = &mut l.lab;
     context(
         Cluster::wait("the group up and pulled by every edge", Duration::from_secs(30), || {

@@ -176,3 +176,19 @@ pub fn context<T>(r: Result<T>, what: &str) -> T {
 }
 
 pub mod health;
+
+/// The streaming cluster of `lb_lab::cluster` on a native-mode lab with three edges: lbd runs with the edges'
+/// services (no reals: the manager adds them) and its HTTP API, then the camera, origins, manager and edges start.
+pub fn cluster_lab(opts: lb_lab::cluster::Options) -> (LbLab, lb_lab::cluster::Cluster) {
+    use lb_lab::cluster::Cluster;
+    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
+    let mut c = context(Cluster::new(&l.lab, opts), "cluster");
+    let cfg = l.lab.dir.join("lbd.toml");
+    context(std::fs::write(&cfg, Cluster::lbd_config()).map_err(anyhow::Error::from), "lbd config");
+    let mut flags = vec!["--config".to_string(), cfg.display().to_string()];
+    flags.extend(c.lbd_api_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    context(l.start_lbd(&flags), "lbd");
+    context(c.start(&mut l.lab), "cluster");
+    (l, c)
+}

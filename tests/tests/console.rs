@@ -22,16 +22,8 @@ fn check(lab: &lb_lab::Lab, c: &Cluster, args: &[&str]) -> (i32, String) {
 #[test]
 fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
     require_root();
-    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
     let opts = Options { console_refresh: "2s", failover_time: "3s", ..Default::default() };
-    let mut c = context(Cluster::new(&l.lab, opts), "cluster");
-    let cfg = l.lab.dir.join("lbd.toml");
-    std::fs::write(&cfg, Cluster::lbd_config()).unwrap();
-    let mut flags = vec!["--config".to_string(), cfg.display().to_string()];
-    flags.extend(c.lbd_api_flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    context(l.start_lbd(&flags), "lbd");
-    context(c.start(&mut l.lab), "cluster");
+    let (mut l, mut c) = cluster_lab(opts);
     let lab = &mut l.lab;
     // A stream to show: a publisher on the active origin, pre-pulled by every edge.
     let push = format!("rtmp://{}:1935/live/show", origin_ip(0));

@@ -17,15 +17,7 @@ fn events(c: &Cluster, lab: &lb_lab::Lab, kind: &str) -> Vec<serde_json::Value> 
 #[test]
 fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_vip() {
     require_root();
-    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
-    let mut c = context(Cluster::new(&l.lab, Options { rtsp_camera: true, ..Default::default() }), "cluster");
-    let cfg = l.lab.dir.join("lbd.toml");
-    std::fs::write(&cfg, Cluster::lbd_config()).unwrap();
-    let mut flags = vec!["--config".to_string(), cfg.display().to_string()];
-    flags.extend(c.lbd_api_flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    context(l.start_lbd(&flags), "lbd");
-    context(c.start(&mut l.lab), "cluster");
+    let (mut l, mut c) = cluster_lab(Options { rtsp_camera: true, ..Default::default() });
     let lab = &mut l.lab;
 
     // The group comes up: o1 (priority 100) ingests the camera; every edge pre-pulls it and joins the LB.
@@ -324,16 +316,8 @@ fn a_broken_manager_config_is_refused_with_the_reason() {
 #[test]
 fn n_plus_2_and_a_shared_standby_take_each_group_by_priority() {
     require_root();
-    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
     let opts = Options { origins: 3, second_group: true, failback: false, ..Default::default() };
-    let mut c = context(Cluster::new(&l.lab, opts), "cluster");
-    let cfg = l.lab.dir.join("lbd.toml");
-    std::fs::write(&cfg, Cluster::lbd_config()).unwrap();
-    let mut flags = vec!["--config".to_string(), cfg.display().to_string()];
-    flags.extend(c.lbd_api_flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    context(l.start_lbd(&flags), "lbd");
-    context(c.start(&mut l.lab), "cluster");
+    let (mut l, mut c) = cluster_lab(opts);
     let lab = &mut l.lab;
     let on = |c: &Cluster, lab: &lb_lab::Lab, cams: usize, tv: usize| {
         c.active_of(lab, "cams").as_deref() == Some(&format!("o{}", cams + 1)[..])

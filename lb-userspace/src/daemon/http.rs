@@ -130,7 +130,7 @@ async fn console(State(ctx): State<Ctx>) -> Response {
     ) else {
         return gone();
     };
-    let body = super::views::console_body(
+    let body = crate::console::console_body(
         &list.list.unwrap_or_default(),
         stats.stats.as_deref(),
         &events.events.unwrap_or_default(),

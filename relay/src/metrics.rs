@@ -171,7 +171,7 @@ mod tests {
         assert!(text.contains("# TYPE relay_upstream_active gauge\nrelay_upstream_active{role=\"edge\"} 0\n"));
         assert!(text.contains("relay_stream_players{role=\"edge\",app=\"live\",key=\"a\\\"b\"} 3\n"), "{text}");
         let parsed = svc::metrics::parse(&text).unwrap();
-        assert_eq!(parsed.len(), 22);
+        assert_eq!(parsed.len(), 23);
         for (name, samples) in &parsed {
             assert!(text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")));
             assert!(samples.iter().all(|(l, _)| l[0] == ("role".to_string(), "edge".to_string())), "{name}");

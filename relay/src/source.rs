@@ -1,5 +1,5 @@
-//! Origin ingest by pull: a source (an encoder's or a camera's `rtmp://` URL) feeds a local stream as a publisher
-//! would, reconnecting with backoff for as long as it is configured, players or not. A stream manager puts the
+//! Origin ingest by pull: a source (an encoder's or a camera's `rtmp://` or `rtsp://` URL) feeds a local stream as a
+//! publisher would, reconnecting with backoff for as long as it is configured, players or not. A stream manager puts the
 //! sources of an origin group on its active member (`PUT /sources/{app}/{key}`); `--source` does it by hand.
 
 use std::collections::BTreeMap;
@@ -10,14 +10,17 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
+use crate::edge::{pull_once, Upstream, UpstreamRole};
 use crate::metrics::Metrics;
+use crate::rtsp::RtspUrl;
 use crate::Ctx;
 
 /// Why a source was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
-    #[error("invalid source URL {0:?}: {1}; expected rtmp://HOST[:PORT]/APP/KEY")]
+    #[error(
+        "invalid source URL {0:?}: {1}; expected rtmp://HOST[:PORT]/APP/KEY or rtsp://[USER:PASS@]HOST[:PORT]/PATH"
+    )]
     BadUrl(String, &'static str),
     #[error("bad app or stream name (1-128 of A-Z a-z 0-9 - _ . ~)")]
     BadName,
@@ -27,7 +30,45 @@ pub enum SourceError {
 
 /// A parsed source URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceUrl {
+pub enum SourceUrl {
+    Rtmp(RtmpUrl),
+    /// A camera's RTSP URL (H.264 and AAC).
+    Rtsp(RtspUrl),
+}
+
+impl SourceUrl {
+    pub fn parse(url: &str) -> Result<Self, SourceError> {
+        match url.split_once("://") {
+            Some(("rtsp", _)) => {
+                if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                    return Err(SourceError::BadUrl(shown(url), "spaces or control characters"));
+                }
+                RtspUrl::parse(url).map(SourceUrl::Rtsp).map_err(|why| SourceError::BadUrl(shown(url), why))
+            }
+            _ => RtmpUrl::parse(url).map(SourceUrl::Rtmp),
+        }
+    }
+
+    /// The URL without credentials or query (which may hold a token).
+    pub fn shown(&self) -> String {
+        match self {
+            SourceUrl::Rtmp(u) => u.shown(),
+            SourceUrl::Rtsp(u) => u.shown(),
+        }
+    }
+
+    /// What the stream's source is called in `/streams`.
+    fn kind(&self) -> &'static str {
+        match self {
+            SourceUrl::Rtmp(_) => "pull-rtmp",
+            SourceUrl::Rtsp(_) => "pull-rtsp",
+        }
+    }
+}
+
+/// An `rtmp://HOST[:PORT]/APP/KEY[?QUERY]` source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
     pub host: String,
     pub port: u16,
     pub app: String,
@@ -37,7 +78,7 @@ pub struct SourceUrl {
     pub raw: String,
 }
 
-impl SourceUrl {
+impl RtmpUrl {
     pub fn parse(url: &str) -> Result<Self, SourceError> {
         let bad = |why| SourceError::BadUrl(shown(url), why);
         if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -45,7 +86,7 @@ impl SourceUrl {
         }
         let rest = match url.split_once("://") {
             Some(("rtmp", rest)) => rest,
-            Some((_, _)) => return Err(bad("only rtmp:// sources are supported")),
+            Some((_, _)) => return Err(bad("only rtmp:// and rtsp:// sources are supported")),
             None => return Err(bad("no scheme")),
         };
         let (hostport, path) = rest.split_once('/').ok_or_else(|| bad("missing /APP/KEY"))?;
@@ -54,14 +95,18 @@ impl SourceUrl {
         if !crate::valid_name(app) || !crate::valid_name(key) {
             return Err(bad("APP and KEY must be 1-128 of A-Z a-z 0-9 - _ . ~"));
         }
+        // Before the port: in `user:pass@host` the first colon is not a port's.
+        if hostport.contains('@') {
+            return Err(bad("missing host (credentials go in the query, as RTMP servers expect)"));
+        }
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
             None => (hostport, 1935),
         };
-        if host.is_empty() || host.contains('@') {
-            return Err(bad("missing host (credentials go in the query, as RTMP servers expect)"));
+        if host.is_empty() {
+            return Err(bad("missing host"));
         }
-        Ok(SourceUrl { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
+        Ok(RtmpUrl { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
     }
 
     /// The URL without its query (which may hold a token).
@@ -74,8 +119,17 @@ impl SourceUrl {
     }
 }
 
+/// `url` without its query and any user info, for messages about a URL that may not even parse.
 fn shown(url: &str) -> String {
-    url.split('?').next().unwrap_or("").to_string()
+    let url = url.split('?').next().unwrap_or("");
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -248,18 +302,10 @@ async fn ingest(
 ) {
     let mut backoff = ctx.config.backoff_min;
     let mut stop = ctx.stopping.clone();
+    let kind = url.kind();
     while !removed.load(Ordering::Acquire) {
         // A fresh stream if the last one ended (the source was away longer than the grace period).
         let stream = ctx.hub.get_or_create(&app, &key).0;
-        let up = Upstream {
-            host: &url.host,
-            port: url.port,
-            app: &url.app,
-            tc_url: url.tc_url(),
-            play: &url.play,
-            kind: "pull-rtmp",
-            role: UpstreamRole::Source { removed: &removed },
-        };
         let mut playing = false;
         status.set(State::Connecting, None);
         let before = stream.stats.bytes_in.load(Ordering::Relaxed);
@@ -267,7 +313,7 @@ async fn ingest(
             // Ingesting once media flows from this source (a camera relay may accept the play before it has any).
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                if stream.source().is_some_and(|s| s.kind == "pull-rtmp")
+                if stream.source().is_some_and(|s| s.kind == kind)
                     && stream.stats.bytes_in.load(Ordering::Relaxed) > before
                 {
                     status.set(State::Ingesting, None);
@@ -276,19 +322,41 @@ async fn ingest(
                 }
             }
         };
+        let session = async {
+            match &url {
+                SourceUrl::Rtmp(u) => {
+                    let up = Upstream {
+                        host: &u.host,
+                        port: u.port,
+                        app: &u.app,
+                        tc_url: u.tc_url(),
+                        play: &u.play,
+                        kind,
+                        role: UpstreamRole::Source { removed: &removed },
+                    };
+                    pull_once(&ctx, &stream, &up, &mut playing).await.map(drop).map_err(|e| e.to_string())
+                }
+                SourceUrl::Rtsp(u) => {
+                    crate::rtsp::ingest_once(&ctx, &stream, u, &removed, &mut playing).await.map_err(|e| e.to_string())
+                }
+            }
+        };
         let r = tokio::select! {
-            r = pull_once(&ctx, &stream, &up, &mut playing) => r,
+            r = session => r,
             _ = watch => unreachable!("the watch never completes"),
         };
         match r {
-            Ok(PullEnd::Ended) if removed.load(Ordering::Acquire) => break,
-            Ok(_) => {}
+            // Removed, shutdown, or the session ended cleanly: the loop condition decides.
+            Ok(()) => {}
             Err(e) => {
                 status.failures.fetch_add(1, Ordering::Relaxed);
                 Metrics::inc(&ctx.metrics.source_failures);
                 warn!(app = %app, key = %key, url = %url.shown(), error = %e, retry_ms = backoff.as_millis() as u64, "source failed, retrying");
-                status.set(State::Failed, Some(e.to_string()));
+                status.set(State::Failed, Some(e));
             }
+        }
+        if removed.load(Ordering::Acquire) {
+            break;
         }
         if playing {
             backoff = ctx.config.backoff_min;
@@ -307,14 +375,21 @@ mod tests {
 
     #[test]
     fn source_urls() {
-        let u = SourceUrl::parse("rtmp://10.0.0.5/live/cam1").unwrap();
+        let rtmp = |u: &str| match SourceUrl::parse(u).unwrap() {
+            SourceUrl::Rtmp(r) => r,
+            other => panic!("{u}: {other:?}"),
+        };
+        let u = rtmp("rtmp://10.0.0.5/live/cam1");
         assert_eq!((u.host.as_str(), u.port, u.app.as_str(), u.play.as_str()), ("10.0.0.5", 1935, "live", "cam1"));
-        let u = SourceUrl::parse("rtmp://enc.example:1936/app/k?token=s3cret").unwrap();
+        let u = rtmp("rtmp://enc.example:1936/app/k?token=s3cret");
         assert_eq!((u.port, u.play.as_str()), (1936, "k?token=s3cret"));
         assert_eq!(u.shown(), "rtmp://enc.example:1936/app/k", "the token is not shown");
+        let u = SourceUrl::parse("rtsp://admin:s3cret@10.0.0.9/Streaming/Channels/101?auth=t0k").unwrap();
+        assert!(matches!(u, SourceUrl::Rtsp(_)));
+        assert_eq!((u.shown().as_str(), u.kind()), ("rtsp://10.0.0.9/Streaming/Channels/101", "pull-rtsp"));
         for (bad, why) in [
-            ("http://x/a/b", "only rtmp://"),
-            ("rtsp://x/a/b", "only rtmp://"),
+            ("http://x/a/b", "only rtmp:// and rtsp://"),
+            ("rtsps://x/a/b", "only rtmp:// and rtsp://"),
             ("x/a/b", "no scheme"),
             ("rtmp://x/live", "missing /KEY"),
             ("rtmp://x", "missing /APP/KEY"),
@@ -322,9 +397,21 @@ mod tests {
             ("rtmp://u:p@x/a/b", "missing host"),
             ("rtmp://x/a/b c", "spaces"),
             ("rtmp://x/a/../b", "APP and KEY"),
+            ("rtsp://u:pw@x:70000/a", "bad port"),
+            ("rtsp://u:pw@/a", "missing host"),
+            ("rtsp://u:pw@x/a b", "spaces"),
         ] {
             let e = SourceUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("pw"), "credentials in the message: {e}");
         }
+    }
+
+    #[test]
+    fn shown_urls_carry_no_credentials_or_query() {
+        assert_eq!(shown("rtsp://u:p@h:554/a/b?x=1"), "rtsp://h:554/a/b");
+        assert_eq!(shown("rtsp://u:p@h"), "rtsp://h");
+        assert_eq!(shown("rtmp://h/live/k?token=t"), "rtmp://h/live/k");
+        assert_eq!(shown("garbage"), "garbage");
     }
 }

@@ -17,9 +17,13 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 # A live test picture and tone, like a camera: x264 without B-frames (zerolatency) so RTP timestamps only grow,
 # a keyframe every 2 s, AAC in RFC 3640 (mpeg4-generic) as cameras send it.
+VIDEO = {
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 ! rtph264pay name=pay0 pt=96",
+    # A codec FLV does not carry: the relay must refuse it by name (tests of that error).
+    "vp8": "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96",
+}
 LAUNCH = (
-    "( videotestsrc is-live=true ! video/x-raw,width=640,height=360,framerate=30/1 "
-    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 ! rtph264pay name=pay0 pt=96 "
+    "( videotestsrc is-live=true ! video/x-raw,width=640,height=360,framerate=30/1 ! {video} "
     "audiotestsrc is-live=true ! audioconvert ! avenc_aac ! rtpmp4gpay name=pay1 pt=97 )"
 )
 
@@ -29,6 +33,7 @@ def main():
     p.add_argument("--port", type=int, required=True, help="TCP port to serve RTSP on (127.0.0.1)")
     p.add_argument("--path", default="/cam", help="mount path, e.g. /cam")
     p.add_argument("--address", default="127.0.0.1", help="listen address (tests use loopback only)")
+    p.add_argument("--video", choices=sorted(VIDEO), default="h264", help="video codec to send")
     args = p.parse_args()
     path = args.path if args.path.startswith("/") else "/" + args.path
 
@@ -37,7 +42,7 @@ def main():
     server.set_address(args.address)
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(LAUNCH)
+    factory.set_launch(LAUNCH.format(video=VIDEO[args.video]))
     # One pipeline for every client, as a camera has one encoder.
     factory.set_shared(True)
     server.get_mount_points().add_factory(path, factory)

@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(out.len(), 1, "the same configuration is not sent again");
         out.clear();
         mux.video(Some(&[1, 0x4d]), &[0, 0, 0, 1, 0x65], true, 133, &mut out);
-        assert!(out[0].is_video_header() && &out[0].payload[5..] == [1, 0x4d] && out[1].is_keyframe());
+        assert!(out[0].is_video_header() && out[0].payload[5..] == [1, 0x4d] && out[1].is_keyframe());
         out.clear();
         mux.audio(Some(&[0x11, 0x90]), &[0x21], 10, &mut out);
         mux.audio(None, &[0x21], 31, &mut out);

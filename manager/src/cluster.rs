@@ -189,10 +189,10 @@ pub enum Action {
     SetOrigins { node: String, origins: Vec<String> },
     PrePull { node: String, app: String, key: String },
     RelayMaintenance { node: String, on: bool },
-    LbAdd { node: String, real: IpAddr, service: ServiceKey, weight: u32 },
-    LbDrain { node: String, real: IpAddr, service: ServiceKey },
-    LbUndrain { node: String, real: IpAddr, service: ServiceKey },
-    LbRemove { node: String, real: IpAddr, service: ServiceKey },
+    LbAdd { lb: String, node: String, real: IpAddr, service: ServiceKey, weight: u32 },
+    LbDrain { lb: String, node: String, real: IpAddr, service: ServiceKey },
+    LbUndrain { lb: String, node: String, real: IpAddr, service: ServiceKey },
+    LbRemove { lb: String, node: String, real: IpAddr, service: ServiceKey },
 }
 
 impl Action {
@@ -228,14 +228,18 @@ pub struct Cluster {
     pub groups: BTreeMap<String, GroupRt>,
     pub log: Log,
     started: Instant,
-    /// The LB's services as last read (None: not read yet or unreachable).
-    pub lb: Option<Vec<ServiceView>>,
+    /// Each LB node's services as last read, by its API address (None: not read yet, or unreachable).
+    pub lb: BTreeMap<String, Option<Vec<ServiceView>>>,
     /// (group, key) -> since when the active origin has not ingested this configured source.
     missing_since: BTreeMap<(String, String), Instant>,
     /// (edge, app, key) pre-pulls already reported as started, so an event is written once.
     pub replicated: BTreeSet<(String, String, String)>,
     /// Set when something persisted changed; the driver writes the state file and clears it.
     pub dirty: bool,
+}
+
+fn lb_weight(c: &Config) -> u32 {
+    c.lb.as_ref().map_or(100, |l| l.weight)
 }
 
 fn unix_now() -> u64 {
@@ -268,7 +272,7 @@ impl Cluster {
             groups,
             log,
             started: now,
-            lb: None,
+            lb: BTreeMap::new(),
             missing_since: BTreeMap::new(),
             replicated: BTreeSet::new(),
             dirty: false,
@@ -704,31 +708,37 @@ impl Cluster {
 
     /// Edges in the LB: in service when up, drained in maintenance, removed once empty (or drain_timeout).
     fn plan_lb(&self, actions: &mut Vec<Action>) {
-        let (Some(lb), Some(view)) = (&self.config.lb, &self.lb) else { return };
-        for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
-            let real = config::real_of(&n.spec);
-            for svc in &lb.services {
-                let cur = view
-                    .iter()
-                    .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
-                    .and_then(|s| s.reals.iter().find(|r| r.addr == real));
-                let name = n.spec.name.clone();
-                match &n.maintenance {
-                    None if n.health == Health::Up => match cur {
-                        None => actions.push(Action::LbAdd { node: name, real, service: *svc, weight: lb.weight }),
-                        Some(r) if r.drained => actions.push(Action::LbUndrain { node: name, real, service: *svc }),
+        let Some(lb) = &self.config.lb else { return };
+        // Every LB node gets the same reals; a node that cannot be read now is caught up when it answers.
+        for (api, view) in &self.lb {
+            let Some(view) = view else { continue };
+            for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
+                let real = config::real_of(&n.spec);
+                for svc in &lb.services {
+                    let cur = view
+                        .iter()
+                        .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
+                        .and_then(|s| s.reals.iter().find(|r| r.addr == real));
+                    let (lb, node, service) = (api.clone(), n.spec.name.clone(), *svc);
+                    match &n.maintenance {
+                        None if n.health == Health::Up => match cur {
+                            None => {
+                                actions.push(Action::LbAdd { lb, node, real, service, weight: lb_weight(&self.config) })
+                            }
+                            Some(r) if r.drained => actions.push(Action::LbUndrain { lb, node, real, service }),
+                            Some(_) => {}
+                        },
+                        // Down or not yet heard from: lbd's own health check decides; nothing to change.
+                        None => {}
+                        // Empty (or out of time): it leaves the LB.
+                        Some(m) if (m.empty || m.timed_out) && cur.is_some() => {
+                            actions.push(Action::LbRemove { lb, node, real, service })
+                        }
+                        Some(m) if !(m.empty || m.timed_out) && cur.is_some_and(|r| !r.drained) => {
+                            actions.push(Action::LbDrain { lb, node, real, service })
+                        }
                         Some(_) => {}
-                    },
-                    // Down or not yet heard from: lbd's own health check decides; nothing to change.
-                    None => {}
-                    // Empty (or out of time): it leaves the LB.
-                    Some(m) if (m.empty || m.timed_out) && cur.is_some() => {
-                        actions.push(Action::LbRemove { node: name, real, service: *svc })
                     }
-                    Some(m) if !(m.empty || m.timed_out) && cur.is_some_and(|r| !r.drained) => {
-                        actions.push(Action::LbDrain { node: name, real, service: *svc })
-                    }
-                    Some(_) => {}
                 }
             }
         }
@@ -822,15 +832,15 @@ impl Cluster {
             .collect()
     }
 
-    /// The LB could not be read or written.
-    pub fn lb_unreachable(&mut self, why: String) {
-        self.lb = None;
-        self.log.raise(AlarmKind::LbUnreachable, "lb", why);
+    /// An LB node could not be read.
+    pub fn lb_unreachable(&mut self, api: &str, why: String) {
+        self.lb.insert(api.to_string(), None);
+        self.log.raise(AlarmKind::LbUnreachable, &format!("lb {api}"), why);
     }
 
-    pub fn lb_seen(&mut self, view: Vec<ServiceView>) {
-        self.lb = Some(view);
-        self.log.clear(AlarmKind::LbUnreachable, "lb");
+    pub fn lb_seen(&mut self, api: &str, view: Vec<ServiceView>) {
+        self.lb.insert(api.to_string(), Some(view));
+        self.log.clear(AlarmKind::LbUnreachable, &format!("lb {api}"));
     }
 
     /// What an action's outcome means for the log.

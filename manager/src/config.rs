@@ -202,12 +202,21 @@ pub struct Pool {
     pub max: Option<usize>,
 }
 
-/// The load balancer the manager puts edges into.
+/// One API address or several (one per LB node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMore {
+    One(String),
+    More(Vec<String>),
+}
+
+/// The load balancer the manager puts edges into: one lbd, or every node of an ECMP/anycast LB tier (each gets
+/// the same reals, so a flow that moves between nodes finds its edge).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lb {
-    /// lbd's HTTP API (`lbd --api`).
-    pub api: String,
+    /// lbd's HTTP API (`lbd --api`), or a list of them.
+    pub api: OneOrMore,
     /// Its bearer token (default: the manager's own token file).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -289,7 +298,8 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct LbConfig {
-    pub api: BaseUrl,
+    /// Every LB node's API.
+    pub apis: Vec<BaseUrl>,
     pub token: String,
     pub services: Vec<ServiceKey>,
     pub weight: u32,
@@ -391,7 +401,20 @@ impl Config {
         let lb = match f.lb {
             None => None,
             Some(lb) => {
-                let api = BaseUrl::parse(&lb.api).map_err(|e| invalid(format!("lb.api: {e}")))?;
+                let list = match &lb.api {
+                    OneOrMore::One(a) => vec![a.clone()],
+                    OneOrMore::More(v) => v.clone(),
+                };
+                if list.is_empty() {
+                    return Err(invalid("lb.api: name at least one lbd API"));
+                }
+                let apis = list
+                    .iter()
+                    .map(|a| BaseUrl::parse(a).map_err(|e| invalid(format!("lb.api: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if apis.iter().map(|a| a.to_string()).collect::<BTreeSet<_>>().len() != apis.len() {
+                    return Err(invalid("lb.api: an LB node is listed twice"));
+                }
                 let token = match &lb.token_file {
                     Some(p) => read(p).map_err(|e| invalid(format!("lb.token_file: {e}")))?,
                     None => token.clone(),
@@ -404,7 +427,7 @@ impl Config {
                 if services.is_empty() {
                     return Err(invalid("lb.services: name at least one VIP:PORT the edges serve"));
                 }
-                Some(LbConfig { api, token, services, weight: lb.weight })
+                Some(LbConfig { apis, token, services, weight: lb.weight })
             }
         };
         Ok(Config {
@@ -533,6 +556,13 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
         assert_eq!(c.token, "0123456789abcdef-token");
         assert_eq!(c.groups[0].by_priority()[0].node, "o1");
         assert_eq!(c.lb.as_ref().unwrap().services.len(), 2);
+        let two =
+            parse(&GOOD.replace(
+                "api = \"http://10.0.0.1:9400\"",
+                "api = [\"http://10.0.0.1:9400\", \"http://10.0.0.3:9400\"]",
+            ))
+            .unwrap();
+        assert_eq!(two.lb.unwrap().apis.len(), 2);
         assert_eq!(c.pool_of(&c.nodes[2]).as_deref(), Some("edges"));
     }
 

@@ -109,49 +109,19 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
 
     // The load balancer.
     b.push_str("<section id=\"lb\"><h2>Load balancer</h2>");
-    match (&c.config.lb, &c.lb) {
-        (None, _) => b.push_str("<p class=\"dim\">no [lb] configured</p>"),
-        (Some(lb), None) => {
-            let _ = write!(b, "<p>{} lbd at {} not reachable</p>", badge("down"), esc(&lb.api.to_string()));
-        }
-        (Some(lb), Some(view)) => {
-            let _ = write!(b, "<p class=\"dim\">lbd at {}</p>", esc(&lb.api.to_string()));
-            let mut rows = Vec::new();
-            for s in view {
-                let svc = format!("{} {}", s.proto, std::net::SocketAddr::new(s.vip, s.port));
-                let state = if s.usable_reals > 0 { "up" } else { "down" };
-                rows.push(vec![
-                    format!("<b>{}</b>", esc(&svc)),
-                    badge(state),
-                    format!("{} of {} usable", s.usable_reals, s.reals.len()),
-                    esc(&s.check),
-                    s.active_flows.to_string(),
-                    si(s.counters.packets as f64),
-                    si(s.counters.bytes as f64) + "B",
-                ]);
-                for r in &s.reals {
-                    let edge = c
-                        .nodes
-                        .values()
-                        .find(|n| n.spec.rtmp.ip() == r.addr)
-                        .map(|n| n.spec.name.clone())
-                        .unwrap_or_default();
-                    let state = if r.drained { "drained".to_string() } else { r.state.clone() };
-                    rows.push(vec![
-                        format!("&nbsp;&nbsp;{} {}", esc(&r.addr.to_string()), esc(&edge)),
-                        badge(&state),
-                        format!("weight {}", r.weight),
-                        esc(r.last_check.as_deref().unwrap_or("")),
-                        r.active_flows.to_string(),
-                        si(r.counters.packets as f64),
-                        si(r.counters.bytes as f64) + "B",
-                    ]);
-                }
+    if c.config.lb.is_none() {
+        b.push_str("<p class=\"dim\">no [lb] configured</p>");
+    }
+    for api in c.config.lb.iter().flat_map(|l| &l.apis) {
+        let api = api.to_string();
+        match c.lb.get(&api).and_then(Option::as_ref) {
+            None => {
+                let _ = write!(b, "<h3>{} lbd at {}</h3><p>not reachable</p>", badge("down"), esc(&api));
             }
-            b.push_str(&table(
-                &["service / real", "state", "reals / weight", "check", "active flows", "packets", "bytes"],
-                &rows,
-            ));
+            Some(view) => {
+                let _ = write!(b, "<h3>{} lbd at {}</h3>", badge("up"), esc(&api));
+                b.push_str(&lb_table(c, view));
+            }
         }
     }
     b.push_str("</section>");
@@ -335,6 +305,39 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
     svc::console::page("Stream cluster", refresh.as_secs().max(1), Some("/console/seq"), &b)
 }
 
+/// One LB node's services and reals.
+fn lb_table(c: &Cluster, view: &[lb_userspace::api::ServiceView]) -> String {
+    let mut rows = Vec::new();
+    for s in view {
+        let svc = format!("{} {}", s.proto, std::net::SocketAddr::new(s.vip, s.port));
+        let state = if s.usable_reals > 0 { "up" } else { "down" };
+        rows.push(vec![
+            format!("<b>{}</b>", esc(&svc)),
+            badge(state),
+            format!("{} of {} usable", s.usable_reals, s.reals.len()),
+            esc(&s.check),
+            s.active_flows.to_string(),
+            si(s.counters.packets as f64),
+            si(s.counters.bytes as f64) + "B",
+        ]);
+        for r in &s.reals {
+            let edge =
+                c.nodes.values().find(|n| n.spec.rtmp.ip() == r.addr).map(|n| n.spec.name.clone()).unwrap_or_default();
+            let state = if r.drained { "drained".to_string() } else { r.state.clone() };
+            rows.push(vec![
+                format!("&nbsp;&nbsp;{} {}", esc(&r.addr.to_string()), esc(&edge)),
+                badge(&state),
+                format!("weight {}", r.weight),
+                esc(r.last_check.as_deref().unwrap_or("")),
+                r.active_flows.to_string(),
+                si(r.counters.packets as f64),
+                si(r.counters.bytes as f64) + "B",
+            ]);
+        }
+    }
+    table(&["service / real", "state", "reals / weight", "check", "active flows", "packets", "bytes"], &rows)
+}
+
 /// Last counter readings per service, to turn the LB's packet counters into rates.
 #[derive(Default)]
 pub struct Sampler {
@@ -360,12 +363,18 @@ impl Sampler {
             h.record(&format!("pool/{}/players", p.name), t, players);
             h.record(&format!("pool/{}/out_bps", p.name), t, out);
         }
-        for s in c.lb.iter().flatten() {
-            let name = format!("{}:{}", fmt_vip(s.vip), s.port);
-            h.record(&format!("service/{name}/flows"), t, s.active_flows as f64);
-            if let Some((t0, p0)) = self.last_packets.insert(name.clone(), (t, s.counters.packets)) {
-                if t > t0 && s.counters.packets >= p0 {
-                    h.record(&format!("service/{name}/pps"), t, (s.counters.packets - p0) as f64 / (t - t0) as f64);
+        // Per service over every LB node: flows now, and packets per second from the counters' growth.
+        let mut flows: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+        for s in c.lb.values().flatten().flatten() {
+            let e = flows.entry(format!("{}:{}", fmt_vip(s.vip), s.port)).or_default();
+            e.0 += s.active_flows as f64;
+            e.1 += s.counters.packets;
+        }
+        for (name, (f, packets)) in flows {
+            h.record(&format!("service/{name}/flows"), t, f);
+            if let Some((t0, p0)) = self.last_packets.insert(name.clone(), (t, packets)) {
+                if t > t0 && packets >= p0 {
+                    h.record(&format!("service/{name}/pps"), t, (packets - p0) as f64 / (t - t0) as f64);
                 }
             }
         }

@@ -133,10 +133,16 @@ pub async fn run(shared: Arc<Shared>, mut stop: Stopping) {
         let c = shared.lock();
         (c.config.keepalive, c.config.clone())
     };
-    let lb = config
+    // One client per LB node, by its API address (the key actions name it by).
+    let lb: LbClients = config
         .lb
-        .as_ref()
-        .map(|l| Client::new(l.api.clone(), Some(l.token.clone()), keepalive.max(Duration::from_secs(1))));
+        .iter()
+        .flat_map(|l| {
+            l.apis.iter().map(|a| {
+                (a.to_string(), Client::new(a.clone(), Some(l.token.clone()), keepalive.max(Duration::from_secs(1))))
+            })
+        })
+        .collect();
     let mut last = BTreeSet::new();
     let mut tick = tokio::time::interval(keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -146,16 +152,19 @@ pub async fn run(shared: Arc<Shared>, mut stop: Stopping) {
             _ = shared.wake.notified() => {}
             _ = stop.wait() => return,
         }
-        last = round(&shared, &config, lb.as_ref(), &last).await;
+        last = round(&shared, &config, &lb, &last).await;
     }
 }
 
 /// Reads everything, decides, acts; returns the actions taken. An action that repeats the previous round's (the
 /// node accepted it but does not show the change) waits for the next keepalive instead of waking the loop at once.
+/// lbd API clients by the address actions name.
+pub type LbClients = std::collections::BTreeMap<String, Client>;
+
 pub async fn round(
     shared: &Arc<Shared>,
     config: &Config,
-    lb: Option<&Client>,
+    lb: &LbClients,
     previous: &BTreeSet<Action>,
 ) -> BTreeSet<Action> {
     let timeout = config.keepalive.clamp(Duration::from_millis(500), Duration::from_secs(3));
@@ -172,13 +181,19 @@ pub async fn round(
             (name, obs)
         });
     }
-    let lb_view = async {
-        match lb {
-            Some(c) => Some(c.get::<Vec<ServiceView>>("/api/v1/services").await),
-            None => None,
+    let lb_views = async {
+        let mut reads = JoinSet::new();
+        for (api, c) in lb {
+            let (api, c) = (api.clone(), c.clone());
+            reads.spawn(async move { (api, c.get::<Vec<ServiceView>>("/api/v1/services").await) });
         }
+        let mut out = Vec::new();
+        while let Some(Ok(r)) = reads.join_next().await {
+            out.push(r);
+        }
+        out
     };
-    let (lb_view, mut results) = tokio::join!(lb_view, async {
+    let (lb_views, mut results) = tokio::join!(lb_views, async {
         let mut v = Vec::new();
         while let Some(r) = polls.join_next().await {
             if let Ok(r) = r {
@@ -193,10 +208,11 @@ pub async fn round(
         for (name, obs) in results.drain(..) {
             c.observe(&name, obs, now);
         }
-        match lb_view {
-            Some(Ok(v)) => c.lb_seen(v),
-            Some(Err(e)) => c.lb_unreachable(e.to_string()),
-            None => {}
+        for (api, r) in lb_views {
+            match r {
+                Ok(v) => c.lb_seen(&api, v),
+                Err(e) => c.lb_unreachable(&api, e.to_string()),
+            }
         }
         let actions = c.plan(now);
         persist(&mut c);
@@ -212,7 +228,7 @@ pub async fn round(
     for a in actions {
         let api = specs.get(a.node()).cloned().unwrap_or_default();
         let token = config.token.clone();
-        let lb = lb.cloned();
+        let lb = lb_of(&a).and_then(|k| lb.get(k)).cloned();
         work.spawn(async move {
             let r = act(&a, &api, &token, timeout, lb.as_ref()).await;
             (a, r)
@@ -279,7 +295,7 @@ async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&
             node()?.call(m, "/maintenance", None::<&()>).await.map_err(e)?;
         }
         Action::LbAdd { .. } | Action::LbDrain { .. } | Action::LbUndrain { .. } | Action::LbRemove { .. } => {
-            let lb = lb.ok_or("no [lb] configured")?;
+            let lb = lb.ok_or("no such LB node configured")?;
             let req = lb_request(a)?;
             let r: lb_userspace::api::Response =
                 serde_json::from_value(lb.send(Method::POST, "/api/v1/requests", &req).await.map_err(e)?)
@@ -290,6 +306,17 @@ async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&
         }
     }
     Ok(())
+}
+
+/// The LB node an action is for.
+fn lb_of(a: &Action) -> Option<&str> {
+    match a {
+        Action::LbAdd { lb, .. }
+        | Action::LbDrain { lb, .. }
+        | Action::LbUndrain { lb, .. }
+        | Action::LbRemove { lb, .. } => Some(lb),
+        _ => None,
+    }
 }
 
 /// The lbd request of an LB action.

@@ -17,7 +17,7 @@ pub mod managed;
 pub mod metrics;
 pub mod proto;
 pub mod rtmpt;
-mod rtsp;
+pub mod rtsp;
 mod server;
 pub mod source;
 

@@ -1,5 +1,5 @@
-//! Origin ingest by pull: a source (an encoder's or a camera's `rtmp://` or `rtsp://` URL) feeds a local stream as a
-//! publisher would, reconnecting with backoff for as long as it is configured, players or not. A stream manager puts the
+//! Origin ingest by pull: a source (an encoder's or a camera's `rtmp://` URL) feeds a local stream as a publisher
+//! would, reconnecting with backoff for as long as it is configured, players or not. A stream manager puts the
 //! sources of an origin group on its active member (`PUT /sources/{app}/{key}`); `--source` does it by hand.
 
 use std::collections::BTreeMap;
@@ -10,9 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::edge::{pull_once, Upstream, UpstreamRole};
+use crate::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
 use crate::metrics::Metrics;
-use crate::rtsp::RtspUrl;
 use crate::Ctx;
 
 /// Why a source was refused.
@@ -28,57 +27,24 @@ pub enum SourceError {
     NotOrigin,
 }
 
-/// A parsed source URL.
+/// A parsed source URL: an RTMP encoder or an RTSP camera.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceUrl {
-    Rtmp(RtmpUrl),
-    /// A camera's RTSP URL (H.264 and AAC).
-    Rtsp(RtspUrl),
+    Rtmp {
+        host: String,
+        port: u16,
+        app: String,
+        /// The stream name played upstream, with its `?query` if any.
+        play: String,
+        raw: String,
+    },
+    Rtsp {
+        url: crate::rtsp::RtspUrl,
+        raw: String,
+    },
 }
 
 impl SourceUrl {
-    pub fn parse(url: &str) -> Result<Self, SourceError> {
-        match url.split_once("://") {
-            Some(("rtsp", _)) => {
-                if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                    return Err(SourceError::BadUrl(shown(url), "spaces or control characters"));
-                }
-                RtspUrl::parse(url).map(SourceUrl::Rtsp).map_err(|why| SourceError::BadUrl(shown(url), why))
-            }
-            _ => RtmpUrl::parse(url).map(SourceUrl::Rtmp),
-        }
-    }
-
-    /// The URL without credentials or query (which may hold a token).
-    pub fn shown(&self) -> String {
-        match self {
-            SourceUrl::Rtmp(u) => u.shown(),
-            SourceUrl::Rtsp(u) => u.shown(),
-        }
-    }
-
-    /// What the stream's source is called in `/streams`.
-    fn kind(&self) -> &'static str {
-        match self {
-            SourceUrl::Rtmp(_) => "pull-rtmp",
-            SourceUrl::Rtsp(_) => "pull-rtsp",
-        }
-    }
-}
-
-/// An `rtmp://HOST[:PORT]/APP/KEY[?QUERY]` source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtmpUrl {
-    pub host: String,
-    pub port: u16,
-    pub app: String,
-    /// The stream name played upstream, with its `?query` if any.
-    pub play: String,
-    /// The URL as given (it may hold credentials in a query; shown only as [`SourceUrl::shown`]).
-    pub raw: String,
-}
-
-impl RtmpUrl {
     pub fn parse(url: &str) -> Result<Self, SourceError> {
         let bad = |why| SourceError::BadUrl(shown(url), why);
         if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -86,7 +52,10 @@ impl RtmpUrl {
         }
         let rest = match url.split_once("://") {
             Some(("rtmp", rest)) => rest,
-            Some((_, _)) => return Err(bad("only rtmp:// and rtsp:// sources are supported")),
+            Some(("rtsp", _)) => {
+                return Ok(SourceUrl::Rtsp { url: crate::rtsp::RtspUrl::parse(url).map_err(bad)?, raw: url.into() })
+            }
+            Some((_, _)) => return Err(bad("the scheme must be rtmp:// or rtsp://")),
             None => return Err(bad("no scheme")),
         };
         let (hostport, path) = rest.split_once('/').ok_or_else(|| bad("missing /APP/KEY"))?;
@@ -95,9 +64,8 @@ impl RtmpUrl {
         if !crate::valid_name(app) || !crate::valid_name(key) {
             return Err(bad("APP and KEY must be 1-128 of A-Z a-z 0-9 - _ . ~"));
         }
-        // Before the port: in `user:pass@host` the first colon is not a port's.
         if hostport.contains('@') {
-            return Err(bad("missing host (credentials go in the query, as RTMP servers expect)"));
+            return Err(bad("credentials in an rtmp:// URL go in the query (?user=...&pass=...), not before the host"));
         }
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
@@ -106,29 +74,27 @@ impl RtmpUrl {
         if host.is_empty() {
             return Err(bad("missing host"));
         }
-        Ok(RtmpUrl { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
+        Ok(SourceUrl::Rtmp { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
     }
 
-    /// The URL without its query (which may hold a token).
+    /// The URL without credentials and query (which may hold a token): for logs, the API and `/streams`.
     pub fn shown(&self) -> String {
-        shown(&self.raw)
-    }
-
-    fn tc_url(&self) -> String {
-        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+        match self {
+            SourceUrl::Rtmp { raw, .. } => shown(raw),
+            SourceUrl::Rtsp { url, .. } => shown(url.url.as_str()),
+        }
     }
 }
 
-/// `url` without its query and any user info, for messages about a URL that may not even parse.
 fn shown(url: &str) -> String {
-    let url = url.split('?').next().unwrap_or("");
-    match url.split_once("://") {
+    let no_query = url.split('?').next().unwrap_or("");
+    // Credentials in user info (rtsp://user:pass@host/...) are never shown.
+    match no_query.split_once("://") {
         Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
+            let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            format!("{scheme}://{}{path}", auth.rsplit_once('@').map_or(auth, |(_, h)| h))
         }
-        None => url.to_string(),
+        None => no_query.to_string(),
     }
 }
 
@@ -302,15 +268,18 @@ async fn ingest(
 ) {
     let mut backoff = ctx.config.backoff_min;
     let mut stop = ctx.stopping.clone();
-    let kind = url.kind();
     while !removed.load(Ordering::Acquire) {
         // A fresh stream if the last one ended (the source was away longer than the grace period).
         let stream = ctx.hub.get_or_create(&app, &key).0;
         let mut playing = false;
         status.set(State::Connecting, None);
         let before = stream.stats.bytes_in.load(Ordering::Relaxed);
+        let kind = match &url {
+            SourceUrl::Rtmp { .. } => "pull-rtmp",
+            SourceUrl::Rtsp { .. } => "pull-rtsp",
+        };
         let watch = async {
-            // Ingesting once media flows from this source (a camera relay may accept the play before it has any).
+            // Ingesting once media flows (a camera relay may accept the play before it has any).
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 if stream.source().is_some_and(|s| s.kind == kind)
@@ -324,20 +293,20 @@ async fn ingest(
         };
         let session = async {
             match &url {
-                SourceUrl::Rtmp(u) => {
+                SourceUrl::Rtmp { host, port, app: src_app, play, .. } => {
                     let up = Upstream {
-                        host: &u.host,
-                        port: u.port,
-                        app: &u.app,
-                        tc_url: u.tc_url(),
-                        play: &u.play,
-                        kind,
+                        host,
+                        port: *port,
+                        app: src_app,
+                        tc_url: format!("rtmp://{host}:{port}/{src_app}"),
+                        play,
+                        kind: "pull-rtmp",
                         role: UpstreamRole::Source { removed: &removed },
                     };
-                    pull_once(&ctx, &stream, &up, &mut playing).await.map(drop).map_err(|e| e.to_string())
+                    pull_once(&ctx, &stream, &up, &mut playing).await.map_err(|e| e.to_string())
                 }
-                SourceUrl::Rtsp(u) => {
-                    crate::rtsp::ingest_once(&ctx, &stream, u, &removed, &mut playing).await.map_err(|e| e.to_string())
+                SourceUrl::Rtsp { url: rtsp, .. } => {
+                    crate::rtsp::pull_once(&ctx, &stream, rtsp, &url.shown(), &removed, &mut playing).await
                 }
             }
         };
@@ -346,17 +315,14 @@ async fn ingest(
             _ = watch => unreachable!("the watch never completes"),
         };
         match r {
-            // Removed, shutdown, or the session ended cleanly: the loop condition decides.
-            Ok(()) => {}
+            Ok(PullEnd::Ended) if removed.load(Ordering::Acquire) => break,
+            Ok(_) => {}
             Err(e) => {
                 status.failures.fetch_add(1, Ordering::Relaxed);
                 Metrics::inc(&ctx.metrics.source_failures);
                 warn!(app = %app, key = %key, url = %url.shown(), error = %e, retry_ms = backoff.as_millis() as u64, "source failed, retrying");
-                status.set(State::Failed, Some(e));
+                status.set(State::Failed, Some(e.to_string()));
             }
-        }
-        if removed.load(Ordering::Acquire) {
-            break;
         }
         if playing {
             backoff = ctx.config.backoff_min;
@@ -375,43 +341,30 @@ mod tests {
 
     #[test]
     fn source_urls() {
-        let rtmp = |u: &str| match SourceUrl::parse(u).unwrap() {
-            SourceUrl::Rtmp(r) => r,
-            other => panic!("{u}: {other:?}"),
+        let SourceUrl::Rtmp { host, port, app, play, .. } = SourceUrl::parse("rtmp://10.0.0.5/live/cam1").unwrap()
+        else {
+            panic!("rtmp")
         };
-        let u = rtmp("rtmp://10.0.0.5/live/cam1");
-        assert_eq!((u.host.as_str(), u.port, u.app.as_str(), u.play.as_str()), ("10.0.0.5", 1935, "live", "cam1"));
-        let u = rtmp("rtmp://enc.example:1936/app/k?token=s3cret");
-        assert_eq!((u.port, u.play.as_str()), (1936, "k?token=s3cret"));
+        assert_eq!((host.as_str(), port, app.as_str(), play.as_str()), ("10.0.0.5", 1935, "live", "cam1"));
+        let u = SourceUrl::parse("rtmp://enc.example:1936/app/k?token=s3cret").unwrap();
+        assert!(matches!(&u, SourceUrl::Rtmp { port: 1936, play, .. } if play == "k?token=s3cret"));
         assert_eq!(u.shown(), "rtmp://enc.example:1936/app/k", "the token is not shown");
-        let u = SourceUrl::parse("rtsp://admin:s3cret@10.0.0.9/Streaming/Channels/101?auth=t0k").unwrap();
-        assert!(matches!(u, SourceUrl::Rtsp(_)));
-        assert_eq!((u.shown().as_str(), u.kind()), ("rtsp://10.0.0.9/Streaming/Channels/101", "pull-rtsp"));
+        let u = SourceUrl::parse("rtsp://viewer:pw@10.0.5.11:554/stream1").unwrap();
+        assert_eq!(u.shown(), "rtsp://10.0.5.11:554/stream1", "credentials are not shown");
+        assert!(matches!(u, SourceUrl::Rtsp { .. }));
         for (bad, why) in [
-            ("http://x/a/b", "only rtmp:// and rtsp://"),
-            ("rtsps://x/a/b", "only rtmp:// and rtsp://"),
+            ("http://x/a/b", "rtmp:// or rtsp://"),
+            ("rtsp:///a", "missing host"),
             ("x/a/b", "no scheme"),
             ("rtmp://x/live", "missing /KEY"),
             ("rtmp://x", "missing /APP/KEY"),
             ("rtmp://x:99999/a/b", "bad port"),
-            ("rtmp://u:p@x/a/b", "missing host"),
+            ("rtmp://u:p@x/a/b", "go in the query"),
             ("rtmp://x/a/b c", "spaces"),
             ("rtmp://x/a/../b", "APP and KEY"),
-            ("rtsp://u:pw@x:70000/a", "bad port"),
-            ("rtsp://u:pw@/a", "missing host"),
-            ("rtsp://u:pw@x/a b", "spaces"),
         ] {
             let e = SourceUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
-            assert!(!e.contains("pw"), "credentials in the message: {e}");
         }
-    }
-
-    #[test]
-    fn shown_urls_carry_no_credentials_or_query() {
-        assert_eq!(shown("rtsp://u:p@h:554/a/b?x=1"), "rtsp://h:554/a/b");
-        assert_eq!(shown("rtsp://u:p@h"), "rtsp://h");
-        assert_eq!(shown("rtmp://h/live/k?token=t"), "rtmp://h/live/k");
-        assert_eq!(shown("garbage"), "garbage");
     }
 }

@@ -18,7 +18,7 @@ fn events(c: &Cluster, lab: &lb_lab::Lab, kind: &str) -> Vec<serde_json::Value> 
 fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_vip() {
     require_root();
     let mut l = context(LbLab::new(Mode::Native, 3), "lab");
-    let mut c = context(Cluster::new(&l.lab, Options::default()), "cluster");
+    let mut c = context(Cluster::new(&l.lab, Options { rtsp_camera: true, ..Default::default() }), "cluster");
     let cfg = l.lab.dir.join("lbd.toml");
     std::fs::write(&cfg, Cluster::lbd_config()).unwrap();
     let mut flags = vec!["--config".to_string(), cfg.display().to_string()];
@@ -32,9 +32,17 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
     check(
         &c,
         lab,
-        Cluster::wait("o1 active and ingesting cam1, pulled by all three edges", Duration::from_secs(30), || {
-            c.active(lab).as_deref() == Some("o1") && (0..3).all(|i| c.edge_pulls_from(lab, i, "cam1", &origin_ip(0)))
-        }),
+        Cluster::wait(
+            "o1 active, ingesting the RTMP and the RTSP camera, pulled by all three edges",
+            Duration::from_secs(30),
+            || {
+                c.active(lab).as_deref() == Some("o1")
+                    && (0..3).all(|i| {
+                        c.edge_pulls_from(lab, i, "cam1", &origin_ip(0))
+                            && c.edge_pulls_from(lab, i, "rtspcam", &origin_ip(0))
+                    })
+            },
+        ),
         "group up",
     );
     check(
@@ -104,8 +112,10 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
     check(
         &c,
         lab,
-        Cluster::wait("every edge receives cam1 from o2", Duration::from_secs(3), || {
-            (0..3).all(|i| c.edge_pulls_from(lab, i, "cam1", &origin_ip(1)))
+        Cluster::wait("every edge receives both cameras from o2", Duration::from_secs(5), || {
+            (0..3).all(|i| {
+                c.edge_pulls_from(lab, i, "cam1", &origin_ip(1)) && c.edge_pulls_from(lab, i, "rtspcam", &origin_ip(1))
+            })
         }),
         "failover",
     );

@@ -16,6 +16,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "/usr/sbin/sysctl"),
     ("util-linux", "/usr/bin/taskset"),
     ("ffmpeg", "/usr/bin/ffprobe"),
+    // The RTSP camera of the source tests and the lab (scripts/rtsp-camera.py): gst-rtsp-server from Python.
+    ("python3-gi", "/usr/lib/python3/dist-packages/gi/__init__.py"),
+    ("python3-gst-1.0", "/usr/lib/python3/dist-packages/gi/overrides/Gst.py"),
+    ("gir1.2-gst-rtsp-server-1.0", "/usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib"),
+    ("gstreamer1.0-plugins-base", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstvideotestsrc.so"),
+    ("gstreamer1.0-plugins-good", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so"),
+    ("gstreamer1.0-plugins-ugly", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstx264.so"),
+    ("gstreamer1.0-libav", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstlibav.so"),
     // The console test's browser: headless Chromium driven through chromedriver (WebDriver).
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
@@ -28,15 +36,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wrk", "/usr/bin/wrk"),
     ("haproxy", "/usr/sbin/haproxy"),
     ("nftables", "/usr/sbin/nft"),
-    // The relay's RTSP source test: scripts/rtsp-camera.py (gst-rtsp-server through Debian's python3) serving H.264
-    // (x264, ugly), AAC (avenc_aac, libav), RTP payloaders and VP8 (good), test sources (base).
-    ("gir1.2-gst-rtsp-server-1.0", "/usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib"),
-    ("python3-gi", "/usr/lib/python3/dist-packages/gi/__init__.py"),
-    ("python3-gst-1.0", "/usr/lib/python3/dist-packages/gi/overrides/Gst.py"),
-    ("gstreamer1.0-plugins-base", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstvideotestsrc.so"),
-    ("gstreamer1.0-plugins-good", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so"),
-    ("gstreamer1.0-plugins-ugly", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstx264.so"),
-    ("gstreamer1.0-libav", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstlibav.so"),
 ];
 
 pub fn run() -> Result<()> {

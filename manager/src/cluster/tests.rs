@@ -270,10 +270,19 @@ fn edges_join_the_lb_and_leave_it_through_maintenance_when_empty() {
         c.observe(n, ok_origin(&[("live", "cam1")][..usize::from(n == "o1")]), t0);
     }
     c.observe("e1", ok_edge(vec![], 0), t0);
-    c.lb_seen(lb_view(&[]));
+    c.lb_seen("http://10.0.0.1:9400", lb_view(&[]));
     let a = c.plan(t0);
     let e1: IpAddr = "10.0.0.21".parse().unwrap();
-    assert!(a.contains(&Action::LbAdd { node: "e1".into(), real: e1, service: svc, weight: 100 }), "{a:?}");
+    assert!(
+        a.contains(&Action::LbAdd {
+            lb: "http://10.0.0.1:9400".into(),
+            node: "e1".into(),
+            real: e1,
+            service: svc,
+            weight: 100
+        }),
+        "{a:?}"
+    );
     let want = vec!["rtmp://10.0.0.11:1935/live".to_string(), "rtmp://10.0.0.12:1935/live".to_string()];
     assert!(a.contains(&Action::SetOrigins { node: "e1".into(), origins: want.clone() }), "{a:?}");
     assert!(a.contains(&Action::PrePull { node: "e1".into(), app: "live".into(), key: "cam1".into() }), "{a:?}");
@@ -282,15 +291,18 @@ fn edges_join_the_lb_and_leave_it_through_maintenance_when_empty() {
     assert!(c.log.is_raised(AlarmKind::PoolBelowMin, "edges"), "one edge of a minimum of two");
 
     // In the LB; maintenance: drained, relay told, then removed once its players are gone.
-    c.lb_seen(lb_view(&[("10.0.0.21", false)]));
+    c.lb_seen("http://10.0.0.1:9400", lb_view(&[("10.0.0.21", false)]));
     c.observe("e1", ok_edge(want.clone(), 3), t0 + SECS(5));
     c.maintenance("e1", true).unwrap();
     let a = c.plan(t0 + SECS(5));
-    assert!(a.contains(&Action::LbDrain { node: "e1".into(), real: e1, service: svc }), "{a:?}");
+    assert!(
+        a.contains(&Action::LbDrain { lb: "http://10.0.0.1:9400".into(), node: "e1".into(), real: e1, service: svc }),
+        "{a:?}"
+    );
     assert!(a.contains(&Action::RelayMaintenance { node: "e1".into(), on: true }), "{a:?}");
     assert!(!a.iter().any(|x| matches!(x, Action::PrePull { .. })), "no new pulls in maintenance: {a:?}");
     assert_eq!(c.nodes["e1"].state(), "draining");
-    c.lb_seen(lb_view(&[("10.0.0.21", true)]));
+    c.lb_seen("http://10.0.0.1:9400", lb_view(&[("10.0.0.21", true)]));
     let mut st = ok_edge(want.clone(), 0);
     if let Observation::Ok { status, .. } = &mut st {
         status.maintenance = true;
@@ -298,13 +310,25 @@ fn edges_join_the_lb_and_leave_it_through_maintenance_when_empty() {
     c.observe("e1", st, t0 + SECS(6));
     let a = c.plan(t0 + SECS(6));
     assert_eq!(c.nodes["e1"].state(), "maintenance");
-    assert!(a.contains(&Action::LbRemove { node: "e1".into(), real: e1, service: svc }), "{a:?}");
+    assert!(
+        a.contains(&Action::LbRemove { lb: "http://10.0.0.1:9400".into(), node: "e1".into(), real: e1, service: svc }),
+        "{a:?}"
+    );
     assert_eq!(c.log.events(1, Some("maintenance-empty"), Some("e1")).len(), 1);
     // Resume: back into the LB and accepting players.
-    c.lb_seen(lb_view(&[]));
+    c.lb_seen("http://10.0.0.1:9400", lb_view(&[]));
     c.maintenance("e1", false).unwrap();
     let a = c.plan(t0 + SECS(7));
-    assert!(a.contains(&Action::LbAdd { node: "e1".into(), real: e1, service: svc, weight: 100 }), "{a:?}");
+    assert!(
+        a.contains(&Action::LbAdd {
+            lb: "http://10.0.0.1:9400".into(),
+            node: "e1".into(),
+            real: e1,
+            service: svc,
+            weight: 100
+        }),
+        "{a:?}"
+    );
     assert!(a.contains(&Action::RelayMaintenance { node: "e1".into(), on: false }), "{a:?}");
 }
 
@@ -350,4 +374,25 @@ fn registration_rules() {
     assert!(c.register(spec("bad name", Role::Edge, "http://10.0.0.31:8081")).is_err());
     assert!(c.register(spec("e4", Role::Edge, "ftp://x")).is_err());
     assert_eq!(c.persisted().registered.len(), 1, "only the registered edge is persisted");
+}
+
+#[test]
+fn every_lb_node_gets_the_edges_and_a_silent_one_is_caught_up_later() {
+    let t0 = Instant::now();
+    let mut cfg = config("");
+    let second = svc::client::BaseUrl::parse("http://10.0.0.3:9400").unwrap();
+    cfg.lb.as_mut().unwrap().apis.push(second);
+    let mut c = Cluster::new(cfg, Persisted::default(), t0);
+    c.observe("e1", ok_edge(vec![], 0), t0);
+    c.lb_seen("http://10.0.0.1:9400", lb_view(&[]));
+    c.lb_unreachable("http://10.0.0.3:9400", "connection refused".into());
+    let a = c.plan(t0);
+    let adds: Vec<&str> =
+        a.iter().filter_map(|x| if let Action::LbAdd { lb, .. } = x { Some(lb.as_str()) } else { None }).collect();
+    assert_eq!(adds, vec!["http://10.0.0.1:9400"], "{a:?}");
+    assert!(c.log.is_raised(AlarmKind::LbUnreachable, "lb http://10.0.0.3:9400"));
+    c.lb_seen("http://10.0.0.3:9400", lb_view(&[]));
+    let a = c.plan(t0 + SECS(1));
+    assert!(a.iter().any(|x| matches!(x, Action::LbAdd { lb, .. } if lb == "http://10.0.0.3:9400")), "{a:?}");
+    assert!(!c.log.is_raised(AlarmKind::LbUnreachable, "lb http://10.0.0.3:9400"));
 }

@@ -106,6 +106,13 @@ impl Browser {
         )
     }
 
+    /// Resizes the window (a phone's 390 x 844, say).
+    pub fn set_window(&self, lab: &Lab, width: u32, height: u32) -> Result<()> {
+        let body = serde_json::json!({ "width": width, "height": height });
+        self.call(lab, "POST", &format!("/session/{}/window/rect", self.session), Some(&body))?;
+        Ok(())
+    }
+
     /// Saves a PNG screenshot of the window to `path`.
     pub fn screenshot(&self, lab: &Lab, path: &Path) -> Result<()> {
         let v = self.call(lab, "GET", &format!("/session/{}/screenshot", self.session), None)?;

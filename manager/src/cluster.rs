@@ -28,6 +28,9 @@ pub struct NodeStatus {
     pub origins: Vec<String>,
     #[serde(default)]
     pub streams: Vec<StreamStatus>,
+    /// How long the relay process has run.
+    #[serde(default)]
+    pub uptime_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -58,6 +58,16 @@ fn ago(unix: Option<u64>) -> String {
     }
 }
 
+/// A process age: 45 s, 12 min, 3 h, 2 d.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
 fn post_button(label: &str, url: &str) -> String {
     format!("<button class=\"act\" data-post=\"{}\">{}</button>", esc(url), esc(label))
 }
@@ -208,12 +218,16 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
                 st.map_or(0, |s| s.streams.len()).to_string(),
                 st.map_or(0, |s| s.players).to_string(),
                 si(st.map_or(0, |s| s.bitrate_out_kbps) as f64 * 1000.0) + "bit/s",
+                st.map_or("-".into(), |s| age(s.uptime_secs)),
                 ago(n.last_seen_unix),
                 action,
             ]
         })
         .collect();
-    b.push_str(&table(&["node", "role", "state", "pool", "rtmp", "streams", "players", "out", "last seen", ""], &rows));
+    b.push_str(&table(
+        &["node", "role", "state", "pool", "rtmp", "streams", "players", "out", "age", "last seen", ""],
+        &rows,
+    ));
     let prow: Vec<Vec<String>> = c
         .config
         .pools

@@ -225,18 +225,29 @@ pub async fn round(
     let mut work = JoinSet::new();
     let specs: std::collections::BTreeMap<String, String> =
         shared.lock().nodes.values().map(|n| (n.spec.name.clone(), n.spec.api.clone())).collect();
+    // One task per node, its actions in order (an edge gets its origin list before it is asked to pull); nodes
+    // and LB nodes proceed in parallel.
+    let mut per_target: std::collections::BTreeMap<(String, String), Vec<Action>> = Default::default();
     for a in actions {
-        let api = specs.get(a.node()).cloned().unwrap_or_default();
+        let target = (a.node().to_string(), lb_of(&a).unwrap_or_default().to_string());
+        per_target.entry(target).or_default().push(a);
+    }
+    for ((node, lb_key), list) in per_target {
+        let api = specs.get(&node).cloned().unwrap_or_default();
         let token = config.token.clone();
-        let lb = lb_of(&a).and_then(|k| lb.get(k)).cloned();
+        let lb = lb.get(&lb_key).cloned();
         work.spawn(async move {
-            let r = act(&a, &api, &token, timeout, lb.as_ref()).await;
-            (a, r)
+            let mut done = Vec::new();
+            for a in list {
+                let r = act(&a, &api, &token, timeout, lb.as_ref()).await;
+                done.push((a, r));
+            }
+            done
         });
     }
     let mut again = false;
     while let Some(r) = work.join_next().await {
-        if let Ok((a, r)) = r {
+        for (a, r) in r.unwrap_or_default() {
             if let Err(e) = &r {
                 warn!(node = a.node(), error = %e, "action failed: {a:?}");
             }

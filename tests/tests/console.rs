@@ -86,6 +86,44 @@ fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&shot).unwrap();
     context(browser.screenshot(lab, &shot.join("console.png")), "screenshot");
+    // On a phone: nothing wider than the screen (wide tables scroll inside their box).
+    browser.set_window(lab, 390, 844).unwrap();
+    let fits = browser.eval(lab, "return document.documentElement.scrollWidth <= window.innerWidth + 1").unwrap();
+    assert_eq!(fits, true, "the page is wider than a phone");
+    context(browser.screenshot(lab, &shot.join("console-phone.png")), "screenshot");
+    browser.set_window(lab, 1280, 2400).unwrap();
+
+    // Read-only without the token: no action buttons; a wrong token is refused and changes nothing; the right
+    // one puts e3 into maintenance from the page and takes it out again.
+    let shown =
+        "return Array.from(document.querySelectorAll('button[data-post]')).filter(b => b.offsetParent !== null).length";
+    assert_eq!(browser.eval(lab, shown).unwrap(), 0, "action buttons without a token");
+    let sign_in = |t: &str| format!("sessionStorage.setItem('token', '{t}'); location.reload(); return 1");
+    let click = |node: &str, what: &str| {
+        format!("document.querySelector('button[data-post=\"/api/v1/nodes/{node}/{what}\"]').click(); return 1")
+    };
+    browser.eval(lab, &sign_in("wrong-token-0123456789")).unwrap();
+    browser.wait_for(lab, "the signed-in page", Duration::from_secs(5), |h| h.contains("sign out")).unwrap();
+    browser.eval(lab, &click("e3", "maintenance")).unwrap();
+    browser
+        .wait_for(lab, "the refusal", Duration::from_secs(5), |h| {
+            h.contains("/api/v1/nodes/e3/maintenance: missing or wrong bearer token")
+        })
+        .unwrap();
+    assert_eq!(c.manager(lab, "nodes/e3").unwrap()["state"], "up", "a wrong token changed something");
+    browser.eval(lab, &sign_in(Cluster::TOKEN)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    browser.eval(lab, &click("e3", "maintenance")).unwrap();
+    Cluster::wait("e3 in maintenance from the page", Duration::from_secs(5), || {
+        c.manager(lab, "nodes/e3").is_ok_and(|n| n["state"] != "up")
+    })
+    .unwrap();
+    browser
+        .wait_for(lab, "the resume button", Duration::from_secs(5), |h| h.contains("/api/v1/nodes/e3/resume"))
+        .unwrap();
+    browser.eval(lab, &click("e3", "resume")).unwrap();
+    Cluster::wait("e3 back", Duration::from_secs(5), || c.manager(lab, "nodes/e3").is_ok_and(|n| n["state"] == "up"))
+        .unwrap();
 
     // The Nagios checks agree, with perfdata.
     let (code, line) = check(lab, &c, &["group", "cams"]);

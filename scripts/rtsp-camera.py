@@ -11,9 +11,13 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
+VIDEO = {
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 ! rtph264pay name=pay0 pt=96",
+    # A codec FLV does not carry: the relay must refuse it by name (the test of that error).
+    "vp8": "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96",
+}
 LAUNCH = (
-    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 "
-    "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 ! rtph264pay name=pay0 pt=96 "
+    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 ! {video} "
     "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! avenc_aac ! rtpmp4gpay name=pay1 pt=97 )"
 )
 
@@ -24,12 +28,13 @@ def main() -> int:
     p.add_argument("--path", default="/cam")
     p.add_argument("--user", help="require this user (basic auth) with --password")
     p.add_argument("--password")
+    p.add_argument("--video", choices=sorted(VIDEO), default="h264", help="video codec to send")
     args = p.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(LAUNCH)
+    factory.set_launch(LAUNCH.format(video=VIDEO[args.video]))
     # One encoder for every client, as a camera has.
     factory.set_shared(True)
     if args.user:

@@ -122,19 +122,28 @@ pub(crate) async fn pull_once(
     };
     let video = find("video", "h264");
     let audio = find("audio", "mpeg4-generic");
-    if video.is_none() && audio.is_none() {
+    // A camera whose picture we cannot carry (H.265, MJPEG) is an error to show, not an audio-only stream.
+    let other_video = video.is_none() && session.streams().iter().any(|s| s.media() == "video");
+    if other_video || (video.is_none() && audio.is_none()) {
         let offered: Vec<String> =
             session.streams().iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
         return Err(format!("unsupported codec: the camera offers {} (H.264 and AAC are taken)", offered.join(", ")));
     }
     for i in [video, audio].into_iter().flatten() {
-        let setup = SetupOptions::default().transport(Transport::Tcp(Default::default()));
+        // MP4 framing: length-prefixed NALUs with the AVCDecoderConfigurationRecord as extra data, raw AAC with the
+        // AudioSpecificConfig: what FLV carries. Named, not left to retina's default.
+        let setup = SetupOptions::default()
+            .transport(Transport::Tcp(Default::default()))
+            .frame_format(retina::codec::FrameFormat::MP4);
         tokio::time::timeout(limit, session.setup(i, setup))
             .await
             .map_err(|_| "SETUP timed out".to_string())?
             .map_err(|e| format!("SETUP: {e}"))?;
     }
-    let playing_session = tokio::time::timeout(limit, session.play(PlayOptions::default()))
+    // Cheap cameras often send no RTP-Info; retina's default then refuses to play two streams. Permissive uses it
+    // when every stream has it (tracks start in sync) and starts each track at 0 otherwise.
+    let play_options = PlayOptions::default().initial_timestamp(retina::client::InitialTimestampPolicy::Permissive);
+    let playing_session = tokio::time::timeout(limit, session.play(play_options))
         .await
         .map_err(|_| "PLAY timed out".to_string())?
         .map_err(|e| format!("PLAY: {e}"))?;
@@ -144,6 +153,8 @@ pub(crate) async fn pull_once(
         .map_err(|e| format!("cannot attach: {e}"))?;
     *playing = true;
     let (mut video_sent, mut audio_sent) = (false, false);
+    // Players and FLV muxers expect each track's timestamps never to go back (a camera's B-frames or clock step).
+    let (mut video_ms, mut audio_ms) = (0u32, 0u32);
     let mut stop = ctx.stopping.clone();
     let mut last_input = tokio::time::Instant::now();
     let result = loop {
@@ -173,7 +184,8 @@ pub(crate) async fn pull_once(
         last_input = tokio::time::Instant::now();
         match item {
             CodecItem::VideoFrame(f) => {
-                let ts = ms(f.timestamp().elapsed(), f.timestamp().clock_rate());
+                let ts = ms(f.timestamp().elapsed(), f.timestamp().clock_rate()).max(video_ms);
+                video_ms = ts;
                 if !video_sent || f.has_new_parameters() {
                     if let Some(ParametersRef::Video(p)) = demuxed.streams()[f.stream_id()].parameters() {
                         stream.push(id, video_header(p.extra_data(), ts));
@@ -185,7 +197,8 @@ pub(crate) async fn pull_once(
                 }
             }
             CodecItem::AudioFrame(f) => {
-                let ts = ms(f.timestamp().elapsed(), f.timestamp().clock_rate());
+                let ts = ms(f.timestamp().elapsed(), f.timestamp().clock_rate()).max(audio_ms);
+                audio_ms = ts;
                 if !audio_sent {
                     if let Some(ParametersRef::Audio(p)) = demuxed.streams()[f.stream_id()].parameters() {
                         stream.push(id, audio_header(p.extra_data(), ts));

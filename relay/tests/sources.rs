@@ -69,6 +69,7 @@ fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
         (Some("pull-rtmp"), Some(&*format!("rtmp://{}/live", camera.rtmp)))
     );
     assert_h264_aac(&origin.url("cam"));
+    assert_advancing(&origin.url("cam"));
     // A publisher cannot take a stream a source feeds.
     let (_, m) = http("GET", origin.api, "/metrics");
     assert!(m.contains("relay_sources{role=\"origin\",state=\"ingesting\"} 1"), "{m}");
@@ -84,6 +85,7 @@ fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
     });
     assert!(s["connects"].as_u64().unwrap() >= 2, "{s}");
     assert_h264_aac(&origin.url("cam"));
+    assert_advancing(&origin.url("cam"));
 
     // DELETE stops it; the camera loses its player.
     assert_eq!(send(origin.api, "DELETE", "/sources/live/cam", "").0, 204);
@@ -113,11 +115,53 @@ fn sources_are_an_origin_operation_and_the_flag_is_checked() {
     );
 }
 
+/// Reads `url` for about four seconds and checks that H.264 and AAC packets arrive with timestamps moving forward.
+fn assert_advancing(url: &str) {
+    require("ffprobe");
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-read_intervals",
+        "%+4",
+        "-show_entries",
+        "packet=codec_type,dts",
+        "-of",
+        "csv=p=0",
+        url,
+    ]);
+    let (ok, out, err) = run_limited(cmd, Duration::from_secs(30));
+    assert!(ok, "ffprobe {url}: {err}");
+    let packets: Vec<(&str, i64)> = out
+        .lines()
+        .filter_map(|l| l.split_once(','))
+        .filter_map(|(kind, dts)| Some((kind, dts.trim().trim_end_matches(',').parse().ok()?)))
+        .collect();
+    let video: Vec<i64> = packets.iter().filter(|p| p.0 == "video").map(|p| p.1).collect();
+    let audio = packets.iter().filter(|p| p.0 == "audio").count();
+    assert!(video.len() >= 30 && audio >= 30, "{} video, {audio} audio packets from {url}", video.len());
+    assert!(video.windows(2).all(|w| w[1] > w[0]), "video timestamps not increasing: {video:?}");
+    let span = video.last().unwrap() - video.first().unwrap();
+    assert!(span >= 2000, "video covers only {span} ms");
+}
+
 /// An RTSP camera: GStreamer's gst-rtsp-server (scripts/rtsp-camera.py) serving H.264 + AAC behind basic auth.
 fn rtsp_camera(dir: &TempDir, port: u16) -> Proc {
+    rtsp_camera_with(dir, port, "h264")
+}
+
+/// The same camera sending `video` ("h264" or "vp8").
+fn rtsp_camera_with(dir: &TempDir, port: u16, video: &str) -> Proc {
+    let typelib = "/usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib";
+    assert!(
+        std::path::Path::new(typelib).exists(),
+        "gst-rtsp-server is missing: install gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 \
+         gstreamer1.0-plugins-ugly gstreamer1.0-libav (cargo xtask setup)"
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/rtsp-camera.py");
     let mut cmd = std::process::Command::new("/usr/bin/python3");
     cmd.args([script, "--port", &port.to_string(), "--path", "/cam", "--user", "viewer", "--password", "s3cret"]);
+    cmd.args(["--video", video]);
     let p = Proc::spawn("rtsp-camera", cmd, Some(dir.path(&format!("rtsp-camera-{port}.log"))));
     wait_port(format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(15));
     p
@@ -156,6 +200,11 @@ fn an_origin_ingests_an_rtsp_camera_with_credentials_and_survives_its_restart() 
     });
     assert_eq!(stream_entry(origin.api, "live", "cam").unwrap()["source"]["kind"], "pull-rtsp");
     assert_h264_aac(&origin.url("cam"));
+    assert_advancing(&origin.url("cam"));
+    for path in ["/sources", "/streams", "/metrics"] {
+        assert!(!http("GET", origin.api, path).1.contains("s3cret"), "{path} shows the password");
+    }
+    assert!(!origin.proc.log_text().contains("s3cret"), "the log shows the password");
     // The camera restarts: the source comes back by itself.
     camera.kill();
     wait_for("the source to notice", Duration::from_secs(20), || {
@@ -166,5 +215,26 @@ fn an_origin_ingests_an_rtsp_camera_with_credentials_and_survives_its_restart() 
         source_state(origin.api, "cam").filter(|s| s["state"] == "ingesting")
     });
     assert_h264_aac(&origin.url("cam"));
+    assert_advancing(&origin.url("cam"));
     assert_eq!(send(origin.api, "DELETE", "/sources/live/cam", "").0, 204);
+}
+
+#[test]
+fn an_rtsp_camera_with_a_video_codec_we_cannot_carry_fails_with_the_codec_named() {
+    let _g = serial();
+    let dir = TempDir::new("rtsp-vp8");
+    let port = free_port();
+    let _camera = rtsp_camera_with(&dir, port, "vp8");
+    let origin = Relay::origin(&dir, &[]);
+    let body = format!(r#"{{"url": "rtsp://viewer:s3cret@127.0.0.1:{port}/cam"}}"#);
+    assert_eq!(send(origin.api, "PUT", "/sources/live/vp8", &body).0, 201);
+    let s = wait_for("the VP8 source to fail", Duration::from_secs(20), || {
+        source_state(origin.api, "vp8").filter(|s| s["state"] == "failed" && s["failures"].as_u64() >= Some(2))
+    });
+    // Named, and retried (the camera may be reconfigured); never ingested as an audio-only stream.
+    let err = s["error"].as_str().unwrap_or("");
+    assert!(err.contains("unsupported codec") && err.contains("video/vp8"), "{s}");
+    assert_eq!(s["connects"], 0, "{s}");
+    assert!(stream_entry(origin.api, "live", "vp8").is_none_or(|st| st["source"].is_null()));
+    assert_eq!(send(origin.api, "DELETE", "/sources/live/vp8", "").0, 204);
 }

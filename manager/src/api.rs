@@ -33,6 +33,8 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
         .route("/api/v1/nodes/{name}/resume", post(maintenance_off))
         .route("/api/v1/groups", get(groups))
         .route("/api/v1/pools", get(pools))
+        .route("/api/v1/pools/{pool}/start", post(pool_start))
+        .route("/api/v1/pools/{pool}/stop/{name}", post(pool_stop))
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/events", get(events))
         .route("/api/v1/alarms", get(alarms))
@@ -208,6 +210,34 @@ pub struct PoolView {
     pub down: usize,
     pub players: usize,
     pub bitrate_out_kbps: u64,
+    /// Autoscaling: the load against capacity, and the edges it started, is starting and is stopping.
+    pub utilisation: Option<f64>,
+    pub started: Vec<String>,
+    pub starting: Vec<String>,
+    pub stopping: Vec<String>,
+}
+
+async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Response {
+    let r = ctx.shared.lock().manual_start(&pool);
+    match r {
+        Ok(msg) => {
+            ctx.shared.wake.notify_one();
+            Json(serde_json::json!({ "pool": pool, "message": msg })).into_response()
+        }
+        Err(e) if e.starts_with("unknown pool") => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn pool_stop(State(ctx): State<Ctx>, Path((pool, name)): Path<(String, String)>) -> Response {
+    let r = ctx.shared.lock().manual_stop(&pool, &name);
+    match r {
+        Ok(msg) => {
+            ctx.shared.wake.notify_one();
+            Json(serde_json::json!({ "pool": pool, "node": name, "message": msg })).into_response()
+        }
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
 }
 
 async fn pools(State(ctx): State<Ctx>) -> Json<Vec<PoolView>> {
@@ -228,6 +258,20 @@ async fn pools(State(ctx): State<Ctx>) -> Json<Vec<PoolView>> {
                 down: edges.iter().filter(|n| n.health == Health::Down).count(),
                 players: st().map(|s| s.players).sum(),
                 bitrate_out_kbps: st().map(|s| s.bitrate_out_kbps).sum(),
+                utilisation: p
+                    .scale
+                    .as_ref()
+                    .map(|sc| c.pool_load(&p.name, sc.signal).utilisation(sc.capacity))
+                    .filter(|u| u.is_finite()),
+                started: c.started_in(&p.name).into_iter().collect(),
+                starting: c
+                    .scaling
+                    .starting
+                    .iter()
+                    .filter(|(_, (x, _))| x == &p.name)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                stopping: c.scaling.stopping.keys().filter(|n| c.started_in(&p.name).contains(*n)).cloned().collect(),
             }
         })
         .collect();

@@ -187,15 +187,64 @@ pub struct GroupRt {
 /// A change the driver makes on a node or the LB.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
-    PutSource { node: String, app: String, key: String, url: String },
-    DeleteSource { node: String, app: String, key: String },
-    SetOrigins { node: String, origins: Vec<String> },
-    PrePull { node: String, app: String, key: String },
-    RelayMaintenance { node: String, on: bool },
-    LbAdd { lb: String, node: String, real: IpAddr, service: ServiceKey, weight: u32 },
-    LbDrain { lb: String, node: String, real: IpAddr, service: ServiceKey },
-    LbUndrain { lb: String, node: String, real: IpAddr, service: ServiceKey },
-    LbRemove { lb: String, node: String, real: IpAddr, service: ServiceKey },
+    PutSource {
+        node: String,
+        app: String,
+        key: String,
+        url: String,
+    },
+    DeleteSource {
+        node: String,
+        app: String,
+        key: String,
+    },
+    SetOrigins {
+        node: String,
+        origins: Vec<String>,
+    },
+    PrePull {
+        node: String,
+        app: String,
+        key: String,
+    },
+    RelayMaintenance {
+        node: String,
+        on: bool,
+    },
+    LbAdd {
+        lb: String,
+        node: String,
+        real: IpAddr,
+        service: ServiceKey,
+        weight: u32,
+    },
+    LbDrain {
+        lb: String,
+        node: String,
+        real: IpAddr,
+        service: ServiceKey,
+    },
+    LbUndrain {
+        lb: String,
+        node: String,
+        real: IpAddr,
+        service: ServiceKey,
+    },
+    LbRemove {
+        lb: String,
+        node: String,
+        real: IpAddr,
+        service: ServiceKey,
+    },
+    /// Run the pool's provider: `start NODE POOL` / `stop NODE POOL`.
+    ProviderStart {
+        pool: String,
+        node: String,
+    },
+    ProviderStop {
+        pool: String,
+        node: String,
+    },
 }
 
 impl Action {
@@ -209,7 +258,9 @@ impl Action {
             | Action::LbAdd { node, .. }
             | Action::LbDrain { node, .. }
             | Action::LbUndrain { node, .. }
-            | Action::LbRemove { node, .. } => node,
+            | Action::LbRemove { node, .. }
+            | Action::ProviderStart { node, .. }
+            | Action::ProviderStop { node, .. } => node,
         }
     }
 }
@@ -223,6 +274,11 @@ pub struct Persisted {
     pub maintenance: BTreeMap<String, Maintenance>,
     #[serde(default)]
     pub registered: Vec<NodeSpec>,
+    /// Edges the autoscaler started (it may stop only these).
+    #[serde(default)]
+    pub started: BTreeMap<String, crate::autoscale::Started>,
+    #[serde(default)]
+    pub start_seq: u64,
 }
 
 pub struct Cluster {
@@ -239,6 +295,7 @@ pub struct Cluster {
     pub replicated: BTreeSet<(String, String, String)>,
     /// Set when something persisted changed; the driver writes the state file and clears it.
     pub dirty: bool,
+    pub scaling: crate::autoscale::Scaling,
 }
 
 fn lb_weight(c: &Config) -> u32 {
@@ -269,6 +326,8 @@ impl Cluster {
             groups.insert(g.name.clone(), GroupRt { active, ..Default::default() });
         }
         let log = Log::new(config.events_kept);
+        let scaling =
+            crate::autoscale::Scaling { started: persisted.started, seq: persisted.start_seq, ..Default::default() };
         Self {
             config,
             nodes,
@@ -279,6 +338,7 @@ impl Cluster {
             missing_since: BTreeMap::new(),
             replicated: BTreeSet::new(),
             dirty: false,
+            scaling,
         }
     }
 
@@ -287,13 +347,19 @@ impl Cluster {
             active: self.groups.iter().filter_map(|(g, r)| Some((g.clone(), r.active.clone()?))).collect(),
             maintenance: self.nodes.iter().filter_map(|(n, r)| Some((n.clone(), r.maintenance.clone()?))).collect(),
             registered: self.nodes.values().filter(|n| !n.from_config).map(|n| n.spec.clone()).collect(),
+            started: self.scaling.started.clone(),
+            start_seq: self.scaling.seq,
         }
     }
 
     /// A node registering itself (POST /api/v1/nodes). A configured node may re-register with the same
     /// addresses; a different definition of a configured node is refused.
-    pub fn register(&mut self, spec: NodeSpec) -> Result<bool, String> {
+    pub fn register(&mut self, mut spec: NodeSpec) -> Result<bool, String> {
         spec.check()?;
+        if spec.pool.is_none() {
+            // An edge the autoscaler started belongs to the pool that started it.
+            spec.pool = self.pool_of_started(&spec.name);
+        }
         if let Some(p) = &spec.pool {
             if !self.config.pools.iter().any(|x| &x.name == p) {
                 return Err(format!("unknown pool {p:?}"));
@@ -429,6 +495,7 @@ impl Cluster {
         let mut actions = Vec::new();
         self.plan_origins(&groups, &mut actions);
         self.plan_edges(&groups, &mut actions);
+        self.plan_scaling(now, &mut actions);
         self.plan_maintenance(now, &mut actions);
         self.plan_lb(&mut actions);
         self.check_alarms(&groups, now);
@@ -888,6 +955,9 @@ impl Cluster {
                 self.log.event(EventKind::LbRemoved, &node, format!("left {service}"))
             }
             (Action::RelayMaintenance { .. }, Ok(())) => {}
+            (a @ (Action::ProviderStart { .. } | Action::ProviderStop { .. }), r) => {
+                self.provider_done(a, &r, Instant::now())
+            }
             (a, Err(e)) => self.log.event(EventKind::ActionFailed, &node, format!("{a:?} failed: {e}")),
         }
     }

@@ -190,7 +190,7 @@ impl Group {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     pub name: String,
@@ -200,6 +200,66 @@ pub struct Pool {
     /// The most edges the pool may have (autoscaling's ceiling); none: no ceiling.
     #[serde(default)]
     pub max: Option<usize>,
+    /// Autoscaling: edges started and stopped through a provider on the pool's load.
+    #[serde(default)]
+    pub scale: Option<Scale>,
+}
+
+/// What the autoscaler measures per edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    /// Outbound bit rate (bit/s), from the edges' own counters.
+    #[default]
+    Bitrate,
+    Players,
+}
+
+/// A pool's autoscaling policy (EvoStream's bandwidth rule, Pexip's bursting: always-on edges, started ones with a
+/// minimum lifetime, an overflow pool started last and stopped first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    #[serde(default)]
+    pub signal: Signal,
+    /// What one edge carries: bit/s for `bitrate`, players for `players`.
+    pub capacity: f64,
+    /// Start an edge when the pool's in-service edges are loaded to this fraction of their capacity...
+    pub scale_out_at: f64,
+    /// ...and stop a started one when the load would fit under this fraction with one edge fewer.
+    pub scale_in_at: f64,
+    /// Between two scaling actions of the pool.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Dur,
+    /// A started edge must register and come up within this; no second start meanwhile.
+    #[serde(default = "default_warm_up")]
+    pub warm_up: Dur,
+    /// A started edge is not stopped before this (cloud billing granularity).
+    #[serde(default = "default_lifetime")]
+    pub min_lifetime: Dur,
+    /// The provider executable: `PROVIDER start|stop|list NODE POOL` (see manager/README.md).
+    pub provider: PathBuf,
+    #[serde(default = "default_provider_timeout")]
+    pub provider_timeout: Dur,
+    /// Extra environment for the provider (cloud region, lab prefix...).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// This pool is the overflow of another: it starts edges only when that pool is at its max, and stops first.
+    #[serde(default)]
+    pub overflow_of: Option<String>,
+}
+
+fn default_cooldown() -> Dur {
+    Dur::secs(60)
+}
+fn default_warm_up() -> Dur {
+    Dur::secs(60)
+}
+fn default_lifetime() -> Dur {
+    Dur::secs(600)
+}
+fn default_provider_timeout() -> Dur {
+    Dur::secs(60)
 }
 
 /// One API address or several (one per LB node).
@@ -343,6 +403,23 @@ impl Config {
             }
             if p.max.is_some_and(|m| m < p.min.max(1)) {
                 return Err(invalid(format!("pool {}: max must be at least min and at least 1", p.name)));
+            }
+            if let Some(sc) = &p.scale {
+                let at = format!("pool {}: scale", p.name);
+                if p.max.is_none() {
+                    return Err(invalid(format!("{at}: an autoscaled pool needs a max")));
+                }
+                if !(sc.capacity > 0.0) {
+                    return Err(invalid(format!("{at}: capacity must be above 0")));
+                }
+                if !(0.0 < sc.scale_in_at && sc.scale_in_at < sc.scale_out_at && sc.scale_out_at <= 1.0) {
+                    return Err(invalid(format!("{at}: need 0 < scale_in_at < scale_out_at <= 1")));
+                }
+                if let Some(o) = &sc.overflow_of {
+                    if o == &p.name || !pools.contains(o.as_str()) {
+                        return Err(invalid(format!("{at}: overflow_of names no other pool ({o:?})")));
+                    }
+                }
             }
         }
         for n in &f.nodes {

@@ -236,10 +236,14 @@ pub async fn round(
         let api = specs.get(&node).cloned().unwrap_or_default();
         let token = config.token.clone();
         let lb = lb.get(&lb_key).cloned();
+        let calls: Vec<Option<ProviderCall>> = list.iter().map(|a| ProviderCall::of(a, config)).collect();
         work.spawn(async move {
             let mut done = Vec::new();
-            for a in list {
-                let r = act(&a, &api, &token, timeout, lb.as_ref()).await;
+            for (a, call) in list.into_iter().zip(calls) {
+                let r = match call {
+                    Some(call) => call.run().await,
+                    None => act(&a, &api, &token, timeout, lb.as_ref()).await,
+                };
                 done.push((a, r));
             }
             done
@@ -305,6 +309,9 @@ async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&
             let m = if *on { Method::POST } else { Method::DELETE };
             node()?.call(m, "/maintenance", None::<&()>).await.map_err(e)?;
         }
+        Action::ProviderStart { .. } | Action::ProviderStop { .. } => {
+            return Err("a provider action runs as a ProviderCall".into())
+        }
         Action::LbAdd { .. } | Action::LbDrain { .. } | Action::LbUndrain { .. } | Action::LbRemove { .. } => {
             let lb = lb.ok_or("no such LB node configured")?;
             let req = lb_request(a)?;
@@ -317,6 +324,63 @@ async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&
         }
     }
     Ok(())
+}
+
+/// One run of a pool's provider: `PROVIDER start|stop NODE POOL`, with the manager's and the LB's addresses and
+/// the cluster token in its environment (see manager/README.md), killed at its timeout.
+struct ProviderCall {
+    exe: std::path::PathBuf,
+    args: [String; 3],
+    env: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+impl ProviderCall {
+    fn of(a: &Action, config: &Config) -> Option<ProviderCall> {
+        let (verb, pool, node) = match a {
+            Action::ProviderStart { pool, node } => ("start", pool, node),
+            Action::ProviderStop { pool, node } => ("stop", pool, node),
+            _ => return None,
+        };
+        let sc = config.pools.iter().find(|p| &p.name == pool)?.scale.as_ref()?;
+        let mut env: Vec<(String, String)> = sc.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("SM_API".into(), format!("http://{}", config.listen)));
+        env.push(("SM_TOKEN".into(), config.token.clone()));
+        env.push(("SM_POOL".into(), pool.clone()));
+        env.push(("SM_NODE".into(), node.clone()));
+        let lbs: Vec<String> = config.lb.iter().flat_map(|l| l.apis.iter().map(|a| a.to_string())).collect();
+        env.push(("SM_LB_APIS".into(), lbs.join(" ")));
+        Some(ProviderCall {
+            exe: sc.provider.clone(),
+            args: [verb.to_string(), node.clone(), pool.clone()],
+            env,
+            timeout: sc.provider_timeout.0,
+        })
+    }
+
+    async fn run(self) -> Result<(), String> {
+        let what = format!("{} {}", self.exe.display(), self.args.join(" "));
+        let child = tokio::process::Command::new(&self.exe)
+            .args(&self.args)
+            .envs(self.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{what}: cannot run: {e}"))?;
+        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(r) => r.map_err(|e| format!("{what}: {e}"))?,
+            // Dropping the future kills the child (kill_on_drop).
+            Err(_) => return Err(format!("{what}: no answer within {:?}, killed", self.timeout)),
+        };
+        let last = |b: &[u8]| String::from_utf8_lossy(b).lines().last().unwrap_or("").trim().to_string();
+        if !out.status.success() {
+            return Err(format!("{what}: {} {}", out.status, last(&out.stderr)));
+        }
+        tracing::info!(provider = %what, output = %last(&out.stdout), "provider done");
+        Ok(())
+    }
 }
 
 /// The LB node an action is for.

@@ -30,6 +30,11 @@ pub enum EventKind {
     LbDrained,
     LbRemoved,
     ActionFailed,
+    ScaleOut,
+    ScaleOutDone,
+    ScaleIn,
+    ScaleInDone,
+    ProviderFailed,
     AlarmRaised,
     AlarmCleared,
 }
@@ -49,16 +54,18 @@ pub enum AlarmKind {
     SourceNotIngesting,
     DrainTimeout,
     LbUnreachable,
+    ProviderFailed,
 }
 
 impl AlarmKind {
-    pub const ALL: [AlarmKind; 6] = [
+    pub const ALL: [AlarmKind; 7] = [
         AlarmKind::NodeDown,
         AlarmKind::GroupNoActive,
         AlarmKind::PoolBelowMin,
         AlarmKind::SourceNotIngesting,
         AlarmKind::DrainTimeout,
         AlarmKind::LbUnreachable,
+        AlarmKind::ProviderFailed,
     ];
 
     pub fn as_str(self) -> String {

@@ -6,6 +6,7 @@
 //! the operator's and the nodes' HTTP interface.
 
 pub mod api;
+pub mod autoscale;
 pub mod check;
 pub mod cluster;
 pub mod config;

@@ -46,6 +46,12 @@ enum Cmd {
     Maintenance { node: String },
     /// End NODE's maintenance.
     Resume { node: String },
+    /// Edge pools: edges in service, min/max, players, outbound bit rate, utilisation, started edges.
+    Pools,
+    /// Start an edge in POOL through its provider now (counts toward max and min_lifetime like any other).
+    PoolStart { pool: String },
+    /// Drain NODE (an edge the manager started in POOL), then stop it once empty.
+    PoolStop { pool: String, node: String },
     /// Nagios go/no-go (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, one line with perfdata) for an origin group,
     /// an edge pool or a stream.
     Check {
@@ -109,6 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Alarms => ("/api/v1/alarms".into(), Method::GET),
         Cmd::Maintenance { node } => (format!("/api/v1/nodes/{node}/maintenance"), Method::POST),
         Cmd::Resume { node } => (format!("/api/v1/nodes/{node}/resume"), Method::POST),
+        Cmd::Pools => ("/api/v1/pools".into(), Method::GET),
+        Cmd::PoolStart { pool } => (format!("/api/v1/pools/{pool}/start"), Method::POST),
+        Cmd::PoolStop { pool, node } => (format!("/api/v1/pools/{pool}/stop/{node}"), Method::POST),
         Cmd::Check { .. } => unreachable!("checks are handled before"),
     };
     let bytes = rt.block_on(client.call(method, &path, None::<&()>))?;
@@ -198,6 +207,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {} (state {})", s(&v["node"]), s(&v["message"]), s(&v["state"]))
         }
         Cmd::Check { .. } => {}
+        Cmd::Pools => {
+            println!(
+                "{:<10} {:>10} {:>4} {:>4} {:>8} {:>10} {:>6}  started",
+                "POOL", "IN SERVICE", "MIN", "MAX", "PLAYERS", "OUT kbit/s", "UTIL"
+            );
+            for p in rows(&v) {
+                let util = p["utilisation"].as_f64().map_or("-".into(), |u| format!("{:.0}%", u * 100.0));
+                println!(
+                    "{:<10} {:>10} {:>4} {:>4} {:>8} {:>10} {:>6}  {}",
+                    s(&p["name"]),
+                    format!("{}/{}", s(&p["in_service"]), p["edges"].as_array().map_or(0, Vec::len)),
+                    s(&p["min"]),
+                    s(&p["max"]),
+                    s(&p["players"]),
+                    s(&p["bitrate_out_kbps"]),
+                    util,
+                    s(&p["started"])
+                );
+            }
+        }
+        Cmd::PoolStart { .. } | Cmd::PoolStop { .. } => println!("{}", s(&v["message"])),
     }
     Ok(())
 }

@@ -396,3 +396,157 @@ fn every_lb_node_gets_the_edges_and_a_silent_one_is_caught_up_later() {
     assert!(a.iter().any(|x| matches!(x, Action::LbAdd { lb, .. } if lb == "http://10.0.0.3:9400")), "{a:?}");
     assert!(!c.log.is_raised(AlarmKind::LbUnreachable, "lb http://10.0.0.3:9400"));
 }
+
+fn scaled(lifetime: &str) -> Config {
+    let mut c = config("");
+    let extra = format!(
+        r#"
+name = "edges"
+min = 2
+max = 4
+[scale]
+capacity = 5000000
+scale_out_at = 0.7
+scale_in_at = 0.3
+cooldown = "10s"
+warm_up = "20s"
+min_lifetime = "{lifetime}"
+provider = "/bin/true"
+"#
+    );
+    let pool: crate::config::Pool = toml::from_str(&extra).unwrap();
+    c.pools = vec![pool];
+    c
+}
+
+fn edge_load(mbit: u64) -> Observation {
+    Observation::Ok { status: NodeStatus { bitrate_out_kbps: mbit * 1000, ..Default::default() }, sources: None }
+}
+
+fn starts(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|x| if let Action::ProviderStart { node, .. } = x { Some(node.clone()) } else { None })
+        .collect()
+}
+
+fn edge_spec(name: &str, ip: &str) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        role: Role::Edge,
+        api: format!("http://{ip}:8081"),
+        rtmp: format!("{ip}:1935").parse().unwrap(),
+        http: None,
+        pool: None,
+    }
+}
+
+#[test]
+fn scale_out_on_load_one_warm_up_at_a_time_cooldown_and_max() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(scaled("0s"), Persisted::default(), t0);
+    c.observe("e1", edge_load(4), t0);
+    c.observe("e2", edge_load(4), t0);
+    let a = c.plan(t0);
+    assert_eq!(starts(&a), vec!["edges-1"], "8 Mbit/s on 2 x 5 Mbit/s is 80%: {a:?}");
+    let ev = c.log.events(1, Some("scale-out"), Some("edges"));
+    assert!(
+        ev[0]
+            .message
+            .contains("load 8.0 Mbit/s is 80% of 2 edges x 5.0 Mbit/s (threshold 70%): starting edges-1 (3 of max 4)"),
+        "{}",
+        ev[0].message
+    );
+    assert!(starts(&c.plan(t0 + SECS(1))).is_empty(), "one warm-up at a time");
+    // It registers and comes up: in the pool, counted, and the start is done.
+    c.register(edge_spec("edges-1", "10.0.0.41")).unwrap();
+    assert_eq!(c.nodes["edges-1"].spec.pool.as_deref(), Some("edges"));
+    c.observe("edges-1", edge_load(4), t0 + SECS(2));
+    c.observe("e1", edge_load(4), t0 + SECS(2));
+    c.observe("e2", edge_load(4), t0 + SECS(2));
+    assert!(starts(&c.plan(t0 + SECS(2))).is_empty(), "cooldown: 12 Mbit/s is 80% but 10 s have not passed");
+    assert_eq!(c.log.events(1, Some("scale-out-done"), None).len(), 1);
+    let a = c.plan(t0 + SECS(11));
+    assert_eq!(starts(&a), vec!["edges-2"]);
+    c.register(edge_spec("edges-2", "10.0.0.42")).unwrap();
+    c.observe("edges-2", edge_load(5), t0 + SECS(12));
+    for t in [25, 40, 60] {
+        assert!(starts(&c.plan(t0 + SECS(t))).is_empty(), "at max (4) however high the load goes");
+    }
+}
+
+#[test]
+fn scale_in_waits_for_min_lifetime_drains_then_stops_and_keeps_min() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(scaled("1h"), Persisted::default(), t0);
+    c.observe("e1", edge_load(4), t0);
+    c.observe("e2", edge_load(4), t0);
+    c.plan(t0);
+    c.register(edge_spec("edges-1", "10.0.0.41")).unwrap();
+    for n in ["e1", "e2", "edges-1"] {
+        c.observe(n, edge_load(0), t0 + SECS(30));
+    }
+    let a = c.plan(t0 + SECS(30));
+    assert!(c.scaling.stopping.is_empty(), "younger than min_lifetime: kept ({a:?})");
+    // The same with no lifetime: the started edge (never an always-on one) is drained first.
+    let mut c = Cluster::new(scaled("0s"), Persisted::default(), t0);
+    c.observe("e1", edge_load(4), t0);
+    c.observe("e2", edge_load(4), t0);
+    c.plan(t0);
+    c.register(edge_spec("edges-1", "10.0.0.41")).unwrap();
+    for n in ["e1", "e2"] {
+        c.observe(n, edge_load(0), t0 + SECS(30));
+    }
+    c.observe("edges-1", ok_edge(vec![], 2), t0 + SECS(30));
+    let a = c.plan(t0 + SECS(30));
+    assert_eq!(c.scaling.stopping.keys().collect::<Vec<_>>(), vec!["edges-1"]);
+    assert_eq!(c.nodes["edges-1"].state(), "draining");
+    assert!(a.contains(&Action::RelayMaintenance { node: "edges-1".into(), on: true }), "{a:?}");
+    assert!(!a.iter().any(|x| matches!(x, Action::ProviderStop { .. })), "players are still on it");
+    // Empty and out of the LB: stopped; a successful stop forgets it; the pool stays at its min of 2.
+    let mut st = ok_edge(vec![], 0);
+    if let Observation::Ok { status, .. } = &mut st {
+        status.maintenance = true;
+    }
+    c.observe("edges-1", st, t0 + SECS(31));
+    // One round sees it empty, the next stops it.
+    c.plan(t0 + SECS(31));
+    let a = c.plan(t0 + SECS(32));
+    let stop = Action::ProviderStop { pool: "edges".into(), node: "edges-1".into() };
+    assert!(a.contains(&stop), "{a:?}");
+    c.acted(&stop, Ok(()));
+    assert!(!c.nodes.contains_key("edges-1"));
+    for t in [60, 120] {
+        let a = c.plan(t0 + SECS(t));
+        assert!(
+            c.scaling.stopping.is_empty() && !a.iter().any(|x| matches!(x, Action::ProviderStop { .. })),
+            "never below min"
+        );
+    }
+}
+
+#[test]
+fn a_failing_provider_raises_an_alarm_and_backs_off_without_runaway() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(scaled("0s"), Persisted::default(), t0);
+    c.observe("e1", edge_load(5), t0);
+    c.observe("e2", edge_load(5), t0);
+    let a = c.plan(t0);
+    let start = a.iter().find(|x| matches!(x, Action::ProviderStart { .. })).unwrap().clone();
+    c.acted(&start, Err("exit status: 1 quota exceeded".into()));
+    assert!(c.log.is_raised(AlarmKind::ProviderFailed, "edges"));
+    assert!(c.scaling.starting.is_empty(), "a failed start does not count toward max");
+    assert!(starts(&c.plan(t0 + SECS(5))).is_empty(), "backoff");
+    assert_eq!(starts(&c.plan(t0 + SECS(11))).len(), 1, "retried after the backoff");
+    // A start that never registers is given up at warm_up, its leftovers stopped, and the backoff doubles.
+    let a = c.plan(t0 + SECS(32));
+    assert!(a.iter().any(|x| matches!(x, Action::ProviderStop { .. })), "{a:?}");
+    assert!(starts(&c.plan(t0 + SECS(45))).is_empty(), "20 s backoff after the second failure");
+    // Manual start: refused at max, else queued and started at once.
+    assert!(c.manual_start("nope").is_err());
+    c.manual_start("edges").unwrap();
+    let a = c.plan(t0 + SECS(46));
+    assert_eq!(starts(&a).len(), 1, "a manual start ignores the load and the backoff: {a:?}");
+    c.manual_start("edges").unwrap();
+    assert!(c.manual_start("edges").unwrap_err().contains("at its max"));
+    assert!(c.manual_stop("edges", "e1").unwrap_err().contains("always-on"));
+}

@@ -409,7 +409,7 @@ impl Config {
                 if p.max.is_none() {
                     return Err(invalid(format!("{at}: an autoscaled pool needs a max")));
                 }
-                if !(sc.capacity > 0.0) {
+                if sc.capacity.is_nan() || sc.capacity <= 0.0 {
                     return Err(invalid(format!("{at}: capacity must be above 0")));
                 }
                 if !(0.0 < sc.scale_in_at && sc.scale_in_at < sc.scale_out_at && sc.scale_out_at <= 1.0) {

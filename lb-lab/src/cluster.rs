@@ -40,6 +40,32 @@ pub struct Options {
     pub second_group: bool,
     /// The console's sample interval and refresh.
     pub console_refresh: &'static str,
+    /// Always-on edges (one per real of the lab).
+    pub edges: usize,
+    /// Autoscaling of the edge pool through the namespace provider (scripts/providers/netns-edge).
+    pub scale: Option<ScaleOptions>,
+}
+
+/// The pool's autoscaling policy in the lab: bit rate per edge, min/max, timings (see manager/README.md).
+#[derive(Clone, Debug)]
+pub struct ScaleOptions {
+    pub min: usize,
+    pub max: usize,
+    /// Bit/s one edge carries.
+    pub capacity: u64,
+    pub scale_out_at: f64,
+    pub scale_in_at: f64,
+    pub cooldown: &'static str,
+    pub warm_up: &'static str,
+    pub min_lifetime: &'static str,
+    /// Use this provider instead of the namespace one (a failing or hanging one, in tests).
+    pub provider: Option<std::path::PathBuf>,
+    pub provider_timeout: &'static str,
+}
+
+/// Addresses the namespace provider gives started edges.
+pub fn scaled_edge_ip(i: usize) -> String {
+    format!("10.99.0.{}", 41 + i)
 }
 
 impl Default for Options {
@@ -54,6 +80,8 @@ impl Default for Options {
             rtsp_camera: false,
             second_group: false,
             console_refresh: "15s",
+            edges: 3,
+            scale: None,
         }
     }
 }
@@ -114,7 +142,7 @@ impl Cluster {
         let mut s = format!(
             "listen = \"{LB_IP}:{MANAGER_PORT}\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\nkeepalive = \"{}\"\n\
              failover_time = \"{}\"\ndrain_timeout = \"{}\"\nconsole_refresh = \"{}\"\n\n[lb]\napi = \"http://{LB_IP}:{LBD_API_PORT}\"\n\
-             services = [\"{VIP}:1935\", \"{VIP}:{HTTP_PORT}\"]\n\n[[pool]]\nname = \"edges\"\nmin = 2\n",
+             services = [\"{VIP}:1935\", \"{VIP}:{HTTP_PORT}\"]\n\n[[pool]]\nname = \"edges\"\n",
             self.token_file.display(),
             lab.dir.join("manager-state.json").display(),
             self.opts.keepalive,
@@ -122,6 +150,32 @@ impl Cluster {
             self.opts.drain_timeout,
             self.opts.console_refresh,
         );
+        match &self.opts.scale {
+            None => s.push_str("min = 2\n"),
+            Some(sc) => {
+                let provider = sc.provider.clone().unwrap_or_else(|| crate::repo_file("scripts/providers/netns-edge"));
+                let addrs: Vec<String> = (0..8).map(scaled_edge_ip).collect();
+                s.push_str(&format!(
+                    "min = {}\nmax = {}\n[pool.scale]\ncapacity = {}\nscale_out_at = {}\nscale_in_at = {}\ncooldown = \"{}\"\n\
+                     warm_up = \"{}\"\nmin_lifetime = \"{}\"\nprovider = \"{}\"\nprovider_timeout = \"{}\"\n\
+                     [pool.scale.env]\nLAB_PREFIX = \"{}\"\nLAB_DIR = \"{}\"\nEDGE_ADDRS = \"{}\"\nVIP = \"{VIP}\"\nRELAY = \"{}\"\n",
+                    sc.min,
+                    sc.max,
+                    sc.capacity,
+                    sc.scale_out_at,
+                    sc.scale_in_at,
+                    sc.cooldown,
+                    sc.warm_up,
+                    sc.min_lifetime,
+                    provider.display(),
+                    sc.provider_timeout,
+                    lab.prefix,
+                    lab.dir.display(),
+                    addrs.join(" "),
+                    bin_path("relay").display(),
+                ));
+            }
+        }
         for i in 0..self.opts.origins {
             s.push_str(&format!(
                 "\n[[node]]\nname = \"o{}\"\nrole = \"origin\"\napi = \"http://{ip}:{RELAY_API_PORT}\"\nrtmp = \"{ip}:1935\"\n",

@@ -445,6 +445,24 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Namespaces something else made for this lab (a provider's edges): their processes are ours too.
+        if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let name = line.split_whitespace().next().unwrap_or("");
+                if name.starts_with(&self.prefix) && !self.namespaces.iter().any(|n| n == name) {
+                    if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+                        for pid in String::from_utf8_lossy(&pids.stdout)
+                            .split_whitespace()
+                            .filter_map(|p| p.parse::<i32>().ok())
+                        {
+                            // SAFETY: a process in this lab's namespace, started for this lab.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                }
+            }
+        }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

@@ -234,7 +234,8 @@ impl Cluster {
         let signal = fmt_signal(sc.signal, load.load);
         let reason = if manual > 0 && load.count < max {
             Some("manual start".to_string())
-        } else if load.count < p.min && !starting && !backing_off {
+        } else if load.count < p.min && !starting && !backing_off && self.settled(now) {
+            // Only once every always-on edge has had failover_time to register after a (re)start.
             Some(format!("{} edges, below the pool's min {}", load.count, p.min))
         } else if util >= sc.scale_out_at && load.count < max && !starting && cooled && !backing_off && primary_full {
             Some(format!(

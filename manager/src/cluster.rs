@@ -478,7 +478,7 @@ impl Cluster {
 
     /// Whether the manager has had time to hear from every node since it started: before that, no member is
     /// declared gone and no active member is replaced.
-    fn settled(&self, now: Instant) -> bool {
+    pub(crate) fn settled(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.started) >= self.config.failover_time
     }
 

@@ -177,11 +177,11 @@ pub fn context<T>(r: Result<T>, what: &str) -> T {
 
 pub mod health;
 
-/// The streaming cluster of `lb_lab::cluster` on a native-mode lab with three edges: lbd runs with the edges'
+/// The streaming cluster of `lb_lab::cluster` on a native-mode lab with `opts.edges` edges: lbd runs with the edges'
 /// services (no reals: the manager adds them) and its HTTP API, then the camera, origins, manager and edges start.
 pub fn cluster_lab(opts: lb_lab::cluster::Options) -> (LbLab, lb_lab::cluster::Cluster) {
     use lb_lab::cluster::Cluster;
-    let mut l = context(LbLab::new(Mode::Native, 3), "lab");
+    let mut l = context(LbLab::new(Mode::Native, opts.edges), "lab");
     let mut c = context(Cluster::new(&l.lab, opts), "cluster");
     let cfg = l.lab.dir.join("lbd.toml");
     context(std::fs::write(&cfg, Cluster::lbd_config()).map_err(anyhow::Error::from), "lbd config");

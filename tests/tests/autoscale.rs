@@ -1,0 +1,181 @@
+//! Edge autoscaling in the lab: two always-on edges (pool min 2, max 4), the namespace provider
+//! (scripts/providers/netns-edge) and ffmpeg players through the VIP. Load past the threshold starts edges that
+//! register, pull and take players through the VIP, up to max and no further; when the load goes, started edges
+//! are drained and stopped after their minimum lifetime, never below min and never with a player on them. A
+//! failing and a hanging provider raise alarms and back off without starting anything.
+use lb_lab::cluster::{origin_ip, scaled_edge_ip, Cluster, Options, Players, ScaleOptions};
+use lb_tests::*;
+use std::time::{Duration, Instant};
+
+fn scale(provider: Option<std::path::PathBuf>) -> Options {
+    Options {
+        edges: 2,
+        scale: Some(ScaleOptions {
+            min: 2,
+            max: 4,
+            // About two players' worth of the lab's test picture (1.3 Mbit/s each).
+            capacity: 2_000_000,
+            scale_out_at: 0.7,
+            scale_in_at: 0.3,
+            cooldown: "3s",
+            warm_up: "20s",
+            min_lifetime: "15s",
+            provider,
+            provider_timeout: "3s",
+        }),
+        ..Default::default()
+    }
+}
+
+fn pool(c: &Cluster, lab: &lb_lab::Lab) -> serde_json::Value {
+    c.manager(lab, "pools").map(|v| v[0].clone()).unwrap_or_default()
+}
+
+fn edges(p: &serde_json::Value) -> usize {
+    p["edges"].as_array().map_or(0, Vec::len)
+        + p["starting"]
+            .as_array()
+            .map_or(0, |s| s.iter().filter(|n| !p["edges"].as_array().unwrap().contains(n)).count())
+}
+
+#[test]
+fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
+    require_root();
+    let (mut l, c) = cluster_lab(scale(None));
+    let lab = &mut l.lab;
+    Cluster::wait("the group up and both edges pulling", Duration::from_secs(30), || {
+        c.active(lab).as_deref() == Some("o1") && (0..2).all(|i| c.edge_pulls_from(lab, i, "cam1", &origin_ip(0)))
+    })
+    .unwrap();
+    assert_eq!(edges(&pool(&c, lab)), 2);
+
+    // Three players: 3 x 1.3 Mbit/s on 2 x 2 Mbit/s is past 70%: a third edge starts, registers, joins the LB.
+    let url = format!("rtmp://{VIP}/live/cam1");
+    let first = Players::start(lab, &url, 3, "a").unwrap();
+    first.wait_growth(&[0; 3], 50_000, Duration::from_secs(20)).unwrap();
+    let t = Cluster::wait("edges-1 up in the pool", Duration::from_secs(40), || {
+        c.manager(lab, "nodes/edges-1").is_ok_and(|n| n["state"] == "up")
+    })
+    .unwrap();
+    let out = c.manager(lab, "events?kind=scale-out&last=5").unwrap();
+    assert!(
+        out.as_array().unwrap().iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("of 2 edges x 2.0 Mbit/s (threshold 70%): starting edges-1")),
+        "the decision says why: {out}"
+    );
+    println!("edges-1 up {t:?} after the load started");
+    // New players through the VIP reach the new edge.
+    let mut more = Vec::new();
+    let t = Instant::now();
+    let served = Cluster::wait("a new player on edges-1 through the VIP", Duration::from_secs(60), || {
+        if c.relay_status(lab, &scaled_edge_ip(0)).is_ok_and(|s| s["players"].as_u64().unwrap_or(0) > 0) {
+            return true;
+        }
+        if more.len() < 8 {
+            more.push(Players::start(lab, &url, 1, &format!("b{}", more.len())).unwrap());
+        }
+        false
+    })
+    .unwrap();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let decided = out.as_array().unwrap().iter().filter_map(|e| e["time_ms"].as_u64()).min().unwrap_or(now_ms);
+    println!(
+        "figure: threshold crossed (scale-out event) -> a player served by the new edge through the VIP: {} ms ({served:?} after it was up, {} extra players)",
+        now_ms.saturating_sub(decided),
+        more.len()
+    );
+    let _ = t;
+    // However high the load goes, the pool stops at max (4).
+    let many = Players::start(lab, &url, 6, "c").unwrap();
+    let mut seen_max = 0;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        let n = edges(&pool(&c, lab));
+        seen_max = seen_max.max(n);
+        assert!(n <= 4, "the pool went past max: {}", pool(&c, lab));
+        if n == 4 && c.manager(lab, "nodes/edges-2").is_ok_and(|n| n["state"] == "up") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(seen_max, 4, "{}", pool(&c, lab));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(edges(&pool(&c, lab)), 4, "still 4 under load");
+
+    // Every player is still connected; then the load goes.
+    for p in [&first, &many].into_iter().chain(more.iter()) {
+        for pid in &p.pids {
+            assert!(lab.alive(*pid), "a player was cut while the pool scaled out");
+        }
+    }
+    for p in [&first, &many].into_iter().chain(more.iter()) {
+        p.stop(lab);
+    }
+    // No started edge is stopped before its min_lifetime (15 s); then they are drained and stopped, down to min.
+    let gone = Cluster::wait("the pool back to 2", Duration::from_secs(90), || edges(&pool(&c, lab)) == 2).unwrap();
+    println!("pool back at min {gone:?} after the players left");
+    let ins = c.manager(lab, "events?kind=scale-in").unwrap();
+    assert_eq!(ins.as_array().unwrap().len(), 2, "{ins}");
+    let done = c.manager(lab, "events?kind=scale-in-done").unwrap();
+    assert_eq!(done.as_array().unwrap().len(), 2, "{done}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(edges(&pool(&c, lab)), 2, "never below min");
+    // Out of the LB and their namespaces gone.
+    let list = lab
+        .exec(
+            &lab.lb(),
+            &[
+                "curl",
+                "-s",
+                "-H",
+                &format!("Authorization: Bearer {}", Cluster::TOKEN),
+                &format!("http://{}:{}/api/v1/services", lb_lab::LB_IP, lb_lab::cluster::LBD_API_PORT),
+            ],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(!text.contains(&scaled_edge_ip(0)) && !text.contains(&scaled_edge_ip(1)), "{text}");
+    let ns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ns.stdout).contains(&format!("{}edges-", lab.prefix)));
+}
+
+#[test]
+fn a_failing_and_a_hanging_provider_raise_alarms_and_back_off() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("lbx-providers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hang = dir.join("hang");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::write(dir.join("fail"), "#!/bin/sh\necho 'quota exceeded' >&2\nexit 3\n").unwrap();
+    for f in ["hang", "fail"] {
+        std::process::Command::new("chmod").arg("+x").arg(dir.join(f)).status().unwrap();
+    }
+    for (provider, want) in [(dir.join("fail"), "exit status: 3 quota exceeded"), (hang, "no answer within 3s, killed")]
+    {
+        let (mut l, c) = cluster_lab(scale(Some(provider.clone())));
+        let lab = &mut l.lab;
+        Cluster::wait("the cluster up", Duration::from_secs(30), || c.active(lab).as_deref() == Some("o1")).unwrap();
+        c.manager_post(lab, "pools/edges/start").unwrap();
+        Cluster::wait("the provider alarm", Duration::from_secs(15), || {
+            c.manager(lab, "alarms").is_ok_and(|a| {
+                a["raised"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x["kind"] == "provider-failed" && x["message"].as_str().unwrap().contains(want))
+            })
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", provider.display(), c.manager_log(lab)));
+        // No runaway: in the next seconds at most a retry after the backoff, never more edges than max.
+        std::thread::sleep(Duration::from_secs(6));
+        let fails = c.manager(lab, "events?kind=provider-failed").unwrap();
+        assert!(fails.as_array().unwrap().len() <= 2, "{fails}");
+        assert_eq!(edges(&pool(&c, lab)), 2, "{}", pool(&c, lab));
+        // A hanging provider was killed: no `sleep 600` left.
+        let left = std::process::Command::new("pgrep").args(["-f", "sleep 600"]).output().unwrap();
+        assert!(left.stdout.is_empty(), "the hanging provider still runs");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -445,6 +445,12 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Processes a provider started for this lab carry its prefix in their environment (LAB_PREFIX): ours too,
+        // wherever they run, even in a namespace already gone. Twice, for a provider that forks just then.
+        for _ in 0..2 {
+            kill_tagged(&format!("LAB_PREFIX={}", self.prefix));
+            std::thread::sleep(Duration::from_millis(200));
+        }
         // Namespaces something else made for this lab (a provider's edges): their processes are ours too.
         if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -468,6 +474,23 @@ impl Drop for Lab {
         }
         if std::env::var_os("LB_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// SIGKILLs every process whose environment holds `tag` (`NAME=VALUE`).
+fn kill_tagged(tag: &str) {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    let me = std::process::id();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        if env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()) {
+            // SAFETY: a process started for this lab (it carries the lab's tag).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
 }

@@ -219,7 +219,7 @@ impl Cluster {
         // pool is at its max.
         let mut primary_full = true;
         if let Some(o) = &sc.overflow_of {
-            let op = pools.iter().find(|x| &x.name == o);
+            let op = self.config.pools.iter().find(|x| &x.name == o);
             let ol = self.pool_load(o, sc.signal);
             primary_full = op.is_some_and(|op| ol.count >= op.max.unwrap_or(op.min));
             load.load += ol.load;

@@ -37,7 +37,25 @@ pub fn run(bins: &Path) -> Result<()> {
     // timings are an operator's defaults, shortened so a failover is seen within seconds.
     let mut cluster = lb_lab::cluster::Cluster::new(
         &lab,
-        lb_lab::cluster::Options { failover_time: "5s", keepalive: "1s", ..Default::default() },
+        lb_lab::cluster::Options {
+            failover_time: "5s",
+            keepalive: "1s",
+            // The three edges are always on; load through the VIP starts up to two more through the namespace
+            // provider (scripts/providers/netns-edge), stopped again a minute after the load is gone.
+            scale: Some(lb_lab::cluster::ScaleOptions {
+                min: 3,
+                max: 5,
+                capacity: 3_000_000,
+                scale_out_at: 0.7,
+                scale_in_at: 0.3,
+                cooldown: "10s",
+                warm_up: "30s",
+                min_lifetime: "60s",
+                provider: None,
+                provider_timeout: "30s",
+            }),
+            ..Default::default()
+        },
     )?;
     let config = lab.dir.join("lb.toml");
     // The web service on VIP:80 (v4 and v6) is static; VIP:1935 and VIP:8080 start empty and the manager fills them.
@@ -120,6 +138,14 @@ Fail the active origin and watch o2 take the group (players keep playing), then 
   ip netns exec {lb} {sm} events
   ip netns exec {o1} {relay} origin --listen 0.0.0.0:1935 --api {o1ip}:8081 --api-token $(cat {token}) \\
       --manager http://{lbip}:{smport} --node-name o1 --advertise {o1ip} &
+Autoscaling: the pool \"edges\" (3 always-on, max 5, 3 Mbit/s per edge, out at 70%, in at 30%, lifetime 60 s).
+Load it with twelve players (about 16 Mbit/s) and watch edges-1 and edges-2 start, register and take players;
+stop the players and watch them drained and stopped after their minimum lifetime:
+  for i in $(seq 12); do ip netns exec {client} ffmpeg -nostdin -loglevel error -i rtmp://{VIP}/live/cam1 -c copy -f null - & done
+  watch ip netns exec {lb} {sm} pools
+  ip netns exec {lb} {sm} events --kind scale-out
+  kill $(jobs -p)
+  ip netns exec {lb} {sm} pool-start edges      # a manual start ahead of a known peak
 Put an edge into maintenance (drained in the LB, its players continue, it leaves the LB when empty), and back:
   ip netns exec {lb} {sm} maintenance e1
   ip netns exec {lb} {sm} resume e1

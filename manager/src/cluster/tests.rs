@@ -550,3 +550,32 @@ fn a_failing_provider_raises_an_alarm_and_backs_off_without_runaway() {
     assert!(c.manual_start("edges").unwrap_err().contains("at its max"));
     assert!(c.manual_stop("edges", "e1").unwrap_err().contains("always-on"));
 }
+
+#[test]
+fn an_overflow_pool_starts_only_when_the_always_on_pool_is_full_and_hot() {
+    let t0 = Instant::now();
+    let mut c = config("");
+    let always: crate::config::Pool = toml::from_str("name = \"edges\"\nmin = 2\nmax = 2\n").unwrap();
+    let overflow: crate::config::Pool = toml::from_str(
+        "name = \"burst\"\nmin = 0\nmax = 2\n[scale]\ncapacity = 5000000\nscale_out_at = 0.7\nscale_in_at = 0.3\n\
+         cooldown = \"1s\"\nmin_lifetime = \"0s\"\nprovider = \"/bin/true\"\noverflow_of = \"edges\"\n",
+    )
+    .unwrap();
+    c.pools = vec![always, overflow];
+    let mut c = Cluster::new(c, Persisted::default(), t0);
+    c.observe("e1", edge_load(2), t0);
+    c.observe("e2", edge_load(2), t0);
+    assert!(starts(&c.plan(t0)).is_empty(), "40% of the always-on edges: nothing");
+    c.observe("e1", edge_load(4), t0 + SECS(1));
+    c.observe("e2", edge_load(4), t0 + SECS(1));
+    let a = c.plan(t0 + SECS(1));
+    assert_eq!(starts(&a), vec!["burst-1"], "80% of the full always-on pool: an overflow edge ({a:?})");
+    c.register(edge_spec("burst-1", "10.0.0.41")).unwrap();
+    assert_eq!(c.nodes["burst-1"].spec.pool.as_deref(), Some("burst"));
+    // The load goes: the overflow edge is drained first (the always-on pool never scales in).
+    for n in ["e1", "e2", "burst-1"] {
+        c.observe(n, edge_load(0), t0 + SECS(5));
+    }
+    c.plan(t0 + SECS(5));
+    assert_eq!(c.scaling.stopping.keys().collect::<Vec<_>>(), vec!["burst-1"]);
+}

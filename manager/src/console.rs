@@ -236,6 +236,29 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
             let edges = c.pool_edges(&p.name);
             let players: usize = edges.iter().filter_map(|n| n.status.as_ref()).map(|s| s.players).sum();
             let out: u64 = edges.iter().filter_map(|n| n.status.as_ref()).map(|s| s.bitrate_out_kbps).sum();
+            let util = p.scale.as_ref().map(|sc| c.pool_load(&p.name, sc.signal).utilisation(sc.capacity));
+            let starting: Vec<&String> =
+                c.scaling.starting.iter().filter(|(_, (x, _))| x == &p.name).map(|(n, _)| n).collect();
+            let started = c.started_in(&p.name);
+            let scaling = started
+                .iter()
+                .map(|n| {
+                    let what = if c.scaling.stopping.contains_key(n) {
+                        "stopping"
+                    } else if starting.contains(&n) {
+                        "starting"
+                    } else {
+                        "started"
+                    };
+                    let stop = if what == "started" {
+                        post_button("stop", &format!("/api/v1/pools/{}/stop/{n}", p.name))
+                    } else {
+                        String::new()
+                    };
+                    format!("{} {}{stop}", esc(n), badge(what))
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
             vec![
                 esc(&p.name),
                 format!("{} of {}", edges.iter().filter(|n| n.eligible()).count(), edges.len()),
@@ -243,10 +266,16 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
                 p.max.map_or("-".into(), |m| m.to_string()),
                 players.to_string(),
                 si(out as f64 * 1000.0) + "bit/s",
+                util.filter(|u| u.is_finite()).map_or("-".into(), |u| format!("{:.0}%", u * 100.0)),
+                if p.scale.is_some() {
+                    format!("{scaling} {}", post_button("start an edge", &format!("/api/v1/pools/{}/start", p.name)))
+                } else {
+                    scaling
+                },
             ]
         })
         .collect();
-    b.push_str(&table(&["pool", "in service", "min", "max", "players", "out"], &prow));
+    b.push_str(&table(&["pool", "in service", "min", "max", "players", "out", "load", "autoscaled edges"], &prow));
     b.push_str("</section>");
 
     // Streams.

@@ -110,9 +110,25 @@ fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
             assert!(lab.alive(*pid), "a player was cut while the pool scaled out");
         }
     }
+    // A player straight on edges-2 (not through the VIP), then the VIP's players leave and edges-2 is stopped by
+    // hand: it is drained, its player goes on to the end, and only then is the edge stopped.
+    let direct = Players::start(lab, &format!("rtmp://{}/live/cam1", scaled_edge_ip(1)), 1, "d").unwrap();
+    direct.wait_growth(&[0], 50_000, Duration::from_secs(20)).unwrap();
     for p in [&first, &many].into_iter().chain(more.iter()) {
         p.stop(lab);
     }
+    let r = c.manager_post(lab, "pools/edges/stop/edges-2").unwrap();
+    assert!(r["message"].as_str().unwrap_or("").contains("drained"), "{r}");
+    Cluster::wait("edges-2 draining", Duration::from_secs(5), || {
+        c.manager(lab, "nodes/edges-2").is_ok_and(|n| n["state"] == "draining")
+    })
+    .unwrap();
+    let before = direct.sizes();
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(lab.alive(direct.pids[0]), "the scale-in cut a player");
+    assert!(direct.sizes()[0] > before[0] + 50_000, "the drained edge's player still receives");
+    assert_eq!(c.manager(lab, "nodes/edges-2").unwrap()["state"], "draining", "stopped with a player on it");
+    direct.stop(lab);
     // No started edge is stopped before its min_lifetime (15 s); then they are drained and stopped, down to min.
     let gone = Cluster::wait("the pool back to 2", Duration::from_secs(90), || edges(&pool(&c, lab)) == 2).unwrap();
     println!("pool back at min {gone:?} after the players left");

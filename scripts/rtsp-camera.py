@@ -24,6 +24,7 @@ LAUNCH = (
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--address", default="0.0.0.0", help="listen address (127.0.0.1 outside a lab namespace)")
     p.add_argument("--port", type=int, default=8554)
     p.add_argument("--path", default="/cam")
     p.add_argument("--user", help="require this user (basic auth) with --password")
@@ -32,6 +33,7 @@ def main() -> int:
     args = p.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
+    server.set_address(args.address)
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(LAUNCH.format(video=VIDEO[args.video]))
@@ -50,7 +52,7 @@ def main() -> int:
     if server.attach(None) == 0:
         print(f"rtsp-camera: cannot listen on port {args.port}", file=sys.stderr)
         return 1
-    print(f"rtsp-camera serving rtsp://0.0.0.0:{args.port}{args.path}", flush=True)
+    print(f"rtsp-camera serving rtsp://{args.address}:{args.port}{args.path}", flush=True)
     loop = GLib.MainLoop()
     signal.signal(signal.SIGTERM, lambda *_: loop.quit())
     signal.signal(signal.SIGINT, lambda *_: loop.quit())

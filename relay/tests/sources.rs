@@ -160,7 +160,20 @@ fn rtsp_camera_with(dir: &TempDir, port: u16, video: &str) -> Proc {
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/rtsp-camera.py");
     let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.args([script, "--port", &port.to_string(), "--path", "/cam", "--user", "viewer", "--password", "s3cret"]);
+    // On the host's own network: loopback only.
+    cmd.args([
+        script,
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--path",
+        "/cam",
+        "--user",
+        "viewer",
+        "--password",
+        "s3cret",
+    ]);
     cmd.args(["--video", video]);
     let p = Proc::spawn("rtsp-camera", cmd, Some(dir.path(&format!("rtsp-camera-{port}.log"))));
     wait_port(format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(15));

@@ -14,6 +14,8 @@ pub const CAMERA_IP: &str = "10.99.0.30";
 pub fn origin_ip(i: usize) -> String {
     format!("10.99.0.{}", 21 + i)
 }
+/// The origin group's ingest address: an LB service whose only real is the active origin.
+pub const INGEST_VIP: &str = "10.99.0.101";
 /// The manager's API (on the LB host, beside lbd's API).
 pub const MANAGER_PORT: u16 = 9300;
 /// lbd's HTTP API.
@@ -124,7 +126,8 @@ impl Cluster {
         format!(
             "[[service]]\nvip = \"{VIP}:1935\"\n[service.check]\nkind = \"rtmp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
              [[service]]\nvip = \"{VIP}:{HTTP_PORT}\"\npersistent = 60\n[service.check]\nkind = \"http\"\npath = \"/healthz\"\n\
-             interval = \"500ms\"\ntimeout = \"400ms\"\n"
+             interval = \"500ms\"\ntimeout = \"400ms\"\n\
+             [[service]]\nvip = \"{INGEST_VIP}:1935\"\n[service.check]\nkind = \"rtmp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n"
         )
     }
 
@@ -187,7 +190,7 @@ impl Cluster {
             .map(|i| format!("{{ node = \"o{}\", priority = {} }}", i + 1, [100, 50, 10][i % 3]))
             .collect();
         s.push_str(&format!(
-            "\n[[group]]\nname = \"cams\"\napp = \"live\"\nfailback = {}\nreplication = \"pre-pull\"\nmembers = [{}]\n\
+            "\n[[group]]\nname = \"cams\"\napp = \"live\"\nfailback = {}\nreplication = \"pre-pull\"\ningest = \"{INGEST_VIP}:1935\"\nmembers = [{}]\n\
              sources = [{{ key = \"cam1\", url = \"rtmp://{CAMERA_IP}:1935/live/cam1\" }}{}]\n",
             self.opts.failback,
             members.join(", "),
@@ -250,8 +253,15 @@ impl Cluster {
             lab.spawn(&cam, "rtsp-camera.log", &["/usr/bin/python3", script, "--port", "8554", "--path", "/cam"])?;
             lab.wait_port(&cam, CAMERA_IP, 8554)?;
         }
+        // The ingest address: on the LB (lbd --manage-vips may have put it there already) and, LVS-DR style, on
+        // every origin's lo without ARP.
+        lab.ip(&lab.lb(), &["addr", "replace", &format!("{INGEST_VIP}/32"), "dev", "eth0"])?;
         for i in 0..self.opts.origins {
-            lab.add_host(&format!("o{}", i + 1), &origin_ip(i), &format!("fd00:99::{}", 21 + i))?;
+            let ns = lab.add_host(&format!("o{}", i + 1), &origin_ip(i), &format!("fd00:99::{}", 21 + i))?;
+            lab.ip(&ns, &["addr", "add", &format!("{INGEST_VIP}/32"), "dev", "lo"])?;
+            for kv in ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"] {
+                lab.exec(&ns, &["sysctl", "-q", "-w", kv])?;
+            }
             self.start_origin(lab, i)?;
         }
         std::fs::write(&self.manager_config, self.manager_toml(lab))?;

@@ -779,6 +779,7 @@ impl Cluster {
     /// Edges in the LB: in service when up, drained in maintenance, removed once empty (or drain_timeout).
     fn plan_lb(&self, actions: &mut Vec<Action>) {
         let Some(lb) = &self.config.lb else { return };
+        self.plan_ingest(actions);
         // Every LB node gets the same reals; a node that cannot be read now is caught up when it answers.
         for (api, view) in &self.lb {
             let Some(view) = view else { continue };
@@ -808,6 +809,39 @@ impl Cluster {
                             actions.push(Action::LbDrain { lb, node, real, service })
                         }
                         Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Groups with an ingest address: the active member is the only real of that service on every LB node. During
+    /// a handover the new member is added first and the old one removed once it is active no more; a pushing
+    /// publisher's connection stays where it is (the LB's connection table), new ones reach the active member.
+    fn plan_ingest(&self, actions: &mut Vec<Action>) {
+        let weight = lb_weight(&self.config);
+        for g in &self.config.groups {
+            let Some(service) = g.ingest_service() else { continue };
+            let rt = &self.groups[&g.name];
+            let mut wanted: BTreeSet<&str> = BTreeSet::new();
+            wanted.extend(rt.active.as_deref());
+            wanted.extend(rt.handover.as_ref().map(|h| h.to.as_str()));
+            for (api, view) in &self.lb {
+                let Some(view) = view else { continue };
+                let reals: Vec<IpAddr> = view
+                    .iter()
+                    .find(|s| s.vip == service.vip && s.port == service.port && s.proto == service.proto)
+                    .map(|s| s.reals.iter().map(|r| r.addr).collect())
+                    .unwrap_or_default();
+                for m in &g.members {
+                    let Some(n) = self.nodes.get(&m.node) else { continue };
+                    let real = config::real_of(&n.spec);
+                    let (lb, node) = (api.clone(), m.node.clone());
+                    let here = reals.contains(&real);
+                    if wanted.contains(m.node.as_str()) && !here && n.health == Health::Up {
+                        actions.push(Action::LbAdd { lb, node, real, service, weight });
+                    } else if !wanted.contains(m.node.as_str()) && here {
+                        actions.push(Action::LbRemove { lb, node, real, service });
                     }
                 }
             }

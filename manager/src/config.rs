@@ -175,9 +175,18 @@ pub struct Group {
     pub replication: Replication,
     #[serde(default)]
     pub sources: Vec<Source>,
+    /// The group's ingest address: an LB service (`VIP:PORT`) whose only real is the active member, so publishers
+    /// and encoders push to one address that follows failovers.
+    #[serde(default)]
+    pub ingest: Option<String>,
 }
 
 impl Group {
+    /// The ingest service, parsed (checked at load).
+    pub fn ingest_service(&self) -> Option<ServiceKey> {
+        self.ingest.as_deref().and_then(|s| parse_service(s).ok())
+    }
+
     /// Members by preference: highest priority first.
     pub fn by_priority(&self) -> Vec<&Member> {
         let mut m: Vec<&Member> = self.members.iter().collect();
@@ -464,6 +473,15 @@ impl Config {
             }
             if g.members.iter().map(|m| &m.node).collect::<BTreeSet<_>>().len() != g.members.len() {
                 return Err(invalid(format!("{at}: a node is a member twice")));
+            }
+            if let Some(i) = &g.ingest {
+                let svc = parse_service(i).map_err(|e| invalid(format!("{at}: ingest: {e}")))?;
+                if f.lb.is_none() {
+                    return Err(invalid(format!("{at}: ingest {i} needs an [lb] to put the active member into")));
+                }
+                if f.lb.as_ref().is_some_and(|lb| lb.services.iter().any(|s| parse_service(s).ok() == Some(svc))) {
+                    return Err(invalid(format!("{at}: ingest {i} is one of the edges' services (lb.services)")));
+                }
             }
             let mut keys = BTreeSet::new();
             for s in &g.sources {

@@ -2,7 +2,7 @@
 //! the VIP, twenty ffmpeg players. Pre-pull on ingest, N+1 failover under SIGKILL with the players kept,
 //! failback make-before-break, edge maintenance through the LB, a manager restart, and refused bad input.
 use lb_lab::bin_path;
-use lb_lab::cluster::{median, origin_ip, Cluster, Options, Players, MANAGER_PORT};
+use lb_lab::cluster::{median, origin_ip, Cluster, Options, Players, INGEST_VIP, MANAGER_PORT};
 use lb_lab::LB_IP;
 use lb_tests::*;
 use std::process::Command;
@@ -61,7 +61,8 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
 
     // A publisher pushes a second stream to the active origin: every edge pulls it within 2 s (pre-pull).
     let client = lab.client();
-    let push = format!("rtmp://{}:1935/live/pushed", origin_ip(0));
+    // Through the group's ingest address (an LB service whose only real is the active origin).
+    let push = format!("rtmp://{INGEST_VIP}/live/pushed");
     let publisher: Vec<&str> = lb_lab::FFMPEG_PUBLISH.iter().copied().chain([push.as_str()]).collect();
     let pushed_pid = context(lab.spawn(&client, "push.log", &publisher), "pusher");
     let t = Instant::now();
@@ -123,6 +124,22 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
             lab.log(&format!("player{n}.log"))
         );
     }
+    // The ingest address followed the failover: a publisher pushing to it now reaches o2, and the edges pull it.
+    let push = format!("rtmp://{INGEST_VIP}/live/after");
+    let publisher: Vec<&str> = lb_lab::FFMPEG_PUBLISH.iter().copied().chain([push.as_str()]).collect();
+    let client = lab.client();
+    let after_pid = context(lab.spawn(&client, "push-after.log", &publisher), "pusher after the failover");
+    check(
+        &c,
+        lab,
+        Cluster::wait(
+            "o2 ingests what is pushed to the ingest address, every edge pulls it",
+            Duration::from_secs(15),
+            || (0..3).all(|i| c.edge_pulls_from(lab, i, "after", &origin_ip(1))),
+        ),
+        "ingest address after the failover",
+    );
+    lab.stop(after_pid, libc::SIGTERM).unwrap();
     let failovers = events(&c, lab, "failover");
     assert!(
         failovers.iter().any(
@@ -239,8 +256,8 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
     check(
         &c,
         lab,
-        Cluster::wait("e1 back in the LB", Duration::from_secs(10), || {
-            l_list(lab).iter().all(|s| {
+        Cluster::wait("e1 back in the edges' services", Duration::from_secs(10), || {
+            l_list(lab).iter().filter(|s| s["vip"] == VIP).all(|s| {
                 s["reals"].as_array().unwrap().iter().any(|r| r["addr"] == real_ip(0) && r["drained"] == false)
             })
         }),

@@ -122,6 +122,9 @@ VIP {VIP}:1935 (RTMP) and {VIP}:8080 (HTTP-FLV, RTMPT). {VIP}:80 and [{VIP6}]:80
 Console (status, graphs, events; maintenance buttons once you paste the token from {token}):
   {console}
   lbd's own: ip netns exec {client} curl http://{lbip}:9400/console
+Publish your own stream to the group's ingest address (it follows the active origin), then play it:
+  ip netns exec {client} ffmpeg -re -f lavfi -i testsrc2=size=640x360:rate=30 -c:v libx264 -preset ultrafast -g 60 -f flv rtmp://{ingest}/live/mine
+  ip netns exec {client} ffprobe -v error -show_entries stream=codec_name -of compact rtmp://{VIP}/live/mine
 Watch (from another terminal):
   ip netns exec {client} ffprobe -v error -show_entries stream=codec_name,width,height -of compact rtmp://{VIP}/live/cam1
   ip netns exec {client} ffplay rtmp://{VIP}/live/cam1                 # with a display
@@ -153,6 +156,7 @@ Logs: {dir}/*.log (lbd.log, smd-1.log, origin1-1.log, edge1.log, ...)
 
 Ctrl-C removes everything.",
         prefix = lab.prefix,
+        ingest = lb_lab::cluster::INGEST_VIP,
         client = lab.client(),
         lb = lab.lb(),
         cam = lab.ns("cam"),

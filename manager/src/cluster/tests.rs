@@ -579,3 +579,54 @@ fn an_overflow_pool_starts_only_when_the_always_on_pool_is_full_and_hot() {
     c.plan(t0 + SECS(5));
     assert_eq!(c.scaling.stopping.keys().collect::<Vec<_>>(), vec!["burst-1"]);
 }
+
+#[test]
+fn the_ingest_address_follows_the_active_member() {
+    let t0 = Instant::now();
+    let cfg = config(&format!("{}ingest = \"10.0.0.101:1935\"\n", CAMS.replace("FAILBACK", "false")));
+    let mut c = Cluster::new(cfg, Persisted::default(), t0);
+    let ingest = crate::config::parse_service("10.0.0.101:1935").unwrap();
+    let view = |reals: &[&str]| {
+        let mut v = lb_view(&[]);
+        let mut s = lb_view(&reals.iter().map(|r| (*r, false)).collect::<Vec<_>>()).remove(0);
+        s.vip = "10.0.0.101".parse().unwrap();
+        v.push(s);
+        v
+    };
+    c.observe("o1", ok_origin(&[("live", "cam1")]), t0);
+    c.observe("o2", ok_origin(&[]), t0);
+    c.lb_seen("http://10.0.0.1:9400", view(&[]));
+    let a = c.plan(t0);
+    let o1: IpAddr = "10.0.0.11".parse().unwrap();
+    let o2: IpAddr = "10.0.0.12".parse().unwrap();
+    let lb = || "http://10.0.0.1:9400".to_string();
+    assert!(
+        a.contains(&Action::LbAdd { lb: lb(), node: "o1".into(), real: o1, service: ingest, weight: 100 }),
+        "{a:?}"
+    );
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::LbAdd { node, .. } if node == "o2")),
+        "only the active member: {a:?}"
+    );
+    // o1 dies: o2 takes the group and the ingest address.
+    c.lb_seen("http://10.0.0.1:9400", view(&["10.0.0.11"]));
+    c.observe("o1", failed(), t0 + SECS(4));
+    c.observe("o2", ok_origin(&[]), t0 + SECS(4));
+    let a = c.plan(t0 + SECS(4));
+    assert!(
+        a.contains(&Action::LbAdd { lb: lb(), node: "o2".into(), real: o2, service: ingest, weight: 100 }),
+        "{a:?}"
+    );
+    assert!(a.contains(&Action::LbRemove { lb: lb(), node: "o1".into(), real: o1, service: ingest }), "{a:?}");
+    // A bad ingest address is refused at load.
+    let dir = std::env::temp_dir().join(format!("sm-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), "0123456789abcdef-token\n").unwrap();
+    let text =
+        "listen = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[lb]\napi = \"http://10.0.0.1:9400\"\nservices = [\"10.0.0.100:1935\"]\n\
+         [[node]]\nname = \"o1\"\nrole = \"origin\"\napi = \"http://10.0.0.11:8081\"\nrtmp = \"10.0.0.11:1935\"\n\
+         [[group]]\nname = \"g\"\napp = \"live\"\nmembers = [{ node = \"o1\", priority = 1 }]\ningest = \"10.0.0.100:1935\"\n";
+    let e = Config::parse(text, &dir.join("m.toml")).unwrap_err().to_string();
+    assert!(e.contains("is one of the edges' services"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -138,6 +138,19 @@ fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
     assert_eq!(done.as_array().unwrap().len(), 2, "{done}");
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(edges(&pool(&c, lab)), 2, "never below min");
+    // A manual start ahead of a peak: it starts with no load, counts toward the pool, and is kept for its
+    // min_lifetime (15 s) although the load is nil; then scale-in takes it back to min.
+    let r = c.manager_post(lab, "pools/edges/start").unwrap();
+    assert!(r["message"].as_str().unwrap_or("").contains("starts at the next round"), "{r}");
+    let up = Cluster::wait("the manually started edge up", Duration::from_secs(30), || {
+        let p = pool(&c, lab);
+        edges(&p) == 3 && p["in_service"] == 3
+    })
+    .unwrap();
+    println!("manual start: in service {up:?} after the request");
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(edges(&pool(&c, lab)), 3, "stopped before its min_lifetime");
+    Cluster::wait("back to min after its lifetime", Duration::from_secs(40), || edges(&pool(&c, lab)) == 2).unwrap();
     // Out of the LB and their namespaces gone.
     let list = lab
         .exec(

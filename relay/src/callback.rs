@@ -26,23 +26,7 @@ impl CallbackUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, tail) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            let port = match tail.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-                None if tail.is_empty() => 80,
-                None => return Err(bad("junk after ]")),
-            };
-            (h.to_string(), port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (hostport.to_string(), 80),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
+        let (host, port) = svc::client::host_port(hostport, 80).map_err(bad)?;
         if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
             return Err(bad("control characters or spaces in the path"));
         }

@@ -41,6 +41,29 @@ impl ClientError {
     }
 }
 
+/// `HOST[:PORT]` or `[V6]:PORT` of an http:// URL: the host (without brackets) and the port (`default` when
+/// absent). Shared by every URL the daemons parse (API bases, relay callbacks), so they agree on the edge cases.
+pub fn host_port(hostport: &str, default: u16) -> Result<(String, u16), &'static str> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, tail) = v6.split_once(']').ok_or("unclosed [")?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| "bad port")?,
+            None if tail.is_empty() => default,
+            None => return Err("junk after ]"),
+        };
+        (h, port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| "bad port")?),
+            None => (hostport, default),
+        }
+    };
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    Ok((host.to_string(), port))
+}
+
 /// An API's base address: `http://HOST[:PORT][/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
@@ -58,23 +81,7 @@ impl BaseUrl {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, tail) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            let port = match tail.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-                None if tail.is_empty() => 80,
-                None => return Err(bad("junk after ]")),
-            };
-            (h.to_string(), port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-                None => (hostport.to_string(), 80),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
+        let (host, port) = host_port(hostport, 80).map_err(bad)?;
         if prefix.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#') {
             return Err(bad("the path may not hold spaces, control characters, a query or a fragment"));
         }

@@ -199,24 +199,6 @@ struct SourceView {
     ingesting: bool,
 }
 
-#[derive(Serialize)]
-pub struct PoolView {
-    pub name: String,
-    pub min: usize,
-    pub max: Option<usize>,
-    pub edges: Vec<String>,
-    /// Edges up and not in maintenance.
-    pub in_service: usize,
-    pub down: usize,
-    pub players: usize,
-    pub bitrate_out_kbps: u64,
-    /// Autoscaling: the load against capacity, and the edges it started, is starting and is stopping.
-    pub utilisation: Option<f64>,
-    pub started: Vec<String>,
-    pub starting: Vec<String>,
-    pub stopping: Vec<String>,
-}
-
 async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Response {
     let r = ctx.shared.lock().manual_start(&pool);
     match r {
@@ -240,42 +222,8 @@ async fn pool_stop(State(ctx): State<Ctx>, Path((pool, name)): Path<(String, Str
     }
 }
 
-async fn pools(State(ctx): State<Ctx>) -> Json<Vec<PoolView>> {
-    let c = ctx.shared.lock();
-    let v = c
-        .config
-        .pools
-        .iter()
-        .map(|p| {
-            let edges = c.pool_edges(&p.name);
-            let st = || edges.iter().filter(|n| n.health == Health::Up).filter_map(|n| n.status.as_ref());
-            PoolView {
-                name: p.name.clone(),
-                min: p.min,
-                max: p.max,
-                edges: edges.iter().map(|n| n.spec.name.clone()).collect(),
-                in_service: edges.iter().filter(|n| n.eligible()).count(),
-                down: edges.iter().filter(|n| n.health == Health::Down).count(),
-                players: st().map(|s| s.players).sum(),
-                bitrate_out_kbps: st().map(|s| s.bitrate_out_kbps).sum(),
-                utilisation: p
-                    .scale
-                    .as_ref()
-                    .map(|sc| c.pool_load(&p.name, sc.signal).utilisation(sc.capacity))
-                    .filter(|u| u.is_finite()),
-                started: c.started_in(&p.name).into_iter().collect(),
-                starting: c
-                    .scaling
-                    .starting
-                    .iter()
-                    .filter(|(_, (x, _))| x == &p.name)
-                    .map(|(n, _)| n.clone())
-                    .collect(),
-                stopping: c.scaling.stopping.keys().filter(|n| c.started_in(&p.name).contains(*n)).cloned().collect(),
-            }
-        })
-        .collect();
-    Json(v)
+async fn pools(State(ctx): State<Ctx>) -> Json<Vec<crate::cluster::PoolSummary>> {
+    Json(ctx.shared.lock().pools())
 }
 
 async fn groups(State(ctx): State<Ctx>) -> Json<Vec<GroupView>> {

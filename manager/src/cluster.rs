@@ -81,6 +81,25 @@ pub struct StreamSummary {
     pub bitrate_out_kbps: u64,
 }
 
+/// An edge pool (the API's and the console's view).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolSummary {
+    pub name: String,
+    pub min: usize,
+    pub max: Option<usize>,
+    pub edges: Vec<String>,
+    /// Edges up and not in maintenance.
+    pub in_service: usize,
+    pub down: usize,
+    pub players: usize,
+    pub bitrate_out_kbps: u64,
+    /// Autoscaling: the load against capacity, and the edges it started, is starting and is stopping.
+    pub utilisation: Option<f64>,
+    pub started: Vec<String>,
+    pub starting: Vec<String>,
+    pub stopping: Vec<String>,
+}
+
 /// What one keepalive of a node brought back.
 #[derive(Debug, Clone)]
 pub enum Observation {
@@ -927,6 +946,43 @@ impl Cluster {
             }
         }
         out.into_values().collect()
+    }
+
+    /// Every pool with its edges, load and autoscaling state.
+    pub fn pools(&self) -> Vec<PoolSummary> {
+        self.config
+            .pools
+            .iter()
+            .map(|p| {
+                let edges = self.pool_edges(&p.name);
+                let st = || edges.iter().filter(|n| n.health == Health::Up).filter_map(|n| n.status.as_ref());
+                let started = self.started_in(&p.name);
+                PoolSummary {
+                    name: p.name.clone(),
+                    min: p.min,
+                    max: p.max,
+                    edges: edges.iter().map(|n| n.spec.name.clone()).collect(),
+                    in_service: edges.iter().filter(|n| n.eligible()).count(),
+                    down: edges.iter().filter(|n| n.health == Health::Down).count(),
+                    players: st().map(|s| s.players).sum(),
+                    bitrate_out_kbps: st().map(|s| s.bitrate_out_kbps).sum(),
+                    utilisation: p
+                        .scale
+                        .as_ref()
+                        .map(|sc| self.pool_load(&p.name, sc.signal).utilisation(sc.capacity))
+                        .filter(|u| u.is_finite()),
+                    starting: self
+                        .scaling
+                        .starting
+                        .iter()
+                        .filter(|(_, (x, _))| x == &p.name)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                    stopping: self.scaling.stopping.keys().filter(|n| started.contains(*n)).cloned().collect(),
+                    started: started.into_iter().collect(),
+                }
+            })
+            .collect()
     }
 
     pub fn pool_edges(&self, pool: &str) -> Vec<&NodeRt> {

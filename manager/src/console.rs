@@ -229,23 +229,16 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
         &rows,
     ));
     let prow: Vec<Vec<String>> = c
-        .config
-        .pools
-        .iter()
+        .pools()
+        .into_iter()
         .map(|p| {
-            let edges = c.pool_edges(&p.name);
-            let players: usize = edges.iter().filter_map(|n| n.status.as_ref()).map(|s| s.players).sum();
-            let out: u64 = edges.iter().filter_map(|n| n.status.as_ref()).map(|s| s.bitrate_out_kbps).sum();
-            let util = p.scale.as_ref().map(|sc| c.pool_load(&p.name, sc.signal).utilisation(sc.capacity));
-            let starting: Vec<&String> =
-                c.scaling.starting.iter().filter(|(_, (x, _))| x == &p.name).map(|(n, _)| n).collect();
-            let started = c.started_in(&p.name);
-            let scaling = started
+            let scaling = p
+                .started
                 .iter()
                 .map(|n| {
-                    let what = if c.scaling.stopping.contains_key(n) {
+                    let what = if p.stopping.contains(n) {
                         "stopping"
-                    } else if starting.contains(&n) {
+                    } else if p.starting.contains(n) {
                         "starting"
                     } else {
                         "started"
@@ -259,15 +252,16 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
                 })
                 .collect::<Vec<_>>()
                 .join(" ");
+            let autoscaled = c.config.pools.iter().any(|x| x.name == p.name && x.scale.is_some());
             vec![
                 esc(&p.name),
-                format!("{} of {}", edges.iter().filter(|n| n.eligible()).count(), edges.len()),
+                format!("{} of {}", p.in_service, p.edges.len()),
                 p.min.to_string(),
                 p.max.map_or("-".into(), |m| m.to_string()),
-                players.to_string(),
-                si(out as f64 * 1000.0) + "bit/s",
-                util.filter(|u| u.is_finite()).map_or("-".into(), |u| format!("{:.0}%", u * 100.0)),
-                if p.scale.is_some() {
+                p.players.to_string(),
+                si(p.bitrate_out_kbps as f64 * 1000.0) + "bit/s",
+                p.utilisation.map_or("-".into(), |u| format!("{:.0}%", u * 100.0)),
+                if autoscaled {
                     format!("{scaling} {}", post_button("start an edge", &format!("/api/v1/pools/{}/start", p.name)))
                 } else {
                     scaling

@@ -101,8 +101,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let bearer = svc::auth::Bearer::from_file(&cli.token_file).map_err(anyhow::Error::msg)?;
-    let client = Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10));
+    let client = client(&cli)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (path, method) = match &cli.cmd {
         Cmd::Nodes => ("/api/v1/nodes".to_string(), Method::GET),
@@ -232,6 +231,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The manager's API client: `--api` with the token from `--token-file`.
+fn client(cli: &Cli) -> anyhow::Result<Client> {
+    let bearer = svc::auth::Bearer::from_file(&cli.token_file).map_err(anyhow::Error::msg)?;
+    Ok(Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10)))
+}
+
 /// `smctl check ...`: never fails; every problem is an UNKNOWN line.
 fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&str>) -> svc::nagios::Check {
     use svc::nagios::{Check, Range};
@@ -251,9 +256,7 @@ fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&s
         CheckWhat::Stream { .. } => "/api/v1/streams",
     };
     let answer = (|| -> anyhow::Result<Value> {
-        let bearer = svc::auth::Bearer::from_file(&cli.token_file).map_err(anyhow::Error::msg)?;
-        let client =
-            Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10));
+        let client = client(cli)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok(rt.block_on(client.get::<Value>(path))?)
     })();

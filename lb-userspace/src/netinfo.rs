@@ -141,6 +141,29 @@ impl Net {
         Ok(Iface { name: name.into(), index, mac, nets })
     }
 
+    /// The id of the XDP program attached to interface `name`, if any (what `ip link show` prints as `prog/xdp id N`).
+    pub async fn xdp_prog(&self, name: &str) -> Result<Option<u32>, NetError> {
+        use netlink_packet_route::link::LinkXdp;
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let link = match links.try_next().await {
+            Ok(Some(l)) => l,
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Err(NetError::NoIface(name.into())),
+            Err(e) => return Err(e.into()),
+        };
+        let id = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+                LinkXdp::ProgId(id) | LinkXdp::DrvProgId(id) | LinkXdp::SkbProgId(id) | LinkXdp::HwProgId(id)
+                    if *id != 0 =>
+                {
+                    Some(*id)
+                }
+                _ => None,
+            }),
+            _ => None,
+        });
+        Ok(id)
+    }
+
     /// The neighbour table (ARP and NDP) of one interface.
     pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<IpAddr, Neighbour>, NetError> {
         let mut out = HashMap::new();

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use lb_userspace::api::DEFAULT_SOCKET;
-use lb_userspace::daemon::{Daemon, Options};
+use lb_userspace::daemon::{guard, Daemon, Options};
 use lb_userspace::dataplane::{self, AttachMode, Dataplane, Limits};
 use lb_userspace::model::LbState;
 use std::net::SocketAddr;
@@ -115,6 +115,11 @@ async fn main() -> Result<()> {
     };
     if args.cleanup {
         let dir = pin_dir.context("--cleanup needs --iface or --pin-dir")?;
+        // Not under a running lbd: it would lose its dataplane.
+        let _lock = match dir.exists() {
+            true => Some(guard::lock_pin_dir(&dir)?),
+            false => None,
+        };
         let found = dataplane::cleanup(&dir).with_context(|| format!("removing the pins in {}", dir.display()))?;
         if found.is_empty() {
             println!("nothing pinned in {}", dir.display());
@@ -175,6 +180,19 @@ async fn main() -> Result<()> {
         Some(f) => read_seed(f)?,
         None => 0,
     };
+    // Every resource that is this lbd's alone is claimed before any map is opened, so a second lbd is refused
+    // without touching the running one's dataplane: the control socket (bound now; a failed start removes it),
+    // the pin directory's lock (held until exit) and the interface's XDP attachment.
+    let listener = lb_userspace::daemon::bind_socket(&args.socket)?;
+    let _socket_file = RemoveOnDrop(args.socket.clone());
+    let _pin_lock = match &pin_dir {
+        Some(dir) => {
+            dataplane::prepare_pin_dir(dir)?;
+            Some(guard::lock_pin_dir(dir)?)
+        }
+        None => None,
+    };
+    guard::check_iface(&iface, pin_dir.as_deref()).await?;
     let limits = Limits { max_services: args.max_services, conn_table_size: args.conn_table_size };
     let pins_existed = pin_dir.as_ref().is_some_and(|d| d.join("CONN_TABLE").exists());
     let dp = match &pin_dir {
@@ -212,8 +230,17 @@ async fn main() -> Result<()> {
         tracing::info!(addr = %l.local_addr()?, token = bearer.is_set(), "serving the control API on /api/v1/");
     }
     tracing::info!(socket = %args.socket.display(), %mode, "lbd ready");
-    daemon.run(&args.socket, metrics, api, svc::shutdown::signal()).await?;
+    daemon.run((listener, &args.socket), metrics, api, svc::shutdown::signal()).await?;
     Ok(())
+}
+
+/// Removes the control socket's file when lbd ends, by an error too (run removes it on a normal stop).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The flow-hash seed in `path`: one hexadecimal number of up to 32 bits (`0x` optional).

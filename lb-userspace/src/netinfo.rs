@@ -40,6 +40,26 @@ impl Iface {
         self.nets.iter().any(|(a, _)| *a == ip)
     }
 
+    /// When `ip` is the network or (IPv4) broadcast address of one of the interface's subnets: which, and the
+    /// subnet. IPv4 /31 and /32 and IPv6 /127 and /128 have no such addresses (RFC 3021, RFC 6164).
+    pub fn subnet_edge(&self, ip: IpAddr) -> Option<(&'static str, String)> {
+        self.nets.iter().find_map(|(net, len)| {
+            if !same_subnet(*net, ip, *len) {
+                return None;
+            }
+            let subnet = format!("{}/{}", mask(*net, *len), len);
+            match ip {
+                IpAddr::V4(a) if *len <= 30 => {
+                    let all = !u32::MAX.checked_shl(32 - *len as u32).unwrap_or(0);
+                    let host = u32::from(a) & all;
+                    (host == 0).then_some(("network", subnet.clone())).or((host == all).then_some(("broadcast", subnet)))
+                }
+                IpAddr::V6(_) if *len <= 126 => (mask(ip, *len) == ip).then_some(("network (subnet-router anycast)", subnet)),
+                _ => None,
+            }
+        })
+    }
+
     pub fn subnets(&self) -> String {
         let v: Vec<String> = self.nets.iter().map(|(a, l)| format!("{}/{}", mask(*a, *l), l)).collect();
         if v.is_empty() {
@@ -245,6 +265,18 @@ mod tests {
         assert!(!i.on_link("192.168.7.12".parse().unwrap()));
         assert!(!i.on_link("10.98.0.1".parse().unwrap()));
         assert_eq!(i.subnets(), "10.99.0.0/24, 192.168.7.8/30, fd00:99::/64");
+        // A subnet's network and broadcast addresses name no host.
+        let edge = |a: &str| i.subnet_edge(a.parse().unwrap()).map(|(w, n)| format!("{w} {n}"));
+        assert_eq!(edge("10.99.0.0").as_deref(), Some("network 10.99.0.0/24"));
+        assert_eq!(edge("10.99.0.255").as_deref(), Some("broadcast 10.99.0.0/24"));
+        assert_eq!(edge("192.168.7.11").as_deref(), Some("broadcast 192.168.7.8/30"));
+        assert_eq!(edge("fd00:99::").as_deref(), Some("network (subnet-router anycast) fd00:99::/64"));
+        for host in ["10.99.0.1", "10.99.0.254", "192.168.7.10", "fd00:99::1", "10.98.0.0"] {
+            assert_eq!(edge(host), None, "{host}");
+        }
+        let wide = Iface { nets: vec![("10.0.0.1".parse().unwrap(), 0), ("10.1.0.1".parse().unwrap(), 31)], ..i };
+        assert_eq!(wide.subnet_edge("0.0.0.0".parse().unwrap()).map(|e| e.0), Some("network"), "/0 does not overflow");
+        assert_eq!(wide.subnet_edge("10.1.0.0".parse().unwrap()), None, "a /31 has no network address (RFC 3021)");
         assert_eq!(format_mac(&[2, 0, 0xab, 1, 2, 3]), "02:00:ab:01:02:03");
     }
 }

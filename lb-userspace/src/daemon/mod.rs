@@ -65,6 +65,8 @@ pub enum DaemonError {
     Model(#[from] model::ModelError),
     #[error("real {real} is not on a directly connected subnet of {iface} ({nets}): direct routing needs the LB and the real on one L2 segment")]
     OffSubnet { real: IpAddr, iface: String, nets: String },
+    #[error("real {real} is the {which} address of {net} on {iface}, which names the subnet, not a host: give the real's own address")]
+    SubnetEdge { real: IpAddr, which: &'static str, net: String, iface: String },
     #[error("real {real} is an address of {iface} itself")]
     RealIsLocal { real: IpAddr, iface: String },
     #[error("the dataplane is full: at most {0} services")]

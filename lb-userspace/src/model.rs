@@ -474,8 +474,10 @@ pub use svc::Dur;
 
 /// A service's health check: `[service.check]` in the file, `--check ...` on `lbctl add-service`.
 /// Defaults follow keepalived/haproxy practice: every 3 s, 1 s timeout, down after 3 failures, up after 2 passes.
+/// A timeout longer than the interval is refused (probes of one real never overlap); an omitted timeout is 1 s or
+/// the interval, whichever is shorter, so the timeout shown is the one probes use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "CheckFields")]
 pub struct CheckSpec {
     pub kind: CheckKind,
     /// Port to check on the real; the service port when absent.
@@ -508,12 +510,66 @@ impl Default for CheckSpec {
     }
 }
 
+/// Default timeout of a check whose interval is at least this long.
+pub const DEFAULT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `[service.check]` as written, where an omitted timeout is told apart from a given one.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CheckFields {
+    kind: CheckKind,
+    port: Option<u16>,
+    path: String,
+    expect: u16,
+    interval: Dur,
+    timeout: Option<Dur>,
+    rise: u32,
+    fall: u32,
+}
+
+impl Default for CheckFields {
+    fn default() -> Self {
+        let d = CheckSpec::default();
+        CheckFields {
+            kind: d.kind,
+            port: d.port,
+            path: d.path,
+            expect: d.expect,
+            interval: d.interval,
+            timeout: None,
+            rise: d.rise,
+            fall: d.fall,
+        }
+    }
+}
+
+impl From<CheckFields> for CheckSpec {
+    fn from(f: CheckFields) -> Self {
+        CheckSpec {
+            kind: f.kind,
+            port: f.port,
+            path: f.path,
+            expect: f.expect,
+            interval: f.interval,
+            timeout: f.timeout.unwrap_or(Dur(CheckSpec::default_timeout(f.interval.0))),
+            rise: f.rise,
+            fall: f.fall,
+        }
+    }
+}
+
 impl CheckSpec {
+    /// The timeout of a check with this interval when none is given: 1 s, or the interval when it is shorter.
+    pub fn default_timeout(interval: std::time::Duration) -> std::time::Duration {
+        DEFAULT_CHECK_TIMEOUT.min(interval)
+    }
+
     pub fn is_none(&self) -> bool {
         self.kind == CheckKind::None
     }
 
-    /// The timeout a probe gets: never longer than the interval, so probes of one real do not overlap.
+    /// The timeout a probe gets: the configured one, which validate keeps within the interval (so probes of one
+    /// real do not overlap, and what `lbctl list` shows is what is used).
     pub fn effective_timeout(&self) -> std::time::Duration {
         self.timeout.0.min(self.interval.0)
     }
@@ -528,6 +584,12 @@ impl CheckSpec {
         }
         if self.timeout.0.is_zero() {
             return bad("timeout must be above 0".into());
+        }
+        if self.timeout.0 > self.interval.0 {
+            return bad(format!(
+                "timeout {} is longer than the interval {}: a probe must end before the next one starts; give a timeout up to the interval, or none (then it is 1s, or the interval when that is shorter)",
+                self.timeout, self.interval
+            ));
         }
         if !(1..=100).contains(&self.rise) || !(1..=100).contains(&self.fall) {
             return bad(format!("rise {} and fall {} must be within 1..=100", self.rise, self.fall));
@@ -693,7 +755,11 @@ vip = "10.99.0.100:1935"
         assert!("sctp".parse::<Proto>().is_err());
         // Each refused with its own reason, not "expected VIP:PORT".
         let why = |s: &str| ServiceKey::parse(s, Proto::Tcp).unwrap_err().to_string();
-        assert!(why("0.0.0.0:85").contains("0.0.0.0 cannot be a VIP: it is the unspecified address"), "{}", why("0.0.0.0:85"));
+        assert!(
+            why("0.0.0.0:85").contains("0.0.0.0 cannot be a VIP: it is the unspecified address"),
+            "{}",
+            why("0.0.0.0:85")
+        );
         assert!(why("255.255.255.255:85").contains("limited broadcast"), "{}", why("255.255.255.255:85"));
         assert!(why("[::ffff:10.77.0.100]:80").contains("write the IPv4 address 10.77.0.100"));
         assert!(why("[ff02::1]:80").contains("multicast"));
@@ -753,7 +819,7 @@ timeout = 0.25
         assert_eq!(c.path, "/health");
         assert_eq!(c.expect, 200);
         assert_eq!(c.interval.0, std::time::Duration::from_millis(500));
-        assert_eq!(c.timeout, Dur::secs(1));
+        assert_eq!(c.timeout.0, std::time::Duration::from_millis(500), "no timeout given: at most the interval");
         assert_eq!((c.rise, c.fall), (2, 2));
         assert!(st.services[&web][&"10.99.0.11".parse::<IpAddr>().unwrap()].drained);
         let rtmp = st.check(&ServiceKey::parse("10.99.0.100:1935", Proto::Tcp).unwrap());
@@ -779,6 +845,7 @@ timeout = 0.25
             ("kind = \"tcp\"\ninterval = \"soon\"", "bad duration"),
             ("kind = \"tcp\"\nport = 0", "port 0"),
             ("kind = \"tcp\"\nbogus = 1", "unknown field"),
+            ("kind = \"tcp\"\ninterval = \"2s\"\ntimeout = \"5s\"", "timeout 5s is longer than the interval 2s"),
         ];
         for (body, want) in cases {
             let err = LbState::parse(&format!("{base}{body}\n"), "t").unwrap_err().to_string();

@@ -52,9 +52,13 @@ impl Iface {
                 IpAddr::V4(a) if *len <= 30 => {
                     let all = !u32::MAX.checked_shl(32 - *len as u32).unwrap_or(0);
                     let host = u32::from(a) & all;
-                    (host == 0).then_some(("network", subnet.clone())).or((host == all).then_some(("broadcast", subnet)))
+                    (host == 0)
+                        .then_some(("network", subnet.clone()))
+                        .or((host == all).then_some(("broadcast", subnet)))
                 }
-                IpAddr::V6(_) if *len <= 126 => (mask(ip, *len) == ip).then_some(("network (subnet-router anycast)", subnet)),
+                IpAddr::V6(_) if *len <= 126 => {
+                    (mask(ip, *len) == ip).then_some(("network (subnet-router anycast)", subnet))
+                }
                 _ => None,
             }
         })

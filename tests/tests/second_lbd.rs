@@ -2,9 +2,9 @@
 //! directory or the same interface it is refused with the reason before it touches any map, while traffic through
 //! the VIPs goes on with no failed request and the running lbd's services and pinned maps stay as they were.
 //! Run as root, serially: `--test-threads=1`.
+use lb_lab::bin_path;
 use lb_tests::health::BpfMount;
 use lb_tests::{context, real_ip, require_root, LbLab, Mode, VIP};
-use lb_lab::bin_path;
 use std::time::Duration;
 
 /// The pinned VIPS map's entries (bpftool's JSON dump, keys and values as bytes), sorted.

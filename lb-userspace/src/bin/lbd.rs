@@ -47,7 +47,8 @@ struct Args {
     /// Route health injection: keep a route (`VIP/32 dev lo proto 252`) in this kernel routing table for every VIP
     /// this node may serve, for a routing daemon (BIRD) to announce by BGP; withdrawn when the VIP has no usable
     /// real, in maintenance (`lbctl maintenance on`) and when lbd stops (kept with --keep-on-exit).
-    #[arg(long, value_name = "TABLE", value_parser = clap::value_parser!(u32).range(1..=4_294_967_295))]
+    /// Tables 0 and 253-255 (unspec, default, main, local) are the kernel's own and are refused.
+    #[arg(long, value_name = "TABLE", value_parser = announce_table)]
     announce_table: Option<u32>,
     /// With --announce-table: announce a VIP while any of its services has a usable real, or only while all do.
     #[arg(long, value_name = "any|all", default_value = "any", requires = "announce_table")]
@@ -97,6 +98,22 @@ struct Args {
     /// anew (IPVS's expire_nodest_conn and UDP timeout), e.g. 60s or 5m; 0 never purges [default: 60s].
     #[arg(long, value_name = "DURATION")]
     flow_idle_timeout: Option<svc::Dur>,
+}
+
+/// `--announce-table`: a table of the operator's own. The kernel's tables would route by the announcements:
+/// main (254) forwards by them and local (255) makes each VIP an address of this host.
+fn announce_table(s: &str) -> Result<u32, String> {
+    let t: u32 = s.parse().map_err(|_| format!("{s:?} is not a routing table number (1-252 or 256-4294967295)"))?;
+    let name = match t {
+        0 => "unspec",
+        253 => "default",
+        254 => "main",
+        255 => "local",
+        _ => return Ok(t),
+    };
+    Err(format!(
+        "table {t} is the kernel's {name} table, which routes by what is in it: give a table of its own (e.g. 100) for the routing daemon to read"
+    ))
 }
 
 fn default_pin_dir(iface: &str) -> PathBuf {

@@ -28,7 +28,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     if path.exists() {
         if let Some(pid) = super::guard::socket_server(path) {
             let who = pid.map_or("another lbd".to_string(), |p| format!("another lbd (pid {p})"));
-            let msg = format!("{who} is serving this socket: stop it first, or give this one its own --socket and --pin-dir");
+            let msg =
+                format!("{who} is serving this socket: stop it first, or give this one its own --socket and --pin-dir");
             return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, msg)));
         }
         std::fs::remove_file(path).map_err(err)?;

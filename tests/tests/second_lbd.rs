@@ -118,11 +118,20 @@ fn a_second_lbd_is_refused_before_it_touches_the_running_ones_dataplane() {
         }
         assert!(!err.contains("took over"), "{what}: touched the pinned maps: {err}");
         assert!(!std::path::Path::new(&other_sock).exists(), "{what}: left its socket file behind");
-        assert!(!std::path::Path::new(&other_pins).join("VIPS").exists(), "{what}: pinned maps of its own");
+        assert!(!std::path::Path::new(&other_pins).exists(), "{what}: left a pin directory behind");
         assert_eq!(services(&l), before, "{what}: A's services changed");
         assert_eq!(vips_map(&pins), vips_before, "{what}: the pinned VIPS map changed");
         assert!(l.lab.alive(a), "{what}: A died");
     }
+
+    // `lbd --cleanup` of a running lbd's pins is refused the same way: it would detach A.
+    let out =
+        context(l.lab.exec_status(&l.lab.lb(), &[lbd.to_str().unwrap(), "--cleanup", "--pin-dir", &pins]), "cleanup");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "cleanup under a running lbd: {out:?}");
+    assert!(err.contains("is using it") && err.contains(&a_pid), "{err}");
+    assert_eq!(vips_map(&pins), vips_before, "cleanup touched the pins");
+    assert!(std::path::Path::new(&pins).join("link").exists(), "cleanup removed the link");
 
     std::fs::write(&stop, "").unwrap();
     let st = context(l.lab.wait(traffic, Duration::from_secs(10)), "traffic ends");

@@ -202,6 +202,7 @@ async fn main() -> Result<()> {
     // the pin directory's lock (held until exit) and the interface's XDP attachment.
     let listener = lb_userspace::daemon::bind_socket(&args.socket)?;
     let _socket_file = RemoveOnDrop(args.socket.clone());
+    let created_pin_dir = pin_dir.as_ref().is_some_and(|d| !d.exists());
     let _pin_lock = match &pin_dir {
         Some(dir) => {
             dataplane::prepare_pin_dir(dir)?;
@@ -209,7 +210,13 @@ async fn main() -> Result<()> {
         }
         None => None,
     };
-    guard::check_iface(&iface, pin_dir.as_deref()).await?;
+    if let Err(e) = guard::check_iface(&iface, pin_dir.as_deref()).await {
+        // Refused: the (empty) pin directory this start made goes too.
+        if let (Some(dir), true) = (&pin_dir, created_pin_dir) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(e.into());
+    }
     let limits = Limits { max_services: args.max_services, conn_table_size: args.conn_table_size };
     let pins_existed = pin_dir.as_ref().is_some_and(|d| d.join("CONN_TABLE").exists());
     let dp = match &pin_dir {

@@ -46,7 +46,7 @@ pub enum DataplaneError {
     Cpus(std::io::Error),
     #[error("map {0} is missing from the XDP object")]
     MissingMap(&'static str),
-    #[error("attaching XDP to {iface} failed in native and in skb mode: native: {native}; skb: {skb}")]
+    #[error("attaching XDP to {iface} failed in native and in skb mode: native: {native}; skb: {skb} (an interface holds one XDP program: `ip link show {iface}` or `bpftool net` shows one already attached)")]
     Attach { iface: String, native: Box<ProgramError>, skb: Box<ProgramError> },
     #[error("attaching XDP to {iface} in {mode} mode failed: {cause}")]
     AttachMode { iface: String, mode: &'static str, cause: Box<ProgramError> },

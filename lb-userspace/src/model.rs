@@ -328,6 +328,23 @@ impl LbState {
         Self::from_spec(&spec)
     }
 
+    /// Reads a state file lbd wrote (`--state`). Like `load`, except for one migration: lbd before issue 29 stored a
+    /// check timeout longer than its interval (`interval = "500ms"` with the default 1s) and probed with the interval;
+    /// such a timeout is read as the interval, what those probes used, so an upgrade keeps the checks as they ran.
+    pub fn load_state(path: &Path) -> Result<Self, ModelError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|cause| ModelError::Read { path: origin.clone(), cause })?;
+        let mut spec: FileSpec =
+            toml::from_str(&text).map_err(|e| ModelError::Parse { path: origin, message: e.to_string() })?;
+        for s in &mut spec.services {
+            if !s.check.is_none() && s.check.timeout.0 > s.check.interval.0 {
+                tracing::warn!(service = %s.vip, timeout = %s.check.timeout, interval = %s.check.interval, "state file: a check timeout longer than its interval is read as the interval, which earlier lbds probed with");
+                s.check.timeout = s.check.interval;
+            }
+        }
+        Self::from_spec(&spec)
+    }
+
     /// The file text. A failure is returned, never papered over: writing an empty table instead would bring the
     /// next lbd up with no services.
     pub fn to_toml(&self) -> Result<String, ModelError> {
@@ -770,6 +787,19 @@ vip = "10.99.0.100:1935"
         st.add_service(k).unwrap();
         assert!(matches!(st.add_real(k, k.vip, 1), Err(ModelError::RealIsVip { .. })));
         assert!(st.services[&k].is_empty());
+    }
+
+    #[test]
+    fn an_earlier_state_files_long_timeout_is_read_as_the_interval_it_probed_with() {
+        let text = "[[service]]\nvip = \"10.0.0.1:80\"\n[service.check]\nkind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"1s\"\n";
+        assert!(LbState::parse(text, "config").unwrap_err().to_string().contains("longer than the interval"));
+        let path = std::env::temp_dir().join(format!("lbd-old-state-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let st = LbState::load_state(&path);
+        let _ = std::fs::remove_file(&path);
+        let st = st.unwrap();
+        let c = st.check(&ServiceKey::parse("10.0.0.1:80", Proto::Tcp).unwrap());
+        assert_eq!((c.interval.0.as_millis(), c.timeout.0.as_millis()), (500, 500));
     }
 
     #[test]

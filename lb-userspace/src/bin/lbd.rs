@@ -160,7 +160,7 @@ async fn main() -> Result<()> {
     let initial = match (&args.state, &args.config) {
         (Some(state), _) if state.exists() => {
             tracing::info!(state = %state.display(), "restoring from the state file");
-            LbState::load(state).context("restoring the state file")?
+            LbState::load_state(state).context("restoring the state file")?
         }
         (_, Some(config)) => LbState::load(config).context("reading the config")?,
         _ => LbState::default(),

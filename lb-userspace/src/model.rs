@@ -25,6 +25,12 @@ pub enum ModelError {
     LinkLocal(IpAddr),
     #[error("real {real} and the VIP of service {service} are of different IP families: direct routing forwards the client's packet unchanged, so the real must hold the VIP's family")]
     FamilyMismatch { service: ServiceKey, real: IpAddr },
+    #[error("{addr} cannot be a {role}: it is {why}")]
+    Unusable { addr: IpAddr, role: &'static str, why: &'static str },
+    #[error("{addr} is an IPv4-mapped IPv6 address: write the IPv4 address {v4} itself (IPv4 clients send to, and reals answer from, the IPv4 address)")]
+    Mapped { addr: IpAddr, v4: std::net::Ipv4Addr },
+    #[error("real {real} is the VIP of service {service} itself: a real is a server behind the VIP, at an address of its own")]
+    RealIsVip { service: ServiceKey, real: IpAddr },
     #[error("persistence of {0} s is out of range 0..={MAX_PERSIST_SECS} (0 turns it off)")]
     BadPersistence(u32),
     #[error("port 0 is not a valid service port")]
@@ -110,14 +116,9 @@ impl ServiceKey {
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        if is_link_local(self.vip) {
-            return Err(ModelError::LinkLocal(self.vip));
-        }
+        check_addr(self.vip, "VIP")?;
         if self.port == 0 {
             return Err(ModelError::PortZero);
-        }
-        if self.vip.is_unspecified() || self.vip.is_multicast() || self.vip.is_loopback() {
-            return Err(ModelError::BadService(self.vip.to_string()));
         }
         Ok(())
     }
@@ -172,15 +173,45 @@ pub fn check_family(service: ServiceKey, real: IpAddr) -> Result<(), ModelError>
     Ok(())
 }
 
-/// Parses a real server address as a user typed it.
-pub fn parse_real(s: &str) -> Result<IpAddr, ModelError> {
-    let ip: IpAddr = s.trim().parse().map_err(|_| ModelError::BadReal(s.to_string()))?;
+/// Refuses an address that cannot be a VIP or a real (`role`), whatever the interface: one no packet is sent to,
+/// one that never leaves a host, one every host receives, or an IPv4 address spelt as IPv6.
+pub fn check_addr(ip: IpAddr, role: &'static str) -> Result<(), ModelError> {
     if is_link_local(ip) {
         return Err(ModelError::LinkLocal(ip));
     }
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-        return Err(ModelError::BadReal(s.to_string()));
+    if let IpAddr::V6(v6) = ip {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Err(ModelError::Mapped { addr: ip, v4 });
+        }
     }
+    let why = if ip.is_unspecified() {
+        "the unspecified address, which no packet is sent to"
+    } else if ip.is_loopback() {
+        "a loopback address, which never leaves its host"
+    } else if ip.is_multicast() {
+        "a multicast address: the load balancer places unicast flows"
+    } else if ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        "the limited broadcast address, which every host on the link receives"
+    } else {
+        return Ok(());
+    };
+    Err(ModelError::Unusable { addr: ip, role, why })
+}
+
+/// Refuses `real` in `service`: another family than the VIP's, an unusable address, or the VIP itself.
+pub fn check_real_of(service: ServiceKey, real: IpAddr) -> Result<(), ModelError> {
+    check_addr(real, "real")?;
+    check_family(service, real)?;
+    if real == service.vip {
+        return Err(ModelError::RealIsVip { service, real });
+    }
+    Ok(())
+}
+
+/// Parses a real server address as a user typed it.
+pub fn parse_real(s: &str) -> Result<IpAddr, ModelError> {
+    let ip: IpAddr = s.trim().parse().map_err(|_| ModelError::BadReal(s.to_string()))?;
+    check_addr(ip, "real")?;
     Ok(ip)
 }
 
@@ -203,8 +234,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// A real server of a service, as configured.
+/// A real server of a service, as configured. Unknown keys are refused in every table of the file (a typo such as
+/// `wieght` would otherwise be dropped in silence), the state file included: lbd writes only these keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RealSpec {
     pub addr: IpAddr,
     #[serde(default = "default_weight")]
@@ -216,6 +249,7 @@ pub struct RealSpec {
 
 /// One service in the file: `[[service]]` with `vip = "10.0.0.100:80"`, `proto = "tcp"` and `[[service.real]]`s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub vip: String,
     #[serde(default)]
@@ -233,6 +267,7 @@ pub struct ServiceSpec {
 
 /// The whole file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileSpec {
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSpec>,
@@ -258,7 +293,6 @@ impl LbState {
             st.set_check(key, s.check.clone())?;
             st.set_persistence(key, s.persistent)?;
             for r in &s.reals {
-                parse_real(&r.addr.to_string())?;
                 st.add_real(key, r.addr, r.weight)?;
                 st.set_drained(key, r.addr, r.drained)?;
             }
@@ -291,6 +325,23 @@ impl LbState {
     pub fn parse(text: &str, origin: &str) -> Result<Self, ModelError> {
         let spec: FileSpec =
             toml::from_str(text).map_err(|e| ModelError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        Self::from_spec(&spec)
+    }
+
+    /// Reads a state file lbd wrote (`--state`). Like `load`, except for one migration: lbd before issue 29 stored a
+    /// check timeout longer than its interval (`interval = "500ms"` with the default 1s) and probed with the interval;
+    /// such a timeout is read as the interval, what those probes used, so an upgrade keeps the checks as they ran.
+    pub fn load_state(path: &Path) -> Result<Self, ModelError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|cause| ModelError::Read { path: origin.clone(), cause })?;
+        let mut spec: FileSpec =
+            toml::from_str(&text).map_err(|e| ModelError::Parse { path: origin, message: e.to_string() })?;
+        for s in &mut spec.services {
+            if !s.check.is_none() && s.check.timeout.0 > s.check.interval.0 {
+                tracing::warn!(service = %s.vip, timeout = %s.check.timeout, interval = %s.check.interval, "state file: a check timeout longer than its interval is read as the interval, which earlier lbds probed with");
+                s.check.timeout = s.check.interval;
+            }
+        }
         Self::from_spec(&spec)
     }
 
@@ -363,7 +414,7 @@ impl LbState {
 
     pub fn add_real(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> Result<(), ModelError> {
         check_weight(weight)?;
-        check_family(key, addr)?;
+        check_real_of(key, addr)?;
         let reals = self.services.get_mut(&key).ok_or(ModelError::UnknownService(key))?;
         if reals.contains_key(&addr) {
             return Err(ModelError::DuplicateReal { service: key, real: addr });
@@ -440,8 +491,10 @@ pub use svc::Dur;
 
 /// A service's health check: `[service.check]` in the file, `--check ...` on `lbctl add-service`.
 /// Defaults follow keepalived/haproxy practice: every 3 s, 1 s timeout, down after 3 failures, up after 2 passes.
+/// A timeout longer than the interval is refused (probes of one real never overlap); an omitted timeout is 1 s or
+/// the interval, whichever is shorter, so the timeout shown is the one probes use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "CheckFields")]
 pub struct CheckSpec {
     pub kind: CheckKind,
     /// Port to check on the real; the service port when absent.
@@ -474,12 +527,66 @@ impl Default for CheckSpec {
     }
 }
 
+/// Default timeout of a check whose interval is at least this long.
+pub const DEFAULT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `[service.check]` as written, where an omitted timeout is told apart from a given one.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CheckFields {
+    kind: CheckKind,
+    port: Option<u16>,
+    path: String,
+    expect: u16,
+    interval: Dur,
+    timeout: Option<Dur>,
+    rise: u32,
+    fall: u32,
+}
+
+impl Default for CheckFields {
+    fn default() -> Self {
+        let d = CheckSpec::default();
+        CheckFields {
+            kind: d.kind,
+            port: d.port,
+            path: d.path,
+            expect: d.expect,
+            interval: d.interval,
+            timeout: None,
+            rise: d.rise,
+            fall: d.fall,
+        }
+    }
+}
+
+impl From<CheckFields> for CheckSpec {
+    fn from(f: CheckFields) -> Self {
+        CheckSpec {
+            kind: f.kind,
+            port: f.port,
+            path: f.path,
+            expect: f.expect,
+            interval: f.interval,
+            timeout: f.timeout.unwrap_or(Dur(CheckSpec::default_timeout(f.interval.0))),
+            rise: f.rise,
+            fall: f.fall,
+        }
+    }
+}
+
 impl CheckSpec {
+    /// The timeout of a check with this interval when none is given: 1 s, or the interval when it is shorter.
+    pub fn default_timeout(interval: std::time::Duration) -> std::time::Duration {
+        DEFAULT_CHECK_TIMEOUT.min(interval)
+    }
+
     pub fn is_none(&self) -> bool {
         self.kind == CheckKind::None
     }
 
-    /// The timeout a probe gets: never longer than the interval, so probes of one real do not overlap.
+    /// The timeout a probe gets: the configured one, which validate keeps within the interval (so probes of one
+    /// real do not overlap, and what `lbctl list` shows is what is used).
     pub fn effective_timeout(&self) -> std::time::Duration {
         self.timeout.0.min(self.interval.0)
     }
@@ -494,6 +601,12 @@ impl CheckSpec {
         }
         if self.timeout.0.is_zero() {
             return bad("timeout must be above 0".into());
+        }
+        if self.timeout.0 > self.interval.0 {
+            return bad(format!(
+                "timeout {} is longer than the interval {}: a probe must end before the next one starts; give a timeout up to the interval, or none (then it is 1s, or the interval when that is shorter)",
+                self.timeout, self.interval
+            ));
         }
         if !(1..=100).contains(&self.rise) || !(1..=100).contains(&self.fall) {
             return bad(format!("rise {} and fall {} must be within 1..=100", self.rise, self.fall));
@@ -608,7 +721,7 @@ vip = "10.99.0.100:1935"
         let cases = [
             ("[[service]]\nvip = \"10.0.0.1\"\n", "VIP:PORT"),
             ("[[service]]\nvip = \"10.0.0.1:0\"\n", "port 0"),
-            ("[[service]]\nvip = \"[::1]:80\"\n", "bad service address"),
+            ("[[service]]\nvip = \"[::1]:80\"\n", "::1 cannot be a VIP: it is a loopback address"),
             ("[[service]]\nvip = \"[fe80::1]:80\"\n", "link-local"),
             ("[[service]]\nvip = \"[fd00::1]:80\"\n[[service.real]]\naddr = \"10.0.0.2\"\n", "different IP families"),
             ("[[service]]\nvip = \"10.0.0.1:80\"\npersistent = 100000\n", "persistence of 100000 s"),
@@ -657,6 +770,56 @@ vip = "10.99.0.100:1935"
             assert!(parse_real(bad).is_err(), "{bad}");
         }
         assert!("sctp".parse::<Proto>().is_err());
+        // Each refused with its own reason, not "expected VIP:PORT".
+        let why = |s: &str| ServiceKey::parse(s, Proto::Tcp).unwrap_err().to_string();
+        assert!(
+            why("0.0.0.0:85").contains("0.0.0.0 cannot be a VIP: it is the unspecified address"),
+            "{}",
+            why("0.0.0.0:85")
+        );
+        assert!(why("255.255.255.255:85").contains("limited broadcast"), "{}", why("255.255.255.255:85"));
+        assert!(why("[::ffff:10.77.0.100]:80").contains("write the IPv4 address 10.77.0.100"));
+        assert!(why("[ff02::1]:80").contains("multicast"));
+        assert!(parse_real("255.255.255.255").unwrap_err().to_string().contains("cannot be a real"));
+        assert!(parse_real("::ffff:10.0.0.2").unwrap_err().to_string().contains("IPv4-mapped"));
+        let k = ServiceKey::parse("10.0.0.100:80", Proto::Tcp).unwrap();
+        let mut st = LbState::default();
+        st.add_service(k).unwrap();
+        assert!(matches!(st.add_real(k, k.vip, 1), Err(ModelError::RealIsVip { .. })));
+        assert!(st.services[&k].is_empty());
+    }
+
+    #[test]
+    fn an_earlier_state_files_long_timeout_is_read_as_the_interval_it_probed_with() {
+        let text = "[[service]]\nvip = \"10.0.0.1:80\"\n[service.check]\nkind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"1s\"\n";
+        assert!(LbState::parse(text, "config").unwrap_err().to_string().contains("longer than the interval"));
+        let path = std::env::temp_dir().join(format!("lbd-old-state-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let st = LbState::load_state(&path);
+        let _ = std::fs::remove_file(&path);
+        let st = st.unwrap();
+        let c = st.check(&ServiceKey::parse("10.0.0.1:80", Proto::Tcp).unwrap());
+        assert_eq!((c.interval.0.as_millis(), c.timeout.0.as_millis()), (500, 500));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_every_table() {
+        for (text, key) in [
+            ("services = 3\n", "services"),
+            ("[[service]]\nvip = \"10.0.0.1:80\"\npersistant = 300\n", "persistant"),
+            ("[[service]]\nvip = \"10.0.0.1:80\"\n[[service.real]]\naddr = \"10.0.0.2\"\nwieght = 2\n", "wieght"),
+            ("[[service]]\nvip = \"10.0.0.1:80\"\n[service.check]\nkind = \"tcp\"\nintervall = \"1s\"\n", "intervall"),
+        ] {
+            let e = LbState::parse(text, "t").unwrap_err().to_string();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{text}: {e}");
+        }
+        // What this version writes (every key set) loads again.
+        let mut st = LbState::parse(SAMPLE, "sample").unwrap();
+        let k = *st.services.keys().next().unwrap();
+        st.set_persistence(k, 300).unwrap();
+        let r = *st.services[&k].keys().next().unwrap();
+        st.set_drained(k, r, true).unwrap();
+        assert_eq!(LbState::parse(&st.to_toml().unwrap(), "state").unwrap(), st);
     }
 
     #[test]
@@ -686,7 +849,7 @@ timeout = 0.25
         assert_eq!(c.path, "/health");
         assert_eq!(c.expect, 200);
         assert_eq!(c.interval.0, std::time::Duration::from_millis(500));
-        assert_eq!(c.timeout, Dur::secs(1));
+        assert_eq!(c.timeout.0, std::time::Duration::from_millis(500), "no timeout given: at most the interval");
         assert_eq!((c.rise, c.fall), (2, 2));
         assert!(st.services[&web][&"10.99.0.11".parse::<IpAddr>().unwrap()].drained);
         let rtmp = st.check(&ServiceKey::parse("10.99.0.100:1935", Proto::Tcp).unwrap());
@@ -712,6 +875,7 @@ timeout = 0.25
             ("kind = \"tcp\"\ninterval = \"soon\"", "bad duration"),
             ("kind = \"tcp\"\nport = 0", "port 0"),
             ("kind = \"tcp\"\nbogus = 1", "unknown field"),
+            ("kind = \"tcp\"\ninterval = \"2s\"\ntimeout = \"5s\"", "timeout 5s is longer than the interval 2s"),
         ];
         for (body, want) in cases {
             let err = LbState::parse(&format!("{base}{body}\n"), "t").unwrap_err().to_string();

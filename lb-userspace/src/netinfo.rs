@@ -40,6 +40,30 @@ impl Iface {
         self.nets.iter().any(|(a, _)| *a == ip)
     }
 
+    /// When `ip` is the network or (IPv4) broadcast address of one of the interface's subnets: which, and the
+    /// subnet. IPv4 /31 and /32 and IPv6 /127 and /128 have no such addresses (RFC 3021, RFC 6164).
+    pub fn subnet_edge(&self, ip: IpAddr) -> Option<(&'static str, String)> {
+        self.nets.iter().find_map(|(net, len)| {
+            if !same_subnet(*net, ip, *len) {
+                return None;
+            }
+            let subnet = format!("{}/{}", mask(*net, *len), len);
+            match ip {
+                IpAddr::V4(a) if *len <= 30 => {
+                    let all = !u32::MAX.checked_shl(32 - *len as u32).unwrap_or(0);
+                    let host = u32::from(a) & all;
+                    (host == 0)
+                        .then_some(("network", subnet.clone()))
+                        .or((host == all).then_some(("broadcast", subnet)))
+                }
+                IpAddr::V6(_) if *len <= 126 => {
+                    (mask(ip, *len) == ip).then_some(("network (subnet-router anycast)", subnet))
+                }
+                _ => None,
+            }
+        })
+    }
+
     pub fn subnets(&self) -> String {
         let v: Vec<String> = self.nets.iter().map(|(a, l)| format!("{}/{}", mask(*a, *l), l)).collect();
         if v.is_empty() {
@@ -141,6 +165,29 @@ impl Net {
         Ok(Iface { name: name.into(), index, mac, nets })
     }
 
+    /// The id of the XDP program attached to interface `name`, if any (what `ip link show` prints as `prog/xdp id N`).
+    pub async fn xdp_prog(&self, name: &str) -> Result<Option<u32>, NetError> {
+        use netlink_packet_route::link::LinkXdp;
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let link = match links.try_next().await {
+            Ok(Some(l)) => l,
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => return Err(NetError::NoIface(name.into())),
+            Err(e) => return Err(e.into()),
+        };
+        let id = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+                LinkXdp::ProgId(id) | LinkXdp::DrvProgId(id) | LinkXdp::SkbProgId(id) | LinkXdp::HwProgId(id)
+                    if *id != 0 =>
+                {
+                    Some(*id)
+                }
+                _ => None,
+            }),
+            _ => None,
+        });
+        Ok(id)
+    }
+
     /// The neighbour table (ARP and NDP) of one interface.
     pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<IpAddr, Neighbour>, NetError> {
         let mut out = HashMap::new();
@@ -222,6 +269,18 @@ mod tests {
         assert!(!i.on_link("192.168.7.12".parse().unwrap()));
         assert!(!i.on_link("10.98.0.1".parse().unwrap()));
         assert_eq!(i.subnets(), "10.99.0.0/24, 192.168.7.8/30, fd00:99::/64");
+        // A subnet's network and broadcast addresses name no host.
+        let edge = |a: &str| i.subnet_edge(a.parse().unwrap()).map(|(w, n)| format!("{w} {n}"));
+        assert_eq!(edge("10.99.0.0").as_deref(), Some("network 10.99.0.0/24"));
+        assert_eq!(edge("10.99.0.255").as_deref(), Some("broadcast 10.99.0.0/24"));
+        assert_eq!(edge("192.168.7.11").as_deref(), Some("broadcast 192.168.7.8/30"));
+        assert_eq!(edge("fd00:99::").as_deref(), Some("network (subnet-router anycast) fd00:99::/64"));
+        for host in ["10.99.0.1", "10.99.0.254", "192.168.7.10", "fd00:99::1", "10.98.0.0"] {
+            assert_eq!(edge(host), None, "{host}");
+        }
+        let wide = Iface { nets: vec![("10.0.0.1".parse().unwrap(), 0), ("10.1.0.1".parse().unwrap(), 31)], ..i };
+        assert_eq!(wide.subnet_edge("0.0.0.0".parse().unwrap()).map(|e| e.0), Some("network"), "/0 does not overflow");
+        assert_eq!(wide.subnet_edge("10.1.0.0".parse().unwrap()), None, "a /31 has no network address (RFC 3021)");
         assert_eq!(format_mac(&[2, 0, 0xab, 1, 2, 3]), "02:00:ab:01:02:03");
     }
 }

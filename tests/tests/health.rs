@@ -473,6 +473,16 @@ fn health_bad_input_is_refused_and_changes_nothing() {
         (vec!["drain", &svc, "10.99.0.12"], "is not in service"),
         (vec!["drain", "10.99.0.100:81", "10.99.0.11"], "unknown service"),
         (vec!["undrain", &svc, "10.99.0"], "bad real address"),
+        // Issue 29: addresses that name no host, a removal nobody asked for, a timeout that was not the one used.
+        (vec!["add-real", &svc, "10.99.0.0"], "is the network address of 10.99.0.0/24 on eth0"),
+        (vec!["add-real", &svc, "10.99.0.255"], "is the broadcast address of 10.99.0.0/24 on eth0"),
+        (vec!["add-real", &svc, "10.99.0.100"], "is the VIP of service"),
+        (vec!["add-service", "255.255.255.255:85"], "limited broadcast address"),
+        (vec!["set-check", &svc], "set-check needs --check KIND"),
+        (
+            vec!["set-check", &svc, "--check", "tcp", "--check-interval", "2s", "--check-timeout", "5s"],
+            "timeout 5s is longer than the interval 2s",
+        ),
     ];
     for (args, want) in &cases {
         let out = l.lbctl(args);
@@ -482,6 +492,22 @@ fn health_bad_input_is_refused_and_changes_nothing() {
     }
     assert_eq!(l.list_json(), before, "a refused command changed the table");
     assert_eq!(std::fs::read_to_string(l.state_file()).unwrap(), state_before);
+    // A reader that has gone (`lbctl list | head -1`): lbctl ends quietly, no panic on EPIPE.
+    for cmd in ["list", "events", "stats"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(bin_path("lbctl"))
+            .args(["--socket", &l.socket(), cmd])
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "lbctl {cmd} into a closed pipe: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "lbctl {cmd} into a closed pipe");
+    }
+    // Global flags go after the subcommand too.
+    let out = std::process::Command::new(bin_path("lbctl")).args(["list", "--json", "--socket", &l.socket()]).output();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.unwrap().stdout).unwrap(), before);
     // lbd refuses a pin directory that is not on a bpf filesystem, and a broken check in its config.
     let lbd = bin_path("lbd");
     let out = l

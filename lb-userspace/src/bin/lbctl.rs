@@ -8,6 +8,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 use svc::nagios::{Check, Perf, Range, State, Thresholds, Uom};
 
+/// println! that ends lbctl quietly when stdout is closed (`lbctl list | head -1`): the reader has what it wanted.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("lbctl: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(version, about = "Control lbd, the XDP direct-routing load balancer")]
 struct Args {
@@ -141,9 +155,10 @@ enum Cmd {
 /// Health-check flags of add-service and set-check.
 #[derive(clap::Args, Debug)]
 struct CheckArgs {
-    /// Health check of the service's reals: tcp, http, rtmp, rtsp or none.
-    #[arg(long, value_name = "KIND", default_value = "none")]
-    check: String,
+    /// Health check of the service's reals: tcp, http, rtmp, rtsp or none (add-service: none when omitted;
+    /// set-check needs it, `--check none` removes the check).
+    #[arg(long, value_name = "KIND")]
+    check: Option<String>,
     /// Port to check on each real [default: the service port].
     #[arg(long, value_name = "PORT")]
     check_port: Option<u16>,
@@ -156,7 +171,7 @@ struct CheckArgs {
     /// Time between checks, e.g. 3s or 500ms [default: 3s].
     #[arg(long, value_name = "DURATION")]
     check_interval: Option<String>,
-    /// Time a check may take, capped at the interval [default: 1s].
+    /// Time a check may take, at most the interval [default: 1s, or the interval when it is shorter].
     #[arg(long, value_name = "DURATION")]
     check_timeout: Option<String>,
     /// Passes in a row that bring a down real back [default: 2].
@@ -169,7 +184,7 @@ struct CheckArgs {
 
 impl CheckArgs {
     fn spec(&self) -> Result<CheckSpec> {
-        let kind: CheckKind = self.check.parse()?;
+        let kind: CheckKind = self.check.as_deref().unwrap_or("none").parse()?;
         let mut c = CheckSpec { kind, ..CheckSpec::default() };
         if kind == CheckKind::None {
             let given = self.check_port.is_some()
@@ -198,9 +213,10 @@ impl CheckArgs {
         if let Some(i) = &self.check_interval {
             c.interval = i.parse()?;
         }
-        if let Some(t) = &self.check_timeout {
-            c.timeout = t.parse()?;
-        }
+        c.timeout = match &self.check_timeout {
+            Some(t) => t.parse()?,
+            None => svc::Dur(CheckSpec::default_timeout(c.interval.0)),
+        };
         if let Some(r) = self.check_rise {
             c.rise = r;
         }
@@ -229,6 +245,11 @@ fn request(cmd: &Cmd) -> Result<Request> {
             Request::SetPersistence { service: service(s, proto)?, persistent: model::check_persistence(*seconds)? }
         }
         Cmd::SetCheck { service: s, proto, check } => {
+            // Without --check this would replace the check with none: a removal must be asked for.
+            anyhow::ensure!(
+                check.check.is_some(),
+                "set-check needs --check KIND (tcp, http, rtmp or rtsp; `--check none` removes the health check)"
+            );
             Request::SetCheck { service: service(s, proto)?, check: check.spec()? }
         }
         Cmd::Drain { service: s, real, proto } => {
@@ -239,11 +260,11 @@ fn request(cmd: &Cmd) -> Result<Request> {
         }
         Cmd::Events { last, .. } => Request::Events { last: *last },
         Cmd::DelService { service: s, proto } => Request::DelService { service: service(s, proto)? },
-        Cmd::AddReal { service: s, real, weight, proto } => Request::AddReal {
-            service: service(s, proto)?,
-            real: model::parse_real(real)?,
-            weight: model::check_weight(*weight)?,
-        },
+        Cmd::AddReal { service: s, real, weight, proto } => {
+            let (service, real) = (service(s, proto)?, model::parse_real(real)?);
+            model::check_real_of(service, real)?;
+            Request::AddReal { service, real, weight: model::check_weight(*weight)? }
+        }
         Cmd::EditReal { service: s, real, weight, proto } => Request::EditReal {
             service: service(s, proto)?,
             real: model::parse_real(real)?,
@@ -303,12 +324,12 @@ async fn run(args: &Args) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     match &args.cmd {
-        Cmd::List { json: true } => println!("{}", serde_json::to_string_pretty(&resp.list.unwrap_or_default())?),
+        Cmd::List { json: true } => out!("{}", serde_json::to_string_pretty(&resp.list.unwrap_or_default())?),
         Cmd::List { json: false } => print_list(&resp),
-        Cmd::Stats { json: true } => println!("{}", serde_json::to_string_pretty(&resp.stats)?),
+        Cmd::Stats { json: true } => out!("{}", serde_json::to_string_pretty(&resp.stats)?),
         Cmd::Stats { json: false } => print_stats(&resp),
         Cmd::Events { json: true, .. } => {
-            println!("{}", serde_json::to_string_pretty(&resp.events.unwrap_or_default())?)
+            out!("{}", serde_json::to_string_pretty(&resp.events.unwrap_or_default())?)
         }
         Cmd::Events { json: false, .. } => {
             for e in resp.events.unwrap_or_default() {
@@ -317,10 +338,10 @@ async fn run(args: &Args) -> Result<ExitCode> {
                     .flatten()
                     .collect::<Vec<_>>()
                     .join(" ");
-                println!("{:>5} {} {:<15} {:<28} {}", e.seq, e.time, e.kind.as_str(), what, e.reason);
+                out!("{:>5} {} {:<15} {:<28} {}", e.seq, e.time, e.kind.as_str(), what, e.reason);
             }
         }
-        _ => println!("{}", resp.message),
+        _ => out!("{}", resp.message),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -336,12 +357,12 @@ fn print_list(resp: &Response) {
                mac: &str,
                c: (u64, u64, u64, u64),
                last: &str| {
-        println!(
+        out!(
             "{first:<28} {fwd:<7} {weight:>6} {state:<10} {health:<7} {drain:<5} {mac:<17} {:>11} {:>10} {:>12} {:>9} {last}",
             c.0, c.1, c.2, c.3
         );
     };
-    println!(
+    out!(
         "{:<28} {:<7} {:>6} {:<10} {:<7} {:<5} {:<17} {:>11} {:>10} {:>12} {:>9} Check",
         "Prot LocalAddress:Port",
         "Forward",
@@ -355,7 +376,7 @@ fn print_list(resp: &Response) {
         "Bytes",
         "NewFlows"
     );
-    println!("  -> RemoteAddress");
+    out!("  -> RemoteAddress");
     for s in resp.list.as_deref().unwrap_or_default() {
         let first = format!("{:<4} {}", s.proto.to_string(), std::net::SocketAddr::new(s.vip, s.port));
         let c = &s.counters;
@@ -388,9 +409,9 @@ fn print_list(resp: &Response) {
 
 fn print_stats(resp: &Response) {
     let Some(s) = &resp.stats else { return };
-    println!("interface {} (XDP {} mode), {} service(s), {} real(s)", s.iface, s.xdp_mode, s.services, s.reals);
-    println!("connection table: {} of {} entries", s.conn_table_entries, s.conn_table_size);
-    println!("{:<28} {:>12} {:>14} {:>10}", "", "packets", "bytes", "new flows");
+    out!("interface {} (XDP {} mode), {} service(s), {} real(s)", s.iface, s.xdp_mode, s.services, s.reals);
+    out!("connection table: {} of {} entries", s.conn_table_entries, s.conn_table_size);
+    out!("{:<28} {:>12} {:>14} {:>10}", "", "packets", "bytes", "new flows");
     for (name, c) in [
         ("forwarded (XDP_TX)", &s.forwarded),
         ("passed: not for a service", &s.passed_not_vip),
@@ -400,22 +421,22 @@ fn print_stats(resp: &Response) {
         ("passed: IPv6 ext. headers", &s.passed_ipv6_ext_headers),
         ("ICMP sent to flow's real", &s.icmp_forwarded),
     ] {
-        println!("{:<28} {:>12} {:>14} {:>10}", name, c.packets, c.bytes, c.new_flows);
+        out!("{:<28} {:>12} {:>14} {:>10}", name, c.packets, c.bytes, c.new_flows);
     }
-    println!("flows expired by the sweep: {}", s.flows_expired);
+    out!("flows expired by the sweep: {}", s.flows_expired);
     match s.announce_table {
         Some(t) => {
             let vips: Vec<String> = s.announced.iter().map(|v| v.to_string()).collect();
             let list = if vips.is_empty() { "none".to_string() } else { vips.join(", ") };
             let m = if s.maintenance { " (maintenance)" } else { "" };
-            println!("announced to the routing daemon (table {t}){m}: {list}");
+            out!("announced to the routing daemon (table {t}){m}: {list}");
         }
-        None => println!("route health injection: off"),
+        None => out!("route health injection: off"),
     }
     if let Some(sync) = &s.sync {
         let parts: Vec<String> = sync.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let peers: Vec<String> = s.sync_peers.iter().map(|p| p.to_string()).collect();
-        println!("flow-state sync with {}: {}", peers.join(", "), parts.join(", "));
+        out!("flow-state sync with {}: {}", peers.join(", "), parts.join(", "));
     }
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use lb_userspace::api::DEFAULT_SOCKET;
-use lb_userspace::daemon::{Daemon, Options};
+use lb_userspace::daemon::{guard, Daemon, Options};
 use lb_userspace::dataplane::{self, AttachMode, Dataplane, Limits};
 use lb_userspace::model::LbState;
 use std::net::SocketAddr;
@@ -47,7 +47,8 @@ struct Args {
     /// Route health injection: keep a route (`VIP/32 dev lo proto 252`) in this kernel routing table for every VIP
     /// this node may serve, for a routing daemon (BIRD) to announce by BGP; withdrawn when the VIP has no usable
     /// real, in maintenance (`lbctl maintenance on`) and when lbd stops (kept with --keep-on-exit).
-    #[arg(long, value_name = "TABLE", value_parser = clap::value_parser!(u32).range(1..=4_294_967_295))]
+    /// Tables 0 and 253-255 (unspec, default, main, local) are the kernel's own and are refused.
+    #[arg(long, value_name = "TABLE", value_parser = announce_table)]
     announce_table: Option<u32>,
     /// With --announce-table: announce a VIP while any of its services has a usable real, or only while all do.
     #[arg(long, value_name = "any|all", default_value = "any", requires = "announce_table")]
@@ -99,6 +100,22 @@ struct Args {
     flow_idle_timeout: Option<svc::Dur>,
 }
 
+/// `--announce-table`: a table of the operator's own. The kernel's tables would route by the announcements:
+/// main (254) forwards by them and local (255) makes each VIP an address of this host.
+fn announce_table(s: &str) -> Result<u32, String> {
+    let t: u32 = s.parse().map_err(|_| format!("{s:?} is not a routing table number (1-252 or 256-4294967295)"))?;
+    let name = match t {
+        0 => "unspec",
+        253 => "default",
+        254 => "main",
+        255 => "local",
+        _ => return Ok(t),
+    };
+    Err(format!(
+        "table {t} is the kernel's {name} table, which routes by what is in it: give a table of its own (e.g. 100) for the routing daemon to read"
+    ))
+}
+
 fn default_pin_dir(iface: &str) -> PathBuf {
     PathBuf::from("/sys/fs/bpf/lbd").join(iface)
 }
@@ -115,6 +132,11 @@ async fn main() -> Result<()> {
     };
     if args.cleanup {
         let dir = pin_dir.context("--cleanup needs --iface or --pin-dir")?;
+        // Not under a running lbd: it would lose its dataplane.
+        let _lock = match dir.exists() {
+            true => Some(guard::lock_pin_dir(&dir)?),
+            false => None,
+        };
         let found = dataplane::cleanup(&dir).with_context(|| format!("removing the pins in {}", dir.display()))?;
         if found.is_empty() {
             println!("nothing pinned in {}", dir.display());
@@ -138,7 +160,7 @@ async fn main() -> Result<()> {
     let initial = match (&args.state, &args.config) {
         (Some(state), _) if state.exists() => {
             tracing::info!(state = %state.display(), "restoring from the state file");
-            LbState::load(state).context("restoring the state file")?
+            LbState::load_state(state).context("restoring the state file")?
         }
         (_, Some(config)) => LbState::load(config).context("reading the config")?,
         _ => LbState::default(),
@@ -175,6 +197,26 @@ async fn main() -> Result<()> {
         Some(f) => read_seed(f)?,
         None => 0,
     };
+    // Every resource that is this lbd's alone is claimed before any map is opened, so a second lbd is refused
+    // without touching the running one's dataplane: the control socket (bound now; a failed start removes it),
+    // the pin directory's lock (held until exit) and the interface's XDP attachment.
+    let listener = lb_userspace::daemon::bind_socket(&args.socket)?;
+    let _socket_file = RemoveOnDrop(args.socket.clone());
+    let created_pin_dir = pin_dir.as_ref().is_some_and(|d| !d.exists());
+    let _pin_lock = match &pin_dir {
+        Some(dir) => {
+            dataplane::prepare_pin_dir(dir)?;
+            Some(guard::lock_pin_dir(dir)?)
+        }
+        None => None,
+    };
+    if let Err(e) = guard::check_iface(&iface, pin_dir.as_deref()).await {
+        // Refused: the (empty) pin directory this start made goes too.
+        if let (Some(dir), true) = (&pin_dir, created_pin_dir) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(e.into());
+    }
     let limits = Limits { max_services: args.max_services, conn_table_size: args.conn_table_size };
     let pins_existed = pin_dir.as_ref().is_some_and(|d| d.join("CONN_TABLE").exists());
     let dp = match &pin_dir {
@@ -212,8 +254,17 @@ async fn main() -> Result<()> {
         tracing::info!(addr = %l.local_addr()?, token = bearer.is_set(), "serving the control API on /api/v1/");
     }
     tracing::info!(socket = %args.socket.display(), %mode, "lbd ready");
-    daemon.run(&args.socket, metrics, api, svc::shutdown::signal()).await?;
+    daemon.run((listener, &args.socket), metrics, api, svc::shutdown::signal()).await?;
     Ok(())
+}
+
+/// Removes the control socket's file when lbd ends, by an error too (run removes it on a normal stop).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The flow-hash seed in `path`: one hexadecimal number of up to 32 bits (`0x` optional).

@@ -16,15 +16,21 @@ const MAX_REQUEST: usize = 64 * 1024;
 /// A request and where its answer goes.
 pub type Job = (Request, oneshot::Sender<Response>);
 
-/// Binds the socket. A socket file left by a daemon that died is replaced; a live daemon on it is not.
+/// Binds the socket. A socket file left by a daemon that died is replaced; a live daemon on it is not. lbd binds it
+/// before it opens any map, so a second lbd on the same socket is refused before it changes anything.
 pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     let err = |cause| DaemonError::Socket { path: path.display().to_string(), cause };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            err(std::io::Error::new(e.kind(), format!("cannot create its directory {}: {e}", dir.display())))
+        })?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another lbd is serving this socket")));
+        if let Some(pid) = super::guard::socket_server(path) {
+            let who = pid.map_or("another lbd".to_string(), |p| format!("another lbd (pid {p})"));
+            let msg =
+                format!("{who} is serving this socket: stop it first, or give this one its own --socket and --pin-dir");
+            return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, msg)));
         }
         std::fs::remove_file(path).map_err(err)?;
     }

@@ -552,7 +552,7 @@ impl<M: Maps> Lb<M> {
     /// Adds a real; true when its MAC is known (the answer can go at once), false while it is being resolved.
     fn add_real(&mut self, key: ServiceKey, addr: IpAddr, weight: u32) -> Result<bool, DaemonError> {
         model::check_weight(weight)?;
-        model::check_family(key, addr)?;
+        model::check_real_of(key, addr)?;
         if self.service(&key)?.reals.contains_key(&addr) {
             return Err(ModelError::DuplicateReal { service: key, real: addr }.into());
         }
@@ -802,6 +802,9 @@ fn check_real(iface: &Iface, addr: IpAddr) -> Result<(), DaemonError> {
     }
     if !iface.on_link(addr) {
         return Err(DaemonError::OffSubnet { real: addr, iface: iface.name.clone(), nets: iface.subnets() });
+    }
+    if let Some((which, net)) = iface.subnet_edge(addr) {
+        return Err(DaemonError::SubnetEdge { real: addr, which, net, iface: iface.name.clone() });
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 mod census;
 mod control;
 pub mod core;
+pub mod guard;
 mod http;
 mod ids;
 mod maps;
@@ -17,6 +18,7 @@ mod service;
 mod takeover;
 mod views;
 
+pub use control::bind as bind_socket;
 pub use maps::Maps;
 pub use views::ACTIVE_FLOW_SECS;
 
@@ -63,6 +65,8 @@ pub enum DaemonError {
     Model(#[from] model::ModelError),
     #[error("real {real} is not on a directly connected subnet of {iface} ({nets}): direct routing needs the LB and the real on one L2 segment")]
     OffSubnet { real: IpAddr, iface: String, nets: String },
+    #[error("real {real} is the {which} address of {net} on {iface}, which names the subnet, not a host: give the real's own address")]
+    SubnetEdge { real: IpAddr, which: &'static str, net: String, iface: String },
     #[error("real {real} is an address of {iface} itself")]
     RealIsLocal { real: IpAddr, iface: String },
     #[error("the dataplane is full: at most {0} services")]
@@ -71,6 +75,8 @@ pub enum DaemonError {
     TooManyReals(u32),
     #[error("control socket {path}: {cause}")]
     Socket { path: String, cause: std::io::Error },
+    #[error("{0}")]
+    Guard(String),
     #[error("state file {path}: {cause}")]
     State { path: String, cause: std::io::Error },
 }
@@ -278,12 +284,11 @@ impl Daemon {
     /// program is detached and the pins removed, unless the daemon keeps them for the next lbd (keep_on_exit).
     pub async fn run(
         mut self,
-        socket: &Path,
+        (listener, socket): (tokio::net::UnixListener, &Path),
         metrics: Option<TcpListener>,
         api: Option<(TcpListener, svc::auth::Bearer)>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), DaemonError> {
-        let listener = control::bind(socket)?;
         let (stop, stopping) = Shutdown::new();
         let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
         let mut servers = vec![tokio::spawn(control::serve(listener, jobs_tx.clone(), stopping.clone()))];

@@ -46,7 +46,7 @@ pub enum DataplaneError {
     Cpus(std::io::Error),
     #[error("map {0} is missing from the XDP object")]
     MissingMap(&'static str),
-    #[error("attaching XDP to {iface} failed in native and in skb mode: native: {native}; skb: {skb}")]
+    #[error("attaching XDP to {iface} failed in native and in skb mode: native: {native}; skb: {skb} (an interface holds one XDP program: `ip link show {iface}` or `bpftool net` shows one already attached)")]
     Attach { iface: String, native: Box<ProgramError>, skb: Box<ProgramError> },
     #[error("attaching XDP to {iface} in {mode} mode failed: {cause}")]
     AttachMode { iface: String, mode: &'static str, cause: Box<ProgramError> },
@@ -140,8 +140,7 @@ impl Dataplane {
     /// Maps an earlier lbd pinned there are reused with their contents and sizes.
     pub fn load_pinned(limits: Limits, dir: &Path) -> Result<Self> {
         let perr = |message: String| DataplaneError::Pin { dir: dir.display().to_string(), message };
-        pins::ensure_bpffs(dir).map_err(perr)?;
-        std::fs::create_dir_all(dir).map_err(|e| perr(format!("cannot create it: {e}")))?;
+        prepare_pin_dir(dir)?;
         let mut limits = limits;
         let adopted_maps = dir.join("CONN_TABLE").exists();
         if adopted_maps {
@@ -482,6 +481,13 @@ impl Dataplane {
         out.truncate(res.data_size_out as usize);
         Ok((res.return_value, out, res.duration))
     }
+}
+
+/// Makes sure the pin directory exists on a bpf filesystem (mounting /sys/fs/bpf when needed). Opens no map.
+pub fn prepare_pin_dir(dir: &Path) -> Result<()> {
+    let perr = |message: String| DataplaneError::Pin { dir: dir.display().to_string(), message };
+    pins::ensure_bpffs(dir).map_err(perr)?;
+    std::fs::create_dir_all(dir).map_err(|e| perr(format!("cannot create it: {e}")))
 }
 
 /// The limits a pinned dataplane was made with: the connection table's and the service limit are fixed when the

@@ -38,7 +38,8 @@ async fn trickled_bodies_cost_about_their_length() {
         clients.push(tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.set_nodelay(true).unwrap();
-            let head = format!("PUT /origins HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\nConnection: close\r\n\r\n");
+            let head =
+                format!("PUT /origins HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\nConnection: close\r\n\r\n");
             s.write_all(head.as_bytes()).await.unwrap();
             for i in 0..BODY {
                 s.write_all(b"a").await.unwrap();

@@ -47,18 +47,17 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
         .with_state(ctx)
 }
 
-/// The token on everything but /healthz; for POSTs also a Host that is an address and no foreign Origin, so a
+/// The token on everything but /healthz (GET or HEAD); for every state-changing method also a Host that is an address and no foreign Origin, so a
 /// web page in an operator's browser cannot put a node into maintenance.
 async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     // The console page and its change counter are read-only views: open, like a status page.
-    let open = matches!(req.uri().path(), "/healthz" | "/" | "/console/seq") && req.method() == Method::GET;
+    let read = req.method() == Method::GET || req.method() == Method::HEAD;
+    let open = matches!(req.uri().path(), "/healthz" | "/" | "/console/seq") && read;
     if !open && !ctx.bearer.allows(req.headers()) {
         return svc::auth::unauthorized();
     }
-    if req.method() == Method::POST {
-        if let Some(why) = svc::auth::browser_forgery(req.headers()) {
-            return error(StatusCode::FORBIDDEN, why);
-        }
+    if let Some(why) = svc::auth::forged_change(req.method(), req.headers()) {
+        return error(StatusCode::FORBIDDEN, why);
     }
     next.run(req).await
 }
@@ -315,3 +314,6 @@ async fn metrics(State(ctx): State<Ctx>, _h: HeaderMap) -> Response {
     let text = crate::metrics::render(&ctx.shared.lock());
     svc::http::metrics_text(text)
 }
+
+#[cfg(test)]
+mod tests;

@@ -724,7 +724,8 @@ impl Cluster {
         }
         for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge && n.health == Health::Up) {
             let Some(st) = &n.status else { continue };
-            if st.origins != origins {
+            // No group, no origin to give: an edge keeps the origins it has (it refuses an empty list anyway).
+            if !origins.is_empty() && st.origins != origins {
                 actions.push(Action::SetOrigins { node: n.spec.name.clone(), origins: origins.clone() });
             }
             if n.maintenance.is_some() {

@@ -36,8 +36,8 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(ctx)
 }
 
-/// Every request: the bearer token when one is configured (`/healthz` stays open for probes), and for POSTs a
-/// Host that is an address and an Origin, if any, on the same host, so a web page in an operator's browser
+/// Every request: the bearer token when one is configured (`/healthz` stays open for probes), and for every
+/// method that changes state (POST, PUT, DELETE...) a Host that is an address and an Origin, if any, on the same host, so a web page in an operator's browser
 /// cannot make the relay pull (DNS rebinding gives a foreign Host; a cross-site form gives a foreign Origin).
 async fn guard(State(ctx): Shared, req: Request, next: Next) -> Response {
     if let Err(why) = check(&ctx, req.method(), req.uri().path(), req.headers()) {
@@ -55,12 +55,7 @@ async fn guard(State(ctx): Shared, req: Request, next: Next) -> Response {
 fn check(ctx: &Ctx, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     if let Some(token) = &ctx.config.api_token {
         if path != "/healthz" {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            match given {
+            match svc::auth::bearer_token(headers) {
                 None => return Err((StatusCode::UNAUTHORIZED, "missing Authorization: Bearer token")),
                 Some(g) if !svc::auth::constant_time_eq(g.as_bytes(), token.as_bytes()) => {
                     return Err((StatusCode::UNAUTHORIZED, "wrong API token"))
@@ -69,10 +64,8 @@ fn check(ctx: &Ctx, method: &Method, path: &str, headers: &HeaderMap) -> Result<
             }
         }
     }
-    if method == Method::POST {
-        if let Some(why) = svc::auth::browser_forgery(headers) {
-            return Err((StatusCode::FORBIDDEN, why));
-        }
+    if let Some(why) = svc::auth::forged_change(method, headers) {
+        return Err((StatusCode::FORBIDDEN, why));
     }
     Ok(())
 }
@@ -185,6 +178,13 @@ async fn set_origins(State(ctx): Shared, body: axum::body::Bytes) -> Response {
             )
         }
     };
+    if parsed.origins.is_empty() {
+        // An edge with no origin 404s every stream: an empty list is a mistake, not a way to drain (maintenance is).
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the origin list is empty: an edge needs at least one origin (use POST /maintenance to drain it)",
+        );
+    }
     let origins = match parsed.origins.iter().map(|u| crate::OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>() {
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -381,6 +381,63 @@ mod tests {
         (head.split_whitespace().nth(1).unwrap().parse().unwrap(), json(body))
     }
 
+    /// (status, body) of `method path` with `headers` (Host included) on a tokenless loopback API.
+    async fn send_with(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        let v = if body.is_empty() { serde_json::Value::Null } else { json(body) };
+        (head.split_whitespace().nth(1).unwrap().parse().unwrap(), v)
+    }
+
+    #[tokio::test]
+    async fn every_state_change_refuses_a_foreign_host_or_origin() {
+        let (addr, ctx, _sd) = serve(Role::Origin { publish_token: None }).await;
+        let source = r#"{"url": "rtmp://127.0.0.1:1/cam/x"}"#;
+        let changes = [
+            ("PUT", "/sources/live/x", source),
+            ("DELETE", "/sources/live/x", ""),
+            ("POST", "/maintenance", ""),
+            ("DELETE", "/maintenance", ""),
+            ("PUT", "/origins", r#"{"origins": ["rtmp://10.0.0.2/live"]}"#),
+            ("POST", "/streams/live/x/pull", ""),
+        ];
+        let foreign = [
+            (
+                "Host: evil.example\r\n".to_string(),
+                "a state-changing request needs a Host that is an IP address or localhost",
+            ),
+            (format!("Host: {addr}\r\nOrigin: http://evil.example\r\n"), "cross-origin request refused"),
+        ];
+        for (method, path, body) in changes {
+            for (headers, why) in &foreign {
+                let (code, v) = send_with(addr, method, path, headers, body).await;
+                assert_eq!((code, v), (403, serde_json::json!({ "error": why })), "{method} {path} {headers:?}");
+            }
+        }
+        assert!(ctx.sources.views(&ctx).is_empty(), "a refused PUT /sources started nothing");
+        assert!(!ctx.maintenance.load(std::sync::atomic::Ordering::Relaxed));
+        // Reads stay open to any Host, and the same changes pass from an operator's tool.
+        assert_eq!(send_with(addr, "GET", "/status", "Host: evil.example\r\n", "").await.0, 200);
+        let own = format!("Host: {addr}\r\nOrigin: http://{addr}\r\n");
+        assert_eq!(send_with(addr, "PUT", "/sources/live/x", &own, source).await.0, 201);
+        assert_eq!(send_with(addr, "DELETE", "/sources/live/x", &own, "").await.0, 204);
+        assert_eq!(send_with(addr, "POST", "/maintenance", &own, "").await.0, 200);
+        assert_eq!(send_with(addr, "DELETE", "/maintenance", &own, "").await.0, 200);
+    }
+
     #[tokio::test]
     async fn a_manager_repoints_an_edge_and_puts_it_into_maintenance() {
         let origins = vec![OriginUrl::parse("rtmp://127.0.0.1:1/live").unwrap()];
@@ -394,6 +451,13 @@ mod tests {
             send(addr, "PUT", "/origins", r#"{"origins": ["rtmp://10.0.0.2:1935/live", "rtmp://10.0.0.3/tv"]}"#).await;
         assert_eq!((code, v["changed"].as_bool()), (200, Some(false)), "the same list is no change");
         let gen = ctx.origins_gen.load(std::sync::atomic::Ordering::Relaxed);
+        let (code, v) = send(addr, "PUT", "/origins", r#"{"origins": []}"#).await;
+        assert_eq!(code, 400, "{v}");
+        assert_eq!(
+            v,
+            serde_json::json!({ "error":
+                "the origin list is empty: an edge needs at least one origin (use POST /maintenance to drain it)" })
+        );
         for bad in [r#"{"origins": ["http://x/live"]}"#, r#"{"origins": "rtmp://x/live"}"#, "nope"] {
             let (code, v) = send(addr, "PUT", "/origins", bad).await;
             assert_eq!(code, 400, "{bad}: {v}");

@@ -1,7 +1,7 @@
 //! Bearer-token access to an HTTP API: the token is read from a file (so it is not in `ps`), compared in constant
 //! time, and required whenever the API listens beyond loopback.
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -55,13 +55,18 @@ impl Bearer {
     /// True when the request carries the token (or none is required).
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(want) = &self.0 else { return true };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = bearer_token(headers).unwrap_or("");
         constant_time_eq(given.as_bytes(), want.as_bytes())
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header, the one parser every API of ours reads it with: the scheme
+/// in any case (RFC 7235), any run of spaces or tabs around the token; None when there is no such header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim_matches([' ', '\t']);
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    let token = token.trim_matches([' ', '\t']);
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The answer to a request without the right token.
@@ -88,6 +93,16 @@ pub fn browser_forgery(headers: &HeaderMap) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// [`browser_forgery`] for a request with `method`: every method that can change state (all but GET, HEAD,
+/// OPTIONS and TRACE) is checked, so no state-changing route of an API can be left out by mistake.
+pub fn forged_change(method: &Method, headers: &HeaderMap) -> Option<&'static str> {
+    let safe = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
+    if safe.contains(method) {
+        return None;
+    }
+    browser_forgery(headers)
 }
 
 /// A Host header naming an IP address or localhost, with an optional port.
@@ -131,6 +146,21 @@ mod tests {
         assert!(!b.allows(&h), "wrong token");
         h.insert(header::AUTHORIZATION, "Bearer 0123456789abcdef".parse().unwrap());
         assert!(b.allows(&h));
+        for ok in [
+            "bearer 0123456789abcdef",
+            "BEARER  0123456789abcdef",
+            "Bearer\t0123456789abcdef ",
+            " Bearer 0123456789abcdef",
+        ] {
+            h.insert(header::AUTHORIZATION, ok.parse().unwrap());
+            assert!(b.allows(&h), "{ok:?}");
+            assert_eq!(bearer_token(&h), Some("0123456789abcdef"), "{ok:?}");
+        }
+        for bad in ["Bearer", "Bearer ", "Basic 0123456789abcdef", "Bearer0123456789abcdef", "0123456789abcdef"] {
+            h.insert(header::AUTHORIZATION, bad.parse().unwrap());
+            assert!(!b.allows(&h), "{bad:?}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
         assert!(Bearer::none().allows(&HeaderMap::new()));
         assert_eq!(unauthorized().status(), StatusCode::UNAUTHORIZED);
         assert!(Bearer::none().check_bind("127.0.0.1:1".parse().unwrap(), "api").is_ok());
@@ -159,6 +189,13 @@ mod tests {
         assert!(browser_forgery(&headers("evil.example:9100", None)).is_some(), "DNS rebinding");
         assert!(browser_forgery(&headers("127.0.0.1:9100", Some("http://evil.example"))).is_some(), "cross-site");
         assert_eq!(browser_forgery(&headers("127.0.0.1:9100", Some("http://127.0.0.1:9100"))), None);
+        let evil = headers("evil.example", None);
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert!(forged_change(&m, &evil).is_some(), "{m}");
+        }
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert_eq!(forged_change(&m, &evil), None, "{m}");
+        }
         assert!(!host_is_address("[::1"));
         assert!(!host_is_address("1.2.3.4:x"));
     }

@@ -209,6 +209,22 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 401"), "{r}");
         let r = http(addr, "GET /api/v1/services", tok, "").await;
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("[]"), "{r}");
+        // Refusals of the shared server (extractors, methods) are JSON like lbd's own.
+        let r = http(addr, "GET /api/v1/events?last=abc", tok, "").await;
+        assert!(r.starts_with("HTTP/1.1 400") && r.contains("application/json"), "{r}");
+        assert!(r.contains(r#"{"error":"Failed to deserialize query string: last: invalid digit"#), "{r}");
+        let r = http(addr, "DELETE /api/v1/services", tok, "").await;
+        assert!(r.starts_with("HTTP/1.1 405") && r.ends_with(r#"{"error":"method not allowed"}"#), "{r}");
+        // The scheme in any case, any spaces before the token (svc::auth's one parser).
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let lower = format!(
+            "GET /api/v1/services HTTP/1.1\r\nHost: {addr}\r\nAuthorization: bearer  0123456789abcdef\r\n\
+             Connection: close\r\n\r\n"
+        );
+        s.write_all(lower.as_bytes()).await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
         let r = http(addr, "GET /console", None, "").await;
         assert!(r.starts_with("HTTP/1.1 200") && r.contains("text/html"), "the console is read-only and open: {r}");
         assert!(r.contains("<h2>Services</h2>") && r.contains("<h2>Events</h2>"), "{r}");

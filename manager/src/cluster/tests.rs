@@ -262,6 +262,16 @@ fn lb_view(reals: &[(&str, bool)]) -> Vec<ServiceView> {
 }
 
 #[test]
+fn without_groups_an_edge_keeps_its_origins() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(""), Persisted::default(), t0);
+    assert!(c.edge_origins(&c.config.groups.clone()).is_empty());
+    c.observe("e1", ok_edge(vec!["rtmp://10.0.0.9:1935/live".into()], 0), t0);
+    let a = c.plan(t0);
+    assert!(!a.iter().any(|x| matches!(x, Action::SetOrigins { .. })), "an empty origin list was sent: {a:?}");
+}
+
+#[test]
 fn edges_join_the_lb_and_leave_it_through_maintenance_when_empty() {
     let t0 = Instant::now();
     let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "true")), Persisted::default(), t0);

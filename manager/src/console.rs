@@ -358,7 +358,13 @@ pub struct Sampler {
 impl Sampler {
     /// One sample of everything graphed, at unix time `t`.
     pub fn sample(&mut self, c: &Cluster, h: &mut History, t: u64) {
-        for n in c.nodes.values().filter(|n| n.spec.role == Role::Edge) {
+        // Graphs for edges that have answered at least once (a registration that never came up has none), and
+        // none kept for nodes that are gone.
+        h.retain(|name| match name.strip_prefix("edge/").and_then(|r| r.rsplit_once('/')) {
+            Some((node, _)) => c.nodes.contains_key(node),
+            None => true,
+        });
+        for n in c.nodes.values().filter(|n| n.spec.role == Role::Edge && n.last_ok.is_some()) {
             let (players, out) = match (&n.status, n.health) {
                 (Some(s), Health::Up) => (s.players as f64, s.bitrate_out_kbps as f64 * 1000.0),
                 _ => (0.0, 0.0),

@@ -688,7 +688,16 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
             (GOOD.replace("priority = 50", "priority = 100"), "priority 100 is given to both"),
             (GOOD.replace("rtsp://user:pw@10.0.0.50:8554/cam", "rtsp//10.0.0.50/cam"), "does not parse"),
             (GOOD.replace("rtmp://10.0.0.51/live/enc", "http://10.0.0.51/live/enc"), "rtmp:// or rtsp://"),
-            (GOOD.replace("rtmp://10.0.0.51/live/enc", "rtmp://10.0.0.51/live"), "needs /APP/KEY"),
+            (GOOD.replace("rtmp://10.0.0.51/live/enc", "rtmp://10.0.0.51/live"), "missing /KEY"),
+            // The relay's own parser: what it would refuse at PUT /sources is refused here.
+            (GOOD.replace("rtsp://user:pw@10.0.0.50:8554/cam", "rtsp://[::1:554/x"), "does not parse"),
+            (GOOD.replace("services = [", "weight = 70000\nservices = ["), "lb.weight 70000 is out of range 1..=65535"),
+            (GOOD.replace("services = [", "weight = 0\nservices = ["), "out of range"),
+            (GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nmax_registered = 20000"), "max_registered"),
+            (
+                GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nregistration_expiry = \"1s\""),
+                "registration_expiry must be at least failover_time",
+            ),
             (GOOD.replace(r#"node = "o2", priority"#, r#"node = "e1", priority"#), "is an edge"),
             (GOOD.replace("10.0.0.100:8080/tcp", "10.0.0.100:8080/sctp"), "unknown protocol"),
             (GOOD.replace("failover_time = \"5s\"", "failover_time = \"1s\""), "at least one keepalive"),

@@ -92,6 +92,8 @@ enum CheckWhat {
     Pool { name: String },
     /// APP/KEY: edges that have it; critical when no origin ingests it.
     Stream { stream: String },
+    /// The manager: critical while it cannot save its state file, warning with any alarm raised.
+    Manager,
 }
 
 fn main() -> ExitCode {
@@ -297,6 +299,7 @@ fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&s
             return Check::unknown("STREAM", format!("bad argument: stream {stream:?} is not APP/KEY"))
         }
         CheckWhat::Stream { .. } => "/api/v1/streams",
+        CheckWhat::Manager => "/api/v1/alarms",
     };
     let client = match client(cli) {
         Ok(c) => c,
@@ -315,6 +318,7 @@ fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&s
         CheckWhat::Group { name } => manager::check::group(&v, name, w, c),
         CheckWhat::Pool { name } => manager::check::pool(&v, name, w, c),
         CheckWhat::Stream { stream } => manager::check::stream(&v, stream, w, c),
+        CheckWhat::Manager => manager::check::manager(&v),
     }
 }
 

@@ -25,8 +25,8 @@ use tokio::net::TcpListener;
 /// What the start needs besides the config, checked the same way by `smd --check` and by the start: the state file
 /// parses and its directory can be written, the history file parses. Nothing is started.
 pub fn preflight(config: &config::Config) -> anyhow::Result<(cluster::Persisted, history::History)> {
-    let persisted = driver::load_state(config.state_file.as_deref())?;
     driver::prepare_state_dir(config.state_file.as_deref())?;
+    let persisted = driver::load_state(config.state_file.as_deref())?;
     let history = match &config.history_file {
         Some(p) => history::History::load(p, config.console_refresh)?,
         None => history::History::new(config.console_refresh),

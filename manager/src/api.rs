@@ -334,16 +334,33 @@ async fn alarms(State(ctx): State<Ctx>) -> Response {
     Json(serde_json::json!({ "raised": raised, "cleared": cleared })).into_response()
 }
 
+/// The console page, rendered at most once per keepalive for each view (it is open to anyone: reloads and many
+/// open tabs must not cost a render each).
 async fn console(State(ctx): State<Ctx>, Query(view): Query<crate::console::View>) -> Response {
-    let c = ctx.shared.lock();
-    let h = ctx.shared.history();
-    let page = crate::console::render(&c, &h, &view, c.config.console_refresh);
+    let page = {
+        let c = ctx.shared.lock();
+        let key = (view.key(), c.log.events(1, None, None).first().map_or(0, |e| e.seq));
+        let fresh = c.config.keepalive;
+        let mut cache = ctx.shared.console_cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (at, _)| at.elapsed() < fresh);
+        match cache.get(&key) {
+            Some((_, page)) => page.clone(),
+            None => {
+                let h = ctx.shared.history();
+                let page = std::sync::Arc::new(crate::console::render(&c, &h, &view, c.config.console_refresh));
+                if cache.len() < 64 {
+                    cache.insert(key, (std::time::Instant::now(), page.clone()));
+                }
+                page
+            }
+        }
+    };
     (
         [
             (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (axum::http::header::CACHE_CONTROL, "no-store"),
         ],
-        page,
+        page.as_str().to_string(),
     )
         .into_response()
 }

@@ -461,9 +461,9 @@ impl Cluster {
                 && !self.scaling.started.contains_key(&spec.name) =>
             {
                 Err(format!(
-                "registration refused: {registered} self-registered nodes already (max_registered = {}); remove \
+                    "registration refused: {registered} self-registered nodes already (max_registered = {}); remove \
                  one with `smctl remove-node NAME` or raise max_registered",
-                self.config.max_registered
+                    self.config.max_registered
                 ))
             }
             None => {
@@ -545,7 +545,10 @@ impl Cluster {
             .map(|n| n.spec.name.clone())
             .collect();
         for name in stale {
-            self.forget(&name, &format!("never answered within registration_expiry ({}s): forgotten", expiry.as_secs()));
+            self.forget(
+                &name,
+                &format!("never answered within registration_expiry ({}s): forgotten", expiry.as_secs()),
+            );
         }
     }
 

@@ -693,7 +693,10 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
             (GOOD.replace("rtsp://user:pw@10.0.0.50:8554/cam", "rtsp://[::1:554/x"), "does not parse"),
             (GOOD.replace("services = [", "weight = 70000\nservices = ["), "lb.weight 70000 is out of range 1..=65535"),
             (GOOD.replace("services = [", "weight = 0\nservices = ["), "out of range"),
-            (GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nmax_registered = 20000"), "max_registered"),
+            (
+                GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nmax_registered = 20000"),
+                "max_registered",
+            ),
             (
                 GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nregistration_expiry = \"1s\""),
                 "registration_expiry must be at least failover_time",

@@ -1,7 +1,7 @@
 //! The manager's loop: every keepalive (and at once when a node reports a change) it reads every node and the
 //! LB, lets [`Cluster`] decide, carries the actions out concurrently and persists what must survive a restart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,11 +25,18 @@ pub struct Shared {
     pub history: Mutex<crate::history::History>,
     /// Wakes the loop before its next keepalive (a node reported a change, an operator asked for maintenance).
     pub wake: Notify,
+    /// Console pages rendered in the last keepalive, by view and newest event: an open page is cheap to reload.
+    pub console_cache: Mutex<BTreeMap<(String, u64), (Instant, Arc<String>)>>,
 }
 
 impl Shared {
     pub fn new(cluster: Cluster, history: crate::history::History) -> Arc<Self> {
-        Arc::new(Self { cluster: Mutex::new(cluster), history: Mutex::new(history), wake: Notify::new() })
+        Arc::new(Self {
+            cluster: Mutex::new(cluster),
+            history: Mutex::new(history),
+            wake: Notify::new(),
+            console_cache: Mutex::new(BTreeMap::new()),
+        })
     }
 
     pub fn history(&self) -> MutexGuard<'_, crate::history::History> {
@@ -102,7 +109,11 @@ pub fn prepare_state_dir(path: Option<&Path>) -> anyhow::Result<()> {
     };
     let what = || format!("state_file {}", path.display());
     std::fs::create_dir_all(dir).map_err(|e| {
-        anyhow::anyhow!("{}: cannot create its directory {}: {e}; create it or choose another path", what(), dir.display())
+        anyhow::anyhow!(
+            "{}: cannot create its directory {}: {e}; create it or choose another path",
+            what(),
+            dir.display()
+        )
     })?;
     if path.is_dir() {
         anyhow::bail!("{} is a directory; name a file in it", what());
@@ -290,7 +301,11 @@ pub async fn round(
                 && !previous.contains(&a);
             // Only an accepted action can be "accepted but not shown"; a refused one was reported above.
             if previous.contains(&a) && r.is_ok() {
-                warn!(node = a.node(), "the node accepted this action last round too but does not show it: {}", a.describe());
+                warn!(
+                    node = a.node(),
+                    "the node accepted this action last round too but does not show it: {}",
+                    a.describe()
+                );
             }
             shared.lock().acted(&a, r);
         }

@@ -131,7 +131,10 @@ fn a_state_file_that_cannot_be_written_is_alarmed_reported_and_retried_and_a_res
     let state_dir = d.join("state");
 
     // --check runs the start's checks: the missing directory is created and a write probed there.
-    let check = Command::new(bin_path("smd")).args(["--config", &d.join("smd.toml").display().to_string(), "--check"]).output().unwrap();
+    let check = Command::new(bin_path("smd"))
+        .args(["--config", &d.join("smd.toml").display().to_string(), "--check"])
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(state_dir.is_dir(), "--check created the state directory");
 

@@ -169,7 +169,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Nodes => {
             out!(
                 "{:<12} {:<7} {:<12} {:<16} {:>7} {:>8} {:>10}  groups",
-                "NAME", "ROLE", "STATE", "RTMP", "STREAMS", "PLAYERS", "OUT kbit/s"
+                "NAME",
+                "ROLE",
+                "STATE",
+                "RTMP",
+                "STREAMS",
+                "PLAYERS",
+                "OUT kbit/s"
             );
             for n in rows(&v) {
                 out!(
@@ -241,7 +247,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Pools => {
             out!(
                 "{:<10} {:>10} {:>4} {:>4} {:>8} {:>10} {:>6}  started",
-                "POOL", "IN SERVICE", "MIN", "MAX", "PLAYERS", "OUT kbit/s", "UTIL"
+                "POOL",
+                "IN SERVICE",
+                "MIN",
+                "MAX",
+                "PLAYERS",
+                "OUT kbit/s",
+                "UTIL"
             );
             for p in rows(&v) {
                 let util = p["utilisation"].as_f64().map_or("-".into(), |u| format!("{:.0}%", u * 100.0));
@@ -311,7 +323,9 @@ fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&s
     })();
     let v = match answer {
         Ok(v) => v,
-        Err(e) if e.to_string().starts_with("authentication failed") => return Check::unknown("STREAM", format!("{e:#}")),
+        Err(e) if e.to_string().starts_with("authentication failed") => {
+            return Check::unknown("STREAM", format!("{e:#}"))
+        }
         Err(e) => return Check::unknown("STREAM", format!("the manager did not answer: {e:#}")),
     };
     match what {

@@ -18,6 +18,9 @@ use crate::cluster::{Action, Cluster, NodeStatus, Observation, OriginSource, Per
 use crate::config::{Config, Role};
 use crate::events::AlarmKind;
 
+/// Rendered console pages by (view, newest event), with when they were rendered.
+pub type ConsoleCache = BTreeMap<(String, u64), (Instant, Arc<String>)>;
+
 /// Everything the API and the loop share.
 pub struct Shared {
     cluster: Mutex<Cluster>,
@@ -26,7 +29,7 @@ pub struct Shared {
     /// Wakes the loop before its next keepalive (a node reported a change, an operator asked for maintenance).
     pub wake: Notify,
     /// Console pages rendered in the last keepalive, by view and newest event: an open page is cheap to reload.
-    pub console_cache: Mutex<BTreeMap<(String, u64), (Instant, Arc<String>)>>,
+    pub console_cache: Mutex<ConsoleCache>,
 }
 
 impl Shared {

@@ -356,6 +356,8 @@ pub struct Cluster {
     pub scaling: crate::autoscale::Scaling,
     /// Edges removed (or expired) whose address may still be a real in an LB node: taken out there, then forgotten.
     pub removed: Vec<NodeSpec>,
+    /// Actions that failed last time: a failure repeated every keepalive is one event until it succeeds.
+    failing: BTreeSet<Action>,
 }
 
 fn lb_weight(c: &Config) -> u32 {
@@ -400,6 +402,7 @@ impl Cluster {
             dirty: false,
             scaling,
             removed: Vec::new(),
+            failing: BTreeSet::new(),
         }
     }
 
@@ -1160,6 +1163,20 @@ impl Cluster {
     /// What an action's outcome means for the log.
     pub fn acted(&mut self, action: &Action, result: Result<(), String>) {
         let node = action.node().to_string();
+        let provider = matches!(action, Action::ProviderStart { .. } | Action::ProviderStop { .. });
+        match &result {
+            Ok(()) => {
+                self.failing.remove(action);
+            }
+            // The same refusal again (lbd or a relay answers it every keepalive): already reported.
+            Err(_) if !provider && self.failing.contains(action) => return,
+            Err(_) => {
+                if self.failing.len() >= 10_000 {
+                    self.failing.clear();
+                }
+                self.failing.insert(action.clone());
+            }
+        }
         match (action, result) {
             (Action::PrePull { app, key, .. }, Ok(())) => {
                 if self.replicated.insert((node.clone(), app.clone(), key.clone())) {

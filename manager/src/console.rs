@@ -509,7 +509,10 @@ mod tests {
             };
             assert_eq!(c.register(spec), Ok(true));
         }
-        let h = History::new(Duration::from_secs(15));
+        // Registrations that never answered get no graphs: a flood does not grow the history file.
+        let mut h = History::new(Duration::from_secs(15));
+        Sampler::default().sample(&c, &mut h, unix_now());
+        assert_eq!(h.names().filter(|n| n.starts_with("edge/flood")).count(), 0);
         let page = render(&c, &h, &View::default(), Duration::from_secs(15));
         let rows = page.matches("data-node=").count();
         assert_eq!(rows, NODES_PER_PAGE, "one page of nodes");

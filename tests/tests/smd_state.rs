@@ -65,6 +65,24 @@ fn curl_body(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, S
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// A registration over a plain socket (a flood is faster than a curl per request), one connection each.
+fn raw_register(port: u16, name: &str) -> (u16, String) {
+    use std::io::Write;
+    let body = format!(r#"{{"name":"{name}","role":"edge","api":"http://127.0.0.1:1","rtmp":"127.0.0.2:1935"}}"#);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /api/v1/nodes HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let code = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, answer.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string()))
+}
+
 fn json(port: u16, path: &str) -> serde_json::Value {
     let (code, body) = curl(port, "GET", path);
     assert_eq!(code, 200, "GET {path}: {body}");
@@ -95,6 +113,10 @@ fn smctl(dir: &Path, port: u16, args: &[&str]) -> (i32, String) {
 }
 
 fn setup(tag: &str) -> (Dir, u16) {
+    setup_with(tag, "1s")
+}
+
+fn setup_with(tag: &str, expiry: &str) -> (Dir, u16) {
     let dir = std::env::temp_dir().join(format!("smd-state-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -109,7 +131,7 @@ state_file = "state/state.json"
 keepalive = "200ms"
 failover_time = "1s"
 max_registered = 3
-registration_expiry = "1s"
+registration_expiry = "{expiry}"
 [[pool]]
 name = "edges"
 [[node]]
@@ -193,9 +215,10 @@ fn a_state_file_that_cannot_be_written_is_alarmed_reported_and_retried_and_a_res
 
 #[test]
 fn registrations_are_capped_expire_and_can_be_removed() {
-    let (dir, port) = setup("reg");
+    // Registrations expire after 3 s here: time to flood and remove before they do.
+    let (dir, port) = setup_with("reg", "3s");
     let d = dir.0.clone();
-    let _smd = start(&d, port, 1);
+    let smd = start(&d, port, 1);
     let reg = |name: &str| {
         let body = format!(r#"{{"name":"{name}","role":"edge","api":"http://127.0.0.1:1","rtmp":"127.0.0.2:1935"}}"#);
         curl_body(port, "POST", "/api/v1/nodes", Some(&body))
@@ -209,6 +232,22 @@ fn registrations_are_capped_expire_and_can_be_removed() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["error"].as_str().unwrap().contains("3 self-registered nodes already (max_registered = 3)"), "{body}");
     assert_eq!(json(port, "/api/v1/nodes").as_array().unwrap().len(), 4, "e1 and r1-r3, not r4");
+    // A flood past the cap: every one refused the same way, and the manager does not grow.
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", smd.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before = rss();
+    for k in 0..300 {
+        let (code, body) = raw_register(port, &format!("flood{k}"));
+        assert_eq!(code, 409, "flood{k}: {body}");
+        assert!(body.contains("registration refused"), "{body}");
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 20_000, "RSS grew {grown} kB over 300 refused registrations");
+    assert_eq!(json(port, "/api/v1/nodes").as_array().unwrap().len(), 4);
+    assert_eq!(json(port, "/api/v1/events?kind=node-registered").as_array().unwrap().len(), 3);
 
     // Removal: refused for a configured node, done for a registered one (API and smctl).
     let (code, body) = curl(port, "DELETE", "/api/v1/nodes/e1");
@@ -221,8 +260,8 @@ fn registrations_are_capped_expire_and_can_be_removed() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("unknown node"), "{out}");
 
-    // Never up: forgotten after registration_expiry (1 s), with an event each.
-    wait("r2 and r3 expire", Duration::from_secs(5), || json(port, "/api/v1/nodes").as_array().unwrap().len() == 1);
+    // Never up: forgotten after registration_expiry (3 s), with an event each.
+    wait("r2 and r3 expire", Duration::from_secs(10), || json(port, "/api/v1/nodes").as_array().unwrap().len() == 1);
     let removed = json(port, "/api/v1/events?kind=node-removed");
     assert_eq!(removed.as_array().unwrap().len(), 3, "{removed}");
     let (code, body) = reg("r5");

@@ -864,7 +864,9 @@ impl Cluster {
         }
         for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge && n.health == Health::Up) {
             let Some(st) = &n.status else { continue };
-            if st.origins != origins {
+            // An empty list would leave the edge nothing to pull from (and relays refuse it): with no group or no
+            // origin known, the edge keeps the list it has.
+            if !origins.is_empty() && st.origins != origins {
                 actions.push(Action::SetOrigins { node: n.spec.name.clone(), origins: origins.clone() });
             }
             if n.maintenance.is_some() {

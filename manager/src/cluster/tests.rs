@@ -673,3 +673,13 @@ fn registered_nodes_are_capped_removed_with_reasons_and_expire() {
     assert_eq!(c.log.events(10, Some("node-removed"), Some("r2")).len(), 1);
     assert_eq!(c.register(edge_spec("r3", "10.0.0.33")), Ok(true), "room again");
 }
+
+#[test]
+fn no_group_sends_no_empty_origin_list() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(""), Persisted::default(), t0);
+    assert!(c.config.groups.is_empty());
+    c.observe("e1", ok_edge(vec!["10.0.0.11:1935".into()], 0), t0);
+    let actions = c.plan(t0);
+    assert!(!actions.iter().any(|a| matches!(a, Action::SetOrigins { .. })), "{actions:?}");
+}

@@ -27,7 +27,7 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
     let ctx = Ctx { shared, bearer };
     Router::new()
         .route("/api/v1/nodes", get(nodes).post(register))
-        .route("/api/v1/nodes/{name}", get(node))
+        .route("/api/v1/nodes/{name}", get(node).delete(remove_node))
         .route("/api/v1/nodes/{name}/changed", post(changed))
         .route("/api/v1/nodes/{name}/maintenance", post(maintenance_on))
         .route("/api/v1/nodes/{name}/resume", post(maintenance_off))
@@ -135,7 +135,27 @@ async fn register(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Response {
             ctx.shared.wake.notify_one();
             Json(serde_json::json!({ "registered": true, "changed": changed })).into_response()
         }
+        // The cap is not the client's mistake in the request: a conflict with the manager's state.
+        Err(e) if e.starts_with("registration refused") => error(StatusCode::CONFLICT, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `DELETE /api/v1/nodes/NAME`: forgets a self-registered edge that is out of service (see Cluster::remove_node).
+async fn remove_node(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
+    let mut c = ctx.shared.lock();
+    let msg = match c.remove_node(&name) {
+        Ok(m) => m,
+        Err(crate::cluster::RemoveError::Unknown(e)) => return error(StatusCode::NOT_FOUND, e),
+        Err(crate::cluster::RemoveError::Refused(e)) => return error(StatusCode::CONFLICT, e),
+    };
+    let saved = crate::driver::persist(&mut c);
+    drop(c);
+    ctx.shared.wake.notify_one();
+    let done = serde_json::json!({ "node": name, "message": msg, "removed": true });
+    match saved {
+        Ok(()) => Json(done).into_response(),
+        Err(why) => unsaved(done, &why),
     }
 }
 
@@ -157,16 +177,27 @@ async fn maintenance_off(State(ctx): State<Ctx>, Path(name): Path<String>) -> Re
 }
 
 fn set_maintenance(ctx: &Ctx, name: &str, on: bool) -> Response {
-    let r = ctx.shared.lock().maintenance(name, on);
-    match r {
-        Ok(msg) => {
-            ctx.shared.wake.notify_one();
-            let c = ctx.shared.lock();
-            let state = c.nodes.get(name).map(NodeRt::state);
-            Json(serde_json::json!({ "node": name, "message": msg, "state": state })).into_response()
-        }
-        Err(e) => error(StatusCode::NOT_FOUND, e),
+    let mut c = ctx.shared.lock();
+    let msg = match c.maintenance(name, on) {
+        Ok(msg) => msg,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
+    };
+    // Written now, not at the next keepalive, so the answer can say whether a restart would keep it.
+    let saved = crate::driver::persist(&mut c);
+    let state = c.nodes.get(name).map(NodeRt::state);
+    drop(c);
+    ctx.shared.wake.notify_one();
+    match saved {
+        Ok(()) => Json(serde_json::json!({ "node": name, "message": msg, "state": state })).into_response(),
+        Err(why) => unsaved(serde_json::json!({ "node": name, "message": msg, "state": state }), &why),
     }
+}
+
+/// An operator action that took effect but could not be written to the state file: 500 with the JSON error
+/// shape (so clients fail loudly) and what did happen.
+fn unsaved(mut done: serde_json::Value, why: &str) -> Response {
+    done["error"] = format!("{}, but it is not saved: {why}", done["message"].as_str().unwrap_or("done")).into();
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(done)).into_response()
 }
 
 #[derive(Serialize)]
@@ -199,11 +230,17 @@ struct SourceView {
 }
 
 async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Response {
-    let r = ctx.shared.lock().manual_start(&pool);
+    let mut c = ctx.shared.lock();
+    let r = c.manual_start(&pool).map(|msg| (msg, crate::driver::persist(&mut c)));
+    drop(c);
     match r {
-        Ok(msg) => {
+        Ok((msg, saved)) => {
             ctx.shared.wake.notify_one();
-            Json(serde_json::json!({ "pool": pool, "message": msg })).into_response()
+            let done = serde_json::json!({ "pool": pool, "message": msg });
+            match saved {
+                Ok(()) => Json(done).into_response(),
+                Err(why) => unsaved(done, &why),
+            }
         }
         Err(e) if e.starts_with("unknown pool") => error(StatusCode::NOT_FOUND, e),
         Err(e) => error(StatusCode::CONFLICT, e),
@@ -211,11 +248,17 @@ async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Respons
 }
 
 async fn pool_stop(State(ctx): State<Ctx>, Path((pool, name)): Path<(String, String)>) -> Response {
-    let r = ctx.shared.lock().manual_stop(&pool, &name);
+    let mut c = ctx.shared.lock();
+    let r = c.manual_stop(&pool, &name).map(|msg| (msg, crate::driver::persist(&mut c)));
+    drop(c);
     match r {
-        Ok(msg) => {
+        Ok((msg, saved)) => {
             ctx.shared.wake.notify_one();
-            Json(serde_json::json!({ "pool": pool, "node": name, "message": msg })).into_response()
+            let done = serde_json::json!({ "pool": pool, "node": name, "message": msg });
+            match saved {
+                Ok(()) => Json(done).into_response(),
+                Err(why) => unsaved(done, &why),
+            }
         }
         Err(e) => error(StatusCode::CONFLICT, e),
     }
@@ -290,16 +333,33 @@ async fn alarms(State(ctx): State<Ctx>) -> Response {
     Json(serde_json::json!({ "raised": raised, "cleared": cleared })).into_response()
 }
 
+/// The console page, rendered at most once per keepalive for each view (it is open to anyone: reloads and many
+/// open tabs must not cost a render each).
 async fn console(State(ctx): State<Ctx>, Query(view): Query<crate::console::View>) -> Response {
-    let c = ctx.shared.lock();
-    let h = ctx.shared.history();
-    let page = crate::console::render(&c, &h, &view, c.config.console_refresh);
+    let page = {
+        let c = ctx.shared.lock();
+        let key = (view.key(), c.log.events(1, None, None).first().map_or(0, |e| e.seq));
+        let fresh = c.config.keepalive;
+        let mut cache = ctx.shared.console_cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (at, _)| at.elapsed() < fresh);
+        match cache.get(&key) {
+            Some((_, page)) => page.clone(),
+            None => {
+                let h = ctx.shared.history();
+                let page = std::sync::Arc::new(crate::console::render(&c, &h, &view, c.config.console_refresh));
+                if cache.len() < 64 {
+                    cache.insert(key, (std::time::Instant::now(), page.clone()));
+                }
+                page
+            }
+        }
+    };
     (
         [
             (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (axum::http::header::CACHE_CONTROL, "no-store"),
         ],
-        page,
+        page.as_str().to_string(),
     )
         .into_response()
 }

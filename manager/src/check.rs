@@ -89,6 +89,26 @@ pub fn pool(pools: &Value, name: &str, warning: Option<Range>, critical: Option<
     c
 }
 
+/// The manager itself (`GET /api/v1/alarms`): CRITICAL while it cannot save its state (a restart would forget
+/// maintenance and active members), WARNING with any other alarm raised, OK otherwise.
+pub fn manager(alarms: &Value) -> Check {
+    let raised = alarms["raised"].as_array().cloned().unwrap_or_default();
+    let kind = |a: &Value| a["kind"].as_str().unwrap_or("").to_string();
+    let unsaved = raised.iter().find(|a| a["kind"] == "state-not-saved");
+    let (state, text) = match unsaved {
+        Some(a) => (State::Critical, format!("manager: state-not-saved: {}", a["message"].as_str().unwrap_or(""))),
+        None if raised.is_empty() => (State::Ok, "manager: no alarm raised".to_string()),
+        None => {
+            let mut kinds: Vec<String> = raised.iter().map(kind).collect();
+            kinds.dedup();
+            (State::Warning, format!("manager: {} alarms raised ({})", raised.len(), kinds.join(", ")))
+        }
+    };
+    let mut c = Check::new(NAME, state, text);
+    c.perf = vec![Perf::new("alarms", raised.len() as f64, Uom::None).min(0.0)];
+    c
+}
+
 /// A stream (APP/KEY): CRITICAL when no origin ingests it; thresholds apply to the edges that have it.
 pub fn stream(streams: &Value, app_key: &str, warning: Option<Range>, critical: Option<Range>) -> Check {
     let found = streams.as_array().and_then(|v| {

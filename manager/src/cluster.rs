@@ -140,6 +140,9 @@ pub struct NodeRt {
     pub status: Option<NodeStatus>,
     pub sources: Option<Vec<OriginSource>>,
     pub maintenance: Option<Maintenance>,
+    /// When a self-registered node registered (or the manager started, for one from the state file): one that never
+    /// answers within `registration_expiry` is forgotten.
+    pub registered_at: Option<Instant>,
 }
 
 impl NodeRt {
@@ -154,6 +157,7 @@ impl NodeRt {
             status: None,
             sources: None,
             maintenance: None,
+            registered_at: None,
         }
     }
 
@@ -284,6 +288,41 @@ impl Action {
     }
 }
 
+impl Action {
+    /// The action in words, for events and logs (never Rust's Debug text; source credentials redacted).
+    pub fn describe(&self) -> String {
+        match self {
+            Action::PutSource { node, app, key, url } => {
+                format!("ingest {app}/{key} from {} on {node}", config::redact(url))
+            }
+            Action::DeleteSource { node, app, key } => format!("stop ingesting {app}/{key} on {node}"),
+            Action::SetOrigins { node, origins } => format!("point {node} at origins {}", origins.join(", ")),
+            Action::PrePull { node, app, key } => format!("pre-pull {app}/{key} on {node}"),
+            Action::RelayMaintenance { node, on: true } => format!("maintenance on at {node}"),
+            Action::RelayMaintenance { node, on: false } => format!("maintenance off at {node}"),
+            Action::LbAdd { lb, node, real, service, weight } => {
+                format!("add {node} ({real}) to {service} with weight {weight} at lb {lb}")
+            }
+            Action::LbDrain { lb, node, real, service } => format!("drain {node} ({real}) in {service} at lb {lb}"),
+            Action::LbUndrain { lb, node, real, service } => {
+                format!("undrain {node} ({real}) in {service} at lb {lb}")
+            }
+            Action::LbRemove { lb, node, real, service } => {
+                format!("remove {node} ({real}) from {service} at lb {lb}")
+            }
+            Action::ProviderStart { pool, node } => format!("provider start {node} in pool {pool}"),
+            Action::ProviderStop { pool, node } => format!("provider stop {node} in pool {pool}"),
+        }
+    }
+}
+
+/// Why a node cannot be removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveError {
+    Unknown(String),
+    Refused(String),
+}
+
 /// What is persisted so a restart moves no stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Persisted {
@@ -315,6 +354,10 @@ pub struct Cluster {
     /// Set when something persisted changed; the driver writes the state file and clears it.
     pub dirty: bool,
     pub scaling: crate::autoscale::Scaling,
+    /// Edges removed (or expired) whose address may still be a real in an LB node: taken out there, then forgotten.
+    pub removed: Vec<NodeSpec>,
+    /// Actions that failed last time: a failure repeated every keepalive is one event until it succeeds.
+    failing: BTreeSet<Action>,
 }
 
 fn lb_weight(c: &Config) -> u32 {
@@ -332,7 +375,7 @@ impl Cluster {
             nodes.insert(n.name.clone(), NodeRt::new(n.clone(), true));
         }
         for n in persisted.registered {
-            nodes.entry(n.name.clone()).or_insert_with(|| NodeRt::new(n, false));
+            nodes.entry(n.name.clone()).or_insert_with(|| NodeRt { registered_at: Some(now), ..NodeRt::new(n, false) });
         }
         for (name, m) in persisted.maintenance {
             if let Some(n) = nodes.get_mut(&name) {
@@ -358,6 +401,8 @@ impl Cluster {
             replicated: BTreeSet::new(),
             dirty: false,
             scaling,
+            removed: Vec::new(),
+            failing: BTreeSet::new(),
         }
     }
 
@@ -384,6 +429,7 @@ impl Cluster {
                 return Err(format!("unknown pool {p:?}"));
             }
         }
+        let registered = self.registered();
         match self.nodes.get_mut(&spec.name) {
             Some(n) if n.spec.role != spec.role => Err(format!(
                 "node {} is known as an {}, not an {}",
@@ -413,6 +459,16 @@ impl Cluster {
                 }
                 Ok(changed)
             }
+            None if spec.role == Role::Edge
+                && registered >= self.config.max_registered
+                && !self.scaling.started.contains_key(&spec.name) =>
+            {
+                Err(format!(
+                    "registration refused: {registered} self-registered nodes already (max_registered = {}); remove \
+                 one with `smctl remove-node NAME` or raise max_registered",
+                    self.config.max_registered
+                ))
+            }
             None => {
                 if spec.role == Role::Origin {
                     // Origins matter only as group members, which the config names: refuse instead of ignoring.
@@ -426,11 +482,93 @@ impl Cluster {
                     &spec.name,
                     format!("edge registered at {} (rtmp {})", spec.api, spec.rtmp),
                 );
-                self.nodes.insert(spec.name.clone(), NodeRt::new(spec, false));
+                let name = spec.name.clone();
+                self.nodes.insert(name, NodeRt { registered_at: Some(Instant::now()), ..NodeRt::new(spec, false) });
                 self.dirty = true;
                 Ok(true)
             }
         }
+    }
+
+    /// Self-registered nodes now.
+    pub fn registered(&self) -> usize {
+        self.nodes.values().filter(|n| !n.from_config).count()
+    }
+
+    /// `DELETE /api/v1/nodes/NAME`: forgets a self-registered edge that is not in service. Refused for a
+    /// configured node (edit the config), an edge the autoscaler started (`pool-stop` stops it) and an edge in
+    /// service (put it into maintenance first, so its players are not cut by the LB). Its LB reals are removed.
+    pub fn remove_node(&mut self, name: &str) -> Result<String, RemoveError> {
+        let n = self.nodes.get(name).ok_or_else(|| RemoveError::Unknown(format!("unknown node {name:?}")))?;
+        if n.from_config {
+            return Err(RemoveError::Refused(format!(
+                "node {name} is in the configuration file: remove its [[node]] table and restart smd"
+            )));
+        }
+        if self.scaling.started.contains_key(name) {
+            return Err(RemoveError::Refused(format!(
+                "node {name} was started by the autoscaler: stop it with `smctl pool-stop POOL {name}`"
+            )));
+        }
+        if n.health == Health::Up && !n.maintenance.as_ref().is_some_and(|m| m.empty || m.timed_out) {
+            return Err(RemoveError::Refused(format!(
+                "node {name} is up and {}: put it into maintenance first (`smctl maintenance {name}`) and remove it \
+                 once it is empty",
+                if n.maintenance.is_some() { "still draining" } else { "in service" }
+            )));
+        }
+        let state = n.state();
+        self.forget(name, &format!("removed by the operator (it was {state})"));
+        Ok(format!("node {name} removed (it was {state}); it may register again"))
+    }
+
+    fn forget(&mut self, name: &str, why: &str) {
+        if let Some(n) = self.nodes.remove(name) {
+            if n.spec.role == Role::Edge {
+                self.removed.push(n.spec);
+            }
+            self.log.event(EventKind::NodeRemoved, name, why);
+            for k in [AlarmKind::NodeDown, AlarmKind::DrainTimeout] {
+                self.log.clear(k, name);
+            }
+            self.replicated.retain(|(n, _, _)| n != name);
+            self.dirty = true;
+        }
+    }
+
+    /// Self-registered nodes that never answered within `registration_expiry` are forgotten (a registration flood
+    /// or a typo in an address must not stay forever). Edges the autoscaler started have their own `warm_up`.
+    fn expire_registrations(&mut self, now: Instant) {
+        let expiry = self.config.registration_expiry;
+        let stale: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| !n.from_config && n.last_ok.is_none() && !self.scaling.started.contains_key(&n.spec.name))
+            .filter(|n| n.registered_at.is_some_and(|t| now.saturating_duration_since(t) >= expiry))
+            .map(|n| n.spec.name.clone())
+            .collect();
+        for name in stale {
+            self.forget(
+                &name,
+                &format!("never answered within registration_expiry ({}s): forgotten", expiry.as_secs()),
+            );
+        }
+    }
+
+    /// Removed edges are remembered only while an LB node may still have their address as a real.
+    fn prune_removed(&mut self) {
+        if self.config.lb.is_none() {
+            self.removed.clear();
+            return;
+        }
+        if self.lb.is_empty() || self.lb.values().any(Option::is_none) {
+            return;
+        }
+        let reals: BTreeSet<IpAddr> =
+            self.lb.values().flatten().flatten().flat_map(|s| s.reals.iter().map(|r| r.addr)).collect();
+        self.removed.retain(|spec| reals.contains(&config::real_of(spec)));
+        let excess = self.removed.len().saturating_sub(config::MAX_REGISTERED);
+        self.removed.drain(..excess);
     }
 
     /// A keepalive's outcome.
@@ -507,6 +645,8 @@ impl Cluster {
 
     /// One round of decisions: groups, then what each node and the LB should be told.
     pub fn plan(&mut self, now: Instant) -> Vec<Action> {
+        self.expire_registrations(now);
+        self.prune_removed();
         let groups: Vec<Group> = self.config.groups.clone();
         for g in &groups {
             self.step_group(g, now);
@@ -724,7 +864,8 @@ impl Cluster {
         }
         for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge && n.health == Health::Up) {
             let Some(st) = &n.status else { continue };
-            // No group, no origin to give: an edge keeps the origins it has (it refuses an empty list anyway).
+            // An empty list would leave the edge nothing to pull from (and relays refuse it): with no group or no
+            // origin known, the edge keeps the list it has.
             if !origins.is_empty() && st.origins != origins {
                 actions.push(Action::SetOrigins { node: n.spec.name.clone(), origins: origins.clone() });
             }
@@ -803,6 +944,23 @@ impl Cluster {
         // Every LB node gets the same reals; a node that cannot be read now is caught up when it answers.
         for (api, view) in &self.lb {
             let Some(view) = view else { continue };
+            // A removed edge's address leaves every service, unless a known edge has the same address now.
+            for spec in &self.removed {
+                let real = config::real_of(spec);
+                if self.nodes.values().any(|n| config::real_of(&n.spec) == real) {
+                    continue;
+                }
+                for svc in &lb.services {
+                    let here = view
+                        .iter()
+                        .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
+                        .is_some_and(|s| s.reals.iter().any(|r| r.addr == real));
+                    if here {
+                        let (lb, node, service) = (api.clone(), spec.name.clone(), *svc);
+                        actions.push(Action::LbRemove { lb, node, real, service });
+                    }
+                }
+            }
             for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
                 let real = config::real_of(&n.spec);
                 for svc in &lb.services {
@@ -1007,6 +1165,20 @@ impl Cluster {
     /// What an action's outcome means for the log.
     pub fn acted(&mut self, action: &Action, result: Result<(), String>) {
         let node = action.node().to_string();
+        let provider = matches!(action, Action::ProviderStart { .. } | Action::ProviderStop { .. });
+        match &result {
+            Ok(()) => {
+                self.failing.remove(action);
+            }
+            // The same refusal again (lbd or a relay answers it every keepalive): already reported.
+            Err(_) if !provider && self.failing.contains(action) => return,
+            Err(_) => {
+                if self.failing.len() >= 10_000 {
+                    self.failing.clear();
+                }
+                self.failing.insert(action.clone());
+            }
+        }
         match (action, result) {
             (Action::PrePull { app, key, .. }, Ok(())) => {
                 if self.replicated.insert((node.clone(), app.clone(), key.clone())) {
@@ -1049,7 +1221,7 @@ impl Cluster {
             (a @ (Action::ProviderStart { .. } | Action::ProviderStop { .. }), r) => {
                 self.provider_done(a, &r, Instant::now())
             }
-            (a, Err(e)) => self.log.event(EventKind::ActionFailed, &node, format!("{a:?} failed: {e}")),
+            (a, Err(e)) => self.log.event(EventKind::ActionFailed, &node, format!("{} failed: {e}", a.describe())),
         }
     }
 }

@@ -135,30 +135,15 @@ pub fn without_credentials(url: &str) -> String {
     }
 }
 
-fn check_source_url(url: &str) -> Result<(), &'static str> {
-    let (scheme, rest) = url.split_once("://").ok_or("no scheme (rtmp:// or rtsp://)")?;
-    if scheme != "rtmp" && scheme != "rtsp" {
-        return Err("the scheme must be rtmp:// or rtsp://");
+/// The relay's own parser of source URLs (what `PUT /sources` on the origin runs), so nothing the manager sends is
+/// refused there later.
+fn check_source_url(url: &str) -> Result<(), String> {
+    match relay::source::SourceUrl::parse(url) {
+        Ok(_) => Ok(()),
+        // The relay's message names the URL again; ours names it (redacted) already.
+        Err(relay::source::SourceError::BadUrl(_, why)) => Err(why.to_string()),
+        Err(e) => Err(e.to_string()),
     }
-    let (auth, path) = rest.split_at(rest.find('/').ok_or("no path after the host")?);
-    let host = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => {
-            p.parse::<u16>().map_err(|_| "bad port")?;
-            h
-        }
-        _ => host,
-    };
-    if host.is_empty() {
-        return Err("no host");
-    }
-    if path.len() < 2 || url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err("an empty path, spaces or control characters");
-    }
-    if scheme == "rtmp" && path.trim_matches('/').split('/').filter(|s| !s.is_empty()).count() < 2 {
-        return Err("an rtmp source needs /APP/KEY");
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,6 +306,12 @@ struct File {
     /// Where the graphs' history is kept (default: history.bin beside the state file; none without one).
     #[serde(default)]
     history_file: Option<PathBuf>,
+    /// The most self-registered nodes (edges that `POST /api/v1/nodes`) kept at once; 0: no self-registration.
+    #[serde(default = "default_max_registered")]
+    max_registered: usize,
+    /// A self-registered node that has never answered a keepalive within this is forgotten.
+    #[serde(default = "default_registration_expiry")]
+    registration_expiry: Dur,
     #[serde(default)]
     lb: Option<Lb>,
     #[serde(default, rename = "node")]
@@ -343,6 +334,12 @@ fn default_drain() -> Dur {
 fn default_events() -> usize {
     1000
 }
+fn default_max_registered() -> usize {
+    256
+}
+fn default_registration_expiry() -> Dur {
+    Dur::secs(600)
+}
 fn default_refresh() -> Dur {
     Dur::secs(15)
 }
@@ -359,6 +356,8 @@ pub struct Config {
     pub events_kept: usize,
     pub console_refresh: Duration,
     pub history_file: Option<PathBuf>,
+    pub max_registered: usize,
+    pub registration_expiry: Duration,
     pub lb: Option<LbConfig>,
     pub nodes: Vec<NodeSpec>,
     pub groups: Vec<Group>,
@@ -394,6 +393,15 @@ impl Config {
         }
         if f.failover_time.0 < f.keepalive.0 {
             return Err(invalid("failover_time must be at least one keepalive"));
+        }
+        if f.registration_expiry.0 < f.failover_time.0 {
+            return Err(invalid("registration_expiry must be at least failover_time (a node needs time to answer)"));
+        }
+        if f.max_registered > MAX_REGISTERED {
+            return Err(invalid(format!(
+                "max_registered {} is above {MAX_REGISTERED} (each node costs memory, history and a keepalive)",
+                f.max_registered
+            )));
         }
         let mut names = BTreeSet::new();
         for n in &f.nodes {
@@ -522,6 +530,13 @@ impl Config {
                 if services.is_empty() {
                     return Err(invalid("lb.services: name at least one VIP:PORT the edges serve"));
                 }
+                if lb.weight == 0 || lb.weight > lb_userspace::model::MAX_WEIGHT {
+                    return Err(invalid(format!(
+                        "lb.weight {} is out of range 1..={} (lbd refuses other weights)",
+                        lb.weight,
+                        lb_userspace::model::MAX_WEIGHT
+                    )));
+                }
                 Some(LbConfig { apis, token, services, weight: lb.weight })
             }
         };
@@ -538,6 +553,8 @@ impl Config {
                 .history_file
                 .map(|p| dir.join(p))
                 .or_else(|| f.state_file.as_ref().map(|s| dir.join(s).with_file_name("history.bin"))),
+            max_registered: f.max_registered,
+            registration_expiry: f.registration_expiry.into(),
             lb,
             nodes: f.nodes,
             groups: f.groups,
@@ -550,6 +567,9 @@ impl Config {
         node.pool.clone().or_else(|| self.pools.first().map(|p| p.name.clone()))
     }
 }
+
+/// The ceiling of `max_registered`.
+pub const MAX_REGISTERED: usize = 10_000;
 
 /// The RTMP app/key rule the relay applies (so nothing we configure is refused by a relay later).
 pub fn valid_stream_name(s: &str) -> bool {
@@ -668,7 +688,19 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
             (GOOD.replace("priority = 50", "priority = 100"), "priority 100 is given to both"),
             (GOOD.replace("rtsp://user:pw@10.0.0.50:8554/cam", "rtsp//10.0.0.50/cam"), "does not parse"),
             (GOOD.replace("rtmp://10.0.0.51/live/enc", "http://10.0.0.51/live/enc"), "rtmp:// or rtsp://"),
-            (GOOD.replace("rtmp://10.0.0.51/live/enc", "rtmp://10.0.0.51/live"), "needs /APP/KEY"),
+            (GOOD.replace("rtmp://10.0.0.51/live/enc", "rtmp://10.0.0.51/live"), "missing /KEY"),
+            // The relay's own parser: what it would refuse at PUT /sources is refused here.
+            (GOOD.replace("rtsp://user:pw@10.0.0.50:8554/cam", "rtsp://[::1:554/x"), "does not parse"),
+            (GOOD.replace("services = [", "weight = 70000\nservices = ["), "lb.weight 70000 is out of range 1..=65535"),
+            (GOOD.replace("services = [", "weight = 0\nservices = ["), "out of range"),
+            (
+                GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nmax_registered = 20000"),
+                "max_registered",
+            ),
+            (
+                GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nregistration_expiry = \"1s\""),
+                "registration_expiry must be at least failover_time",
+            ),
             (GOOD.replace(r#"node = "o2", priority"#, r#"node = "e1", priority"#), "is an edge"),
             (GOOD.replace("10.0.0.100:8080/tcp", "10.0.0.100:8080/sctp"), "unknown protocol"),
             (GOOD.replace("failover_time = \"5s\"", "failover_time = \"1s\""), "at least one keepalive"),

@@ -21,6 +21,19 @@ pub struct View {
     /// Event filter: kind and subject.
     pub kind: Option<String>,
     pub subject: Option<String>,
+    /// The page of the nodes table (from 1): nodes that need attention come first.
+    pub page: Option<usize>,
+}
+
+/// Nodes per page of the console's node table; the per-edge graphs show at most this many edges of the page.
+pub const NODES_PER_PAGE: usize = 100;
+const EDGES_GRAPHED: usize = 20;
+
+impl View {
+    /// What makes two renders of the page differ (besides the cluster): the render cache's key.
+    pub fn key(&self) -> String {
+        format!("{:?}|{:?}|{:?}|{:?}", self.span, self.kind, self.subject, self.page)
+    }
 }
 
 fn span_of(v: &View) -> (Duration, &'static str) {
@@ -194,11 +207,31 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
     }
     b.push_str("</section>");
 
-    // Nodes: origins and edges with their pools.
+    // Nodes: origins and edges with their pools, a page at a time (a registration flood must not make the page
+    // megabytes): those that need attention (not up, or in maintenance) first, then by name.
     b.push_str("<section id=\"nodes\"><h2>Origins and edges</h2>");
-    let rows: Vec<Vec<String>> = c
-        .nodes
-        .values()
+    let mut order: Vec<&NodeRt> = c.nodes.values().collect();
+    order.sort_by_key(|n| n.state() == "up");
+    let attention = order.iter().filter(|n| n.state() != "up").count();
+    let pages = order.len().div_ceil(NODES_PER_PAGE).max(1);
+    let page = view.page.unwrap_or(1).clamp(1, pages);
+    let shown: Vec<&NodeRt> = order.iter().skip((page - 1) * NODES_PER_PAGE).take(NODES_PER_PAGE).copied().collect();
+    let _ = write!(
+        b,
+        "<p class=\"dim\" id=\"node-count\">{} nodes ({} origins, {} edges), {attention} need attention; page {page} of {pages}",
+        order.len(),
+        order.iter().filter(|n| n.spec.role == Role::Origin).count(),
+        order.iter().filter(|n| n.spec.role == Role::Edge).count(),
+    );
+    if page > 1 {
+        let _ = write!(b, " <a href=\"?page={}\">previous</a>", page - 1);
+    }
+    if page < pages {
+        let _ = write!(b, " <a href=\"?page={}\">next</a>", page + 1);
+    }
+    b.push_str("</p>");
+    let rows: Vec<Vec<String>> = shown
+        .iter()
         .map(|n| {
             let st = n.status.as_ref();
             let pool =
@@ -302,9 +335,16 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
         let _ = write!(b, " <a href=\"?span={s}\">{s}</a>");
     }
     b.push_str("</span></h2><div class=\"charts\">");
+    let graphed: std::collections::BTreeSet<String> = shown
+        .iter()
+        .filter(|n| n.spec.role == Role::Edge)
+        .take(EDGES_GRAPHED)
+        .map(|n| format!("edge/{}/", n.spec.name))
+        .collect();
     let series = |prefix: &str, suffix: &str| -> Vec<(String, Vec<(u64, f64)>)> {
         h.names()
             .filter(|n| n.starts_with(prefix) && n.ends_with(suffix))
+            .filter(|n| prefix != "edge/" || graphed.contains(&n[..n.len() - suffix.len() + 1]))
             .map(|n| (n[prefix.len()..n.len() - suffix.len()].to_string(), h.points(n, span)))
             .collect()
     };
@@ -358,7 +398,13 @@ pub struct Sampler {
 impl Sampler {
     /// One sample of everything graphed, at unix time `t`.
     pub fn sample(&mut self, c: &Cluster, h: &mut History, t: u64) {
-        for n in c.nodes.values().filter(|n| n.spec.role == Role::Edge) {
+        // Graphs for edges that have answered at least once (a registration that never came up has none), and
+        // none kept for nodes that are gone.
+        h.retain(|name| match name.strip_prefix("edge/").and_then(|r| r.rsplit_once('/')) {
+            Some((node, _)) => c.nodes.contains_key(node),
+            None => true,
+        });
+        for n in c.nodes.values().filter(|n| n.spec.role == Role::Edge && n.last_ok.is_some()) {
             let (players, out) = match (&n.status, n.health) {
                 (Some(s), Health::Up) => (s.players as f64, s.bitrate_out_kbps as f64 * 1000.0),
                 _ => (0.0, 0.0),
@@ -445,5 +491,40 @@ mod tests {
             render(&c, &h, &View { kind: Some("node-up".into()), ..Default::default() }, Duration::from_secs(15));
         let events = filtered.split("id=\"events\"").nth(1).unwrap();
         assert!(events.contains("node-up") && !events.contains("group-active"), "{events}");
+    }
+
+    #[test]
+    fn many_nodes_are_paged_with_those_needing_attention_first() {
+        let t0 = Instant::now();
+        let mut c = Cluster::new(config(&CAMS.replace("FAILBACK", "true")), Persisted::default(), t0);
+        c.config.max_registered = 1000;
+        for k in 0..1000 {
+            let spec = crate::config::NodeSpec {
+                name: format!("flood{k:04}"),
+                role: Role::Edge,
+                api: "http://127.0.0.1:1".into(),
+                rtmp: "127.0.0.9:1935".parse().unwrap(),
+                http: None,
+                pool: None,
+            };
+            assert_eq!(c.register(spec), Ok(true));
+        }
+        // Registrations that never answered get no graphs: a flood does not grow the history file.
+        let mut h = History::new(Duration::from_secs(15));
+        Sampler::default().sample(&c, &mut h, unix_now());
+        assert_eq!(h.names().filter(|n| n.starts_with("edge/flood")).count(), 0);
+        let page = render(&c, &h, &View::default(), Duration::from_secs(15));
+        let rows = page.matches("data-node=").count();
+        assert_eq!(rows, NODES_PER_PAGE, "one page of nodes");
+        let count = page.split("id=\"node-count\">").nth(1).unwrap().split(" <a").next().unwrap();
+        assert!(count.starts_with(&format!("{} nodes (", c.nodes.len())) && count.contains("page 1 of 11"), "{count}");
+        assert!(page.contains("href=\"?page=2\">next</a>"));
+        assert!(page.len() < 200_000, "page is {} bytes", page.len());
+        let last = render(&c, &h, &View { page: Some(11), ..Default::default() }, Duration::from_secs(15));
+        assert_eq!(last.matches("data-node=").count(), c.nodes.len() - 1000);
+        assert!(last.contains("page 11 of 11") && last.contains("href=\"?page=10\">previous</a>"));
+        // Past the end: the last page, not an empty one.
+        let past = render(&c, &h, &View { page: Some(99), ..Default::default() }, Duration::from_secs(15));
+        assert!(past.contains("page 11 of 11"));
     }
 }

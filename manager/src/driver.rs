@@ -1,7 +1,7 @@
 //! The manager's loop: every keepalive (and at once when a node reports a change) it reads every node and the
 //! LB, lets [`Cluster`] decide, carries the actions out concurrently and persists what must survive a restart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,6 +16,10 @@ use tracing::warn;
 
 use crate::cluster::{Action, Cluster, NodeStatus, Observation, OriginSource, Persisted};
 use crate::config::{Config, Role};
+use crate::events::AlarmKind;
+
+/// Rendered console pages by (view, newest event), with when they were rendered.
+pub type ConsoleCache = BTreeMap<(String, u64), (Instant, Arc<String>)>;
 
 /// Everything the API and the loop share.
 pub struct Shared {
@@ -24,11 +28,18 @@ pub struct Shared {
     pub history: Mutex<crate::history::History>,
     /// Wakes the loop before its next keepalive (a node reported a change, an operator asked for maintenance).
     pub wake: Notify,
+    /// Console pages rendered in the last keepalive, by view and newest event: an open page is cheap to reload.
+    pub console_cache: Mutex<ConsoleCache>,
 }
 
 impl Shared {
     pub fn new(cluster: Cluster, history: crate::history::History) -> Arc<Self> {
-        Arc::new(Self { cluster: Mutex::new(cluster), history: Mutex::new(history), wake: Notify::new() })
+        Arc::new(Self {
+            cluster: Mutex::new(cluster),
+            history: Mutex::new(history),
+            wake: Notify::new(),
+            console_cache: Mutex::new(BTreeMap::new()),
+        })
     }
 
     pub fn history(&self) -> MutexGuard<'_, crate::history::History> {
@@ -88,6 +99,38 @@ pub fn load_state(path: Option<&Path>) -> anyhow::Result<Persisted> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
         Err(e) => Err(anyhow::anyhow!("reading state file {}: {e}", path.display())),
     }
+}
+
+/// Makes sure the state file can be written where the config puts it: its directory is created when missing (as
+/// lbd does for its pins) and a probe file is written and removed there. Run by `--check` and by the start alike,
+/// so a state file smd could never write is refused before anything runs, with the reason.
+pub fn prepare_state_dir(path: Option<&Path>) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let what = || format!("state_file {}", path.display());
+    std::fs::create_dir_all(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot create its directory {}: {e}; create it or choose another path",
+            what(),
+            dir.display()
+        )
+    })?;
+    if path.is_dir() {
+        anyhow::bail!("{} is a directory; name a file in it", what());
+    }
+    let probe = path.with_extension("probe");
+    std::fs::write(&probe, b"probe\n").map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot write in {}: {e}; fix its permissions or free space, or choose another path",
+            what(),
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 fn save_state(path: &Path, p: &Persisted) -> std::io::Result<()> {
@@ -215,7 +258,7 @@ pub async fn round(
             }
         }
         let actions = c.plan(now);
-        persist(&mut c);
+        let _ = persist(&mut c);
         actions
     };
     let taken: BTreeSet<Action> = actions.iter().cloned().collect();
@@ -253,37 +296,61 @@ pub async fn round(
     while let Some(r) = work.join_next().await {
         for (a, r) in r.unwrap_or_default() {
             if let Err(e) = &r {
-                warn!(node = a.node(), error = %e, "action failed: {a:?}");
+                warn!(node = a.node(), error = %e, "action failed: {}", a.describe());
             }
             // A source change or re-point shows up in the next read: do it now rather than a keepalive later.
             again |= matches!(a, Action::PutSource { .. } | Action::SetOrigins { .. })
                 && r.is_ok()
                 && !previous.contains(&a);
-            if previous.contains(&a) {
-                warn!(node = a.node(), "the node accepted this action last round too but does not show it: {a:?}");
+            // Only an accepted action can be "accepted but not shown"; a refused one was reported above.
+            if previous.contains(&a) && r.is_ok() {
+                warn!(
+                    node = a.node(),
+                    "the node accepted this action last round too but does not show it: {}",
+                    a.describe()
+                );
             }
             shared.lock().acted(&a, r);
         }
     }
-    persist(&mut shared.lock());
+    let _ = persist(&mut shared.lock());
     if again {
         shared.wake.notify_one();
     }
     taken
 }
 
-fn persist(c: &mut Cluster) {
+/// Writes the state file when something persisted changed. A failed write keeps the state dirty (it is retried at
+/// every keepalive and after every operator action), raises the `state-not-saved` alarm once per failure episode
+/// (the alarm logs it; no warning per keepalive) and clears it once a write succeeds.
+pub fn persist(c: &mut Cluster) -> Result<(), String> {
     if !c.dirty {
-        return;
+        return Ok(());
     }
-    c.dirty = false;
-    if let Some(path) = c.config.state_file.clone() {
-        if let Err(e) = save_state(&path, &c.persisted()) {
-            warn!(path = %path.display(), error = %e, "cannot write the state file");
-            c.dirty = true;
+    let Some(path) = c.config.state_file.clone() else {
+        c.dirty = false;
+        return Ok(());
+    };
+    match save_state(&path, &c.persisted()) {
+        Ok(()) => {
+            c.dirty = false;
+            c.log.clear(AlarmKind::StateNotSaved, STATE_SUBJECT);
+            Ok(())
+        }
+        Err(e) => {
+            let why = format!(
+                "cannot write the state file {}: {e}; a restart of smd would forget maintenance, active members \
+                 and registered edges until it is written (retried every keepalive)",
+                path.display()
+            );
+            c.log.raise(AlarmKind::StateNotSaved, STATE_SUBJECT, why.clone());
+            Err(why)
         }
     }
 }
+
+/// The subject of the manager's own alarms (the state file).
+pub const STATE_SUBJECT: &str = "smd";
 
 /// Carries out one action.
 async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&Client>) -> Result<(), String> {

@@ -35,6 +35,7 @@ pub enum EventKind {
     ScaleIn,
     ScaleInDone,
     ProviderFailed,
+    NodeRemoved,
     AlarmRaised,
     AlarmCleared,
 }
@@ -55,10 +56,12 @@ pub enum AlarmKind {
     DrainTimeout,
     LbUnreachable,
     ProviderFailed,
+    /// The state file (maintenance, active members, registered edges) cannot be written: a restart would forget.
+    StateNotSaved,
 }
 
 impl AlarmKind {
-    pub const ALL: [AlarmKind; 7] = [
+    pub const ALL: [AlarmKind; 8] = [
         AlarmKind::NodeDown,
         AlarmKind::GroupNoActive,
         AlarmKind::PoolBelowMin,
@@ -66,6 +69,7 @@ impl AlarmKind {
         AlarmKind::DrainTimeout,
         AlarmKind::LbUnreachable,
         AlarmKind::ProviderFailed,
+        AlarmKind::StateNotSaved,
     ];
 
     pub fn as_str(self) -> String {

@@ -114,6 +114,11 @@ impl History {
         }
     }
 
+    /// Drops the series `keep` refuses (those of nodes that are gone), so the file stays the size of the cluster.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.series.retain(|name, _| keep(name));
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.series.keys()
     }

@@ -22,13 +22,21 @@ use std::time::Instant;
 use svc::auth::Bearer;
 use tokio::net::TcpListener;
 
-/// Runs the manager on `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl Future) -> anyhow::Result<()> {
+/// What the start needs besides the config, checked the same way by `smd --check` and by the start: the state file
+/// parses and its directory can be written, the history file parses. Nothing is started.
+pub fn preflight(config: &config::Config) -> anyhow::Result<(cluster::Persisted, history::History)> {
+    driver::prepare_state_dir(config.state_file.as_deref())?;
     let persisted = driver::load_state(config.state_file.as_deref())?;
     let history = match &config.history_file {
         Some(p) => history::History::load(p, config.console_refresh)?,
         None => history::History::new(config.console_refresh),
     };
+    Ok((persisted, history))
+}
+
+/// Runs the manager on `listener` until `shutdown` completes.
+pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl Future) -> anyhow::Result<()> {
+    let (persisted, history) = preflight(&config)?;
     let bearer = Bearer::token(&config.token).map_err(anyhow::Error::msg)?;
     let shared = driver::Shared::new(cluster::Cluster::new(config, persisted, Instant::now()), history);
     let (stop, stopping) = svc::Shutdown::new();

@@ -1,5 +1,6 @@
 //! `smctl`: the stream manager's command line, in the spirit of lbctl: read the cluster, start and end maintenance.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,17 +9,30 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use svc::client::{BaseUrl, Client};
 
+/// `println!` that ends the program quietly when stdout is closed (`smctl nodes | head -1`), instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("smctl: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    };
+}
+
 #[derive(Parser)]
 #[command(about = "Talk to the stream manager (smd)")]
 struct Cli {
     /// The manager's API.
-    #[arg(long, env = "SM_API", default_value = "http://127.0.0.1:9300")]
+    #[arg(long, env = "SM_API", default_value = "http://127.0.0.1:9300", global = true)]
     api: String,
-    /// File holding the API's bearer token.
-    #[arg(long, env = "SM_TOKEN_FILE")]
-    token_file: std::path::PathBuf,
+    /// File holding the API's bearer token (required).
+    #[arg(long, env = "SM_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     cmd: Cmd,
@@ -46,6 +60,9 @@ enum Cmd {
     Maintenance { node: String },
     /// End NODE's maintenance.
     Resume { node: String },
+    /// Forget a self-registered edge that is out of service (down, or in maintenance and empty); refused for
+    /// configured nodes, edges the autoscaler started and edges in service.
+    RemoveNode { node: String },
     /// Edge pools: edges in service, min/max, players, outbound bit rate, utilisation, started edges.
     Pools,
     /// Start an edge in POOL through its provider now (counts toward max and min_lifetime like any other).
@@ -75,6 +92,8 @@ enum CheckWhat {
     Pool { name: String },
     /// APP/KEY: edges that have it; critical when no origin ingests it.
     Stream { stream: String },
+    /// The manager: critical while it cannot save its state file, warning with any alarm raised.
+    Manager,
 }
 
 fn main() -> ExitCode {
@@ -83,7 +102,18 @@ fn main() -> ExitCode {
         Ok(c) => c,
         // A check's bad argument is UNKNOWN (3), as Nagios expects, not clap's 2.
         Err(e) if checking && !matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
-            let first = e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+            // clap's message until its usage line, on one line: "the following required arguments were not
+            // provided: <NAME>", with the argument's name.
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_start_matches("error: ")
+                .to_string();
             return svc::nagios::Check::unknown("STREAM", format!("bad argument: {first}")).report();
         }
         Err(e) => e.exit(),
@@ -114,15 +144,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Alarms => ("/api/v1/alarms".into(), Method::GET),
         Cmd::Maintenance { node } => (format!("/api/v1/nodes/{node}/maintenance"), Method::POST),
         Cmd::Resume { node } => (format!("/api/v1/nodes/{node}/resume"), Method::POST),
+        Cmd::RemoveNode { node } => (format!("/api/v1/nodes/{node}"), Method::DELETE),
         Cmd::Pools => ("/api/v1/pools".into(), Method::GET),
         Cmd::PoolStart { pool } => (format!("/api/v1/pools/{pool}/start"), Method::POST),
         Cmd::PoolStop { pool, node } => (format!("/api/v1/pools/{pool}/stop/{node}"), Method::POST),
         Cmd::Check { .. } => unreachable!("checks are handled before"),
     };
-    let bytes = rt.block_on(client.call(method, &path, None::<&()>))?;
+    let bytes = rt.block_on(client.call(method, &path, None::<&()>)).map_err(explain)?;
     let v: Value = serde_json::from_slice(&bytes)?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let s = |v: &Value| match v {
@@ -136,12 +167,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let rows = |v: &Value| v.as_array().cloned().unwrap_or_default();
     match cli.cmd {
         Cmd::Nodes => {
-            println!(
+            out!(
                 "{:<12} {:<7} {:<12} {:<16} {:>7} {:>8} {:>10}  groups",
-                "NAME", "ROLE", "STATE", "RTMP", "STREAMS", "PLAYERS", "OUT kbit/s"
+                "NAME",
+                "ROLE",
+                "STATE",
+                "RTMP",
+                "STREAMS",
+                "PLAYERS",
+                "OUT kbit/s"
             );
             for n in rows(&v) {
-                println!(
+                out!(
                     "{:<12} {:<7} {:<12} {:<16} {:>7} {:>8} {:>10}  {}",
                     s(&n["name"]),
                     s(&n["role"]),
@@ -156,7 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Groups => {
             for g in rows(&v) {
-                println!(
+                out!(
                     "{} (app {}): active {}, failback {}, failovers {}",
                     s(&g["name"]),
                     s(&g["app"]),
@@ -166,18 +203,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 for m in rows(&g["members"]) {
                     let mark = if m["active"] == Value::Bool(true) { "*" } else { " " };
-                    println!("  {mark} {:<12} priority {:<5} {}", s(&m["node"]), s(&m["priority"]), s(&m["state"]));
+                    out!("  {mark} {:<12} priority {:<5} {}", s(&m["node"]), s(&m["priority"]), s(&m["state"]));
                 }
                 for src in rows(&g["sources"]) {
-                    println!("    source {:<10} {} ingesting {}", s(&src["key"]), s(&src["url"]), s(&src["ingesting"]));
+                    out!("    source {:<10} {} ingesting {}", s(&src["key"]), s(&src["url"]), s(&src["ingesting"]));
                 }
             }
         }
         Cmd::Streams => {
-            println!("{:<20} {:<12} {:<12} {:>8} {:>10}  edges", "STREAM", "GROUP", "INGEST", "PLAYERS", "OUT kbit/s");
+            out!("{:<20} {:<12} {:<12} {:>8} {:>10}  edges", "STREAM", "GROUP", "INGEST", "PLAYERS", "OUT kbit/s");
             for st in rows(&v) {
                 let name = format!("{}/{}", s(&st["app"]), s(&st["key"]));
-                println!(
+                out!(
                     "{name:<20} {:<12} {:<12} {:>8} {:>10}  {}",
                     s(&st["group"]),
                     s(&st["ingest"]),
@@ -191,29 +228,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for e in rows(&v) {
                 let t = e["time_ms"].as_u64().unwrap_or(0);
                 let when = humantime_like(t);
-                println!("{when} {:<20} {:<12} {}", s(&e["kind"]), s(&e["subject"]), s(&e["message"]));
+                out!("{when} {:<20} {:<12} {}", s(&e["kind"]), s(&e["subject"]), s(&e["message"]));
             }
         }
         Cmd::Alarms => {
             for a in rows(&v["raised"]) {
-                println!("RAISED  {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
+                out!("RAISED  {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
             }
             for a in rows(&v["cleared"]).iter().take(10) {
-                println!("cleared {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
+                out!("cleared {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
             }
         }
+        Cmd::RemoveNode { .. } => out!("{}", s(&v["message"])),
         Cmd::Maintenance { .. } | Cmd::Resume { .. } => {
-            println!("{}: {} (state {})", s(&v["node"]), s(&v["message"]), s(&v["state"]))
+            out!("{}: {} (state {})", s(&v["node"]), s(&v["message"]), s(&v["state"]))
         }
         Cmd::Check { .. } => {}
         Cmd::Pools => {
-            println!(
+            out!(
                 "{:<10} {:>10} {:>4} {:>4} {:>8} {:>10} {:>6}  started",
-                "POOL", "IN SERVICE", "MIN", "MAX", "PLAYERS", "OUT kbit/s", "UTIL"
+                "POOL",
+                "IN SERVICE",
+                "MIN",
+                "MAX",
+                "PLAYERS",
+                "OUT kbit/s",
+                "UTIL"
             );
             for p in rows(&v) {
                 let util = p["utilisation"].as_f64().map_or("-".into(), |u| format!("{:.0}%", u * 100.0));
-                println!(
+                out!(
                     "{:<10} {:>10} {:>4} {:>4} {:>8} {:>10} {:>6}  {}",
                     s(&p["name"]),
                     format!("{}/{}", s(&p["in_service"]), p["edges"].as_array().map_or(0, Vec::len)),
@@ -226,14 +270,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Cmd::PoolStart { .. } | Cmd::PoolStop { .. } => println!("{}", s(&v["message"])),
+        Cmd::PoolStart { .. } | Cmd::PoolStop { .. } => out!("{}", s(&v["message"])),
     }
     Ok(())
 }
 
+/// A refused token is an authentication failure, not a manager that did not answer.
+fn explain(e: svc::client::ClientError) -> anyhow::Error {
+    match e.status() {
+        Some(401 | 403) => anyhow::anyhow!(
+            "authentication failed: the manager refused the token ({e}); check --token-file against smd's token_file"
+        ),
+        _ => e.into(),
+    }
+}
+
 /// The manager's API client: `--api` with the token from `--token-file`.
 fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let bearer = svc::auth::Bearer::from_file(&cli.token_file).map_err(anyhow::Error::msg)?;
+    let path = cli.token_file.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("--token-file FILE (or SM_TOKEN_FILE) is required: the file holding smd's API token")
+    })?;
+    let bearer = svc::auth::Bearer::from_file(path).map_err(anyhow::Error::msg)?;
     Ok(Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10)))
 }
 
@@ -254,20 +311,28 @@ fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&s
             return Check::unknown("STREAM", format!("bad argument: stream {stream:?} is not APP/KEY"))
         }
         CheckWhat::Stream { .. } => "/api/v1/streams",
+        CheckWhat::Manager => "/api/v1/alarms",
+    };
+    let client = match client(cli) {
+        Ok(c) => c,
+        Err(e) => return Check::unknown("STREAM", format!("bad argument: {e:#}")),
     };
     let answer = (|| -> anyhow::Result<Value> {
-        let client = client(cli)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(rt.block_on(client.get::<Value>(path))?)
+        rt.block_on(client.get::<Value>(path)).map_err(explain)
     })();
     let v = match answer {
         Ok(v) => v,
+        Err(e) if e.to_string().starts_with("authentication failed") => {
+            return Check::unknown("STREAM", format!("{e:#}"))
+        }
         Err(e) => return Check::unknown("STREAM", format!("the manager did not answer: {e:#}")),
     };
     match what {
         CheckWhat::Group { name } => manager::check::group(&v, name, w, c),
         CheckWhat::Pool { name } => manager::check::pool(&v, name, w, c),
         CheckWhat::Stream { stream } => manager::check::stream(&v, stream, w, c),
+        CheckWhat::Manager => manager::check::manager(&v),
     }
 }
 

@@ -18,6 +18,9 @@ fn main() -> anyhow::Result<()> {
     svc::logging::init("info");
     let cli = Cli::parse();
     let config = manager::config::Config::load(&cli.config)?;
+    // The same checks as the start (one function): a corrupt state file or one that cannot be written is refused
+    // here too, not only when smd starts.
+    manager::preflight(&config)?;
     if cli.check {
         println!(
             "{}: {} nodes, {} groups, {} pools{}",
@@ -29,8 +32,6 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // The state file must be readable before anything starts: a corrupt one is refused, not overwritten.
-    manager::driver::load_state(config.state_file.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)

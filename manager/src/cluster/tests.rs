@@ -640,3 +640,56 @@ fn the_ingest_address_follows_the_active_member() {
     assert!(e.contains("is one of the edges' services"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_repeated_refusal_is_one_event_in_words_until_it_succeeds() {
+    let mut c = Cluster::new(config(""), Persisted::default(), Instant::now());
+    let a = Action::PrePull { node: "e1".into(), app: "live".into(), key: "cam1".into() };
+    let b = Action::SetOrigins { node: "e1".into(), origins: vec!["10.0.0.11:1935".into()] };
+    for _ in 0..3 {
+        c.acted(&b, Err("HTTP 400: bad origins".into()));
+    }
+    c.acted(&a, Err("HTTP 503: busy".into()));
+    let failed = c.log.events(100, Some("action-failed"), None);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].message, "point e1 at origins 10.0.0.11:1935 failed: HTTP 400: bad origins");
+    assert_eq!(c.log.events(100, Some("replication-failed"), None).len(), 1);
+    c.acted(&b, Ok(()));
+    c.acted(&b, Err("HTTP 400: bad origins".into()));
+    assert_eq!(c.log.events(100, Some("action-failed"), None).len(), 2, "a new episode is reported again");
+}
+
+#[test]
+fn registered_nodes_are_capped_removed_with_reasons_and_expire() {
+    let t0 = Instant::now();
+    let mut cfg = config("");
+    cfg.max_registered = 2;
+    cfg.registration_expiry = Duration::from_secs(5);
+    let mut c = Cluster::new(cfg, Persisted::default(), t0);
+    assert_eq!(c.register(edge_spec("r1", "10.0.0.31")), Ok(true));
+    assert_eq!(c.register(edge_spec("r2", "10.0.0.32")), Ok(true));
+    let e = c.register(edge_spec("r3", "10.0.0.33")).unwrap_err();
+    assert!(e.starts_with("registration refused: 2 self-registered nodes already (max_registered = 2)"), "{e}");
+    assert_eq!(c.register(edge_spec("r2", "10.0.0.32")), Ok(false), "a known node re-registers past the cap");
+    assert!(matches!(c.remove_node("o1"), Err(RemoveError::Refused(m)) if m.contains("configuration file")));
+    assert!(matches!(c.remove_node("nope"), Err(RemoveError::Unknown(_))));
+    c.observe("r1", ok_edge(vec![], 0), t0);
+    assert!(matches!(c.remove_node("r1"), Err(RemoveError::Refused(m)) if m.contains("in service")));
+    c.maintenance("r1", true).unwrap();
+    assert!(matches!(c.remove_node("r1"), Err(RemoveError::Refused(m)) if m.contains("still draining")));
+    // r2 never answered: forgotten after registration_expiry; r1 answered once and stays.
+    c.plan(t0 + Duration::from_secs(6));
+    assert!(!c.nodes.contains_key("r2") && c.nodes.contains_key("r1"));
+    assert_eq!(c.log.events(10, Some("node-removed"), Some("r2")).len(), 1);
+    assert_eq!(c.register(edge_spec("r3", "10.0.0.33")), Ok(true), "room again");
+}
+
+#[test]
+fn no_group_sends_no_empty_origin_list() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(""), Persisted::default(), t0);
+    assert!(c.config.groups.is_empty());
+    c.observe("e1", ok_edge(vec!["10.0.0.11:1935".into()], 0), t0);
+    let actions = c.plan(t0);
+    assert!(!actions.iter().any(|a| matches!(a, Action::SetOrigins { .. })), "{actions:?}");
+}

@@ -1,9 +1,14 @@
-//! Mistakes rows for smd: see table.rs for what a row is.
+//! Mistakes rows for smd and smctl: see table.rs for what a row is.
 
 use crate::table::{check, Row};
 
+/// A config with one good token, extended by each row.
+const BASE: &str = "listen = \"127.0.0.1:1\"\ntoken_file = \"token\"\n";
+const TOKEN: &str = "0123456789abcdef-token\n";
+
 #[test]
 fn smd_refuses_bad_config() {
+    let with = |extra: &str| format!("{BASE}{extra}");
     check(&[
         Row::new("a config file that does not exist", "smd", &["--config", "{dir}/missing.toml"])
             .code(1)
@@ -12,5 +17,73 @@ fn smd_refuses_bad_config() {
             .file("smd.toml", "bogus_key = 1\n")
             .code(1)
             .says("unknown field `bogus_key`"),
+        Row::new("a corrupt state file, in --check as at the start", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("state_file = \"state.json\"\n"))
+            .file("token", TOKEN)
+            .file("state.json", "{\"active\": ")
+            .code(1)
+            .says("state.json is corrupt (EOF while parsing"),
+        Row::new("a corrupt state file at the start", "smd", &["--config", "{dir}/smd.toml"])
+            .file("smd.toml", &with("state_file = \"state.json\"\n"))
+            .file("token", TOKEN)
+            .file("state.json", "{\"active\": ")
+            .code(1)
+            .says("move it away to start from the nodes"),
+        Row::new("a state file whose directory is a file", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("state_file = \"var/state.json\"\n"))
+            .file("token", TOKEN)
+            .file("var", "a file, not a directory\n")
+            .code(1)
+            .says("cannot create its directory"),
+        Row::new("a state file that is a directory", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("state_file = \"var\"\n"))
+            .file("token", TOKEN)
+            .file("var/x", "")
+            .code(1)
+            .says("is a directory; name a file in it"),
+        Row::new("an LB weight lbd refuses", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("[lb]\napi = \"http://127.0.0.1:9400\"\nservices = [\"10.0.0.100:1935\"]\nweight = 70000\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("lb.weight 70000 is out of range 1..=65535"),
+        Row::new("a source URL the relay refuses", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file(
+                "smd.toml",
+                &with(
+                    "[[node]]\nname = \"o1\"\nrole = \"origin\"\napi = \"http://127.0.0.1:8081\"\nrtmp = \"127.0.0.1:1935\"\n\
+                     [[group]]\nname = \"g\"\napp = \"live\"\nmembers = [{ node = \"o1\", priority = 1 }]\n\
+                     sources = [{ key = \"cam\", url = \"rtsp://[::1:554/x\" }]\n",
+                ),
+            )
+            .file("token", TOKEN)
+            .code(1)
+            .says("URL \"rtsp://[::1:554/x\" does not parse"),
+        Row::new("a huge registration cap", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("max_registered = 1000000\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("max_registered 1000000 is above 10000"),
+        Row::new("registrations expiring before a keepalive could answer", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("registration_expiry = \"1s\"\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("registration_expiry must be at least failover_time"),
+    ]);
+}
+
+#[test]
+fn smctl_refuses_bad_arguments() {
+    check(&[
+        Row::new("a check without its NAME", "smctl", &["--token-file", "{dir}/token", "check", "group"])
+            .file("token", TOKEN)
+            .code(3)
+            .says("STREAM UNKNOWN - bad argument: the following required arguments were not provided: <NAME>"),
+        Row::new("no token file", "smctl", &["--api", "http://127.0.0.1:1", "nodes"])
+            .code(1)
+            .says("--token-file FILE (or SM_TOKEN_FILE) is required"),
+        Row::new("remove-node without a name", "smctl", &["--token-file", "{dir}/token", "remove-node"])
+            .file("token", TOKEN)
+            .code(2)
+            .says("<NODE>"),
     ]);
 }

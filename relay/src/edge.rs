@@ -147,6 +147,9 @@ pub(crate) struct PullState {
     unpublished: bool,
     /// An upstream answered StreamNotFound before any media came.
     not_found: bool,
+    /// An upstream accepted the play: only then does "no media within the wait" mean the origin has no such
+    /// stream (unreachable origins are a lost upstream, which the hub's grace period covers).
+    answered: bool,
     /// When the last media message came from any upstream.
     last_media: Instant,
     /// Released once media arrives: from then on the pull is a real stream, not a guess at a name.
@@ -167,7 +170,7 @@ enum Verdict {
 fn verdict(ctx: &Ctx, stream: &Stream, st: &PullState) -> Option<Verdict> {
     let grace = ctx.config.grace_period;
     if !stream.had_media() {
-        if st.not_found || stream.created.elapsed() >= grace {
+        if st.not_found || (st.answered && stream.created.elapsed() >= grace) {
             return Some(Verdict::NotFound);
         }
         if stream.had_player() && stream.players() == 0 {
@@ -229,7 +232,13 @@ pub(crate) enum PullError {
 }
 
 async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, slot: NewPullSlot) {
-    let mut st = PullState { unpublished: false, not_found: false, last_media: Instant::now(), slot: Some(slot) };
+    let mut st = PullState {
+        unpublished: false,
+        not_found: false,
+        answered: false,
+        last_media: Instant::now(),
+        slot: Some(slot),
+    };
     let mut backoff = ctx.config.backoff_min;
     let mut i = 0usize;
     let mut stop = ctx.stopping.clone();
@@ -386,6 +395,9 @@ pub(crate) async fn pull_once(
                             }
                         }
                         *playing = true;
+                        if let Some(st) = edge.as_deref_mut() {
+                            st.answered = true;
+                        }
                         Metrics::inc(&ctx.metrics.upstream_connects);
                         ctx.metrics.upstream_active.fetch_add(1, Ordering::Relaxed);
                         info!(origin = %origin, app = %stream.app, key = %stream.name, "upstream playing");

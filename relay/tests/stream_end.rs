@@ -201,6 +201,15 @@ fn an_unknown_key_on_the_edge_is_not_found_within_the_wait_and_cached() {
     assert!(took >= GRACE - Duration::from_millis(500) && took <= limit, "curl told after {took:?}");
     assert_eq!(metric(edge.api, "relay_upstream_attempts_total"), 2.0);
     assert_eq!(metric(origin.api, "relay_players_total"), 2.0, "one upstream play per key");
+
+    // The origin tells its own players the same, after the same wait.
+    let t = Instant::now();
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-show_entries", "stream=codec_name", &origin.url("third")]);
+    let (ok, _, err) = run_limited(cmd, Duration::from_secs(30));
+    let took = t.elapsed();
+    assert!(!ok && err.contains("stream not found"), "ffprobe on the origin: {err}");
+    assert!(took >= GRACE - Duration::from_millis(500) && took <= limit, "origin told after {took:?}");
     wait_for("the edge to stop its pulls", Duration::from_secs(5), || {
         (streams(edge.api)["streams"].as_array().unwrap().is_empty()
             && metric(edge.api, "relay_upstream_active") == 0.0)

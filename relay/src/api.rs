@@ -88,10 +88,14 @@ async fn pull(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> R
     if ctx.origins_for(&app).is_empty() {
         return error(StatusCode::NOT_FOUND, format!("no --origin serves app {app:?}"));
     }
-    let stream = match crate::edge::ensure_pull(&ctx, &app, &key) {
+    // The API is an operator's: its pulls are not counted against a client address.
+    let stream = match crate::edge::ensure_pull(&ctx, &app, &key, None) {
         Ok(s) => s,
         Err(e @ crate::edge::PullRefused::BadName) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ crate::edge::PullRefused::Limit(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ crate::edge::PullRefused::NotFound) => return error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ (crate::edge::PullRefused::Limit(_) | crate::edge::PullRefused::PerIp(_))) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     };
     info!(app, key, "pre-pull requested over the API");
     let body = serde_json::json!({ "app": app, "key": key, "pulling": true, "source": stream.source(),

@@ -1,5 +1,8 @@
-//! Edge pulls: one upstream connection per stream, idle stop, reconnect with backoff over the origin list.
+//! Edge pulls: one upstream connection per stream, idle stop, reconnect with backoff over the origin list, and
+//! the verdicts only the pull can reach: the origin never had the key (not found, cached briefly), or it ended
+//! the stream (players ended), as opposed to a lost upstream (players held while the next origin is tried).
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +18,11 @@ use crate::metrics::Metrics;
 use crate::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
 use crate::{Ctx, OriginUrl, Role};
 
+/// How long a key the origin did not have is answered "not found" at once, without asking the origin again:
+/// short, so a publisher starting just after is found soon; long enough that players retrying a missing key
+/// cost at most one upstream connection per key per period.
+pub const NOT_FOUND_CACHE: Duration = Duration::from_secs(5);
+
 /// Why a pull was not started.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PullRefused {
@@ -22,20 +30,91 @@ pub(crate) enum PullRefused {
     BadName,
     #[error("pull limit reached (--max-pulls {0})")]
     Limit(usize),
+    #[error("too many new pulls from this address (--max-new-pulls-per-ip {0})")]
+    PerIp(usize),
+    #[error("the origin has no such stream (answer cached for a few seconds)")]
+    NotFound,
+}
+
+/// A pull counted against the client IP that started it until it receives media (or ends): unknown keys cost
+/// an upstream connection each, so one address may not hold more than --max-new-pulls-per-ip of them.
+pub(crate) struct NewPullSlot {
+    ctx: Arc<Ctx>,
+    ip: Option<IpAddr>,
+}
+
+impl NewPullSlot {
+    fn take(ctx: &Arc<Ctx>, ip: Option<IpAddr>) -> Result<Self, PullRefused> {
+        let limit = ctx.config.max_new_pulls_per_ip;
+        let Some(ip) = ip.filter(|_| limit > 0) else {
+            return Ok(Self { ctx: ctx.clone(), ip: None });
+        };
+        let mut m = ctx.new_pulls_per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            if *n == 0 {
+                m.remove(&ip);
+            }
+            Metrics::inc(&ctx.metrics.pulls_refused_per_ip);
+            return Err(PullRefused::PerIp(limit));
+        }
+        *n += 1;
+        Ok(Self { ctx: ctx.clone(), ip: Some(ip) })
+    }
+}
+
+impl Drop for NewPullSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            return;
+        };
+        let mut m = self.ctx.new_pulls_per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Whether app/key is in the negative cache (the origin had no such stream a moment ago).
+fn known_missing(ctx: &Ctx, app: &str, name: &str) -> bool {
+    let mut m = ctx.not_found.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (app.to_string(), name.to_string());
+    match m.get(&key) {
+        Some(until) if *until > std::time::Instant::now() => true,
+        Some(_) => {
+            m.remove(&key);
+            false
+        }
+        None => false,
+    }
 }
 
 /// Returns the stream for app/key, starting its pull if this call created it.
 ///
 /// The hub's map lock makes creation atomic, so however many players arrive at once exactly one pull
-/// task (one upstream connection) exists per stream. A new pull first takes a slot of --max-pulls, so one
-/// client cycling through names cannot open an upstream connection per name.
-pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Result<Arc<Stream>, PullRefused> {
+/// task (one upstream connection) exists per stream. A new pull first takes a slot of --max-pulls and one of
+/// its client's --max-new-pulls-per-ip, so one client cycling through names cannot open an upstream connection
+/// per name; a key the origin just said it does not have is refused from the negative cache.
+pub(crate) fn ensure_pull(
+    ctx: &Arc<Ctx>,
+    app: &str,
+    name: &str,
+    client: Option<IpAddr>,
+) -> Result<Arc<Stream>, PullRefused> {
     if !crate::valid_name(app) || !crate::valid_name(name) {
         return Err(PullRefused::BadName);
     }
     if let Some(s) = ctx.hub.get(app, name) {
         return Ok(s);
     }
+    if known_missing(ctx, app, name) {
+        Metrics::inc(&ctx.metrics.not_found_cache_hits);
+        return Err(PullRefused::NotFound);
+    }
+    let slot = NewPullSlot::take(ctx, client)?;
     let max = ctx.config.max_pulls;
     if ctx.pulls.fetch_add(1, Ordering::AcqRel) >= max {
         ctx.pulls.fetch_sub(1, Ordering::AcqRel);
@@ -55,10 +134,73 @@ pub(crate) fn ensure_pull(ctx: &Arc<Ctx>, app: &str, name: &str) -> Result<Arc<S
     info!(app, key = name, origins = ctx.origins_for(app).len(), "starting pull");
     let (ctx, s) = (ctx.clone(), stream.clone());
     tokio::spawn(async move {
-        pull_loop(ctx.clone(), s).await;
+        pull_loop(ctx.clone(), s, slot).await;
         ctx.pulls.fetch_sub(1, Ordering::AcqRel);
     });
     Ok(stream)
+}
+
+/// What an edge pull has learnt from its upstream sessions, across reconnects.
+pub(crate) struct PullState {
+    /// An upstream said the publisher left (UnpublishNotify, Stop) or the stream does not exist, and no media
+    /// came since: unlike a lost connection, the stream ends unless media resumes within the grace period.
+    unpublished: bool,
+    /// An upstream answered StreamNotFound before any media came.
+    not_found: bool,
+    /// An upstream accepted the play: only then does "no media within the wait" mean the origin has no such
+    /// stream (unreachable origins are a lost upstream, which the hub's grace period covers).
+    answered: bool,
+    /// When the last media message came from any upstream.
+    last_media: Instant,
+    /// Released once media arrives: from then on the pull is a real stream, not a guess at a name.
+    slot: Option<NewPullSlot>,
+}
+
+/// How a pull ends its stream, decided from what the upstreams said.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// No media within the grace period (the documented wait), or the origin said it has no such stream.
+    NotFound,
+    /// The only players left a stream that never had media: nothing to keep the upstream connection for.
+    Abandoned,
+    /// The origin ended the stream and no media came for the grace period: end the players.
+    Ended,
+}
+
+fn verdict(ctx: &Ctx, stream: &Stream, st: &PullState) -> Option<Verdict> {
+    let grace = ctx.config.grace_period;
+    if !stream.had_media() {
+        if st.not_found || (st.answered && stream.created.elapsed() >= grace) {
+            return Some(Verdict::NotFound);
+        }
+        if stream.had_player() && stream.players() == 0 {
+            return Some(Verdict::Abandoned);
+        }
+        return None;
+    }
+    (st.unpublished && st.last_media.elapsed() >= grace).then_some(Verdict::Ended)
+}
+
+/// Ends the stream as the verdict says; its players are told (not found or ended) by the hub's end.
+fn conclude(ctx: &Ctx, stream: &Arc<Stream>, v: Verdict) {
+    let (app, key) = (&stream.app, &stream.name);
+    match v {
+        Verdict::NotFound => {
+            Metrics::inc(&ctx.metrics.streams_not_found);
+            let mut m = ctx.not_found.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            m.retain(|_, until| *until > now);
+            m.insert((app.clone(), key.clone()), now + NOT_FOUND_CACHE);
+            drop(m);
+            info!(%app, %key, players = stream.players(), cache_secs = NOT_FOUND_CACHE.as_secs(), "the origin has no such stream, telling players and stopping pull");
+        }
+        Verdict::Abandoned => info!(%app, %key, "players left a stream that never had media, stopping pull"),
+        Verdict::Ended => {
+            Metrics::inc(&ctx.metrics.streams_ended_upstream);
+            info!(%app, %key, players = stream.players(), "the origin ended the stream, ending players");
+        }
+    }
+    ctx.hub.remove(stream);
 }
 
 /// Why one upstream session ended.
@@ -69,6 +211,8 @@ pub(crate) enum PullEnd {
     Ended,
     /// The origin list changed and this upstream is no longer the first origin of its app: move now.
     Repoint,
+    /// The edge pull concluded the stream is not found, abandoned or ended (and ended it).
+    Verdict,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +231,14 @@ pub(crate) enum PullError {
     NoOrigin,
 }
 
-async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>) {
+async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, slot: NewPullSlot) {
+    let mut st = PullState {
+        unpublished: false,
+        not_found: false,
+        answered: false,
+        last_media: Instant::now(),
+        slot: Some(slot),
+    };
     let mut backoff = ctx.config.backoff_min;
     let mut i = 0usize;
     let mut stop = ctx.stopping.clone();
@@ -99,7 +250,7 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>) {
         let (r, origin) = match origins.get(i % origins.len().max(1)) {
             Some(origin) => {
                 let up = Upstream::of_origin(origin, &stream.name, generation);
-                (pull_once(&ctx, &stream, &up, &mut reached_playing).await, origin.to_string())
+                (pull_once(&ctx, &stream, &up, &mut reached_playing, Some(&mut st)).await, origin.to_string())
             }
             None => (Err(PullError::NoOrigin), "-".to_string()),
         };
@@ -113,12 +264,23 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>) {
                 ctx.hub.remove(&stream);
                 return;
             }
+            Ok(PullEnd::Verdict) => return,
             Ok(PullEnd::Repoint) => {
                 info!(from = %origin, app = %stream.app, key = %stream.name, "origin list changed, moving to its first origin");
                 // Straight to the new first origin, no backoff: the players are waiting.
                 i = 0;
                 backoff = ctx.config.backoff_min;
                 continue;
+            }
+            Err(PullError::Proto(ProtoError::Refused { code, .. })) if code == "NetStream.Play.StreamNotFound" => {
+                // The origin has no such stream (it waited its grace period for one): if media came before,
+                // the stream ended there; if not, it was never found.
+                info!(origin = %origin, app = %stream.app, key = %stream.name, "origin reports no such stream");
+                if stream.had_media() {
+                    st.unpublished = true;
+                } else {
+                    st.not_found = true;
+                }
             }
             Err(e) => {
                 Metrics::inc(&ctx.metrics.upstream_failures);
@@ -130,6 +292,10 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>) {
             }
         }
         i += 1;
+        if let Some(v) = verdict(&ctx, &stream, &st) {
+            conclude(&ctx, &stream, v);
+            return;
+        }
         if stream.is_ended() || stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) {
             ctx.hub.remove(&stream);
             return;
@@ -191,8 +357,10 @@ pub(crate) async fn pull_once(
     stream: &Arc<Stream>,
     up: &Upstream<'_>,
     playing: &mut bool,
+    mut edge: Option<&mut PullState>,
 ) -> Result<PullEnd, PullError> {
     let origin = &up.tc_url;
+    Metrics::inc(&ctx.metrics.upstream_attempts);
     let connect_timeout = ctx.config.handshake_timeout;
     let mut sock = timeout(connect_timeout, TcpStream::connect((up.host, up.port)))
         .await
@@ -227,6 +395,9 @@ pub(crate) async fn pull_once(
                             }
                         }
                         *playing = true;
+                        if let Some(st) = edge.as_deref_mut() {
+                            st.answered = true;
+                        }
                         Metrics::inc(&ctx.metrics.upstream_connects);
                         ctx.metrics.upstream_active.fetch_add(1, Ordering::Relaxed);
                         info!(origin = %origin, app = %stream.app, key = %stream.name, "upstream playing");
@@ -236,9 +407,17 @@ pub(crate) async fn pull_once(
                     if let Some(id) = source {
                         stream.push(id, m);
                     }
+                    if let Some(st) = edge.as_deref_mut() {
+                        st.last_media = Instant::now();
+                        st.unpublished = false;
+                        st.slot = None;
+                    }
                 }
                 ClientEvent::Unpublished => {
-                    info!(origin = %origin, key = %stream.name, "origin reports the publisher left; waiting")
+                    info!(origin = %origin, key = %stream.name, "origin reports the publisher left; waiting");
+                    if let Some(st) = edge.as_deref_mut() {
+                        st.unpublished = true;
+                    }
                 }
             }
         }
@@ -276,6 +455,10 @@ pub(crate) async fn pull_once(
             _ = check.tick() => {
                 if stream.is_ended() {
                     break Ok(PullEnd::Ended);
+                }
+                if let Some(v) = edge.as_deref().and_then(|st| verdict(ctx, stream, st)) {
+                    conclude(ctx, stream, v);
+                    break Ok(PullEnd::Verdict);
                 }
                 match up.role {
                     UpstreamRole::Edge { .. } if stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) => {

@@ -220,8 +220,34 @@ async fn play(
         audio |= f.media.kind == MediaKind::Audio;
         video |= f.media.kind == MediaKind::Video;
     }
-    if !audio && !video {
-        // Nothing cached yet (a pull just started): announce both, as SRS does; players cope with either missing.
+    let mut skipping = false;
+    let mut stop = ctx.stopping.clone();
+    let mut scratch = [0u8; 512];
+    let mut first = VecDeque::new();
+    if sub.start.is_empty() {
+        // Nothing cached (a pull just started, or nobody publishes this key): no 200 before there is data, so
+        // a key that never exists gets a 404 after the grace period instead of an FLV header and then nothing.
+        loop {
+            tokio::select! {
+                _ = wait_ring(stream, &mut rx) => {
+                    let ended = next_batch(ctx, peer, stream, &mut rx, &mut skipping, &mut first, |f, out| f.flv_tag(out));
+                    if !first.is_empty() {
+                        break;
+                    }
+                    if ended {
+                        info!(%peer, "stream not found, answering 404");
+                        return respond(sock, 404, crate::server::NOT_FOUND_TEXT).await;
+                    }
+                }
+                r = sock.read(&mut scratch) => {
+                    if r? == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = stop.wait() => return Ok(()),
+            }
+        }
+        // The first frames' kinds are not known yet: announce both, as SRS does; players cope with either missing.
         (audio, video) = (true, true);
     }
     // Close-delimited body: no chunked encoding to frame, so the shared tag buffers go out as they are.
@@ -231,11 +257,9 @@ async fn play(
     for f in &sub.start {
         f.flv_tag(&mut batch);
     }
+    batch.extend(first);
     let io = |e: crate::server::WriteError| std::io::Error::other(e.to_string());
     write_bufs(ctx, sock, peer, Some(stream), batch).await.map_err(io)?;
-    let mut skipping = false;
-    let mut stop = ctx.stopping.clone();
-    let mut scratch = [0u8; 512];
     loop {
         tokio::select! {
             _ = wait_ring(stream, &mut rx) => {

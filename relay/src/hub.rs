@@ -250,6 +250,11 @@ pub struct Stream {
     cache: Mutex<Cache>,
     ended: AtomicBool,
     has_video: AtomicBool,
+    /// A source sent something: the stream exists. A stream that ends without it was never found, and its
+    /// players are told so (StreamNotFound, 404) rather than that it ended.
+    had_media: AtomicBool,
+    /// A player subscribed at some time (an edge stops a never-found pull as soon as its players left).
+    had_player: AtomicBool,
     next_source_id: AtomicU64,
     /// Players were last seen at this time (edge idle stop).
     last_player_at: Mutex<Instant>,
@@ -277,6 +282,8 @@ impl Stream {
             cache: Mutex::new(Cache { source_lost_at: Some(now), ..Default::default() }),
             ended: AtomicBool::new(false),
             has_video: AtomicBool::new(false),
+            had_media: AtomicBool::new(false),
+            had_player: AtomicBool::new(false),
             next_source_id: AtomicU64::new(1),
             last_player_at: Mutex::new(now),
             budget,
@@ -335,12 +342,23 @@ impl Stream {
         self.has_video.load(Ordering::Relaxed)
     }
 
+    /// Whether a source ever sent media: false means nobody has found this stream yet.
+    pub fn had_media(&self) -> bool {
+        self.had_media.load(Ordering::Acquire)
+    }
+
+    /// Whether a player ever subscribed.
+    pub fn had_player(&self) -> bool {
+        self.had_player.load(Ordering::Acquire)
+    }
+
     /// Publishes one message from source `id` to every player and the cache.
     pub fn push(&self, id: u64, media: Media) {
         self.stats.bytes_in.fetch_add(media.payload.len() as u64, Ordering::Relaxed);
         if media.kind == crate::proto::MediaKind::Video {
             self.has_video.store(true, Ordering::Relaxed);
         }
+        self.had_media.store(true, Ordering::Release);
         let mut c = self.cache();
         if !matches!(&c.source, Some((cur, _)) if *cur == id) {
             return;
@@ -499,6 +517,7 @@ impl Stream {
         }
         start.extend(c.gop.iter().cloned());
         drop(c);
+        self.had_player.store(true, Ordering::Release);
         self.stats.players.fetch_add(1, Ordering::Relaxed);
         self.stats.by_protocol[protocol as usize].fetch_add(1, Ordering::Relaxed);
         Subscription { start, rx }

@@ -139,6 +139,9 @@ pub struct Config {
     pub max_pulls: usize,
     /// RTMP connections open at once from one client IP; 0 = no per-IP limit.
     pub max_connections_per_ip: usize,
+    /// Edge: pulls one client IP may have started that have not received media yet (unknown keys cost an
+    /// upstream connection each); a play that would start one more is refused. 0 = no limit.
+    pub max_new_pulls_per_ip: usize,
     /// Bytes of recent frames a stream keeps for its players (the fan-out ring); the oldest go first.
     pub stream_buffer_bytes: usize,
     /// Bytes a player may fall behind the live edge before it skips to the next keyframe.
@@ -181,6 +184,7 @@ impl Config {
             max_streams_per_connection: 8,
             max_pulls: 1000,
             max_connections_per_ip: 0,
+            max_new_pulls_per_ip: 16,
             stream_buffer_bytes: 64 << 20,
             player_buffer_bytes: 8 << 20,
             api_token: None,
@@ -244,6 +248,10 @@ pub(crate) struct Ctx {
     pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Edge pull tasks running now (bounded by --max-pulls).
     pub pulls: std::sync::atomic::AtomicUsize,
+    /// Edge: pulls without media yet, by the client IP that started them (bounded by --max-new-pulls-per-ip).
+    pub new_pulls_per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Edge: keys the origin did not have, until when a play of them is answered "not found" without a pull.
+    pub not_found: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     /// Live RTMPT sessions.
     pub rtmpt: rtmpt::Sessions,
     /// Edge: the origins pulled from, in order of preference; `--origin` at start, replaced by `PUT /origins`.
@@ -271,6 +279,8 @@ impl Ctx {
             stopping,
             per_ip: Default::default(),
             pulls: Default::default(),
+            new_pulls_per_ip: Default::default(),
+            not_found: Default::default(),
             rtmpt: Default::default(),
             origins: std::sync::RwLock::new(match &config.role {
                 Role::Edge { origins } => origins.clone(),

@@ -34,7 +34,17 @@ pub struct Metrics {
     pub players_stalled: AtomicU64,
     /// Frames a slow player skipped to catch up at the next keyframe.
     pub frames_skipped: AtomicU64,
+    /// Edge: upstream connections attempted (each pull session, successful or not).
+    pub upstream_attempts: AtomicU64,
     pub upstream_connects: AtomicU64,
+    /// Streams that ended without ever receiving media: players told "not found".
+    pub streams_not_found: AtomicU64,
+    /// Edge: plays answered "not found" from the negative cache, without a pull.
+    pub not_found_cache_hits: AtomicU64,
+    /// Edge: streams ended because the origin ended them (its publisher left for its grace period).
+    pub streams_ended_upstream: AtomicU64,
+    /// Edge: plays refused because their client IP had --max-new-pulls-per-ip pulls without media.
+    pub pulls_refused_per_ip: AtomicU64,
     pub upstream_failures: AtomicU64,
     /// Origin ingest sources that failed (connect, handshake, play, timeout).
     pub source_failures: AtomicU64,
@@ -125,8 +135,40 @@ impl Metrics {
                 &self.frames_skipped,
             ),
             one(
+                Family::counter("relay_upstream_attempts_total", "Upstream pull connections attempted."),
+                &self.upstream_attempts,
+            ),
+            one(
                 Family::counter("relay_upstream_connects_total", "Upstream pull connections that reached playing."),
                 &self.upstream_connects,
+            ),
+            one(
+                Family::counter(
+                    "relay_streams_not_found_total",
+                    "Streams ended without ever receiving media (players told not found).",
+                ),
+                &self.streams_not_found,
+            ),
+            one(
+                Family::counter(
+                    "relay_not_found_cache_hits_total",
+                    "Plays answered not found from the negative cache, without a pull.",
+                ),
+                &self.not_found_cache_hits,
+            ),
+            one(
+                Family::counter(
+                    "relay_streams_ended_upstream_total",
+                    "Edge streams ended because the origin ended them.",
+                ),
+                &self.streams_ended_upstream,
+            ),
+            one(
+                Family::counter(
+                    "relay_pulls_refused_per_ip_total",
+                    "Plays refused at --max-new-pulls-per-ip (pulls without media from one client IP).",
+                ),
+                &self.pulls_refused_per_ip,
             ),
             one(
                 Family::counter("relay_upstream_failures_total", "Upstream pull attempts or sessions that failed."),
@@ -171,7 +213,7 @@ mod tests {
         assert!(text.contains("# TYPE relay_upstream_active gauge\nrelay_upstream_active{role=\"edge\"} 0\n"));
         assert!(text.contains("relay_stream_players{role=\"edge\",app=\"live\",key=\"a\\\"b\"} 3\n"), "{text}");
         let parsed = svc::metrics::parse(&text).unwrap();
-        assert_eq!(parsed.len(), 23);
+        assert_eq!(parsed.len(), 28);
         for (name, samples) in &parsed {
             assert!(text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")));
             assert!(samples.iter().all(|(l, _)| l[0] == ("role".to_string(), "edge".to_string())), "{name}");

@@ -17,6 +17,11 @@ use crate::metrics::Metrics;
 use crate::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 use crate::{Ctx, Role};
 
+/// What a player of a stream that never had media is told (RTMP onStatus code, and the description ffmpeg
+/// prints as "Server error: ..."; HTTP-FLV gets 404 with it).
+pub(crate) const NOT_FOUND: &str = "NetStream.Play.StreamNotFound";
+pub(crate) const NOT_FOUND_TEXT: &str = "stream not found";
+
 /// Most frames taken from the ring per wake-up: keeps other players' turns short.
 const MAX_BATCH: usize = 64;
 /// Most buffers in one vectored write (a frame is its chunk headers interleaved with payload slices).
@@ -459,9 +464,15 @@ impl<S: Io> Conn<S> {
             next_batch(&self.ctx, self.peer, stream, rx, skipping, &mut batch, |f, out| f.wire_for(stream_id, out));
         if ended {
             let mut out = BytesMut::new();
-            ServerSession::end_play(stream_id, &mut out)?;
+            if stream.had_media() {
+                ServerSession::end_play(stream_id, &mut out)?;
+                info!(peer = %self.peer, "stream ended, closing player");
+            } else {
+                // Nothing ever came for this key within the grace period: it does not exist (as far as we know).
+                crate::proto::on_status(&mut out, stream_id, "error", NOT_FOUND, NOT_FOUND_TEXT)?;
+                info!(peer = %self.peer, "stream not found, closing player");
+            }
             batch.push_back(out.freeze());
-            info!(peer = %self.peer, "stream ended, closing player");
         }
         if !batch.is_empty() {
             self.write_all(batch).await?;
@@ -685,12 +696,19 @@ pub(crate) async fn open_play(ctx: &Arc<Ctx>, event: crate::callback::Event<'_>)
     }
     match &ctx.config.role {
         Role::Origin { .. } => Ok(ctx.hub.get_or_create(event.app, event.stream).0),
-        Role::Edge { .. } => crate::edge::ensure_pull(ctx, event.app, event.stream).map_err(|e| match e {
-            crate::edge::PullRefused::BadName => refused(failed, 400, "bad app or stream name", e.to_string()),
-            crate::edge::PullRefused::Limit(_) => {
-                refused(failed, 503, "pull limit reached (--max-pulls)", e.to_string())
-            }
-        }),
+        Role::Edge { .. } => {
+            let client = event.client_addr.parse::<SocketAddr>().ok().map(|a| a.ip());
+            crate::edge::ensure_pull(ctx, event.app, event.stream, client).map_err(|e| match e {
+                crate::edge::PullRefused::BadName => refused(failed, 400, "bad app or stream name", e.to_string()),
+                crate::edge::PullRefused::Limit(_) => {
+                    refused(failed, 503, "pull limit reached (--max-pulls)", e.to_string())
+                }
+                crate::edge::PullRefused::PerIp(_) => {
+                    refused(failed, 503, "too many new streams from your address, retry later", e.to_string())
+                }
+                crate::edge::PullRefused::NotFound => refused(NOT_FOUND, 404, NOT_FOUND_TEXT, e.to_string()),
+            })
+        }
     }
 }
 

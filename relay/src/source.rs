@@ -303,7 +303,7 @@ async fn ingest(
                         kind: "pull-rtmp",
                         role: UpstreamRole::Source { removed: &removed },
                     };
-                    pull_once(&ctx, &stream, &up, &mut playing).await.map_err(|e| e.to_string())
+                    pull_once(&ctx, &stream, &up, &mut playing, None).await.map_err(|e| e.to_string())
                 }
                 SourceUrl::Rtsp { url: rtsp, .. } => {
                     crate::rtsp::pull_once(&ctx, &stream, rtsp, &url.shown(), &removed, &mut playing).await

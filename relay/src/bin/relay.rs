@@ -43,6 +43,11 @@ enum RoleCmd {
         /// Upstream pulls running at once; a play that would start one more is refused (NetStream.Play.Failed).
         #[arg(long, default_value_t = 1000)]
         max_pulls: usize,
+        /// Pulls one client IP may have started that have received no media yet (unknown keys each cost an
+        /// upstream connection); a play that would start one more is refused (NetStream.Play.Failed, HTTP 503)
+        /// until one of them gets media or ends. Players of running streams are not counted. 0 = no limit.
+        #[arg(long, default_value_t = 16)]
+        max_new_pulls_per_ip: usize,
         /// Reconnect backoff bounds in milliseconds.
         #[arg(long, default_value_t = 250)]
         backoff_min_ms: u64,
@@ -68,7 +73,7 @@ struct Common {
     #[arg(long)]
     api: Option<SocketAddr>,
     /// How long players stay attached while a stream has no publisher/upstream (e.g. 10s, 500ms, 1.5s, 1m 30s or bare
-    /// seconds).
+    /// seconds). Also how long a player of a key nobody publishes waits before it is told "not found".
     #[arg(long, default_value_t = Dur::secs(10))]
     grace_period: Dur,
     /// How long a player may accept no data before it is disconnected (same forms).
@@ -249,9 +254,17 @@ fn main() -> anyhow::Result<()> {
             }
             (common, Role::Origin { publish_token }, None, None)
         }
-        RoleCmd::Edge { common, origins, idle_timeout, max_pulls: mp, backoff_min_ms, backoff_max_ms } => {
+        RoleCmd::Edge {
+            common,
+            origins,
+            idle_timeout,
+            max_pulls: mp,
+            max_new_pulls_per_ip: per_ip,
+            backoff_min_ms,
+            backoff_max_ms,
+        } => {
             let origins = origins.iter().map(|u| OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
-            max_pulls = Some(mp);
+            max_pulls = Some((mp, per_ip));
             (common, Role::Edge { origins }, Some(idle_timeout), Some((backoff_min_ms, backoff_max_ms)))
         }
     };
@@ -282,8 +295,9 @@ fn main() -> anyhow::Result<()> {
         on_stop: url(&common.on_stop).map_err(anyhow::Error::msg)?,
         timeout: common.callback_timeout.into(),
     };
-    if let Some(mp) = max_pulls {
+    if let Some((mp, per_ip)) = max_pulls {
         config.max_pulls = mp;
+        config.max_new_pulls_per_ip = per_ip;
     }
     if let Some(idle) = idle {
         config.idle_timeout = idle.into();

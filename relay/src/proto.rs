@@ -433,8 +433,11 @@ fn to_media(m: &RawMessage) -> Result<Option<Media>, ProtoError> {
 /// What a server-side session reports to its connection handler.
 #[derive(Debug)]
 pub enum ServerEvent {
-    /// `connect` was accepted (we always accept; authorization happens at publish).
+    /// `connect` was accepted (authorization happens at publish and play).
     Connected { app: String, tc_url: Option<String> },
+    /// `connect` was refused (a bad app name or an overlong tcUrl) and answered with `_error`; close after
+    /// flushing. `reason` is safe to log: client strings in it are bounded and escaped.
+    ConnectRefused { reason: String },
     /// The client wants to publish `name` (may include `?query`) on message stream `stream_id`.
     Publish { stream_id: u32, name: String },
     /// The client wants to play `name` on message stream `stream_id`.
@@ -443,6 +446,19 @@ pub enum ServerEvent {
     Media(Media),
     /// The client ended its publish or play (deleteStream, closeStream, FCUnpublish).
     StreamClosed,
+}
+
+/// Refuses a publish or play name (with its `?query`) too long to be a name: the connection is closed before the
+/// string is held or logged whole.
+fn bounded_name(what: &'static str, name: &str) -> Result<(), ProtoError> {
+    let limit = crate::MAX_NAME_LEN + 1 + crate::MAX_QUERY_LEN;
+    if name.len() > limit {
+        return Err(ProtoError::Malformed {
+            what,
+            detail: format!("stream name {} of {} bytes, above {limit}", crate::shown(name), name.len()),
+        });
+    }
+    Ok(())
 }
 
 /// The server side of one connection after the handshake.
@@ -526,6 +542,39 @@ impl ServerSession {
                     Some(Amf0Value::Utf8String(a)) => Some(a.clone()),
                     _ => None,
                 };
+                // Names are limited here, before anything else holds or logs them (a 65,000-byte app name
+                // used to reach the play refusal's log line whole).
+                let (name, query) = app.split_once('?').unwrap_or((&app, ""));
+                let refusal = if !crate::valid_name(name) {
+                    Some(format!(
+                        "bad app name {} ({} bytes): use 1-{} of A-Z a-z 0-9 - _ . ~",
+                        crate::shown(name),
+                        name.len(),
+                        crate::MAX_NAME_LEN
+                    ))
+                } else if query.len() > crate::MAX_QUERY_LEN {
+                    Some(format!("app query of {} bytes, above {}", query.len(), crate::MAX_QUERY_LEN))
+                } else if tc_url.as_ref().is_some_and(|u| u.len() > crate::MAX_TC_URL_LEN) {
+                    Some(format!("tcUrl above {} bytes", crate::MAX_TC_URL_LEN))
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    command(
+                        out,
+                        0,
+                        "_error",
+                        txn,
+                        Amf0Value::Null,
+                        vec![obj(&[
+                            ("level", s("error")),
+                            ("code", s("NetConnection.Connect.Rejected")),
+                            ("description", s(&reason)),
+                        ])],
+                    )?;
+                    events.push(ServerEvent::ConnectRefused { reason });
+                    return Ok(());
+                }
                 command(
                     out,
                     0,
@@ -553,10 +602,12 @@ impl ServerSession {
             "publish" => {
                 let name =
                     arg_str(0).ok_or(ProtoError::Malformed { what: "publish", detail: "no stream name".into() })?;
+                bounded_name("publish", &name)?;
                 events.push(ServerEvent::Publish { stream_id: m.stream_id, name });
             }
             "play" => {
                 let name = arg_str(0).ok_or(ProtoError::Malformed { what: "play", detail: "no stream name".into() })?;
+                bounded_name("play", &name)?;
                 events.push(ServerEvent::Play { stream_id: m.stream_id, name });
             }
             "deleteStream" | "closeStream" | "FCUnpublish" => {

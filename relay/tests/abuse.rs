@@ -1,0 +1,107 @@
+//! Abusive clients against a running relay: overlong names, RTMPT session floods and odd HTTP requests on the
+//! media listener, each with its bound asserted while real players keep being served.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use relay::chunk::{csid, encode_message, msg_type};
+use relay::proto::{HandshakeState, HandshakeStep};
+
+/// A TCP connection that completed the RTMP handshake with the relay.
+fn handshaken(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut hs, c0c1) = HandshakeState::client().unwrap();
+    s.write_all(&c0c1).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "relay closed during a valid handshake");
+        match hs.feed(&buf[..n]).unwrap() {
+            HandshakeStep::Continue { reply } => s.write_all(&reply).unwrap(),
+            HandshakeStep::Done { reply, .. } => {
+                s.write_all(&reply).unwrap();
+                return s;
+            }
+        }
+    }
+}
+
+/// Everything the relay sends until it closes the connection, or None if it is still open after `limit`.
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let end = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(got),
+        }
+    }
+    None
+}
+
+/// An AMF0 `connect` command whose app is `app`.
+fn connect_message(app: &str) -> Vec<u8> {
+    let mut p = vec![2, 0, 7];
+    p.extend_from_slice(b"connect");
+    p.extend_from_slice(&[0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0, 3, 0, 3]);
+    p.extend_from_slice(b"app");
+    p.push(2);
+    p.extend_from_slice(&(app.len() as u16).to_be_bytes());
+    p.extend_from_slice(app.as_bytes());
+    p.extend_from_slice(&[0, 0, 9]);
+    let mut out = BytesMut::new();
+    encode_message(&mut out, csid::COMMAND, 0, msg_type::AMF0_COMMAND, 0, &p, 128);
+    out.to_vec()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn overlong_app_names_are_refused_at_connect_and_barely_logged() {
+    let _g = serial();
+    let dir = TempDir::new("abuse-names");
+    let origin = Relay::origin(&dir, &[]);
+    // A sound connect is accepted (the refusal below is about the name, not connect itself).
+    let mut ok = handshaken(origin.rtmp);
+    ok.write_all(&connect_message("live")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = Vec::new();
+    wait_for("NetConnection.Connect.Success", Duration::from_secs(5), || {
+        let n = ok.read(&mut buf).unwrap_or(0);
+        seen.extend_from_slice(&buf[..n]);
+        contains(&seen, b"NetConnection.Connect.Success").then_some(())
+    });
+
+    let before = origin.proc.log_text().len();
+    let name = "x".repeat(65_000);
+    for i in 0..20 {
+        let mut s = handshaken(origin.rtmp);
+        s.write_all(&connect_message(&name)).unwrap();
+        let got = read_until_closed(&mut s, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("connect {i} with a 65,000-byte app was not closed"));
+        assert!(contains(&got, b"NetConnection.Connect.Rejected"), "connect {i}: no rejection in {got:?}");
+        assert!(contains(&got, b"(65000 bytes)"), "connect {i}: the rejection does not say why");
+        assert!(!contains(&got, b"NetConnection.Connect.Success"), "connect {i} was accepted");
+    }
+    let lines = wait_for("20 refusals in the log", Duration::from_secs(5), || {
+        let text = origin.proc.log_text();
+        let n = text.lines().filter(|l| l.contains("connect refused")).count();
+        (n == 20).then_some(text)
+    });
+    let growth = lines.len() - before;
+    // Each refusal is one line showing a 64-character prefix: well under 1 KB each (the whole name was 65 KB).
+    assert!(growth < 20 * 1024, "20 refused connects grew the log by {growth} bytes");
+    assert_eq!(metric(origin.api, "relay_protocol_errors_total"), 20.0);
+}

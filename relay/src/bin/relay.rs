@@ -333,7 +333,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some((lo, hi)) = backoff {
         if hi < lo {
-            anyhow::bail!("--backoff-max-ms {hi} is below --backoff-min-ms {lo}: the maximum must be at least the minimum");
+            anyhow::bail!(
+                "--backoff-max-ms {hi} is below --backoff-min-ms {lo}: the maximum must be at least the minimum"
+            );
         }
         config.backoff_min = Duration::from_millis(lo);
         config.backoff_max = Duration::from_millis(hi);

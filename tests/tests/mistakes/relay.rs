@@ -75,9 +75,7 @@ fn relay_refuses_bad_flags() {
         edge("a negative number in the config file", &["--config", "{dir}/relay.toml"])
             .file("relay.toml", "max-pulls = -3\n")
             .says("-3 is not in 1..=100000"),
-        edge("a config file that does not exist", &["--config", "{dir}/missing.toml"])
-            .code(1)
-            .says("missing.toml"),
+        edge("a config file that does not exist", &["--config", "{dir}/missing.toml"]).code(1).says("missing.toml"),
         edge("a config file that is not TOML", &["--config", "{dir}/relay.toml"])
             .file("relay.toml", "max-pulls: 3\n")
             .code(1)

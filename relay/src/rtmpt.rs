@@ -178,7 +178,7 @@ pub(crate) async fn serve(
         .await;
         req = match next {
             Ok(Some(Ok(r))) => r,
-            Ok(Some(Err(e))) => return crate::flv::respond(&mut sock, 400, &e.to_string()).await,
+            Ok(Some(Err(e))) => return crate::flv::respond(&mut sock, e.status(), &e.to_string()).await,
             _ => return Ok(()),
         };
         let _ = buf.split_to(req.head_len);

@@ -105,3 +105,72 @@ fn overlong_app_names_are_refused_at_connect_and_barely_logged() {
     assert!(growth < 20 * 1024, "20 refused connects grew the log by {growth} bytes");
     assert_eq!(metric(origin.api, "relay_protocol_errors_total"), 20.0);
 }
+
+fn http_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// Sends `request` on a fresh connection and returns the status code of the answer, which must come within 3 s.
+fn status_of(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request).unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(3))
+        .or_else(|| {
+            // An answer on a connection kept open (FLV streaming, RTMPT keep-alive): what came so far.
+            let mut b = vec![0u8; 4096];
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.read(&mut b).ok().map(|n| b[..n].to_vec())
+        })
+        .expect("an answer");
+    let text = String::from_utf8_lossy(&got).to_string();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    (code, text)
+}
+
+#[test]
+fn odd_http_requests_on_the_media_listener_get_their_status() {
+    let _g = serial();
+    let dir = TempDir::new("abuse-http");
+    let http = http_addr();
+    let origin = Relay::origin(&dir, &["--http-listen", &http.to_string()]);
+    wait_port(http, Duration::from_secs(10));
+    let _pub = publish(&dir, &origin.url("test"), &[]);
+    wait_live(origin.api, "test");
+
+    // Two different Content-Length headers: 400 at once (the body's end is ambiguous), not a wait for 5 bytes.
+    let t = Instant::now();
+    let (code, text) =
+        status_of(http, b"POST /open/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\n\0");
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("conflicting Content-Length"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(2), "answered after {:?}", t.elapsed());
+
+    // 10,000 header lines: 431 (too large), not 400.
+    let mut many = b"GET /live/test.flv HTTP/1.1\r\n".to_vec();
+    for i in 0..10_000 {
+        many.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let (code, text) = status_of(http, &many);
+    assert_eq!(code, 431, "{text}");
+
+    // Absolute-form targets are served like their path: the health check, and a real FLV play read by curl.
+    let (code, text) =
+        status_of(http, format!("GET http://{http}/healthz HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes());
+    assert_eq!((code, text.ends_with("ok\n")), (200, true), "{text}");
+    require("curl");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "--max-time", "3", "--request-target"])
+        .arg(format!("http://{http}/live/test.flv"))
+        .arg(format!("http://{http}/"))
+        .output()
+        .expect("curl");
+    assert!(
+        out.stdout.starts_with(b"FLV\x01"),
+        "curl got {:?}",
+        String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(200)])
+    );
+    assert!(out.stdout.len() > 10_000, "only {} bytes of FLV in 3 s", out.stdout.len());
+    // The origin is still serving: an RTMP player gets the stream.
+    assert_h264_aac(&origin.url("test"));
+}

@@ -139,6 +139,9 @@ pub struct Config {
     pub max_pulls: usize,
     /// RTMP connections open at once from one client IP; 0 = no per-IP limit.
     pub max_connections_per_ip: usize,
+    /// RTMPT sessions open at once from one client IP; 0 turns the limit off. Sessions are opened by a cheap
+    /// request with no auth, so a default cap keeps one client from taking the connection budget.
+    pub max_rtmpt_sessions_per_ip: usize,
     /// Bytes of recent frames a stream keeps for its players (the fan-out ring); the oldest go first.
     pub stream_buffer_bytes: usize,
     /// Bytes a player may fall behind the live edge before it skips to the next keyframe.
@@ -181,6 +184,7 @@ impl Config {
             max_streams_per_connection: 8,
             max_pulls: 1000,
             max_connections_per_ip: 0,
+            max_rtmpt_sessions_per_ip: 16,
             stream_buffer_bytes: 64 << 20,
             player_buffer_bytes: 8 << 20,
             api_token: None,

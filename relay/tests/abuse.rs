@@ -174,3 +174,124 @@ fn odd_http_requests_on_the_media_listener_get_their_status() {
     // The origin is still serving: an RTMP player gets the stream.
     assert_h264_aac(&origin.url("test"));
 }
+
+/// One `POST /open/1` on a keep-alive connection: the answer's status and body, or None when the relay closed it.
+fn rtmpt_open(s: &mut TcpStream) -> Option<(u16, String)> {
+    s.write_all(b"POST /open/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-fcs\r\nContent-Length: 1\r\n\r\n\0")
+        .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let code = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((code, String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string()));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Floods `http` with `attempts` RTMPT opens on keep-alive connections (a new one whenever the relay closes one);
+/// returns (opened, refused with 503, the refusal texts seen).
+fn rtmpt_flood(http: SocketAddr, attempts: usize) -> (usize, usize, Vec<String>) {
+    let (mut opened, mut refused, mut why) = (0, 0, Vec::new());
+    let mut conn = TcpStream::connect(http).unwrap();
+    for _ in 0..attempts {
+        match rtmpt_open(&mut conn) {
+            Some((200, _)) => opened += 1,
+            Some((503, text)) => {
+                refused += 1;
+                if !why.contains(&text) {
+                    why.push(text);
+                }
+                conn = TcpStream::connect(http).unwrap();
+            }
+            other => panic!("RTMPT open answered {other:?}"),
+        }
+    }
+    (opened, refused, why)
+}
+
+/// A real player is admitted: ffprobe over RTMP sees the stream, curl gets FLV data over HTTP.
+fn players_admitted(relay: &Relay, http: SocketAddr) {
+    assert_h264_aac(&relay.url("test"));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "--max-time", "2"])
+        .arg(format!("http://{http}/live/test.flv"))
+        .output()
+        .expect("curl");
+    assert!(out.stdout.starts_with(b"FLV\x01") && out.stdout.len() > 5_000, "curl got {} bytes", out.stdout.len());
+}
+
+#[test]
+fn rtmpt_session_floods_are_capped_and_players_still_get_in() {
+    let _g = serial();
+    require("curl");
+    let dir = TempDir::new("abuse-rtmpt");
+
+    // One address flooding: 2,000 opens get the default 16 sessions, then 503; players still get in.
+    let http = http_addr();
+    let origin = Relay::origin(&dir, &["--http-listen", &http.to_string(), "--max-connections", "200"]);
+    wait_port(http, Duration::from_secs(10));
+    let _pub = publish(&dir, &origin.url("test"), &[]);
+    wait_live(origin.api, "test");
+    let t = Instant::now();
+    let (opened, refused, why) = rtmpt_flood(http, 2_000);
+    eprintln!("flood of 2000 opens from one address took {:?}", t.elapsed());
+    assert_eq!((opened, refused), (16, 1_984), "{why:?}");
+    assert_eq!(why, vec!["too many RTMPT sessions from this address (--max-rtmpt-sessions-per-ip)\n"]);
+    assert_eq!(metric(origin.api, "relay_rtmpt_sessions_refused_total"), 1_984.0);
+    players_admitted(&origin, http);
+    drop(origin);
+
+    // Many addresses (the per-address cap off): RTMPT takes at most half of --max-connections, and /open/1
+    // answers 503 past it; RTMP and HTTP-FLV players still get in.
+    let http = http_addr();
+    let origin = Relay::origin(
+        &dir,
+        &["--http-listen", &http.to_string(), "--max-connections", "200", "--max-rtmpt-sessions-per-ip", "0"],
+    );
+    wait_port(http, Duration::from_secs(10));
+    let _pub = publish(&dir, &origin.url("test"), &[]);
+    wait_live(origin.api, "test");
+    let (opened, refused, why) = rtmpt_flood(http, 2_000);
+    assert_eq!((opened, refused), (100, 1_900), "{why:?}");
+    assert_eq!(why, vec!["RTMPT sessions hold their share (half) of --max-connections\n"]);
+    players_admitted(&origin, http);
+    drop(origin);
+
+    // The whole budget taken (idle TCP connections beside the sessions): /open/1 answers 503, not 200.
+    let http = http_addr();
+    let origin = Relay::origin(
+        &dir,
+        &["--http-listen", &http.to_string(), "--max-connections", "40", "--max-rtmpt-sessions-per-ip", "0"],
+    );
+    wait_port(http, Duration::from_secs(10));
+    let mut conn = TcpStream::connect(http).unwrap();
+    let idle: Vec<TcpStream> = (0..25).map(|_| TcpStream::connect(origin.rtmp).unwrap()).collect();
+    wait_for("the idle connections admitted", Duration::from_secs(5), || {
+        (metric(origin.api, "relay_connections_active") >= 26.0).then_some(())
+    });
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        let (code, text) = rtmpt_open(&mut conn).expect("an answer");
+        codes.push(code);
+        if code != 200 {
+            assert_eq!((code, text.as_str()), (503, "connection limit reached (--max-connections)\n"));
+            break;
+        }
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 14, "{codes:?}");
+    assert_eq!(codes.last(), Some(&503));
+    drop(idle);
+}

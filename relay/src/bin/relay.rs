@@ -112,6 +112,10 @@ struct Common {
     /// RTMP connections open at once from one client IP (up to 1000000); 0, the default, turns the limit off.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     max_connections_per_ip: u32,
+    /// RTMPT sessions (POST /open/1, no auth) open at once from one client IP (up to 100000); 0 turns the limit
+    /// off. Past it, and past half of --max-connections for all RTMPT sessions, /open/1 answers 503.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    max_rtmpt_sessions_per_ip: u32,
     /// Bytes of recent frames a stream keeps for its players, 64 KiB to 64 GiB; the oldest leave first.
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(MIN_BUFFER..=MAX_BUFFER))]
     stream_buffer_bytes: u64,
@@ -312,6 +316,7 @@ fn main() -> anyhow::Result<()> {
     config.conn_idle_timeout = common.conn_idle_timeout.into();
     config.max_streams_per_connection = common.max_streams_per_connection as usize;
     config.max_connections_per_ip = common.max_connections_per_ip as usize;
+    config.max_rtmpt_sessions_per_ip = common.max_rtmpt_sessions_per_ip as usize;
     config.stream_buffer_bytes = usize::try_from(common.stream_buffer_bytes).context("--stream-buffer-bytes")?;
     config.player_buffer_bytes = usize::try_from(common.player_buffer_bytes).context("--player-buffer-bytes")?;
     config.api_token = common.api_token.clone();

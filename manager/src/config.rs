@@ -75,10 +75,8 @@ impl NodeSpec {
     }
 }
 
-/// Names of nodes, groups, pools: safe in URLs, logs and metric labels.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+/// Names of nodes, groups, pools: the rule relays check their --node-name with too.
+pub use svc::names::valid_cluster_name as valid_name;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,6 +16,11 @@ use crate::proto::Media;
 pub const SHARED_STREAM_ID: u32 = 1;
 /// Gap inserted between the last timestamp of a lost source and the first of its replacement.
 const REBASE_GAP_MS: u32 = 40;
+/// A step between one source's timestamps larger than this, either way, is a discontinuity (an encoder restarted
+/// its clock, a publisher with `-output_ts_offset`): the timeline is rebased to go on just after the last frame.
+/// Interleaved audio and video step back by tens of milliseconds, and a source silent for `--source-timeout` is
+/// dropped, so no healthy stream comes near it.
+const MAX_TIMESTAMP_STEP_MS: i32 = 2_000;
 
 /// One message of a stream, chunked once and shared by every player (no per-player copy).
 ///
@@ -363,15 +368,38 @@ impl Stream {
         if !matches!(&c.source, Some((cur, _)) if *cur == id) {
             return;
         }
-        if c.rebase {
-            // Continue the timeline: the new source's first frame lands just after the last frame sent.
-            let last = c.last_out.unwrap_or(0);
-            c.offset = last.wrapping_add(REBASE_GAP_MS).wrapping_sub(media.timestamp);
-            c.rebase = false;
-        }
-        let ts = media.timestamp.wrapping_add(c.offset);
-        // Compare in wrapping arithmetic so a timeline crossing 2^32 ms still counts as moving forward.
-        if c.last_out.is_none_or(|l| (ts.wrapping_sub(l) as i32) > 0) {
+        let header = media.is_metadata() || media.is_video_header() || media.is_audio_header();
+        let ts = if c.rebase && header {
+            // A new source sends its headers first, often stamped 0 whatever its media's clock: they go out at
+            // the timeline's current point and the first real frame fixes the offset (else a publisher starting
+            // at one hour would step the players' timeline by an hour).
+            c.last_out.unwrap_or(0)
+        } else {
+            if c.rebase {
+                // Continue the timeline: the new source's first frame lands just after the last frame sent.
+                let last = c.last_out.unwrap_or(0);
+                c.offset = last.wrapping_add(REBASE_GAP_MS).wrapping_sub(media.timestamp);
+                c.rebase = false;
+            }
+            let ts = media.timestamp.wrapping_add(c.offset);
+            match c.last_out {
+                Some(last) if (ts.wrapping_sub(last) as i32).abs() > MAX_TIMESTAMP_STEP_MS => {
+                    if header {
+                        // Headers may be stamped anywhere (0 on a codec change): shown at the timeline's point,
+                        // they are no reason to move it.
+                        last
+                    } else {
+                        tracing::debug!(app = %self.app, key = %self.name, step_ms = ts.wrapping_sub(last) as i32, "timestamp discontinuity, rebasing the timeline");
+                        c.offset = last.wrapping_add(REBASE_GAP_MS).wrapping_sub(media.timestamp);
+                        last.wrapping_add(REBASE_GAP_MS)
+                    }
+                }
+                _ => ts,
+            }
+        };
+        // Compare in wrapping arithmetic so a timeline crossing 2^32 ms still counts as moving forward. Headers do
+        // not move it: a first source's headers come stamped 0 before media that may start anywhere.
+        if !header && c.last_out.is_none_or(|l| (ts.wrapping_sub(l) as i32) > 0) {
             c.last_out = Some(ts);
         }
         if media.is_metadata() {
@@ -737,6 +765,33 @@ mod tests {
         s.push(id, media(MediaKind::Video, 33, 0x27));
         assert_eq!(next_ts(&s, &mut late_rx), Some(30));
         assert_eq!(next_ts(&s, &mut late_rx), Some(33));
+    }
+
+    #[test]
+    fn timestamp_jumps_either_way_continue_the_timeline() {
+        let hub = Hub::new(budget(1000, 1 << 20, 0));
+        let (s, _) = hub.get_or_create("live", "k");
+        let mut rx = s.subscribe(Protocol::Rtmp).rx;
+        let first = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        for ts in [0, 33, 66] {
+            s.push(first, media(MediaKind::Video, ts, 0x17));
+        }
+        s.detach_source(first);
+        // A returning publisher one hour ahead: its headers come stamped 0, its media at 3,600,000 ms.
+        let second = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        s.push(
+            second,
+            Media { kind: MediaKind::Video, timestamp: 0, payload: Bytes::from_static(&[0x17, 0, 0, 0, 0]) },
+        );
+        for ts in [3_600_000, 3_600_033] {
+            s.push(second, media(MediaKind::Video, ts, 0x17));
+        }
+        // Within one source: a jump forward, small interleaving steps back (passed through), a jump back.
+        for ts in [7_200_000, 7_200_033, 7_200_020, 7_200_066, 1_000, 1_033] {
+            s.push(second, media(MediaKind::Video, ts, 0x27));
+        }
+        let got: Vec<u32> = std::iter::from_fn(|| next_ts(&s, &mut rx)).collect();
+        assert_eq!(got, vec![0, 33, 66, 66, 106, 139, 179, 212, 199, 245, 285, 318]);
     }
 
     #[test]

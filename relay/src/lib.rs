@@ -142,6 +142,9 @@ pub struct Config {
     /// Edge: pulls one client IP may have started that have not received media yet (unknown keys cost an
     /// upstream connection each); a play that would start one more is refused. 0 = no limit.
     pub max_new_pulls_per_ip: usize,
+    /// RTMPT sessions open at once from one client IP; 0 turns the limit off. Sessions are opened by a cheap
+    /// request with no auth, so a default cap keeps one client from taking the connection budget.
+    pub max_rtmpt_sessions_per_ip: usize,
     /// Bytes of recent frames a stream keeps for its players (the fan-out ring); the oldest go first.
     pub stream_buffer_bytes: usize,
     /// Bytes a player may fall behind the live edge before it skips to the next keyframe.
@@ -185,6 +188,7 @@ impl Config {
             max_pulls: 1000,
             max_connections_per_ip: 0,
             max_new_pulls_per_ip: 16,
+            max_rtmpt_sessions_per_ip: 16,
             stream_buffer_bytes: 64 << 20,
             player_buffer_bytes: 8 << 20,
             api_token: None,
@@ -226,6 +230,28 @@ impl Config {
 
 /// Longest app or stream name accepted.
 pub const MAX_NAME_LEN: usize = 128;
+
+/// Longest `?query` (tokens and the like) accepted after an app or stream name.
+pub const MAX_QUERY_LEN: usize = 2048;
+/// Longest tcUrl accepted in `connect`.
+pub const MAX_TC_URL_LEN: usize = 4096;
+/// Characters of a client's string that a log line or refusal shows.
+const SHOWN_CHARS: usize = 64;
+
+/// A client's string as logs and refusals show it: at most [`SHOWN_CHARS`] characters, escaped (quotes, control
+/// characters, non-ASCII), with the length when cut, so a client cannot grow the log or forge lines in it.
+pub fn shown(s: &str) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in s.chars().enumerate() {
+        if i == SHOWN_CHARS {
+            out.push_str(&format!("\"... ({} bytes)", s.len()));
+            return out;
+        }
+        out.extend(c.escape_default());
+    }
+    out.push('"');
+    out
+}
 
 /// Whether `name` is an acceptable app or stream name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits
 /// and `-_.~`, not starting with a dot. Checked before anything is allocated for a name (a stream, a pull), so a
@@ -399,6 +425,8 @@ mod tests {
 
     #[test]
     fn names() {
+        assert_eq!(shown("a\"b\n\u{e9}"), r#""a\"b\n\u{e9}""#);
+        assert_eq!(shown(&"x".repeat(65_000)), format!("\"{}\"... (65000 bytes)", "x".repeat(64)));
         for ok in ["test", "a", "cam-1_hd.v2~x", &"x".repeat(MAX_NAME_LEN)] {
             assert!(valid_name(ok), "{ok}");
         }

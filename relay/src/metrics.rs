@@ -28,6 +28,8 @@ pub struct Metrics {
     pub callbacks_refused: AtomicU64,
     /// Closed because of malformed or over-limit input (handshake, chunk, AMF).
     pub protocol_errors: AtomicU64,
+    /// `POST /open/1` answered 503: the client's RTMPT sessions, RTMPT's share or the connection budget were full.
+    pub rtmpt_sessions_refused: AtomicU64,
     pub publishes_refused: AtomicU64,
     pub players_total: AtomicU64,
     /// Players disconnected because they stopped reading.
@@ -122,6 +124,13 @@ impl Metrics {
                 &self.protocol_errors,
             ),
             one(
+                Family::counter(
+                    "relay_rtmpt_sessions_refused_total",
+                    "RTMPT opens refused with 503 (--max-rtmpt-sessions-per-ip, RTMPT's half of --max-connections).",
+                ),
+                &self.rtmpt_sessions_refused,
+            ),
+            one(
                 Family::counter("relay_publishes_refused_total", "Publish requests refused (key live, bad token)."),
                 &self.publishes_refused,
             ),
@@ -213,7 +222,7 @@ mod tests {
         assert!(text.contains("# TYPE relay_upstream_active gauge\nrelay_upstream_active{role=\"edge\"} 0\n"));
         assert!(text.contains("relay_stream_players{role=\"edge\",app=\"live\",key=\"a\\\"b\"} 3\n"), "{text}");
         let parsed = svc::metrics::parse(&text).unwrap();
-        assert_eq!(parsed.len(), 28);
+        assert_eq!(parsed.len(), 29);
         for (name, samples) in &parsed {
             assert!(text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")));
             assert!(samples.iter().all(|(l, _)| l[0] == ("role".to_string(), "edge".to_string())), "{name}");

@@ -17,7 +17,7 @@ use crate::chunk::{self, csid, msg_type, ChunkDecoder, ChunkError, ChunkLimits, 
 pub const OUT_CHUNK_SIZE: usize = 4096;
 /// Window we ask peers to acknowledge; large, because acks are only bookkeeping for us.
 const WINDOW_ACK_SIZE: u32 = 5_000_000;
-/// Deepest AMF0 nesting we accept: rml_amf0 decodes recursively, so unbounded nesting would overflow the stack.
+/// Deepest AMF0 nesting we accept: the decoder recurses, so unbounded nesting would overflow the stack.
 const MAX_AMF_DEPTH: usize = 16;
 
 /// Why a session could not continue; the connection is closed and this is the log reason.
@@ -29,8 +29,8 @@ pub enum ProtoError {
     Chunk(#[from] ChunkError),
     #[error("malformed {what} message: {detail}")]
     Malformed { what: &'static str, detail: String },
-    #[error("AMF0 nesting deeper than {MAX_AMF_DEPTH} or truncated in a {0} message")]
-    AmfStructure(&'static str),
+    #[error("bad AMF0 in a {0} message: {1}")]
+    Amf(&'static str, AmfFault),
     #[error("message serialization failed: {0}")]
     Serialize(String),
     #[error("peer refused: {code}: {description}")]
@@ -132,74 +132,118 @@ impl Media {
     }
 }
 
-/// Checks AMF0 structure iteratively (bounded depth) before rml_amf0's recursive decoder sees it.
-fn check_amf0(mut b: &[u8], what: &'static str) -> Result<(), ProtoError> {
-    // Each stack entry: true when inside an object (properties are name/value pairs), with strict-array counts.
-    enum Frame {
-        Object,
-        Array(u32),
-    }
-    let err = || ProtoError::AmfStructure(what);
-    let mut stack: Vec<Frame> = Vec::new();
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if b.len() < n {
-            return None;
-        }
-        let (h, t) = b.split_at(n);
-        *b = t;
-        Some(h)
-    }
-    loop {
-        // Inside an object: read a property name (or the end marker) before the value.
-        match stack.last_mut() {
-            Some(Frame::Object) => {
-                let n = take(&mut b, 2).ok_or_else(err)?;
-                let n = u16::from_be_bytes([n[0], n[1]]) as usize;
-                if n == 0 {
-                    let m = take(&mut b, 1).ok_or_else(err)?;
-                    if m[0] != 9 {
-                        return Err(err());
-                    }
-                    stack.pop();
-                    continue;
-                }
-                take(&mut b, n).ok_or_else(err)?;
-            }
-            Some(Frame::Array(0)) => {
-                stack.pop();
-                continue;
-            }
-            Some(Frame::Array(n)) => *n -= 1,
-            None if b.is_empty() => return Ok(()),
-            None => {}
-        }
-        let marker = take(&mut b, 1).ok_or_else(err)?[0];
-        match marker {
-            0 => drop(take(&mut b, 8).ok_or_else(err)?),
-            1 => drop(take(&mut b, 1).ok_or_else(err)?),
-            2 => {
-                let n = take(&mut b, 2).ok_or_else(err)?;
-                take(&mut b, u16::from_be_bytes([n[0], n[1]]) as usize).ok_or_else(err)?;
-            }
-            3 => stack.push(Frame::Object),
-            5 | 6 => {}
-            8 => {
-                take(&mut b, 4).ok_or_else(err)?;
-                stack.push(Frame::Object);
-            }
-            10 => {
-                let n = take(&mut b, 4).ok_or_else(err)?;
-                stack.push(Frame::Array(u32::from_be_bytes([n[0], n[1], n[2], n[3]])));
-            }
-            _ => return Err(err()),
-        }
-        if stack.len() > MAX_AMF_DEPTH {
-            return Err(err());
+/// Why an AMF0 body could not be decoded; each says what a client did wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmfFault {
+    /// The body ends inside a value.
+    Truncated,
+    /// Objects or arrays nest deeper than [`MAX_AMF_DEPTH`].
+    TooDeep,
+    /// A type marker this relay does not decode (references, dates, XML, typed objects, AMF3 switches).
+    UnsupportedMarker(u8),
+    /// A string that is not UTF-8.
+    BadUtf8,
+}
+
+impl std::fmt::Display for AmfFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AmfFault::Truncated => write!(f, "truncated (the body ends inside a value)"),
+            AmfFault::TooDeep => write!(f, "objects nested deeper than {MAX_AMF_DEPTH}"),
+            AmfFault::UnsupportedMarker(m) => write!(f, "unsupported type marker 0x{m:02x}"),
+            AmfFault::BadUtf8 => write!(f, "a string is not UTF-8"),
         }
     }
 }
 
-/// Decodes an AMF0 command or data message after the structural check.
+/// Decodes AMF0 values: numbers, booleans, strings and long strings (0x0c), objects, null, undefined, ECMA and
+/// strict arrays. Our own decoder rather than rml_amf0's, which lacks long strings and recurses without bound;
+/// this one recurses at most [`MAX_AMF_DEPTH`] levels.
+fn decode_amf0(mut b: &[u8]) -> Result<Vec<Amf0Value>, AmfFault> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], AmfFault> {
+        if b.len() < n {
+            return Err(AmfFault::Truncated);
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h)
+    }
+    fn string(b: &mut &[u8], n: usize) -> Result<String, AmfFault> {
+        String::from_utf8(take(b, n)?.to_vec()).map_err(|_| AmfFault::BadUtf8)
+    }
+    fn u16_len(b: &mut &[u8]) -> Result<usize, AmfFault> {
+        let n = take(b, 2)?;
+        Ok(u16::from_be_bytes([n[0], n[1]]) as usize)
+    }
+    fn u32_of(b: &mut &[u8]) -> Result<u32, AmfFault> {
+        let n = take(b, 4)?;
+        Ok(u32::from_be_bytes([n[0], n[1], n[2], n[3]]))
+    }
+    fn object(b: &mut &[u8], depth: usize) -> Result<Amf0Value, AmfFault> {
+        let mut props = HashMap::new();
+        loop {
+            let n = u16_len(b)?;
+            if n == 0 {
+                // An empty name ends the object; the end marker must follow.
+                let m = take(b, 1)?[0];
+                if m != 9 {
+                    return Err(AmfFault::UnsupportedMarker(m));
+                }
+                return Ok(Amf0Value::Object(props));
+            }
+            let name = string(b, n)?;
+            let v = value(b, depth)?;
+            props.insert(name, v);
+        }
+    }
+    fn value(b: &mut &[u8], depth: usize) -> Result<Amf0Value, AmfFault> {
+        let marker = take(b, 1)?[0];
+        if matches!(marker, 3 | 8 | 10) && depth >= MAX_AMF_DEPTH {
+            return Err(AmfFault::TooDeep);
+        }
+        Ok(match marker {
+            0 => Amf0Value::Number(f64::from_be_bytes(take(b, 8)?.try_into().expect("8 bytes"))),
+            1 => Amf0Value::Boolean(take(b, 1)?[0] != 0),
+            2 => {
+                let n = u16_len(b)?;
+                Amf0Value::Utf8String(string(b, n)?)
+            }
+            0x0c => {
+                let n = u32_of(b)? as usize;
+                Amf0Value::Utf8String(string(b, n)?)
+            }
+            3 => object(b, depth + 1)?,
+            5 => Amf0Value::Null,
+            6 => Amf0Value::Undefined,
+            8 => {
+                // ECMA array: the count is advisory; real encoders end it like an object (as rml_amf0 reads it).
+                u32_of(b)?;
+                object(b, depth + 1)?
+            }
+            10 => {
+                let n = u32_of(b)? as usize;
+                // Each value is at least one byte: a count beyond the body is a truncation, not an allocation.
+                if n > b.len() {
+                    return Err(AmfFault::Truncated);
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(value(b, depth + 1)?);
+                }
+                Amf0Value::StrictArray(items)
+            }
+            m => return Err(AmfFault::UnsupportedMarker(m)),
+        })
+    }
+    let mut values = Vec::new();
+    // A stray object-end marker at the top level ends the values (as rml_amf0 has always treated it).
+    while !b.is_empty() && b[0] != 9 {
+        values.push(value(&mut b, 0)?);
+    }
+    Ok(values)
+}
+
+/// Decodes an AMF0 command or data message.
 ///
 /// Decoding goes through rml_amf0 directly rather than rml_rtmp's `MessagePayload::to_rtmp_message`: the latter
 /// panics (`drain(..3)` out of range) on a command with fewer than three values, which our fuzz test found.
@@ -212,9 +256,7 @@ fn decode_amf(m: &RawMessage) -> Result<RtmpMessage, ProtoError> {
     } else {
         &m.payload[..]
     };
-    check_amf0(body, what)?;
-    let mut values = rml_amf0::deserialize(&mut std::io::Cursor::new(body))
-        .map_err(|e| ProtoError::Malformed { what, detail: e.to_string() })?;
+    let mut values = decode_amf0(body).map_err(|f| ProtoError::Amf(what, f))?;
     if !is_command {
         return Ok(RtmpMessage::Amf0Data { values });
     }
@@ -377,7 +419,10 @@ fn to_media(m: &RawMessage) -> Result<Option<Media>, ProtoError> {
             if !matches!(values.first(), Some(Amf0Value::Utf8String(n)) if n == "onMetaData") {
                 return Ok(None);
             }
-            let payload = rml_amf0::serialize(&values.to_vec()).map_err(|e| ProtoError::Serialize(e.to_string()))?;
+            // rml_amf0 writes no long strings: metadata holding one (over 64 KiB) is dropped, the stream goes on.
+            let Ok(payload) = rml_amf0::serialize(&values.to_vec()) else {
+                return Ok(None);
+            };
             return Ok(Some(Media { kind: MediaKind::Data, timestamp: m.timestamp, payload: Bytes::from(payload) }));
         }
         _ => return Ok(None),
@@ -388,8 +433,11 @@ fn to_media(m: &RawMessage) -> Result<Option<Media>, ProtoError> {
 /// What a server-side session reports to its connection handler.
 #[derive(Debug)]
 pub enum ServerEvent {
-    /// `connect` was accepted (we always accept; authorization happens at publish).
+    /// `connect` was accepted (authorization happens at publish and play).
     Connected { app: String, tc_url: Option<String> },
+    /// `connect` was refused (a bad app name or an overlong tcUrl) and answered with `_error`; close after
+    /// flushing. `reason` is safe to log: client strings in it are bounded and escaped.
+    ConnectRefused { reason: String },
     /// The client wants to publish `name` (may include `?query`) on message stream `stream_id`.
     Publish { stream_id: u32, name: String },
     /// The client wants to play `name` on message stream `stream_id`.
@@ -398,6 +446,19 @@ pub enum ServerEvent {
     Media(Media),
     /// The client ended its publish or play (deleteStream, closeStream, FCUnpublish).
     StreamClosed,
+}
+
+/// Refuses a publish or play name (with its `?query`) too long to be a name: the connection is closed before the
+/// string is held or logged whole.
+fn bounded_name(what: &'static str, name: &str) -> Result<(), ProtoError> {
+    let limit = crate::MAX_NAME_LEN + 1 + crate::MAX_QUERY_LEN;
+    if name.len() > limit {
+        return Err(ProtoError::Malformed {
+            what,
+            detail: format!("stream name {} of {} bytes, above {limit}", crate::shown(name), name.len()),
+        });
+    }
+    Ok(())
 }
 
 /// The server side of one connection after the handshake.
@@ -481,6 +542,39 @@ impl ServerSession {
                     Some(Amf0Value::Utf8String(a)) => Some(a.clone()),
                     _ => None,
                 };
+                // Names are limited here, before anything else holds or logs them (a 65,000-byte app name
+                // used to reach the play refusal's log line whole).
+                let (name, query) = app.split_once('?').unwrap_or((&app, ""));
+                let refusal = if !crate::valid_name(name) {
+                    Some(format!(
+                        "bad app name {} ({} bytes): use 1-{} of A-Z a-z 0-9 - _ . ~",
+                        crate::shown(name),
+                        name.len(),
+                        crate::MAX_NAME_LEN
+                    ))
+                } else if query.len() > crate::MAX_QUERY_LEN {
+                    Some(format!("app query of {} bytes, above {}", query.len(), crate::MAX_QUERY_LEN))
+                } else if tc_url.as_ref().is_some_and(|u| u.len() > crate::MAX_TC_URL_LEN) {
+                    Some(format!("tcUrl above {} bytes", crate::MAX_TC_URL_LEN))
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    command(
+                        out,
+                        0,
+                        "_error",
+                        txn,
+                        Amf0Value::Null,
+                        vec![obj(&[
+                            ("level", s("error")),
+                            ("code", s("NetConnection.Connect.Rejected")),
+                            ("description", s(&reason)),
+                        ])],
+                    )?;
+                    events.push(ServerEvent::ConnectRefused { reason });
+                    return Ok(());
+                }
                 command(
                     out,
                     0,
@@ -508,10 +602,12 @@ impl ServerSession {
             "publish" => {
                 let name =
                     arg_str(0).ok_or(ProtoError::Malformed { what: "publish", detail: "no stream name".into() })?;
+                bounded_name("publish", &name)?;
                 events.push(ServerEvent::Publish { stream_id: m.stream_id, name });
             }
             "play" => {
                 let name = arg_str(0).ok_or(ProtoError::Malformed { what: "play", detail: "no stream name".into() })?;
+                bounded_name("play", &name)?;
                 events.push(ServerEvent::Play { stream_id: m.stream_id, name });
             }
             "deleteStream" | "closeStream" | "FCUnpublish" => {
@@ -728,7 +824,64 @@ mod tests {
             stream_id: 0,
             payload: Bytes::from(p),
         };
-        assert!(matches!(decode_amf(&m), Err(ProtoError::AmfStructure(_))));
+        assert!(matches!(decode_amf(&m), Err(ProtoError::Amf(_, AmfFault::TooDeep))));
+    }
+
+    fn command(p: Vec<u8>) -> RawMessage {
+        RawMessage { csid: 3, timestamp: 0, type_id: msg_type::AMF0_COMMAND, stream_id: 0, payload: Bytes::from(p) }
+    }
+
+    #[test]
+    fn long_strings_and_undefined_are_decoded() {
+        // connect, txn 1, { app: <long string "live">, x: undefined }, undefined, a 70,000-byte long string.
+        let mut p = vec![2, 0, 7];
+        p.extend_from_slice(b"connect");
+        p.extend_from_slice(&[0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0, 3, 0, 3]);
+        p.extend_from_slice(b"app");
+        p.extend_from_slice(&[0x0c, 0, 0, 0, 4]);
+        p.extend_from_slice(b"live");
+        p.extend_from_slice(&[0, 1, b'x', 6, 0, 0, 9, 6, 0x0c]);
+        p.extend_from_slice(&70_000u32.to_be_bytes());
+        p.extend(std::iter::repeat_n(b'y', 70_000));
+        match decode_amf(&command(p)).unwrap() {
+            RtmpMessage::Amf0Command { command_name, transaction_id, command_object, additional_arguments } => {
+                assert_eq!((command_name.as_str(), transaction_id), ("connect", 1.0));
+                let Amf0Value::Object(o) = command_object else { panic!("{command_object:?}") };
+                assert_eq!(o.get("app"), Some(&Amf0Value::Utf8String("live".into())));
+                assert_eq!(o.get("x"), Some(&Amf0Value::Undefined));
+                assert_eq!(o.len(), 2);
+                assert_eq!(additional_arguments.len(), 2);
+                assert_eq!(additional_arguments[0], Amf0Value::Undefined);
+                assert_eq!(additional_arguments[1], Amf0Value::Utf8String("y".repeat(70_000)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_amf_is_refused_with_its_reason() {
+        let mut p = vec![2, 0, 7];
+        p.extend_from_slice(b"connect");
+        p.extend_from_slice(&[0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0]);
+        let cases: [(&[u8], AmfFault); 5] = [
+            (&[0x0c, 0, 0, 1, 0, b'a'], AmfFault::Truncated),
+            (&[0x02, 0, 5, b'a'], AmfFault::Truncated),
+            (&[0x0a, 0xff, 0xff, 0xff, 0xff, 5], AmfFault::Truncated),
+            (&[0x0b, 0, 0], AmfFault::UnsupportedMarker(0x0b)),
+            (&[0x02, 0, 2, 0xff, 0xfe], AmfFault::BadUtf8),
+        ];
+        for (tail, want) in cases {
+            let mut m = p.clone();
+            m.extend_from_slice(tail);
+            match decode_amf(&command(m)) {
+                Err(ProtoError::Amf("command", got)) => assert_eq!(got, want, "{tail:?}"),
+                other => panic!("{tail:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            ProtoError::Amf("command", AmfFault::Truncated).to_string(),
+            "bad AMF0 in a command message: truncated (the body ends inside a value)"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +84,50 @@ pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     counter: AtomicU64,
     keys: std::collections::hash_map::RandomState,
+    /// Sessions open per client IP (--max-rtmpt-sessions-per-ip) and in all (RTMPT's share of the budget).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+}
+
+/// One open session's place in the counts; released when the session ends.
+struct Slot {
+    ctx: Arc<Ctx>,
+    ip: IpAddr,
+}
+
+impl Slot {
+    /// Takes a place for a session of `ip`, or says which limit is full.
+    fn take(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<Self, &'static str> {
+        let s = &ctx.rtmpt;
+        let mut m = s.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = ctx.config.max_rtmpt_sessions_per_ip;
+        let n = m.get(&ip).copied().unwrap_or(0);
+        if limit != 0 && n >= limit {
+            return Err("too many RTMPT sessions from this address (--max-rtmpt-sessions-per-ip)");
+        }
+        // Half of --max-connections stays for RTMP and HTTP-FLV players whatever RTMPT opens: sessions cost
+        // one request each, a TCP player a connection and a handshake.
+        if s.total.load(Ordering::Relaxed) >= (ctx.config.max_connections / 2).max(1) {
+            return Err("RTMPT sessions hold their share (half) of --max-connections");
+        }
+        m.insert(ip, n + 1);
+        s.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Self { ctx: ctx.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let s = &self.ctx.rtmpt;
+        s.total.fetch_sub(1, Ordering::Relaxed);
+        let mut m = s.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Sessions {
@@ -132,12 +176,19 @@ pub(crate) async fn serve(
         let body = buf.split_to(req.content_length);
         let answer = match route {
             Route::Ident => return crate::flv::respond(&mut sock, 404, "not found").await,
-            Route::Open => {
-                let id = open(ctx, peer);
-                let mut a = id.into_bytes();
-                a.push(b'\n');
-                Some(a)
-            }
+            Route::Open => match open(ctx, peer) {
+                Ok(id) => {
+                    let mut a = id.into_bytes();
+                    a.push(b'\n');
+                    Some(a)
+                }
+                Err(why) => {
+                    // A flood is thousands of these: counted, logged at debug only.
+                    crate::metrics::Metrics::inc(&ctx.metrics.rtmpt_sessions_refused);
+                    debug!(%peer, reason = why, "RTMPT open refused");
+                    return crate::flv::respond(&mut sock, 503, why).await;
+                }
+            },
             Route::Send(id) | Route::Idle(id) => exchange(ctx, &id, &body).await,
             Route::Close(id) => {
                 if let Some(s) = ctx.rtmpt.get(&id) {
@@ -178,7 +229,7 @@ pub(crate) async fn serve(
         .await;
         req = match next {
             Ok(Some(Ok(r))) => r,
-            Ok(Some(Err(e))) => return crate::flv::respond(&mut sock, 400, &e.to_string()).await,
+            Ok(Some(Err(e))) => return crate::flv::respond(&mut sock, e.status(), &e.to_string()).await,
             _ => return Ok(()),
         };
         let _ = buf.split_to(req.head_len);
@@ -189,8 +240,12 @@ pub(crate) async fn serve(
     }
 }
 
-/// Starts a session: an RTMP session on one end of a pipe, the other end kept for the HTTP side.
-fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> String {
+/// Starts a session: an RTMP session on one end of a pipe, the other end kept for the HTTP side. Refused (503)
+/// past the client's session cap, RTMPT's share of the budget, or the connection gate, before anything is held.
+fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> Result<String, &'static str> {
+    let slot = Slot::take(ctx, peer.ip())?;
+    // The session counts as a connection of its client for the limits, like a TCP one.
+    let admitted = crate::server::admit(ctx, peer).ok_or("connection limit reached (--max-connections)")?;
     let id = ctx.rtmpt.new_id();
     let (http_end, rtmp_end) = tokio::io::duplex(PIPE);
     ctx.rtmpt
@@ -201,14 +256,12 @@ fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> String {
     info!(%peer, id, "RTMPT session opened");
     let (ctx, id2) = (ctx.clone(), id.clone());
     tokio::spawn(async move {
-        // The session counts as a connection of its client for the limits, like a TCP one.
-        if let Some(_slot) = crate::server::admit(&ctx, peer) {
-            crate::server::serve_rtmp(ctx.clone(), rtmp_end, peer, Protocol::Rtmpt).await;
-        }
+        let _held = (slot, admitted);
+        crate::server::serve_rtmp(ctx.clone(), rtmp_end, peer, Protocol::Rtmpt).await;
         ctx.rtmpt.remove(&id2);
         debug!(%peer, id = id2, "RTMPT session ended");
     });
-    id
+    Ok(id)
 }
 
 /// Writes the client's bytes into the session and answers with what the session has for the client.

@@ -298,6 +298,11 @@ impl<S: Io> Conn<S> {
                     self.tc_url = tc_url;
                     debug!(peer = %self.peer, app = %self.app, "connect");
                 }
+                ServerEvent::ConnectRefused { reason } => {
+                    Metrics::inc(&self.ctx.metrics.protocol_errors);
+                    warn!(peer = %self.peer, %reason, "connect refused, closing this connection");
+                    self.close = true;
+                }
                 ServerEvent::Publish { stream_id, name } => {
                     if self.over_stream_limit(stream_id, "NetStream.Publish.Denied", out)? {
                         continue;
@@ -368,7 +373,7 @@ impl<S: Io> Conn<S> {
         let (name, token) = split_query(raw_name, "token");
         let refuse = |this: &mut Self, out: &mut BytesMut, code: &str, why: &str| -> Result<(), ConnError> {
             Metrics::inc(&this.ctx.metrics.publishes_refused);
-            warn!(peer = %this.peer, app = %this.app, key = name, reason = why, "publish refused");
+            warn!(peer = %this.peer, app = %this.app, key = %crate::shown(name), reason = why, "publish refused");
             crate::proto::on_status(out, stream_id, "error", code, why)?;
             // Close once the refusal is flushed: ffmpeg exits on it, and a refused client has nothing left to do.
             this.close = true;
@@ -395,7 +400,7 @@ impl<S: Io> Conn<S> {
             );
         }
         if let Err(e) = self.ask_publish(name, raw_name).await {
-            warn!(peer = %self.peer, app = %self.app, key = name, error = %e, "on_publish refused the publish");
+            warn!(peer = %self.peer, app = %self.app, key = %crate::shown(name), error = %e, "on_publish refused the publish");
             return refuse(self, out, "NetStream.Publish.Unauthorized", "refused by the on_publish callback");
         }
         let (stream, _) = self.ctx.hub.get_or_create(&self.app, name);
@@ -407,12 +412,11 @@ impl<S: Io> Conn<S> {
                 session.accept_publish(stream_id, name, out)?;
                 Ok(())
             }
-            Err(busy) => refuse(
-                self,
-                out,
-                "NetStream.Publish.BadName",
-                &format!("stream is already being published by {}", busy.0),
-            ),
+            Err(busy) => {
+                // The holder's address is for the operator only: a client learns that the key is busy, no more.
+                warn!(peer = %self.peer, app = %self.app, key = name, holder = %busy.0, "key already published");
+                refuse(self, out, "NetStream.Publish.BadName", "stream key is busy: another publisher has it")
+            }
         }
     }
 
@@ -433,7 +437,7 @@ impl<S: Io> Conn<S> {
         let stream = match open_play(&self.ctx, event).await {
             Ok(s) => s,
             Err(r) => {
-                warn!(peer = %self.peer, app = %self.app, key = name, reason = %r.log, "play refused");
+                warn!(peer = %self.peer, app = %self.app, key = %crate::shown(name), reason = %r.log, "play refused");
                 crate::proto::on_status(out, stream_id, "error", r.code, r.description)?;
                 self.close = true;
                 return Ok(Vec::new());

@@ -99,11 +99,62 @@ fn second_publisher_is_refused_and_first_keeps_publishing() {
     let mut second = publish(&dir, &origin.url("test"), &[]);
     let status = second.wait_timeout(Duration::from_secs(10)).expect("second publisher must be refused and exit");
     assert!(!status.success(), "second publisher exited successfully");
-    assert!(second.log_text().contains("already being published"), "ffmpeg log: {}", second.log_text());
+    // The refusal says the key is busy and does not tell the newcomer who holds it; the origin's log does.
+    let told = second.log_text();
+    assert!(told.contains("stream key is busy"), "ffmpeg log: {told}");
+    let holder = peer.as_str().expect("source peer is a string");
+    // ffmpeg prints the URL it published to; the server's own words are the "Server error:" line.
+    let said = told.lines().find(|l| l.contains("Server error:")).expect("ffmpeg shows the server's refusal");
+    assert!(!said.contains(holder) && !said.contains("127.0.0.1"), "the refusal names an address: {said}");
+    wait_for("the holder's address in the origin's log", Duration::from_secs(5), || {
+        origin.proc.log_text().lines().any(|l| l.contains("key already published") && l.contains(holder)).then_some(())
+    });
     assert_eq!(metric(origin.api, "relay_publishes_refused_total"), 1.0);
     assert!(first.is_running());
     assert_eq!(stream_entry(origin.api, "live", "test").unwrap()["source"]["peer"], peer);
     assert_h264_aac(&origin.url("test"));
+}
+
+/// The largest step between consecutive video DTS a returning publisher may cause: one frame interval (33 ms at
+/// 30 fps), the relay's 40 ms rebase gap, and one AAC frame (23 ms) because the timeline continues from the last
+/// message of either kind, plus a millisecond of rounding.
+const MAX_RETURN_STEP_MS: i64 = 33 + 40 + 23 + 1;
+
+fn assert_continuous(what: &str, dts: &[i64]) {
+    let worst = dts.windows(2).map(|w| w[1] - w[0]).max().expect("two packets");
+    let least = dts.windows(2).map(|w| w[1] - w[0]).min().expect("two packets");
+    assert!(worst <= MAX_RETURN_STEP_MS, "{what}: a DTS step of {worst} ms (> {MAX_RETURN_STEP_MS}) in {dts:?}");
+    assert!(least >= 0, "{what}: DTS went back by {} ms in {dts:?}", -least);
+}
+
+#[test]
+fn returning_publisher_an_hour_ahead_continues_the_timeline() {
+    let _g = serial();
+    let dir = TempDir::new("tsjump");
+    let origin = Relay::origin(&dir, &[]);
+    let edge = Relay::edge(&dir, &[origin.rtmp], &[]);
+    let mut first = publish(&dir, &origin.url("test"), &[]);
+    wait_live(origin.api, "test");
+    let on_origin = PacketWatch::start(&origin.url("test"), &dir);
+    let on_edge = PacketWatch::start(&edge.url("test"), &dir);
+    wait_for("frames on both players", Duration::from_secs(15), || {
+        (on_origin.video_count() >= 30 && on_edge.video_count() >= 30).then_some(())
+    });
+    first.kill();
+    wait_for("the origin to lose its publisher", Duration::from_secs(5), || {
+        stream_entry(origin.api, "live", "test").filter(|s| s["source"].is_null())
+    });
+    // Back within the grace period, its clock one hour ahead.
+    let _second = publish(&dir, &origin.url("test"), &["-output_ts_offset", "3600"]);
+    let back = Instant::now();
+    wait_for("60 frames from the returning publisher on both players", Duration::from_secs(20), || {
+        (on_origin.video_after(back) >= 60 && on_edge.video_after(back) >= 60).then_some(())
+    });
+    let (o, e) = (on_origin.video_dts(), on_edge.video_dts());
+    assert_continuous("origin player", &o);
+    assert_continuous("edge player", &e);
+    // The whole session stays near its start: nothing leapt an hour.
+    assert!(e.last().unwrap() - e.first().unwrap() < 60_000, "edge timeline spans {:?}..{:?}", e.first(), e.last());
 }
 
 #[test]

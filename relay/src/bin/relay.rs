@@ -4,9 +4,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use relay::{ChunkLimits, Config, OriginUrl, Role};
 use svc::Dur;
+
+/// The largest message RTMP's 3-byte length field can carry.
+const MAX_RTMP_MESSAGE: i64 = (1 << 24) - 1;
+/// Bounds of the per-stream and per-player byte budgets: below 64 KiB not even a keyframe fits.
+const MIN_BUFFER: u64 = 64 << 10;
+const MAX_BUFFER: u64 = 64 << 30;
 
 #[derive(Parser)]
 #[command(about = "RTMP origin/edge relay with GOP cache, on-demand pull and fan-out")]
@@ -37,21 +43,24 @@ enum RoleCmd {
         /// rtmp://HOST:PORT/APP; repeat for failover, tried in turn. Optional with --manager, which sets the list.
         #[arg(long = "origin")]
         origins: Vec<String>,
-        /// Stop pulling a stream this long after its last player left (e.g. 30s, 1.5s, 2m or bare seconds).
+        /// Stop pulling a stream this long after its last player left (e.g. 30s, 1.5s, 2m or bare seconds; 0 stops at
+        /// once; at most 1 day).
         #[arg(long, default_value_t = Dur::secs(30))]
         idle_timeout: Dur,
-        /// Upstream pulls running at once; a play that would start one more is refused (NetStream.Play.Failed).
-        #[arg(long, default_value_t = 1000)]
-        max_pulls: usize,
+        /// Upstream pulls running at once (1-100000); a play that would start one more is refused
+        /// (NetStream.Play.Failed).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max_pulls: u32,
         /// Pulls one client IP may have started that have received no media yet (unknown keys each cost an
         /// upstream connection); a play that would start one more is refused (NetStream.Play.Failed, HTTP 503)
-        /// until one of them gets media or ends. Players of running streams are not counted. 0 = no limit.
-        #[arg(long, default_value_t = 16)]
-        max_new_pulls_per_ip: usize,
-        /// Reconnect backoff bounds in milliseconds.
-        #[arg(long, default_value_t = 250)]
+        /// until one of them gets media or ends. Players of running streams are not counted. 0 = no limit
+        /// (0-100000).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        max_new_pulls_per_ip: u32,
+        /// Reconnect backoff bounds in milliseconds (1-600000 each; the maximum at least the minimum).
+        #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         backoff_min_ms: u64,
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         backoff_max_ms: u64,
     },
 }
@@ -73,48 +82,53 @@ struct Common {
     #[arg(long)]
     api: Option<SocketAddr>,
     /// How long players stay attached while a stream has no publisher/upstream (e.g. 10s, 500ms, 1.5s, 1m 30s or bare
-    /// seconds). Also how long a player of a key nobody publishes waits before it is told "not found".
+    /// seconds; 0 ends them at once; durations are at most 1 day). Also how long a player of a key nobody
+    /// publishes waits before it is told "not found".
     #[arg(long, default_value_t = Dur::secs(10))]
     grace_period: Dur,
-    /// How long a player may accept no data before it is disconnected (same forms).
+    /// How long a player may accept no data before it is disconnected (same forms, above 0).
     #[arg(long, default_value_t = Dur::secs(10))]
     player_timeout: Dur,
-    /// How long a publisher/upstream may send nothing before it is dropped (same forms).
+    /// How long a publisher/upstream may send nothing before it is dropped (same forms, above 0).
     #[arg(long, default_value_t = Dur::secs(10))]
     source_timeout: Dur,
-    /// Largest chunk size a peer may set.
-    #[arg(long, default_value_t = 65_536)]
+    /// Largest chunk size a peer may set (128, RTMP's default, to 16777215).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(128..=MAX_RTMP_MESSAGE))]
     max_chunk_size: u32,
-    /// Largest RTMP message a peer may send, in bytes.
-    #[arg(long, default_value_t = 8 << 20)]
+    /// Largest RTMP message a peer may send, in bytes (4096 to 16777215, what RTMP's 3-byte length can say).
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u32).range(4096..=MAX_RTMP_MESSAGE))]
     max_message_size: u32,
-    /// Most RTMP connections open at once.
-    #[arg(long, default_value_t = 10_000)]
-    max_connections: usize,
-    /// Messages a player may fall behind before skipping to the next keyframe.
-    #[arg(long, default_value_t = 512)]
-    player_queue: usize,
-    /// The RTMP handshake must complete within this (same forms).
+    /// Most RTMP connections open at once (1-1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Messages a player may fall behind before skipping to the next keyframe (8-1000000).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
+    player_queue: u32,
+    /// The RTMP handshake must complete within this (same forms, above 0).
     #[arg(long, default_value_t = Dur::secs(10))]
     handshake_timeout: Dur,
-    /// After the handshake, the client must send connect within this (same forms).
+    /// After the handshake, the client must send connect within this (same forms, above 0).
     #[arg(long, default_value_t = Dur::secs(10))]
     connect_timeout: Dur,
-    /// A connection that neither plays nor publishes and sends nothing for this long is closed (same forms).
+    /// A connection that neither plays nor publishes and sends nothing for this long is closed (same forms, above 0).
     #[arg(long, default_value_t = Dur::secs(30))]
     conn_idle_timeout: Dur,
-    /// Play and publish requests one connection may make in its life.
-    #[arg(long, default_value_t = 8)]
-    max_streams_per_connection: usize,
-    /// RTMP connections open at once from one client IP; 0 turns the limit off.
-    #[arg(long, default_value_t = 0)]
-    max_connections_per_ip: usize,
-    /// Bytes of recent frames a stream keeps for its players; the oldest leave first.
-    #[arg(long, default_value_t = 64 << 20)]
-    stream_buffer_bytes: usize,
-    /// Bytes a player may fall behind before it skips to the next keyframe.
-    #[arg(long, default_value_t = 8 << 20)]
-    player_buffer_bytes: usize,
+    /// Play and publish requests one connection may make in its life (1-10000).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_streams_per_connection: u32,
+    /// RTMP connections open at once from one client IP (up to 1000000); 0, the default, turns the limit off.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    max_connections_per_ip: u32,
+    /// RTMPT sessions (POST /open/1, no auth) open at once from one client IP (up to 100000); 0 turns the limit
+    /// off. Past it, and past half of --max-connections for all RTMPT sessions, /open/1 answers 503.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    max_rtmpt_sessions_per_ip: u32,
+    /// Bytes of recent frames a stream keeps for its players, 64 KiB to 64 GiB; the oldest leave first.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(MIN_BUFFER..=MAX_BUFFER))]
+    stream_buffer_bytes: u64,
+    /// Bytes a player may fall behind before it skips to the next keyframe, 64 KiB to 64 GiB.
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(MIN_BUFFER..=MAX_BUFFER))]
+    player_buffer_bytes: u64,
     /// Bearer token the HTTP API requires (Authorization: Bearer TOKEN); required when --api is not loopback.
     /// Also read from the RELAY_API_TOKEN environment variable, which keeps it out of the process list.
     #[arg(long, env = "RELAY_API_TOKEN", hide_env_values = true)]
@@ -132,26 +146,27 @@ struct Common {
     /// POST here when a play ends (the answer is ignored).
     #[arg(long)]
     on_stop: Option<String>,
-    /// Longest wait for a callback's answer, connect included (same forms as the other durations).
+    /// Longest wait for a callback's answer, connect included (same forms as the other durations, above 0).
     #[arg(long, default_value_t = Dur::secs(3))]
     callback_timeout: Dur,
     /// Milliseconds audio and metadata may wait for the next video frame, so players get them in one socket
     /// write (less CPU per player, at most this much added audio latency); 0 sends each message at once. The
-    /// default holds audio about one video frame, like SRS's merged writes but far shorter.
-    #[arg(long, default_value_t = 50)]
+    /// default holds audio about one video frame, like SRS's merged writes but far shorter. At most 1000.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1000))]
     coalesce_ms: u64,
     /// Merged writes: milliseconds a stream's frames are gathered so each player gets them in one write (less
     /// CPU per player, up to this much added latency); new players still start at once from the GOP cache.
     /// 0 turns merging off (then --coalesce-ms applies). The default of 100 ms is chosen from the fan-out
     /// benchmark (relay/BENCHMARKS.md): less than half the CPU per player of no merging, for about 60 ms more
-    /// mean delivery lag.
-    #[arg(long, default_value_t = 100)]
+    /// mean delivery lag. At most 1000.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1000))]
     merge_ms: u64,
     /// A stream manager to register with (http://HOST:PORT): it then drives this node (origin lists, pre-pulls,
     /// maintenance) through --api, with the --api-token both sides share.
     #[arg(long)]
     manager: Option<String>,
-    /// This node's name in the cluster (with --manager); default: the host name.
+    /// This node's name in the cluster (with --manager): 1-64 of A-Z a-z 0-9 - _ . (the manager's rule); default: the
+    /// host name.
     #[arg(long)]
     node_name: Option<String>,
     /// The address the manager, edges and the load balancer reach this node at (with --manager); default: the
@@ -162,6 +177,10 @@ struct Common {
 
 /// The manager link of `--manager`, checked before anything is bound.
 fn manager_link(common: &Common) -> anyhow::Result<Option<relay::managed::ManagerLink>> {
+    // Checked with or without --manager: a name the manager would refuse forever is refused now.
+    if let Some(name) = &common.node_name {
+        check_node_name(name)?;
+    }
     let Some(url) = &common.manager else {
         return Ok(None);
     };
@@ -182,9 +201,7 @@ fn manager_link(common: &Common) -> anyhow::Result<Option<relay::managed::Manage
             .trim()
             .to_string(),
     };
-    if !relay::valid_name(&name) {
-        anyhow::bail!("--node-name {name:?}: use 1-128 of A-Z a-z 0-9 - _ . ~");
-    }
+    check_node_name(&name)?;
     Ok(Some(relay::managed::ManagerLink {
         manager,
         name,
@@ -192,6 +209,16 @@ fn manager_link(common: &Common) -> anyhow::Result<Option<relay::managed::Manage
         rtmp: at(common.listen.port()),
         http: common.http_listen.map(|h| at(h.port())),
     }))
+}
+
+fn check_node_name(name: &str) -> anyhow::Result<()> {
+    if !svc::names::valid_cluster_name(name) {
+        anyhow::bail!(
+            "--node-name {name:?}: {} (the stream manager's rule for node names; the default is the host name)",
+            svc::names::CLUSTER_NAME_RULE
+        );
+    }
+    Ok(())
 }
 
 /// Turns a `--config FILE` into flags placed right after the role, before the command line's own flags (which
@@ -206,11 +233,21 @@ fn expand_config(mut argv: Vec<String>) -> anyhow::Result<Vec<String>> {
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading --config {path}"))?;
     let table: toml::Table = text.parse().with_context(|| format!("--config {path} is not valid TOML"))?;
+    // The role's own flags: a key that names none is a typo, refused with the file's name rather than as an
+    // unexpected argument the user never typed.
+    let role = argv.iter().find(|a| *a == "origin" || *a == "edge").cloned();
+    let known: Vec<String> = role
+        .and_then(|r| Cli::command().find_subcommand(&r).cloned())
+        .map(|c| c.get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect())
+        .unwrap_or_default();
     let mut flags = Vec::new();
     for (key, value) in &table {
         let flag = format!("--{}", key.replace('_', "-"));
         if flag == "--config" {
             anyhow::bail!("--config {path}: a config file cannot name another (key {key:?})");
+        }
+        if !known.is_empty() && !known.iter().any(|k| flag[2..] == *k) {
+            anyhow::bail!("--config {path}: unknown key {key:?}: keys are the long flags of `relay origin --help` or `relay edge --help`");
         }
         let values = match value {
             toml::Value::Array(a) => a.clone(),
@@ -268,22 +305,35 @@ fn main() -> anyhow::Result<()> {
             (common, Role::Edge { origins }, Some(idle_timeout), Some((backoff_min_ms, backoff_max_ms)))
         }
     };
+    for (flag, d) in [
+        ("--player-timeout", common.player_timeout),
+        ("--source-timeout", common.source_timeout),
+        ("--handshake-timeout", common.handshake_timeout),
+        ("--connect-timeout", common.connect_timeout),
+        ("--conn-idle-timeout", common.conn_idle_timeout),
+        ("--callback-timeout", common.callback_timeout),
+    ] {
+        if Duration::from(d).is_zero() {
+            anyhow::bail!("{flag} 0: a zero timeout would drop every connection at once; give a duration above 0");
+        }
+    }
     let mut config = Config::new(role);
     config.limits = ChunkLimits { max_chunk_size: common.max_chunk_size, max_message_size: common.max_message_size };
-    config.max_connections = common.max_connections;
+    config.max_connections = common.max_connections as usize;
     config.grace_period = common.grace_period.into();
     config.player_timeout = common.player_timeout.into();
     config.source_timeout = common.source_timeout.into();
-    config.player_queue = common.player_queue.max(8);
+    config.player_queue = common.player_queue as usize;
     config.coalesce = Duration::from_millis(common.coalesce_ms);
     config.merge = Duration::from_millis(common.merge_ms);
     config.handshake_timeout = common.handshake_timeout.into();
     config.connect_timeout = common.connect_timeout.into();
     config.conn_idle_timeout = common.conn_idle_timeout.into();
-    config.max_streams_per_connection = common.max_streams_per_connection.max(1);
-    config.max_connections_per_ip = common.max_connections_per_ip;
-    config.stream_buffer_bytes = common.stream_buffer_bytes;
-    config.player_buffer_bytes = common.player_buffer_bytes;
+    config.max_streams_per_connection = common.max_streams_per_connection as usize;
+    config.max_connections_per_ip = common.max_connections_per_ip as usize;
+    config.max_rtmpt_sessions_per_ip = common.max_rtmpt_sessions_per_ip as usize;
+    config.stream_buffer_bytes = usize::try_from(common.stream_buffer_bytes).context("--stream-buffer-bytes")?;
+    config.player_buffer_bytes = usize::try_from(common.player_buffer_bytes).context("--player-buffer-bytes")?;
     config.api_token = common.api_token.clone();
     config.manager = manager_link(&common)?;
     config.sources = sources;
@@ -296,15 +346,20 @@ fn main() -> anyhow::Result<()> {
         timeout: common.callback_timeout.into(),
     };
     if let Some((mp, per_ip)) = max_pulls {
-        config.max_pulls = mp;
-        config.max_new_pulls_per_ip = per_ip;
+        config.max_pulls = mp as usize;
+        config.max_new_pulls_per_ip = per_ip as usize;
     }
     if let Some(idle) = idle {
         config.idle_timeout = idle.into();
     }
     if let Some((lo, hi)) = backoff {
-        config.backoff_min = Duration::from_millis(lo.max(1));
-        config.backoff_max = Duration::from_millis(hi.max(lo));
+        if hi < lo {
+            anyhow::bail!(
+                "--backoff-max-ms {hi} is below --backoff-min-ms {lo}: the maximum must be at least the minimum"
+            );
+        }
+        config.backoff_min = Duration::from_millis(lo);
+        config.backoff_max = Duration::from_millis(hi);
     }
     config.validate()?;
     if let Some(api) = common.api {

@@ -16,6 +16,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "/usr/sbin/sysctl"),
     ("util-linux", "/usr/bin/taskset"),
     ("ffmpeg", "/usr/bin/ffprobe"),
+    // librtmp's player, one of the real clients of the relay's stream-end tests.
+    ("rtmpdump", "/usr/bin/rtmpdump"),
     // The RTSP camera of the source tests and the lab (scripts/rtsp-camera.py): gst-rtsp-server from Python.
     ("python3-gi", "/usr/lib/python3/dist-packages/gi/__init__.py"),
     ("python3-gst-1.0", "/usr/lib/python3/dist-packages/gi/overrides/Gst.py"),

@@ -10,27 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use relay::chunk::{csid, encode_message, msg_type};
-use relay::proto::{HandshakeState, HandshakeStep};
-
-/// A TCP connection that completed the RTMP handshake with the relay.
-fn handshaken(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let (mut hs, c0c1) = HandshakeState::client().unwrap();
-    s.write_all(&c0c1).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "relay closed during a valid handshake");
-        match hs.feed(&buf[..n]).unwrap() {
-            HandshakeStep::Continue { reply } => s.write_all(&reply).unwrap(),
-            HandshakeStep::Done { reply, .. } => {
-                s.write_all(&reply).unwrap();
-                return s;
-            }
-        }
-    }
-}
 
 /// Everything the relay sends until it closes the connection, or None if it is still open after `limit`.
 fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {

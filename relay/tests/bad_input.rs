@@ -4,33 +4,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
 use relay::chunk::{csid, encode_message, msg_type};
-use relay::proto::{HandshakeState, HandshakeStep};
-
-/// A TCP connection that completed the RTMP handshake with the relay.
-fn handshaken(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let (mut hs, c0c1) = HandshakeState::client().unwrap();
-    s.write_all(&c0c1).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "relay closed during a valid handshake");
-        match hs.feed(&buf[..n]).unwrap() {
-            HandshakeStep::Continue { reply } => s.write_all(&reply).unwrap(),
-            HandshakeStep::Done { reply, .. } => {
-                s.write_all(&reply).unwrap();
-                return s;
-            }
-        }
-    }
-}
 
 /// True when the relay closes the connection within `limit` (EOF or reset).
 fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {

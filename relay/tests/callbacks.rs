@@ -171,9 +171,11 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
     assert_eq!(metric(origin2.api, "relay_callbacks_refused_total"), 1.0);
 
     // A config file with an unknown key or a bad value stops the relay at start with the reason.
-    for (text, want) in
-        [("no-such-flag = 1\n", "--no-such-flag"), ("on-play = true\n", "not a string"), ("x = [\n", "TOML")]
-    {
+    for (text, want) in [
+        ("no-such-flag = 1\n", "unknown key \"no-such-flag\""),
+        ("on-play = true\n", "not a string"),
+        ("x = [\n", "TOML"),
+    ] {
         std::fs::write(&conf, text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_relay"))
             .args(["origin", "--listen", &format!("127.0.0.1:{}", free_port()), "--config", conf.to_str().unwrap()])

@@ -427,3 +427,24 @@ pub fn socket_with_small_rcvbuf(addr: SocketAddr) -> TcpStream {
         std::os::fd::FromRawFd::from_raw_fd(fd)
     }
 }
+
+/// A TCP connection that completed the RTMP handshake with the relay.
+pub fn handshaken(addr: SocketAddr) -> TcpStream {
+    use relay::proto::{HandshakeState, HandshakeStep};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut hs, c0c1) = HandshakeState::client().unwrap();
+    s.write_all(&c0c1).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "relay closed during a valid handshake");
+        match hs.feed(&buf[..n]).unwrap() {
+            HandshakeStep::Continue { reply } => s.write_all(&reply).unwrap(),
+            HandshakeStep::Done { reply, .. } => {
+                s.write_all(&reply).unwrap();
+                return s;
+            }
+        }
+    }
+}

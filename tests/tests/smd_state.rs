@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lb_lab::bin_path;
 
@@ -89,12 +89,9 @@ fn json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn wait(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits for `f` within `within`, failing the test with what it waited for.
+fn wait(what: &str, within: Duration, f: impl FnMut() -> bool) {
+    lb_tests::health::wait_within(within, what, f).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn raised(port: u16, kind: &str) -> bool {

@@ -1,7 +1,7 @@
 //! The service layer lbd, the relay and the stream manager share, so each daemon is only its own logic: the HTTP
 //! server ([`http`]) and its bearer tokens ([`auth`]), the JSON client daemons call each other with ([`client`]), Prometheus text ([`metrics`]), the accept loop ([`accept`]), shutdown signalling
 //! ([`shutdown`]), logging set-up ([`logging`]), systemd readiness
-//! ([`notify`]), the version string ([`version`]), the duration format of flags and config files ([`duration`]) and the rule for cluster names ([`names`]).
+//! ([`notify`]), SIGHUP as a reload ([`reload`]), the version string ([`version`]), the duration format of flags and config files ([`duration`]) and the rule for cluster names ([`names`]).
 pub mod accept;
 pub mod auth;
 pub mod client;
@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nagios;
 pub mod names;
 pub mod notify;
+pub mod reload;
 pub mod shutdown;
 pub mod version;
 

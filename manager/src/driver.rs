@@ -265,6 +265,31 @@ pub async fn round(
     if actions.is_empty() {
         return taken;
     }
+    // Provider runs (start or stop an edge machine) take seconds to minutes: they run beside the loop with their
+    // own deadline (`provider_timeout`), so polling, node-down, failover and LB changes never wait for them. The
+    // plan does not repeat them meanwhile (the edge is in `starting`/`stopping` until the outcome is recorded).
+    let (provider, actions): (Vec<Action>, Vec<Action>) =
+        actions.into_iter().partition(|a| matches!(a, Action::ProviderStart { .. } | Action::ProviderStop { .. }));
+    for a in provider {
+        let call = ProviderCall::of(&a, config);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let r = match call {
+                Some(call) => call.run().await,
+                None => Err("the pool has no provider configured".to_string()),
+            };
+            if let Err(e) = &r {
+                warn!(node = a.node(), error = %e, "action failed: {}", a.describe());
+            }
+            {
+                let mut c = shared.lock();
+                c.acted(&a, r);
+                let _ = persist(&mut c);
+            }
+            // The outcome may call for the next step (register wait, retry, stop): plan it now.
+            shared.wake.notify_one();
+        });
+    }
     let mut work = JoinSet::new();
     let specs: std::collections::BTreeMap<String, String> =
         shared.lock().nodes.values().map(|n| (n.spec.name.clone(), n.spec.api.clone())).collect();
@@ -279,14 +304,10 @@ pub async fn round(
         let api = specs.get(&node).cloned().unwrap_or_default();
         let token = config.token.clone();
         let lb = lb.get(&lb_key).cloned();
-        let calls: Vec<Option<ProviderCall>> = list.iter().map(|a| ProviderCall::of(a, config)).collect();
         work.spawn(async move {
             let mut done = Vec::new();
-            for (a, call) in list.into_iter().zip(calls) {
-                let r = match call {
-                    Some(call) => call.run().await,
-                    None => act(&a, &api, &token, timeout, lb.as_ref()).await,
-                };
+            for a in list {
+                let r = act(&a, &api, &token, timeout, lb.as_ref()).await;
                 done.push((a, r));
             }
             done
@@ -473,3 +494,6 @@ fn lb_request(a: &Action) -> Result<Request, String> {
         _ => return Err("not an LB action".into()),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -48,6 +48,9 @@ pub struct Load {
     pub in_service: usize,
     /// Edges of the pool, starting ones included (what counts toward max).
     pub count: usize,
+    /// Edges of the pool that are not down, starting ones included (what counts toward min: a dead always-on edge
+    /// serves nobody, so the pool must start one in its place).
+    pub alive: usize,
 }
 
 impl Load {
@@ -82,7 +85,11 @@ impl Cluster {
             }
         }
         let starting = self.scaling.starting.values().filter(|(p, _)| p == pool).count();
-        Load { load, in_service, count: edges.len() + starting }
+        let alive = edges
+            .iter()
+            .filter(|n| n.health != Health::Down && !self.scaling.starting.contains_key(&n.spec.name))
+            .count();
+        Load { load, in_service, count: edges.len() + starting, alive: alive + starting }
     }
 
     /// A manual start (POST /api/v1/pools/{pool}/start): refused at max, else queued for the next round.
@@ -234,9 +241,10 @@ impl Cluster {
         let signal = fmt_signal(sc.signal, load.load);
         let reason = if manual > 0 && load.count < max {
             Some("manual start".to_string())
-        } else if load.count < p.min && !starting && !backing_off && self.settled(now) {
-            // Only once every always-on edge has had failover_time to register after a (re)start.
-            Some(format!("{} edges, below the pool's min {}", load.count, p.min))
+        } else if load.alive < p.min && !starting && !backing_off && self.settled(now) {
+            // Only once every always-on edge has had failover_time to register after a (re)start. Down edges do not
+            // count: a lost always-on edge is replaced.
+            Some(format!("{} edges up, below the pool's min {}", load.alive, p.min))
         } else if util >= sc.scale_out_at && load.count < max && !starting && cooled && !backing_off && primary_full {
             Some(format!(
                 "load {signal} is {:.0}% of {} edges x {} (threshold {:.0}%)",
@@ -268,12 +276,12 @@ impl Cluster {
         }
         // Scale in: the load would fit under scale_in_at with one edge fewer; never below min; the overflow pool
         // of this pool is emptied first; only started edges older than min_lifetime, the newest first.
-        if starting || !cooled || load.count <= p.min || load.in_service <= 1 {
+        if starting || !cooled || load.alive <= p.min || load.in_service <= 1 {
             return;
         }
         let own = self.pool_load(&p.name, sc.signal);
         let after = load.load / (sc.capacity * (load.in_service - 1) as f64);
-        if after >= sc.scale_in_at || own.count <= p.min {
+        if after >= sc.scale_in_at || own.alive <= p.min {
             return;
         }
         let overflow_busy = pools.iter().any(|x| {
@@ -315,6 +323,18 @@ impl Cluster {
                     format!("provider started {node}; waiting for it to register"),
                 );
                 self.scaling.backoff.remove(pool);
+            }
+            (Action::ProviderStart { pool, node }, Err(e)) if self.nodes.contains_key(node) => {
+                // The start failed or timed out but its edge registered: it is running and it is ours, so it stays
+                // a started edge (scale-in and pool-stop may stop it), never an always-on one nobody stops.
+                self.scaling.starting.remove(node);
+                let msg = format!(
+                    "provider start of {node} failed: {e}; {node} registered anyway and is kept as a started edge"
+                );
+                self.log.event(EventKind::ProviderFailed, pool, msg.clone());
+                self.log.raise(AlarmKind::ProviderFailed, pool, msg);
+                self.back_off(pool, now);
+                self.dirty = true;
             }
             (Action::ProviderStart { pool, node }, Err(e)) => {
                 self.scaling.starting.remove(node);

@@ -562,6 +562,61 @@ fn a_failing_provider_raises_an_alarm_and_backs_off_without_runaway() {
 }
 
 #[test]
+fn a_lost_always_on_edge_is_replaced_and_never_counts_toward_min() {
+    // The pool at its min (2) and no load: e2 dies. A down edge serves nobody: a start replaces it, and scale-in
+    // never drains the pool down to one edge in service because the dead one still "counts".
+    let t0 = Instant::now();
+    let mut c = Cluster::new(scaled("0s"), Persisted::default(), t0);
+    for t in 0..3 {
+        c.observe("e1", edge_load(0), t0 + SECS(t));
+        c.observe("e2", if t == 0 { edge_load(0) } else { failed() }, t0 + SECS(t));
+        assert!(starts(&c.plan(t0 + SECS(t))).is_empty(), "nothing to do while e2 is not yet down (t={t})");
+    }
+    let mut started = Vec::new();
+    for t in 3..8 {
+        c.observe("e1", edge_load(0), t0 + SECS(t));
+        c.observe("e2", failed(), t0 + SECS(t));
+        started.extend(starts(&c.plan(t0 + SECS(t))));
+    }
+    assert_eq!(c.nodes["e2"].health, Health::Down);
+    assert_eq!(started, vec!["edges-1"], "one replacement for the lost always-on edge");
+    let ev = c.log.events(1, Some("scale-out"), Some("edges"));
+    assert!(ev[0].message.contains("1 edges up, below the pool's min 2"), "{}", ev[0].message);
+    // The replacement comes up with no load: 2 edges up is the min, so nothing is scaled in.
+    c.register(edge_spec("edges-1", "10.0.0.41")).unwrap();
+    for t in 8..40 {
+        for (n, o) in [("e1", edge_load(0)), ("e2", failed()), ("edges-1", edge_load(0))] {
+            c.observe(n, o, t0 + SECS(t));
+        }
+        let a = c.plan(t0 + SECS(t));
+        assert!(starts(&a).is_empty(), "t={t}: {a:?}");
+        assert!(c.scaling.stopping.is_empty(), "t={t}: scale-in below min with a dead edge counted");
+    }
+}
+
+#[test]
+fn a_start_that_fails_after_its_edge_registered_keeps_it_as_a_started_edge() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(scaled("0s"), Persisted::default(), t0);
+    c.observe("e1", edge_load(5), t0);
+    c.observe("e2", edge_load(5), t0);
+    let a = c.plan(t0);
+    let start = a.iter().find(|x| matches!(x, Action::ProviderStart { .. })).unwrap().clone();
+    // The edge registers while the provider still runs; then the provider times out.
+    c.register(edge_spec("edges-1", "10.0.0.41")).unwrap();
+    c.acted(&start, Err("no answer within 60s, killed".into()));
+    assert!(c.log.is_raised(AlarmKind::ProviderFailed, "edges"));
+    assert!(c.scaling.starting.is_empty());
+    assert!(c.scaling.started.contains_key("edges-1"), "the registered edge is not the manager's any more");
+    // Ours to stop: pool-stop accepts it (an always-on edge is refused).
+    c.observe("edges-1", edge_load(0), t0 + SECS(1));
+    c.observe("e1", edge_load(0), t0 + SECS(1));
+    c.observe("e2", edge_load(0), t0 + SECS(1));
+    assert!(c.manual_stop("edges", "edges-1").is_ok());
+    assert!(c.manual_stop("edges", "e1").unwrap_err().contains("always-on"));
+}
+
+#[test]
 fn an_overflow_pool_starts_only_when_the_always_on_pool_is_full_and_hot() {
     let t0 = Instant::now();
     let mut c = config("");

@@ -137,6 +137,9 @@ pub struct NodeRt {
     pub last_ok: Option<Instant>,
     pub last_seen_unix: Option<u64>,
     pub last_error: Option<String>,
+    /// Polls failed in a row since the last answer: a node is down only after two, so one poll lost right after
+    /// a (re)start or one slow answer never decides a failover on its own.
+    pub failed_polls: u32,
     pub status: Option<NodeStatus>,
     pub sources: Option<Vec<OriginSource>>,
     pub maintenance: Option<Maintenance>,
@@ -154,6 +157,7 @@ impl NodeRt {
             last_ok: None,
             last_seen_unix: None,
             last_error: None,
+            failed_polls: 0,
             status: None,
             sources: None,
             maintenance: None,
@@ -581,6 +585,7 @@ impl Cluster {
                 n.last_ok = Some(now);
                 n.last_seen_unix = Some(unix_now());
                 n.last_error = None;
+                n.failed_polls = 0;
                 n.status = Some(status);
                 if sources.is_some() {
                     n.sources = sources;
@@ -595,8 +600,11 @@ impl Cluster {
             }
             Observation::Failed(why) => {
                 n.last_error = Some(why.clone());
+                n.failed_polls = n.failed_polls.saturating_add(1);
                 let since = n.last_ok.unwrap_or(started);
-                if n.health != Health::Down && now.saturating_duration_since(since) >= failover {
+                // Silent for failover_time AND at least two polls failed: with a keepalive close to failover_time,
+                // silence alone made the first failed poll after a death decide (anywhere from 0 to 2 keepalives).
+                if n.health != Health::Down && n.failed_polls >= 2 && now.saturating_duration_since(since) >= failover {
                     n.health = Health::Down;
                     n.status = None;
                     let msg = format!("{} missed keepalives for {:?}: {why}", n.spec.role.as_str(), failover);

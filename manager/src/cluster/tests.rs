@@ -200,15 +200,18 @@ members = [{ node = "o2", priority = 100 }, { node = "o3", priority = 50 }]
     c.plan(t0);
     assert_eq!((active(&c, "a").as_deref(), active(&c, "b").as_deref()), (Some("o1"), Some("o2")));
     // o1 dies: a goes to o2 (priority 90), not o3.
+    c.observe("o1", failed(), t0 + SECS(3));
     c.observe("o1", failed(), t0 + SECS(4));
     c.plan(t0 + SECS(4));
     assert_eq!(active(&c, "a").as_deref(), Some("o2"));
     // o2 dies too: both groups go to the shared standby o3.
+    c.observe("o2", failed(), t0 + SECS(7));
     c.observe("o2", failed(), t0 + SECS(8));
     c.observe("o3", ok_origin(&[]), t0 + SECS(8));
     c.plan(t0 + SECS(8));
     assert_eq!((active(&c, "a").as_deref(), active(&c, "b").as_deref()), (Some("o3"), Some("o3")));
     // o3 dies: no member left; the alarm says so.
+    c.observe("o3", failed(), t0 + SECS(11));
     c.observe("o3", failed(), t0 + SECS(12));
     c.plan(t0 + SECS(12));
     assert_eq!(active(&c, "a"), None);
@@ -562,6 +565,25 @@ fn a_failing_provider_raises_an_alarm_and_backs_off_without_runaway() {
 }
 
 #[test]
+fn a_node_is_down_after_failover_time_and_two_failed_polls_not_one() {
+    // keepalive as long as failover_time (3 s): a death just before a poll used to be decided by that one poll.
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(""), Persisted::default(), t0);
+    c.observe("e1", edge_load(0), t0);
+    c.observe("e1", failed(), t0 + SECS(3));
+    assert_eq!(c.nodes["e1"].health, Health::Up, "one failed poll, however late, is not a death");
+    c.observe("e1", failed(), t0 + SECS(6));
+    assert_eq!(c.nodes["e1"].health, Health::Down);
+    // An answer resets the count.
+    c.observe("e1", edge_load(0), t0 + SECS(7));
+    c.observe("e1", failed(), t0 + SECS(8));
+    c.observe("e1", failed(), t0 + SECS(9));
+    assert_eq!(c.nodes["e1"].health, Health::Up, "two failures but only 2 s of silence");
+    c.observe("e1", failed(), t0 + SECS(10));
+    assert_eq!(c.nodes["e1"].health, Health::Down);
+}
+
+#[test]
 fn a_lost_always_on_edge_is_replaced_and_never_counts_toward_min() {
     // The pool at its min (2) and no load: e2 dies. A down edge serves nobody: a start replaces it, and scale-in
     // never drains the pool down to one edge in service because the dead one still "counts".
@@ -675,6 +697,7 @@ fn the_ingest_address_follows_the_active_member() {
     );
     // o1 dies: o2 takes the group and the ingest address.
     c.lb_seen("http://10.0.0.1:9400", view(&["10.0.0.11"]));
+    c.observe("o1", failed(), t0 + SECS(3));
     c.observe("o1", failed(), t0 + SECS(4));
     c.observe("o2", ok_origin(&[]), t0 + SECS(4));
     let a = c.plan(t0 + SECS(4));

@@ -448,7 +448,7 @@ impl ProviderCall {
 
     async fn run(self) -> Result<(), String> {
         let what = format!("{} {}", self.exe.display(), self.args.join(" "));
-        let child = tokio::process::Command::new(&self.exe)
+        let mut child = tokio::process::Command::new(&self.exe)
             .args(&self.args)
             .envs(self.env)
             .stdin(std::process::Stdio::null())
@@ -457,17 +457,58 @@ impl ProviderCall {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("{what}: cannot run: {e}"))?;
-        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+        let stdout = Collected::read(child.stdout.take());
+        let stderr = Collected::read(child.stderr.take());
+        // The provider's exit is its answer. Its output is read beside it and not to EOF: an edge it started in the
+        // background may inherit the pipes and keep them open for its whole life.
+        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
             Ok(r) => r.map_err(|e| format!("{what}: {e}"))?,
-            // Dropping the future kills the child (kill_on_drop).
+            // Dropping the child kills it (kill_on_drop).
             Err(_) => return Err(format!("{what}: no answer within {:?}, killed", self.timeout)),
         };
-        let last = |b: &[u8]| String::from_utf8_lossy(b).lines().last().unwrap_or("").trim().to_string();
-        if !out.status.success() {
-            return Err(format!("{what}: {} {}", out.status, last(&out.stderr)));
+        let (out, err) = (stdout.last_line().await, stderr.last_line().await);
+        if !status.success() {
+            return Err(format!("{what}: {status} {err}"));
         }
-        tracing::info!(provider = %what, output = %last(&out.stdout), "provider done");
+        tracing::info!(provider = %what, output = %out, "provider done");
         Ok(())
+    }
+}
+
+/// What a provider wrote on one pipe, kept up to 64 KiB, read by a task of its own.
+struct Collected {
+    buf: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collected {
+    const MAX: usize = 64 << 10;
+
+    fn read(pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>) -> Self {
+        use tokio::io::AsyncReadExt;
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let task = tokio::spawn(async move {
+            let Some(mut pipe) = pipe else { return };
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
+                let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+                let room = Self::MAX.saturating_sub(b.len());
+                b.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        });
+        Self { buf, task }
+    }
+
+    /// The last line written, once the pipe closed or, if something else still holds it open, a moment after the
+    /// provider exited.
+    async fn last_line(self) -> String {
+        let Collected { buf, mut task } = self;
+        if tokio::time::timeout(Duration::from_millis(200), &mut task).await.is_err() {
+            task.abort();
+        }
+        let b = buf.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&b).lines().last().unwrap_or("").trim().to_string()
     }
 }
 

@@ -89,3 +89,48 @@ provider_timeout = "30s"
     assert!(lines.starts_with("start "), "{lines:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_provider_is_done_when_it_exits_even_if_what_it_started_keeps_its_output_open() {
+    let dir = std::env::temp_dir().join(format!("sm-provider-pipes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("edge.pid");
+    let script = dir.join("provider");
+    // The "edge" it starts inherits stdout and stderr and outlives the provider.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 30 &\necho $! > {}\necho \"edge $2 started\"\necho 'warming up' >&2\nexit ${{EXIT:-0}}\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let call = |exit: &str| ProviderCall {
+        exe: script.clone(),
+        args: ["start".into(), "edges-1".into(), "edges".into()],
+        env: vec![("EXIT".into(), exit.into())],
+        timeout: Duration::from_secs(20),
+    };
+    let kill_edge = || {
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // SAFETY: kill(2) of the sleep this test's script started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    };
+
+    let t = Instant::now();
+    let r = call("0").run().await;
+    let took = t.elapsed();
+    kill_edge();
+    assert_eq!(r, Ok(()));
+    assert!(took < Duration::from_secs(3), "waited {took:?} for pipes the started edge holds");
+
+    let t = Instant::now();
+    let r = call("4").run().await;
+    let took = t.elapsed();
+    kill_edge();
+    let err = r.unwrap_err();
+    assert!(err.contains("exit status: 4 warming up"), "{err}");
+    assert!(took < Duration::from_secs(3), "waited {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeOwned, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Why a configuration was refused; each names the setting and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +189,13 @@ pub fn merge<T: DeserializeOwned>(
     }
     for (field, value) in flags {
         origin.insert(field.clone(), "command line".into());
-        merged.insert(field, value);
+        // A repeatable flag adds to the file's list (more origins, more sources); any other replaces it.
+        match (merged.get_mut(&field), value) {
+            (Some(toml::Value::Array(have)), toml::Value::Array(more)) => have.extend(more),
+            (_, value) => {
+                merged.insert(field, value);
+            }
+        }
     }
     match T::deserialize(toml::Value::Table(merged.clone())) {
         Ok(t) => Ok(t),
@@ -203,16 +209,49 @@ pub fn merge<T: DeserializeOwned>(
                         (Keys::Flags, _) => field.replace('_', "-"),
                         (Keys::Snake, _) => field.clone(),
                     };
+                    let setting = match value {
+                        // A table or list is named by its key, its value being many lines.
+                        toml::Value::Table(_) | toml::Value::Array(_) => shown,
+                        v => format!("{shown} = {v}"),
+                    };
                     return Err(ConfigError::BadValue {
-                        setting: format!("{shown} = {value}"),
+                        setting,
                         at: origin.get(field).cloned().unwrap_or_default(),
-                        msg: e.to_string().trim().to_string(),
+                        // serde_toml adds "in `key`" on a line of its own: the setting is named already.
+                        msg: e.to_string().lines().next().unwrap_or_default().trim().to_string(),
                     });
                 }
             }
             Err(ConfigError::Invalid(whole.to_string()))
         }
     }
+}
+
+/// `cmd` with each flag's default, taken from the settings' `Default` serialised to `defaults`, shown in its help
+/// (`[default: 30s]`): clap itself gets no default, so a flag not given never overrides the file.
+pub fn show_defaults(mut cmd: clap::Command, defaults: &toml::Table) -> clap::Command {
+    let ids: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
+    for id in ids {
+        let shown = match defaults.get(&id) {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(toml::Value::Array(_)) | None => continue,
+            Some(v) => v.to_string(),
+        };
+        cmd = cmd.mut_arg(&id, |a| {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let long = a.get_long_help().map(|h| format!("{h} [default: {shown}]"));
+            let a = a.help(format!("{help} [default: {shown}]"));
+            match long {
+                Some(l) => a.long_help(l),
+                None => a,
+            }
+        });
+    }
+    let subs: Vec<String> = cmd.get_subcommands().map(|c| c.get_name().to_string()).collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(&name, |c| show_defaults(c, defaults));
+    }
+    cmd
 }
 
 /// Refuses `value` outside `lo..=hi`, naming the setting, the value, the range and why the range is what it is.
@@ -237,7 +276,11 @@ pub fn in_range<T: PartialOrd + fmt::Display>(
 /// The settings of `names` that `readme` never mentions as `` `name` `` or `` `--name` ``: a daemon's test fails
 /// on any, so every setting is documented.
 pub fn undocumented(readme: &str, names: &[String]) -> Vec<String> {
-    let mentioned = |n: &str| [format!("`{n}`"), format!("`{n} "), format!("`{n}=")].iter().any(|f| readme.contains(f));
+    let mentioned = |n: &str| {
+        [format!("`{n}`"), format!("`{n} "), format!("`{n}="), format!("`[{n}]`"), format!("`[[{n}]]`")]
+            .iter()
+            .any(|f| readme.contains(f))
+    };
     names.iter().filter(|n| !mentioned(n)).cloned().collect()
 }
 
@@ -245,6 +288,7 @@ pub fn undocumented(readme: &str, names: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::Dur;
+    use serde::Deserialize;
 
     #[derive(Debug, Deserialize, Serialize, PartialEq)]
     #[serde(default, deny_unknown_fields)]

@@ -6,7 +6,7 @@
 //! - [`daemon`]: the control task (decisions in `daemon::core`, views, control socket, metrics endpoint, takeover,
 //!   census cache, state-file writer); [`health`]: probes and rise/fall; [`neigh`]: the MAC resolver task;
 //!   [`netinfo`]: netlink queries; [`events`]: the event history; [`announce`]: VIP routes for the routing daemon; [`sync`]: flow-state sync
-//!   between LB nodes.
+//!   between LB nodes; [`settings`]: lbd's settings (flags and the config file's top), checked before anything starts.
 pub mod announce;
 pub mod api;
 pub mod conntable;
@@ -19,4 +19,5 @@ pub mod maglev;
 pub mod model;
 pub mod neigh;
 pub mod netinfo;
+pub mod settings;
 pub mod sync;

@@ -211,7 +211,7 @@ impl Cluster {
     }
 
     fn back_off(&mut self, pool: &str, now: Instant) {
-        let base = self.policy(pool).map_or(Duration::from_secs(10), |s| s.cooldown.0.max(Duration::from_secs(1)));
+        let base = self.policy(pool).map_or(Duration::from_secs(10), |s| s.cooldown.0);
         let next = match self.scaling.backoff.get(pool) {
             Some((_, d)) => (*d * 2).min(Duration::from_secs(600)),
             None => base,
@@ -242,7 +242,7 @@ impl Cluster {
         let reason = if manual > 0 && load.count < max {
             Some("manual start".to_string())
         } else if load.alive < p.min && !starting && !backing_off && self.settled(now) {
-            // Only once every always-on edge has had failover_time to register after a (re)start. Down edges do not
+            // Only once every always-on edge has had startup_hold to register after a (re)start. Down edges do not
             // count: a lost always-on edge is replaced.
             Some(format!("{} edges up, below the pool's min {}", load.alive, p.min))
         } else if util >= sc.scale_out_at && load.count < max && !starting && cooled && !backing_off && primary_full {

@@ -577,7 +577,7 @@ impl Cluster {
 
     /// A keepalive's outcome.
     pub fn observe(&mut self, name: &str, obs: Observation, now: Instant) {
-        let failover = self.config.failover_time;
+        let failover = self.config.node_down_after;
         let started = self.started;
         let Some(n) = self.nodes.get_mut(name) else { return };
         match obs {
@@ -602,7 +602,7 @@ impl Cluster {
                 n.last_error = Some(why.clone());
                 n.failed_polls = n.failed_polls.saturating_add(1);
                 let since = n.last_ok.unwrap_or(started);
-                // Silent for failover_time AND at least two polls failed: with a keepalive close to failover_time,
+                // Silent for node_down_after AND at least two polls failed: with a keepalive close to that delay,
                 // silence alone made the first failed poll after a death decide (anywhere from 0 to 2 keepalives).
                 if n.health != Health::Down && n.failed_polls >= 2 && now.saturating_duration_since(since) >= failover {
                     n.health = Health::Down;
@@ -644,7 +644,7 @@ impl Cluster {
     /// Whether the manager has had time to hear from every node since it started: before that, no member is
     /// declared gone and no active member is replaced.
     pub(crate) fn settled(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.started) >= self.config.failover_time
+        now.saturating_duration_since(self.started) >= self.config.startup_hold
     }
 
     fn eligible(&self, name: &str) -> bool {
@@ -772,7 +772,8 @@ impl Cluster {
             } else {
                 let have = self.nodes.get(&h.to).map(|n| n.ingesting(&g.app)).unwrap_or_default();
                 let ready = g.sources.iter().all(|s| have.contains(&s.key));
-                let waited = h.started.is_some_and(|t| now.saturating_duration_since(t) >= self.config.failover_time);
+                let waited =
+                    h.started.is_some_and(|t| now.saturating_duration_since(t) >= self.config.handover_timeout);
                 if ready || waited {
                     let kind = if h.reason == "failback" { EventKind::Failback } else { EventKind::HandoverDone };
                     let how = if ready { "ingesting every source" } else { "did not ingest every source in time" };
@@ -1058,7 +1059,7 @@ impl Cluster {
                     self.log.clear(AlarmKind::SourceNotIngesting, &subject);
                 } else {
                     let since = *self.missing_since.entry(k).or_insert(now);
-                    if now.saturating_duration_since(since) >= self.config.failover_time {
+                    if now.saturating_duration_since(since) >= self.config.source_alarm_after {
                         let why = active
                             .and_then(|n| n.sources.as_ref())
                             .and_then(|v| v.iter().find(|x| x.app == g.app && x.key == s.key).map(|x| x.state.clone()))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use lb_userspace::model::{Proto, ServiceKey};
 use serde::{Deserialize, Serialize};
 use svc::client::BaseUrl;
+use svc::config::{in_range, Keys};
 use svc::Dur;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum ConfigError {
     Toml(PathBuf, String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Settings(#[from] svc::config::ConfigError),
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -282,64 +285,76 @@ fn default_weight() -> u32 {
     100
 }
 
-/// The file as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    listen: SocketAddr,
-    token_file: PathBuf,
-    #[serde(default)]
-    state_file: Option<PathBuf>,
-    #[serde(default = "default_keepalive")]
-    keepalive: Dur,
-    #[serde(default = "default_failover")]
-    failover_time: Dur,
-    #[serde(default = "default_drain")]
-    drain_timeout: Dur,
-    #[serde(default = "default_events")]
-    events_kept: usize,
-    /// The console's sample interval and page refresh.
-    #[serde(default = "default_refresh")]
-    console_refresh: Dur,
+/// The file as written: every top-level setting with its default (in `Default`), documented one row each in
+/// manager/README.md ("Settings"; a unit test fails on a setting without its row).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct File {
+    /// The API's address (required).
+    pub listen: Option<SocketAddr>,
+    /// The bearer token's file (required).
+    pub token_file: Option<PathBuf>,
+    pub state_file: Option<PathBuf>,
+    pub keepalive: Dur,
+    /// The default of the four timings below, as one setting was all four before they were split.
+    pub failover_time: Dur,
+    /// A node that has not answered for this long is down (default: failover_time).
+    pub node_down_after: Option<Dur>,
+    /// After a start no member is declared gone, no active member replaced and no pool scaled for this long, so
+    /// every node has had time to answer (default: failover_time).
+    pub startup_hold: Option<Dur>,
+    /// A handover (failover, failback) completes when the new member ingests every source, or after this
+    /// (default: failover_time).
+    pub handover_timeout: Option<Dur>,
+    /// A group's source missing from its active member raises `source-not-ingesting` after this (default:
+    /// failover_time).
+    pub source_alarm_after: Option<Dur>,
+    pub drain_timeout: Dur,
+    pub events_kept: usize,
+    /// The console page's refresh.
+    pub console_refresh: Dur,
+    /// The graphs' sample interval (their finest step), independent of the page's refresh.
+    pub history_sample: Dur,
     /// Where the graphs' history is kept (default: history.bin beside the state file; none without one).
-    #[serde(default)]
-    history_file: Option<PathBuf>,
+    pub history_file: Option<PathBuf>,
     /// The most self-registered nodes (edges that `POST /api/v1/nodes`) kept at once; 0: no self-registration.
-    #[serde(default = "default_max_registered")]
-    max_registered: usize,
+    pub max_registered: usize,
     /// A self-registered node that has never answered a keepalive within this is forgotten.
-    #[serde(default = "default_registration_expiry")]
-    registration_expiry: Dur,
-    #[serde(default)]
-    lb: Option<Lb>,
-    #[serde(default, rename = "node")]
-    nodes: Vec<NodeSpec>,
-    #[serde(default, rename = "group")]
-    groups: Vec<Group>,
-    #[serde(default, rename = "pool")]
-    pools: Vec<Pool>,
+    pub registration_expiry: Dur,
+    pub lb: Option<Lb>,
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeSpec>,
+    #[serde(rename = "group")]
+    pub groups: Vec<Group>,
+    #[serde(rename = "pool")]
+    pub pools: Vec<Pool>,
 }
 
-fn default_keepalive() -> Dur {
-    Dur::secs(3)
-}
-fn default_failover() -> Dur {
-    Dur::secs(10)
-}
-fn default_drain() -> Dur {
-    Dur::secs(600)
-}
-fn default_events() -> usize {
-    1000
-}
-fn default_max_registered() -> usize {
-    256
-}
-fn default_registration_expiry() -> Dur {
-    Dur::secs(600)
-}
-fn default_refresh() -> Dur {
-    Dur::secs(15)
+impl Default for File {
+    fn default() -> Self {
+        File {
+            listen: None,
+            token_file: None,
+            state_file: None,
+            keepalive: Dur::secs(3),
+            failover_time: Dur::secs(10),
+            node_down_after: None,
+            startup_hold: None,
+            handover_timeout: None,
+            source_alarm_after: None,
+            drain_timeout: Dur::secs(600),
+            events_kept: 1000,
+            console_refresh: Dur::secs(15),
+            history_sample: Dur::secs(5),
+            history_file: None,
+            max_registered: 256,
+            registration_expiry: Dur::secs(600),
+            lb: None,
+            nodes: Vec::new(),
+            groups: Vec::new(),
+            pools: Vec::new(),
+        }
+    }
 }
 
 /// A checked configuration.
@@ -350,9 +365,15 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     pub keepalive: Duration,
     pub failover_time: Duration,
+    /// See [`File`] for these four.
+    pub node_down_after: Duration,
+    pub startup_hold: Duration,
+    pub handover_timeout: Duration,
+    pub source_alarm_after: Duration,
     pub drain_timeout: Duration,
     pub events_kept: usize,
     pub console_refresh: Duration,
+    pub history_sample: Duration,
     pub history_file: Option<PathBuf>,
     pub max_registered: usize,
     pub registration_expiry: Duration,
@@ -379,28 +400,20 @@ impl Config {
 
     /// Parses and checks `text`; `path` names the file in errors and anchors relative token paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let f: File = toml::from_str(text).map_err(|e| ConfigError::Toml(path.into(), e.to_string()))?;
+        let file = svc::config::File::parse(text.to_string(), path)?;
+        let hint = "the settings are in manager/README.md (\"Settings\")";
+        let f: File = svc::config::merge(Some(&file), toml::Table::new(), File::keys(), Keys::Snake, hint)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let read = |p: &Path| -> Result<String, String> {
             let b = svc::auth::Bearer::from_file(&dir.join(p))?;
             Ok(b.value().unwrap_or_default().to_string())
         };
-        let token = read(&f.token_file).map_err(|e| invalid(format!("token_file: {e}")))?;
-        if f.keepalive.0 < Duration::from_millis(100) {
-            return Err(invalid("keepalive must be at least 100ms"));
-        }
-        if f.failover_time.0 < f.keepalive.0 {
-            return Err(invalid("failover_time must be at least one keepalive"));
-        }
-        if f.registration_expiry.0 < f.failover_time.0 {
-            return Err(invalid("registration_expiry must be at least failover_time (a node needs time to answer)"));
-        }
-        if f.max_registered > MAX_REGISTERED {
-            return Err(invalid(format!(
-                "max_registered {} is above {MAX_REGISTERED} (each node costs memory, history and a keepalive)",
-                f.max_registered
-            )));
-        }
+        let listen =
+            f.listen.ok_or_else(|| invalid("listen is required: the API's address, e.g. \"10.0.0.2:9300\""))?;
+        let token_file =
+            f.token_file.as_ref().ok_or_else(|| invalid("token_file is required: the API token's file"))?;
+        let token = read(token_file).map_err(|e| invalid(format!("token_file: {e}")))?;
+        let t = f.timings()?;
         let mut names = BTreeSet::new();
         for n in &f.nodes {
             n.check().map_err(invalid)?;
@@ -416,6 +429,10 @@ impl Config {
             if !valid_name(&p.name) {
                 return Err(invalid(format!("pool name {:?}: use 1-64 of A-Z a-z 0-9 - _ .", p.name)));
             }
+            in_range(&format!("pool {}: min", p.name), p.min, 0, MAX_POOL, "more edges than a manager keeps alive")?;
+            if let Some(m) = p.max {
+                in_range(&format!("pool {}: max", p.name), m, 1, MAX_POOL, "more edges than a manager keeps alive")?;
+            }
             if p.max.is_some_and(|m| m < p.min.max(1)) {
                 return Err(invalid(format!("pool {}: max must be at least min and at least 1", p.name)));
             }
@@ -430,6 +447,18 @@ impl Config {
                 if !(0.0 < sc.scale_in_at && sc.scale_in_at < sc.scale_out_at && sc.scale_out_at <= 1.0) {
                     return Err(invalid(format!("{at}: need 0 < scale_in_at < scale_out_at <= 1")));
                 }
+                let day = Dur(svc::duration::MAX);
+                let why = "a zero would start or stop edges in a loop, or give up on a provider at once";
+                in_range(&format!("{at}.cooldown"), sc.cooldown, Dur::secs(1), day, why)?;
+                in_range(&format!("{at}.warm_up"), sc.warm_up, Dur::secs(1), day, why)?;
+                in_range(&format!("{at}.provider_timeout"), sc.provider_timeout, Dur::secs(1), day, why)?;
+                in_range(
+                    &format!("{at}.min_lifetime"),
+                    sc.min_lifetime,
+                    Dur::secs(0),
+                    day,
+                    "durations are at most a day",
+                )?;
                 if let Some(o) = &sc.overflow_of {
                     if o == &p.name || !pools.contains(o.as_str()) {
                         return Err(invalid(format!("{at}: overflow_of names no other pool ({o:?})")));
@@ -539,14 +568,19 @@ impl Config {
             }
         };
         Ok(Config {
-            listen: f.listen,
+            listen,
             token,
             state_file: f.state_file.as_ref().map(|p| dir.join(p)),
             keepalive: f.keepalive.into(),
             failover_time: f.failover_time.into(),
+            node_down_after: t.node_down_after,
+            startup_hold: t.startup_hold,
+            handover_timeout: t.handover_timeout,
+            source_alarm_after: t.source_alarm_after,
             drain_timeout: f.drain_timeout.into(),
-            events_kept: f.events_kept.max(10),
-            console_refresh: f.console_refresh.0.max(Duration::from_secs(1)),
+            events_kept: f.events_kept,
+            console_refresh: f.console_refresh.into(),
+            history_sample: f.history_sample.into(),
             history_file: f
                 .history_file
                 .map(|p| dir.join(p))
@@ -565,6 +599,82 @@ impl Config {
         node.pool.clone().or_else(|| self.pools.first().map(|p| p.name.clone()))
     }
 }
+
+/// The four timings `failover_time` stood for, each resolved (its own setting, else `failover_time`).
+struct Timings {
+    node_down_after: Duration,
+    startup_hold: Duration,
+    handover_timeout: Duration,
+    source_alarm_after: Duration,
+}
+
+impl File {
+    /// The keys the file may hold at its top.
+    pub fn keys() -> &'static [&'static str] {
+        svc::config::fields::<File>()
+    }
+
+    /// Checks every top-level number and duration against its range (refused, never clamped) and resolves the
+    /// timings.
+    fn timings(&self) -> Result<Timings, ConfigError> {
+        let day = Dur(svc::duration::MAX);
+        let ka = self.keepalive;
+        in_range("keepalive", ka, Dur::millis(100), day, "below 100ms the manager reads every node too often")?;
+        let ka_why = "at least one keepalive: a node must have had a chance to answer";
+        in_range("failover_time", self.failover_time, ka, day, ka_why)?;
+        let or_failover = |d: Option<Dur>| d.unwrap_or(self.failover_time);
+        let t = Timings {
+            node_down_after: or_failover(self.node_down_after).0,
+            startup_hold: or_failover(self.startup_hold).0,
+            handover_timeout: or_failover(self.handover_timeout).0,
+            source_alarm_after: or_failover(self.source_alarm_after).0,
+        };
+        in_range("node_down_after", Dur(t.node_down_after), ka, day, ka_why)?;
+        in_range("startup_hold", Dur(t.startup_hold), Dur::secs(0), day, "durations are at most a day")?;
+        in_range("handover_timeout", Dur(t.handover_timeout), ka, day, ka_why)?;
+        in_range("source_alarm_after", Dur(t.source_alarm_after), ka, day, ka_why)?;
+        in_range(
+            "registration_expiry",
+            self.registration_expiry,
+            Dur(t.node_down_after),
+            day,
+            "at least node_down_after (failover_time unless set): a registered node needs time to answer",
+        )?;
+        in_range("drain_timeout", self.drain_timeout, Dur::secs(0), day, "durations are at most a day")?;
+        in_range("events_kept", self.events_kept, 10, 1_000_000, "fewer hides a failover's story; each costs memory")?;
+        in_range(
+            "console_refresh",
+            self.console_refresh,
+            Dur::secs(1),
+            Dur::secs(3600),
+            "a page reloading faster than once a second only costs; slower than an hour is no longer a live view",
+        )?;
+        in_range(
+            "history_sample",
+            self.history_sample,
+            Dur::secs(1),
+            Dur::secs(300),
+            "the graphs keep whole seconds for a day; coarser than 5 minutes is the month tier's own step",
+        )?;
+        if self.history_sample.0.subsec_nanos() != 0 {
+            return Err(invalid(format!(
+                "history_sample {}: give whole seconds (the graphs' step)",
+                self.history_sample
+            )));
+        }
+        in_range(
+            "max_registered",
+            self.max_registered,
+            0,
+            MAX_REGISTERED,
+            "each node costs memory, history and a keepalive",
+        )?;
+        Ok(t)
+    }
+}
+
+/// The ceiling of a pool's `min` and `max`.
+pub const MAX_POOL: usize = 10_000;
 
 /// The ceiling of `max_registered`.
 pub const MAX_REGISTERED: usize = 10_000;
@@ -697,14 +807,26 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
             ),
             (
                 GOOD.replace("failover_time = \"5s\"", "failover_time = \"5s\"\nregistration_expiry = \"1s\""),
-                "registration_expiry must be at least failover_time",
+                "registration_expiry 1s is out of range 5s..=86400s: at least node_down_after",
             ),
             (GOOD.replace(r#"node = "o2", priority"#, r#"node = "e1", priority"#), "is an edge"),
             (GOOD.replace("10.0.0.100:8080/tcp", "10.0.0.100:8080/sctp"), "unknown protocol"),
             (GOOD.replace("failover_time = \"5s\"", "failover_time = \"1s\""), "at least one keepalive"),
             (GOOD.replace("token_file = \"token\"", "token_file = \"missing\""), "token_file"),
             (GOOD.replace("name = \"o2\"", "name = \"o1\""), "defined twice"),
-            (GOOD.replace("[lb]", "[lb]\nbogus = 1"), "unknown field"),
+            (GOOD.replace("[lb]", "[lb]\nbogus = 1"), "manager.toml line 5): unknown field `bogus`"),
+            (GOOD.replace("listen =", "lisen ="), "manager.toml line 2: unknown key `lisen`"),
+            // Formerly clamped: refused with the range and why.
+            (format!("events_kept = 5\n{GOOD}"), "events_kept 5 is out of range 10..=1000000"),
+            (format!("console_refresh = \"0.5s\"\n{GOOD}"), "console_refresh 500ms is out of range 1s..=3600s"),
+            (format!("history_sample = \"10m\"\n{GOOD}"), "history_sample 600s is out of range 1s..=300s"),
+            (format!("history_sample = \"1.5s\"\n{GOOD}"), "history_sample 1500ms: give whole seconds"),
+            (format!("node_down_after = \"1s\"\n{GOOD}"), "node_down_after 1s is out of range 3s..=86400s"),
+            (format!("handover_timeout = \"2s\"\n{GOOD}"), "handover_timeout 2s is out of range 3s..=86400s"),
+            (format!("source_alarm_after = \"1s\"\n{GOOD}"), "source_alarm_after 1s is out of range 3s..=86400s"),
+            (format!("keepalive = \"50ms\"\nfailover_time = \"5s\"\n{}", GOOD.replace("failover_time = \"5s\"", "")), "keepalive 50ms is out of range 100ms..=86400s"),
+            (GOOD.replace("min = 2", "min = 2\n[pool.scale]\ncapacity = 10.0\nscale_out_at = 0.8\nscale_in_at = 0.3\nprovider = \"/bin/true\"\ncooldown = \"0s\"").replace("name = \"edges\"", "name = \"edges\"\nmax = 4"), "pool edges: scale.cooldown 0s is out of range 1s..=86400s"),
+            (GOOD.replace("min = 2", "min = 20000"), "pool edges: min 20000 is out of range 0..=10000"),
         ];
         for (text, want) in cases {
             let e = parse(&text).unwrap_err().to_string();
@@ -713,6 +835,36 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
         // A password in a bad URL never reaches the error.
         let e = parse(&GOOD.replace("8554/cam", "85x4/cam")).unwrap_err().to_string();
         assert!(e.contains("***@") && !e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn the_four_timings_default_to_failover_time_and_may_each_be_set() {
+        let c = parse(GOOD).unwrap();
+        let five = Duration::from_secs(5);
+        assert_eq!(
+            (c.node_down_after, c.startup_hold, c.handover_timeout, c.source_alarm_after),
+            (five, five, five, five)
+        );
+        assert_eq!((c.console_refresh, c.history_sample), (Duration::from_secs(15), Duration::from_secs(5)));
+        let text = format!(
+            "node_down_after = \"4s\"\nstartup_hold = \"0s\"\nhandover_timeout = \"20s\"\nsource_alarm_after = \"30s\"\nhistory_sample = \"60s\"\n{GOOD}"
+        );
+        let c = parse(&text).unwrap();
+        let s = Duration::from_secs;
+        assert_eq!(
+            (c.node_down_after, c.startup_hold, c.handover_timeout, c.source_alarm_after),
+            (s(4), s(0), s(20), s(30))
+        );
+        assert_eq!((c.failover_time, c.history_sample, c.console_refresh), (s(5), s(60), s(15)));
+    }
+
+    /// Every top-level setting has its row in manager/README.md ("Settings").
+    #[test]
+    fn every_setting_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let names: Vec<String> = File::keys().iter().map(|k| k.to_string()).collect();
+        assert_eq!(names.len(), 20);
+        assert_eq!(svc::config::undocumented(readme, &names), Vec::<String>::new());
     }
 
     #[test]

@@ -52,11 +52,11 @@ impl Shared {
     }
 }
 
-/// Samples the graphs every console refresh and writes their file every minute and when stopping.
+/// Samples the graphs every `history_sample` and writes their file every minute and when stopping.
 pub async fn sample(shared: Arc<Shared>, mut stop: Stopping) {
     let (every, path) = {
         let c = shared.lock();
-        (c.config.console_refresh, c.config.history_file.clone())
+        (c.config.history_sample, c.config.history_file.clone())
     };
     let mut sampler = crate::console::Sampler::default();
     let mut tick = tokio::time::interval(every);

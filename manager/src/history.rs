@@ -18,7 +18,7 @@ pub struct Tier {
     pub len: usize,
 }
 
-/// Fine samples for a day at the console's refresh (15 s), and five-minute averages for 30 days.
+/// Fine samples for a day at `history_sample` (5 s by default), and five-minute averages for 30 days.
 pub fn tiers(sample: Duration) -> [Tier; 2] {
     let step = sample.as_secs().max(1);
     [Tier { step, len: (86_400 / step) as usize }, Tier { step: 300, len: 8_640 }]

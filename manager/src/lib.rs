@@ -28,8 +28,8 @@ pub fn preflight(config: &config::Config) -> anyhow::Result<(cluster::Persisted,
     driver::prepare_state_dir(config.state_file.as_deref())?;
     let persisted = driver::load_state(config.state_file.as_deref())?;
     let history = match &config.history_file {
-        Some(p) => history::History::load(p, config.console_refresh)?,
-        None => history::History::new(config.console_refresh),
+        Some(p) => history::History::load(p, config.history_sample)?,
+        None => history::History::new(config.history_sample),
     };
     Ok((persisted, history))
 }

@@ -1,6 +1,11 @@
 //! The relay's configuration: roles, origin URLs, every setting with its default, and its validation.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use svc::config::{in_range, ConfigError};
+use svc::Dur;
 
 use crate::{callback, managed, ChunkLimits};
 
@@ -21,6 +26,8 @@ pub enum RelayError {
     ApiTokenRequired(std::net::SocketAddr),
     #[error("--api-token must not be empty")]
     EmptyApiToken,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -145,33 +152,42 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults of [`Settings`] for `role`.
     pub fn new(role: Role) -> Self {
+        Self::from_settings(&Settings::default(), role)
+    }
+
+    /// The running configuration of checked `s` (see [`Settings::validate`]); callbacks, the manager link and
+    /// sources are parsed by the caller and set after.
+    pub fn from_settings(s: &Settings, role: Role) -> Self {
+        let ms = Duration::from_millis;
         Self {
             role,
-            limits: ChunkLimits::default(),
-            max_connections: 10_000,
-            idle_timeout: Duration::from_secs(30),
-            grace_period: Duration::from_secs(10),
-            player_timeout: Duration::from_secs(10),
-            source_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
-            conn_idle_timeout: Duration::from_secs(30),
-            max_streams_per_connection: 8,
-            max_pulls: 1000,
-            max_connections_per_ip: 0,
-            max_new_pulls_per_ip: 16,
-            max_rtmpt_sessions_per_ip: 16,
-            stream_buffer_bytes: 64 << 20,
-            player_buffer_bytes: 8 << 20,
-            api_token: None,
-            callbacks: callback::Callbacks { timeout: Duration::from_secs(3), ..Default::default() },
-            player_queue: 512,
+            limits: ChunkLimits { max_chunk_size: s.max_chunk_size, max_message_size: s.max_message_size },
+            max_connections: s.max_connections as usize,
+            idle_timeout: s.idle_timeout.0,
+            grace_period: s.grace_period.0,
+            player_timeout: s.player_timeout.0,
+            source_timeout: s.source_timeout.0,
+            handshake_timeout: s.handshake_timeout.0,
+            connect_timeout: s.connect_timeout.0,
+            conn_idle_timeout: s.conn_idle_timeout.0,
+            max_streams_per_connection: s.max_streams_per_connection as usize,
+            max_pulls: s.max_pulls as usize,
+            max_connections_per_ip: s.max_connections_per_ip as usize,
+            max_new_pulls_per_ip: s.max_new_pulls_per_ip as usize,
+            max_rtmpt_sessions_per_ip: s.max_rtmpt_sessions_per_ip as usize,
+            // Checked to at most 64 GiB, which fits the 64-bit usize of every target the relay builds for.
+            stream_buffer_bytes: s.stream_buffer_bytes as usize,
+            player_buffer_bytes: s.player_buffer_bytes as usize,
+            api_token: s.api_token.clone(),
+            callbacks: callback::Callbacks { timeout: s.callback_timeout.0, ..Default::default() },
+            player_queue: s.player_queue as usize,
             gop_max_bytes: 16 << 20,
-            coalesce: Duration::from_millis(50),
-            merge: Duration::from_millis(100),
-            backoff_min: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(5),
+            coalesce: ms(s.coalesce_ms),
+            merge: ms(s.merge_ms),
+            backoff_min: ms(s.backoff_min_ms),
+            backoff_max: ms(s.backoff_max_ms),
             manager: None,
             sources: Vec::new(),
         }
@@ -198,5 +214,272 @@ impl Config {
             return Err(RelayError::ApiTokenRequired(addr));
         }
         Ok(())
+    }
+}
+
+/// The largest message RTMP's 3-byte length field can carry.
+pub const MAX_RTMP_MESSAGE: u32 = (1 << 24) - 1;
+/// Bounds of the per-stream and per-player byte budgets: below 64 KiB not even a keyframe fits.
+pub const MIN_BUFFER: u64 = 64 << 10;
+pub const MAX_BUFFER: u64 = 64 << 30;
+/// The most milliseconds `--merge-ms` and `--coalesce-ms` may hold frames: past a second the added latency is
+/// that of HLS, not of RTMP, and the held frames of every stream grow with it.
+pub const MAX_HOLD_MS: u64 = 1000;
+
+/// Every setting of `relay origin` and `relay edge`, as the `--config` file and the flags give them (keys are the
+/// long flag names, `-` or `_`), with its default: the one place defaults live. Checked by [`Settings::validate`];
+/// documented, one entry each, in relay/README.md ("Settings").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+    pub api_token: Option<String>,
+    pub grace_period: Dur,
+    pub player_timeout: Dur,
+    pub source_timeout: Dur,
+    pub handshake_timeout: Dur,
+    pub connect_timeout: Dur,
+    pub conn_idle_timeout: Dur,
+    pub max_chunk_size: u32,
+    pub max_message_size: u32,
+    pub max_connections: u32,
+    pub player_queue: u32,
+    pub max_streams_per_connection: u32,
+    pub max_connections_per_ip: u32,
+    pub max_rtmpt_sessions_per_ip: u32,
+    pub stream_buffer_bytes: u64,
+    pub player_buffer_bytes: u64,
+    pub on_publish: Option<String>,
+    pub on_unpublish: Option<String>,
+    pub on_play: Option<String>,
+    pub on_stop: Option<String>,
+    pub callback_timeout: Dur,
+    pub coalesce_ms: u64,
+    pub merge_ms: u64,
+    pub manager: Option<String>,
+    pub node_name: Option<String>,
+    pub advertise: Option<IpAddr>,
+    /// Origin only.
+    pub publish_token: Option<String>,
+    /// Origin only: `APP/KEY=URL` each.
+    pub source: Vec<String>,
+    /// Edge only: `rtmp://HOST[:PORT]/APP` each.
+    pub origin: Vec<String>,
+    pub idle_timeout: Dur,
+    pub max_pulls: u32,
+    pub max_new_pulls_per_ip: u32,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            http_listen: None,
+            api: None,
+            api_token: None,
+            grace_period: Dur::secs(10),
+            player_timeout: Dur::secs(10),
+            source_timeout: Dur::secs(10),
+            handshake_timeout: Dur::secs(10),
+            connect_timeout: Dur::secs(10),
+            conn_idle_timeout: Dur::secs(30),
+            // 64 KiB chunks are what OBS/ffmpeg/nginx use at most in practice; 8 MiB holds a very large keyframe.
+            max_chunk_size: 65_536,
+            max_message_size: 8 << 20,
+            max_connections: 10_000,
+            player_queue: 512,
+            max_streams_per_connection: 8,
+            max_connections_per_ip: 0,
+            max_rtmpt_sessions_per_ip: 16,
+            stream_buffer_bytes: 64 << 20,
+            player_buffer_bytes: 8 << 20,
+            on_publish: None,
+            on_unpublish: None,
+            on_play: None,
+            on_stop: None,
+            callback_timeout: Dur::secs(3),
+            // About one video frame: audio joins the next video frame's write (relay/BENCHMARKS.md).
+            coalesce_ms: 50,
+            // The fan-out benchmark's pick: under half the CPU per player of no merging, ~60 ms more mean lag.
+            merge_ms: 100,
+            manager: None,
+            node_name: None,
+            advertise: None,
+            publish_token: None,
+            source: Vec::new(),
+            origin: Vec::new(),
+            idle_timeout: Dur::secs(30),
+            max_pulls: 1000,
+            max_new_pulls_per_ip: 16,
+            backoff_min_ms: 250,
+            backoff_max_ms: 5000,
+        }
+    }
+}
+
+/// Settings only an origin has.
+pub const ORIGIN_ONLY: &[&str] = &["publish_token", "source"];
+/// Settings only an edge has.
+pub const EDGE_ONLY: &[&str] =
+    &["origin", "idle_timeout", "max_pulls", "max_new_pulls_per_ip", "backoff_min_ms", "backoff_max_ms"];
+
+impl Settings {
+    /// The keys a config file of `role` ("origin" or "edge") may hold.
+    pub fn keys(role: &str) -> Vec<&'static str> {
+        let other = if role == "origin" { EDGE_ONLY } else { ORIGIN_ONLY };
+        svc::config::fields::<Settings>().iter().copied().filter(|k| !other.contains(k)).collect()
+    }
+
+    /// Refuses every value out of its range, naming the flag, the value, the range and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let day = Dur(svc::duration::MAX);
+        let timeout_why = "a zero timeout would drop every connection at once; give a duration above 0";
+        for (flag, d) in [
+            ("--player-timeout", self.player_timeout),
+            ("--source-timeout", self.source_timeout),
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--connect-timeout", self.connect_timeout),
+            ("--conn-idle-timeout", self.conn_idle_timeout),
+            ("--callback-timeout", self.callback_timeout),
+        ] {
+            in_range(flag, d, Dur::millis(1), day, timeout_why)?;
+        }
+        let counts: [(&str, u64, u64, u64, &str); 11] = [
+            (
+                "--max-chunk-size",
+                self.max_chunk_size.into(),
+                128,
+                MAX_RTMP_MESSAGE.into(),
+                "128 is RTMP's own chunk size; 16777215 is the longest message RTMP's 3-byte length can say",
+            ),
+            (
+                "--max-message-size",
+                self.max_message_size.into(),
+                4096,
+                MAX_RTMP_MESSAGE.into(),
+                "smaller refuses ordinary metadata; 16777215 is the longest message RTMP's 3-byte length can say",
+            ),
+            ("--max-connections", self.max_connections.into(), 1, 1_000_000, "0 would refuse every connection"),
+            (
+                "--player-queue",
+                self.player_queue.into(),
+                8,
+                1_000_000,
+                "fewer messages than one frame's audio and video skip players all the time",
+            ),
+            (
+                "--max-streams-per-connection",
+                self.max_streams_per_connection.into(),
+                1,
+                10_000,
+                "0 would refuse every play and publish",
+            ),
+            (
+                "--max-connections-per-ip",
+                self.max_connections_per_ip.into(),
+                0,
+                1_000_000,
+                "0 turns the limit off; more than --max-connections' ceiling means nothing",
+            ),
+            ("--max-rtmpt-sessions-per-ip", self.max_rtmpt_sessions_per_ip.into(), 0, 100_000, "0 turns the limit off"),
+            (
+                "--stream-buffer-bytes",
+                self.stream_buffer_bytes,
+                MIN_BUFFER,
+                MAX_BUFFER,
+                "below 64 KiB not even a keyframe fits",
+            ),
+            (
+                "--player-buffer-bytes",
+                self.player_buffer_bytes,
+                MIN_BUFFER,
+                MAX_BUFFER,
+                "below 64 KiB not even a keyframe fits",
+            ),
+            (
+                "--coalesce-ms",
+                self.coalesce_ms,
+                0,
+                MAX_HOLD_MS,
+                "longer holds audio past a video frame's time for nothing",
+            ),
+            (
+                "--merge-ms",
+                self.merge_ms,
+                0,
+                MAX_HOLD_MS,
+                "past a second of added latency players see HLS-like delay and every stream holds more frames",
+            ),
+        ];
+        for (flag, v, lo, hi, why) in counts {
+            in_range(flag, v, lo, hi, why)?;
+        }
+        in_range("--max-pulls", self.max_pulls, 1, 100_000, "0 would refuse every pull")?;
+        in_range("--max-new-pulls-per-ip", self.max_new_pulls_per_ip, 0, 100_000, "0 turns the limit off")?;
+        let backoff_why = "0 would redial an origin in a busy loop; more than 10 minutes leaves a stream down long after its origin is back";
+        in_range("--backoff-min-ms", self.backoff_min_ms, 1, 600_000, backoff_why)?;
+        in_range("--backoff-max-ms", self.backoff_max_ms, 1, 600_000, backoff_why)?;
+        if self.backoff_max_ms < self.backoff_min_ms {
+            return Err(ConfigError::Invalid(format!(
+                "--backoff-max-ms {} is below --backoff-min-ms {}: the maximum must be at least the minimum",
+                self.backoff_max_ms, self.backoff_min_ms
+            )));
+        }
+        if self.listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "no RTMP listen address: give --listen ADDR (or listen = \"ADDR\" in the --config file)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_with_a_listen_address() {
+        let s = Settings { listen: Some("127.0.0.1:1935".parse().unwrap()), ..Settings::default() };
+        s.validate().unwrap();
+        let c = Config::new(Role::Origin { publish_token: None });
+        assert_eq!((c.max_connections, c.player_queue, c.merge), (10_000, 512, Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn out_of_range_is_refused_with_the_range_never_clamped() {
+        let ok = Settings { listen: Some("127.0.0.1:1935".parse().unwrap()), ..Settings::default() };
+        for (s, want) in [
+            (Settings { merge_ms: 1001, ..ok.clone() }, "--merge-ms 1001 is out of range 0..=1000"),
+            (Settings { player_queue: 7, ..ok.clone() }, "--player-queue 7 is out of range 8..=1000000"),
+            (
+                Settings { max_streams_per_connection: 0, ..ok.clone() },
+                "--max-streams-per-connection 0 is out of range 1..=10000",
+            ),
+            (Settings { backoff_min_ms: 0, ..ok.clone() }, "--backoff-min-ms 0 is out of range 1..=600000"),
+            (Settings { backoff_max_ms: 700_000, ..ok.clone() }, "--backoff-max-ms 700000 is out of range"),
+            (
+                Settings { player_timeout: Dur::secs(0), ..ok.clone() },
+                "--player-timeout 0s is out of range 1ms..=86400s",
+            ),
+            (Settings { listen: None, ..ok.clone() }, "no RTMP listen address"),
+        ] {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "wanted {want:?} in {e:?}");
+        }
+    }
+
+    /// Every setting has its entry in relay/README.md ("Settings"), as `--flag`.
+    #[test]
+    fn every_setting_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let names: Vec<String> =
+            svc::config::fields::<Settings>().iter().map(|f| svc::config::Keys::Flags.show(f)).collect();
+        assert_eq!(names.len(), 37);
+        assert_eq!(svc::config::undocumented(readme, &names), Vec::<String>::new());
     }
 }

@@ -9,7 +9,8 @@ struct Cli {
     /// The TOML configuration (see README: nodes, groups, pools, [lb]).
     #[arg(long, short)]
     config: std::path::PathBuf,
-    /// Check the configuration and exit.
+    /// Check the configuration (and the state and history files) and exit: 0 and a one-line `ok: ...` summary, or
+    /// 1 and the reason; binds nothing.
     #[arg(long)]
     check: bool,
 }
@@ -23,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     manager::preflight(&config)?;
     if cli.check {
         println!(
-            "{}: {} nodes, {} groups, {} pools{}",
+            "ok: {}: {} nodes, {} groups, {} pools{}",
             cli.config.display(),
             config.nodes.len(),
             config.groups.len(),

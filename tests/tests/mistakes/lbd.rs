@@ -31,6 +31,43 @@ fn lbd_refuses_bad_flags() {
         )
         .code(1)
         .says("control socket /proc/x/lbd.sock: cannot create its directory /proc/x"),
+        // Numbers without a range before: each refused with its range and why, before anything is bound.
+        lbd("no services at all", &["--iface", "lo", "--max-services", "0"])
+            .code(1)
+            .says("--max-services 0 is out of range 1..=4096: each service costs a 256 KiB Maglev table"),
+        lbd("a gigabyte of Maglev tables and more", &["--iface", "lo", "--max-services", "5000"])
+            .code(1)
+            .says("--max-services 5000 is out of range 1..=4096"),
+        lbd("an empty connection table", &["--iface", "lo", "--conn-table-size", "0"])
+            .code(1)
+            .says("--conn-table-size 0 is out of range 1..=50000000"),
+        lbd("a zero sync rate", &["--iface", "lo", "--sync-rate", "0"]).code(1).says("--sync-rate 0 is out of range"),
+        lbd("no health checks in flight", &["--iface", "lo", "--check-concurrency", "0"])
+            .code(1)
+            .says("--check-concurrency 0 is out of range 1..=10000"),
+        lbd("no events kept", &["--iface", "lo", "--events", "0"])
+            .code(1)
+            .says("--events 0 is out of range 1..=1000000"),
+        lbd("sync without peers", &["--iface", "lo", "--sync-listen", "127.0.0.1:7946"])
+            .code(1)
+            .says("--sync-listen needs --sync-peer"),
+        Row::new(
+            "a hash seed of nine hex digits",
+            "lbd",
+            &["--iface", "lo", "--hash-seed-file", "{dir}/seed", "--check"],
+        )
+        .file("seed", "123456789\n")
+        .code(1)
+        .says("the hash seed 123456789 has 9 hex digits; it is a 32-bit number, at most 8"),
+        // --check: a broken file is refused with the reason, a good one accepted with a summary; nothing touched.
+        Row::new("--check of a broken config", "lbd", &["--iface", "lo", "--config", "{dir}/lb.toml", "--check"])
+            .file("lb.toml", &config("", "wieght = 2"))
+            .code(1)
+            .says("unknown field `wieght`"),
+        Row::new("--check of a good config", "lbd", &["--config", "{dir}/lb.toml", "--check"])
+            .file("lb.toml", &format!("iface = \"lo\"\nmax_services = 8\n{}", config("", "")))
+            .code(0)
+            .says("ok: lbd on lo (native mode), 1 services, 1 reals, at most 8 services"),
     ]);
 }
 
@@ -44,7 +81,11 @@ fn lbd_refuses_bad_config() {
     check(&[
         with("an unknown key in [[service]]", &config("persistant = 300", "")).says("unknown field `persistant`"),
         with("an unknown key at the top", &format!("services = 3\n{}", config("", "")))
-            .says("unknown field `services`"),
+            .says("lb.toml line 1: unknown key `services`"),
+        with("a setting out of range at the top of the file", &format!("max_services = 0\n{}", config("", "")))
+            .says("--max-services 0 is out of range 1..=4096"),
+        with("a setting of the wrong type at the top of the file", &format!("events = \"many\"\n{}", config("", "")))
+            .says("lb.toml line 1): invalid type: string \"many\""),
         with("an unknown key in [[service.real]]", &config("", "wieght = 2")).says("unknown field `wieght`"),
         with("a broadcast VIP", "[[service]]\nvip = \"255.255.255.255:85\"\n")
             .says("255.255.255.255 cannot be a VIP: it is the limited broadcast address"),

@@ -16,7 +16,7 @@ fn smd_refuses_bad_config() {
         Row::new("an unknown key", "smd", &["--config", "{dir}/smd.toml", "--check"])
             .file("smd.toml", "bogus_key = 1\n")
             .code(1)
-            .says("unknown field `bogus_key`"),
+            .says("smd.toml line 1: unknown key `bogus_key`"),
         Row::new("a corrupt state file, in --check as at the start", "smd", &["--config", "{dir}/smd.toml", "--check"])
             .file("smd.toml", &with("state_file = \"state.json\"\n"))
             .file("token", TOKEN)
@@ -62,12 +62,55 @@ fn smd_refuses_bad_config() {
             .file("smd.toml", &with("max_registered = 1000000\n"))
             .file("token", TOKEN)
             .code(1)
-            .says("max_registered 1000000 is above 10000"),
+            .says("max_registered 1000000 is out of range 0..=10000: each node costs memory"),
         Row::new("registrations expiring before a keepalive could answer", "smd", &["--config", "{dir}/smd.toml", "--check"])
             .file("smd.toml", &with("registration_expiry = \"1s\"\n"))
             .file("token", TOKEN)
             .code(1)
-            .says("registration_expiry must be at least failover_time"),
+            .says("registration_expiry 1s is out of range 10s..=86400s: at least node_down_after"),
+        // Formerly clamped up (events_kept to 10, console_refresh to 1s, an autoscaled pool's cooldown to 1s):
+        // refused with the range and why now.
+        Row::new("too few events kept", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("events_kept = 3\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("events_kept 3 is out of range 10..=1000000"),
+        Row::new("a console refresh under a second", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("console_refresh = \"200ms\"\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("console_refresh 200ms is out of range 1s..=3600s"),
+        Row::new("an autoscaling cooldown of zero", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file(
+                "smd.toml",
+                &with(
+                    "[[pool]]\nname = \"edges\"\nmax = 4\n[pool.scale]\ncapacity = 100.0\nscale_out_at = 0.8\n\
+                     scale_in_at = 0.3\nprovider = \"/bin/true\"\ncooldown = \"0s\"\n",
+                ),
+            )
+            .file("token", TOKEN)
+            .code(1)
+            .says("pool edges: scale.cooldown 0s is out of range 1s..=86400s"),
+        Row::new("a node-down delay under one keepalive", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("node_down_after = \"1s\"\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("node_down_after 1s is out of range 3s..=86400s"),
+        Row::new("a history sample of ten minutes", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("history_sample = \"10m\"\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("history_sample 600s is out of range 1s..=300s"),
+        Row::new("--check of a file that is not TOML", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("keepalive = \n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("smd.toml line 3: not valid TOML"),
+        Row::new("--check of a good file", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("startup_hold = \"0s\"\nhistory_sample = \"60s\"\n"))
+            .file("token", TOKEN)
+            .code(0)
+            .says("ok: "),
     ]);
 }
 

@@ -40,10 +40,31 @@ pub fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Installs the global subscriber writing plain lines. `default` applies when `RUST_LOG` is unset or unreadable,
-/// e.g. `"info,netlink_packet_route=error"`. A second call (tests) is ignored.
+/// Installs the global subscriber in the format the command line asks for (`--log-format plain|json`, read here
+/// because logging starts before the arguments are parsed; the binary declares the flag so clap shows and checks
+/// it) or `LOG_FORMAT`, plain by default. `default` applies when `RUST_LOG` is unset or unreadable, e.g.
+/// `"info,netlink_packet_route=error"`. A second call (tests) is ignored.
 pub fn init(default: &str) {
-    init_with(default, Format::Plain)
+    let env = std::env::var("LOG_FORMAT").ok();
+    init_with(default, requested(std::env::args().skip(1), env.as_deref()))
+}
+
+/// The format `--log-format X` / `--log-format=X` in `args`, else `env`, asks for; plain when neither names one
+/// (a wrong value is then refused by the binary's own parser).
+pub fn requested(args: impl Iterator<Item = String>, env: Option<&str>) -> Format {
+    let mut args = args.peekable();
+    let mut flag = None;
+    while let Some(a) = args.next() {
+        if a == "--" {
+            break;
+        }
+        if let Some(v) = a.strip_prefix("--log-format=") {
+            flag = Some(v.to_string());
+        } else if a == "--log-format" {
+            flag = args.next();
+        }
+    }
+    flag.as_deref().or(env).and_then(|v| v.parse().ok()).unwrap_or_default()
 }
 
 /// Installs the global subscriber in `format`; see [`init`].
@@ -77,6 +98,18 @@ mod tests {
         assert!(!colour(true, Some(OsStr::new("1"))));
         // An empty NO_COLOR does not count (no-color.org).
         assert!(colour(true, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_environment() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter();
+        assert_eq!(requested(args(&["edge", "--log-format", "json"]), None), Format::Json);
+        assert_eq!(requested(args(&["--log-format=json"]), Some("plain")), Format::Json);
+        assert_eq!(requested(args(&["--log-format=plain"]), Some("json")), Format::Plain);
+        assert_eq!(requested(args(&["edge"]), Some("json")), Format::Json);
+        assert_eq!(requested(args(&["edge"]), None), Format::Plain);
+        assert_eq!(requested(args(&["--log-format", "xml"]), None), Format::Plain);
+        assert_eq!(requested(args(&["--", "--log-format=json"]), None), Format::Plain);
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Stopping {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM, and logs which. If the handlers cannot be installed (no signal
+/// Resolves on the first SIGINT or SIGTERM, logs which and tells systemd the daemon is stopping. If the handlers cannot be installed (no signal
 /// support) it never resolves, so the daemon runs until killed rather than exiting at once.
 pub async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -71,6 +71,7 @@ pub async fn signal() {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    crate::notify::notify(crate::notify::State::Stopping, None);
 }
 
 #[cfg(test)]

@@ -823,9 +823,9 @@ pub(super) fn real_def(addr: IpAddr, mac: Option<[u8; 6]>) -> RealDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::conntable::Census;
     use crate::daemon::maps::MemMaps;
     use crate::daemon::takeover;
+    use crate::dataplane::conntable::Census;
     use crate::model::{CheckKind, Proto};
     use std::time::Duration;
 

@@ -7,12 +7,12 @@
 //! while no lbd runs, and the next lbd adopts them: it reuses the maps (connection table included) and swaps its
 //! own program into the pinned link atomically.
 
-use conntable::ConnTable;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
+use conntable::ConnTable;
 use lb_common::{
     global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, ServiceCfg, VipKey, VipMeta, DEFAULT_CONN_TABLE_SIZE,
     DEFAULT_MAX_SERVICES, MAX_REALS, RING_SIZE,

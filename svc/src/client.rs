@@ -23,7 +23,7 @@ pub const MAX_BODY: usize = 16 << 20;
 /// What went wrong calling an API.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("invalid URL {url:?}: {why}; expected http://HOST[:PORT][/PATH]")]
+    #[error("invalid URL {url:?}: {why}; expected http://HOST[:PORT][/PATH] or https://...")]
     BadUrl { url: String, why: &'static str },
     #[error("{0}: no answer within {1:?}")]
     Timeout(String, Duration),

@@ -454,6 +454,8 @@ pub enum CheckKind {
     Tcp,
     /// `GET path` answers with the expected status.
     Http,
+    /// As http, over TLS; the certificate is verified (system roots, or `ca_file`) unless `insecure`.
+    Https,
     /// RTMP handshake: C0+C1 is answered with S0+S1 (version 3).
     Rtmp,
     /// `OPTIONS` is answered with `RTSP/1.0 200`.
@@ -467,9 +469,12 @@ impl FromStr for CheckKind {
             "none" => Ok(CheckKind::None),
             "tcp" => Ok(CheckKind::Tcp),
             "http" => Ok(CheckKind::Http),
+            "https" => Ok(CheckKind::Https),
             "rtmp" => Ok(CheckKind::Rtmp),
             "rtsp" => Ok(CheckKind::Rtsp),
-            _ => Err(ModelError::BadCheck(format!("unknown kind {s:?}: expected tcp, http, rtmp, rtsp or none"))),
+            _ => {
+                Err(ModelError::BadCheck(format!("unknown kind {s:?}: expected tcp, http, https, rtmp, rtsp or none")))
+            }
         }
     }
 }
@@ -480,6 +485,7 @@ impl fmt::Display for CheckKind {
             CheckKind::None => "none",
             CheckKind::Tcp => "tcp",
             CheckKind::Http => "http",
+            CheckKind::Https => "https",
             CheckKind::Rtmp => "rtmp",
             CheckKind::Rtsp => "rtsp",
         })
@@ -504,6 +510,15 @@ pub struct CheckSpec {
     pub path: String,
     /// http: the status that means healthy.
     pub expect: u16,
+    /// https: trust only the CA certificates of this PEM file (an absolute path on lbd's host), not the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// https: accept any certificate (an explicit opt-in; the default verifies).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// https: the name to send (SNI) and verify instead of the real's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
     pub interval: Dur,
     pub timeout: Dur,
     /// Consecutive passes that bring a down real back.
@@ -519,6 +534,9 @@ impl Default for CheckSpec {
             port: None,
             path: "/".into(),
             expect: 200,
+            ca_file: None,
+            insecure: false,
+            sni: None,
             interval: Dur::secs(3),
             timeout: Dur::secs(1),
             rise: 2,
@@ -538,6 +556,9 @@ struct CheckFields {
     port: Option<u16>,
     path: String,
     expect: u16,
+    ca_file: Option<std::path::PathBuf>,
+    insecure: bool,
+    sni: Option<String>,
     interval: Dur,
     timeout: Option<Dur>,
     rise: u32,
@@ -552,6 +573,9 @@ impl Default for CheckFields {
             port: d.port,
             path: d.path,
             expect: d.expect,
+            ca_file: d.ca_file,
+            insecure: d.insecure,
+            sni: d.sni,
             interval: d.interval,
             timeout: None,
             rise: d.rise,
@@ -567,6 +591,9 @@ impl From<CheckFields> for CheckSpec {
             port: f.port,
             path: f.path,
             expect: f.expect,
+            ca_file: f.ca_file,
+            insecure: f.insecure,
+            sni: f.sni,
             interval: f.interval,
             timeout: f.timeout.unwrap_or(Dur(CheckSpec::default_timeout(f.interval.0))),
             rise: f.rise,
@@ -614,7 +641,26 @@ impl CheckSpec {
         if self.port == Some(0) {
             return bad("port 0 cannot be checked".into());
         }
-        if self.kind == CheckKind::Http {
+        if self.kind != CheckKind::Https && (self.ca_file.is_some() || self.insecure || self.sni.is_some()) {
+            return bad(format!("ca_file, insecure and sni only apply to https checks, not {}", self.kind));
+        }
+        if self.insecure && self.ca_file.is_some() {
+            return bad("give either insecure (no verification) or ca_file (verify against it), not both".into());
+        }
+        if let Some(f) = &self.ca_file {
+            if !f.is_absolute() {
+                return bad(format!(
+                    "ca_file {} must be an absolute path (lbd reads it, from its own directory)",
+                    f.display()
+                ));
+            }
+        }
+        if let Some(n) = &self.sni {
+            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return bad(format!("sni {n:?} must be a host name or address without spaces"));
+            }
+        }
+        if matches!(self.kind, CheckKind::Http | CheckKind::Https) {
             if !self.path.starts_with('/') || self.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return bad(format!("http path {:?} must start with / and hold no spaces", self.path));
             }
@@ -634,8 +680,17 @@ impl CheckSpec {
         if let Some(p) = self.port {
             s.push_str(&format!(":{p}"));
         }
-        if self.kind == CheckKind::Http {
+        if matches!(self.kind, CheckKind::Http | CheckKind::Https) {
             s.push_str(&format!(" {} ={}", self.path, self.expect));
+        }
+        if self.insecure {
+            s.push_str(" insecure");
+        }
+        if let Some(f) = &self.ca_file {
+            s.push_str(&format!(" ca {}", f.display()));
+        }
+        if let Some(n) = &self.sni {
+            s.push_str(&format!(" sni {n}"));
         }
         s.push_str(&format!(" {}/{} rise {} fall {}", self.interval, self.timeout, self.rise, self.fall));
         s

@@ -10,7 +10,7 @@
 //! full ring, over the rate, or in the network only means that flow falls back to Maglev on another node, which
 //! picks the same real while the real set is unchanged.
 
-use crate::conntable::{monotonic_ns, ConnTable};
+use crate::dataplane::conntable::{monotonic_ns, ConnTable};
 use crate::model::{addr_key, addr_of_key, Proto, ServiceKey};
 use hmac::{Hmac, Mac};
 use lb_common::{ConnEntry, FlowKey, NewFlow};

@@ -5,7 +5,7 @@
 //!
 //! Options: --sizes 100000,1000000,2000000  --runs 5  --table 2000000 (CONN_TABLE max entries, lbd's default)
 use lb_common::{ConnEntry, FlowKey, FAMILY_V4, PROTO_TCP};
-use lb_userspace::conntable::{monotonic_ns, ConnTable, Method};
+use lb_userspace::dataplane::conntable::{monotonic_ns, ConnTable, Method};
 use lb_userspace::dataplane::{Dataplane, Limits};
 use std::time::{Duration, Instant};
 

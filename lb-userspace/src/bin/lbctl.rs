@@ -1,5 +1,5 @@
 //! lbctl: the command line of lbd, in the spirit of ipvsadm.
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lb_userspace::api::{self, Request, Response, ServiceView, DEFAULT_SOCKET};
 use lb_userspace::model::{self, CheckKind, CheckSpec, Proto, ServiceKey};
@@ -155,19 +155,29 @@ enum Cmd {
 /// Health-check flags of add-service and set-check.
 #[derive(clap::Args, Debug)]
 struct CheckArgs {
-    /// Health check of the service's reals: tcp, http, rtmp, rtsp or none (add-service: none when omitted;
+    /// Health check of the service's reals: tcp, http, https, rtmp, rtsp or none (add-service: none when omitted;
     /// set-check needs it, `--check none` removes the check).
     #[arg(long, value_name = "KIND")]
     check: Option<String>,
     /// Port to check on each real [default: the service port].
     #[arg(long, value_name = "PORT")]
     check_port: Option<u16>,
-    /// http: path to GET [default: /].
+    /// http, https: path to GET [default: /].
     #[arg(long, value_name = "PATH")]
     check_path: Option<String>,
-    /// http: status that means healthy [default: 200].
+    /// http, https: status that means healthy [default: 200].
     #[arg(long, value_name = "STATUS")]
     check_expect: Option<u16>,
+    /// https: verify the reals' certificates against the CA certificates of this PEM file instead of the system's
+    /// roots (lbd reads it: a relative path is made absolute here).
+    #[arg(long, value_name = "FILE")]
+    check_ca_file: Option<std::path::PathBuf>,
+    /// https: accept any certificate (no verification; the default verifies).
+    #[arg(long)]
+    check_insecure: bool,
+    /// https: the name to send (SNI) and verify instead of the real's address, e.g. www.example.com.
+    #[arg(long, value_name = "NAME")]
+    check_sni: Option<String>,
     /// Time between checks, e.g. 3s or 500ms [default: 3s].
     #[arg(long, value_name = "DURATION")]
     check_interval: Option<String>,
@@ -193,16 +203,34 @@ impl CheckArgs {
                 || self.check_interval.is_some()
                 || self.check_timeout.is_some()
                 || self.check_rise.is_some()
-                || self.check_fall.is_some();
-            anyhow::ensure!(!given, "--check-* options need --check tcp|http|rtmp|rtsp");
+                || self.check_fall.is_some()
+                || self.check_ca_file.is_some()
+                || self.check_insecure
+                || self.check_sni.is_some();
+            anyhow::ensure!(!given, "--check-* options need --check tcp|http|https|rtmp|rtsp");
             return Ok(c);
         }
-        if kind != CheckKind::Http {
+        if kind != CheckKind::Http && kind != CheckKind::Https {
             anyhow::ensure!(
                 self.check_path.is_none() && self.check_expect.is_none(),
-                "--check-path and --check-expect only apply to --check http"
+                "--check-path and --check-expect only apply to --check http or https"
             );
         }
+        if kind != CheckKind::Https {
+            anyhow::ensure!(
+                self.check_ca_file.is_none() && !self.check_insecure && self.check_sni.is_none(),
+                "--check-ca-file, --check-insecure and --check-sni only apply to --check https"
+            );
+        }
+        if let Some(f) = &self.check_ca_file {
+            // Refused here with the reason rather than by every probe later; lbd reads the file by this path.
+            let abs = std::path::absolute(f).with_context(|| format!("--check-ca-file {}", f.display()))?;
+            svc::client::Tls::new(&svc::client::Verify::CaFile(abs.clone()), None)
+                .with_context(|| "--check-ca-file: give a readable PEM file with the CA certificate(s)".to_string())?;
+            c.ca_file = Some(abs);
+        }
+        c.insecure = self.check_insecure;
+        c.sni = self.check_sni.clone();
         c.port = self.check_port;
         if let Some(p) = &self.check_path {
             c.path = p.clone();

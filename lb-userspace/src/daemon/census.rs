@@ -2,7 +2,7 @@
 //! at millions of flows and run on the connection-table worker; `list`, `stats` and scrapes park here until a walk
 //! fresh enough for them arrives. A purge makes every earlier count stale (it would show purged flows).
 
-use crate::conntable::Census;
+use crate::dataplane::conntable::Census;
 use std::time::Instant;
 
 pub struct CensusCache<W> {

@@ -9,7 +9,7 @@ use super::service::{out_reason, Real, RealHealth, RealSlot, Service};
 use super::takeover::Plan;
 use super::DaemonError;
 use crate::api::{AnnounceWhen, Request, Response};
-use crate::conntable::{SweepRules, Swept};
+use crate::dataplane::conntable::{SweepRules, Swept};
 use crate::dataplane::AttachMode;
 use crate::events::{EventKind, EventLog};
 use crate::health::{CheckResult, Health};
@@ -823,9 +823,9 @@ pub(super) fn real_def(addr: IpAddr, mac: Option<[u8; 6]>) -> RealDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntable::Census;
     use crate::daemon::maps::MemMaps;
     use crate::daemon::takeover;
+    use crate::dataplane::conntable::Census;
     use crate::model::{CheckKind, Proto};
     use std::time::Duration;
 

@@ -25,7 +25,7 @@ pub use views::ACTIVE_FLOW_SECS;
 use self::core::{Effect, Handled, Lb, PurgeNote, Setup};
 use crate::announce;
 use crate::api::{Request, Response};
-use crate::conntable::{self, Census, Done};
+use crate::dataplane::conntable::{self, Census, Done};
 use crate::dataplane::{AttachMode, Dataplane};
 use crate::events::{EventKind, EventLog};
 use crate::health::{CheckResult, Checker};

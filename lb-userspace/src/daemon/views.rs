@@ -5,7 +5,7 @@ use super::core::Lb;
 use super::maps::Maps;
 use super::service::out_reason;
 use crate::api::{CountersView, RealView, Response, ServiceView, StatsView};
-use crate::conntable::Census;
+use crate::dataplane::conntable::Census;
 use crate::health::Health;
 use crate::model::ServiceKey;
 use crate::netinfo::format_mac;

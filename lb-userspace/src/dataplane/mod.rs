@@ -1,24 +1,25 @@
 //! Owner of the XDP program and its maps: loads and attaches the object, writes services, rings and reals, reads
 //! counters and the connection table. Only the daemon's control task holds one, so map writes never race; the
-//! connection table is walked and purged through a second handle (`conn_table`, see conntable.rs) on a worker
+//! connection table is walked and purged through a second handle (`conn_table`, see dataplane/conntable.rs) on a worker
 //! thread, which the kernel serialises against everything else.
 //!
 //! With a pin directory (on a bpf filesystem) the maps and the XDP link are pinned there, so forwarding goes on
 //! while no lbd runs, and the next lbd adopts them: it reuses the maps (connection table included) and swaps its
 //! own program into the pinned link atomically.
 
-use crate::conntable::{self, ConnTable};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
+use conntable::ConnTable;
 use lb_common::{
     global, ConnEntry, Counters, FlowKey, LbConfig, RealDef, ServiceCfg, VipKey, VipMeta, DEFAULT_CONN_TABLE_SIZE,
     DEFAULT_MAX_SERVICES, MAX_REALS, RING_SIZE,
 };
 use std::collections::HashMap;
 
+pub mod conntable;
 mod pins;
 pub(crate) mod sys;
 

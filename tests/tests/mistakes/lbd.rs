@@ -134,3 +134,31 @@ fn lbctl_refuses_bad_input() {
             .says("cannot reach lbd at"),
     ]);
 }
+
+#[test]
+fn https_check_settings_are_refused_where_they_do_not_fit() {
+    let lbctl = |name, args: &[&str]| Row::new(name, "lbctl", args).code(1);
+    let lbd = |name, check: &str| {
+        Row::new(name, "lbd", &["--iface", "lo", "--no-pin", "--socket", "{dir}/lbd.sock", "--config", "{dir}/lb.toml"])
+            .file("lb.toml", &config(&format!("[service.check]\n{check}"), ""))
+            .code(1)
+    };
+    check(&[
+        lbctl("insecure on an http check", &["set-check", "10.0.0.1:80", "--check", "http", "--check-insecure"])
+            .says("--check-ca-file, --check-insecure and --check-sni only apply to --check https"),
+        lbctl(
+            "a CA file that does not exist",
+            &["set-check", "10.0.0.1:443", "--check", "https", "--check-ca-file", "{dir}/none.pem"],
+        )
+        .says("none.pem: No such file"),
+        lbctl(
+            "a CA file without a certificate",
+            &["set-check", "10.0.0.1:443", "--check", "https", "--check-ca-file", "{dir}/ca.pem"],
+        )
+        .file("ca.pem", "not a certificate\n")
+        .says("holds no PEM certificate"),
+        lbd("a relative CA file", "kind = \"https\"\nca_file = \"ca.pem\"").says("must be an absolute path"),
+        lbd("insecure and a CA file", "kind = \"https\"\ninsecure = true\nca_file = \"/etc/ca.pem\"").says("not both"),
+        lbd("insecure on a tcp check", "kind = \"tcp\"\ninsecure = true").says("only apply to https checks"),
+    ]);
+}

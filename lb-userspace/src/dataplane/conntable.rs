@@ -7,7 +7,7 @@
 //! Deleting from this second handle while the control task writes other maps is safe: the kernel serialises map
 //! operations per bucket, and the XDP program only ever inserts and refreshes entries.
 
-use crate::dataplane::sys::{self, BatchToken};
+use super::sys::{self, BatchToken};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use lb_common::{ConnEntry, FlowKey, FLOW_KIND_PERSIST, PROTO_UDP};
 use std::cell::RefCell;

@@ -1,24 +1,48 @@
-//! Health checks: probes (tcp, http, rtmp, rtsp) run by tokio tasks off the map-owning control task, bounded by a
-//! semaphore, and the rise/fall state machine the control task applies to their results.
+//! Health checks: probes run by tokio tasks off the map-owning control task, bounded by a semaphore, and the
+//! rise/fall state machine the control task applies to their results.
 //!
 //! Each (service, real) pair has one task that probes at the service's interval and sends every result to the
 //! control task; only the control task changes health, rings and the connection table, so results never race.
+//! A probe kind is one file implementing [`Probe`] (pingora's shape: a target in, up or down with the reason out):
+//! tcp.rs, http.rs (http and https), rtmp.rs, rtsp.rs; [`probe_for`] maps a check kind to its probe.
 
 use crate::model::{CheckKind, CheckSpec, ServiceKey};
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
+
+mod http;
+mod rtmp;
+mod rtsp;
+mod tcp;
+
+pub use rtmp::{check_rtmp_s0s1, rtmp_c0c1};
 
 /// Checks in flight at once unless `lbd --check-concurrency` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 64;
-/// Longest status line a check reads before giving up on a reply.
-const MAX_STATUS_LINE: usize = 1024;
-/// RTMP handshake chunk size (C1/S1).
-const RTMP_HANDSHAKE: usize = 1536;
+
+/// What one probe found: Ok (up) with what passed ("200", "S0+S1"), Err (down) with why.
+pub type Verdict = Result<String, String>;
+
+/// One kind of probe. Built once per (service, real) task from the check's settings, then asked at every interval;
+/// the caller bounds each call with the check's timeout.
+pub trait Probe: Send + Sync {
+    fn check(&self, target: SocketAddr) -> BoxFuture<'_, Verdict>;
+}
+
+/// The probe of a check (kind `none` probes like tcp: callers do not start tasks for it).
+pub fn probe_for(spec: &CheckSpec) -> Box<dyn Probe> {
+    match spec.kind {
+        CheckKind::None | CheckKind::Tcp => Box::new(tcp::Tcp),
+        CheckKind::Http => Box::new(http::Http::new(spec, false)),
+        CheckKind::Https => Box::new(http::Http::new(spec, true)),
+        CheckKind::Rtmp => Box::new(rtmp::Rtmp),
+        CheckKind::Rtsp => Box::new(rtsp::Rtsp),
+    }
+}
 
 /// What the control task believes about a real in one service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -193,6 +217,7 @@ async fn probe_loop(
     results: mpsc::Sender<CheckResult>,
 ) {
     // Spread the first probes of many reals over a fraction of the interval instead of firing them together.
+    let probe = probe_for(&spec);
     let spread = spec.interval.0.min(Duration::from_millis(500));
     let jitter = spread.mul_f64((u32::from_ne_bytes(addr_hash(real)) % 1000) as f64 / 1000.0);
     tokio::time::sleep(jitter).await;
@@ -203,7 +228,7 @@ async fn probe_loop(
         let Ok(permit) = permits.acquire().await else { return };
         let started = Instant::now();
         let limit = spec.effective_timeout();
-        let outcome = match tokio::time::timeout(limit, probe(&spec, target)).await {
+        let outcome = match tokio::time::timeout(limit, probe.check(target)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
         };
@@ -226,111 +251,15 @@ fn addr_hash(a: IpAddr) -> [u8; 4] {
     }
 }
 
-/// Runs one probe (without its timeout); Ok carries a short description of what passed.
-pub async fn probe(spec: &CheckSpec, target: SocketAddr) -> Result<String, String> {
-    let mut s = TcpStream::connect(target).await.map_err(|e| format!("connect {target}: {e}"))?;
-    match spec.kind {
-        CheckKind::None | CheckKind::Tcp => Ok("connected".into()),
-        CheckKind::Http => {
-            let req = format!(
-                "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: lbd-health-check\r\nConnection: close\r\n\r\n",
-                spec.path,
-                // An IPv6 literal is bracketed in a Host header.
-                match target.ip() {
-                    std::net::IpAddr::V6(a) => format!("[{a}]"),
-                    a => a.to_string(),
-                }
-            );
-            s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-            let line = read_line(&mut s).await?;
-            match parse_status(&line, "HTTP/1.") {
-                Some(code) if code == spec.expect => Ok(code.to_string()),
-                Some(code) => Err(format!("status {code}, expected {}", spec.expect)),
-                None => Err(format!("not an HTTP status line: {:?}", truncate(&line))),
-            }
-        }
-        CheckKind::Rtsp => {
-            let req = format!("OPTIONS rtsp://{target}/ RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: lbd-health-check\r\n\r\n");
-            s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-            let line = read_line(&mut s).await?;
-            match parse_status(&line, "RTSP/1.0") {
-                Some(200) => Ok("200".into()),
-                Some(code) => Err(format!("RTSP status {code}, expected 200")),
-                None => Err(format!("not an RTSP status line: {:?}", truncate(&line))),
-            }
-        }
-        CheckKind::Rtmp => {
-            s.write_all(&rtmp_c0c1()).await.map_err(|e| format!("send C0+C1: {e}"))?;
-            let mut reply = vec![0u8; 1 + RTMP_HANDSHAKE];
-            s.read_exact(&mut reply).await.map_err(|e| format!("reading S0+S1: {e}"))?;
-            check_rtmp_s0s1(&reply)
-        }
-    }
-}
-
-/// C0 (version 3) and C1 (time, zero, 1528 bytes of filler).
-pub fn rtmp_c0c1() -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + RTMP_HANDSHAKE);
-    v.push(3);
-    v.extend_from_slice(&[0; 8]);
-    v.extend((0..RTMP_HANDSHAKE - 8).map(|i| (i * 7 + 13) as u8));
-    v
-}
-
-/// S0 must be version 3 and S1 must follow in full.
-pub fn check_rtmp_s0s1(reply: &[u8]) -> Result<String, String> {
-    match reply.first() {
-        Some(3) if reply.len() > RTMP_HANDSHAKE => Ok("S0+S1".into()),
-        Some(3) => Err(format!("short S1: {} bytes", reply.len().saturating_sub(1))),
-        Some(v) => Err(format!("S0 announces RTMP version {v}, expected 3")),
-        None => Err("no S0".into()),
-    }
-}
-
-async fn read_line(s: &mut TcpStream) -> Result<String, String> {
-    let mut buf = Vec::with_capacity(128);
-    let mut chunk = [0u8; 256];
-    loop {
-        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            buf.truncate(i);
-            break;
-        }
-        if buf.len() >= MAX_STATUS_LINE {
-            break;
-        }
-        let n = s.read(&mut chunk).await.map_err(|e| format!("reading the reply: {e}"))?;
-        if n == 0 {
-            if buf.is_empty() {
-                return Err("connection closed without a reply".into());
-            }
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
-}
-
-/// The status code of `HTTP/1.1 200 OK` or `RTSP/1.0 200 OK` when the line starts with `version_prefix`.
-pub fn parse_status(line: &str, version_prefix: &str) -> Option<u16> {
-    let mut parts = line.split_whitespace();
-    let version = parts.next()?;
-    if !version.starts_with(version_prefix) {
-        return None;
-    }
-    let code = parts.next()?;
-    if code.len() != 3 {
-        return None;
-    }
-    code.parse().ok()
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(60).collect()
+/// Runs one probe of `spec` (without its timeout).
+pub async fn probe(spec: &CheckSpec, target: SocketAddr) -> Verdict {
+    probe_for(spec).check(target).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn first_result_decides_then_rise_and_fall_apply() {
@@ -353,29 +282,6 @@ mod tests {
         one.record(true, 1, 1);
         assert_eq!(one.record(false, 1, 1), Some(Health::Down));
         assert_eq!(one.record(true, 1, 1), Some(Health::Up));
-    }
-
-    #[test]
-    fn status_lines_parse() {
-        assert_eq!(parse_status("HTTP/1.1 200 OK", "HTTP/1."), Some(200));
-        assert_eq!(parse_status("HTTP/1.0 503 Service Unavailable", "HTTP/1."), Some(503));
-        assert_eq!(parse_status("RTSP/1.0 200 OK", "RTSP/1.0"), Some(200));
-        assert_eq!(parse_status("RTSP/1.0 200 OK", "HTTP/1."), None);
-        assert_eq!(parse_status("HTTP/1.1 20 OK", "HTTP/1."), None);
-        assert_eq!(parse_status("garbage", "HTTP/1."), None);
-        assert_eq!(parse_status("", "RTSP/1.0"), None);
-    }
-
-    #[test]
-    fn rtmp_handshake_is_checked() {
-        let c = rtmp_c0c1();
-        assert_eq!(c.len(), 1537);
-        assert_eq!(c[0], 3);
-        let mut s = vec![3u8; 1537];
-        assert!(check_rtmp_s0s1(&s).is_ok());
-        s[0] = 6;
-        assert!(check_rtmp_s0s1(&s).unwrap_err().contains("version 6"));
-        assert!(check_rtmp_s0s1(&[3, 0, 0]).unwrap_err().contains("short"));
     }
 
     #[tokio::test]

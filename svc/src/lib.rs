@@ -5,7 +5,6 @@ pub mod accept;
 pub mod auth;
 pub mod client;
 pub mod console;
-pub mod duration;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -13,5 +12,7 @@ pub mod nagios;
 pub mod names;
 pub mod shutdown;
 
+/// The duration format lives with the wire types (it is part of lbd's health-check requests); svc re-exports it.
+pub use api_types::duration;
 pub use duration::Dur;
 pub use shutdown::{Shutdown, Stopping};

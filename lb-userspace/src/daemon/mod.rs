@@ -63,6 +63,8 @@ pub enum DaemonError {
     Net(#[from] netinfo::NetError),
     #[error(transparent)]
     Model(#[from] model::ModelError),
+    #[error(transparent)]
+    Value(#[from] model::ValueError),
     #[error("real {real} is not on a directly connected subnet of {iface} ({nets}): direct routing needs the LB and the real on one L2 segment")]
     OffSubnet { real: IpAddr, iface: String, nets: String },
     #[error("real {real} is the {which} address of {net} on {iface}, which names the subnet, not a host: give the real's own address")]

@@ -103,6 +103,16 @@ pub enum SourceState {
     Failed,
 }
 
+impl SourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Connecting => "connecting",
+            SourceState::Ingesting => "ingesting",
+            SourceState::Failed => "failed",
+        }
+    }
+}
+
 /// One pull source in `GET /sources` (and the answer to `PUT /sources/{app}/{key}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceView {

@@ -114,7 +114,8 @@ fn main() -> ExitCode {
                 .join(" ")
                 .trim_start_matches("error: ")
                 .to_string();
-            return svc::nagios::Check::unknown("STREAM", format!("bad argument: {first}")).report();
+            let args: Vec<String> = std::env::args().collect();
+            return svc::nagios::Check::unknown(check_service(&args), format!("bad argument: {first}")).report();
         }
         Err(e) => e.exit(),
     };
@@ -294,45 +295,56 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10)))
 }
 
-/// `smctl check ...`: never fails; every problem is an UNKNOWN line.
+/// `smctl check ...`: never fails; every problem is an UNKNOWN line (named MANAGER for the manager's own check).
 fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&str>) -> svc::nagios::Check {
+    use manager::check;
     use svc::nagios::{Check, Range};
+    let service = if matches!(what, CheckWhat::Manager) { check::MANAGER } else { check::NAME };
     let range = |flag: &str, r: Option<&str>| -> Result<Option<Range>, String> {
         r.map(|s| s.parse::<Range>().map_err(|e| format!("--{flag}: {e}"))).transpose()
     };
     let (w, c) = match (range("warning", warning), range("critical", critical)) {
         (Ok(w), Ok(c)) => (w, c),
-        (Err(e), _) | (_, Err(e)) => return Check::unknown("STREAM", format!("bad argument: {e}")),
+        (Err(e), _) | (_, Err(e)) => return Check::unknown(service, format!("bad argument: {e}")),
     };
-    let path = match what {
-        CheckWhat::Group { .. } => "/api/v1/groups",
-        CheckWhat::Pool { .. } => "/api/v1/pools",
-        CheckWhat::Stream { stream } if !stream.contains('/') => {
-            return Check::unknown("STREAM", format!("bad argument: stream {stream:?} is not APP/KEY"))
+    if let CheckWhat::Stream { stream } = what {
+        if !stream.contains('/') {
+            return Check::unknown(service, format!("bad argument: stream {stream:?} is not APP/KEY"));
         }
-        CheckWhat::Stream { .. } => "/api/v1/streams",
-        CheckWhat::Manager => "/api/v1/alarms",
-    };
+    }
     let client = match client(cli) {
         Ok(c) => c,
-        Err(e) => return Check::unknown("STREAM", format!("bad argument: {e:#}")),
+        Err(e) => return Check::unknown(service, format!("bad argument: {e:#}")),
     };
-    let answer = (|| -> anyhow::Result<Value> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(client.get::<Value>(path)).map_err(explain)
-    })();
-    let v = match answer {
-        Ok(v) => v,
-        Err(e) if e.to_string().starts_with("authentication failed") => {
-            return Check::unknown("STREAM", format!("{e:#}"))
+    // Each answer parsed with the type the manager serialises it from.
+    let r = match what {
+        CheckWhat::Group { name } => fetch::<Vec<_>>(&client, "/api/v1/groups").map(|v| check::group(&v, name, w, c)),
+        CheckWhat::Pool { name } => fetch::<Vec<_>>(&client, "/api/v1/pools").map(|v| check::pool(&v, name, w, c)),
+        CheckWhat::Stream { stream } => {
+            fetch::<Vec<_>>(&client, "/api/v1/streams").map(|v| check::stream(&v, stream, w, c))
         }
-        Err(e) => return Check::unknown("STREAM", format!("the manager did not answer: {e:#}")),
+        CheckWhat::Manager => fetch(&client, "/api/v1/alarms").map(|v| check::manager(&v)),
     };
-    match what {
-        CheckWhat::Group { name } => manager::check::group(&v, name, w, c),
-        CheckWhat::Pool { name } => manager::check::pool(&v, name, w, c),
-        CheckWhat::Stream { stream } => manager::check::stream(&v, stream, w, c),
-        CheckWhat::Manager => manager::check::manager(&v),
+    r.unwrap_or_else(|e| match e.to_string().starts_with("authentication failed") {
+        true => Check::unknown(service, format!("{e:#}")),
+        false => Check::unknown(service, format!("the manager did not answer: {e:#}")),
+    })
+}
+
+/// GET `path` from the manager, parsed as `T`.
+fn fetch<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(client.get::<T>(path)).map_err(explain)
+}
+
+/// The Nagios service name of the check named on this command line (`smctl check manager` is MANAGER), for an
+/// UNKNOWN line about a bad argument before the command line is parsed.
+fn check_service(args: &[String]) -> &'static str {
+    let after = args.iter().skip_while(|a| *a != "check").skip(1).find(|a| !a.starts_with('-'));
+    if after.is_some_and(|a| a == "manager") {
+        manager::check::MANAGER
+    } else {
+        manager::check::NAME
     }
 }
 

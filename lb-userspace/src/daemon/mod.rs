@@ -7,6 +7,8 @@
 //! ([`takeover`]) and the reals' MACs, applies the state, writes the state file and attaches.
 
 mod census;
+#[cfg(test)]
+mod contract;
 mod control;
 pub mod core;
 pub mod guard;

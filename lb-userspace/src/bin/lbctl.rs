@@ -569,7 +569,7 @@ fn evaluate(key: &ServiceKey, view: Option<&ServiceView>, warning: Option<Range>
 mod tests {
     use super::*;
     use lb_userspace::api::{CountersView, RealView};
-    use lb_userspace::health::Health;
+    use api_types::lb::Health;
 
     fn view(states: &[&str]) -> ServiceView {
         let reals: Vec<RealView> = states

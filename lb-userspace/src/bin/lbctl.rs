@@ -568,8 +568,8 @@ fn evaluate(key: &ServiceKey, view: Option<&ServiceView>, warning: Option<Range>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_userspace::api::{CountersView, RealView};
     use api_types::lb::Health;
+    use lb_userspace::api::{CountersView, RealView};
 
     fn view(states: &[&str]) -> ServiceView {
         let reals: Vec<RealView> = states

@@ -1,41 +1,13 @@
-//! lbd's read-only console page (served on its API listener) and the services table the stream manager's console
-//! shows for each LB node: one rendering of `lbctl list`'s data as HTML, on the blocks of `svc::console`.
-
-use std::net::IpAddr;
+//! lbd's read-only console page (served on its API listener): `lbctl list`, `stats` and `events` as HTML, on the
+//! blocks of `svc::console` (whose services table the stream manager's console shows too).
 
 use svc::console::{badge, esc, si, table};
 
 use crate::api::{ServiceView, StatsView};
 use crate::events::Event;
 
-/// Services and their reals with health, drain, weight, last check, active flows and traffic; `label` names a real
-/// (the manager puts the edge's name there).
-pub fn services_table(list: &[ServiceView], label: impl Fn(IpAddr) -> String) -> String {
-    let mut rows = Vec::new();
-    for s in list {
-        rows.push(vec![
-            format!("<b>{} {}</b>", s.proto, esc(&std::net::SocketAddr::new(s.vip, s.port).to_string())),
-            badge(if s.usable_reals > 0 { "up" } else { "down" }),
-            format!("{} of {} usable", s.usable_reals, s.reals.len()),
-            esc(&s.check),
-            s.active_flows.to_string(),
-            si(s.counters.packets as f64),
-            si(s.counters.bytes as f64) + "B",
-        ]);
-        for r in &s.reals {
-            rows.push(vec![
-                format!("&nbsp;&nbsp;{} {}", esc(&r.addr.to_string()), esc(&label(r.addr))),
-                badge(if r.drained { "drained" } else { &r.state }),
-                format!("weight {}", r.weight),
-                esc(r.last_check.as_deref().unwrap_or("")),
-                r.active_flows.to_string(),
-                si(r.counters.packets as f64),
-                si(r.counters.bytes as f64) + "B",
-            ]);
-        }
-    }
-    table(&["service / real", "state", "reals / weight", "check", "active flows", "packets", "bytes"], &rows)
-}
+/// The services table (shared with the stream manager's console, so it lives in svc).
+pub use svc::console::services_table;
 
 /// The body of lbd's console page: what `lbctl stats`, `list` and `events` show, as tables.
 pub fn console_body(list: &[ServiceView], stats: Option<&StatsView>, events: &[Event]) -> String {

@@ -1,7 +1,6 @@
 //! The event history: every state change (real up/down/drained/added/removed, service without a real, config
 //! applied) with its time and reason, kept in a bounded ring and logged once when it happens.
 
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,68 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Events kept unless `lbd --events` says otherwise; the oldest go first.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    RealUp,
-    RealDown,
-    RealDrained,
-    RealUndrained,
-    RealAdded,
-    RealRemoved,
-    WeightChanged,
-    ServiceAdded,
-    ServiceRemoved,
-    CheckChanged,
-    /// Every real of a service is out (down, drained, weight 0 or unresolved): its packets go to the kernel.
-    ServiceDown,
-    /// A service that had no usable real has one again.
-    ServiceUp,
-    ConfigApplied,
-    /// The node went into maintenance (its VIPs are withdrawn) or out of it.
-    Maintenance,
-    /// A VIP's route was announced to the routing daemon, or withdrawn.
-    VipAnnounced,
-    VipWithdrawn,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::RealUp => "real-up",
-            EventKind::RealDown => "real-down",
-            EventKind::RealDrained => "real-drained",
-            EventKind::RealUndrained => "real-undrained",
-            EventKind::RealAdded => "real-added",
-            EventKind::RealRemoved => "real-removed",
-            EventKind::WeightChanged => "weight-changed",
-            EventKind::ServiceAdded => "service-added",
-            EventKind::ServiceRemoved => "service-removed",
-            EventKind::CheckChanged => "check-changed",
-            EventKind::ServiceDown => "service-down",
-            EventKind::ServiceUp => "service-up",
-            EventKind::ConfigApplied => "config-applied",
-            EventKind::Maintenance => "maintenance",
-            EventKind::VipAnnounced => "vip-announced",
-            EventKind::VipWithdrawn => "vip-withdrawn",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Increases by one per event since lbd started, so a reader can tell what it missed.
-    pub seq: u64,
-    /// UTC, RFC 3339 with milliseconds.
-    pub time: String,
-    pub kind: EventKind,
-    /// `TCP 10.0.0.1:80` style, when the event concerns a service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub real: Option<IpAddr>,
-    pub reason: String,
-}
+/// An event and its kind are part of the control API (`lbctl events`, `GET /api/v1/events`): the contract crate's.
+pub use api_types::lb::{Event, EventKind};
 
 pub struct EventLog {
     events: VecDeque<Event>,

@@ -5,36 +5,28 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::str::FromStr;
 
-/// Largest weight accepted; bounds the Maglev rounds a build can take.
-pub const MAX_WEIGHT: u32 = 65_535;
+/// The value types of the control API (service keys, protocols, health checks, the largest weight) are the contract
+/// crate's, re-exported here so lbd and lbctl name them as before.
+pub use api_types::lb::{
+    check_addr, CheckKind, CheckSpec, Proto, ServiceKey, ValueError, DEFAULT_CHECK_TIMEOUT, MAX_WEIGHT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("bad service address {0:?}: expected VIP:PORT, e.g. 10.0.0.100:80 or [fd00::100]:80")]
-    BadService(String),
+    /// A service address, protocol, address or health check the API's own rules refuse.
+    #[error(transparent)]
+    Value(#[from] ValueError),
     #[error("bad real address {0:?}: expected an IPv4 or IPv6 address, e.g. 10.0.0.11 or fd00::11")]
     BadReal(String),
-    #[error("unknown protocol {0:?}: expected tcp or udp")]
-    BadProto(String),
-    #[error("{0} is an IPv6 link-local address, which only has a meaning with an interface scope: use a global or unique-local address")]
-    LinkLocal(IpAddr),
     #[error("real {real} and the VIP of service {service} are of different IP families: direct routing forwards the client's packet unchanged, so the real must hold the VIP's family")]
     FamilyMismatch { service: ServiceKey, real: IpAddr },
-    #[error("{addr} cannot be a {role}: it is {why}")]
-    Unusable { addr: IpAddr, role: &'static str, why: &'static str },
-    #[error("{addr} is an IPv4-mapped IPv6 address: write the IPv4 address {v4} itself (IPv4 clients send to, and reals answer from, the IPv4 address)")]
-    Mapped { addr: IpAddr, v4: std::net::Ipv4Addr },
     #[error("real {real} is the VIP of service {service} itself: a real is a server behind the VIP, at an address of its own")]
     RealIsVip { service: ServiceKey, real: IpAddr },
     #[error("persistence of {0} s is out of range 0..={MAX_PERSIST_SECS} (0 turns it off)")]
     BadPersistence(u32),
-    #[error("port 0 is not a valid service port")]
-    PortZero,
     #[error("weight {0} is out of range 0..={MAX_WEIGHT}")]
     BadWeight(u32),
     #[error("service {0} already exists")]
@@ -49,84 +41,28 @@ pub enum ModelError {
     Read { path: String, cause: std::io::Error },
     #[error("cannot parse {path}: {message}")]
     Parse { path: String, message: String },
-    #[error("bad health check: {0}")]
-    BadCheck(String),
     #[error("cannot write the state as TOML: {0}")]
     Serialize(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => lb_common::PROTO_TCP,
-            Proto::Udp => lb_common::PROTO_UDP,
-        }
+/// The protocol number the dataplane's keys hold.
+fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => lb_common::PROTO_TCP,
+        Proto::Udp => lb_common::PROTO_UDP,
     }
 }
 
-impl FromStr for Proto {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(Proto::Tcp),
-            "udp" => Ok(Proto::Udp),
-            _ => Err(ModelError::BadProto(s.to_string())),
-        }
-    }
+/// The dataplane's key of a service (a trait because [`ServiceKey`] is the contract crate's, which knows no
+/// dataplane).
+pub trait VipKeyOf {
+    fn vip_key(&self) -> lb_common::VipKey;
 }
 
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-        })
-    }
-}
-
-/// A service: what the dataplane matches on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ServiceKey {
-    pub vip: IpAddr,
-    pub port: u16,
-    pub proto: Proto,
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.proto, SocketAddr::new(self.vip, self.port))
-    }
-}
-
-impl ServiceKey {
-    /// Parses `VIP:PORT` as a user typed it.
-    pub fn parse(addr: &str, proto: Proto) -> Result<Self, ModelError> {
-        let sa: SocketAddr = addr.trim().parse().map_err(|_| ModelError::BadService(addr.to_string()))?;
-        let key = ServiceKey { vip: sa.ip(), port: sa.port(), proto };
-        key.validate()?;
-        Ok(key)
-    }
-
-    pub fn validate(&self) -> Result<(), ModelError> {
-        check_addr(self.vip, "VIP")?;
-        if self.port == 0 {
-            return Err(ModelError::PortZero);
-        }
-        Ok(())
-    }
-
-    /// The dataplane's key for this service.
-    pub fn vip_key(&self) -> lb_common::VipKey {
+impl VipKeyOf for ServiceKey {
+    fn vip_key(&self) -> lb_common::VipKey {
         let (addr, family) = addr_key(self.vip);
-        lb_common::VipKey { addr, port: self.port.to_be(), proto: self.proto.number(), family }
+        lb_common::VipKey { addr, port: self.port.to_be(), proto: proto_number(self.proto), family }
     }
 }
 
@@ -151,10 +87,6 @@ pub fn addr_of_key(k: &[u8; 16], family: u8) -> Option<IpAddr> {
     }
 }
 
-fn is_link_local(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local())
-}
-
 /// Longest persistence a service may have: one day.
 pub const MAX_PERSIST_SECS: u32 = 86_400;
 
@@ -171,31 +103,6 @@ pub fn check_family(service: ServiceKey, real: IpAddr) -> Result<(), ModelError>
         return Err(ModelError::FamilyMismatch { service, real });
     }
     Ok(())
-}
-
-/// Refuses an address that cannot be a VIP or a real (`role`), whatever the interface: one no packet is sent to,
-/// one that never leaves a host, one every host receives, or an IPv4 address spelt as IPv6.
-pub fn check_addr(ip: IpAddr, role: &'static str) -> Result<(), ModelError> {
-    if is_link_local(ip) {
-        return Err(ModelError::LinkLocal(ip));
-    }
-    if let IpAddr::V6(v6) = ip {
-        if let Some(v4) = v6.to_ipv4_mapped() {
-            return Err(ModelError::Mapped { addr: ip, v4 });
-        }
-    }
-    let why = if ip.is_unspecified() {
-        "the unspecified address, which no packet is sent to"
-    } else if ip.is_loopback() {
-        "a loopback address, which never leaves its host"
-    } else if ip.is_multicast() {
-        "a multicast address: the load balancer places unicast flows"
-    } else if ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
-        "the limited broadcast address, which every host on the link receives"
-    } else {
-        return Ok(());
-    };
-    Err(ModelError::Unusable { addr: ip, role, why })
 }
 
 /// Refuses `real` in `service`: another family than the VIP's, an unusable address, or the VIP itself.
@@ -443,259 +350,8 @@ impl LbState {
     }
 }
 
-/// What a health check sends and expects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckKind {
-    /// No check: a real with a MAC is up.
-    #[default]
-    None,
-    /// A TCP connect succeeds.
-    Tcp,
-    /// `GET path` answers with the expected status.
-    Http,
-    /// As http, over TLS; the certificate is verified (system roots, or `ca_file`) unless `insecure`.
-    Https,
-    /// RTMP handshake: C0+C1 is answered with S0+S1 (version 3).
-    Rtmp,
-    /// `OPTIONS` is answered with `RTSP/1.0 200`.
-    Rtsp,
-}
-
-impl FromStr for CheckKind {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Ok(CheckKind::None),
-            "tcp" => Ok(CheckKind::Tcp),
-            "http" => Ok(CheckKind::Http),
-            "https" => Ok(CheckKind::Https),
-            "rtmp" => Ok(CheckKind::Rtmp),
-            "rtsp" => Ok(CheckKind::Rtsp),
-            _ => {
-                Err(ModelError::BadCheck(format!("unknown kind {s:?}: expected tcp, http, https, rtmp, rtsp or none")))
-            }
-        }
-    }
-}
-
-impl fmt::Display for CheckKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CheckKind::None => "none",
-            CheckKind::Tcp => "tcp",
-            CheckKind::Http => "http",
-            CheckKind::Https => "https",
-            CheckKind::Rtmp => "rtmp",
-            CheckKind::Rtsp => "rtsp",
-        })
-    }
-}
-
 /// Durations in the file and on lbctl's command line: `3s`, `500ms`, `1.5s`, a number of seconds, `1m 30s`.
 pub use svc::Dur;
-
-/// A service's health check: `[service.check]` in the file, `--check ...` on `lbctl add-service`.
-/// Defaults follow keepalived/haproxy practice: every 3 s, 1 s timeout, down after 3 failures, up after 2 passes.
-/// A timeout longer than the interval is refused (probes of one real never overlap); an omitted timeout is 1 s or
-/// the interval, whichever is shorter, so the timeout shown is the one probes use.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "CheckFields")]
-pub struct CheckSpec {
-    pub kind: CheckKind,
-    /// Port to check on the real; the service port when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// http: the path to GET.
-    pub path: String,
-    /// http: the status that means healthy.
-    pub expect: u16,
-    /// https: trust only the CA certificates of this PEM file (an absolute path on lbd's host), not the system's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<std::path::PathBuf>,
-    /// https: accept any certificate (an explicit opt-in; the default verifies).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub insecure: bool,
-    /// https: the name to send (SNI) and verify instead of the real's address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sni: Option<String>,
-    pub interval: Dur,
-    pub timeout: Dur,
-    /// Consecutive passes that bring a down real back.
-    pub rise: u32,
-    /// Consecutive failures that take an up real out.
-    pub fall: u32,
-}
-
-impl Default for CheckSpec {
-    fn default() -> Self {
-        CheckSpec {
-            kind: CheckKind::None,
-            port: None,
-            path: "/".into(),
-            expect: 200,
-            ca_file: None,
-            insecure: false,
-            sni: None,
-            interval: Dur::secs(3),
-            timeout: Dur::secs(1),
-            rise: 2,
-            fall: 3,
-        }
-    }
-}
-
-/// Default timeout of a check whose interval is at least this long.
-pub const DEFAULT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// `[service.check]` as written, where an omitted timeout is told apart from a given one.
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct CheckFields {
-    kind: CheckKind,
-    port: Option<u16>,
-    path: String,
-    expect: u16,
-    ca_file: Option<std::path::PathBuf>,
-    insecure: bool,
-    sni: Option<String>,
-    interval: Dur,
-    timeout: Option<Dur>,
-    rise: u32,
-    fall: u32,
-}
-
-impl Default for CheckFields {
-    fn default() -> Self {
-        let d = CheckSpec::default();
-        CheckFields {
-            kind: d.kind,
-            port: d.port,
-            path: d.path,
-            expect: d.expect,
-            ca_file: d.ca_file,
-            insecure: d.insecure,
-            sni: d.sni,
-            interval: d.interval,
-            timeout: None,
-            rise: d.rise,
-            fall: d.fall,
-        }
-    }
-}
-
-impl From<CheckFields> for CheckSpec {
-    fn from(f: CheckFields) -> Self {
-        CheckSpec {
-            kind: f.kind,
-            port: f.port,
-            path: f.path,
-            expect: f.expect,
-            ca_file: f.ca_file,
-            insecure: f.insecure,
-            sni: f.sni,
-            interval: f.interval,
-            timeout: f.timeout.unwrap_or(Dur(CheckSpec::default_timeout(f.interval.0))),
-            rise: f.rise,
-            fall: f.fall,
-        }
-    }
-}
-
-impl CheckSpec {
-    /// The timeout of a check with this interval when none is given: 1 s, or the interval when it is shorter.
-    pub fn default_timeout(interval: std::time::Duration) -> std::time::Duration {
-        DEFAULT_CHECK_TIMEOUT.min(interval)
-    }
-
-    pub fn is_none(&self) -> bool {
-        self.kind == CheckKind::None
-    }
-
-    /// The timeout a probe gets: the configured one, which validate keeps within the interval (so probes of one
-    /// real do not overlap, and what `lbctl list` shows is what is used).
-    pub fn effective_timeout(&self) -> std::time::Duration {
-        self.timeout.0.min(self.interval.0)
-    }
-
-    pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |m: String| Err(ModelError::BadCheck(m));
-        if self.is_none() {
-            return Ok(());
-        }
-        if self.interval.0 < std::time::Duration::from_millis(50) {
-            return bad(format!("interval {} is below 50ms", self.interval));
-        }
-        if self.timeout.0.is_zero() {
-            return bad("timeout must be above 0".into());
-        }
-        if self.timeout.0 > self.interval.0 {
-            return bad(format!(
-                "timeout {} is longer than the interval {}: a probe must end before the next one starts; give a timeout up to the interval, or none (then it is 1s, or the interval when that is shorter)",
-                self.timeout, self.interval
-            ));
-        }
-        if !(1..=100).contains(&self.rise) || !(1..=100).contains(&self.fall) {
-            return bad(format!("rise {} and fall {} must be within 1..=100", self.rise, self.fall));
-        }
-        if self.port == Some(0) {
-            return bad("port 0 cannot be checked".into());
-        }
-        if self.kind != CheckKind::Https && (self.ca_file.is_some() || self.insecure || self.sni.is_some()) {
-            return bad(format!("ca_file, insecure and sni only apply to https checks, not {}", self.kind));
-        }
-        if self.insecure && self.ca_file.is_some() {
-            return bad("give either insecure (no verification) or ca_file (verify against it), not both".into());
-        }
-        if let Some(f) = &self.ca_file {
-            if !f.is_absolute() {
-                return bad(format!(
-                    "ca_file {} must be an absolute path (lbd reads it, from its own directory)",
-                    f.display()
-                ));
-            }
-        }
-        if let Some(n) = &self.sni {
-            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return bad(format!("sni {n:?} must be a host name or address without spaces"));
-            }
-        }
-        if matches!(self.kind, CheckKind::Http | CheckKind::Https) {
-            if !self.path.starts_with('/') || self.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return bad(format!("http path {:?} must start with / and hold no spaces", self.path));
-            }
-            if !(100..=599).contains(&self.expect) {
-                return bad(format!("expected status {} is not an HTTP status", self.expect));
-            }
-        }
-        Ok(())
-    }
-
-    /// One line for `lbctl list`: `http:8080 /health =200 3s/1s rise 2 fall 3`.
-    pub fn summary(&self) -> String {
-        if self.is_none() {
-            return "none".into();
-        }
-        let mut s = self.kind.to_string();
-        if let Some(p) = self.port {
-            s.push_str(&format!(":{p}"));
-        }
-        if matches!(self.kind, CheckKind::Http | CheckKind::Https) {
-            s.push_str(&format!(" {} ={}", self.path, self.expect));
-        }
-        if self.insecure {
-            s.push_str(" insecure");
-        }
-        if let Some(f) = &self.ca_file {
-            s.push_str(&format!(" ca {}", f.display()));
-        }
-        if let Some(n) = &self.sni {
-            s.push_str(&format!(" sni {n}"));
-        }
-        s.push_str(&format!(" {}/{} rise {} fall {}", self.interval, self.timeout, self.rise, self.fall));
-        s
-    }
-}
 
 /// Writes `contents` to `path` atomically: a crash leaves either the old or the new file, never a torn one.
 pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {

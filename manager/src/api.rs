@@ -3,17 +3,21 @@
 
 use std::sync::Arc;
 
+use api_types::manager::{
+    ActionAnswer, Alarms, GroupSourceView, GroupView, HandoverView, MemberView, NodeRole, NodeState, NodeView,
+    Registered, Replication,
+};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use svc::auth::Bearer;
 use svc::http::error;
 
-use crate::cluster::{Cluster, Health, NodeRt};
+use crate::cluster::{Cluster, NodeRt};
 use crate::config::{NodeSpec, Role};
 use crate::driver::Shared;
 
@@ -62,25 +66,19 @@ async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-#[derive(Serialize)]
-pub struct NodeView {
-    pub name: String,
-    pub role: Role,
-    pub state: &'static str,
-    pub health: Health,
-    pub api: String,
-    pub rtmp: String,
-    pub pool: Option<String>,
-    pub groups: Vec<String>,
-    /// Groups this origin is the active member of.
-    pub active_in: Vec<String>,
-    pub streams: usize,
-    pub players: usize,
-    pub bitrate_out_kbps: u64,
-    pub maintenance_since: Option<u64>,
-    pub last_seen: Option<u64>,
-    pub last_error: Option<String>,
-    pub registered: bool,
+/// A node's role as the API answers it.
+fn role_of(r: Role) -> NodeRole {
+    match r {
+        Role::Origin => NodeRole::Origin,
+        Role::Edge => NodeRole::Edge,
+    }
+}
+
+fn replication_of(r: crate::config::Replication) -> Replication {
+    match r {
+        crate::config::Replication::PrePull => Replication::PrePull,
+        crate::config::Replication::OnDemand => Replication::OnDemand,
+    }
 }
 
 fn node_view(c: &Cluster, n: &NodeRt) -> NodeView {
@@ -91,8 +89,8 @@ fn node_view(c: &Cluster, n: &NodeRt) -> NodeView {
     let st = n.status.as_ref();
     NodeView {
         name: n.spec.name.clone(),
-        role: n.spec.role,
-        state: n.state(),
+        role: role_of(n.spec.role),
+        state: n.node_state(),
         health: n.health,
         api: n.spec.api.clone(),
         rtmp: n.spec.rtmp.to_string(),
@@ -133,7 +131,7 @@ async fn register(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Response {
     match r {
         Ok(changed) => {
             ctx.shared.wake.notify_one();
-            Json(serde_json::json!({ "registered": true, "changed": changed })).into_response()
+            Json(Registered { registered: true, changed }).into_response()
         }
         // The cap is not the client's mistake in the request: a conflict with the manager's state.
         Err(e) if e.starts_with("registration refused") => error(StatusCode::CONFLICT, e),
@@ -152,7 +150,8 @@ async fn remove_node(State(ctx): State<Ctx>, Path(name): Path<String>) -> Respon
     let saved = crate::driver::persist(&mut c);
     drop(c);
     ctx.shared.wake.notify_one();
-    let done = serde_json::json!({ "node": name, "message": msg, "removed": true });
+    let done =
+        ActionAnswer { node: Some(name), pool: None, message: msg, state: None, removed: Some(true), error: None };
     match saved {
         Ok(()) => Json(done).into_response(),
         Err(why) => unsaved(done, &why),
@@ -184,49 +183,28 @@ fn set_maintenance(ctx: &Ctx, name: &str, on: bool) -> Response {
     };
     // Written now, not at the next keepalive, so the answer can say whether a restart would keep it.
     let saved = crate::driver::persist(&mut c);
-    let state = c.nodes.get(name).map(NodeRt::state);
+    let state = c.nodes.get(name).map(NodeRt::node_state);
     drop(c);
     ctx.shared.wake.notify_one();
+    let done = ActionAnswer {
+        node: Some(name.to_string()),
+        pool: None,
+        message: msg.to_string(),
+        state,
+        removed: None,
+        error: None,
+    };
     match saved {
-        Ok(()) => Json(serde_json::json!({ "node": name, "message": msg, "state": state })).into_response(),
-        Err(why) => unsaved(serde_json::json!({ "node": name, "message": msg, "state": state }), &why),
+        Ok(()) => Json(done).into_response(),
+        Err(why) => unsaved(done, &why),
     }
 }
 
 /// An operator action that took effect but could not be written to the state file: 500 with the JSON error
 /// shape (so clients fail loudly) and what did happen.
-fn unsaved(mut done: serde_json::Value, why: &str) -> Response {
-    done["error"] = format!("{}, but it is not saved: {why}", done["message"].as_str().unwrap_or("done")).into();
+fn unsaved(mut done: ActionAnswer, why: &str) -> Response {
+    done.error = Some(format!("{}, but it is not saved: {why}", done.message));
     (StatusCode::INTERNAL_SERVER_ERROR, Json(done)).into_response()
-}
-
-#[derive(Serialize)]
-struct MemberView {
-    node: String,
-    priority: u32,
-    state: &'static str,
-    active: bool,
-}
-
-#[derive(Serialize)]
-struct GroupView {
-    name: String,
-    app: String,
-    failback: bool,
-    replication: crate::config::Replication,
-    active: Option<String>,
-    active_since: Option<u64>,
-    handover: Option<crate::cluster::Handover>,
-    failovers: u64,
-    members: Vec<MemberView>,
-    sources: Vec<SourceView>,
-}
-
-#[derive(Serialize)]
-struct SourceView {
-    key: String,
-    url: String,
-    ingesting: bool,
 }
 
 async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Response {
@@ -236,7 +214,8 @@ async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Respons
     match r {
         Ok((msg, saved)) => {
             ctx.shared.wake.notify_one();
-            let done = serde_json::json!({ "pool": pool, "message": msg });
+            let done =
+                ActionAnswer { node: None, pool: Some(pool), message: msg, state: None, removed: None, error: None };
             match saved {
                 Ok(()) => Json(done).into_response(),
                 Err(why) => unsaved(done, &why),
@@ -254,7 +233,14 @@ async fn pool_stop(State(ctx): State<Ctx>, Path((pool, name)): Path<(String, Str
     match r {
         Ok((msg, saved)) => {
             ctx.shared.wake.notify_one();
-            let done = serde_json::json!({ "pool": pool, "node": name, "message": msg });
+            let done = ActionAnswer {
+                node: Some(name),
+                pool: Some(pool),
+                message: msg,
+                state: None,
+                removed: None,
+                error: None,
+            };
             match saved {
                 Ok(()) => Json(done).into_response(),
                 Err(why) => unsaved(done, &why),
@@ -282,10 +268,10 @@ async fn groups(State(ctx): State<Ctx>) -> Json<Vec<GroupView>> {
                 name: g.name.clone(),
                 app: g.app.clone(),
                 failback: g.failback,
-                replication: g.replication,
+                replication: replication_of(g.replication),
                 active: rt.active.clone(),
                 active_since: rt.active_since_unix,
-                handover: rt.handover.clone(),
+                handover: rt.handover.as_ref().map(|h| HandoverView { to: h.to.clone(), reason: h.reason.to_string() }),
                 failovers: rt.failovers,
                 members: g
                     .by_priority()
@@ -293,14 +279,14 @@ async fn groups(State(ctx): State<Ctx>) -> Json<Vec<GroupView>> {
                     .map(|m| MemberView {
                         node: m.node.clone(),
                         priority: m.priority,
-                        state: c.nodes.get(&m.node).map_or("unknown", NodeRt::state),
+                        state: c.nodes.get(&m.node).map_or(NodeState::Unknown, NodeRt::node_state),
                         active: rt.active.as_deref() == Some(m.node.as_str()),
                     })
                     .collect(),
                 sources: g
                     .sources
                     .iter()
-                    .map(|s| SourceView {
+                    .map(|s| GroupSourceView {
                         key: s.key.clone(),
                         url: crate::config::redact(&s.url),
                         ingesting: have.contains(&s.key),
@@ -328,9 +314,9 @@ async fn events(State(ctx): State<Ctx>, Query(q): Query<EventsQuery>) -> Respons
     Json(c.log.events(q.last.unwrap_or(usize::MAX), q.kind.as_deref(), q.subject.as_deref())).into_response()
 }
 
-async fn alarms(State(ctx): State<Ctx>) -> Response {
+async fn alarms(State(ctx): State<Ctx>) -> Json<Alarms> {
     let (raised, cleared) = ctx.shared.lock().log.alarms();
-    Json(serde_json::json!({ "raised": raised, "cleared": cleared })).into_response()
+    Json(Alarms { raised, cleared })
 }
 
 /// The console page, rendered at most once per keepalive for each view (it is open to anyone: reloads and many

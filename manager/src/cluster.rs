@@ -6,99 +6,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use lb_userspace::api::ServiceView;
-use lb_userspace::model::ServiceKey;
+use api_types::lb::{ServiceKey, ServiceView};
+use api_types::manager::NodeState;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config, Group, NodeSpec, Replication, Role};
 use crate::events::{AlarmKind, EventKind, Log};
 
-/// What a relay's `GET /status` says (the fields the manager uses).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    #[serde(default)]
-    pub maintenance: bool,
-    #[serde(default)]
-    pub players: usize,
-    #[serde(default)]
-    pub bitrate_out_kbps: u64,
-    #[serde(default)]
-    pub bitrate_in_kbps: u64,
-    #[serde(default)]
-    pub origins: Vec<String>,
-    #[serde(default)]
-    pub streams: Vec<StreamStatus>,
-    /// How long the relay process has run.
-    #[serde(default)]
-    pub uptime_secs: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StreamStatus {
-    pub app: String,
-    pub key: String,
-    #[serde(default)]
-    pub source: Option<SourceStatus>,
-    #[serde(default)]
-    pub players: usize,
-    #[serde(default)]
-    pub bitrate_in_kbps: u64,
-    #[serde(default)]
-    pub bitrate_out_kbps: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SourceStatus {
-    pub kind: String,
-    #[serde(default)]
-    pub peer: String,
-}
+/// What a relay's `GET /status` says, parsed with the relay's own contract type (a renamed field fails to parse
+/// instead of reading as 0).
+pub use api_types::relay::{SourceInfo as SourceStatus, Status as NodeStatus, StreamView as StreamStatus};
 
 /// A pull source as an origin's `GET /sources` lists it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OriginSource {
-    pub app: String,
-    pub key: String,
-    #[serde(default)]
-    pub url: String,
-    #[serde(default)]
-    pub state: String,
-}
+pub use api_types::relay::SourceView as OriginSource;
 
-/// A stream across the cluster (the API's and the console's view).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StreamSummary {
-    pub group: Option<String>,
-    pub app: String,
-    pub key: String,
-    /// The origin that ingests it.
-    pub ingest: Option<String>,
-    pub source: Option<String>,
-    pub bitrate_in_kbps: u64,
-    /// Edges that have it; players and outbound bit rate summed over them.
-    pub edges: Vec<String>,
-    pub players: usize,
-    pub bitrate_out_kbps: u64,
-}
-
-/// An edge pool (the API's and the console's view).
-#[derive(Debug, Clone, Serialize)]
-pub struct PoolSummary {
-    pub name: String,
-    pub min: usize,
-    pub max: Option<usize>,
-    pub edges: Vec<String>,
-    /// Edges up and not in maintenance.
-    pub in_service: usize,
-    pub down: usize,
-    pub players: usize,
-    pub bitrate_out_kbps: u64,
-    /// Autoscaling: the load against capacity, and the edges it started, is starting and is stopping.
-    pub utilisation: Option<f64>,
-    pub started: Vec<String>,
-    pub starting: Vec<String>,
-    pub stopping: Vec<String>,
-}
+/// A stream across the cluster and an edge pool: the API's (and the console's) views.
+pub use api_types::manager::{PoolSummary, StreamSummary};
 
 /// What one keepalive of a node brought back.
 #[derive(Debug, Clone)]
@@ -107,14 +30,8 @@ pub enum Observation {
     Failed(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Not heard from since the manager started.
-    Unknown,
-    Up,
-    Down,
-}
+/// What the manager has heard from a node (the API shows it).
+pub use api_types::manager::NodeHealth as Health;
 
 /// A node in maintenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,14 +88,19 @@ impl NodeRt {
     }
 
     /// The state the API and the console show.
-    pub fn state(&self) -> &'static str {
+    pub fn node_state(&self) -> NodeState {
         match (&self.maintenance, self.health) {
-            (_, Health::Down) => "down",
-            (Some(m), _) if m.empty || m.timed_out => "maintenance",
-            (Some(_), _) => "draining",
-            (None, Health::Up) => "up",
-            (None, Health::Unknown) => "unknown",
+            (_, Health::Down) => NodeState::Down,
+            (Some(m), _) if m.empty || m.timed_out => NodeState::Maintenance,
+            (Some(_), _) => NodeState::Draining,
+            (None, Health::Up) => NodeState::Up,
+            (None, Health::Unknown) => NodeState::Unknown,
         }
+    }
+
+    /// [`NodeRt::node_state`] as the API spells it.
+    pub fn state(&self) -> &'static str {
+        self.node_state().as_str()
     }
 
     /// Streams this node has with a live source (what it ingests, for an origin).
@@ -1062,7 +984,11 @@ impl Cluster {
                     if now.saturating_duration_since(since) >= self.config.source_alarm_after {
                         let why = active
                             .and_then(|n| n.sources.as_ref())
-                            .and_then(|v| v.iter().find(|x| x.app == g.app && x.key == s.key).map(|x| x.state.clone()))
+                            .and_then(|v| {
+                                v.iter()
+                                    .find(|x| x.app == g.app && x.key == s.key)
+                                    .map(|x| x.state.as_str().to_string())
+                            })
                             .unwrap_or_else(|| "not started".into());
                         self.log.raise(
                             AlarmKind::SourceNotIngesting,

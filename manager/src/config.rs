@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lb_userspace::model::{Proto, ServiceKey};
+use api_types::lb::{Proto, ServiceKey};
 use serde::{Deserialize, Serialize};
 use svc::client::BaseUrl;
 use svc::config::{in_range, Keys};
@@ -139,10 +139,10 @@ pub fn without_credentials(url: &str) -> String {
 /// The relay's own parser of source URLs (what `PUT /sources` on the origin runs), so nothing the manager sends is
 /// refused there later.
 fn check_source_url(url: &str) -> Result<(), String> {
-    match relay::source::SourceUrl::parse(url) {
+    match api_types::relay::SourceUrl::parse(url) {
         Ok(_) => Ok(()),
         // The relay's message names the URL again; ours names it (redacted) already.
-        Err(relay::source::SourceError::BadUrl(_, why)) => Err(why.to_string()),
+        Err(api_types::relay::SourceError::BadUrl(_, why)) => Err(why.to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -557,11 +557,11 @@ impl Config {
                 if services.is_empty() {
                     return Err(invalid("lb.services: name at least one VIP:PORT the edges serve"));
                 }
-                if lb.weight == 0 || lb.weight > lb_userspace::model::MAX_WEIGHT {
+                if lb.weight == 0 || lb.weight > api_types::lb::MAX_WEIGHT {
                     return Err(invalid(format!(
                         "lb.weight {} is out of range 1..={} (lbd refuses other weights)",
                         lb.weight,
-                        lb_userspace::model::MAX_WEIGHT
+                        api_types::lb::MAX_WEIGHT
                     )));
                 }
                 Some(LbConfig { apis, token, services, weight: lb.weight })

@@ -383,8 +383,8 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
 }
 
 /// One LB node's services and reals, each real named by its edge.
-fn lb_table(c: &Cluster, view: &[lb_userspace::api::ServiceView]) -> String {
-    lb_userspace::console::services_table(view, |addr| {
+fn lb_table(c: &Cluster, view: &[api_types::lb::ServiceView]) -> String {
+    svc::console::services_table(view, |addr| {
         c.nodes.values().find(|n| n.spec.rtmp.ip() == addr).map(|n| n.spec.name.clone()).unwrap_or_default()
     })
 }

@@ -6,15 +6,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use api_types::lb::{Request, ServiceView};
 use axum::http::Method;
-use lb_userspace::api::{Request, ServiceView};
 use svc::client::{BaseUrl, Client};
 use svc::Stopping;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use crate::cluster::{Action, Cluster, NodeStatus, Observation, OriginSource, Persisted};
+use crate::cluster::{Action, Cluster, NodeStatus, Observation, Persisted};
 use crate::config::{Config, Role};
 use crate::events::AlarmKind;
 
@@ -152,22 +152,14 @@ async fn poll_node(client: Client, role: Role) -> Observation {
     };
     let sources = match role {
         Role::Edge => None,
-        Role::Origin => match client.get::<SourcesList>("/sources").await {
-            Ok(SourcesList::Wrapped { sources } | SourcesList::Bare(sources)) => Some(sources),
+        Role::Origin => match client.get::<api_types::relay::SourcesList>("/sources").await {
+            Ok(list) => Some(list.sources),
             // A relay without pull sources is still up: its groups can only be fed by publishers.
             Err(e) if e.status() == Some(404) => None,
             Err(e) => return Observation::Failed(e.to_string()),
         },
     };
     Observation::Ok { status, sources }
-}
-
-/// `GET /sources` as a list or as `{"sources": [...]}`.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum SourcesList {
-    Wrapped { sources: Vec<OriginSource> },
-    Bare(Vec<OriginSource>),
 }
 
 /// Runs until `stop` fires.
@@ -380,7 +372,7 @@ async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&
     match a {
         Action::PutSource { app, key, url, .. } => {
             node()?
-                .send(Method::PUT, &format!("/sources/{app}/{key}"), &serde_json::json!({ "url": url }))
+                .send(Method::PUT, &format!("/sources/{app}/{key}"), &api_types::relay::SourceBody { url: url.clone() })
                 .await
                 .map_err(e)?;
         }
@@ -388,7 +380,8 @@ async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&
             node()?.call(Method::DELETE, &format!("/sources/{app}/{key}"), None::<&()>).await.map_err(e)?;
         }
         Action::SetOrigins { origins, .. } => {
-            node()?.send(Method::PUT, "/origins", &serde_json::json!({ "origins": origins })).await.map_err(e)?;
+            let body = api_types::relay::OriginsBody { origins: origins.clone() };
+            node()?.send(Method::PUT, "/origins", &body).await.map_err(e)?;
         }
         Action::PrePull { app, key, .. } => {
             node()?.call(Method::POST, &format!("/streams/{app}/{key}/pull"), None::<&()>).await.map_err(e)?;
@@ -403,7 +396,7 @@ async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&
         Action::LbAdd { .. } | Action::LbDrain { .. } | Action::LbUndrain { .. } | Action::LbRemove { .. } => {
             let lb = lb.ok_or("no such LB node configured")?;
             let req = lb_request(a)?;
-            let r: lb_userspace::api::Response =
+            let r: api_types::lb::Response =
                 serde_json::from_value(lb.send(Method::POST, "/api/v1/requests", &req).await.map_err(e)?)
                     .map_err(|x| format!("lbd answered something else: {x}"))?;
             if !r.ok {

@@ -1,19 +1,22 @@
 //! HTTP control/observability API on `svc::http`: GET /streams, POST /streams/{app}/{key}/pull, GET /metrics,
 //! GET /healthz, and what a stream manager drives: GET /status, PUT /origins, POST/DELETE /maintenance. Handlers only read the hub and the counters (or start a pull); errors are `{"error": "..."}`.
+//! Every answer and body is a type of the contract crate (`api_types::relay`), which the manager parses with.
 
 use std::sync::Arc;
 
+use api_types::relay::{
+    MaintenanceAnswer, OriginsAnswer, OriginsBody, PlayersByProtocol, PullAnswer, RelayRole, SourceBody, SourceInfo,
+    SourcesList, Status, StreamView, StreamsList,
+};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 use svc::http::error;
 use tracing::info;
 
-use crate::hub::StreamView;
 use crate::metrics::{Metrics, StreamSample};
 use crate::{Ctx, Role};
 
@@ -70,14 +73,44 @@ fn check(ctx: &Ctx, method: &Method, path: &str, headers: &HeaderMap) -> Result<
     Ok(())
 }
 
-#[derive(Serialize)]
-struct Streams {
-    role: &'static str,
-    streams: Vec<StreamView>,
+/// The role as the API answers it.
+fn role_of(role: &Role) -> RelayRole {
+    match role {
+        Role::Origin { .. } => RelayRole::Origin,
+        Role::Edge { .. } => RelayRole::Edge,
+    }
 }
 
-async fn streams(State(ctx): Shared) -> Json<Streams> {
-    Json(Streams { role: ctx.config.role.name(), streams: ctx.hub.views() })
+fn source_of(s: crate::hub::SourceInfo) -> SourceInfo {
+    SourceInfo { kind: s.kind.to_string(), peer: s.peer }
+}
+
+/// The hub's view of its streams as the API answers it (the contract crate's type).
+fn stream_views(ctx: &Ctx) -> Vec<StreamView> {
+    ctx.hub
+        .views()
+        .into_iter()
+        .map(|v| {
+            let p = v.players_by_protocol;
+            StreamView {
+                app: v.app,
+                key: v.key,
+                source: v.source.map(source_of),
+                players: v.players,
+                players_by_protocol: PlayersByProtocol { rtmp: p.rtmp, http_flv: p.http_flv, rtmpt: p.rtmpt },
+                bitrate_in_kbps: v.bitrate_in_kbps,
+                bitrate_out_kbps: v.bitrate_out_kbps,
+                bytes_in: v.bytes_in,
+                bytes_out: v.bytes_out,
+                uptime_secs: v.uptime_secs,
+                gop_cached_frames: v.gop_cached_frames,
+            }
+        })
+        .collect()
+}
+
+async fn streams(State(ctx): Shared) -> Json<StreamsList> {
+    Json(StreamsList { role: role_of(&ctx.config.role), streams: stream_views(&ctx) })
 }
 
 /// Edge only: starts pulling app/key now (held for --idle-timeout without players), as the first player would.
@@ -98,8 +131,13 @@ async fn pull(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> R
         }
     };
     info!(app, key, "pre-pull requested over the API");
-    let body = serde_json::json!({ "app": app, "key": key, "pulling": true, "source": stream.source(),
-        "held_for_secs": ctx.config.idle_timeout.as_secs() });
+    let body = PullAnswer {
+        app,
+        key,
+        pulling: true,
+        source: stream.source().map(source_of),
+        held_for_secs: ctx.config.idle_timeout.as_secs(),
+    };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
@@ -129,29 +167,15 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// What a manager reads every keepalive: the node's state and its streams in one answer.
-#[derive(Serialize)]
-struct Status {
-    name: Option<String>,
-    role: &'static str,
-    maintenance: bool,
-    players: usize,
-    bitrate_out_kbps: u64,
-    bitrate_in_kbps: u64,
-    uptime_secs: u64,
-    origins: Vec<String>,
-    streams: Vec<StreamView>,
-}
-
 async fn status(State(ctx): Shared) -> Json<Status> {
     Json(status_of(&ctx))
 }
 
 fn status_of(ctx: &Ctx) -> Status {
-    let streams = ctx.hub.views();
+    let streams = stream_views(ctx);
     Status {
         name: ctx.config.manager.as_ref().map(|m| m.name.clone()),
-        role: ctx.config.role.name(),
+        role: role_of(&ctx.config.role),
         maintenance: ctx.maintenance.load(std::sync::atomic::Ordering::Relaxed),
         players: streams.iter().map(|s| s.players).sum(),
         bitrate_out_kbps: streams.iter().map(|s| s.bitrate_out_kbps).sum(),
@@ -160,11 +184,6 @@ fn status_of(ctx: &Ctx) -> Status {
         origins: ctx.origins.read().unwrap_or_else(|e| e.into_inner()).iter().map(|o| o.to_string()).collect(),
         streams,
     }
-}
-
-#[derive(serde::Deserialize)]
-struct OriginsBody {
-    origins: Vec<String>,
 }
 
 /// Edge only: replaces the origin list (all or nothing); pulls not on the new first origin of their app move to
@@ -198,21 +217,11 @@ async fn set_origins(State(ctx): Shared, body: axum::body::Bytes) -> Response {
         info!(origins = ?parsed.origins, "origin list replaced through the API");
         ctx.set_origins(origins);
     }
-    Json(serde_json::json!({ "origins": parsed.origins, "changed": changed })).into_response()
-}
-
-#[derive(Serialize)]
-struct SourcesList {
-    sources: Vec<crate::source::SourceView>,
+    Json(OriginsAnswer { origins: parsed.origins, changed }).into_response()
 }
 
 async fn sources(State(ctx): Shared) -> Json<SourcesList> {
     Json(SourcesList { sources: ctx.sources.views(&ctx) })
-}
-
-#[derive(serde::Deserialize)]
-struct SourceBody {
-    url: String,
 }
 
 /// Origin only: ingest `url` into app/key (201 new, 200 replaced or the same); refused URLs change nothing.
@@ -249,16 +258,14 @@ async fn maintenance_on(State(ctx): Shared) -> Response {
     if !ctx.maintenance.swap(true, std::sync::atomic::Ordering::Relaxed) {
         info!("maintenance on: refusing new players");
     }
-    let s = status_of(&ctx);
-    Json(serde_json::json!({ "maintenance": true, "players": s.players })).into_response()
+    Json(MaintenanceAnswer { maintenance: true, players: status_of(&ctx).players }).into_response()
 }
 
 async fn maintenance_off(State(ctx): Shared) -> Response {
     if ctx.maintenance.swap(false, std::sync::atomic::Ordering::Relaxed) {
         info!("maintenance off: accepting players");
     }
-    let s = status_of(&ctx);
-    Json(serde_json::json!({ "maintenance": false, "players": s.players })).into_response()
+    Json(MaintenanceAnswer { maintenance: false, players: status_of(&ctx).players }).into_response()
 }
 
 /// What no route takes. Anything under /streams and /metrics is a resource this API has, so a request there is

@@ -33,8 +33,9 @@ use tokio::task::JoinSet;
 pub use chunk::ChunkLimits;
 pub use config::{Config, OriginUrl, RelayError, Role};
 
-/// Longest app or stream name accepted.
-pub const MAX_NAME_LEN: usize = 128;
+/// The rule for app and stream names (and its longest name) is part of the contract: a stream manager checks
+/// the sources it sends with it.
+pub use api_types::relay::{valid_name, MAX_NAME_LEN};
 
 /// Longest `?query` (tokens and the like) accepted after an app or stream name.
 pub const MAX_QUERY_LEN: usize = 2048;
@@ -56,16 +57,6 @@ pub fn shown(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Whether `name` is an acceptable app or stream name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits
-/// and `-_.~`, not starting with a dot. Checked before anything is allocated for a name (a stream, a pull), so a
-/// client cannot make us hold arbitrary strings, and names stay safe in URLs, logs and metric labels.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// Shared by every task of a running relay.

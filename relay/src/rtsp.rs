@@ -17,50 +17,7 @@ use crate::proto::{Media, MediaKind};
 use crate::Ctx;
 
 /// An `rtsp://[USER:PASS@]HOST[:PORT]/PATH` source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtspUrl {
-    /// Without credentials.
-    pub url: url::Url,
-    pub creds: Option<(String, String)>,
-}
-
-impl RtspUrl {
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let mut url = url::Url::parse(raw).map_err(|_| "not a URL")?;
-        if url.scheme() != "rtsp" {
-            return Err("the scheme must be rtsp://");
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("missing host");
-        }
-        let creds = match (url.username(), url.password()) {
-            ("", None) => None,
-            (u, p) => Some((decode(u), decode(p.unwrap_or("")))),
-        };
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        Ok(RtspUrl { url, creds })
-    }
-}
-
-/// Percent-decoding of URL user info.
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use api_types::relay::RtspUrl;
 
 /// The AVC sequence header message: the decoder configuration a player needs before any frame.
 pub fn video_header(avc_config: &[u8], ts: u32) -> Media {
@@ -222,16 +179,6 @@ pub(crate) async fn pull_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_keep_credentials_out_of_the_url() {
-        let u = RtspUrl::parse("rtsp://viewer:s%40cret@10.0.5.11:554/stream1?x=1").unwrap();
-        assert_eq!(u.url.as_str(), "rtsp://10.0.5.11:554/stream1?x=1");
-        assert_eq!(u.creds, Some(("viewer".into(), "s@cret".into())));
-        assert_eq!(RtspUrl::parse("rtsp://cam/a").unwrap().creds, None);
-        assert!(RtspUrl::parse("rtmp://cam/a").is_err());
-        assert!(RtspUrl::parse("rtsp:///a").is_err());
-    }
 
     #[test]
     fn flv_messages() {

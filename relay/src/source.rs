@@ -7,104 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
 use crate::metrics::Metrics;
 use crate::Ctx;
 
-/// Why a source was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SourceError {
-    #[error(
-        "invalid source URL {0:?}: {1}; expected rtmp://HOST[:PORT]/APP/KEY or rtsp://[USER:PASS@]HOST[:PORT]/PATH"
-    )]
-    BadUrl(String, &'static str),
-    #[error("bad app or stream name (1-128 of A-Z a-z 0-9 - _ . ~)")]
-    BadName,
-    #[error("sources are an origin operation")]
-    NotOrigin,
-}
-
-/// A parsed source URL: an RTMP encoder or an RTSP camera.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceUrl {
-    Rtmp {
-        host: String,
-        port: u16,
-        app: String,
-        /// The stream name played upstream, with its `?query` if any.
-        play: String,
-        raw: String,
-    },
-    Rtsp {
-        url: crate::rtsp::RtspUrl,
-        raw: String,
-    },
-}
-
-impl SourceUrl {
-    pub fn parse(url: &str) -> Result<Self, SourceError> {
-        let bad = |why| SourceError::BadUrl(shown(url), why);
-        if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(bad("spaces or control characters"));
-        }
-        let rest = match url.split_once("://") {
-            Some(("rtmp", rest)) => rest,
-            Some(("rtsp", _)) => {
-                return Ok(SourceUrl::Rtsp { url: crate::rtsp::RtspUrl::parse(url).map_err(bad)?, raw: url.into() })
-            }
-            Some((_, _)) => return Err(bad("the scheme must be rtmp:// or rtsp://")),
-            None => return Err(bad("no scheme")),
-        };
-        let (hostport, path) = rest.split_once('/').ok_or_else(|| bad("missing /APP/KEY"))?;
-        let (app, play) = path.split_once('/').ok_or_else(|| bad("missing /KEY"))?;
-        let key = play.split('?').next().unwrap_or("");
-        if !crate::valid_name(app) || !crate::valid_name(key) {
-            return Err(bad("APP and KEY must be 1-128 of A-Z a-z 0-9 - _ . ~"));
-        }
-        if hostport.contains('@') {
-            return Err(bad("credentials in an rtmp:// URL go in the query (?user=...&pass=...), not before the host"));
-        }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
-            None => (hostport, 1935),
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        Ok(SourceUrl::Rtmp { host: host.into(), port, app: app.into(), play: play.into(), raw: url.into() })
-    }
-
-    /// The URL without credentials and query (which may hold a token): for logs, the API and `/streams`.
-    pub fn shown(&self) -> String {
-        match self {
-            SourceUrl::Rtmp { raw, .. } => shown(raw),
-            SourceUrl::Rtsp { url, .. } => shown(url.url.as_str()),
-        }
-    }
-}
-
-fn shown(url: &str) -> String {
-    let no_query = url.split('?').next().unwrap_or("");
-    // Credentials in user info (rtsp://user:pass@host/...) are never shown.
-    match no_query.split_once("://") {
-        Some((scheme, rest)) => {
-            let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            format!("{scheme}://{}{path}", auth.rsplit_once('@').map_or(auth, |(_, h)| h))
-        }
-        None => no_query.to_string(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Connecting,
-    Ingesting,
-    Failed,
-}
+/// The source URL parser, its errors and the views of `GET /sources` are the contract crate's.
+pub use api_types::relay::{SourceError, SourceState as State, SourceUrl, SourceView};
 
 /// One configured source and its task's view of itself.
 struct Entry {
@@ -141,20 +51,6 @@ impl Status {
         s.state = state;
         s.error = error;
     }
-}
-
-/// What `GET /sources` lists.
-#[derive(Debug, Serialize)]
-pub struct SourceView {
-    pub app: String,
-    pub key: String,
-    pub url: String,
-    pub state: State,
-    pub error: Option<String>,
-    pub since_secs: u64,
-    pub connects: u64,
-    pub failures: u64,
-    pub bytes_in: u64,
 }
 
 /// The sources of an origin.
@@ -332,39 +228,5 @@ async fn ingest(
             _ = stop.wait() => break,
         }
         backoff = (backoff * 2).min(ctx.config.backoff_max);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn source_urls() {
-        let SourceUrl::Rtmp { host, port, app, play, .. } = SourceUrl::parse("rtmp://10.0.0.5/live/cam1").unwrap()
-        else {
-            panic!("rtmp")
-        };
-        assert_eq!((host.as_str(), port, app.as_str(), play.as_str()), ("10.0.0.5", 1935, "live", "cam1"));
-        let u = SourceUrl::parse("rtmp://enc.example:1936/app/k?token=s3cret").unwrap();
-        assert!(matches!(&u, SourceUrl::Rtmp { port: 1936, play, .. } if play == "k?token=s3cret"));
-        assert_eq!(u.shown(), "rtmp://enc.example:1936/app/k", "the token is not shown");
-        let u = SourceUrl::parse("rtsp://viewer:pw@10.0.5.11:554/stream1").unwrap();
-        assert_eq!(u.shown(), "rtsp://10.0.5.11:554/stream1", "credentials are not shown");
-        assert!(matches!(u, SourceUrl::Rtsp { .. }));
-        for (bad, why) in [
-            ("http://x/a/b", "rtmp:// or rtsp://"),
-            ("rtsp:///a", "missing host"),
-            ("x/a/b", "no scheme"),
-            ("rtmp://x/live", "missing /KEY"),
-            ("rtmp://x", "missing /APP/KEY"),
-            ("rtmp://x:99999/a/b", "bad port"),
-            ("rtmp://u:p@x/a/b", "go in the query"),
-            ("rtmp://x/a/b c", "spaces"),
-            ("rtmp://x/a/../b", "APP and KEY"),
-        ] {
-            let e = SourceUrl::parse(bad).unwrap_err().to_string();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
     }
 }

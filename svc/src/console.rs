@@ -56,6 +56,36 @@ pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
+/// lbd's services and their reals with health, drain, weight, last check, active flows and traffic, as lbd's
+/// console and the stream manager's console (one per LB node) show them; `label` names a real (the manager puts the
+/// edge's name there).
+pub fn services_table(list: &[api_types::lb::ServiceView], label: impl Fn(std::net::IpAddr) -> String) -> String {
+    let mut rows = Vec::new();
+    for s in list {
+        rows.push(vec![
+            format!("<b>{} {}</b>", s.proto, esc(&std::net::SocketAddr::new(s.vip, s.port).to_string())),
+            badge(if s.usable_reals > 0 { "up" } else { "down" }),
+            format!("{} of {} usable", s.usable_reals, s.reals.len()),
+            esc(&s.check),
+            s.active_flows.to_string(),
+            si(s.counters.packets as f64),
+            si(s.counters.bytes as f64) + "B",
+        ]);
+        for r in &s.reals {
+            rows.push(vec![
+                format!("&nbsp;&nbsp;{} {}", esc(&r.addr.to_string()), esc(&label(r.addr))),
+                badge(if r.drained { "drained" } else { &r.state }),
+                format!("weight {}", r.weight),
+                esc(r.last_check.as_deref().unwrap_or("")),
+                r.active_flows.to_string(),
+                si(r.counters.packets as f64),
+                si(r.counters.bytes as f64) + "B",
+            ]);
+        }
+    }
+    table(&["service / real", "state", "reals / weight", "check", "active flows", "packets", "bytes"], &rows)
+}
+
 /// One line of a chart.
 pub struct Line<'a> {
     pub label: &'a str,

@@ -7,7 +7,6 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod console;
-pub mod duration;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -18,5 +17,7 @@ pub mod reload;
 pub mod shutdown;
 pub mod version;
 
+/// The duration format lives with the wire types (it is part of lbd's health-check requests); svc re-exports it.
+pub use api_types::duration;
 pub use duration::Dur;
 pub use shutdown::{Shutdown, Stopping};

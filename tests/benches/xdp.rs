@@ -4,7 +4,7 @@ use lb_common::{RealDef, REAL_F_VALID, RING_SIZE};
 use lb_tests::packet::{Pkt, Pkt6, TCP_ACK, TCP_SYN};
 use lb_userspace::dataplane::{Dataplane, Limits, LB_PROGRAM, PASS_PROGRAM};
 use lb_userspace::maglev;
-use lb_userspace::model::{Proto, ServiceKey};
+use lb_userspace::model::{Proto, ServiceKey, VipKeyOf};
 use std::net::IpAddr;
 
 const XDP_PASS: u32 = 2;

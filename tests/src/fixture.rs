@@ -4,7 +4,7 @@ use crate::require_root;
 use lb_common::{RealDef, REAL_F_VALID, RING_SIZE};
 use lb_userspace::dataplane::{Dataplane, Limits, LB_PROGRAM};
 use lb_userspace::maglev;
-use lb_userspace::model::{Proto, ServiceKey};
+use lb_userspace::model::{Proto, ServiceKey, VipKeyOf};
 use std::net::IpAddr;
 
 pub const XDP_PASS: u32 = 2;

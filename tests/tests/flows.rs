@@ -5,7 +5,7 @@ use lb_common::{global, ServiceCfg};
 use lb_tests::fixture::*;
 use lb_tests::packet::{icmp6_packet_too_big, icmp_frag_needed, Pkt, Pkt6, TCP_ACK, TCP_SYN};
 use lb_userspace::dataplane::Dataplane;
-use lb_userspace::model::{Proto, ServiceKey};
+use lb_userspace::model::{Proto, ServiceKey, VipKeyOf};
 
 const VIP6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 const CLIENT6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];

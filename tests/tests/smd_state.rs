@@ -183,7 +183,7 @@ fn a_state_file_that_cannot_be_written_is_alarmed_reported_and_retried_and_a_res
     assert!(out.contains("already in maintenance, but it is not saved"), "{out}");
     let (code, out) = smctl(&d, port, &["check", "manager"]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.starts_with("STREAM CRITICAL") && out.contains("state-not-saved"), "{out}");
+    assert!(out.starts_with("MANAGER CRITICAL - manager: state-not-saved: cannot write the state file"), "{out}");
 
     // Retried every keepalive (200 ms), logged once for the episode: e1's node-down comes after failover_time
     // (1 s, five keepalives or more), each of them a failed write.
@@ -201,6 +201,7 @@ fn a_state_file_that_cannot_be_written_is_alarmed_reported_and_retried_and_a_res
     assert_eq!(log.matches("alarm raised: cannot write the state file").count(), 1, "one warning per episode: {log}");
     let (code, out) = smctl(&d, port, &["check", "manager"]);
     assert_eq!(code, 1, "only e1's node-down is left, a warning: {out}");
+    assert!(out.starts_with("MANAGER WARNING - manager: 1 alarms raised (node-down) | alarms=1;;;0"), "{out}");
 
     // A restart keeps the maintenance.
     drop(smd);

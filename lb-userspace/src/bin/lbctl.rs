@@ -596,8 +596,8 @@ fn evaluate(key: &ServiceKey, view: Option<&ServiceView>, warning: Option<Range>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api_types::lb::Health;
     use lb_userspace::api::{CountersView, RealView};
-    use lb_userspace::health::Health;
 
     fn view(states: &[&str]) -> ServiceView {
         let reals: Vec<RealView> = states

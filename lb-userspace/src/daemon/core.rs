@@ -14,7 +14,7 @@ use crate::dataplane::AttachMode;
 use crate::events::{EventKind, EventLog};
 use crate::health::{CheckResult, Health};
 use crate::maglev;
-use crate::model::{self, CheckSpec, LbState, ModelError, RealSpec, ServiceKey};
+use crate::model::{self, CheckSpec, LbState, ModelError, RealSpec, ServiceKey, VipKeyOf};
 use crate::netinfo::{format_mac, Iface};
 use lb_common::{RealDef, ServiceCfg, REAL_F_VALID, RING_SIZE};
 use std::collections::{BTreeMap, BTreeSet};

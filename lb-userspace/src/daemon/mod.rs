@@ -7,6 +7,8 @@
 //! ([`takeover`]) and the reals' MACs, applies the state, writes the state file and attaches.
 
 mod census;
+#[cfg(test)]
+mod contract;
 mod control;
 pub mod core;
 pub mod guard;
@@ -63,6 +65,8 @@ pub enum DaemonError {
     Net(#[from] netinfo::NetError),
     #[error(transparent)]
     Model(#[from] model::ModelError),
+    #[error(transparent)]
+    Value(#[from] model::ValueError),
     #[error("real {real} is not on a directly connected subnet of {iface} ({nets}): direct routing needs the LB and the real on one L2 segment")]
     OffSubnet { real: IpAddr, iface: String, nets: String },
     #[error("real {real} is the {which} address of {net} on {iface}, which names the subnet, not a host: give the real's own address")]

@@ -92,7 +92,7 @@ pub fn plan(pinned: &Pinned, wanted: &LbState, max_services: u32, max_reals: u32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ServiceKey;
+    use crate::model::{ServiceKey, VipKeyOf};
 
     fn svc(s: &str) -> ServiceKey {
         ServiceKey::parse(s, Proto::Tcp).unwrap()

@@ -4,7 +4,7 @@
 use super::core::Lb;
 use super::maps::Maps;
 use super::service::out_reason;
-use crate::api::{CountersView, RealView, Response, ServiceView, StatsView};
+use crate::api::{counters_view, CountersView, RealView, Response, ServiceView, StatsView};
 use crate::dataplane::conntable::Census;
 use crate::health::Health;
 use crate::model::ServiceKey;
@@ -18,6 +18,16 @@ pub const ACTIVE_FLOW_SECS: u64 = 120;
 
 fn service_labels(s: &ServiceKey) -> Labels {
     vec![("vip", s.vip.to_string()), ("port", s.port.to_string()), ("proto", s.proto.to_string().to_lowercase())]
+}
+
+/// The health the API shows for what the control task believes (the same three states, kept apart so the health
+/// checks can change without changing the wire).
+fn health_view(h: Health) -> api_types::lb::Health {
+    match h {
+        Health::Unknown => api_types::lb::Health::Unknown,
+        Health::Up => api_types::lb::Health::Up,
+        Health::Down => api_types::lb::Health::Down,
+    }
 }
 
 /// The dataplane's global counters, by what the program did with the packets.
@@ -48,12 +58,12 @@ impl<M: Maps> Lb<M> {
                     weight: r.spec.weight,
                     mac: slot.and_then(|sl| sl.mac).map(|m| format_mac(&m)),
                     state: out_reason.unwrap_or("up").into(),
-                    health: r.health.tracker.health,
+                    health: health_view(r.health.tracker.health),
                     drained: r.spec.drained,
                     last_check: r.health.last_detail.clone(),
                     check_us: r.health.last_latency.map(|d| d.as_micros() as u64),
                     active_flows: active,
-                    counters: self.maps.dest_counters(r.dest).into(),
+                    counters: counters_view(self.maps.dest_counters(r.dest)),
                 });
             }
             out.push(ServiceView {
@@ -64,7 +74,7 @@ impl<M: Maps> Lb<M> {
                 persistent: s.persist,
                 usable_reals: usable,
                 active_flows: flows,
-                counters: self.maps.service_counters(s.slot).into(),
+                counters: counters_view(self.maps.service_counters(s.slot)),
                 reals,
             });
         }
@@ -75,7 +85,7 @@ impl<M: Maps> Lb<M> {
 
     pub fn stats(&self, census: &Census) -> Response {
         let g = self.maps.global_counters();
-        let at = |i: u32| -> CountersView { g.get(i as usize).copied().unwrap_or_default().into() };
+        let at = |i: u32| -> CountersView { counters_view(g.get(i as usize).copied().unwrap_or_default()) };
         let mut r = Response::ok("stats");
         r.stats = Some(Box::new(StatsView {
             iface: self.iface.name.clone(),

@@ -4,9 +4,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use api_types::manager::{ActionAnswer, Alarms, Event, GroupView, NodeRole, NodeView, PoolSummary, StreamSummary};
 use axum::http::Method;
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 use svc::client::{BaseUrl, Client};
 
 /// `println!` that ends the program quietly when stdout is closed (`smctl nodes | head -1`), instead of panicking.
@@ -114,7 +114,8 @@ fn main() -> ExitCode {
                 .join(" ")
                 .trim_start_matches("error: ")
                 .to_string();
-            return svc::nagios::Check::unknown("STREAM", format!("bad argument: {first}")).report();
+            let args: Vec<String> = std::env::args().collect();
+            return svc::nagios::Check::unknown(check_service(&args), format!("bad argument: {first}")).report();
         }
         Err(e) => e.exit(),
     };
@@ -151,20 +152,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Check { .. } => unreachable!("checks are handled before"),
     };
     let bytes = rt.block_on(client.call(method, &path, None::<&()>)).map_err(explain)?;
-    let v: Value = serde_json::from_slice(&bytes)?;
     if cli.json {
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        Value::Array(a) => {
-            a.iter().map(|x| x.as_str().map_or(x.to_string(), str::to_string)).collect::<Vec<_>>().join(",")
-        }
-        other => other.to_string(),
-    };
-    let rows = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    // Every answer is parsed with the type smd serialises it from: a field renamed on one side is an error here,
+    // not a column of dashes.
+    fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> anyhow::Result<T> {
+        serde_json::from_slice(b).map_err(|e| anyhow::anyhow!("the manager sent an answer this smctl cannot read: {e}"))
+    }
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     match cli.cmd {
         Cmd::Nodes => {
             out!(
@@ -177,71 +175,79 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "PLAYERS",
                 "OUT kbit/s"
             );
-            for n in rows(&v) {
+            for n in parse::<Vec<NodeView>>(&bytes)? {
+                let role = match n.role {
+                    NodeRole::Origin => "origin",
+                    NodeRole::Edge => "edge",
+                };
                 out!(
                     "{:<12} {:<7} {:<12} {:<16} {:>7} {:>8} {:>10}  {}",
-                    s(&n["name"]),
-                    s(&n["role"]),
-                    s(&n["state"]),
-                    s(&n["rtmp"]),
-                    s(&n["streams"]),
-                    s(&n["players"]),
-                    s(&n["bitrate_out_kbps"]),
-                    s(&n["groups"])
+                    n.name,
+                    role,
+                    n.state.as_str(),
+                    n.rtmp,
+                    n.streams,
+                    n.players,
+                    n.bitrate_out_kbps,
+                    n.groups.join(",")
                 );
             }
         }
         Cmd::Groups => {
-            for g in rows(&v) {
+            for g in parse::<Vec<GroupView>>(&bytes)? {
                 out!(
                     "{} (app {}): active {}, failback {}, failovers {}",
-                    s(&g["name"]),
-                    s(&g["app"]),
-                    s(&g["active"]),
-                    s(&g["failback"]),
-                    s(&g["failovers"])
+                    g.name,
+                    g.app,
+                    opt(&g.active),
+                    g.failback,
+                    g.failovers
                 );
-                for m in rows(&g["members"]) {
-                    let mark = if m["active"] == Value::Bool(true) { "*" } else { " " };
-                    out!("  {mark} {:<12} priority {:<5} {}", s(&m["node"]), s(&m["priority"]), s(&m["state"]));
+                for m in &g.members {
+                    let mark = if m.active { "*" } else { " " };
+                    out!("  {mark} {:<12} priority {:<5} {}", m.node, m.priority, m.state.as_str());
                 }
-                for src in rows(&g["sources"]) {
-                    out!("    source {:<10} {} ingesting {}", s(&src["key"]), s(&src["url"]), s(&src["ingesting"]));
+                for src in &g.sources {
+                    out!("    source {:<10} {} ingesting {}", src.key, src.url, src.ingesting);
                 }
             }
         }
         Cmd::Streams => {
             out!("{:<20} {:<12} {:<12} {:>8} {:>10}  edges", "STREAM", "GROUP", "INGEST", "PLAYERS", "OUT kbit/s");
-            for st in rows(&v) {
-                let name = format!("{}/{}", s(&st["app"]), s(&st["key"]));
+            for st in parse::<Vec<StreamSummary>>(&bytes)? {
+                let name = format!("{}/{}", st.app, st.key);
                 out!(
                     "{name:<20} {:<12} {:<12} {:>8} {:>10}  {}",
-                    s(&st["group"]),
-                    s(&st["ingest"]),
-                    s(&st["players"]),
-                    s(&st["bitrate_out_kbps"]),
-                    s(&st["edges"])
+                    opt(&st.group),
+                    opt(&st.ingest),
+                    st.players,
+                    st.bitrate_out_kbps,
+                    st.edges.join(",")
                 );
             }
         }
         Cmd::Events { .. } => {
-            for e in rows(&v) {
-                let t = e["time_ms"].as_u64().unwrap_or(0);
-                let when = humantime_like(t);
-                out!("{when} {:<20} {:<12} {}", s(&e["kind"]), s(&e["subject"]), s(&e["message"]));
+            for e in parse::<Vec<Event>>(&bytes)? {
+                let when = humantime_like(e.time_ms);
+                out!("{when} {:<20} {:<12} {}", e.kind.as_str(), e.subject, e.message);
             }
         }
         Cmd::Alarms => {
-            for a in rows(&v["raised"]) {
-                out!("RAISED  {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
+            let a = parse::<Alarms>(&bytes)?;
+            for a in &a.raised {
+                out!("RAISED  {:<22} {:<14} {}", a.kind.as_str(), a.subject, a.message);
             }
-            for a in rows(&v["cleared"]).iter().take(10) {
-                out!("cleared {:<22} {:<14} {}", s(&a["kind"]), s(&a["subject"]), s(&a["message"]));
+            for a in a.cleared.iter().take(10) {
+                out!("cleared {:<22} {:<14} {}", a.kind.as_str(), a.subject, a.message);
             }
         }
-        Cmd::RemoveNode { .. } => out!("{}", s(&v["message"])),
+        Cmd::RemoveNode { .. } | Cmd::PoolStart { .. } | Cmd::PoolStop { .. } => {
+            out!("{}", parse::<ActionAnswer>(&bytes)?.message)
+        }
         Cmd::Maintenance { .. } | Cmd::Resume { .. } => {
-            out!("{}: {} (state {})", s(&v["node"]), s(&v["message"]), s(&v["state"]))
+            let a = parse::<ActionAnswer>(&bytes)?;
+            let state = a.state.map_or("-", |s| s.as_str());
+            out!("{}: {} (state {state})", opt(&a.node), a.message)
         }
         Cmd::Check { .. } => {}
         Cmd::Pools => {
@@ -255,22 +261,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "OUT kbit/s",
                 "UTIL"
             );
-            for p in rows(&v) {
-                let util = p["utilisation"].as_f64().map_or("-".into(), |u| format!("{:.0}%", u * 100.0));
+            for p in parse::<Vec<PoolSummary>>(&bytes)? {
+                let util = p.utilisation.map_or("-".into(), |u| format!("{:.0}%", u * 100.0));
                 out!(
                     "{:<10} {:>10} {:>4} {:>4} {:>8} {:>10} {:>6}  {}",
-                    s(&p["name"]),
-                    format!("{}/{}", s(&p["in_service"]), p["edges"].as_array().map_or(0, Vec::len)),
-                    s(&p["min"]),
-                    s(&p["max"]),
-                    s(&p["players"]),
-                    s(&p["bitrate_out_kbps"]),
+                    p.name,
+                    format!("{}/{}", p.in_service, p.edges.len()),
+                    p.min,
+                    p.max.map_or("-".into(), |m| m.to_string()),
+                    p.players,
+                    p.bitrate_out_kbps,
                     util,
-                    s(&p["started"])
+                    p.started.join(",")
                 );
             }
         }
-        Cmd::PoolStart { .. } | Cmd::PoolStop { .. } => out!("{}", s(&v["message"])),
     }
     Ok(())
 }
@@ -294,45 +299,56 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::new(BaseUrl::parse(&cli.api)?, bearer.value().map(str::to_string), Duration::from_secs(10)))
 }
 
-/// `smctl check ...`: never fails; every problem is an UNKNOWN line.
+/// `smctl check ...`: never fails; every problem is an UNKNOWN line (named MANAGER for the manager's own check).
 fn check(cli: &Cli, what: &CheckWhat, warning: Option<&str>, critical: Option<&str>) -> svc::nagios::Check {
+    use manager::check;
     use svc::nagios::{Check, Range};
+    let service = if matches!(what, CheckWhat::Manager) { check::MANAGER } else { check::NAME };
     let range = |flag: &str, r: Option<&str>| -> Result<Option<Range>, String> {
         r.map(|s| s.parse::<Range>().map_err(|e| format!("--{flag}: {e}"))).transpose()
     };
     let (w, c) = match (range("warning", warning), range("critical", critical)) {
         (Ok(w), Ok(c)) => (w, c),
-        (Err(e), _) | (_, Err(e)) => return Check::unknown("STREAM", format!("bad argument: {e}")),
+        (Err(e), _) | (_, Err(e)) => return Check::unknown(service, format!("bad argument: {e}")),
     };
-    let path = match what {
-        CheckWhat::Group { .. } => "/api/v1/groups",
-        CheckWhat::Pool { .. } => "/api/v1/pools",
-        CheckWhat::Stream { stream } if !stream.contains('/') => {
-            return Check::unknown("STREAM", format!("bad argument: stream {stream:?} is not APP/KEY"))
+    if let CheckWhat::Stream { stream } = what {
+        if !stream.contains('/') {
+            return Check::unknown(service, format!("bad argument: stream {stream:?} is not APP/KEY"));
         }
-        CheckWhat::Stream { .. } => "/api/v1/streams",
-        CheckWhat::Manager => "/api/v1/alarms",
-    };
+    }
     let client = match client(cli) {
         Ok(c) => c,
-        Err(e) => return Check::unknown("STREAM", format!("bad argument: {e:#}")),
+        Err(e) => return Check::unknown(service, format!("bad argument: {e:#}")),
     };
-    let answer = (|| -> anyhow::Result<Value> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(client.get::<Value>(path)).map_err(explain)
-    })();
-    let v = match answer {
-        Ok(v) => v,
-        Err(e) if e.to_string().starts_with("authentication failed") => {
-            return Check::unknown("STREAM", format!("{e:#}"))
+    // Each answer parsed with the type the manager serialises it from.
+    let r = match what {
+        CheckWhat::Group { name } => fetch::<Vec<_>>(&client, "/api/v1/groups").map(|v| check::group(&v, name, w, c)),
+        CheckWhat::Pool { name } => fetch::<Vec<_>>(&client, "/api/v1/pools").map(|v| check::pool(&v, name, w, c)),
+        CheckWhat::Stream { stream } => {
+            fetch::<Vec<_>>(&client, "/api/v1/streams").map(|v| check::stream(&v, stream, w, c))
         }
-        Err(e) => return Check::unknown("STREAM", format!("the manager did not answer: {e:#}")),
+        CheckWhat::Manager => fetch(&client, "/api/v1/alarms").map(|v| check::manager(&v)),
     };
-    match what {
-        CheckWhat::Group { name } => manager::check::group(&v, name, w, c),
-        CheckWhat::Pool { name } => manager::check::pool(&v, name, w, c),
-        CheckWhat::Stream { stream } => manager::check::stream(&v, stream, w, c),
-        CheckWhat::Manager => manager::check::manager(&v),
+    r.unwrap_or_else(|e| match e.to_string().starts_with("authentication failed") {
+        true => Check::unknown(service, format!("{e:#}")),
+        false => Check::unknown(service, format!("the manager did not answer: {e:#}")),
+    })
+}
+
+/// GET `path` from the manager, parsed as `T`.
+fn fetch<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(client.get::<T>(path)).map_err(explain)
+}
+
+/// The Nagios service name of the check named on this command line (`smctl check manager` is MANAGER), for an
+/// UNKNOWN line about a bad argument before the command line is parsed.
+fn check_service(args: &[String]) -> &'static str {
+    let after = args.iter().skip_while(|a| *a != "check").skip(1).find(|a| !a.starts_with('-'));
+    if after.is_some_and(|a| a == "manager") {
+        manager::check::MANAGER
+    } else {
+        manager::check::NAME
     }
 }
 

@@ -2,9 +2,7 @@
 //! a restart that moves nothing, edge maintenance through the LB.
 
 use super::*;
-use lb_userspace::api::{CountersView, RealView, ServiceView};
-use lb_userspace::health::Health as LbHealth;
-use lb_userspace::model::Proto;
+use api_types::lb::{CountersView, Health as LbHealth, Proto, RealView, ServiceView};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -88,7 +86,8 @@ pub(crate) fn ok_origin(sources: &[(&str, &str)]) -> Observation {
                     app: app.to_string(),
                     key: key.to_string(),
                     url: "rtsp://10.0.0.50/cam".into(),
-                    state: "ingesting".into(),
+                    state: api_types::relay::SourceState::Ingesting,
+                    ..Default::default()
                 })
                 .collect(),
         ),

@@ -121,6 +121,22 @@ fn smctl_refuses_bad_arguments() {
             .file("token", TOKEN)
             .code(3)
             .says("STREAM UNKNOWN - bad argument: the following required arguments were not provided: <NAME>"),
+        Row::new(
+            "the manager's check with a bad range",
+            "smctl",
+            &["--token-file", "{dir}/token", "check", "manager", "-w", "nope"],
+        )
+        .file("token", TOKEN)
+        .code(3)
+        .says("MANAGER UNKNOWN - bad argument: --warning"),
+        Row::new(
+            "the manager's check with an unknown flag",
+            "smctl",
+            &["--token-file", "{dir}/token", "check", "manager", "--bogus"],
+        )
+        .file("token", TOKEN)
+        .code(3)
+        .says("MANAGER UNKNOWN - bad argument: unexpected argument '--bogus' found"),
         Row::new("no token file", "smctl", &["--api", "http://127.0.0.1:1", "nodes"])
             .code(1)
             .says("--token-file FILE (or SM_TOKEN_FILE) is required"),

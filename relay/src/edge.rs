@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::hub::{SourceInfo, Stream};
 use crate::metrics::Metrics;
-use crate::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
+use crate::wire::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
 use crate::{Ctx, OriginUrl, Role};
 
 /// How long a key the origin did not have is answered "not found" at once, without asking the origin again:

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::proto::Media;
+use crate::wire::proto::Media;
 
 /// The message stream id ffmpeg, nginx-rtmp and Flash clients get from their (only) createStream: frames are
 /// pre-chunked for it once. A player on another id gets its own encoding.
@@ -49,7 +49,7 @@ impl Frame {
 
     /// Appends the FLV tag of this frame (header, payload, PreviousTagSize) as buffers to write.
     pub fn flv_tag(&self, out: &mut VecDeque<Bytes>) {
-        let h = self.flv.get_or_init(|| crate::flv::tag_frame(&self.media, self.timestamp));
+        let h = self.flv.get_or_init(|| crate::wire::flv::tag_frame(&self.media, self.timestamp));
         out.push_back(h.slice(..11));
         if !self.media.payload.is_empty() {
             out.push_back(self.media.payload.clone());
@@ -70,8 +70,8 @@ impl Frame {
             return;
         }
         let p = &self.media.payload;
-        let cs = crate::proto::OUT_CHUNK_SIZE;
-        let (first, cont) = crate::chunk::header_lens(self.timestamp);
+        let cs = crate::wire::proto::OUT_CHUNK_SIZE;
+        let (first, cont) = crate::wire::chunk::header_lens(self.timestamp);
         out.push_back(self.headers.slice(..first));
         let mut h = first;
         for (i, start) in (0..p.len().max(1)).step_by(cs).enumerate() {
@@ -360,7 +360,7 @@ impl Stream {
     /// Publishes one message from source `id` to every player and the cache.
     pub fn push(&self, id: u64, media: Media) {
         self.stats.bytes_in.fetch_add(media.payload.len() as u64, Ordering::Relaxed);
-        if media.kind == crate::proto::MediaKind::Video {
+        if media.kind == crate::wire::proto::MediaKind::Video {
             self.has_video.store(true, Ordering::Relaxed);
         }
         self.had_media.store(true, Ordering::Release);
@@ -433,7 +433,7 @@ impl Stream {
         // waits longer than --coalesce-ms (audio-only streams, gaps).
         // With --merge-ms everything waits for the end of the merge period: players then wake, read and write
         // once per period instead of once per frame, which is what their CPU cost follows.
-        let video = frame.media.kind == crate::proto::MediaKind::Video;
+        let video = frame.media.kind == crate::wire::proto::MediaKind::Video;
         c.held.push(frame);
         let hold = if !self.budget.merge.is_zero() {
             Some(self.budget.merge)
@@ -709,7 +709,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::MediaKind;
+    use crate::wire::proto::MediaKind;
 
     fn media(kind: MediaKind, timestamp: u32, first: u8) -> Media {
         // Second byte 1: a coded frame, not a sequence header.
@@ -820,7 +820,7 @@ mod tests {
     #[test]
     fn wire_form_shares_the_payload_and_matches_the_encoder() {
         for len in [0, 1, 4095, 4096, 4097, 10_000] {
-            for ts in [0, 40, crate::chunk::EXTENDED_TIMESTAMP + 5] {
+            for ts in [0, 40, crate::wire::chunk::EXTENDED_TIMESTAMP + 5] {
                 let m = Media { kind: MediaKind::Video, timestamp: ts, payload: Bytes::from(vec![0x17; len]) };
                 let f = Frame::new(m.clone(), ts);
                 assert_eq!(f.wire_bytes(SHARED_STREAM_ID), m.encode(ts, SHARED_STREAM_ID), "len {len} ts {ts}");

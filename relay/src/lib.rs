@@ -5,7 +5,6 @@
 
 mod api;
 pub mod callback;
-pub mod chunk;
 pub mod config;
 mod edge;
 pub mod flv;
@@ -16,11 +15,11 @@ pub mod hub;
 pub mod loadgen;
 pub mod managed;
 pub mod metrics;
-pub mod proto;
 pub mod rtmpt;
 pub mod rtsp;
 mod server;
 pub mod source;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,43 +29,11 @@ use svc::{Shutdown, Stopping};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use chunk::ChunkLimits;
+pub use wire::chunk::ChunkLimits;
+/// The wire modules under their old paths, for the binaries, tests and fuzzers that name them.
+pub use wire::{chunk, proto};
 pub use config::{Config, OriginUrl, RelayError, Role};
-
-/// Longest app or stream name accepted.
-pub const MAX_NAME_LEN: usize = 128;
-
-/// Longest `?query` (tokens and the like) accepted after an app or stream name.
-pub const MAX_QUERY_LEN: usize = 2048;
-/// Longest tcUrl accepted in `connect`.
-pub const MAX_TC_URL_LEN: usize = 4096;
-/// Characters of a client's string that a log line or refusal shows.
-const SHOWN_CHARS: usize = 64;
-
-/// A client's string as logs and refusals show it: at most [`SHOWN_CHARS`] characters, escaped (quotes, control
-/// characters, non-ASCII), with the length when cut, so a client cannot grow the log or forge lines in it.
-pub fn shown(s: &str) -> String {
-    let mut out = String::from("\"");
-    for (i, c) in s.chars().enumerate() {
-        if i == SHOWN_CHARS {
-            out.push_str(&format!("\"... ({} bytes)", s.len()));
-            return out;
-        }
-        out.extend(c.escape_default());
-    }
-    out.push('"');
-    out
-}
-
-/// Whether `name` is an acceptable app or stream name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits
-/// and `-_.~`, not starting with a dot. Checked before anything is allocated for a name (a stream, a pull), so a
-/// client cannot make us hold arbitrary strings, and names stay safe in URLs, logs and metric labels.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
-}
+pub use wire::names::{shown, valid_name, MAX_NAME_LEN, MAX_QUERY_LEN, MAX_TC_URL_LEN};
 
 /// Shared by every task of a running relay.
 pub(crate) struct Ctx {
@@ -226,18 +193,6 @@ mod tests {
         assert!(OriginUrl::parse("http://x/live").is_err());
         assert!(OriginUrl::parse("rtmp://x").is_err());
         assert!(OriginUrl::parse("rtmp://x:99999/live").is_err());
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(shown("a\"b\n\u{e9}"), r#""a\"b\n\u{e9}""#);
-        assert_eq!(shown(&"x".repeat(65_000)), format!("\"{}\"... (65000 bytes)", "x".repeat(64)));
-        for ok in ["test", "a", "cam-1_hd.v2~x", &"x".repeat(MAX_NAME_LEN)] {
-            assert!(valid_name(ok), "{ok}");
-        }
-        for bad in ["", ".hidden", "..", "a/b", "a b", "a?b", "ü", "a\0", &"x".repeat(MAX_NAME_LEN + 1)] {
-            assert!(!valid_name(bad), "{bad:?}");
-        }
     }
 
     #[test]

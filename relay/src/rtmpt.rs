@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{debug, info};
 
-use crate::flv::Request;
+use crate::wire::http::Request;
 use crate::hub::Protocol;
 use crate::Ctx;
 
@@ -218,7 +218,7 @@ pub(crate) async fn serve(
         // The next request on this connection, within the head timeout.
         let next = timeout(ctx.config.conn_idle_timeout, async {
             loop {
-                if let Some(r) = crate::flv::parse_request(&buf).transpose() {
+                if let Some(r) = crate::wire::http::parse_request(&buf).transpose() {
                     return Some(r);
                 }
                 if sock.read_buf(&mut buf).await.ok()? == 0 {

@@ -13,7 +13,7 @@ use retina::codec::{CodecItem, ParametersRef};
 
 use crate::edge::PullEnd;
 use crate::hub::{SourceInfo, Stream};
-use crate::proto::{Media, MediaKind};
+use crate::wire::proto::{Media, MediaKind};
 use crate::Ctx;
 
 /// An `rtsp://[USER:PASS@]HOST[:PORT]/PATH` source.

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::hub::{Item, Protocol, Reader, SourceInfo, Stream};
 use crate::metrics::Metrics;
-use crate::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
+use crate::wire::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 use crate::{Ctx, Role};
 
 /// What a player of a stream that never had media is told (RTMP onStatus code, and the description ffmpeg
@@ -340,7 +340,7 @@ impl<S: Io> Conn<S> {
         }
         Metrics::inc(&self.ctx.metrics.streams_refused);
         warn!(peer = %self.peer, limit = self.ctx.config.max_streams_per_connection, "too many streams on one connection (--max-streams-per-connection), closing");
-        crate::proto::on_status(out, stream_id, "error", code, "too many streams on this connection")?;
+        crate::wire::proto::on_status(out, stream_id, "error", code, "too many streams on this connection")?;
         self.close = true;
         Ok(true)
     }
@@ -374,7 +374,7 @@ impl<S: Io> Conn<S> {
         let refuse = |this: &mut Self, out: &mut BytesMut, code: &str, why: &str| -> Result<(), ConnError> {
             Metrics::inc(&this.ctx.metrics.publishes_refused);
             warn!(peer = %this.peer, app = %this.app, key = %crate::shown(name), reason = why, "publish refused");
-            crate::proto::on_status(out, stream_id, "error", code, why)?;
+            crate::wire::proto::on_status(out, stream_id, "error", code, why)?;
             // Close once the refusal is flushed: ffmpeg exits on it, and a refused client has nothing left to do.
             this.close = true;
             Ok(())
@@ -429,7 +429,7 @@ impl<S: Io> Conn<S> {
     ) -> Result<Vec<Bytes>, ConnError> {
         let name = split_query(raw_name, "token").0;
         if !matches!(self.role, Mode::Idle) {
-            crate::proto::on_status(out, stream_id, "error", "NetStream.Play.Failed", "busy connection")?;
+            crate::wire::proto::on_status(out, stream_id, "error", "NetStream.Play.Failed", "busy connection")?;
             return Ok(Vec::new());
         }
         let query = query_of(raw_name, self.tc_url.as_deref());
@@ -438,7 +438,7 @@ impl<S: Io> Conn<S> {
             Ok(s) => s,
             Err(r) => {
                 warn!(peer = %self.peer, app = %self.app, key = %crate::shown(name), reason = %r.log, "play refused");
-                crate::proto::on_status(out, stream_id, "error", r.code, r.description)?;
+                crate::wire::proto::on_status(out, stream_id, "error", r.code, r.description)?;
                 self.close = true;
                 return Ok(Vec::new());
             }
@@ -473,7 +473,7 @@ impl<S: Io> Conn<S> {
                 info!(peer = %self.peer, "stream ended, closing player");
             } else {
                 // Nothing ever came for this key within the grace period: it does not exist (as far as we know).
-                crate::proto::on_status(&mut out, stream_id, "error", NOT_FOUND, NOT_FOUND_TEXT)?;
+                crate::wire::proto::on_status(&mut out, stream_id, "error", NOT_FOUND, NOT_FOUND_TEXT)?;
                 info!(peer = %self.peer, "stream not found, closing player");
             }
             batch.push_back(out.freeze());

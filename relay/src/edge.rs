@@ -432,7 +432,6 @@ pub(crate) async fn pull_once(
                 Err(_) => break Err(PullError::Timeout("upstream stopped reading")),
             }
         }
-        let held = stream.held_until().map(Instant::from_std);
         let buf = session.decoder_buffer();
         buf.reserve(32 * 1024);
         tokio::select! {
@@ -448,9 +447,6 @@ pub(crate) async fn pull_once(
                     }
                     Err(e) => break Err(e.into()),
                 }
-            }
-            _ = tokio::time::sleep_until(held.unwrap_or_else(Instant::now)), if held.is_some() => {
-                stream.release_due();
             }
             _ = check.tick() => {
                 if stream.is_ended() {

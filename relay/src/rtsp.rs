@@ -158,14 +158,8 @@ pub(crate) async fn pull_once(
     let mut stop = ctx.stopping.clone();
     let mut last_input = tokio::time::Instant::now();
     let result = loop {
-        // Merged writes hold frames until their period ends; the source releases them (as a publisher's task does).
-        let held = stream.held_until().map(tokio::time::Instant::from_std);
         let item = tokio::select! {
             i = demuxed.next() => Ok(i),
-            _ = tokio::time::sleep_until(held.unwrap_or_else(tokio::time::Instant::now)), if held.is_some() => {
-                stream.release_due();
-                continue;
-            }
             _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout) => Err(()),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 if removed.load(Ordering::Acquire) {

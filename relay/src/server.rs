@@ -212,10 +212,7 @@ impl<S: Io> Conn<S> {
             if self.close {
                 return Ok(());
             }
-            let (publishing, held) = match &self.role {
-                Mode::Publishing { stream, .. } => (true, stream.held_until().map(Instant::from_std)),
-                _ => (false, None),
-            };
+            let publishing = matches!(self.role, Mode::Publishing { .. });
             // A connection doing nothing yet (no connect) or any more (not playing or publishing) holds a slot
             // for nothing: it gets --connect-timeout from the handshake, then --conn-idle-timeout of silence.
             // A player is never idle: it only reads.
@@ -245,11 +242,6 @@ impl<S: Io> Conn<S> {
                 _ = wait_play(&mut self.role), if matches!(self.role, Mode::Playing { .. }) => {
                     if !self.play().await? {
                         return Ok(());
-                    }
-                }
-                _ = tokio::time::sleep_until(held.unwrap_or_else(Instant::now)), if held.is_some() => {
-                    if let Mode::Publishing { stream, .. } = &self.role {
-                        stream.release_due();
                     }
                 }
                 _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout), if publishing => {

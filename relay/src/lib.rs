@@ -3,9 +3,9 @@
 //! Shaped like mini-redis: binaries parse arguments and bind sockets, then call [`run`] with a shutdown
 //! future, so tests can bind port 0 and stop the relay without signals.
 
-mod api;
 pub mod callback;
 pub mod config;
+pub mod control;
 mod edge;
 pub mod flv;
 #[cfg(feature = "test-support")]
@@ -138,7 +138,7 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     let mut tasks = JoinSet::new();
     if let Some(api) = api {
         tracing::info!(addr = %api.local_addr()?, "HTTP API listening");
-        tasks.spawn(svc::http::serve(api, api::router(ctx.clone()), ctx.stopping.clone(), "API"));
+        tasks.spawn(svc::http::serve(api, control::api::router(ctx.clone()), ctx.stopping.clone(), "API"));
     }
     {
         let ctx = ctx.clone();

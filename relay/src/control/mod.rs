@@ -1,0 +1,3 @@
+//! The control layer: the HTTP API, the stream manager link and the callbacks, over the layers below.
+
+pub(crate) mod api;

@@ -11,6 +11,7 @@ pub mod flv;
 #[cfg(feature = "test-support")]
 pub mod fuzz;
 pub mod hub;
+pub mod ingest;
 #[cfg(feature = "test-support")]
 pub mod loadgen;
 pub mod managed;
@@ -18,7 +19,6 @@ pub mod metrics;
 pub mod rtmpt;
 pub mod rtsp;
 mod server;
-pub mod source;
 pub mod wire;
 
 use std::future::Future;
@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 pub use wire::chunk::ChunkLimits;
 /// The wire modules under their old paths, for the binaries, tests and fuzzers that name them.
 pub use wire::{chunk, proto};
+pub use ingest::source;
 pub use config::{Config, OriginUrl, RelayError, Role};
 pub use wire::names::{shown, valid_name, MAX_NAME_LEN, MAX_QUERY_LEN, MAX_TC_URL_LEN};
 

@@ -1,0 +1,4 @@
+//! The ingest layer: what feeds the hub (publishers, an edge's upstream pulls, an origin's RTMP and RTSP
+//! sources), each through the hub's one push API.
+
+pub mod source;

@@ -3,7 +3,6 @@
 //! Shaped like mini-redis: binaries parse arguments and bind sockets, then call [`run`] with a shutdown
 //! future, so tests can bind port 0 and stop the relay without signals.
 
-pub mod callback;
 pub mod config;
 pub mod control;
 mod edge;
@@ -14,10 +13,8 @@ pub mod hub;
 pub mod ingest;
 #[cfg(feature = "test-support")]
 pub mod loadgen;
-pub mod managed;
 pub mod metrics;
 pub mod rtmpt;
-pub mod rtsp;
 mod server;
 pub mod wire;
 
@@ -32,7 +29,8 @@ use tokio::task::JoinSet;
 pub use wire::chunk::ChunkLimits;
 /// The wire modules under their old paths, for the binaries, tests and fuzzers that name them.
 pub use wire::{chunk, proto};
-pub use ingest::source;
+pub use control::{callback, managed};
+pub use ingest::{rtsp, source};
 pub use config::{Config, OriginUrl, RelayError, Role};
 pub use wire::names::{shown, valid_name, MAX_NAME_LEN, MAX_QUERY_LEN, MAX_TC_URL_LEN};
 

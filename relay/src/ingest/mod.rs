@@ -2,3 +2,4 @@
 //! sources), each through the hub's one push API.
 
 pub mod source;
+pub mod rtsp;

@@ -68,9 +68,9 @@ pub fn server_from_handshake(data: &[u8]) -> usize {
 pub fn http_request(data: &[u8]) -> usize {
     match crate::wire::http::parse_request(data) {
         Ok(Some(r)) => {
-            let _ = crate::rtmpt::route(&r);
+            let _ = crate::egress::rtmpt::route(&r);
             let _ =
-                crate::flv::flv_target(&r.target).map(|(app, key, _)| crate::valid_name(app) && crate::valid_name(key));
+                crate::egress::flv::flv_target(&r.target).map(|(app, key, _)| crate::valid_name(app) && crate::valid_name(key));
             1
         }
         _ => 0,

@@ -6,7 +6,7 @@
 pub mod config;
 pub mod control;
 mod edge;
-pub mod flv;
+pub mod egress;
 #[cfg(feature = "test-support")]
 pub mod fuzz;
 pub mod hub;
@@ -14,8 +14,6 @@ pub mod ingest;
 #[cfg(feature = "test-support")]
 pub mod loadgen;
 pub mod metrics;
-pub mod rtmpt;
-mod server;
 pub mod wire;
 
 use std::future::Future;
@@ -50,7 +48,7 @@ pub(crate) struct Ctx {
     /// Edge: keys the origin did not have, until when a play of them is answered "not found" without a pull.
     pub not_found: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     /// Live RTMPT sessions.
-    pub rtmpt: rtmpt::Sessions,
+    pub rtmpt: egress::rtmpt::Sessions,
     /// Edge: the origins pulled from, in order of preference; `--origin` at start, replaced by `PUT /origins`.
     pub origins: std::sync::RwLock<Vec<OriginUrl>>,
     /// Bumped on every origin-list change: running pulls check it and move to the new first origin.
@@ -152,10 +150,10 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
             }
         });
     }
-    tasks.spawn(server::accept_loop(ctx.clone(), listener));
+    tasks.spawn(egress::rtmp::accept_loop(ctx.clone(), listener));
     if let Some(http) = http {
         tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV, RTMPT)");
-        tasks.spawn(flv::accept_loop(ctx.clone(), http));
+        tasks.spawn(egress::flv::accept_loop(ctx.clone(), http));
     }
     if let Some(link) = ctx.config.manager.clone() {
         tasks.spawn(managed::run(ctx.clone(), link));

@@ -484,7 +484,7 @@ mod tests {
             query: "",
             tc_url: None,
         };
-        let refused = crate::server::open_play(&ctx, ev).await.err().expect("refused in maintenance");
+        let refused = crate::egress::rtmp::open_play(&ctx, ev).await.err().expect("refused in maintenance");
         assert_eq!((refused.http_status, refused.description), (503, "node in maintenance, try another"));
         let (code, v) = send(addr, "DELETE", "/maintenance", "").await;
         assert_eq!((code, v["maintenance"].as_bool()), (200, Some(false)));

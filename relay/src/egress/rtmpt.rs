@@ -163,7 +163,7 @@ pub(crate) async fn serve(
         // The body: bounded like an RTMP message.
         let limit = 2 * ctx.config.limits.max_message_size as usize;
         if req.content_length > limit {
-            return crate::flv::respond(&mut sock, 413, "body too large").await;
+            return crate::egress::flv::respond(&mut sock, 413, "body too large").await;
         }
         while buf.len() < req.content_length {
             let r = timeout(ctx.config.player_timeout, sock.read_buf(&mut buf)).await;
@@ -175,7 +175,7 @@ pub(crate) async fn serve(
         }
         let body = buf.split_to(req.content_length);
         let answer = match route {
-            Route::Ident => return crate::flv::respond(&mut sock, 404, "not found").await,
+            Route::Ident => return crate::egress::flv::respond(&mut sock, 404, "not found").await,
             Route::Open => match open(ctx, peer) {
                 Ok(id) => {
                     let mut a = id.into_bytes();
@@ -186,7 +186,7 @@ pub(crate) async fn serve(
                     // A flood is thousands of these: counted, logged at debug only.
                     crate::metrics::Metrics::inc(&ctx.metrics.rtmpt_sessions_refused);
                     debug!(%peer, reason = why, "RTMPT open refused");
-                    return crate::flv::respond(&mut sock, 503, why).await;
+                    return crate::egress::flv::respond(&mut sock, 503, why).await;
                 }
             },
             Route::Send(id) | Route::Idle(id) => exchange(ctx, &id, &body).await,
@@ -201,7 +201,7 @@ pub(crate) async fn serve(
             }
         };
         let Some(answer) = answer else {
-            return crate::flv::respond(&mut sock, 404, "no such RTMPT session").await;
+            return crate::egress::flv::respond(&mut sock, 404, "no such RTMPT session").await;
         };
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/x-fcs\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
@@ -229,13 +229,13 @@ pub(crate) async fn serve(
         .await;
         req = match next {
             Ok(Some(Ok(r))) => r,
-            Ok(Some(Err(e))) => return crate::flv::respond(&mut sock, e.status(), &e.to_string()).await,
+            Ok(Some(Err(e))) => return crate::egress::flv::respond(&mut sock, e.status(), &e.to_string()).await,
             _ => return Ok(()),
         };
         let _ = buf.split_to(req.head_len);
         route = match self::route(&req) {
             Some(r) => r,
-            None => return crate::flv::respond(&mut sock, 404, "not an RTMPT request").await,
+            None => return crate::egress::flv::respond(&mut sock, 404, "not an RTMPT request").await,
         };
     }
 }
@@ -245,7 +245,7 @@ pub(crate) async fn serve(
 fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> Result<String, &'static str> {
     let slot = Slot::take(ctx, peer.ip())?;
     // The session counts as a connection of its client for the limits, like a TCP one.
-    let admitted = crate::server::admit(ctx, peer).ok_or("connection limit reached (--max-connections)")?;
+    let admitted = crate::egress::rtmp::admit(ctx, peer).ok_or("connection limit reached (--max-connections)")?;
     let id = ctx.rtmpt.new_id();
     let (http_end, rtmp_end) = tokio::io::duplex(PIPE);
     ctx.rtmpt
@@ -257,7 +257,7 @@ fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> Result<String, &'static str> {
     let (ctx, id2) = (ctx.clone(), id.clone());
     tokio::spawn(async move {
         let _held = (slot, admitted);
-        crate::server::serve_rtmp(ctx.clone(), rtmp_end, peer, Protocol::Rtmpt).await;
+        crate::egress::rtmp::serve_rtmp(ctx.clone(), rtmp_end, peer, Protocol::Rtmpt).await;
         ctx.rtmpt.remove(&id2);
         debug!(%peer, id = id2, "RTMPT session ended");
     });

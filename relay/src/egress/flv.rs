@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::wire::flv::file_header;
 use crate::wire::http::parse_request;
 use crate::wire::proto::MediaKind;
-use crate::server::{admit, next_batch, open_play, wait_ring, write_bufs};
+use crate::egress::rtmp::{admit, next_batch, open_play, wait_ring, write_bufs};
 use crate::Ctx;
 
 /// `/APP/KEY.flv[?QUERY]` to (app, key, query); names are checked later, with every other play.
@@ -79,9 +79,9 @@ async fn serve(ctx: &Arc<Ctx>, mut sock: TcpStream, peer: SocketAddr) -> std::io
         }
         Ok(Some(Ok(r))) => r,
     };
-    if let Some(r) = crate::rtmpt::route(&req) {
+    if let Some(r) = crate::egress::rtmpt::route(&req) {
         let _ = buf.split_to(req.head_len);
-        return crate::rtmpt::serve(ctx, sock, peer, req, r, buf).await;
+        return crate::egress::rtmpt::serve(ctx, sock, peer, req, r, buf).await;
     }
     if req.target == "/healthz" {
         // For load balancers' HTTP checks of this port.
@@ -115,8 +115,8 @@ async fn serve(ctx: &Arc<Ctx>, mut sock: TcpStream, peer: SocketAddr) -> std::io
     info!(%peer, app, key, cached = sub.start.len(), "HTTP-FLV play started");
     let result = play(ctx, &mut sock, peer, &stream, sub).await;
     stream.unsubscribe(Protocol::HttpFlv);
-    let ended = crate::server::Ended { action: "on_stop", app, stream: key, query, tc_url: None };
-    crate::server::notify_end(ctx, ctx.config.callbacks.on_stop.clone(), ended, peer, Protocol::HttpFlv);
+    let ended = crate::egress::rtmp::Ended { action: "on_stop", app, stream: key, query, tc_url: None };
+    crate::egress::rtmp::notify_end(ctx, ctx.config.callbacks.on_stop.clone(), ended, peer, Protocol::HttpFlv);
     result
 }
 
@@ -150,7 +150,7 @@ async fn play(
                     }
                     if ended {
                         info!(%peer, "stream not found, answering 404");
-                        return respond(sock, 404, crate::server::NOT_FOUND_TEXT).await;
+                        return respond(sock, 404, crate::egress::rtmp::NOT_FOUND_TEXT).await;
                     }
                 }
                 r = sock.read(&mut scratch) => {
@@ -172,7 +172,7 @@ async fn play(
         f.flv_tag(&mut batch);
     }
     batch.extend(first);
-    let io = |e: crate::server::WriteError| std::io::Error::other(e.to_string());
+    let io = |e: crate::egress::rtmp::WriteError| std::io::Error::other(e.to_string());
     write_bufs(ctx, sock, peer, Some(stream), batch).await.map_err(io)?;
     loop {
         tokio::select! {

@@ -379,6 +379,8 @@ pub(crate) async fn pull_once(
     let mut stop = ctx.stopping.clone();
     let mut check = tokio::time::interval(Duration::from_millis(500));
     let mut last_input = Instant::now();
+    // Media came on this session: until then an accepted play is waiting for the stream, not a lost upstream.
+    let mut session_media = false;
     let result = loop {
         let mut busy = false;
         for ev in events.drain(..) {
@@ -404,6 +406,7 @@ pub(crate) async fn pull_once(
                     }
                 }
                 ClientEvent::Media(m) => {
+                    session_media = true;
                     if let Some(id) = source {
                         stream.push(id, m);
                     }
@@ -463,7 +466,7 @@ pub(crate) async fn pull_once(
                     UpstreamRole::Source { removed } if removed.load(Ordering::Acquire) => break Ok(PullEnd::Ended),
                     _ => {}
                 }
-                if last_input.elapsed() >= ctx.config.source_timeout {
+                if last_input.elapsed() >= silence_limit(ctx, *playing, session_media, edge.as_deref()) {
                     break Err(PullError::Timeout("upstream sent nothing within --source-timeout"));
                 }
                 if let UpstreamRole::Edge { origin, generation } = up.role {
@@ -482,6 +485,21 @@ pub(crate) async fn pull_once(
         ctx.metrics.upstream_active.fetch_sub(1, Ordering::Relaxed);
     }
     result
+}
+
+/// How long an upstream session may send nothing before it counts as lost.
+///
+/// An origin that accepted an edge's play but has no media yet (no publisher, or the publisher left) is silent on
+/// purpose: it answers "not found" or sends media once its own grace period is over. Dropping it at
+/// --source-timeout (10 s, the same as the default grace period) raced that answer, so the edge moved on to the
+/// next origin and its players waited for its own deadline instead of the origin's word. Such a session waits its
+/// grace period plus --source-timeout; the pull's verdict ends the stream first when there is nothing to wait for.
+fn silence_limit(ctx: &Ctx, playing: bool, session_media: bool, edge: Option<&PullState>) -> Duration {
+    let timeout = ctx.config.source_timeout;
+    match edge {
+        Some(st) if playing && (!session_media || st.unpublished) => ctx.config.grace_period.max(timeout) + timeout,
+        _ => timeout,
+    }
 }
 
 async fn client_handshake(sock: &mut TcpStream) -> Result<Vec<u8>, PullError> {

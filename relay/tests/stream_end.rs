@@ -217,6 +217,36 @@ fn an_unknown_key_on_the_edge_is_not_found_within_the_wait_and_cached() {
     });
 }
 
+/// At the defaults (10 s grace and --source-timeout on every node), with two origins and an edge that holds its
+/// players longer than the origins wait (30 s, as the cluster lab runs it): the first origin's "not found" at its
+/// grace period is the answer. The edge used to drop that silent upstream at --source-timeout, a moment before the
+/// origin spoke, and went round the origins until its own 30 s deadline.
+#[test]
+fn an_unknown_key_is_told_at_the_origins_answer_with_default_timeouts_and_two_origins() {
+    let _g = serial();
+    let dir = TempDir::new("defaults");
+    let (o1, o2) = (Relay::origin(&dir, &[]), Relay::origin(&dir, &[]));
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let hs = http.to_string();
+    let edge = Relay::edge(&dir, &[o1.rtmp, o2.rtmp], &["--http-listen", hs.as_str(), "--grace-period", "30"]);
+    wait_port(http, Duration::from_secs(10));
+    let default_grace = Duration::from_secs(10);
+
+    let t = Instant::now();
+    let (_, out, err) = curl(&["-i", "--max-time", "40", &format!("http://{http}/live/nosuch.flv")]);
+    let took = t.elapsed();
+    assert!(out.starts_with("HTTP/1.1 404"), "{out} {err}");
+    assert!(
+        took >= default_grace - Duration::from_millis(500) && took <= default_grace + MARGIN,
+        "told after {took:?}"
+    );
+    assert_eq!(metric(edge.api, "relay_upstream_attempts_total"), 1.0, "the edge left the first origin");
+    assert_eq!(metric(edge.api, "relay_upstream_failures_total"), 0.0);
+    assert_eq!(metric(edge.api, "relay_streams_not_found_total"), 1.0);
+    assert_eq!(metric(o1.api, "relay_players_total"), 1.0);
+    assert_eq!(metric(o2.api, "relay_players_total"), 0.0, "the second origin was asked");
+}
+
 #[test]
 fn a_hundred_unknown_keys_cost_one_upstream_attempt_each() {
     let _g = serial();

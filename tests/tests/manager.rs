@@ -2,7 +2,7 @@
 //! the VIP, twenty ffmpeg players. Pre-pull on ingest, N+1 failover under SIGKILL with the players kept,
 //! failback make-before-break, edge maintenance through the LB, a manager restart, and refused bad input.
 use lb_lab::bin_path;
-use lb_lab::cluster::{median, origin_ip, Cluster, Options, Players, INGEST_VIP, MANAGER_PORT};
+use lb_lab::cluster::{median, origin_ip, Cluster, Options, Players, HTTP_PORT, INGEST_VIP, MANAGER_PORT};
 use lb_lab::LB_IP;
 use lb_tests::*;
 use std::process::Command;
@@ -45,6 +45,28 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
         }),
         "edges in the LB",
     );
+
+    // A key nobody publishes, through the VIP at the lab's timeouts (origins wait 10 s, edges hold players 30 s):
+    // the player is told at the origin's answer, not at the edge's longer hold nor never.
+    check(
+        &c,
+        lab,
+        Cluster::wait("all three edges in VIP:8080", Duration::from_secs(15), || {
+            l_list(lab).iter().any(|s| s["port"] == HTTP_PORT && s["usable_reals"] == 3)
+        }),
+        "edges in the LB (HTTP)",
+    );
+    let t = Instant::now();
+    let missing = Command::new("ip")
+        .args(["netns", "exec", &lab.client(), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--max-time", "40"])
+        .arg(format!("http://{VIP}:{HTTP_PORT}/live/nosuch.flv"))
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(String::from_utf8_lossy(&missing.stdout), "404", "after {took:?}");
+    println!("figure: unknown key through the VIP told 404 after {took:?}");
+    assert!(took >= Duration::from_millis(9500) && took <= Duration::from_secs(14), "told after {took:?}");
 
     // Bad input changes nothing: no token, a wrong token, an unknown node.
     let no_token = Command::new("ip")

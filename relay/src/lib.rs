@@ -5,7 +5,6 @@
 
 pub mod config;
 pub mod control;
-mod edge;
 pub mod egress;
 #[cfg(feature = "test-support")]
 pub mod fuzz;

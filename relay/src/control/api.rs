@@ -89,11 +89,11 @@ async fn pull(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> R
         return error(StatusCode::NOT_FOUND, format!("no --origin serves app {app:?}"));
     }
     // The API is an operator's: its pulls are not counted against a client address.
-    let stream = match crate::edge::ensure_pull(&ctx, &app, &key, None) {
+    let stream = match crate::ingest::edge::ensure_pull(&ctx, &app, &key, None) {
         Ok(s) => s,
-        Err(e @ crate::edge::PullRefused::BadName) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ crate::edge::PullRefused::NotFound) => return error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ (crate::edge::PullRefused::Limit(_) | crate::edge::PullRefused::PerIp(_))) => {
+        Err(e @ crate::ingest::edge::PullRefused::BadName) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ingest::edge::PullRefused::NotFound) => return error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ (crate::ingest::edge::PullRefused::Limit(_) | crate::ingest::edge::PullRefused::PerIp(_))) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     };

@@ -694,15 +694,15 @@ pub(crate) async fn open_play(ctx: &Arc<Ctx>, event: crate::callback::Event<'_>)
         Role::Origin { .. } => Ok(ctx.hub.get_or_create(event.app, event.stream).0),
         Role::Edge { .. } => {
             let client = event.client_addr.parse::<SocketAddr>().ok().map(|a| a.ip());
-            crate::edge::ensure_pull(ctx, event.app, event.stream, client).map_err(|e| match e {
-                crate::edge::PullRefused::BadName => refused(failed, 400, "bad app or stream name", e.to_string()),
-                crate::edge::PullRefused::Limit(_) => {
+            crate::ingest::edge::ensure_pull(ctx, event.app, event.stream, client).map_err(|e| match e {
+                crate::ingest::edge::PullRefused::BadName => refused(failed, 400, "bad app or stream name", e.to_string()),
+                crate::ingest::edge::PullRefused::Limit(_) => {
                     refused(failed, 503, "pull limit reached (--max-pulls)", e.to_string())
                 }
-                crate::edge::PullRefused::PerIp(_) => {
+                crate::ingest::edge::PullRefused::PerIp(_) => {
                     refused(failed, 503, "too many new streams from your address, retry later", e.to_string())
                 }
-                crate::edge::PullRefused::NotFound => refused(NOT_FOUND, 404, NOT_FOUND_TEXT, e.to_string()),
+                crate::ingest::edge::PullRefused::NotFound => refused(NOT_FOUND, 404, NOT_FOUND_TEXT, e.to_string()),
             })
         }
     }

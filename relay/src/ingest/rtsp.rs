@@ -11,7 +11,7 @@ use futures::StreamExt;
 use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Transport};
 use retina::codec::{CodecItem, ParametersRef};
 
-use crate::edge::PullEnd;
+use crate::ingest::edge::PullEnd;
 use crate::hub::{SourceInfo, Stream};
 use crate::wire::proto::{Media, MediaKind};
 use crate::Ctx;

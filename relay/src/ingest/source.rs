@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
+use crate::ingest::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
 use crate::metrics::Metrics;
 use crate::Ctx;
 

@@ -69,8 +69,8 @@ pub fn http_request(data: &[u8]) -> usize {
     match crate::wire::http::parse_request(data) {
         Ok(Some(r)) => {
             let _ = crate::egress::rtmpt::route(&r);
-            let _ =
-                crate::egress::flv::flv_target(&r.target).map(|(app, key, _)| crate::valid_name(app) && crate::valid_name(key));
+            let _ = crate::egress::flv::flv_target(&r.target)
+                .map(|(app, key, _)| crate::valid_name(app) && crate::valid_name(key));
             1
         }
         _ => 0,

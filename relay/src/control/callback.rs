@@ -1,14 +1,19 @@
 //! HTTP callbacks (the nginx-rtmp/SRS convention): a JSON POST on publish, unpublish, play and stop; a non-2xx
 //! answer or a timeout refuses a publish or play.
 //!
-//! A tiny HTTP/1.1 client over tokio instead of a client crate: one POST per event to an operator's endpoint,
-//! plain `http://` (the endpoint is normally on the same host or network), status line only.
+//! One POST per event to an operator's endpoint, plain `http://` (the endpoint is normally on the same host or
+//! network), through `svc::client`, the HTTP client every daemon shares. The events and the [`Hooks`] the layers
+//! below call are the hub's; this is their implementation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use axum::http::Method;
+use svc::client::{BaseUrl, Client, ClientError};
+
+use crate::hub::{BoxFuture, Ended, Hooks};
+pub use crate::hub::{Denied, Event};
+use crate::metrics::Metrics;
 
 /// A callback endpoint: `http://HOST[:PORT][/PATH]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,78 +65,71 @@ pub struct Callbacks {
     pub timeout: Duration,
 }
 
-/// What the endpoint receives (JSON).
-#[derive(Debug, Serialize)]
-pub struct Event<'a> {
-    /// `on_publish`, `on_unpublish`, `on_play` or `on_stop`.
-    pub action: &'static str,
-    pub app: &'a str,
-    /// The stream key without its query string.
-    pub stream: &'a str,
-    /// The client's address (ip:port).
-    pub client_addr: String,
-    /// `rtmp` today.
-    pub protocol: &'static str,
-    /// What followed `?` in the stream key (or the tcUrl when the key had none), without the `?`.
-    pub query: &'a str,
-    pub tc_url: Option<&'a str>,
-}
-
-/// Why a callback said no.
-#[derive(Debug, thiserror::Error)]
-pub enum Denied {
-    #[error("callback {url} answered {status}")]
-    Status { url: String, status: u16 },
-    #[error("callback {url} gave no answer within {secs}s")]
-    Timeout { url: String, secs: f32 },
-    #[error("callback {url} failed: {why}")]
-    Failed { url: String, why: String },
-}
-
-/// POSTs `event` to `url`; Ok on a 2xx answer within `limit`.
+/// POSTs `event` to `url` through the shared HTTP client; Ok on a 2xx answer within `limit`.
 pub async fn call(url: &CallbackUrl, event: &Event<'_>, limit: Duration) -> Result<(), Denied> {
-    match tokio::time::timeout(limit, post(url, event)).await {
-        Err(_) => Err(Denied::Timeout { url: url.to_string(), secs: limit.as_secs_f32() }),
-        Ok(Err(e)) => Err(Denied::Failed { url: url.to_string(), why: e.to_string() }),
-        Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
-        Ok(Ok(status)) => Err(Denied::Status { url: url.to_string(), status }),
+    let base = BaseUrl { host: url.host.clone(), port: url.port, prefix: String::new() };
+    let client = Client::new(base, None, limit);
+    match client.raw(Method::POST, &url.path, Some(event)).await {
+        Ok((status, _)) if status.is_success() => Ok(()),
+        Ok((status, _)) => Err(Denied::Status { url: url.to_string(), status: status.as_u16() }),
+        Err(ClientError::Timeout(..)) => Err(Denied::Timeout { url: url.to_string(), secs: limit.as_secs_f32() }),
+        Err(e) => Err(Denied::Failed { url: url.to_string(), why: e.to_string() }),
     }
 }
 
-async fn post(url: &CallbackUrl, event: &Event<'_>) -> std::io::Result<u16> {
-    let body = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-    let mut sock = TcpStream::connect((url.host.as_str(), url.port)).await?;
-    let _ = sock.set_nodelay(true);
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: relay\r\n\r\n",
-        url.path,
-        url.host_header(),
-        body.len()
-    );
-    sock.write_all(head.as_bytes()).await?;
-    sock.write_all(&body).await?;
-    // Only the status line matters; read at most a few KiB of it.
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 1024];
-    while !buf.contains(&b'\n') && buf.len() < 4096 {
-        let n = sock.read(&mut chunk).await?;
-        if n == 0 {
-            break;
+/// The configured endpoints as the layers below reach them ([`Hooks`]); refusals are counted.
+pub struct CallbackHooks {
+    pub callbacks: Callbacks,
+    pub metrics: Arc<Metrics>,
+}
+
+impl CallbackHooks {
+    fn url(&self, action: &str) -> Option<&CallbackUrl> {
+        let c = &self.callbacks;
+        match action {
+            "on_publish" => c.on_publish.as_ref(),
+            "on_unpublish" => c.on_unpublish.as_ref(),
+            "on_play" => c.on_play.as_ref(),
+            "on_stop" => c.on_stop.as_ref(),
+            _ => None,
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
-    parse_status(&buf).ok_or_else(|| std::io::Error::other("no HTTP status line in the answer"))
 }
 
-fn parse_status(buf: &[u8]) -> Option<u16> {
-    let line = buf.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
+impl Hooks for CallbackHooks {
+    fn ask<'a>(&'a self, event: &'a Event<'a>) -> BoxFuture<'a, Result<(), Denied>> {
+        Box::pin(async move {
+            let Some(url) = self.url(event.action) else {
+                return Ok(());
+            };
+            let r = call(url, event, self.callbacks.timeout).await;
+            if r.is_err() {
+                Metrics::inc(&self.metrics.callbacks_refused);
+            }
+            r
+        })
     }
-    let code: u16 = parts.next()?.parse().ok()?;
-    (100..600).contains(&code).then_some(code)
+
+    fn tell(&self, ended: Ended) {
+        let Some(url) = self.url(ended.action).cloned() else {
+            return;
+        };
+        let limit = self.callbacks.timeout;
+        tokio::spawn(async move {
+            let event = Event {
+                action: ended.action,
+                app: &ended.app,
+                stream: &ended.stream,
+                client_addr: ended.client_addr.clone(),
+                protocol: ended.protocol,
+                query: &ended.query,
+                tc_url: ended.tc_url.as_deref(),
+            };
+            if let Err(e) = call(&url, &event, limit).await {
+                tracing::warn!(action = ended.action, error = %e, "callback failed");
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -150,14 +148,5 @@ mod tests {
         for bad in ["https://x/", "x/y", "http://:80/", "http://x:99999/", "http://x/a b", "http://[::1/"] {
             assert!(CallbackUrl::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
-        assert_eq!(parse_status(b"HTTP/1.0 403 Forbidden\r\n\r\n"), Some(403));
-        assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(parse_status(b"HTTP/1.1 99999 x\r\n"), None);
-        assert_eq!(parse_status(b""), None);
     }
 }

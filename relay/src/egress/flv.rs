@@ -1,28 +1,24 @@
-//! The media HTTP listener (`--http-listen`): HTTP-FLV playback, `GET /APP/KEY.flv` (the SRS/flv.js
-//! convention), on the same pull, GOP cache, ring, limits and callbacks as RTMP players; RTMPT requests go to
-//! `rtmpt`.
-//!
-//! Our own small HTTP/1.1 server on tokio (request heads parsed with httparse, bounded) instead of axum, because
-//! a player is a long-lived write loop that needs what the RTMP players have: the connection gate at accept,
-//! vectored writes of shared buffers with the --player-timeout stall check, and the ring's backlog bounds.
+//! HTTP-FLV playback, `GET /APP/KEY.flv` (the SRS/flv.js convention): the FLV sink of the one player loop, on
+//! the same gate, pull, GOP cache, ring, limits and callbacks as RTMP players.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
-use tracing::{debug, info, warn};
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tracing::{info, warn};
 
-use crate::hub::Protocol;
+use super::gate::open_play;
+use super::http::respond;
+use super::player::{write_bufs, Player, Sink, WriteError, NOT_FOUND_TEXT};
+use super::Egress;
+use crate::hub::{Ended, Event, Frame, Protocol};
 use crate::metrics::Metrics;
 use crate::wire::flv::file_header;
-use crate::wire::http::parse_request;
+use crate::wire::http::Request;
 use crate::wire::proto::MediaKind;
-use crate::egress::rtmp::{admit, next_batch, open_play, wait_ring, write_bufs};
-use crate::Ctx;
 
 /// `/APP/KEY.flv[?QUERY]` to (app, key, query); names are checked later, with every other play.
 pub fn flv_target(target: &str) -> Option<(&str, &str, &str)> {
@@ -33,67 +29,20 @@ pub fn flv_target(target: &str) -> Option<(&str, &str, &str)> {
     Some((app, key, query))
 }
 
-pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
-    let mut stop = ctx.stopping.clone();
-    while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "HTTP media").await {
-        let Some(slot) = admit(&ctx, peer) else {
-            drop(sock);
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = serve(&ctx, sock, peer).await {
-                debug!(%peer, error = %e, "HTTP media connection ended");
-            }
-        });
-    }
-}
-
-/// Reads one request head (within --handshake-timeout), then answers it.
-async fn serve(ctx: &Arc<Ctx>, mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(1024);
-    let head = timeout(ctx.config.handshake_timeout, async {
-        loop {
-            if let Some(r) = parse_request(&buf).transpose() {
-                return Some(r);
-            }
-            if sock.read_buf(&mut buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    })
-    .await;
-    let req = match head {
-        Err(_) => {
-            Metrics::inc(&ctx.metrics.connections_timed_out);
-            info!(%peer, reason = "no request head within --handshake-timeout", "closing idle connection");
-            return Ok(());
-        }
-        Ok(None) => return Ok(()),
-        Ok(Some(Err(e))) => {
-            Metrics::inc(&ctx.metrics.protocol_errors);
-            warn!(%peer, error = %e, "bad input, closing this connection");
-            return respond(&mut sock, e.status(), &e.to_string()).await;
-        }
-        Ok(Some(Ok(r))) => r,
-    };
-    if let Some(r) = crate::egress::rtmpt::route(&req) {
-        let _ = buf.split_to(req.head_len);
-        return crate::egress::rtmpt::serve(ctx, sock, peer, req, r, buf).await;
-    }
-    if req.target == "/healthz" {
-        // For load balancers' HTTP checks of this port.
-        return respond(&mut sock, 200, "ok").await;
-    }
+/// Plays `GET /APP/KEY.flv` (the request head is read); other targets get 404.
+pub(crate) async fn serve(
+    ctx: &Arc<Egress>,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    req: Request,
+) -> std::io::Result<()> {
     let Some((app, key, query)) = flv_target(&req.target) else {
         return respond(&mut sock, 404, "not found").await;
     };
     if req.method != "GET" {
         return respond(&mut sock, 405, "method not allowed").await;
     }
-    let event = crate::callback::Event {
+    let event = Event {
         action: "on_play",
         app,
         stream: key,
@@ -113,44 +62,44 @@ async fn serve(ctx: &Arc<Ctx>, mut sock: TcpStream, peer: SocketAddr) -> std::io
     let sub = stream.subscribe(Protocol::HttpFlv);
     Metrics::inc(&ctx.metrics.players_total);
     info!(%peer, app, key, cached = sub.start.len(), "HTTP-FLV play started");
-    let result = play(ctx, &mut sock, peer, &stream, sub).await;
+    let player = Player::new(stream.clone(), sub.rx, Sink::Flv);
+    let result = play(ctx, &mut sock, peer, player, &sub.start).await;
     stream.unsubscribe(Protocol::HttpFlv);
-    let ended = crate::egress::rtmp::Ended { action: "on_stop", app, stream: key, query, tc_url: None };
-    crate::egress::rtmp::notify_end(ctx, ctx.config.callbacks.on_stop.clone(), ended, peer, Protocol::HttpFlv);
+    let client_addr = peer.to_string();
+    let protocol = Protocol::HttpFlv.as_str();
+    ctx.hooks.tell(Ended { action: "on_stop", app, stream: key, query, tc_url: None, client_addr, protocol });
     result
 }
 
 /// Streams FLV until the stream ends, the player leaves or stalls, or the relay stops.
 async fn play(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<Egress>,
     sock: &mut TcpStream,
     peer: SocketAddr,
-    stream: &crate::hub::Stream,
-    sub: crate::hub::Subscription,
+    mut player: Player,
+    start: &[Arc<Frame>],
 ) -> std::io::Result<()> {
-    let mut rx = sub.rx;
     let (mut audio, mut video) = (false, false);
-    for f in &sub.start {
+    for f in start {
         audio |= f.media.kind == MediaKind::Audio;
         video |= f.media.kind == MediaKind::Video;
     }
-    let mut skipping = false;
     let mut stop = ctx.stopping.clone();
     let mut scratch = [0u8; 512];
     let mut first = VecDeque::new();
-    if sub.start.is_empty() {
+    if start.is_empty() {
         // Nothing cached (a pull just started, or nobody publishes this key): no 200 before there is data, so
         // a key that never exists gets a 404 after the grace period instead of an FLV header and then nothing.
         loop {
             tokio::select! {
-                _ = wait_ring(stream, &mut rx) => {
-                    let ended = next_batch(ctx, peer, stream, &mut rx, &mut skipping, &mut first, |f, out| f.flv_tag(out));
+                _ = player.ready() => {
+                    let ended = player.next(ctx, peer, &mut first);
                     if !first.is_empty() {
                         break;
                     }
                     if ended {
                         info!(%peer, "stream not found, answering 404");
-                        return respond(sock, 404, crate::egress::rtmp::NOT_FOUND_TEXT).await;
+                        return respond(sock, 404, NOT_FOUND_TEXT).await;
                     }
                 }
                 r = sock.read(&mut scratch) => {
@@ -168,19 +117,17 @@ async fn play(
     let head = "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nConnection: close\r\nCache-Control: no-cache\r\n\
                 Access-Control-Allow-Origin: *\r\n\r\n";
     let mut batch = VecDeque::from([Bytes::from_static(head.as_bytes()), file_header(audio, video)]);
-    for f in &sub.start {
-        f.flv_tag(&mut batch);
-    }
+    player.start(start, &mut batch);
     batch.extend(first);
-    let io = |e: crate::egress::rtmp::WriteError| std::io::Error::other(e.to_string());
-    write_bufs(ctx, sock, peer, Some(stream), batch).await.map_err(io)?;
+    let io = |e: WriteError| std::io::Error::other(e.to_string());
+    write_bufs(ctx, sock, peer, Some(&player.stream), batch).await.map_err(io)?;
     loop {
         tokio::select! {
-            _ = wait_ring(stream, &mut rx) => {
+            _ = player.ready() => {
                 let mut batch = VecDeque::new();
-                let ended = next_batch(ctx, peer, stream, &mut rx, &mut skipping, &mut batch, |f, out| f.flv_tag(out));
+                let ended = player.next(ctx, peer, &mut batch);
                 if !batch.is_empty() {
-                    write_bufs(ctx, sock, peer, Some(stream), batch).await.map_err(io)?;
+                    write_bufs(ctx, sock, peer, Some(&player.stream), batch).await.map_err(io)?;
                 }
                 if ended {
                     info!(%peer, "stream ended, closing HTTP-FLV player");
@@ -196,28 +143,6 @@ async fn play(
             _ = stop.wait() => return Ok(()),
         }
     }
-}
-
-/// A short plain-text answer, then close.
-pub(crate) async fn respond(sock: &mut TcpStream, status: u16, msg: &str) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let body = format!("{msg}\n");
-    let r = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(r.as_bytes()).await?;
-    sock.shutdown().await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The hub layer: every stream of this relay, its GOP cache, its byte-bounded fan-out ring and its timers (held
 //! frames are released by the stream itself). Ingest pushes into it, egress reads from it; it imports only `wire`.
 
+mod doors;
 mod frame;
 mod ring;
 mod stream;
@@ -13,6 +14,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub use doors::{
+    BoxFuture, Denied, Ended, Event, Hooks, NoHooks, OpenRefused, Opener, PublishDoor, PublishRefused, PublishRequest,
+    Publisher,
+};
 pub use frame::{Frame, SHARED_STREAM_ID};
 pub use ring::{Item, ReadInfo, Reader};
 pub use stream::{PlayersByProtocol, Protocol, SourceBusy, SourceInfo, Stream, StreamStats, Subscription};

@@ -106,4 +106,3 @@ pub struct ReadInfo {
     pub behind_bytes: u64,
     pub ended: bool,
 }
-

@@ -11,10 +11,10 @@ use futures::StreamExt;
 use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Transport};
 use retina::codec::{CodecItem, ParametersRef};
 
-use crate::ingest::edge::PullEnd;
+use super::Ingest;
 use crate::hub::{SourceInfo, Stream};
+use crate::ingest::edge::PullEnd;
 use crate::wire::proto::{Media, MediaKind};
-use crate::Ctx;
 
 /// An `rtsp://[USER:PASS@]HOST[:PORT]/PATH` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ fn ms(elapsed: i64, clock: NonZeroU32) -> u32 {
 /// One RTSP session: DESCRIBE, SETUP of the H.264 and AAC streams, PLAY, then frames into `stream` until the
 /// camera fails, sends nothing for --source-timeout, or the source is removed.
 pub(crate) async fn pull_once(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<Ingest>,
     stream: &Arc<Stream>,
     src: &RtspUrl,
     shown: &str,

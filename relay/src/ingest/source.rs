@@ -10,9 +10,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use super::Ingest;
 use crate::ingest::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
 use crate::metrics::Metrics;
-use crate::Ctx;
 
 /// Why a source was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -161,6 +161,8 @@ pub struct SourceView {
 #[derive(Default)]
 pub struct Sources {
     map: Mutex<BTreeMap<(String, String), Entry>>,
+    /// Sources are an origin's: an edge's list refuses every put.
+    origin: bool,
 }
 
 /// What a `put` did.
@@ -172,13 +174,18 @@ pub enum Put {
 }
 
 impl Sources {
+    /// The source list of an origin (`origin`), or the always-refusing one of an edge.
+    pub fn new(origin: bool) -> Self {
+        Self { origin, ..Default::default() }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Entry>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts ingesting `url` into app/key (replacing another URL there).
-    pub(crate) fn put(&self, ctx: &Arc<Ctx>, app: &str, key: &str, url: &str) -> Result<Put, SourceError> {
-        if !matches!(ctx.config.role, crate::Role::Origin { .. }) {
+    pub(crate) fn put(&self, ctx: &Arc<Ingest>, app: &str, key: &str, url: &str) -> Result<Put, SourceError> {
+        if !self.origin {
             return Err(SourceError::NotOrigin);
         }
         if !crate::valid_name(app) || !crate::valid_name(key) {
@@ -216,7 +223,7 @@ impl Sources {
         }
     }
 
-    pub(crate) fn views(&self, ctx: &Ctx) -> Vec<SourceView> {
+    pub(crate) fn views(&self, ctx: &Ingest) -> Vec<SourceView> {
         self.map()
             .iter()
             .map(|((app, key), e)| {
@@ -259,7 +266,7 @@ impl Sources {
 
 /// The task of one source: connect, play, feed the stream; on failure back off and again, until removed.
 async fn ingest(
-    ctx: Arc<Ctx>,
+    ctx: Arc<Ingest>,
     app: String,
     key: String,
     url: SourceUrl,
@@ -306,7 +313,7 @@ async fn ingest(
                     pull_once(&ctx, &stream, &up, &mut playing, None).await.map_err(|e| e.to_string())
                 }
                 SourceUrl::Rtsp { url: rtsp, .. } => {
-                    crate::rtsp::pull_once(&ctx, &stream, rtsp, &url.shown(), &removed, &mut playing).await
+                    super::rtsp::pull_once(&ctx, &stream, rtsp, &url.shown(), &removed, &mut playing).await
                 }
             }
         };

@@ -182,7 +182,7 @@ impl Stream {
     }
 
     /// Attaches a publisher/upstream; refused while another is live.
-    pub fn attach_source(&self, info: SourceInfo) -> Result<u64, SourceBusy> {
+    pub(super) fn attach_source(&self, info: SourceInfo) -> Result<u64, SourceBusy> {
         let mut c = self.cache();
         if let Some((_, cur)) = &c.source {
             return Err(SourceBusy(cur.peer.clone()));
@@ -200,7 +200,7 @@ impl Stream {
     }
 
     /// Detaches source `id` (no-op if another source replaced it).
-    pub fn detach_source(&self, id: u64) {
+    pub(super) fn detach_source(&self, id: u64) {
         let mut c = self.cache();
         if matches!(&c.source, Some((cur, _)) if *cur == id) {
             self.release(&mut c);
@@ -237,7 +237,7 @@ impl Stream {
     }
 
     /// Publishes one message from source `id` to every player and the cache.
-    pub fn push(&self, id: u64, media: Media) {
+    pub(super) fn push(&self, id: u64, media: Media) {
         self.stats.bytes_in.fetch_add(media.payload.len() as u64, Ordering::Relaxed);
         if media.kind == MediaKind::Video {
             self.has_video.store(true, Ordering::Relaxed);

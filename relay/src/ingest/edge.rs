@@ -15,7 +15,7 @@ use tokio::time::{timeout, Instant};
 use tracing::{info, warn};
 
 use super::Ingest;
-use crate::hub::{Opener, SourceInfo, Stream};
+use crate::hub::{Opener, Publisher, SourceInfo, Stream};
 use crate::metrics::Metrics;
 use crate::wire::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
 use crate::OriginUrl;
@@ -420,7 +420,7 @@ pub(crate) async fn pull_once(
     if !rest.is_empty() {
         session.feed(&rest, &mut out, &mut events)?;
     }
-    let mut source: Option<u64> = None;
+    let mut source: Option<Publisher> = None;
     let mut stop = ctx.stopping.clone();
     let mut check = tokio::time::interval(Duration::from_millis(500));
     let mut last_input = Instant::now();
@@ -432,8 +432,8 @@ pub(crate) async fn pull_once(
             match ev {
                 ClientEvent::Playing => {
                     if source.is_none() {
-                        match stream.attach_source(SourceInfo { kind: up.kind, peer: up.tc_url.clone() }) {
-                            Ok(id) => source = Some(id),
+                        match Publisher::attach(stream.clone(), SourceInfo { kind: up.kind, peer: up.tc_url.clone() }) {
+                            Ok(p) => source = Some(p),
                             // Only this task attaches to an edge stream, so this is not expected; retry later.
                             Err(e) => {
                                 warn!(key = %stream.name, error = %e, "cannot attach upstream");
@@ -452,8 +452,8 @@ pub(crate) async fn pull_once(
                 }
                 ClientEvent::Media(m) => {
                     session_media = true;
-                    if let Some(id) = source {
-                        stream.push(id, m);
+                    if let Some(p) = &source {
+                        p.push(m);
                     }
                     if let Some(st) = edge.as_deref_mut() {
                         st.last_media = Instant::now();
@@ -529,8 +529,8 @@ pub(crate) async fn pull_once(
             _ = stop.wait() => break Ok(PullEnd::Ended),
         }
     };
-    if let Some(id) = source {
-        stream.detach_source(id);
+    if let Some(p) = source {
+        drop(p);
         ctx.metrics.upstream_active.fetch_sub(1, Ordering::Relaxed);
     }
     result

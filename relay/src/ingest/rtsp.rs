@@ -12,7 +12,7 @@ use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Tra
 use retina::codec::{CodecItem, ParametersRef};
 
 use super::Ingest;
-use crate::hub::{SourceInfo, Stream};
+use crate::hub::{Publisher, SourceInfo, Stream};
 use crate::ingest::edge::PullEnd;
 use crate::wire::proto::{Media, MediaKind};
 
@@ -148,8 +148,7 @@ pub(crate) async fn pull_once(
         .map_err(|_| "PLAY timed out".to_string())?
         .map_err(|e| format!("PLAY: {e}"))?;
     let mut demuxed = playing_session.demuxed().map_err(|e| format!("demuxing: {e}"))?;
-    let id = stream
-        .attach_source(SourceInfo { kind: "pull-rtsp", peer: shown.to_string() })
+    let publisher = Publisher::attach(stream.clone(), SourceInfo { kind: "pull-rtsp", peer: shown.to_string() })
         .map_err(|e| format!("cannot attach: {e}"))?;
     *playing = true;
     let (mut video_sent, mut audio_sent) = (false, false);
@@ -182,12 +181,12 @@ pub(crate) async fn pull_once(
                 video_ms = ts;
                 if !video_sent || f.has_new_parameters() {
                     if let Some(ParametersRef::Video(p)) = demuxed.streams()[f.stream_id()].parameters() {
-                        stream.push(id, video_header(p.extra_data(), ts));
+                        publisher.push(video_header(p.extra_data(), ts));
                         video_sent = true;
                     }
                 }
                 if video_sent {
-                    stream.push(id, video_frame(f.data(), f.is_random_access_point(), ts));
+                    publisher.push(video_frame(f.data(), f.is_random_access_point(), ts));
                 }
             }
             CodecItem::AudioFrame(f) => {
@@ -195,12 +194,12 @@ pub(crate) async fn pull_once(
                 audio_ms = ts;
                 if !audio_sent {
                     if let Some(ParametersRef::Audio(p)) = demuxed.streams()[f.stream_id()].parameters() {
-                        stream.push(id, audio_header(p.extra_data(), ts));
+                        publisher.push(audio_header(p.extra_data(), ts));
                         audio_sent = true;
                     }
                 }
                 if audio_sent {
-                    stream.push(id, audio_frame(f.data(), ts));
+                    publisher.push(audio_frame(f.data(), ts));
                 }
             }
             _ => {}
@@ -209,7 +208,7 @@ pub(crate) async fn pull_once(
             break Ok(PullEnd::Ended);
         }
     };
-    stream.detach_source(id);
+    drop(publisher);
     result
 }
 

@@ -95,16 +95,6 @@ pub trait Hooks: Send + Sync + 'static {
     fn tell(&self, ended: Ended);
 }
 
-/// Hooks that allow everything and tell nobody (tests, and a relay without callbacks behaves the same).
-pub struct NoHooks;
-
-impl Hooks for NoHooks {
-    fn ask<'a>(&'a self, _: &'a Event<'a>) -> BoxFuture<'a, Result<(), Denied>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn tell(&self, _: Ended) {}
-}
-
 /// Why a player's stream could not be opened (an edge's pull refused).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenRefused {

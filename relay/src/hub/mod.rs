@@ -15,8 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 pub use doors::{
-    BoxFuture, Denied, Ended, Event, Hooks, NoHooks, OpenRefused, Opener, PublishDoor, PublishRefused, PublishRequest,
-    Publisher,
+    BoxFuture, Denied, Ended, Event, Hooks, OpenRefused, Opener, PublishDoor, PublishRefused, PublishRequest, Publisher,
 };
 pub use frame::{Frame, SHARED_STREAM_ID};
 pub use ring::{Item, ReadInfo, Reader};

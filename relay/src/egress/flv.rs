@@ -124,13 +124,7 @@ async fn play(
     loop {
         tokio::select! {
             _ = player.ready() => {
-                let mut batch = VecDeque::new();
-                let ended = player.next(ctx, peer, &mut batch);
-                if !batch.is_empty() {
-                    write_bufs(ctx, sock, peer, Some(&player.stream), batch).await.map_err(io)?;
-                }
-                if ended {
-                    info!(%peer, "stream ended, closing HTTP-FLV player");
+                if !player.pump(ctx, sock, peer).await.map_err(io)? {
                     return Ok(());
                 }
             }

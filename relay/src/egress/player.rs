@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Egress;
 use crate::hub::{Frame, Item, Reader, Stream};
@@ -90,6 +90,33 @@ impl Player {
             return;
         }
         self.stream.wait(&mut self.rx).await
+    }
+
+    /// After a wake-up: writes what the ring has for this player, and what its sink says at the stream's end.
+    /// False when the player is done (the stream ended).
+    pub async fn pump<W: AsyncWrite + Unpin>(
+        &mut self,
+        ctx: &Egress,
+        sock: &mut W,
+        peer: SocketAddr,
+    ) -> Result<bool, WriteError> {
+        let mut batch = VecDeque::new();
+        let ended = self.next(ctx, peer, &mut batch);
+        if ended {
+            // Nothing ever came for this key within the grace period: it does not exist (as far as we know).
+            let found = self.stream.had_media();
+            self.sink.end(found, &mut batch).map_err(|e| WriteError::Io(std::io::Error::other(e.to_string())))?;
+            let why = match (self.sink, found) {
+                (Sink::Flv, _) => "stream ended, closing HTTP-FLV player",
+                (Sink::Rtmp { .. }, true) => "stream ended, closing player",
+                (Sink::Rtmp { .. }, false) => "stream not found, closing player",
+            };
+            info!(%peer, "{why}");
+        }
+        if !batch.is_empty() {
+            write_bufs(ctx, sock, peer, Some(&self.stream), batch).await?;
+        }
+        Ok(!ended)
     }
 
     /// Takes what the ring has for this player into `batch` (in its sink's framing), applying the backlog

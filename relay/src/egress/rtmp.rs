@@ -353,18 +353,7 @@ impl<S: Io> Conn<S> {
         let Mode::Playing { player, .. } = &mut self.role else {
             return Ok(true);
         };
-        let mut batch = VecDeque::new();
-        let ended = player.next(&self.ctx, self.peer, &mut batch);
-        if ended {
-            let found = player.stream.had_media();
-            // Nothing ever came for this key within the grace period: it does not exist (as far as we know).
-            player.sink.end(found, &mut batch)?;
-            info!(peer = %self.peer, "{}", if found { "stream ended, closing player" } else { "stream not found, closing player" });
-        }
-        if !batch.is_empty() {
-            self.write_all(batch).await?;
-        }
-        Ok(!ended)
+        player.pump(&self.ctx, &mut self.sock, self.peer).await.map_err(conn_error)
     }
 
     /// Writes everything or fails; a peer that accepts nothing for --player-timeout is disconnected.
@@ -373,10 +362,7 @@ impl<S: Io> Conn<S> {
             Mode::Playing { player, .. } => Some(player.stream.clone()),
             _ => None,
         };
-        write_bufs(&self.ctx, &mut self.sock, self.peer, stream.as_deref(), bufs).await.map_err(|e| match e {
-            WriteError::Io(e) => ConnError::Io(e),
-            WriteError::Stalled => ConnError::Timeout("peer stopped reading"),
-        })
+        write_bufs(&self.ctx, &mut self.sock, self.peer, stream.as_deref(), bufs).await.map_err(conn_error)
     }
 
     /// Leaves whatever the connection was doing (stream closed or connection gone).
@@ -406,6 +392,13 @@ impl<S: Io> Conn<S> {
             client_addr: self.peer.to_string(),
             protocol: self.protocol.as_str(),
         });
+    }
+}
+
+fn conn_error(e: WriteError) -> ConnError {
+    match e {
+        WriteError::Io(e) => ConnError::Io(e),
+        WriteError::Stalled => ConnError::Timeout("peer stopped reading"),
     }
 }
 

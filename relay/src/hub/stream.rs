@@ -385,12 +385,12 @@ impl Stream {
     }
 
     /// When the held frames go out at the latest, if frames are held.
-    pub fn held_until(&self) -> Option<Instant> {
+    pub(super) fn held_until(&self) -> Option<Instant> {
         self.cache().held_until
     }
 
     /// Sends held frames whose time is up (the stream's timer fired).
-    pub fn release_due(&self) {
+    pub(super) fn release_due(&self) {
         let mut c = self.cache();
         if c.held_until.is_some_and(|t| t <= Instant::now()) {
             self.release(&mut c);

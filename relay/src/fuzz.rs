@@ -7,8 +7,8 @@
 
 use bytes::BytesMut;
 
-use crate::chunk::{encode_message, msg_type, ChunkLimits};
-use crate::proto::{ClientSession, HandshakeState, HandshakeStep, ServerEvent, ServerSession};
+use crate::wire::chunk::{encode_message, msg_type, ChunkLimits};
+use crate::wire::proto::{ClientSession, HandshakeState, HandshakeStep, ServerEvent, ServerSession};
 
 /// Small limits so the fuzzer reaches the limit paths quickly.
 fn limits() -> ChunkLimits {
@@ -66,11 +66,11 @@ pub fn server_from_handshake(data: &[u8]) -> usize {
 /// A request head for the media HTTP listener: parsing, then the RTMPT command and the HTTP-FLV target.
 /// Returns 1 if it parsed.
 pub fn http_request(data: &[u8]) -> usize {
-    match crate::flv::parse_request(data) {
+    match crate::wire::http::parse_request(data) {
         Ok(Some(r)) => {
-            let _ = crate::rtmpt::route(&r);
-            let _ =
-                crate::flv::flv_target(&r.target).map(|(app, key, _)| crate::valid_name(app) && crate::valid_name(key));
+            let _ = crate::egress::rtmpt::route(&r);
+            let _ = crate::egress::flv::flv_target(&r.target)
+                .map(|(app, key, _)| crate::valid_name(app) && crate::valid_name(key));
             1
         }
         _ => 0,

@@ -3,24 +3,17 @@
 //! Shaped like mini-redis: binaries parse arguments and bind sockets, then call [`run`] with a shutdown
 //! future, so tests can bind port 0 and stop the relay without signals.
 
-mod api;
-pub mod callback;
-pub mod chunk;
 pub mod config;
-mod edge;
-pub mod flv;
+pub mod control;
+pub mod egress;
 #[cfg(feature = "test-support")]
 pub mod fuzz;
 pub mod hub;
+pub mod ingest;
 #[cfg(feature = "test-support")]
 pub mod loadgen;
-pub mod managed;
 pub mod metrics;
-pub mod proto;
-pub mod rtmpt;
-pub mod rtsp;
-mod server;
-pub mod source;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,102 +23,72 @@ use svc::{Shutdown, Stopping};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use chunk::ChunkLimits;
 pub use config::{Config, OriginUrl, RelayError, Role};
+pub use control::{callback, managed};
+pub use ingest::{rtsp, source};
+pub use wire::chunk::ChunkLimits;
+pub use wire::names::{shown, valid_name, MAX_NAME_LEN, MAX_QUERY_LEN, MAX_TC_URL_LEN};
+/// The wire modules under their old paths, for the binaries, tests and fuzzers that name them.
+pub use wire::{chunk, proto};
 
-/// The rule for app and stream names (and its longest name) is part of the contract: a stream manager checks
-/// the sources it sends with it.
-pub use api_types::relay::{valid_name, MAX_NAME_LEN};
-
-/// Longest `?query` (tokens and the like) accepted after an app or stream name.
-pub const MAX_QUERY_LEN: usize = 2048;
-/// Longest tcUrl accepted in `connect`.
-pub const MAX_TC_URL_LEN: usize = 4096;
-/// Characters of a client's string that a log line or refusal shows.
-const SHOWN_CHARS: usize = 64;
-
-/// A client's string as logs and refusals show it: at most [`SHOWN_CHARS`] characters, escaped (quotes, control
-/// characters, non-ASCII), with the length when cut, so a client cannot grow the log or forge lines in it.
-pub fn shown(s: &str) -> String {
-    let mut out = String::from("\"");
-    for (i, c) in s.chars().enumerate() {
-        if i == SHOWN_CHARS {
-            out.push_str(&format!("\"... ({} bytes)", s.len()));
-            return out;
-        }
-        out.extend(c.escape_default());
-    }
-    out.push('"');
-    out
+/// The parts of a running relay, one per layer, each holding only what its layer needs. The role decides here,
+/// once, which parts exist: an edge gets its pulls as the players' opener and refuses publishes; an origin's
+/// players open the hub's own streams and its publishers take publishes.
+pub(crate) struct Parts {
+    pub hub: Arc<hub::Hub>,
+    pub ingest: Arc<ingest::Ingest>,
+    pub egress: Arc<egress::Egress>,
+    pub control: Arc<control::Control>,
 }
 
-/// Shared by every task of a running relay.
-pub(crate) struct Ctx {
-    pub config: Config,
-    pub hub: hub::Hub,
-    pub metrics: metrics::Metrics,
-    /// Fires on shutdown; every task selects on it.
-    pub stopping: Stopping,
-    /// Open RTMP connections per client IP (only tracked with --max-connections-per-ip).
-    pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-    /// Edge pull tasks running now (bounded by --max-pulls).
-    pub pulls: std::sync::atomic::AtomicUsize,
-    /// Edge: pulls without media yet, by the client IP that started them (bounded by --max-new-pulls-per-ip).
-    pub new_pulls_per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-    /// Edge: keys the origin did not have, until when a play of them is answered "not found" without a pull.
-    pub not_found: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
-    /// Live RTMPT sessions.
-    pub rtmpt: rtmpt::Sessions,
-    /// Edge: the origins pulled from, in order of preference; `--origin` at start, replaced by `PUT /origins`.
-    pub origins: std::sync::RwLock<Vec<OriginUrl>>,
-    /// Bumped on every origin-list change: running pulls check it and move to the new first origin.
-    pub origins_gen: std::sync::atomic::AtomicU64,
-    /// Maintenance: no new players (a clear refusal), existing ones continue.
-    pub maintenance: std::sync::atomic::AtomicBool,
-    pub started: std::time::Instant,
-    /// Origin: the streams it pulls in itself (cameras, encoders).
-    pub sources: source::Sources,
-}
-
-impl Ctx {
-    fn new(config: Config, stopping: Stopping) -> Self {
-        Self {
-            hub: hub::Hub::new(hub::Budget {
-                queue: config.player_queue * 2,
-                gop_max_bytes: config.gop_max_bytes,
-                stream_bytes: config.stream_buffer_bytes,
-                coalesce: config.coalesce,
-                merge: config.merge,
-            }),
-            metrics: metrics::Metrics::default(),
-            stopping,
-            per_ip: Default::default(),
-            pulls: Default::default(),
-            new_pulls_per_ip: Default::default(),
-            not_found: Default::default(),
-            rtmpt: Default::default(),
-            origins: std::sync::RwLock::new(match &config.role {
-                Role::Edge { origins } => origins.clone(),
-                Role::Origin { .. } => Vec::new(),
-            }),
-            origins_gen: Default::default(),
-            maintenance: Default::default(),
-            started: std::time::Instant::now(),
-            sources: Default::default(),
+impl Parts {
+    pub(crate) fn build(config: Config, stopping: Stopping) -> Self {
+        let config = Arc::new(config);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let hub = Arc::new(hub::Hub::new(hub::Budget {
+            queue: config.player_queue * 2,
+            gop_max_bytes: config.gop_max_bytes,
+            stream_bytes: config.stream_buffer_bytes,
+            coalesce: config.coalesce,
+            merge: config.merge,
+        }));
+        let hooks: Arc<dyn hub::Hooks> = Arc::new(control::callback::CallbackHooks {
+            callbacks: config.callbacks.clone(),
+            metrics: metrics.clone(),
+        });
+        let ingest = Arc::new(ingest::Ingest {
+            config: config.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            stopping: stopping.clone(),
+        });
+        let (edge, opener, publish): (_, Arc<dyn hub::Opener>, Arc<dyn hub::PublishDoor>) = match &config.role {
+            Role::Edge { origins } => {
+                let edge = Arc::new(ingest::edge::Edge::new(ingest.clone(), origins.clone()));
+                (Some(edge.clone()), Arc::new(edge), Arc::new(ingest::publish::EdgeRefusesPublish))
+            }
+            Role::Origin { publish_token } => {
+                let token = publish_token.clone();
+                let publishers = ingest::publish::Publishers { hub: hub.clone(), hooks: hooks.clone(), token };
+                (None, hub.clone(), Arc::new(publishers))
+            }
+        };
+        let sources = Arc::new(ingest::source::Sources::new(edge.is_none()));
+        let egress =
+            Arc::new(egress::Egress::new(config.clone(), metrics.clone(), stopping.clone(), opener, publish, hooks));
+        let control = Arc::new(control::Control {
             config,
-        }
-    }
-
-    /// Edge: the origins serving `app`, in order of preference.
-    pub fn origins_for(&self, app: &str) -> Vec<OriginUrl> {
-        let list = self.origins.read().unwrap_or_else(|e| e.into_inner());
-        list.iter().filter(|o| o.app == app).cloned().collect()
-    }
-
-    /// Edge: replaces the origin list; pulls whose upstream is not the new first origin of its app move to it.
-    pub fn set_origins(&self, origins: Vec<OriginUrl>) {
-        *self.origins.write().unwrap_or_else(|e| e.into_inner()) = origins;
-        self.origins_gen.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            hub: hub.clone(),
+            metrics,
+            stopping,
+            ingest: ingest.clone(),
+            maintenance: egress.maintenance.clone(),
+            egress: egress.clone(),
+            edge,
+            sources,
+            started: std::time::Instant::now(),
+        });
+        Self { hub, ingest, egress, control }
     }
 }
 
@@ -157,45 +120,45 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
         config.validate_api_addr(api.local_addr()?)?;
     }
     let (stop, stopping) = Shutdown::new();
-    let ctx = Arc::new(Ctx::new(config, stopping));
-    tracing::info!(role = ctx.config.role.name(), rtmp = %listener.local_addr()?, "relay listening");
+    let Parts { hub, ingest, egress, control } = Parts::build(config, stopping.clone());
+    let config = control.config.clone();
+    tracing::info!(role = config.role.name(), rtmp = %listener.local_addr()?, "relay listening");
     let mut tasks = JoinSet::new();
     if let Some(api) = api {
         tracing::info!(addr = %api.local_addr()?, "HTTP API listening");
-        tasks.spawn(svc::http::serve(api, api::router(ctx.clone()), ctx.stopping.clone(), "API"));
+        tasks.spawn(svc::http::serve(api, control::api::router(control.clone()), stopping.clone(), "API"));
     }
     {
-        let ctx = ctx.clone();
+        let (hub, grace, mut stop) = (hub.clone(), config.grace_period, stopping.clone());
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut stop = ctx.stopping.clone();
             loop {
                 tokio::select! {
-                    _ = tick.tick() => ctx.hub.tick(ctx.config.grace_period),
+                    _ = tick.tick() => hub.tick(grace),
                     _ = stop.wait() => break,
                 }
             }
         });
     }
-    tasks.spawn(server::accept_loop(ctx.clone(), listener));
+    tasks.spawn(egress::rtmp::accept_loop(egress.clone(), listener));
     if let Some(http) = http {
         tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV, RTMPT)");
-        tasks.spawn(flv::accept_loop(ctx.clone(), http));
+        tasks.spawn(egress::http::accept_loop(egress.clone(), http));
     }
-    if let Some(link) = ctx.config.manager.clone() {
-        tasks.spawn(managed::run(ctx.clone(), link));
+    if let Some(link) = config.manager.clone() {
+        tasks.spawn(control::managed::run(control.clone(), link));
     }
-    for (app, key, url) in &ctx.config.sources {
-        if let Err(e) = ctx.sources.put(&ctx, app, key, url) {
+    for (app, key, url) in &config.sources {
+        if let Err(e) = control.sources.put(&ingest, app, key, url) {
             tracing::error!(app, key, error = %e, "--source refused");
         }
     }
     shutdown.await;
     tracing::info!("shutting down");
     stop.trigger();
-    ctx.sources.clear();
-    for s in ctx.hub.all() {
-        ctx.hub.remove(&s);
+    control.sources.clear();
+    for s in hub.all() {
+        hub.remove(&s);
     }
     // Connection tasks see the flag and close; give them a moment to flush, then abort the rest.
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} }).await;
@@ -217,18 +180,6 @@ mod tests {
         assert!(OriginUrl::parse("http://x/live").is_err());
         assert!(OriginUrl::parse("rtmp://x").is_err());
         assert!(OriginUrl::parse("rtmp://x:99999/live").is_err());
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(shown("a\"b\n\u{e9}"), r#""a\"b\n\u{e9}""#);
-        assert_eq!(shown(&"x".repeat(65_000)), format!("\"{}\"... (65000 bytes)", "x".repeat(64)));
-        for ok in ["test", "a", "cam-1_hd.v2~x", &"x".repeat(MAX_NAME_LEN)] {
-            assert!(valid_name(ok), "{ok}");
-        }
-        for bad in ["", ".hidden", "..", "a/b", "a b", "a?b", "ü", "a\0", &"x".repeat(MAX_NAME_LEN + 1)] {
-            assert!(!valid_name(bad), "{bad:?}");
-        }
     }
 
     #[test]

@@ -11,8 +11,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::chunk::ChunkLimits;
-use crate::proto::{ClientEvent, ClientSession, MediaKind};
+use crate::wire::chunk::ChunkLimits;
+use crate::wire::proto::{ClientEvent, ClientSession, MediaKind};
 use crate::OriginUrl;
 
 /// Where to play from: `rtmp://host:port/app/key`.
@@ -102,9 +102,9 @@ async fn player(url: &PlayUrl, stats: &LoadStats) -> std::io::Result<()> {
     let t0 = Instant::now();
     let mut sock = TcpStream::connect((url.origin.host.as_str(), url.origin.port)).await?;
     sock.set_nodelay(true)?;
-    let rest = crate::edge::connect_client(&mut sock).await?;
+    let rest = crate::ingest::edge::connect_client(&mut sock).await?;
     let mut out = BytesMut::new();
-    let err = |e: crate::proto::ProtoError| std::io::Error::other(e.to_string());
+    let err = |e: crate::wire::proto::ProtoError| std::io::Error::other(e.to_string());
     let mut s = ClientSession::new(ChunkLimits::default(), &url.origin.app, &url.origin.tc_url(), &url.key, &mut out)
         .map_err(err)?;
     let mut events = Vec::new();

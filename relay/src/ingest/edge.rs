@@ -2,9 +2,10 @@
 //! the verdicts only the pull can reach: the origin never had the key (not found, cached briefly), or it ended
 //! the stream (players ended), as opposed to a lost upstream (players held while the next origin is tried).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,38 +14,86 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tracing::{info, warn};
 
-use crate::hub::{SourceInfo, Stream};
+use super::Ingest;
+use crate::hub::{Opener, Publisher, SourceInfo, Stream};
 use crate::metrics::Metrics;
-use crate::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
-use crate::{Ctx, OriginUrl, Role};
+use crate::wire::proto::{ClientEvent, ClientSession, HandshakeState, HandshakeStep, ProtoError};
+use crate::OriginUrl;
 
 /// How long a key the origin did not have is answered "not found" at once, without asking the origin again:
 /// short, so a publisher starting just after is found soon; long enough that players retrying a missing key
 /// cost at most one upstream connection per key per period.
 pub const NOT_FOUND_CACHE: Duration = Duration::from_secs(5);
 
-/// Why a pull was not started.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum PullRefused {
-    #[error("bad app or stream name (1-128 of A-Z a-z 0-9 - _ . ~)")]
-    BadName,
-    #[error("pull limit reached (--max-pulls {0})")]
-    Limit(usize),
-    #[error("too many new pulls from this address (--max-new-pulls-per-ip {0})")]
-    PerIp(usize),
-    #[error("the origin has no such stream (answer cached for a few seconds)")]
-    NotFound,
+/// Why a pull was not started: the hub's refusal of a player's stream, which egress shows the player.
+pub(crate) use crate::hub::OpenRefused as PullRefused;
+
+/// An edge's pulls: built only on an edge, it is the [`Opener`] its players' streams come from.
+pub struct Edge {
+    pub ingest: Arc<Ingest>,
+    /// Pull tasks running now (bounded by --max-pulls).
+    pub pulls: AtomicUsize,
+    /// Pulls without media yet, by the client IP that started them (bounded by --max-new-pulls-per-ip).
+    pub new_pulls_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Keys the origin did not have, until when a play of them is answered "not found" without a pull.
+    pub not_found: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// The origins pulled from, in order of preference; `--origin` at start, replaced by `PUT /origins`.
+    pub origins: RwLock<Vec<OriginUrl>>,
+    /// Bumped on every origin-list change: running pulls check it and move to the new first origin.
+    pub origins_gen: AtomicU64,
+}
+
+impl std::ops::Deref for Edge {
+    type Target = Ingest;
+    fn deref(&self) -> &Ingest {
+        &self.ingest
+    }
+}
+
+impl Edge {
+    pub fn new(ingest: Arc<Ingest>, origins: Vec<OriginUrl>) -> Self {
+        Self {
+            ingest,
+            pulls: Default::default(),
+            new_pulls_per_ip: Default::default(),
+            not_found: Default::default(),
+            origins: RwLock::new(origins),
+            origins_gen: Default::default(),
+        }
+    }
+
+    /// The origins serving `app`, in order of preference.
+    pub fn origins_for(&self, app: &str) -> Vec<OriginUrl> {
+        let list = self.origins.read().unwrap_or_else(|e| e.into_inner());
+        list.iter().filter(|o| o.app == app).cloned().collect()
+    }
+
+    /// Replaces the origin list; pulls whose upstream is not the new first origin of its app move to it.
+    pub fn set_origins(&self, origins: Vec<OriginUrl>) {
+        *self.origins.write().unwrap_or_else(|e| e.into_inner()) = origins;
+        self.origins_gen.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// On an edge a player's stream is a pull from the first origin serving its app.
+impl Opener for Arc<Edge> {
+    fn serves(&self, app: &str) -> bool {
+        !self.origins_for(app).is_empty()
+    }
+    fn open(&self, app: &str, key: &str, client: Option<IpAddr>) -> Result<Arc<Stream>, PullRefused> {
+        ensure_pull(self, app, key, client)
+    }
 }
 
 /// A pull counted against the client IP that started it until it receives media (or ends): unknown keys cost
 /// an upstream connection each, so one address may not hold more than --max-new-pulls-per-ip of them.
 pub(crate) struct NewPullSlot {
-    ctx: Arc<Ctx>,
+    ctx: Arc<Edge>,
     ip: Option<IpAddr>,
 }
 
 impl NewPullSlot {
-    fn take(ctx: &Arc<Ctx>, ip: Option<IpAddr>) -> Result<Self, PullRefused> {
+    fn take(ctx: &Arc<Edge>, ip: Option<IpAddr>) -> Result<Self, PullRefused> {
         let limit = ctx.config.max_new_pulls_per_ip;
         let Some(ip) = ip.filter(|_| limit > 0) else {
             return Ok(Self { ctx: ctx.clone(), ip: None });
@@ -79,7 +128,7 @@ impl Drop for NewPullSlot {
 }
 
 /// Whether app/key is in the negative cache (the origin had no such stream a moment ago).
-fn known_missing(ctx: &Ctx, app: &str, name: &str) -> bool {
+fn known_missing(ctx: &Edge, app: &str, name: &str) -> bool {
     let mut m = ctx.not_found.lock().unwrap_or_else(|e| e.into_inner());
     let key = (app.to_string(), name.to_string());
     match m.get(&key) {
@@ -99,7 +148,7 @@ fn known_missing(ctx: &Ctx, app: &str, name: &str) -> bool {
 /// its client's --max-new-pulls-per-ip, so one client cycling through names cannot open an upstream connection
 /// per name; a key the origin just said it does not have is refused from the negative cache.
 pub(crate) fn ensure_pull(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<Edge>,
     app: &str,
     name: &str,
     client: Option<IpAddr>,
@@ -124,10 +173,6 @@ pub(crate) fn ensure_pull(
     let (stream, created) = ctx.hub.get_or_create(app, name);
     if !created {
         // Another player created it between the lookup and here: its pull has the slot.
-        ctx.pulls.fetch_sub(1, Ordering::AcqRel);
-        return Ok(stream);
-    }
-    if !matches!(ctx.config.role, Role::Edge { .. }) {
         ctx.pulls.fetch_sub(1, Ordering::AcqRel);
         return Ok(stream);
     }
@@ -167,7 +212,7 @@ enum Verdict {
     Ended,
 }
 
-fn verdict(ctx: &Ctx, stream: &Stream, st: &PullState) -> Option<Verdict> {
+fn verdict(ctx: &Edge, stream: &Stream, st: &PullState) -> Option<Verdict> {
     let grace = ctx.config.grace_period;
     if !stream.had_media() {
         if st.not_found || (st.answered && stream.created.elapsed() >= grace) {
@@ -182,7 +227,7 @@ fn verdict(ctx: &Ctx, stream: &Stream, st: &PullState) -> Option<Verdict> {
 }
 
 /// Ends the stream as the verdict says; its players are told (not found or ended) by the hub's end.
-fn conclude(ctx: &Ctx, stream: &Arc<Stream>, v: Verdict) {
+fn conclude(ctx: &Edge, stream: &Arc<Stream>, v: Verdict) {
     let (app, key) = (&stream.app, &stream.name);
     match v {
         Verdict::NotFound => {
@@ -231,7 +276,7 @@ pub(crate) enum PullError {
     NoOrigin,
 }
 
-async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, slot: NewPullSlot) {
+async fn pull_loop(ctx: Arc<Edge>, stream: Arc<Stream>, slot: NewPullSlot) {
     let mut st = PullState {
         unpublished: false,
         not_found: false,
@@ -249,7 +294,7 @@ async fn pull_loop(ctx: Arc<Ctx>, stream: Arc<Stream>, slot: NewPullSlot) {
         let mut reached_playing = false;
         let (r, origin) = match origins.get(i % origins.len().max(1)) {
             Some(origin) => {
-                let up = Upstream::of_origin(origin, &stream.name, generation);
+                let up = Upstream::of_origin(&ctx, origin, &stream.name, generation);
                 (pull_once(&ctx, &stream, &up, &mut reached_playing, Some(&mut st)).await, origin.to_string())
             }
             None => (Err(PullError::NoOrigin), "-".to_string()),
@@ -332,13 +377,13 @@ pub(crate) struct Upstream<'a> {
 
 pub(crate) enum UpstreamRole<'a> {
     /// An edge's pull: it stops when idle, and moves when its origin is no longer the first of the list.
-    Edge { origin: &'a OriginUrl, generation: u64 },
+    Edge { origin: &'a OriginUrl, generation: u64, edge: &'a Edge },
     /// An origin's ingest of a source: it runs, players or not, until the source is removed.
     Source { removed: &'a std::sync::atomic::AtomicBool },
 }
 
 impl<'a> Upstream<'a> {
-    fn of_origin(origin: &'a OriginUrl, name: &'a str, generation: u64) -> Self {
+    fn of_origin(edge: &'a Edge, origin: &'a OriginUrl, name: &'a str, generation: u64) -> Self {
         Upstream {
             host: &origin.host,
             port: origin.port,
@@ -346,14 +391,14 @@ impl<'a> Upstream<'a> {
             tc_url: origin.tc_url(),
             play: name,
             kind: "upstream",
-            role: UpstreamRole::Edge { origin, generation },
+            role: UpstreamRole::Edge { origin, generation, edge },
         }
     }
 }
 
 /// One upstream connection: handshake, play, then feed the stream until it fails or is not needed.
 pub(crate) async fn pull_once(
-    ctx: &Arc<Ctx>,
+    ctx: &Ingest,
     stream: &Arc<Stream>,
     up: &Upstream<'_>,
     playing: &mut bool,
@@ -375,7 +420,7 @@ pub(crate) async fn pull_once(
     if !rest.is_empty() {
         session.feed(&rest, &mut out, &mut events)?;
     }
-    let mut source: Option<u64> = None;
+    let mut source: Option<Publisher> = None;
     let mut stop = ctx.stopping.clone();
     let mut check = tokio::time::interval(Duration::from_millis(500));
     let mut last_input = Instant::now();
@@ -387,8 +432,8 @@ pub(crate) async fn pull_once(
             match ev {
                 ClientEvent::Playing => {
                     if source.is_none() {
-                        match stream.attach_source(SourceInfo { kind: up.kind, peer: up.tc_url.clone() }) {
-                            Ok(id) => source = Some(id),
+                        match Publisher::attach(stream.clone(), SourceInfo { kind: up.kind, peer: up.tc_url.clone() }) {
+                            Ok(p) => source = Some(p),
                             // Only this task attaches to an edge stream, so this is not expected; retry later.
                             Err(e) => {
                                 warn!(key = %stream.name, error = %e, "cannot attach upstream");
@@ -407,8 +452,8 @@ pub(crate) async fn pull_once(
                 }
                 ClientEvent::Media(m) => {
                     session_media = true;
-                    if let Some(id) = source {
-                        stream.push(id, m);
+                    if let Some(p) = &source {
+                        p.push(m);
                     }
                     if let Some(st) = edge.as_deref_mut() {
                         st.last_media = Instant::now();
@@ -435,7 +480,6 @@ pub(crate) async fn pull_once(
                 Err(_) => break Err(PullError::Timeout("upstream stopped reading")),
             }
         }
-        let held = stream.held_until().map(Instant::from_std);
         let buf = session.decoder_buffer();
         buf.reserve(32 * 1024);
         tokio::select! {
@@ -452,15 +496,16 @@ pub(crate) async fn pull_once(
                     Err(e) => break Err(e.into()),
                 }
             }
-            _ = tokio::time::sleep_until(held.unwrap_or_else(Instant::now)), if held.is_some() => {
-                stream.release_due();
-            }
             _ = check.tick() => {
                 if stream.is_ended() {
                     break Ok(PullEnd::Ended);
                 }
-                if let Some(v) = edge.as_deref().and_then(|st| verdict(ctx, stream, st)) {
-                    conclude(ctx, stream, v);
+                let pulls = match up.role {
+                    UpstreamRole::Edge { edge, .. } => Some(edge),
+                    UpstreamRole::Source { .. } => None,
+                };
+                if let Some((v, pulls)) = edge.as_deref().zip(pulls).and_then(|(st, e)| Some((verdict(e, stream, st)?, e))) {
+                    conclude(pulls, stream, v);
                     break Ok(PullEnd::Verdict);
                 }
                 match up.role {
@@ -473,9 +518,9 @@ pub(crate) async fn pull_once(
                 if last_input.elapsed() >= silence_limit(ctx, *playing, session_media, edge.as_deref()) {
                     break Err(PullError::Timeout("upstream sent nothing within --source-timeout"));
                 }
-                if let UpstreamRole::Edge { origin, generation } = up.role {
-                    if ctx.origins_gen.load(Ordering::Acquire) != generation
-                        && ctx.origins_for(&stream.app).first() != Some(origin)
+                if let UpstreamRole::Edge { origin, generation, edge } = up.role {
+                    if edge.origins_gen.load(Ordering::Acquire) != generation
+                        && edge.origins_for(&stream.app).first() != Some(origin)
                     {
                         break Ok(PullEnd::Repoint);
                     }
@@ -484,8 +529,8 @@ pub(crate) async fn pull_once(
             _ = stop.wait() => break Ok(PullEnd::Ended),
         }
     };
-    if let Some(id) = source {
-        stream.detach_source(id);
+    if let Some(p) = source {
+        drop(p);
         ctx.metrics.upstream_active.fetch_sub(1, Ordering::Relaxed);
     }
     result
@@ -498,7 +543,7 @@ pub(crate) async fn pull_once(
 /// --source-timeout (10 s, the same as the default grace period) raced that answer, so the edge moved on to the
 /// next origin and its players waited for its own deadline instead of the origin's word. Such a session waits its
 /// grace period plus --source-timeout; the pull's verdict ends the stream first when there is nothing to wait for.
-fn silence_limit(ctx: &Ctx, playing: bool, session_media: bool, edge: Option<&PullState>) -> Duration {
+fn silence_limit(ctx: &Ingest, playing: bool, session_media: bool, edge: Option<&PullState>) -> Duration {
     let timeout = ctx.config.source_timeout;
     match edge {
         Some(st) if playing && (!session_media || st.unpublished) => ctx.config.grace_period.max(timeout) + timeout,

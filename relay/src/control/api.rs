@@ -17,12 +17,13 @@ use axum::{Json, Router};
 use svc::http::error;
 use tracing::info;
 
+use super::Control;
+use crate::config::Role;
 use crate::metrics::{Metrics, StreamSample};
-use crate::{Ctx, Role};
 
-type Shared = State<Arc<Ctx>>;
+type Shared = State<Arc<Control>>;
 
-pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
+pub(crate) fn router(ctx: Arc<Control>) -> Router {
     Router::new()
         .route("/streams", get(streams))
         .route("/streams/{app}/{key}/pull", post(pull))
@@ -55,7 +56,7 @@ async fn guard(State(ctx): Shared, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn check(ctx: &Ctx, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+fn check(ctx: &Control, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     if let Some(token) = &ctx.config.api_token {
         if path != "/healthz" {
             match svc::auth::bearer_token(headers) {
@@ -86,7 +87,7 @@ fn source_of(s: crate::hub::SourceInfo) -> SourceInfo {
 }
 
 /// The hub's view of its streams as the API answers it (the contract crate's type).
-fn stream_views(ctx: &Ctx) -> Vec<StreamView> {
+fn stream_views(ctx: &Control) -> Vec<StreamView> {
     ctx.hub
         .views()
         .into_iter()
@@ -115,18 +116,18 @@ async fn streams(State(ctx): Shared) -> Json<StreamsList> {
 
 /// Edge only: starts pulling app/key now (held for --idle-timeout without players), as the first player would.
 async fn pull(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> Response {
-    let Role::Edge { .. } = &ctx.config.role else {
+    let Some(edge) = &ctx.edge else {
         return error(StatusCode::NOT_FOUND, "pull is an edge operation");
     };
     if ctx.origins_for(&app).is_empty() {
         return error(StatusCode::NOT_FOUND, format!("no --origin serves app {app:?}"));
     }
     // The API is an operator's: its pulls are not counted against a client address.
-    let stream = match crate::edge::ensure_pull(&ctx, &app, &key, None) {
+    let stream = match crate::ingest::edge::ensure_pull(edge, &app, &key, None) {
         Ok(s) => s,
-        Err(e @ crate::edge::PullRefused::BadName) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ crate::edge::PullRefused::NotFound) => return error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ (crate::edge::PullRefused::Limit(_) | crate::edge::PullRefused::PerIp(_))) => {
+        Err(e @ crate::ingest::edge::PullRefused::BadName) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ crate::ingest::edge::PullRefused::NotFound) => return error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ (crate::ingest::edge::PullRefused::Limit(_) | crate::ingest::edge::PullRefused::PerIp(_))) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     };
@@ -171,7 +172,7 @@ async fn status(State(ctx): Shared) -> Json<Status> {
     Json(status_of(&ctx))
 }
 
-fn status_of(ctx: &Ctx) -> Status {
+fn status_of(ctx: &Control) -> Status {
     let streams = stream_views(ctx);
     Status {
         name: ctx.config.manager.as_ref().map(|m| m.name.clone()),
@@ -181,7 +182,7 @@ fn status_of(ctx: &Ctx) -> Status {
         bitrate_out_kbps: streams.iter().map(|s| s.bitrate_out_kbps).sum(),
         bitrate_in_kbps: streams.iter().map(|s| s.bitrate_in_kbps).sum(),
         uptime_secs: ctx.started.elapsed().as_secs(),
-        origins: ctx.origins.read().unwrap_or_else(|e| e.into_inner()).iter().map(|o| o.to_string()).collect(),
+        origins: ctx.origins().iter().map(|o| o.to_string()).collect(),
         streams,
     }
 }
@@ -189,7 +190,7 @@ fn status_of(ctx: &Ctx) -> Status {
 /// Edge only: replaces the origin list (all or nothing); pulls not on the new first origin of their app move to
 /// it at once, and their players stay (the stream's timeline goes on across the switch).
 async fn set_origins(State(ctx): Shared, body: axum::body::Bytes) -> Response {
-    if !matches!(ctx.config.role, Role::Edge { .. }) {
+    if ctx.edge.is_none() {
         return error(StatusCode::NOT_FOUND, "origins are an edge setting");
     }
     let parsed: OriginsBody = match serde_json::from_slice(&body) {
@@ -212,7 +213,7 @@ async fn set_origins(State(ctx): Shared, body: axum::body::Bytes) -> Response {
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let changed = *ctx.origins.read().unwrap_or_else(|e| e.into_inner()) != origins;
+    let changed = ctx.origins() != origins;
     if changed {
         info!(origins = ?parsed.origins, "origin list replaced through the API");
         ctx.set_origins(origins);
@@ -221,7 +222,7 @@ async fn set_origins(State(ctx): Shared, body: axum::body::Bytes) -> Response {
 }
 
 async fn sources(State(ctx): Shared) -> Json<SourcesList> {
-    Json(SourcesList { sources: ctx.sources.views(&ctx) })
+    Json(SourcesList { sources: ctx.sources.views(&ctx.ingest) })
 }
 
 /// Origin only: ingest `url` into app/key (201 new, 200 replaced or the same); refused URLs change nothing.
@@ -233,10 +234,10 @@ async fn put_source(State(ctx): Shared, Path((app, key)): Path<(String, String)>
         }
     };
     use crate::source::{Put, SourceError};
-    match ctx.sources.put(&ctx, &app, &key, &parsed.url) {
+    match ctx.sources.put(&ctx.ingest, &app, &key, &parsed.url) {
         Ok(how) => {
             let status = if how == Put::Created { StatusCode::CREATED } else { StatusCode::OK };
-            let view = ctx.sources.views(&ctx).into_iter().find(|v| v.app == app && v.key == key);
+            let view = ctx.sources.views(&ctx.ingest).into_iter().find(|v| v.app == app && v.key == key);
             (status, Json(view)).into_response()
         }
         Err(e @ SourceError::NotOrigin) => error(StatusCode::NOT_FOUND, e.to_string()),
@@ -283,17 +284,17 @@ async fn refused(uri: Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Config, OriginUrl};
+    use crate::{Config, OriginUrl, Role};
     use std::net::SocketAddr;
     use svc::Shutdown;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Serves the API of a relay with `role` on a loopback port; the server stops when the Shutdown is dropped.
-    async fn serve(role: Role) -> (SocketAddr, Arc<Ctx>, Shutdown) {
+    async fn serve(role: Role) -> (SocketAddr, Arc<Control>, Shutdown) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (sd, st) = Shutdown::new();
-        let ctx = Arc::new(Ctx::new(Config::new(role), st.clone()));
+        let ctx = crate::Parts::build(Config::new(role), st.clone()).control;
         tokio::spawn(svc::http::serve(l, router(ctx.clone()), st, "API"));
         (addr, ctx, sd)
     }
@@ -438,7 +439,7 @@ mod tests {
                 assert_eq!((code, v), (403, serde_json::json!({ "error": why })), "{method} {path} {headers:?}");
             }
         }
-        assert!(ctx.sources.views(&ctx).is_empty(), "a refused PUT /sources started nothing");
+        assert!(ctx.sources.views(&ctx.ingest).is_empty(), "a refused PUT /sources started nothing");
         assert!(!ctx.maintenance.load(std::sync::atomic::Ordering::Relaxed));
         // Reads stay open to any Host, and the same changes pass from an operator's tool.
         assert_eq!(send_with(addr, "GET", "/status", "Host: evil.example\r\n", "").await.0, 200);
@@ -461,7 +462,7 @@ mod tests {
         let (code, v) =
             send(addr, "PUT", "/origins", r#"{"origins": ["rtmp://10.0.0.2:1935/live", "rtmp://10.0.0.3/tv"]}"#).await;
         assert_eq!((code, v["changed"].as_bool()), (200, Some(false)), "the same list is no change");
-        let gen = ctx.origins_gen.load(std::sync::atomic::Ordering::Relaxed);
+        let gen = ctx.edge.as_ref().expect("an edge").origins_gen.load(std::sync::atomic::Ordering::Relaxed);
         let (code, v) = send(addr, "PUT", "/origins", r#"{"origins": []}"#).await;
         assert_eq!(code, 400, "{v}");
         assert_eq!(
@@ -474,7 +475,11 @@ mod tests {
             assert_eq!(code, 400, "{bad}: {v}");
             assert!(v["error"].as_str().is_some(), "{v}");
         }
-        assert_eq!(ctx.origins_gen.load(std::sync::atomic::Ordering::Relaxed), gen, "a refused list changes nothing");
+        assert_eq!(
+            ctx.edge.as_ref().expect("an edge").origins_gen.load(std::sync::atomic::Ordering::Relaxed),
+            gen,
+            "a refused list changes nothing"
+        );
         assert_eq!(ctx.origins_for("live")[0].host, "10.0.0.2");
 
         let (code, v) = send(addr, "POST", "/maintenance", "").await;
@@ -491,7 +496,7 @@ mod tests {
             query: "",
             tc_url: None,
         };
-        let refused = crate::server::open_play(&ctx, ev).await.err().expect("refused in maintenance");
+        let refused = crate::egress::gate::open_play(&ctx.egress, ev).await.err().expect("refused in maintenance");
         assert_eq!((refused.http_status, refused.description), (503, "node in maintenance, try another"));
         let (code, v) = send(addr, "DELETE", "/maintenance", "").await;
         assert_eq!((code, v["maintenance"].as_bool()), (200, Some(false)));

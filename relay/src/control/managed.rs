@@ -9,7 +9,7 @@ use serde::Serialize;
 use svc::client::{BaseUrl, Client};
 use tracing::{info, warn};
 
-use crate::Ctx;
+use super::Control;
 
 /// Where the manager is and how this node presents itself to it.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ struct Register<'a> {
 
 /// Registers (retrying with backoff until the manager accepts), then reports every source change; a manager that
 /// no longer knows the node (it lost its state) gets the registration again.
-pub(crate) async fn run(ctx: Arc<Ctx>, link: ManagerLink) {
+pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
     let client = Client::new(link.manager.clone(), ctx.config.api_token.clone(), Duration::from_secs(3));
     let mut stop = ctx.stopping.clone();
     let mut changes = ctx.hub.changes();

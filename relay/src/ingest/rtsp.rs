@@ -11,10 +11,10 @@ use futures::StreamExt;
 use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Transport};
 use retina::codec::{CodecItem, ParametersRef};
 
-use crate::edge::PullEnd;
-use crate::hub::{SourceInfo, Stream};
-use crate::proto::{Media, MediaKind};
-use crate::Ctx;
+use super::Ingest;
+use crate::hub::{Publisher, SourceInfo, Stream};
+use crate::ingest::edge::PullEnd;
+use crate::wire::proto::{Media, MediaKind};
 
 /// An `rtsp://[USER:PASS@]HOST[:PORT]/PATH` source.
 pub use api_types::relay::RtspUrl;
@@ -59,7 +59,7 @@ fn ms(elapsed: i64, clock: NonZeroU32) -> u32 {
 /// One RTSP session: DESCRIBE, SETUP of the H.264 and AAC streams, PLAY, then frames into `stream` until the
 /// camera fails, sends nothing for --source-timeout, or the source is removed.
 pub(crate) async fn pull_once(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<Ingest>,
     stream: &Arc<Stream>,
     src: &RtspUrl,
     shown: &str,
@@ -105,8 +105,7 @@ pub(crate) async fn pull_once(
         .map_err(|_| "PLAY timed out".to_string())?
         .map_err(|e| format!("PLAY: {e}"))?;
     let mut demuxed = playing_session.demuxed().map_err(|e| format!("demuxing: {e}"))?;
-    let id = stream
-        .attach_source(SourceInfo { kind: "pull-rtsp", peer: shown.to_string() })
+    let publisher = Publisher::attach(stream.clone(), SourceInfo { kind: "pull-rtsp", peer: shown.to_string() })
         .map_err(|e| format!("cannot attach: {e}"))?;
     *playing = true;
     let (mut video_sent, mut audio_sent) = (false, false);
@@ -115,14 +114,8 @@ pub(crate) async fn pull_once(
     let mut stop = ctx.stopping.clone();
     let mut last_input = tokio::time::Instant::now();
     let result = loop {
-        // Merged writes hold frames until their period ends; the source releases them (as a publisher's task does).
-        let held = stream.held_until().map(tokio::time::Instant::from_std);
         let item = tokio::select! {
             i = demuxed.next() => Ok(i),
-            _ = tokio::time::sleep_until(held.unwrap_or_else(tokio::time::Instant::now)), if held.is_some() => {
-                stream.release_due();
-                continue;
-            }
             _ = tokio::time::sleep_until(last_input + ctx.config.source_timeout) => Err(()),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 if removed.load(Ordering::Acquire) {
@@ -145,12 +138,12 @@ pub(crate) async fn pull_once(
                 video_ms = ts;
                 if !video_sent || f.has_new_parameters() {
                     if let Some(ParametersRef::Video(p)) = demuxed.streams()[f.stream_id()].parameters() {
-                        stream.push(id, video_header(p.extra_data(), ts));
+                        publisher.push(video_header(p.extra_data(), ts));
                         video_sent = true;
                     }
                 }
                 if video_sent {
-                    stream.push(id, video_frame(f.data(), f.is_random_access_point(), ts));
+                    publisher.push(video_frame(f.data(), f.is_random_access_point(), ts));
                 }
             }
             CodecItem::AudioFrame(f) => {
@@ -158,12 +151,12 @@ pub(crate) async fn pull_once(
                 audio_ms = ts;
                 if !audio_sent {
                     if let Some(ParametersRef::Audio(p)) = demuxed.streams()[f.stream_id()].parameters() {
-                        stream.push(id, audio_header(p.extra_data(), ts));
+                        publisher.push(audio_header(p.extra_data(), ts));
                         audio_sent = true;
                     }
                 }
                 if audio_sent {
-                    stream.push(id, audio_frame(f.data(), ts));
+                    publisher.push(audio_frame(f.data(), ts));
                 }
             }
             _ => {}
@@ -172,7 +165,7 @@ pub(crate) async fn pull_once(
             break Ok(PullEnd::Ended);
         }
     };
-    stream.detach_source(id);
+    drop(publisher);
     result
 }
 

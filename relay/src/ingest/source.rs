@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
+use super::Ingest;
+use crate::ingest::edge::{pull_once, PullEnd, Upstream, UpstreamRole};
 use crate::metrics::Metrics;
-use crate::Ctx;
 
 /// The source URL parser, its errors and the views of `GET /sources` are the contract crate's.
 pub use api_types::relay::{SourceError, SourceState as State, SourceUrl, SourceView};
@@ -57,6 +57,8 @@ impl Status {
 #[derive(Default)]
 pub struct Sources {
     map: Mutex<BTreeMap<(String, String), Entry>>,
+    /// Sources are an origin's: an edge's list refuses every put.
+    origin: bool,
 }
 
 /// What a `put` did.
@@ -68,13 +70,18 @@ pub enum Put {
 }
 
 impl Sources {
+    /// The source list of an origin (`origin`), or the always-refusing one of an edge.
+    pub fn new(origin: bool) -> Self {
+        Self { origin, ..Default::default() }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Entry>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts ingesting `url` into app/key (replacing another URL there).
-    pub(crate) fn put(&self, ctx: &Arc<Ctx>, app: &str, key: &str, url: &str) -> Result<Put, SourceError> {
-        if !matches!(ctx.config.role, crate::Role::Origin { .. }) {
+    pub(crate) fn put(&self, ctx: &Arc<Ingest>, app: &str, key: &str, url: &str) -> Result<Put, SourceError> {
+        if !self.origin {
             return Err(SourceError::NotOrigin);
         }
         if !crate::valid_name(app) || !crate::valid_name(key) {
@@ -112,7 +119,7 @@ impl Sources {
         }
     }
 
-    pub(crate) fn views(&self, ctx: &Ctx) -> Vec<SourceView> {
+    pub(crate) fn views(&self, ctx: &Ingest) -> Vec<SourceView> {
         self.map()
             .iter()
             .map(|((app, key), e)| {
@@ -155,7 +162,7 @@ impl Sources {
 
 /// The task of one source: connect, play, feed the stream; on failure back off and again, until removed.
 async fn ingest(
-    ctx: Arc<Ctx>,
+    ctx: Arc<Ingest>,
     app: String,
     key: String,
     url: SourceUrl,
@@ -202,7 +209,7 @@ async fn ingest(
                     pull_once(&ctx, &stream, &up, &mut playing, None).await.map_err(|e| e.to_string())
                 }
                 SourceUrl::Rtsp { url: rtsp, .. } => {
-                    crate::rtsp::pull_once(&ctx, &stream, rtsp, &url.shown(), &removed, &mut playing).await
+                    super::rtsp::pull_once(&ctx, &stream, rtsp, &url.shown(), &removed, &mut playing).await
                 }
             }
         };

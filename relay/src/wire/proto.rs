@@ -11,7 +11,7 @@ use rml_rtmp::messages::{PeerBandwidthLimitType, RtmpMessage, UserControlEventTy
 use rml_rtmp::rml_amf0::{self, Amf0Value};
 use rml_rtmp::time::RtmpTimestamp;
 
-use crate::chunk::{self, csid, msg_type, ChunkDecoder, ChunkError, ChunkLimits, RawMessage};
+use super::chunk::{self, csid, msg_type, ChunkDecoder, ChunkError, ChunkLimits, RawMessage};
 
 /// Chunk size we send with; every message of a stream is pre-chunked at this size once and shared.
 pub const OUT_CHUNK_SIZE: usize = 4096;
@@ -451,11 +451,11 @@ pub enum ServerEvent {
 /// Refuses a publish or play name (with its `?query`) too long to be a name: the connection is closed before the
 /// string is held or logged whole.
 fn bounded_name(what: &'static str, name: &str) -> Result<(), ProtoError> {
-    let limit = crate::MAX_NAME_LEN + 1 + crate::MAX_QUERY_LEN;
+    let limit = super::names::MAX_NAME_LEN + 1 + super::names::MAX_QUERY_LEN;
     if name.len() > limit {
         return Err(ProtoError::Malformed {
             what,
-            detail: format!("stream name {} of {} bytes, above {limit}", crate::shown(name), name.len()),
+            detail: format!("stream name {} of {} bytes, above {limit}", super::names::shown(name), name.len()),
         });
     }
     Ok(())
@@ -545,17 +545,17 @@ impl ServerSession {
                 // Names are limited here, before anything else holds or logs them (a 65,000-byte app name
                 // used to reach the play refusal's log line whole).
                 let (name, query) = app.split_once('?').unwrap_or((&app, ""));
-                let refusal = if !crate::valid_name(name) {
+                let refusal = if !super::names::valid_name(name) {
                     Some(format!(
                         "bad app name {} ({} bytes): use 1-{} of A-Z a-z 0-9 - _ . ~",
-                        crate::shown(name),
+                        super::names::shown(name),
                         name.len(),
-                        crate::MAX_NAME_LEN
+                        super::names::MAX_NAME_LEN
                     ))
-                } else if query.len() > crate::MAX_QUERY_LEN {
-                    Some(format!("app query of {} bytes, above {}", query.len(), crate::MAX_QUERY_LEN))
-                } else if tc_url.as_ref().is_some_and(|u| u.len() > crate::MAX_TC_URL_LEN) {
-                    Some(format!("tcUrl above {} bytes", crate::MAX_TC_URL_LEN))
+                } else if query.len() > super::names::MAX_QUERY_LEN {
+                    Some(format!("app query of {} bytes, above {}", query.len(), super::names::MAX_QUERY_LEN))
+                } else if tc_url.as_ref().is_some_and(|u| u.len() > super::names::MAX_TC_URL_LEN) {
+                    Some(format!("tcUrl above {} bytes", super::names::MAX_TC_URL_LEN))
                 } else {
                     None
                 };

@@ -3,7 +3,7 @@
 //! one polling-interval byte and then whatever the server has for the client; `/close/ID/SEQ` ends it. Content
 //! type `application/x-fcs` both ways.
 //!
-//! A session is an ordinary RTMP session (`server::serve_rtmp`) on an in-memory duplex stream: the HTTP side
+//! A session is an ordinary RTMP session (`rtmp::serve_rtmp`) on an in-memory duplex stream: the HTTP side
 //! writes request bodies into it and answers with what it read out, so RTMPT players and publishers get
 //! exactly what RTMP ones get (limits, timeouts, callbacks, ring, merging, metrics).
 
@@ -20,9 +20,9 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{debug, info};
 
-use crate::flv::Request;
+use super::Egress;
 use crate::hub::Protocol;
-use crate::Ctx;
+use crate::wire::http::Request;
 
 /// In-memory buffer between the HTTP side and the RTMP session, each way: a client that stops polling makes
 /// the session's writes wait, and --player-timeout ends it, as for a TCP player.
@@ -91,13 +91,13 @@ pub(crate) struct Sessions {
 
 /// One open session's place in the counts; released when the session ends.
 struct Slot {
-    ctx: Arc<Ctx>,
+    ctx: Arc<Egress>,
     ip: IpAddr,
 }
 
 impl Slot {
     /// Takes a place for a session of `ip`, or says which limit is full.
-    fn take(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<Self, &'static str> {
+    fn take(ctx: &Arc<Egress>, ip: IpAddr) -> Result<Self, &'static str> {
         let s = &ctx.rtmpt;
         let mut m = s.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let limit = ctx.config.max_rtmpt_sessions_per_ip;
@@ -152,7 +152,7 @@ impl Sessions {
 /// Serves RTMPT requests on one keep-alive HTTP connection, starting with `req` (its head already consumed from
 /// `buf`), until the client closes it or sends something else.
 pub(crate) async fn serve(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<Egress>,
     mut sock: TcpStream,
     peer: SocketAddr,
     mut req: Request,
@@ -163,7 +163,7 @@ pub(crate) async fn serve(
         // The body: bounded like an RTMP message.
         let limit = 2 * ctx.config.limits.max_message_size as usize;
         if req.content_length > limit {
-            return crate::flv::respond(&mut sock, 413, "body too large").await;
+            return super::http::respond(&mut sock, 413, "body too large").await;
         }
         while buf.len() < req.content_length {
             let r = timeout(ctx.config.player_timeout, sock.read_buf(&mut buf)).await;
@@ -175,7 +175,7 @@ pub(crate) async fn serve(
         }
         let body = buf.split_to(req.content_length);
         let answer = match route {
-            Route::Ident => return crate::flv::respond(&mut sock, 404, "not found").await,
+            Route::Ident => return super::http::respond(&mut sock, 404, "not found").await,
             Route::Open => match open(ctx, peer) {
                 Ok(id) => {
                     let mut a = id.into_bytes();
@@ -186,7 +186,7 @@ pub(crate) async fn serve(
                     // A flood is thousands of these: counted, logged at debug only.
                     crate::metrics::Metrics::inc(&ctx.metrics.rtmpt_sessions_refused);
                     debug!(%peer, reason = why, "RTMPT open refused");
-                    return crate::flv::respond(&mut sock, 503, why).await;
+                    return super::http::respond(&mut sock, 503, why).await;
                 }
             },
             Route::Send(id) | Route::Idle(id) => exchange(ctx, &id, &body).await,
@@ -201,7 +201,7 @@ pub(crate) async fn serve(
             }
         };
         let Some(answer) = answer else {
-            return crate::flv::respond(&mut sock, 404, "no such RTMPT session").await;
+            return super::http::respond(&mut sock, 404, "no such RTMPT session").await;
         };
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/x-fcs\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
@@ -218,7 +218,7 @@ pub(crate) async fn serve(
         // The next request on this connection, within the head timeout.
         let next = timeout(ctx.config.conn_idle_timeout, async {
             loop {
-                if let Some(r) = crate::flv::parse_request(&buf).transpose() {
+                if let Some(r) = crate::wire::http::parse_request(&buf).transpose() {
                     return Some(r);
                 }
                 if sock.read_buf(&mut buf).await.ok()? == 0 {
@@ -229,23 +229,23 @@ pub(crate) async fn serve(
         .await;
         req = match next {
             Ok(Some(Ok(r))) => r,
-            Ok(Some(Err(e))) => return crate::flv::respond(&mut sock, e.status(), &e.to_string()).await,
+            Ok(Some(Err(e))) => return super::http::respond(&mut sock, e.status(), &e.to_string()).await,
             _ => return Ok(()),
         };
         let _ = buf.split_to(req.head_len);
         route = match self::route(&req) {
             Some(r) => r,
-            None => return crate::flv::respond(&mut sock, 404, "not an RTMPT request").await,
+            None => return super::http::respond(&mut sock, 404, "not an RTMPT request").await,
         };
     }
 }
 
 /// Starts a session: an RTMP session on one end of a pipe, the other end kept for the HTTP side. Refused (503)
 /// past the client's session cap, RTMPT's share of the budget, or the connection gate, before anything is held.
-fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> Result<String, &'static str> {
+fn open(ctx: &Arc<Egress>, peer: SocketAddr) -> Result<String, &'static str> {
     let slot = Slot::take(ctx, peer.ip())?;
     // The session counts as a connection of its client for the limits, like a TCP one.
-    let admitted = crate::server::admit(ctx, peer).ok_or("connection limit reached (--max-connections)")?;
+    let admitted = super::gate::admit(ctx, peer).ok_or("connection limit reached (--max-connections)")?;
     let id = ctx.rtmpt.new_id();
     let (http_end, rtmp_end) = tokio::io::duplex(PIPE);
     ctx.rtmpt
@@ -257,7 +257,7 @@ fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> Result<String, &'static str> {
     let (ctx, id2) = (ctx.clone(), id.clone());
     tokio::spawn(async move {
         let _held = (slot, admitted);
-        crate::server::serve_rtmp(ctx.clone(), rtmp_end, peer, Protocol::Rtmpt).await;
+        super::rtmp::serve_rtmp(ctx.clone(), rtmp_end, peer, Protocol::Rtmpt).await;
         ctx.rtmpt.remove(&id2);
         debug!(%peer, id = id2, "RTMPT session ended");
     });
@@ -265,7 +265,7 @@ fn open(ctx: &Arc<Ctx>, peer: SocketAddr) -> Result<String, &'static str> {
 }
 
 /// Writes the client's bytes into the session and answers with what the session has for the client.
-async fn exchange(ctx: &Ctx, id: &str, body: &[u8]) -> Option<Vec<u8>> {
+async fn exchange(ctx: &Egress, id: &str, body: &[u8]) -> Option<Vec<u8>> {
     let session = ctx.rtmpt.get(id)?;
     let mut pipe = session.pipe.lock().await;
     if !body.is_empty() {

@@ -1,0 +1,99 @@
+//! The media HTTP listener (`--http-listen`): reads one request head through the gate and routes it to RTMPT,
+//! the health check or HTTP-FLV.
+//!
+//! Our own small HTTP/1.1 server on tokio (request heads parsed with httparse, bounded) instead of axum, because
+//! a player is a long-lived write loop that needs what the RTMP players have: the connection gate at accept,
+//! vectored writes of shared buffers with the --player-timeout stall check, and the ring's backlog bounds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+
+use super::gate::admit;
+use super::Egress;
+use crate::metrics::Metrics;
+use crate::wire::http::parse_request;
+
+pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener) {
+    let mut stop = ctx.stopping.clone();
+    while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "HTTP media").await {
+        let Some(slot) = admit(&ctx, peer) else {
+            drop(sock);
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = serve(&ctx, sock, peer).await {
+                debug!(%peer, error = %e, "HTTP media connection ended");
+            }
+        });
+    }
+}
+
+/// Reads one request head (within --handshake-timeout), then answers it.
+async fn serve(ctx: &Arc<Egress>, mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let head = timeout(ctx.config.handshake_timeout, async {
+        loop {
+            if let Some(r) = parse_request(&buf).transpose() {
+                return Some(r);
+            }
+            if sock.read_buf(&mut buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    })
+    .await;
+    let req = match head {
+        Err(_) => {
+            Metrics::inc(&ctx.metrics.connections_timed_out);
+            info!(%peer, reason = "no request head within --handshake-timeout", "closing idle connection");
+            return Ok(());
+        }
+        Ok(None) => return Ok(()),
+        Ok(Some(Err(e))) => {
+            Metrics::inc(&ctx.metrics.protocol_errors);
+            warn!(%peer, error = %e, "bad input, closing this connection");
+            return respond(&mut sock, e.status(), &e.to_string()).await;
+        }
+        Ok(Some(Ok(r))) => r,
+    };
+    if let Some(r) = super::rtmpt::route(&req) {
+        let _ = buf.split_to(req.head_len);
+        return super::rtmpt::serve(ctx, sock, peer, req, r, buf).await;
+    }
+    if req.target == "/healthz" {
+        // For load balancers' HTTP checks of this port.
+        return respond(&mut sock, 200, "ok").await;
+    }
+    super::flv::serve(ctx, sock, peer, req).await
+}
+
+/// A short plain-text answer, then close.
+pub async fn respond(sock: &mut TcpStream, status: u16, msg: &str) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let body = format!("{msg}\n");
+    let r = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(r.as_bytes()).await?;
+    sock.shutdown().await
+}

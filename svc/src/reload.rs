@@ -32,10 +32,70 @@ impl Reloads {
     }
 }
 
+/// The top-level settings whose values differ between `old` and `new` (by their serialised form), sorted: what a
+/// reload reports as changed.
+pub fn changed_keys(old: &impl serde::Serialize, new: &impl serde::Serialize) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> =
+        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect::<Vec<_>>();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Waits for SIGHUPs and re-reads the daemon's configuration with `reread` each time, logging the outcome: a file
+/// that no longer validates is refused with the reason (the running configuration stays); a valid one is compared
+/// with `running` and the changed settings are named. `apply` gets the new settings and says which of the changed
+/// keys it applied live; the rest take effect at the next start, and the log says so.
+pub async fn watch<S: serde::Serialize>(
+    mut reloads: Reloads,
+    mut running: S,
+    mut reread: impl FnMut() -> Result<S, String>,
+    mut apply: impl FnMut(&S, &[String]) -> Vec<String>,
+) {
+    while reloads.next().await {
+        match reread() {
+            Err(e) => tracing::error!(error = %e, "SIGHUP: configuration refused; the running one is kept"),
+            Ok(new) => {
+                let changed = changed_keys(&running, &new);
+                if changed.is_empty() {
+                    tracing::info!("SIGHUP: configuration valid and unchanged");
+                    continue;
+                }
+                let applied = apply(&new, &changed);
+                let pending: Vec<&String> = changed.iter().filter(|k| !applied.contains(k)).collect();
+                if !applied.is_empty() {
+                    tracing::info!(settings = %applied.join(", "), "SIGHUP: applied");
+                }
+                if !pending.is_empty() {
+                    let list: Vec<&str> = pending.iter().map(|s| s.as_str()).collect();
+                    tracing::warn!(
+                        settings = %list.join(", "),
+                        "SIGHUP: changed, applied at the next start (a restart; an edge drains first through maintenance)"
+                    );
+                }
+                running = new;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn changed_keys_names_what_differs() {
+        let a = serde_json::json!({"max_pulls": 10, "listen": "0.0.0.0:1935", "origin": ["a"]});
+        let b = serde_json::json!({"max_pulls": 20, "listen": "0.0.0.0:1935", "origin": ["a", "b"], "new": 1});
+        assert_eq!(changed_keys(&a, &b), ["max_pulls", "new", "origin"]);
+        assert!(changed_keys(&a, &a).is_empty());
+    }
 
     #[tokio::test]
     async fn a_hangup_is_a_reload_not_an_exit() {

@@ -59,19 +59,24 @@ impl Stopping {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM, logs which and tells systemd the daemon is stopping. If the handlers cannot be installed (no signal
-/// support) it never resolves, so the daemon runs until killed rather than exiting at once.
-pub async fn signal() {
+/// Resolves on the first SIGINT or SIGTERM, logs which and tells systemd the daemon is stopping. The handlers are
+/// installed by this call (inside a tokio runtime), not at the first poll: a daemon that says it is ready before it
+/// awaits the future must not die of a SIGTERM in between. If the handlers cannot be installed (no signal support)
+/// it never resolves, so the daemon runs until killed rather than exiting at once.
+pub fn signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::warn!("cannot install SIGINT/SIGTERM handlers; stop this process with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::warn!("cannot install SIGINT/SIGTERM handlers; stop this process with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        crate::notify::notify(crate::notify::State::Stopping, None);
     }
-    crate::notify::notify(crate::notify::State::Stopping, None);
 }
 
 #[cfg(test)]

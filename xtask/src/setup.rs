@@ -18,6 +18,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ffmpeg", "/usr/bin/ffprobe"),
     // librtmp's player, one of the real clients of the relay's stream-end tests.
     ("rtmpdump", "/usr/bin/rtmpdump"),
+    // `systemd-analyze verify` of the shipped units (tests/tests/operable.rs).
+    ("systemd", "/usr/bin/systemd-analyze"),
     // The RTSP camera of the source tests and the lab (scripts/rtsp-camera.py): gst-rtsp-server from Python.
     ("python3-gi", "/usr/lib/python3/dist-packages/gi/__init__.py"),
     ("python3-gst-1.0", "/usr/lib/python3/dist-packages/gi/overrides/Gst.py"),

@@ -23,7 +23,7 @@ macro_rules! out {
 }
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Control lbd, the XDP direct-routing load balancer")]
+#[command(name = "lbctl", version = svc::version::LONG, about = "Control lbd, the XDP direct-routing load balancer")]
 struct Args {
     /// lbd's control socket.
     #[arg(long, global = true, default_value = DEFAULT_SOCKET)]

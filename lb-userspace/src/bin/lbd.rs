@@ -16,8 +16,12 @@ use svc::config::Keys;
 /// default, so a flag given overrides the `--config` file's value and one not given leaves it (defaults, shown in
 /// `--help`, are those of [`Settings`]).
 #[derive(Parser, Debug)]
-#[command(version, about = "XDP direct-routing (LVS-DR) load balancer daemon")]
+#[command(name = "lbd", version = svc::version::LONG, about = "XDP direct-routing (LVS-DR) load balancer daemon")]
 struct Args {
+    /// Log lines as plain text (colours only on a terminal, never with NO_COLOR) or one JSON object per line
+    /// (also LOG_FORMAT).
+    #[arg(long, value_name = "plain|json", value_parser = ["plain", "json"])]
+    log_format: Option<String>,
     /// TOML file with the services and reals to start with (ignored when --state exists) and, at its top, any of
     /// the settings below as `flag_name = value` (e.g. `iface = "eth0"`, `max_services = 128`).
     #[arg(long)]
@@ -158,8 +162,18 @@ async fn main() -> Result<()> {
     let defaults = svc::config::flags_table(&Settings::default());
     let matches = svc::config::show_defaults(Args::command(), &defaults).get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // From here a SIGHUP re-reads the settings instead of ending lbd (services and reals change through lbctl and
+    // the API, and live in --state, so the file's [[service]] tables are not re-applied).
+    let reloads = svc::reload::reloads().context("installing the SIGHUP handler")?;
     // Everything the operator gave is parsed and validated before the dataplane is touched.
     let (s, initial) = load(&args)?;
+    let again = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    tokio::spawn(svc::reload::watch(
+        reloads,
+        s.clone(),
+        move || load(&again).map(|(s, _)| s).map_err(|e| format!("{e:#}")),
+        |_, _| Vec::new(),
+    ));
     let pin_dir = match (&s.pin_dir, &s.iface) {
         _ if s.no_pin => None,
         (Some(d), _) => Some(d.clone()),
@@ -290,7 +304,9 @@ async fn main() -> Result<()> {
         tracing::info!(addr = %l.local_addr()?, token = bearer.is_set(), "serving the control API on /api/v1/");
     }
     tracing::info!(socket = %s.socket.display(), %mode, "lbd ready");
-    daemon.run((listener, &s.socket), metrics, api, svc::shutdown::signal()).await?;
+    let stop = svc::shutdown::signal();
+    svc::notify::notify(svc::notify::State::Ready, Some(&format!("lbd {mode}")));
+    daemon.run((listener, &s.socket), metrics, api, stop).await?;
     Ok(())
 }
 

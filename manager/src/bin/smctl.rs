@@ -23,7 +23,7 @@ macro_rules! out {
 }
 
 #[derive(Parser)]
-#[command(about = "Talk to the stream manager (smd)")]
+#[command(name = "smctl", version = svc::version::LONG, about = "Talk to the stream manager (smd)")]
 struct Cli {
     /// The manager's API.
     #[arg(long, env = "SM_API", default_value = "http://127.0.0.1:9300", global = true)]

@@ -4,8 +4,16 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Stream manager: origin groups with failover/failback, edge replication, edges in the load balancer")]
+#[command(
+    name = "smd",
+    version = svc::version::LONG,
+    about = "Stream manager: origin groups with failover/failback, edge replication, edges in the load balancer"
+)]
 struct Cli {
+    /// Log lines as plain text (colours only on a terminal, never with NO_COLOR) or one JSON object per line
+    /// (also LOG_FORMAT).
+    #[arg(long, value_name = "plain|json", value_parser = ["plain", "json"])]
+    log_format: Option<String>,
     /// The TOML configuration (see README: nodes, groups, pools, [lb]).
     #[arg(long, short)]
     config: std::path::PathBuf,
@@ -35,9 +43,28 @@ fn main() -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        // First, before any socket: from here a SIGHUP re-reads the configuration instead of ending smd.
+        let reloads = svc::reload::reloads().context("installing the SIGHUP handler")?;
+        // Compared as the file's tables (node, group, pool, lb, the timers), once the whole file validates again.
+        let path = cli.config.clone();
+        let reread = move || {
+            let c = manager::config::Config::load(&path).map_err(|e| format!("{e:#}"))?;
+            manager::preflight(&c).map_err(|e| format!("{e:#}"))?;
+            file_tables(&path)
+        };
+        let running = file_tables(&cli.config).unwrap_or_default();
+        tokio::spawn(svc::reload::watch(reloads, running, reread, |_, _| Vec::new()));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the API on {}", config.listen))?;
-        manager::run(listener, config, svc::shutdown::signal()).await
+        let stop = svc::shutdown::signal();
+        svc::notify::notify(svc::notify::State::Ready, Some(&format!("smd on {}", config.listen)));
+        manager::run(listener, config, stop).await
     })
+}
+
+/// The config file's top-level keys and tables, as read now.
+fn file_tables(path: &std::path::Path) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    text.parse::<toml::Table>().map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -13,10 +13,22 @@ use svc::Dur;
 /// The command line. Every setting is an `Option` with no clap default: a flag given overrides the `--config`
 /// file, one not given leaves the file's value or the default of [`Settings`] (shown in `--help` from there).
 #[derive(Parser)]
-#[command(about = "RTMP origin/edge relay with GOP cache, on-demand pull and fan-out")]
+#[command(name = "relay", version = svc::version::LONG, about = "RTMP origin/edge relay with GOP cache, on-demand pull and fan-out")]
 struct Cli {
     #[command(subcommand)]
     role: RoleCmd,
+    /// Log lines as plain text (colours only on a terminal, never with NO_COLOR) or one JSON object per line
+    /// (also LOG_FORMAT).
+    #[arg(long, global = true, value_name = "plain|json", value_parser = ["plain", "json"])]
+    log_format: Option<String>,
+}
+
+/// Re-reads the settings the command line and the `--config` file give now (on SIGHUP).
+fn reread(cli: &Cli) -> anyhow::Result<Settings> {
+    match &cli.role {
+        RoleCmd::Origin { common, origin } => settings(common, svc::config::flags_table(origin), "origin"),
+        RoleCmd::Edge { common, edge } => settings(common, svc::config::flags_table(edge), "edge"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -316,6 +328,14 @@ fn main() -> anyhow::Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        // First, before any socket: from here a SIGHUP re-reads the configuration instead of ending the relay.
+        let reloads = svc::reload::reloads().context("installing the SIGHUP handler")?;
+        tokio::spawn(svc::reload::watch(
+            reloads,
+            s.clone(),
+            move || reread(&cli).map_err(|e| format!("{e:#}")),
+            |_, _| Vec::new(),
+        ));
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding RTMP listener {listen}"))?;
         let api = match s.api {
@@ -330,7 +350,10 @@ fn main() -> anyhow::Result<()> {
             ),
             None => None,
         };
-        relay::run_on(relay::Listeners { rtmp: listener, api, http }, config, svc::shutdown::signal()).await?;
+        // SIGTERM handled from before systemd hears READY=1.
+        let stop = svc::shutdown::signal();
+        svc::notify::notify(svc::notify::State::Ready, Some(&format!("relay {} on {listen}", config.role.name())));
+        relay::run_on(relay::Listeners { rtmp: listener, api, http }, config, stop).await?;
         Ok(())
     })
 }

@@ -557,6 +557,9 @@ pub struct StatsView {
     pub sync: Option<std::collections::BTreeMap<String, u64>>,
     /// The sync peers this node sends its flows to.
     pub sync_peers: Vec<SocketAddr>,
+    /// `0.1.0 (1a2b3c4)`: the lbd version and commit (absent from older lbds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

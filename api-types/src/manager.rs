@@ -79,6 +79,8 @@ pub struct NodeView {
     pub last_error: Option<String>,
     /// Self-registered (not from the config).
     pub registered: bool,
+    /// The version its last status gave (`0.1.0 (1a2b3c4)`); none before its first answer or from older relays.
+    pub version: Option<String>,
 }
 
 /// How a group's edges get its streams.

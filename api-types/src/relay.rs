@@ -40,6 +40,10 @@ pub struct Status {
     pub bitrate_in_kbps: u64,
     /// How long the relay process has run.
     pub uptime_secs: u64,
+    /// `0.1.0 (1a2b3c4)`: the version and commit it runs, for watching a rolling upgrade. Absent from relays built
+    /// before it was added, so a manager newer than its relays still reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// An edge's origins (`rtmp://HOST:PORT/APP`); empty on an origin.
     pub origins: Vec<String>,
     pub streams: Vec<StreamView>,

@@ -104,6 +104,7 @@ fn node_view(c: &Cluster, n: &NodeRt) -> NodeView {
         last_seen: n.last_seen_unix,
         last_error: n.last_error.clone(),
         registered: !n.from_config,
+        version: st.and_then(|s| s.version.clone()),
     }
 }
 

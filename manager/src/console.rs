@@ -253,12 +253,13 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
                 si(st.map_or(0, |s| s.bitrate_out_kbps) as f64 * 1000.0) + "bit/s",
                 st.map_or("-".into(), |s| age(s.uptime_secs)),
                 ago(n.last_seen_unix),
+                esc(st.and_then(|s| s.version.as_deref()).unwrap_or("-")),
                 action,
             ]
         })
         .collect();
     b.push_str(&table(
-        &["node", "role", "state", "pool", "rtmp", "streams", "players", "out", "age", "last seen", ""],
+        &["node", "role", "state", "pool", "rtmp", "streams", "players", "out", "age", "last seen", "version", ""],
         &rows,
     ));
     let prow: Vec<Vec<String>> = c

@@ -92,6 +92,9 @@ async fn every_endpoint_round_trips_through_its_contract_type() {
     assert_eq!((st.role, st.maintenance, st.name.as_deref()), (RelayRole::Origin, false, None));
     assert!(st.streams.iter().any(|s| s.key == "cam1" && s.source.is_some()), "{st:?}");
     assert_eq!(st.bitrate_in_kbps, st.streams.iter().map(|s| s.bitrate_in_kbps).sum::<u64>());
+    // The version it runs, as `--version` prints it after the name (a rolling upgrade is watched through it).
+    let version = st.version.as_deref().unwrap();
+    assert!(version.starts_with(&format!("{} (", env!("CARGO_PKG_VERSION"))) && version.ends_with(')'), "{version}");
 
     // An edge of that origin: a pre-pull, its origins, maintenance, and its /status while it pulls.
     let origin_url = OriginUrl::parse(&format!("rtmp://{origin_rtmp}/live")).unwrap();

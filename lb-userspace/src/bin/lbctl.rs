@@ -438,6 +438,9 @@ fn print_list(resp: &Response) {
 fn print_stats(resp: &Response) {
     let Some(s) = &resp.stats else { return };
     out!("interface {} (XDP {} mode), {} service(s), {} real(s)", s.iface, s.xdp_mode, s.services, s.reals);
+    if let Some(v) = &s.version {
+        out!("lbd {v}");
+    }
     out!("connection table: {} of {} entries", s.conn_table_entries, s.conn_table_size);
     out!("{:<28} {:>12} {:>14} {:>10}", "", "packets", "bytes", "new flows");
     for (name, c) in [

@@ -107,6 +107,7 @@ impl<M: Maps> Lb<M> {
             announce_table: self.announce.map(|(_, t)| t),
             sync: self.sync_stats.as_ref().map(|s| s.snapshot().iter().map(|(k, v)| (k.to_string(), *v)).collect()),
             sync_peers: self.sync_peers.clone(),
+            version: Some(svc::version::LONG.to_string()),
         }));
         r
     }

@@ -182,6 +182,7 @@ fn status_of(ctx: &Control) -> Status {
         bitrate_out_kbps: streams.iter().map(|s| s.bitrate_out_kbps).sum(),
         bitrate_in_kbps: streams.iter().map(|s| s.bitrate_in_kbps).sum(),
         uptime_secs: ctx.started.elapsed().as_secs(),
+        version: Some(svc::version::LONG.to_string()),
         origins: ctx.origins().iter().map(|o| o.to_string()).collect(),
         streams,
     }

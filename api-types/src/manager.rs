@@ -275,6 +275,23 @@ pub struct Alarms {
     pub cleared: Vec<Alarm>,
 }
 
+/// `POST /api/v1/nodes`: a relay registers itself (`relay ... --manager URL --node-name NAME --advertise ADDR`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub name: String,
+    pub role: NodeRole,
+    /// Its HTTP API (`http://HOST:PORT`): keepalives and commands go there.
+    pub api: String,
+    /// Its RTMP address others reach it at.
+    pub rtmp: std::net::SocketAddr,
+    /// Its HTTP media address (HTTP-FLV, RTMPT), if it serves one.
+    pub http: Option<std::net::SocketAddr>,
+    /// Edges: the pool it belongs to (the manager's first pool when absent; relays do not send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
 /// `POST /api/v1/nodes` (a relay registers itself)'s answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registered {

@@ -122,12 +122,17 @@ async fn node(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
 }
 
 async fn register(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Response {
-    let spec: NodeSpec = match serde_json::from_slice(&body) {
+    let r: api_types::manager::Registration = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => {
             return error(StatusCode::BAD_REQUEST, format!("expected {{name, role, api, rtmp[, http, pool]}}: {e}"))
         }
     };
+    let role = match r.role {
+        NodeRole::Origin => Role::Origin,
+        NodeRole::Edge => Role::Edge,
+    };
+    let spec = NodeSpec { name: r.name, role, api: r.api, rtmp: r.rtmp, http: r.http, pool: r.pool };
     let r = ctx.shared.lock().register(spec);
     match r {
         Ok(changed) => {

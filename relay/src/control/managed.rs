@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api_types::manager::{NodeRole, Registration};
 use axum::http::Method;
-use serde::Serialize;
 use svc::client::{BaseUrl, Client};
 use tracing::{info, warn};
 
@@ -25,28 +25,27 @@ pub struct ManagerLink {
     pub http: Option<String>,
 }
 
-/// The registration the manager's `POST /api/v1/nodes` takes.
-#[derive(Serialize)]
-struct Register<'a> {
-    name: &'a str,
-    role: &'static str,
-    api: &'a str,
-    rtmp: &'a str,
-    http: Option<&'a str>,
-}
-
 /// Registers (retrying with backoff until the manager accepts), then reports every source change; a manager that
 /// no longer knows the node (it lost its state) gets the registration again.
 pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
     let client = Client::new(link.manager.clone(), ctx.config.api_token.clone(), Duration::from_secs(3));
     let mut stop = ctx.stopping.clone();
     let mut changes = ctx.hub.changes();
-    let body = Register {
-        name: &link.name,
-        role: ctx.config.role.name(),
-        api: &link.api,
-        rtmp: &link.rtmp,
-        http: link.http.as_deref(),
+    // The manager's own type of `POST /api/v1/nodes`; the addresses were checked when the link was configured.
+    let (Ok(rtmp), Ok(http)) = (link.rtmp.parse(), link.http.as_deref().map(str::parse).transpose()) else {
+        tracing::error!(rtmp = %link.rtmp, http = ?link.http, "cannot register: the advertised addresses are not IP:PORT");
+        return;
+    };
+    let body = Registration {
+        name: link.name.clone(),
+        role: match ctx.config.role {
+            crate::config::Role::Origin { .. } => NodeRole::Origin,
+            crate::config::Role::Edge { .. } => NodeRole::Edge,
+        },
+        api: link.api.clone(),
+        rtmp,
+        http,
+        pool: None,
     };
     let mut registered = false;
     let mut backoff = Duration::from_millis(250);

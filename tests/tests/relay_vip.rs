@@ -1,6 +1,6 @@
 //! Playing through the VIP: an origin and three edges (the reals of VIP:1935 for RTMP and VIP:8080 for HTTP-FLV
 //! and RTMPT, the latter persistent) in the lab; ffprobe and curl from the client get the stream through the load
-//! balancer, and RTMP players spread over the edges.
+//! balancer, and RTMP players spread over the edges, which run unprivileged (as `nobody`).
 use lb_lab::bin_path;
 use lb_tests::*;
 
@@ -32,29 +32,42 @@ fn ffprobe_through_the_vip_gets_the_stream_from_the_edges() {
     );
     context(l.lab.wait_port(&r1, &real_ip(0), ORIGIN_PORT), "origin listening");
     let origin_url = format!("rtmp://{}:{ORIGIN_PORT}/live", real_ip(0));
+    // The edges run unprivileged, as `nobody` through setpriv (what the relay@ unit's DynamicUser= gives), from a
+    // copy of the binary that user can reach wherever this tree lives.
+    let unpriv = l.lab.dir.join("relay-unprivileged");
+    std::fs::copy(relay, &unpriv).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [&l.lab.dir, &unpriv] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let unpriv = unpriv.to_str().unwrap().to_string();
+    let as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs"];
+    let mut edge_pids = Vec::new();
     for i in 0..3 {
         let ns = l.lab.real(i);
-        context(
-            l.lab
-                .spawn(
-                    &ns,
-                    &format!("edge{}.log", i + 1),
-                    &[
-                        relay,
-                        "edge",
-                        "--listen",
-                        "0.0.0.0:1935",
-                        "--http-listen",
-                        &format!("0.0.0.0:{HTTP_PORT}"),
-                        "--origin",
-                        &origin_url,
-                    ],
-                )
-                .map(|_| ()),
+        let http = format!("0.0.0.0:{HTTP_PORT}");
+        let mut args: Vec<&str> = as_nobody.to_vec();
+        args.extend([
+            unpriv.as_str(),
             "edge",
-        );
+            "--listen",
+            "0.0.0.0:1935",
+            "--http-listen",
+            &http,
+            "--origin",
+            &origin_url,
+        ]);
+        edge_pids.push(context(l.lab.spawn(&ns, &format!("edge{}.log", i + 1), &args), "edge"));
         context(l.lab.wait_port(&ns, &real_ip(i), 1935), "edge listening");
         context(l.lab.wait_port(&ns, &real_ip(i), HTTP_PORT), "edge HTTP listening");
+    }
+    for pid in &edge_pids {
+        // ip -> setpriv -> relay exec in turn, so the pid is the relay's.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert_eq!(uid.split_whitespace().nth(1), Some("65534"), "edge {pid} is not nobody: {uid}");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert!(exe.ends_with("relay-unprivileged"), "{exe:?}");
     }
     let cfg = l.lab.dir.join("rtmp.toml");
     // The edges are health-checked with an RTMP handshake (C0+C1 -> S0+S1) against our own relay.

@@ -432,10 +432,13 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         // Processes a provider started for this lab carry its prefix in their environment (LAB_PREFIX): ours too,
-        // wherever they run, even in a namespace already gone. Twice, for a provider that forks just then.
-        for _ in 0..2 {
-            kill_tagged(&format!("LAB_PREFIX={}", self.prefix));
-            std::thread::sleep(Duration::from_millis(200));
+        // wherever they run, even in a namespace already gone. Again until a pass finds none, for a provider that
+        // forks just then (a pass that finds none leaves nothing that could fork).
+        for _ in 0..5 {
+            if kill_tagged(&format!("LAB_PREFIX={}", self.prefix)) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         // Namespaces something else made for this lab (a provider's edges): their processes are ours too.
         if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
@@ -464,10 +467,11 @@ impl Drop for Lab {
     }
 }
 
-/// SIGKILLs every process whose environment holds `tag` (`NAME=VALUE`).
-fn kill_tagged(tag: &str) {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+/// SIGKILLs every process whose environment holds `tag` (`NAME=VALUE`); how many it found.
+fn kill_tagged(tag: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
     let me = std::process::id();
+    let mut found = 0;
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         if pid == me {
@@ -477,8 +481,10 @@ fn kill_tagged(tag: &str) {
         if env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()) {
             // SAFETY: a process started for this lab (it carries the lab's tag).
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            found += 1;
         }
     }
+    found
 }
 
 /// Forwards TCP from `listen` in the host's own namespace (loopback only) to `target` inside namespace `ns`, so a

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Lab;
 
@@ -91,19 +91,18 @@ impl Browser {
         timeout: Duration,
         mut f: impl FnMut(&str) -> bool,
     ) -> Result<Duration> {
-        let t = Instant::now();
         let mut last = String::new();
-        while t.elapsed() < timeout {
-            last = self.source(lab)?;
-            if f(&last) {
-                return Ok(t.elapsed());
+        let what = format!("the page to show {what}");
+        let (shown, took) = crate::wait::wait_for(timeout, &what, || match self.source(lab) {
+            Ok(page) if f(&page) => Some(Ok(())),
+            Ok(page) => {
+                last = page;
+                None
             }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        bail!(
-            "timed out after {timeout:?} waiting for the page to show {what}; it shows:\n{}",
-            &last[..last.len().min(4000)]
-        )
+            Err(e) => Some(Err(e)),
+        })
+        .with_context(|| format!("it shows:\n{}", &last[..last.len().min(4000)]))?;
+        shown.map(|()| took)
     }
 
     /// Resizes the window (a phone's 390 x 844, say).

@@ -365,16 +365,10 @@ impl Cluster {
         self.call(lab, "GET", &format!("http://{ip}:{RELAY_API_PORT}/status"))
     }
 
-    /// Waits until `f` holds, polling every 100 ms; the time it took.
-    pub fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration> {
-        let t = Instant::now();
-        while t.elapsed() < timeout {
-            if f() {
-                return Ok(t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("timed out after {timeout:?} waiting for {what}")
+    /// Waits until `f` holds (the lab's [`crate::wait::wait_within`], in the argument order of the cluster
+    /// tests); the time it took.
+    pub fn wait(what: &str, timeout: Duration, f: impl FnMut() -> bool) -> Result<Duration> {
+        crate::wait::wait_within(timeout, what, f)
     }
 
     /// The "cams" group's active member per the manager.

@@ -2,6 +2,7 @@
 //! namespace, so the host's interfaces are never touched). Everything it creates is removed on Drop.
 pub mod browser;
 pub mod cluster;
+pub mod wait;
 
 use anyhow::{bail, Context, Result};
 use std::os::unix::process::CommandExt;
@@ -279,15 +280,16 @@ impl Lab {
     /// first or `timeout` passes.
     pub fn spawn_ready(&mut self, ns: &str, log: &str, args: &[&str], ready: &str, timeout: Duration) -> Result<u32> {
         let pid = self.spawn(ns, log, args)?;
-        let deadline = Instant::now() + timeout;
-        while !self.log(log).contains(ready) {
-            if !self.alive(pid) {
-                bail!("{} exited during start-up:\n{}", args[0], self.log(log));
+        let (up, _) = wait::wait_for(timeout, &format!("{} to log {ready:?}", args[0]), || {
+            if self.log(log).contains(ready) {
+                Some(true)
+            } else {
+                (!self.alive(pid)).then_some(false)
             }
-            if Instant::now() > deadline {
-                bail!("{} not ready after {timeout:?}:\n{}", args[0], self.log(log));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        })
+        .with_context(|| self.log(log))?;
+        if !up {
+            bail!("{} exited during start-up:\n{}", args[0], self.log(log));
         }
         Ok(pid)
     }
@@ -298,33 +300,22 @@ impl Lab {
         let (_, mut child) = self.procs.remove(i);
         // SAFETY: signalling a child we started and have not reaped.
         unsafe { libc::kill(pid as i32, sig) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = child.try_wait()? {
-                return Ok(st);
-            }
-            if Instant::now() > deadline {
+        match wait::wait_for(Duration::from_secs(10), "the process to exit", || child.try_wait().transpose()) {
+            Ok((st, _)) => Ok(st?),
+            Err(_) => {
                 let _ = child.kill();
-                return Ok(child.wait()?);
+                Ok(child.wait()?)
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Waits up to `timeout` for a spawned process to exit by itself.
     pub fn wait(&mut self, pid: u32, timeout: Duration) -> Result<std::process::ExitStatus> {
         let i = self.procs.iter().position(|(_, c)| c.id() == pid).context("no such lab process")?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.procs[i].1.try_wait()? {
-                self.procs.remove(i);
-                return Ok(st);
-            }
-            if Instant::now() > deadline {
-                bail!("process {pid} still running after {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = &mut self.procs[i].1;
+        let (st, _) = wait::wait_for(timeout, &format!("process {pid} to exit"), || child.try_wait().transpose())?;
+        self.procs.remove(i);
+        Ok(st?)
     }
 
     /// The pid of the running process started with spawn whose output goes to `log`.
@@ -417,17 +408,12 @@ impl Lab {
 
     /// Waits until something accepts TCP on addr:port, seen from inside `ns`.
     pub fn wait_port(&self, ns: &str, addr: &str, port: u16) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = self.exec_status(ns, &["bash", "-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])?;
-            if out.status.success() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("nothing listens on {addr}:{port} in {ns} after 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("something to listen on {addr}:{port} in {ns}");
+        wait::wait_within(Duration::from_secs(10), &what, || {
+            self.exec_status(ns, &["bash", "-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])
+                .is_ok_and(|out| out.status.success())
+        })
+        .map(|_| ())
     }
 }
 
@@ -446,10 +432,13 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         // Processes a provider started for this lab carry its prefix in their environment (LAB_PREFIX): ours too,
-        // wherever they run, even in a namespace already gone. Twice, for a provider that forks just then.
-        for _ in 0..2 {
-            kill_tagged(&format!("LAB_PREFIX={}", self.prefix));
-            std::thread::sleep(Duration::from_millis(200));
+        // wherever they run, even in a namespace already gone. Again until a pass finds none, for a provider that
+        // forks just then (a pass that finds none leaves nothing that could fork).
+        for _ in 0..5 {
+            if kill_tagged(&format!("LAB_PREFIX={}", self.prefix)) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         // Namespaces something else made for this lab (a provider's edges): their processes are ours too.
         if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
@@ -478,10 +467,11 @@ impl Drop for Lab {
     }
 }
 
-/// SIGKILLs every process whose environment holds `tag` (`NAME=VALUE`).
-fn kill_tagged(tag: &str) {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+/// SIGKILLs every process whose environment holds `tag` (`NAME=VALUE`); how many it found.
+fn kill_tagged(tag: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
     let me = std::process::id();
+    let mut found = 0;
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         if pid == me {
@@ -491,8 +481,10 @@ fn kill_tagged(tag: &str) {
         if env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()) {
             // SAFETY: a process started for this lab (it carries the lab's tag).
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            found += 1;
         }
     }
+    found
 }
 
 /// Forwards TCP from `listen` in the host's own namespace (loopback only) to `target` inside namespace `ns`, so a

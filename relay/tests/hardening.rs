@@ -98,10 +98,17 @@ fn silent_connections_time_out_but_players_do_not() {
     // A player only reads: it keeps playing well past every timeout, and so does the publisher.
     let _pub = publish(&dir, &origin.url("test"), &[]);
     wait_live(origin.api, "test");
+    let connected = Instant::now();
     let watch = PacketWatch::start(&origin.url("test"), &dir);
     wait_for("player frames", Duration::from_secs(15), || (watch.video_count() >= 10).then_some(()));
-    std::thread::sleep(Duration::from_secs(4));
+    // Watched until 3.5 s after the player connected (the latest an idle connection closed above): no further
+    // connection times out meanwhile, and the player still receives after it.
     let t = Instant::now();
+    let window = Duration::from_millis(3500).saturating_sub(connected.elapsed());
+    lb_lab::wait::holds_for(window, "no player timed out", || {
+        metric(origin.api, "relay_connections_timed_out_total") == 3.0
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     wait_for("player still receiving", Duration::from_secs(5), || (watch.video_after(t) >= 20).then_some(()));
     assert_eq!(metric(origin.api, "relay_connections_timed_out_total"), 3.0);
 }
@@ -281,7 +288,22 @@ fn a_player_behind_its_byte_budget_skips_to_a_keyframe() {
     wait_live(origin.api, "test");
     // A 4 KiB receive window that is never read: the relay's writes block once the send buffer is full.
     let mut slow = stalled_player(origin.rtmp);
-    std::thread::sleep(Duration::from_secs(8));
+    // The relay's writes block once the send buffer is full: after the player was sent a megabyte (it is being
+    // fed), the relay's bytes out stand still, where at 8 Mbit/s a write completes every frame. Still for 1.5 s:
+    // 1.5 MB the relay holds itself, fifteen times the player's byte budget (still for 0.5 s was measured too
+    // little for the relay to find the player behind when it reads again).
+    let start = metric(origin.api, "relay_bytes_out_total");
+    let mut last = (Instant::now(), start);
+    let (sent, took) = lb_lab::wait::wait_for(Duration::from_secs(20), "the relay's writes to block", || {
+        let now = metric(origin.api, "relay_bytes_out_total");
+        if now != last.1 {
+            last = (Instant::now(), now);
+        }
+        (now >= start + 1e6 && last.0.elapsed() >= Duration::from_millis(1500)).then_some(now - start)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last:?} bytes out"));
+    assert!(sent >= 1e6, "{sent} bytes sent before the writes blocked");
+    println!("figure: the relay's writes blocked {took:?} after the stalled player started, {sent} bytes sent");
     assert_eq!(metric(origin.api, "relay_frames_skipped_total"), 0.0, "skipped before the player was behind");
     // Now read everything: the relay finds the player far behind and resumes it at a keyframe.
     let mut got = 0usize;

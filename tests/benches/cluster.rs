@@ -64,7 +64,16 @@ fn main() {
             "failback",
         );
         // Let the handover settle (the standby's source stops) before the next round.
-        std::thread::sleep(Duration::from_secs(3));
+        context(
+            Cluster::wait("o2 stops ingesting after the handover", Duration::from_secs(10), || {
+                c.relay_status(lab, &origin_ip(1)).is_ok_and(|s| {
+                    s["streams"]
+                        .as_array()
+                        .is_some_and(|v| !v.iter().any(|x| x["key"] == "cam1" && !x["source"].is_null()))
+                })
+            }),
+            "standby released",
+        );
         println!(
             "round {}: failover worst {:?}, failback worst {:?}",
             r + 1,

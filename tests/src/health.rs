@@ -1,10 +1,10 @@
 //! Helpers for the issue-4 tests (health checks, drain, events, metrics, pinned restarts): a bpffs per lab for
 //! the pins, removed on Drop even when a test fails, and small readers of lbctl and metrics output.
 use crate::LbLab;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A bpf filesystem mounted in the lab's directory, holding the pins of this lab's lbd. Mounted in the host's
 /// mount namespace, so it outlives every lbd (which runs under `ip netns exec`, in a mount namespace of its own
@@ -39,19 +39,8 @@ impl Drop for BpfMount {
     }
 }
 
-/// Polls `f` until it holds or `limit` passes; returns how long it took.
-pub fn wait_within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+/// The one deadline wait of every test (the health tests have always called it from here).
+pub use lb_lab::wait::wait_within;
 
 /// `lbctl list --json`: (service "VIP:PORT", real) -> the real's JSON.
 pub fn reals(l: &LbLab) -> BTreeMap<(String, String), serde_json::Value> {

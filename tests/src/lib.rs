@@ -4,11 +4,11 @@ pub mod malformed;
 pub mod packet;
 pub mod xdpobj;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use lb_lab::{bin_path, Lab};
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use lb_lab::{real_ip, LabOptions, CLIENT_IP, LB_IP, VIP};
 
@@ -149,16 +149,9 @@ impl LbLab {
     }
 }
 
-/// Polls `f` for up to 10 s.
-pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+/// Polls `f` for up to 10 s (the lab's [`lb_lab::wait::wait_within`] with the lbd tests' usual limit).
+pub fn wait_for(f: impl FnMut() -> bool, what: &str) -> Result<()> {
+    lb_lab::wait::wait_within(Duration::from_secs(10), what, f).map(|_| ())
 }
 
 /// Fails the test early with a clear message when not root (namespaces and BPF need it).

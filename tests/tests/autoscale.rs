@@ -5,7 +5,7 @@
 //! failing and a hanging provider raise alarms and back off without starting anything.
 use lb_lab::cluster::{origin_ip, scaled_edge_ip, Cluster, Options, Players, ScaleOptions};
 use lb_tests::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn scale(provider: Option<std::path::PathBuf>) -> Options {
     Options {
@@ -38,6 +38,27 @@ fn edges(p: &serde_json::Value) -> usize {
             .map_or(0, |s| s.iter().filter(|n| !p["edges"].as_array().unwrap().contains(n)).count())
 }
 
+/// The newest event of `kind` whose message contains `part`.
+fn last_event(c: &Cluster, lab: &lb_lab::Lab, kind: &str, part: &str) -> serde_json::Value {
+    let all = c.manager(lab, &format!("events?kind={kind}")).unwrap();
+    let found = all.as_array().unwrap().iter().rev().find(|e| e["message"].as_str().is_some_and(|m| m.contains(part)));
+    found.cloned().unwrap_or_else(|| panic!("no {kind} event with {part:?}: {all}"))
+}
+
+/// How long to watch so that the pool's cooldown (3 s) since its last scaling event has passed and `rounds`
+/// manager rounds (keepalive 1 s) follow: the window in which a wrong decision would show.
+fn until_cooled(c: &Cluster, lab: &lb_lab::Lab, rounds: u64) -> Duration {
+    let last = ["scale-out", "scale-in"]
+        .iter()
+        .flat_map(|k| c.manager(lab, &format!("events?kind={k}")).unwrap().as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["time_ms"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let cooled_in = Duration::from_millis((last + 3_000).saturating_sub(now_ms));
+    cooled_in + Duration::from_secs(rounds)
+}
+
 #[test]
 fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
     require_root();
@@ -68,7 +89,6 @@ fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
     println!("edges-1 up {t:?} after the load started");
     // New players through the VIP reach the new edge.
     let mut more = Vec::new();
-    let t = Instant::now();
     let served = Cluster::wait("a new player on edges-1 through the VIP", Duration::from_secs(60), || {
         if c.relay_status(lab, &scaled_edge_ip(0)).is_ok_and(|s| s["players"].as_u64().unwrap_or(0) > 0) {
             return true;
@@ -80,28 +100,29 @@ fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
     })
     .unwrap();
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let decided = out.as_array().unwrap().iter().filter_map(|e| e["time_ms"].as_u64()).min().unwrap_or(now_ms);
+    let decided = out.as_array().unwrap().iter().filter_map(|e| e["time_ms"].as_u64()).min();
+    let decided = decided.unwrap_or_else(|| panic!("scale-out events without a time: {out}"));
+    assert!(decided <= now_ms, "a scale-out decided in the future ({decided} > {now_ms})");
     println!(
         "figure: threshold crossed (scale-out event) -> a player served by the new edge through the VIP: {} ms ({served:?} after it was up, {} extra players)",
-        now_ms.saturating_sub(decided),
+        now_ms - decided,
         more.len()
     );
-    let _ = t;
     // However high the load goes, the pool stops at max (4).
     let many = Players::start(lab, &url, 6, "c").unwrap();
     let mut seen_max = 0;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while Instant::now() < deadline {
+    let at_max = Cluster::wait("the pool at max with edges-2 up", Duration::from_secs(40), || {
         let n = edges(&pool(&c, lab));
         seen_max = seen_max.max(n);
         assert!(n <= 4, "the pool went past max: {}", pool(&c, lab));
-        if n == 4 && c.manager(lab, "nodes/edges-2").is_ok_and(|n| n["state"] == "up") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        n == 4 && c.manager(lab, "nodes/edges-2").is_ok_and(|n| n["state"] == "up")
+    });
+    context(at_max, "scale-out to max");
     assert_eq!(seen_max, 4, "{}", pool(&c, lab));
-    std::thread::sleep(Duration::from_secs(5));
+    // Under load at max the pool neither grows nor shrinks: watched until the cooldown (3 s) since the last
+    // start has passed and then for two rounds (keepalive 1 s), so the manager decided with the cooldown over.
+    let held = lb_lab::wait::holds_for(until_cooled(&c, lab, 2), "4 edges under load", || edges(&pool(&c, lab)) == 4);
+    context(held, "still 4 under load");
     assert_eq!(edges(&pool(&c, lab)), 4, "still 4 under load");
 
     // Every player is still connected; then the load goes.
@@ -124,9 +145,14 @@ fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
     })
     .unwrap();
     let before = direct.sizes();
-    std::thread::sleep(Duration::from_secs(6));
+    // A drained edge is stopped in the first round after it reports no player (keepalive 1 s): three rounds
+    // watched, failing at once if edges-2 leaves draining or its player goes.
+    let kept = lb_lab::wait::holds_for(Duration::from_secs(3), "edges-2 draining with its player", || {
+        lab.alive(direct.pids[0]) && c.manager(lab, "nodes/edges-2").is_ok_and(|n| n["state"] == "draining")
+    });
+    context(kept, "the scale-in cut a player");
+    context(direct.wait_growth(&before, 50_000, Duration::from_secs(5)), "the drained edge's player still receives");
     assert!(lab.alive(direct.pids[0]), "the scale-in cut a player");
-    assert!(direct.sizes()[0] > before[0] + 50_000, "the drained edge's player still receives");
     assert_eq!(c.manager(lab, "nodes/edges-2").unwrap()["state"], "draining", "stopped with a player on it");
     direct.stop(lab);
     // No started edge is stopped before its min_lifetime (15 s); then they are drained and stopped, down to min.
@@ -136,7 +162,9 @@ fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
     assert_eq!(ins.as_array().unwrap().len(), 2, "{ins}");
     let done = c.manager(lab, "events?kind=scale-in-done").unwrap();
     assert_eq!(done.as_array().unwrap().len(), 2, "{done}");
-    std::thread::sleep(Duration::from_secs(5));
+    // At min, a scale-in round finds nothing to stop: two rounds after the cooldown watched.
+    let held = lb_lab::wait::holds_for(until_cooled(&c, lab, 2), "2 edges at min", || edges(&pool(&c, lab)) == 2);
+    context(held, "never below min");
     assert_eq!(edges(&pool(&c, lab)), 2, "never below min");
     // A manual start ahead of a peak: it starts with no load, counts toward the pool, and is kept for its
     // min_lifetime (15 s) although the load is nil; then scale-in takes it back to min.
@@ -148,9 +176,16 @@ fn load_through_the_vip_scales_the_pool_out_to_max_and_back_to_min() {
     })
     .unwrap();
     println!("manual start: in service {up:?} after the request");
-    std::thread::sleep(Duration::from_secs(8));
-    assert_eq!(edges(&pool(&c, lab)), 3, "stopped before its min_lifetime");
-    Cluster::wait("back to min after its lifetime", Duration::from_secs(40), || edges(&pool(&c, lab)) == 2).unwrap();
+    let manual = last_event(&c, lab, "scale-out", "manual start: starting ");
+    context(
+        Cluster::wait("back to min after its lifetime", Duration::from_secs(40), || edges(&pool(&c, lab)) == 2),
+        "scale-in of the manual edge",
+    );
+    // Kept for its min_lifetime (15 s, counted in whole seconds from the start request) by the manager's clock.
+    let (started, node) = (manual["time_ms"].as_u64().unwrap(), manual["message"].as_str().unwrap());
+    let node = node.split("starting ").nth(1).unwrap().split(' ').next().unwrap();
+    let stopped = last_event(&c, lab, "scale-in", &format!("draining {node},"))["time_ms"].as_u64().unwrap();
+    assert!(stopped >= started + 14_000, "{node} drained {} ms after its start", stopped.saturating_sub(started));
     // Out of the LB and their namespaces gone.
     let list = lab
         .exec(
@@ -197,10 +232,15 @@ fn a_failing_and_a_hanging_provider_raise_alarms_and_back_off() {
             })
         })
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", provider.display(), c.manager_log(lab)));
-        // No runaway: in the next seconds at most a retry after the backoff, never more edges than max.
-        std::thread::sleep(Duration::from_secs(6));
-        let fails = c.manager(lab, "events?kind=provider-failed").unwrap();
-        assert!(fails.as_array().unwrap().len() <= 2, "{fails}");
+        // No runaway: through the backoff (the cooldown, 3 s) and two rounds after it (keepalive 1 s) at most a
+        // retry, never more edges than max; watched, failing at the first third attempt.
+        let fails = || c.manager(lab, "events?kind=provider-failed").unwrap().as_array().unwrap().len();
+        let calm = lb_lab::wait::holds_for(Duration::from_secs(3 + 2), "at most one retry", || {
+            fails() <= 2 && edges(&pool(&c, lab)) == 2
+        });
+        context(calm, &format!("{}: {}", provider.display(), pool(&c, lab)));
+        let fails = fails();
+        assert!((1..=2).contains(&fails), "{fails} provider failures");
         assert_eq!(edges(&pool(&c, lab)), 2, "{}", pool(&c, lab));
         // A hanging provider was killed: no `sleep 600` left.
         let left = std::process::Command::new("pgrep").args(["-f", "sleep 600"]).output().unwrap();

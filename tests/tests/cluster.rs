@@ -4,7 +4,7 @@
 use lb_lab::{bin_path, LB_IP};
 use lb_tests::*;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LB2_IP: &str = "10.99.0.3";
 const ROUTER_IP: &str = "10.99.0.1";
@@ -48,12 +48,8 @@ fn next_hops(l: &LbLab) -> Vec<String> {
 }
 
 fn wait_hops(l: &LbLab, want: &[&str], limit: Duration) -> Duration {
-    let start = Instant::now();
-    while next_hops(l) != want {
-        assert!(start.elapsed() < limit, "router next hops {:?}, wanted {want:?} within {limit:?}", next_hops(l));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
+    lb_lab::wait::wait_within(limit, &format!("router next hops {want:?}"), || next_hops(l) == want)
+        .unwrap_or_else(|e| panic!("{e}: they are {:?}", next_hops(l)))
 }
 
 fn forwarded(l: &LbLab, sock: &str) -> u64 {
@@ -300,13 +296,12 @@ fn anycast_sites_fail_over_in_preference_order_and_a_wrong_sync_key_is_refused()
     }
     // Site 1 dies; new connections reach site 2 once the router has withdrawn site 1.
     context(l.lab.ip(&l.lab.lb(), &["link", "set", "eth0", "down"]), "site 1 link down");
-    let died = Instant::now();
-    while ask(&l) != "r2" {
-        assert!(died.elapsed() < Duration::from_secs(15), "site 2 never took over");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!("anycast: site 1 died; new connections reached site 2 after {:?}", died.elapsed());
-    assert!(died.elapsed() <= Duration::from_secs(6), "took {:?}: more than the hold time and a retry", died.elapsed());
+    let took = context(
+        lb_lab::wait::wait_within(Duration::from_secs(15), "site 2 to take over", || ask(&l) == "r2"),
+        "anycast failover",
+    );
+    eprintln!("anycast: site 1 died; new connections reached site 2 after {took:?}");
+    assert!(took <= Duration::from_secs(6), "took {took:?}: more than the hold time and a retry");
     // Site 1's flows reached site 2 (same key) and were refused by site 3 (another key), which inserted nothing.
     let stats = |i: usize| -> serde_json::Value {
         let sock = dir.join(format!("site{i}.sock")).display().to_string();

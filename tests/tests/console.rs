@@ -8,6 +8,11 @@ use lb_lab::LB_IP;
 use lb_tests::*;
 use std::time::Duration;
 
+/// The most samples any graph of a console page has (its charts' `data-points`).
+fn most_points(html: &str) -> usize {
+    html.split("data-points=\"").skip(1).filter_map(|s| s.split('"').next()?.parse::<usize>().ok()).max().unwrap_or(0)
+}
+
 /// `smctl check ARGS` from the LB host against the lab's manager: (exit code, status line).
 fn check(lab: &lb_lab::Lab, c: &Cluster, args: &[&str]) -> (i32, String) {
     let smctl = lb_lab::bin_path("smctl");
@@ -38,12 +43,16 @@ fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
         }),
         "cluster up",
     );
-    // A few samples for the graphs (every 2 s here).
-    std::thread::sleep(Duration::from_secs(7));
+    // Two samples for a graph (one every 2 s here), seen in the page the browser will open.
+    let page = format!("http://{LB_IP}:{MANAGER_PORT}/");
+    let samples = Cluster::wait("a graph with two samples", Duration::from_secs(10), || {
+        lab.exec_status(&lab.lb(), &["curl", "-sS", "--max-time", "3", &page])
+            .is_ok_and(|out| most_points(&String::from_utf8_lossy(&out.stdout)) >= 2)
+    });
+    context(samples, "graph samples");
 
     let lb = lab.lb();
     let browser = context(Browser::start(lab, &lb, 9515), "chromium");
-    let page = format!("http://{LB_IP}:{MANAGER_PORT}/");
     context(browser.open(lab, &page), "open the console");
     let html = context(browser.source(lab), "page source");
     // What the page shows matches the API: every node with its state, the group's active member, every stream.
@@ -64,13 +73,7 @@ fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
         assert!(html.contains(&lb_lab::real_ip(i)), "the LB section lists real {}", lb_lab::real_ip(i));
     }
     // A graph has data points: players and outbound bit rate per edge were sampled.
-    let points: usize = html
-        .split("data-points=\"")
-        .skip(1)
-        .filter_map(|s| s.split('"').next()?.parse::<usize>().ok())
-        .max()
-        .unwrap_or(0);
-    assert!(points >= 2, "no graph has two samples");
+    assert!(most_points(&html) >= 2, "no graph has two samples");
     // Drawn, not only present: the browser lays the charts out with a real size.
     let width =
         browser.eval(lab, "return document.querySelector('figure.chart svg').getBoundingClientRect().width").unwrap();
@@ -90,7 +93,12 @@ fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
     let shown =
         "return Array.from(document.querySelectorAll('button[data-post]')).filter(b => b.offsetParent !== null).length";
     assert_eq!(browser.eval(lab, shown).unwrap(), 0, "action buttons without a token");
-    let sign_in = |t: &str| format!("sessionStorage.setItem('token', '{t}'); location.reload(); return 1");
+    // The old page carries a mark that the reloaded one does not have.
+    let sign_in = |t: &str| {
+        format!("window.beforeSignIn = 1; sessionStorage.setItem('token', '{t}'); location.reload(); return 1")
+    };
+    let reloaded = "return window.beforeSignIn === undefined && document.readyState === 'complete' \
+                    && document.body.innerHTML.includes('sign out')";
     let click = |node: &str, what: &str| {
         format!("document.querySelector('button[data-post=\"/api/v1/nodes/{node}/{what}\"]').click(); return 1")
     };
@@ -104,7 +112,10 @@ fn the_console_shows_the_cluster_and_a_failover_without_a_reload() {
         .unwrap();
     assert_eq!(c.manager(lab, "nodes/e3").unwrap()["state"], "up", "a wrong token changed something");
     browser.eval(lab, &sign_in(Cluster::TOKEN)).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let signed_in = lb_lab::wait::wait_within(Duration::from_secs(5), "the page reloaded with the token", || {
+        browser.eval(lab, reloaded).is_ok_and(|v| v == true)
+    });
+    context(signed_in, "sign in");
     browser.eval(lab, &click("e3", "maintenance")).unwrap();
     Cluster::wait("e3 in maintenance from the page", Duration::from_secs(5), || {
         c.manager(lab, "nodes/e3").is_ok_and(|n| n["state"] != "up")

@@ -169,18 +169,32 @@ fn idle_udp_flows_of_a_drained_real_end_and_the_client_is_placed_again() {
     let first = ask(&l);
     assert!(first == "r1" || first == "r2", "{first:?}");
     let idx: usize = first[1..].parse::<usize>().unwrap() - 1;
+    let expired = |l: &LbLab| -> u64 {
+        let stats: serde_json::Value = serde_json::from_str(&l.lbctl_ok(&["stats", "--json"])).unwrap();
+        stats["flows_expired"].as_u64().unwrap_or_else(|| panic!("no flows_expired in {stats}"))
+    };
+    assert_eq!(expired(&l), 0, "a flow expired before any was idle");
     l.lbctl_ok(&["drain", &svc, &real_ip(idx), "--proto", "udp"]);
-    // An active flow stays on its drained real...
-    for _ in 0..3 {
-        assert_eq!(ask(&l), first, "an active UDP flow left its drained real");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // An active flow stays on its drained real, asked again and again for longer than --flow-idle-timeout (2 s)...
+    let stayed =
+        lb_lab::wait::holds_for(Duration::from_millis(2500), "the active UDP flow on its drained real", || {
+            ask(&l) == first
+        });
+    context(stayed, "active flow");
+    let last_asked = std::time::Instant::now();
+    assert_eq!(expired(&l), 0, "the sweep ended an active flow");
     // ...and once idle beyond --flow-idle-timeout the sweep ends it: the next datagram is placed anew.
-    std::thread::sleep(Duration::from_secs(5));
+    context(
+        lb_lab::wait::wait_within(Duration::from_secs(5), "the sweep to expire the idle flow", || expired(&l) >= 1),
+        "flow sweep",
+    );
+    let idle = last_asked.elapsed();
+    // Not before it was idle for the timeout, less the XDP program's atime granularity (it refreshes a flow's
+    // atime only once that is 1 s old) and a margin for the kernel's coarse clock.
+    assert!(idle >= Duration::from_millis(900), "the flow was expired after {idle:?} idle, timeout 2 s");
+    assert_eq!(expired(&l), 1, "one flow was idle");
     let other = if idx == 0 { "r2" } else { "r1" };
     assert_eq!(ask(&l), other, "the idle flow still went to the drained real");
-    let stats: serde_json::Value = serde_json::from_str(&l.lbctl_ok(&["stats", "--json"])).unwrap();
-    assert!(stats["flows_expired"].as_u64().unwrap() >= 1, "{stats}");
 }
 
 /// `--manage-vips` with an IPv6 VIP: lbd adds it deprecated, so the LB's own connections (health checks) never

@@ -254,16 +254,8 @@ fn a_real_whose_mac_changes_is_followed() {
     let new_mac = "02:00:00:00:99:02";
     context(l.lab.ip(&l.lab.real(1), &["link", "set", "eth0", "address", new_mac]), "change r2's MAC");
     let mac_of_r2 = |l: &LbLab| l.list_json()[0]["reals"][1]["mac"].as_str().unwrap_or("").to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    while mac_of_r2(&l) != new_mac {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "lbd still has {} for r2 after 40 s:\n{}",
-            mac_of_r2(&l),
-            l.lbd_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    lb_lab::wait::wait_within(Duration::from_secs(40), "lbd to learn r2's new MAC", || mac_of_r2(&l) == new_mac)
+        .unwrap_or_else(|e| panic!("{e}: lbd still has {} for r2:\n{}", mac_of_r2(&l), l.lbd_log()));
     let after = context(l.spread(30), "curl after the MAC change");
     assert!(!after.contains_key("FAIL"), "{after:?}");
     assert!(after.get("r2").copied().unwrap_or(0) > 0, "r2 gets nothing at its new MAC: {after:?}");

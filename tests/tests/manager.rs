@@ -212,17 +212,25 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
     assert!(cleared["raised"].as_array().unwrap().iter().all(|a| a["subject"] != "o1"), "{cleared}");
 
     // A manager restart during playback changes nothing: same active member, no source or edge moved.
-    let before = events(&c, lab, "ingest-started").len() + events(&c, lab, "edge-repointed").len();
-    let _ = before;
+    let moves = ["ingest-started", "ingest-stopped", "edge-repointed", "failover", "failback"];
+    let moved = |c: &Cluster, lab: &lb_lab::Lab| -> Vec<_> { moves.iter().flat_map(|k| events(c, lab, k)).collect() };
+    // The old manager's log has these moves (the failover and the failback): the empty log after the restart
+    // below is the new manager's own doing, not a query that finds nothing.
+    let before = moved(&c, lab).len();
+    assert!(before >= 3, "the failover and failback were not logged as moves: {:?}", moved(&c, lab));
     c.stop_manager(lab, libc::SIGTERM).unwrap();
+    let restarted = Instant::now();
     c.start_manager(lab).unwrap();
-    std::thread::sleep(Duration::from_secs(5));
+    // Watched until the new manager has decided: its start-up hold (failover_time, 3 s) and two rounds after it
+    // (keepalive 1 s), counted from the start; a move fails the test when it happens.
+    let watch = (Duration::from_secs(3 + 2)).saturating_sub(restarted.elapsed());
+    let unmoved = lb_lab::wait::holds_for(watch, "o1 active and nothing moved after the restart", || {
+        c.active(lab).as_deref() == Some("o1") && moved(&c, lab).is_empty()
+    });
+    check(&c, lab, unmoved, "manager restart");
     assert_eq!(c.active(lab).as_deref(), Some("o1"));
-    let moved: Vec<_> = ["ingest-started", "ingest-stopped", "edge-repointed", "failover", "failback"]
-        .iter()
-        .flat_map(|k| events(&c, lab, k))
-        .collect();
-    assert!(moved.is_empty(), "the restarted manager moved something: {moved:?}\n{}", c.manager_log(lab));
+    let after = moved(&c, lab);
+    assert!(after.is_empty(), "the restarted manager moved something: {after:?}\n{}", c.manager_log(lab));
 
     // Maintenance of e1: drained in the LB, no new player through the VIP lands there, its players continue.
     let e1_players = c.relay_status(lab, &real_ip(0)).unwrap()["players"].as_u64().unwrap();
@@ -385,7 +393,13 @@ fn n_plus_2_and_a_shared_standby_take_each_group_by_priority() {
         }),
         "back",
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // A failback would start with a handover in the first round after o1 and o2 are up (keepalive 1 s): two
+    // rounds watched, failing at the first sign of one.
+    let handovers = events(&c, lab, "handover-started").len();
+    let stayed = lb_lab::wait::holds_for(Duration::from_secs(2), "both groups on o3 with no new handover", || {
+        on(&c, lab, 2, 2) && events(&c, lab, "handover-started").len() == handovers
+    });
+    check(&c, lab, stayed, "no failback");
     assert!(on(&c, lab, 2, 2), "without failback the groups stay on o3");
     let failovers = events(&c, lab, "failover");
     assert_eq!(failovers.len(), 2, "{failovers:?}");

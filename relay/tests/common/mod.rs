@@ -79,16 +79,8 @@ impl Proc {
 
     /// Waits up to `limit` for exit; None if still running.
     pub fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("{} to exit", self.name);
+        lb_lab::wait::wait_for(limit, &what, || self.child.try_wait().unwrap()).ok().map(|(s, _)| s)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -117,23 +109,15 @@ impl Drop for Proc {
 
 /// Polls until a TCP connect to `addr` succeeds.
 pub fn wait_port(addr: SocketAddr, limit: Duration) {
-    let end = Instant::now() + limit;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < end, "nothing listening on {addr} after {limit:?}");
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    wait_for(&format!("something to listen on {addr}"), limit, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    });
 }
 
-/// Polls `f` until it returns Some, failing with `what` after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Polls `f` until it returns Some, failing the test with `what` after `limit` (the lab's
+/// [`lb_lab::wait::wait_for`], panicking as these tests do).
+pub fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    lb_lab::wait::wait_for(limit, what, f).map(|(v, _)| v).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Minimal HTTP/1.1 client for the relay API: (status code, body). One request per connection.
@@ -264,18 +248,12 @@ pub fn run_limited(mut cmd: Command, limit: Duration) -> (bool, String, String) 
         let _ = err.read_to_string(&mut s);
         s
     });
-    let end = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = lb_lab::wait::wait_for(limit, "the command to finish", || child.try_wait().unwrap()).ok();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let status = status.map(|(s, _)| s);
     let (o, e) = (t_out.join().unwrap(), t_err.join().unwrap());
     (status.is_some_and(|s| s.success()), o, e)
 }

@@ -61,6 +61,32 @@ impl Drop for Admitted {
     }
 }
 
+/// Accepts `what` connections (RTMP, HTTP media) until shutdown: each passes the gate, then `serve` runs it in a
+/// task of its own holding the gate's slot.
+pub(crate) async fn accept_loop<F, Fut>(
+    ctx: Arc<Egress>,
+    listener: tokio::net::TcpListener,
+    what: &'static str,
+    serve: F,
+) where
+    F: Fn(Arc<Egress>, tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut stop = ctx.stopping.clone();
+    while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, what).await {
+        let Some(slot) = admit(&ctx, peer) else {
+            drop(sock);
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let conn = serve(ctx.clone(), sock, peer);
+        tokio::spawn(async move {
+            let _slot = slot;
+            conn.await;
+        });
+    }
+}
+
 /// The gate every media connection (RTMP, HTTP-FLV, RTMPT) passes at accept; None closes it with a log line.
 pub fn admit(ctx: &Arc<Egress>, peer: SocketAddr) -> Option<Admitted> {
     let active = ctx.metrics.connections_active.load(Ordering::Relaxed);

@@ -14,27 +14,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use super::gate::admit;
 use super::Egress;
 use crate::metrics::Metrics;
 use crate::wire::http::parse_request;
 
 pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener) {
-    let mut stop = ctx.stopping.clone();
-    while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "HTTP media").await {
-        let Some(slot) = admit(&ctx, peer) else {
-            drop(sock);
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = serve(&ctx, sock, peer).await {
-                debug!(%peer, error = %e, "HTTP media connection ended");
-            }
-        });
-    }
+    super::gate::accept_loop(ctx, listener, "HTTP media", |ctx, sock, peer| async move {
+        if let Err(e) = serve(&ctx, sock, peer).await {
+            debug!(%peer, error = %e, "HTTP media connection ended");
+        }
+    })
+    .await
 }
 
 /// Reads one request head (within --handshake-timeout), then answers it.

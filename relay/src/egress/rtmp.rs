@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
-use super::gate::{admit, open_play};
+use super::gate::open_play;
 use super::player::{write_bufs, Player, Sink, WriteError};
 use super::Egress;
 use crate::hub::{Ended, Event, Protocol, PublishRequest, Publisher};
@@ -20,19 +20,7 @@ use crate::metrics::Metrics;
 use crate::wire::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 
 pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener) {
-    let mut stop = ctx.stopping.clone();
-    while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, "RTMP").await {
-        let Some(slot) = admit(&ctx, peer) else {
-            drop(sock);
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            serve_rtmp(ctx, sock, peer, Protocol::Rtmp).await;
-        });
-    }
+    super::gate::accept_loop(ctx, listener, "RTMP", |ctx, sock, peer| serve_rtmp(ctx, sock, peer, Protocol::Rtmp)).await
 }
 
 /// A byte stream an RTMP session runs on: a TCP connection, or the in-memory end of an RTMPT session.

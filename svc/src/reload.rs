@@ -49,13 +49,12 @@ pub fn changed_keys(old: &impl serde::Serialize, new: &impl serde::Serialize) ->
 
 /// Waits for SIGHUPs and re-reads the daemon's configuration with `reread` each time, logging the outcome: a file
 /// that no longer validates is refused with the reason (the running configuration stays); a valid one is compared
-/// with `running` and the changed settings are named. `apply` gets the new settings and says which of the changed
-/// keys it applied live; the rest take effect at the next start, and the log says so.
+/// with `running` and the changed settings are named; they take effect at the next start (nothing is applied
+/// live yet), and the log says so.
 pub async fn watch<S: serde::Serialize>(
     mut reloads: Reloads,
     mut running: S,
     mut reread: impl FnMut() -> Result<S, String>,
-    mut apply: impl FnMut(&S, &[String]) -> Vec<String>,
 ) {
     while reloads.next().await {
         match reread() {
@@ -66,18 +65,10 @@ pub async fn watch<S: serde::Serialize>(
                     tracing::info!("SIGHUP: configuration valid and unchanged");
                     continue;
                 }
-                let applied = apply(&new, &changed);
-                let pending: Vec<&String> = changed.iter().filter(|k| !applied.contains(k)).collect();
-                if !applied.is_empty() {
-                    tracing::info!(settings = %applied.join(", "), "SIGHUP: applied");
-                }
-                if !pending.is_empty() {
-                    let list: Vec<&str> = pending.iter().map(|s| s.as_str()).collect();
-                    tracing::warn!(
-                        settings = %list.join(", "),
-                        "SIGHUP: changed, applied at the next start (a restart; an edge drains first through maintenance)"
-                    );
-                }
+                tracing::warn!(
+                    settings = %changed.join(", "),
+                    "SIGHUP: changed, applied at the next start (a restart; an edge drains first through maintenance)"
+                );
                 running = new;
             }
         }

@@ -168,12 +168,9 @@ async fn main() -> Result<()> {
     // Everything the operator gave is parsed and validated before the dataplane is touched.
     let (s, initial) = load(&args)?;
     let again = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    tokio::spawn(svc::reload::watch(
-        reloads,
-        s.clone(),
-        move || load(&again).map(|(s, _)| s).map_err(|e| format!("{e:#}")),
-        |_, _| Vec::new(),
-    ));
+    tokio::spawn(svc::reload::watch(reloads, s.clone(), move || {
+        load(&again).map(|(s, _)| s).map_err(|e| format!("{e:#}"))
+    }));
     let pin_dir = match (&s.pin_dir, &s.iface) {
         _ if s.no_pin => None,
         (Some(d), _) => Some(d.clone()),

@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
             file_tables(&path)
         };
         let running = file_tables(&cli.config).unwrap_or_default();
-        tokio::spawn(svc::reload::watch(reloads, running, reread, |_, _| Vec::new()));
+        tokio::spawn(svc::reload::watch(reloads, running, reread));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the API on {}", config.listen))?;

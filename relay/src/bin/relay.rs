@@ -330,12 +330,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         // First, before any socket: from here a SIGHUP re-reads the configuration instead of ending the relay.
         let reloads = svc::reload::reloads().context("installing the SIGHUP handler")?;
-        tokio::spawn(svc::reload::watch(
-            reloads,
-            s.clone(),
-            move || reread(&cli).map_err(|e| format!("{e:#}")),
-            |_, _| Vec::new(),
-        ));
+        tokio::spawn(svc::reload::watch(reloads, s.clone(), move || reread(&cli).map_err(|e| format!("{e:#}"))));
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding RTMP listener {listen}"))?;
         let api = match s.api {

@@ -3,6 +3,7 @@
 
 pub mod chunk;
 pub mod flv;
+pub mod fmp4;
 pub mod http;
 pub mod names;
 pub mod proto;

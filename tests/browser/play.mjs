@@ -40,14 +40,22 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let context = null;
 let profile = null;
+let cleaning = null;
 
-/** Closes the browser and removes its profile; safe to call twice. */
-async function cleanup() {
-  const c = context;
-  context = null;
-  if (c) await c.close().catch(() => {});
-  if (profile) rmSync(profile, { recursive: true, force: true });
-  profile = null;
+/** Closes the browser, then removes its profile; every caller (the end, a signal) waits for the same one run. */
+function cleanup() {
+  cleaning ??= (async () => {
+    if (context) await context.close().catch(() => {});
+    // Retries: a Chromium that is still going down may write into its profile for a moment.
+    if (profile) {
+      try {
+        rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+      } catch (e) {
+        process.stderr.write(`play.mjs: could not remove the browser profile ${profile}: ${e.message}\n`);
+      }
+    }
+  })();
+  return cleaning;
 }
 
 function die(message) {
@@ -57,8 +65,9 @@ function die(message) {
   process.exitCode = 1;
 }
 
-for (const sig of ["SIGINT", "SIGTERM"]) {
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   process.on(sig, async () => {
+    process.stderr.write(`play.mjs: stopped by ${sig}\n`);
     await cleanup();
     process.exit(1);
   });
@@ -79,6 +88,10 @@ async function main() {
     executablePath: opts.chromium,
     headless: true,
     viewport: { width: 1280, height: 900 },
+    // Our own handlers close the browser first, then remove the profile.
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
     // The machine's network is closed: no background connections, no first-run work, no QUIC.
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

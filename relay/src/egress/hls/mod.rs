@@ -272,6 +272,11 @@ async fn reply(ctx: &Arc<Egress>, peer: SocketAddr, req: &Request, app: &str, ke
     if !hls.enabled {
         return Reply::text(404, "HLS is off on this relay (--hls false)");
     }
+    // A stream that ended after playing: its players get the last playlist (EXT-X-ENDLIST) and segments for a
+    // while, rather than a new, empty stream of the same key.
+    if let Some(p) = hls.packager(app, key).filter(|p| p.state().ended == Some(true)) {
+        return respond::file(ctx, &p, file, query).await;
+    }
     if let Err(r) = hls.session(ctx, peer, app, key, query).await {
         return r;
     }

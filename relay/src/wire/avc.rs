@@ -302,7 +302,7 @@ mod tests {
         }
         fn nal(mut self) -> Vec<u8> {
             self.0.push(true); // rbsp_stop_one_bit
-            while self.0.len() % 8 != 0 {
+            while !self.0.len().is_multiple_of(8) {
                 self.0.push(false);
             }
             let bytes: Vec<u8> = self.0.chunks(8).map(|c| c.iter().fold(0u8, |a, &b| (a << 1) | b as u8)).collect();
@@ -340,7 +340,7 @@ mod tests {
                 let n = if i == 1 { 3 } else { 64 };
                 for j in 0..n {
                     w.se(if i == 1 && j == 2 {
-                        -((8 + 5 - 3) as i32)
+                        -(8 + 5 - 3)
                     } else if j % 2 == 0 {
                         5
                     } else {

@@ -55,9 +55,9 @@ fn samples(tags: &[&Media]) -> Vec<Sample> {
     out
 }
 
-/// Init segment + fragments of about 1 s (each starting at a video keyframe) for the FLV's tags, in one buffer;
-/// also the number of fragments and the configs' codec strings.
-fn mux(tags: &[Media]) -> (Vec<u8>, usize, String, String) {
+/// Init segment + fragments of about 1 s (each starting at a video keyframe) for the FLV's tags, in one buffer, with
+/// the video and/or the audio track; also the number of fragments and the configs' codec strings.
+fn mux(tags: &[Media], with_video: bool, with_audio: bool) -> (Vec<u8>, usize, String, String) {
     let vh = tags.iter().find(|m| m.is_video_header()).expect("an AVC sequence header");
     let ah = tags.iter().find(|m| m.is_audio_header()).expect("an AAC sequence header");
     let video = fmp4::video_config(&vh.payload).unwrap();
@@ -80,7 +80,7 @@ fn mux(tags: &[Media]) -> (Vec<u8>, usize, String, String) {
             cuts.push(s.dts);
         }
     }
-    let mut out = fmp4::init_segment(Some(&video), Some(&audio)).to_vec();
+    let mut out = fmp4::init_segment(with_video.then_some(&video), with_audio.then_some(&audio)).to_vec();
     for (i, &start) in cuts.iter().enumerate() {
         let end = cuts.get(i + 1).copied().unwrap_or(u64::MAX);
         // Audio before the first keyframe goes with the first fragment.
@@ -88,7 +88,8 @@ fn mux(tags: &[Media]) -> (Vec<u8>, usize, String, String) {
         let fv: Vec<Sample> = v.iter().filter(within).cloned().collect();
         let fa: Vec<Sample> = a.iter().filter(within).cloned().collect();
         assert!(fv[0].keyframe, "fragment {i} starts at a keyframe");
-        for part in fmp4::fragment(i as u32 + 1, &fv, &fa) {
+        let (fv, fa) = (if with_video { &fv[..] } else { &[] }, if with_audio { &fa[..] } else { &[] });
+        for part in fmp4::fragment(i as u32 + 1, fv, fa) {
             out.extend_from_slice(&part);
         }
     }
@@ -151,8 +152,8 @@ fn ffmpeg_flv_to_fmp4_plays() {
         .filter(|s| s.cts != 0)
         .count();
     assert!(negative_or_positive_cts > 60, "B-frames give most frames a composition offset");
-    let (bytes, fragments, vcodec, acodec) = mux(&tags);
-    assert_eq!(mux(&tags).0, bytes, "the same input gives the same bytes");
+    let (bytes, fragments, vcodec, acodec) = mux(&tags, true, true);
+    assert_eq!(mux(&tags, true, true).0, bytes, "the same input gives the same bytes");
     assert_eq!(fragments, 4, "one fragment per second of a 4 s stream with a keyframe every 30 frames");
     // x264 chooses High profile level 3.0 for 640x360 at 30 fps.
     assert_eq!((vcodec.as_str(), acodec.as_str()), ("avc1.64001e", "mp4a.40.2"));
@@ -162,6 +163,7 @@ fn ffmpeg_flv_to_fmp4_plays() {
     let ours = probe(&out);
     assert_eq!(ours.len(), 2, "{ours:?}");
     let (v, a) = (stream(&ours, "video"), stream(&ours, "audio"));
+    assert_eq!((v["id"].as_str(), a["id"].as_str()), (Some("0x1"), Some("0x2")), "track ids");
     assert_eq!(
         (v["codec_name"].as_str(), v["width"].as_i64(), v["height"].as_i64()),
         (Some("h264"), Some(640), Some(360))
@@ -185,8 +187,24 @@ fn ffmpeg_flv_to_fmp4_plays() {
         assert_eq!(ours, theirs, "{kind} packets (pts,dts,flags)");
     }
 
+    decodes_cleanly(&out);
+
+    // One track alone (its id stays 1 or 2): the same packets as in the source.
+    for (with_video, kind, name, id) in [(true, "v", "video", "0x1"), (false, "a", "audio", "0x2")] {
+        let file = dir.path(&format!("{name}.mp4"));
+        std::fs::write(&file, mux(&tags, with_video, !with_video).0).unwrap();
+        let streams = probe(&file);
+        assert_eq!(streams.len(), 1, "{streams:?}");
+        assert_eq!((streams[0]["codec_type"].as_str(), streams[0]["id"].as_str()), (Some(name), Some(id)));
+        assert_eq!(packets(&file, kind), packets(&src, kind), "{name} alone");
+        decodes_cleanly(&file);
+    }
+}
+
+/// `ffmpeg -v error -i FILE -f null -` succeeds and prints nothing.
+fn decodes_cleanly(file: &Path) {
     let mut dec = Command::new("ffmpeg");
-    dec.args(["-v", "error", "-i"]).arg(&out).args(["-f", "null", "-"]);
+    dec.args(["-v", "error", "-i"]).arg(file).args(["-f", "null", "-"]);
     let (ok, stdout, stderr) = run_limited(dec, Duration::from_secs(60));
-    assert!(ok && stderr.is_empty(), "ffmpeg decoding the fMP4 reported: {stderr}{stdout}");
+    assert!(ok && stderr.is_empty(), "ffmpeg decoding {} reported: {stderr}{stdout}", file.display());
 }

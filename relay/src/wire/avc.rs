@@ -6,8 +6,10 @@ use bytes::Bytes;
 /// Why an avcC record or an SPS could not be read; each names the field that was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AvcError {
+    /// The AVCDecoderConfigurationRecord's framing (version, counts, lengths) is wrong or cut short.
     #[error("avcC record: {0}")]
     Record(String),
+    /// The sequence parameter set is cut short or has a value out of range.
     #[error("SPS: {0}")]
     Sps(String),
 }
@@ -69,9 +71,11 @@ pub fn parse_record(record: &Bytes) -> Result<AvcRecord, AvcError> {
 /// What the muxer takes from a sequence parameter set (ITU-T H.264 7.3.2.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sps {
+    /// profile_idc (66 Baseline, 77 Main, 100 High...).
     pub profile_idc: u8,
     /// constraint_set0..5 flags and the reserved bits: the "profile compatibility" byte of RFC 6381.
     pub constraint_flags: u8,
+    /// level_idc: ten times the level (31 is level 3.1).
     pub level_idc: u8,
     /// Displayed width in pixels, after frame cropping.
     pub width: u32,

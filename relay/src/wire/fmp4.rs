@@ -48,10 +48,20 @@ pub struct AudioConfig {
 pub enum Fmp4Error {
     /// The stream's codec has no fMP4 mapping here; `codec` names it (HEVC, MP3, Speex...).
     #[error("unsupported {track} codec {codec}: HLS is served for H.264 video and AAC audio only")]
-    Unsupported { track: &'static str, codec: String },
+    Unsupported {
+        /// "video" or "audio".
+        track: &'static str,
+        /// The codec's name as FLV or enhanced RTMP signals it.
+        codec: String,
+    },
     /// The payload is not a sequence header, or its bytes are cut short or out of range; `why` says which.
     #[error("malformed {what}: {why}")]
-    Malformed { what: &'static str, why: String },
+    Malformed {
+        /// The header or structure that was read.
+        what: &'static str,
+        /// What was wrong with it.
+        why: String,
+    },
     /// The AVCDecoderConfigurationRecord or its SPS could not be read.
     #[error("malformed H.264 decoder configuration: {0}")]
     Avc(#[from] AvcError),

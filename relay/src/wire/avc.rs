@@ -380,6 +380,54 @@ mod tests {
         assert_eq!(sps.codec(), "avc1.7a0028");
     }
 
+    /// Any bytes after the SPS NAL header give an SPS or an error, never a panic (huge Exp-Golomb values included).
+    #[test]
+    fn sps_from_any_bytes() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let real = hex("67640028acd940780227e5c044000003000400000300f03c60c658");
+        for i in 0..20_000 {
+            let mut nal: Vec<u8> = if i % 2 == 0 {
+                (0..rand() % 40).map(|_| rand() as u8).collect()
+            } else {
+                let mut n = real.clone();
+                let at = rand() as usize % n.len();
+                n[at] = rand() as u8;
+                n
+            };
+            if let Some(h) = nal.first_mut() {
+                *h = 0x67;
+            }
+            if let Ok(sps) = parse_sps(&nal) {
+                assert!(sps.width > 0 && sps.height > 0 && sps.width <= 65535 && sps.height <= 65535);
+            }
+        }
+        // Width in macroblocks near 2^32: refused as too large, not overflowed.
+        let mut w = W(vec![]);
+        w.bits(66, 8);
+        w.bits(0, 8);
+        w.bits(30, 8);
+        w.ue(0);
+        w.ue(0);
+        w.ue(2);
+        w.ue(1);
+        w.bits(0, 1);
+        w.ue(u32::MAX - 1);
+        w.ue(10);
+        w.bits(1, 1);
+        w.bits(1, 1);
+        w.bits(0, 1);
+        assert_eq!(
+            parse_sps(&w.nal()).unwrap_err().to_string(),
+            "SPS: picture 68719476720x176 is larger than 65535 pixels on a side"
+        );
+    }
+
     #[test]
     fn records() {
         let sps = hex("6742c01ed900a02ff970110000030001000003003c0f162e48");

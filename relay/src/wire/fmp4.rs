@@ -704,6 +704,42 @@ mod tests {
         }
     }
 
+    /// Sequence headers come from publishers: any bytes give a config or an error, never a panic.
+    #[test]
+    fn headers_from_any_bytes() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let video = video_header();
+        let audio = [0xaf, 0, 0x12, 0x10];
+        let (mut ok_v, mut ok_a) = (0, 0);
+        for _ in 0..20_000 {
+            let mut v = video.clone();
+            let mut a = audio.to_vec();
+            for _ in 0..1 + rand() % 3 {
+                let i = rand() as usize % v.len();
+                v[i] = rand() as u8;
+                let i = rand() as usize % a.len();
+                a[i] = rand() as u8;
+            }
+            v.truncate(rand() as usize % (v.len() + 1));
+            a.extend((0..rand() % 8).map(|_| rand() as u8));
+            ok_v += video_config(&v).is_ok() as u32;
+            ok_a += audio_config(&a).is_ok() as u32;
+            // Keep the FLV bytes right so the avcC and ASC parsers see the damage.
+            v.splice(..v.len().min(5), [0x17, 0, 0, 0, 0]);
+            a.splice(..2, [0xaf, 0]);
+            let _ = video_config(&v);
+            let _ = audio_config(&a);
+        }
+        // Some mutations leave a usable header (the checks are not refusing everything).
+        assert!(ok_v > 0 && ok_a > 0, "{ok_v} {ok_a}");
+    }
+
     fn sample(dts: u64, duration: u32, cts: i32, keyframe: bool, data: &[u8]) -> Sample {
         Sample { dts, duration, cts, keyframe, data: Bytes::copy_from_slice(data) }
     }

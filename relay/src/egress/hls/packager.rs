@@ -476,6 +476,20 @@ pub(crate) mod tests {
         HlsSettings { segment_ms: 2000, part_ms: 500, window: 4, max_bytes: 1 << 20 }
     }
 
+    /// An FLV AVC sequence header with the SPS x264 writes for 640x360 Constrained Baseline 3.0 and a PPS.
+    fn video_header() -> Vec<u8> {
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00,
+            0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let mut v = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1, 0, sps.len() as u8];
+        v.extend_from_slice(&sps);
+        v.extend_from_slice(&[1, 0, pps.len() as u8]);
+        v.extend_from_slice(&pps);
+        v
+    }
+
     fn frame(kind: MediaKind, payload: Vec<u8>) -> Arc<Frame> {
         crate::hub::test_frame(Media { kind, timestamp: 0, payload: Bytes::from(payload) })
     }
@@ -488,7 +502,7 @@ pub(crate) mod tests {
     /// The frames of a stream that started at `origin`, as a relay that joined at `from` sees them: headers,
     /// then from the first keyframe at or after `from` (an edge starts at its origin's GOP cache).
     pub(crate) fn join(p: &Packager, origin: i64, from: i64, to: i64, gop: i64) {
-        p.frame(&frame(MediaKind::Video, vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]), from);
+        p.frame(&frame(MediaKind::Video, video_header()), from);
         p.frame(&frame(MediaKind::Audio, vec![0xaf, 0, 0x12, 0x10]), from);
         let (mut v, mut a) = (0i64, 0i64);
         let mut joined = false;

@@ -116,6 +116,8 @@ pub struct State {
     /// The stream ended (`Some(found)`): the playlist gets `EXT-X-ENDLIST`.
     pub ended: Option<bool>,
     last_clock: Option<i64>,
+    last_video: Option<i64>,
+    last_audio: Option<i64>,
     video_delta: i64,
     audio_delta: i64,
     bytes: usize,
@@ -146,6 +148,8 @@ impl State {
             discontinuity_seq: 0,
             ended: None,
             last_clock: None,
+            last_video: None,
+            last_audio: None,
             video_delta: 33,
             audio_delta: 23,
             bytes: 0,
@@ -237,16 +241,20 @@ impl State {
             // A track with no (supported) configuration is left out.
             return false;
         }
-        if let Some(last) = self.last_clock {
-            let d = clock - last;
+        // Each track's last step: the duration the last sample of a part gets when the next sample of its
+        // track has not come yet (audio; video parts end at the next video frame).
+        let (last, delta) = if video {
+            (&mut self.last_video, &mut self.video_delta)
+        } else {
+            (&mut self.last_audio, &mut self.audio_delta)
+        };
+        if let Some(l) = *last {
+            let d = clock - l;
             if d > 0 && d < 1000 {
-                if video {
-                    self.video_delta = d;
-                } else {
-                    self.audio_delta = d;
-                }
+                *delta = d;
             }
         }
+        *last = Some(clock);
         self.last_clock = Some(clock);
         // The track whose frames cut: video when the stream has it.
         let leader = video || !self.has_video;

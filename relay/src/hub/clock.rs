@@ -3,7 +3,9 @@
 //!
 //! The relay that takes the stream from its source (the origin: a publisher or an ingest pull) fixes the
 //! *anchor*, the Unix time of its timeline's 0, when the stream's first frame arrives, and never moves it: a
-//! replacement source continues the timeline (the hub rebases it), so it continues the clock too. Every relay
+//! replacement source continues the timeline (the hub rebases it), so it continues the clock too. (An origin whose
+//! rtmp:// source is one of our relays, a camera relay, follows that relay's anchor as an edge does: the origins
+//! of a group that pull one camera then share its clock.) Every relay
 //! announces its anchor to its players in onMetaData (`lbTimelineEpochMs`), which is how an edge learns it: the
 //! edge's clock for a frame is the upstream's anchor plus the upstream's timestamp, whatever the edge did to its
 //! own RTMP timeline (rebasing after a failover, joining late). After an origin failover the new origin's anchor

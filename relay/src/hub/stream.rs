@@ -25,6 +25,9 @@ const MAX_TIMESTAMP_STEP_MS: i32 = 2_000;
 /// The source kind of an edge's pull from its origin (`SourceInfo::kind`).
 pub const UPSTREAM: &str = "upstream";
 
+/// The source kind of an origin's rtmp:// pull source (`SourceInfo::kind`).
+pub const PULL_RTMP: &str = "pull-rtmp";
+
 /// Now in Unix milliseconds (the stream clock's anchor).
 fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -307,7 +310,11 @@ impl Stream {
         if !header && c.last_out.is_none_or(|l| (ts.wrapping_sub(l) as i32) > 0) {
             c.last_out = Some(ts);
         }
-        let from_upstream = matches!(&c.source, Some((_, s)) if s.kind == UPSTREAM);
+        // An edge's pull and an origin's rtmp:// pull may come from one of our relays, which announces its clock:
+        // it is followed (two origins pulling one camera relay then share its clock, and a failover between them
+        // keeps the HLS timeline). A publisher's announcement is not (a restream through ffmpeg rewrites the
+        // timestamps it applies to).
+        let from_upstream = matches!(&c.source, Some((_, s)) if s.kind == UPSTREAM || s.kind == PULL_RTMP);
         let mut media = media;
         if media.is_metadata() {
             if from_upstream {

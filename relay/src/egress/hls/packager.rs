@@ -6,8 +6,9 @@
 //!   number is that window's index (`clock / segment_ms`), so relays that joined at different times agree;
 //! - a packager starts with the first keyframe it sees in a window other than the one of the first keyframe it
 //!   saw: it never publishes a segment it may have seen only the end of;
-//! - a part ends at the first video frame (audio frame in an audio-only stream) at or past `part_ms` after the
-//!   part before it, or at the segment's end;
+//! - a part ends before the first video frame (audio frame in an audio-only stream) whose next frame, a step
+//!   later, would take the part past `part_ms` + 1 ms (whole-millisecond timestamps step 33 or 34 ms at 30 fps),
+//!   so parts stay within the playlist's PART-TARGET; or at the segment's end;
 //! - a window with no keyframe of its own (a GOP longer than the target) is listed as an `EXT-X-GAP` segment, so
 //!   sequence numbers stay consecutive and the listed durations still add up to the media's.
 
@@ -282,7 +283,11 @@ impl State {
             return changed;
         };
         let filled = !o.video.is_empty() || !o.audio.is_empty();
-        if part_ms > 0 && leader && filled && clock >= o.part_start + part_ms {
+        // A part ends before the frame that would take it past `part_ms` (timestamps are whole milliseconds,
+        // so a part may reach `part_ms` + 1; the playlist's PART-TARGET says so): the frame after this one is
+        // expected a frame's step later.
+        let step = if video { self.video_delta } else { self.audio_delta };
+        if part_ms > 0 && leader && filled && clock + step > o.part_start + part_ms + 1 {
             Self::close_part(o, clock, self.audio_delta);
             changed = true;
         }

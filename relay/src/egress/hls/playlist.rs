@@ -46,8 +46,11 @@ pub fn render(s: &State) -> String {
     let _ = writeln!(out, "#EXTM3U\n#EXT-X-VERSION:{}", if ll { 9 } else { 7 });
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
     if ll {
-        let _ = writeln!(out, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}", secs(3 * set.part_ms));
-        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", secs(set.part_ms));
+        // Parts end within a millisecond of --hls-part (whole-millisecond timestamps): the target says so, and
+        // the hold-back is three targets (RFC 8216bis asks at least two).
+        let target = set.part_ms + 1;
+        let _ = writeln!(out, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}", secs(3 * target));
+        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", secs(target));
     } else {
         let _ = writeln!(out, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES");
     }
@@ -125,8 +128,8 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "#EXTM3U");
         assert!(lines.contains(&"#EXT-X-TARGETDURATION:2"));
-        assert!(lines.contains(&"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500"));
-        assert!(lines.contains(&"#EXT-X-PART-INF:PART-TARGET=0.500"));
+        assert!(lines.contains(&"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.503"));
+        assert!(lines.contains(&"#EXT-X-PART-INF:PART-TARGET=0.501"));
         assert!(lines.contains(&"#EXT-X-MEDIA-SEQUENCE:500002"), "{text}");
         assert_eq!(lines.iter().filter(|l| l.starts_with("#EXTINF:2.000,")).count(), 4);
         assert_eq!(lines.iter().filter(|l| l.starts_with("#EXT-X-MAP:URI=\"init-")).count(), 1);

@@ -1129,4 +1129,136 @@ seg101.m4s
         assert_eq!(d.resolution_ms, 6.0);
         assert!(reload_delays(&[], &seen).p50_ms.is_nan());
     }
+
+    /// Parts per segment of the fake LL-HLS server below, and how often it publishes one.
+    const FAKE_PARTS: u64 = 4;
+    const FAKE_PART_MS: u64 = 40;
+
+    /// The fake server's playlist when `n` parts exist: the last three complete segments with their parts, the
+    /// parts of the segment in progress and a preload hint, at a part every 40 ms.
+    fn fake_playlist(n: u64) -> String {
+        let complete = n / FAKE_PARTS;
+        let first = complete.saturating_sub(3);
+        let mut p = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:0.16\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES\n\
+             #EXT-X-PART-INF:PART-TARGET=0.04\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-MAP:URI=\"init.mp4\"\n"
+        );
+        let part =
+            |p: &mut String, s: u64, i: u64| p.push_str(&format!("#EXT-X-PART:DURATION=0.04,URI=\"s{s}.{i}.m4s\"\n"));
+        for s in first..complete {
+            (0..FAKE_PARTS).for_each(|i| part(&mut p, s, i));
+            p.push_str(&format!("#EXTINF:0.16,\ns{s}.m4s\n"));
+        }
+        (0..n % FAKE_PARTS).for_each(|i| part(&mut p, complete, i));
+        p.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s{complete}.{}.m4s\"\n", n % FAKE_PARTS));
+        p
+    }
+
+    /// One keep-alive connection of the fake server: blocking reloads wait for their part (a part index past a
+    /// segment's last is the next segment's part 0); media bodies have fixed sizes (init 100, segment 1000, part
+    /// 250 bytes) so the test can check the byte counts.
+    async fn fake_conn(mut sock: TcpStream, parts: tokio::sync::watch::Receiver<u64>) {
+        let mut buf = BytesMut::new();
+        loop {
+            let req = loop {
+                match crate::wire::http::parse_request(&buf) {
+                    Ok(Some(r)) => break r,
+                    Ok(None) => {}
+                    Err(_) => return,
+                }
+                if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+            };
+            buf.advance(req.head_len);
+            let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+            let body = if path.ends_with("index.m3u8") {
+                let q: HashMap<&str, u64> = query
+                    .split('&')
+                    .filter_map(|kv| Some((kv.split_once('=')?.0, kv.split_once('=')?.1.parse().ok()?)))
+                    .collect();
+                if let (Some(&m), Some(&p)) = (q.get("_HLS_msn"), q.get("_HLS_part")) {
+                    let global = m * FAKE_PARTS + p.min(FAKE_PARTS);
+                    let mut rx = parts.clone();
+                    let _ = tokio::time::timeout(Duration::from_secs(3), rx.wait_for(|&n| global < n)).await;
+                }
+                fake_playlist(*parts.borrow()).into_bytes()
+            } else if path.ends_with("init.mp4") {
+                vec![0; 100]
+            } else if path.matches('.').count() == 2 {
+                vec![0; 250]
+            } else {
+                vec![0; 1000]
+            };
+            // One write per response: a head and a body in two would meet Nagle and delayed ACKs (40 ms each).
+            let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            out.extend_from_slice(&body);
+            if sock.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plain_and_ll_clients_against_a_fake_ll_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let ticker = tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_millis(FAKE_PART_MS));
+            loop {
+                t.tick().await;
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        let rx2 = rx.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(fake_conn(s, rx2.clone()));
+            }
+        });
+        // Two complete segments before the clients start (a wait on the fake's own clock, with a deadline).
+        let mut ready = rx.clone();
+        tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|&n| n >= 2 * FAKE_PARTS)).await.unwrap().unwrap();
+
+        let cfg = LoadConfig {
+            url: HlsUrl::parse(&format!("http://127.0.0.1:{port}/live/t/index.m3u8")).unwrap(),
+            clients: 4,
+            ll_share: 0.5,
+            connect_per_sec: 1000,
+            observer_poll: Some(Duration::from_millis(2)),
+        };
+        let stats = Arc::new(HlsStats::default());
+        stats.recording.store(true, Ordering::Relaxed);
+        let (stop, stopping) = svc::Shutdown::new();
+        let run = tokio::spawn(run(cfg, stats.clone(), stopping));
+        // About 1.2 s of play: 30 parts, 7 segments; the assertions below hold with wide margins.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        stats.recording.store(false, Ordering::Relaxed);
+        stop.trigger();
+        tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
+        ticker.abort();
+        server.abort();
+
+        assert_eq!((stats.started.load(Ordering::Relaxed), stats.ll_active.load(Ordering::Relaxed)), (4, 2));
+        let s: HashMap<&str, KindSummary> = stats.summary().into_iter().map(|k| (k.kind.name(), k)).collect();
+        for k in s.values() {
+            assert_eq!((k.non_2xx, k.parse, k.conn), (0, 0, 0), "{:?}", k.kind);
+        }
+        // Each client fetched the init section once; media bodies were counted whole.
+        assert_eq!((s["init"].count, s["init"].bytes), (4, 400));
+        assert!(s["segment"].count >= 6, "{:?}", s["segment"]);
+        assert_eq!(s["segment"].bytes, 1000 * s["segment"].count);
+        assert!(s["part"].count >= 30, "{:?}", s["part"]);
+        assert_eq!(s["part"].bytes, 250 * s["part"].count);
+        // Two LL clients, one blocking reload per part each; plain clients reload every target duration.
+        assert!(s["blocking reload"].count >= 30, "{:?}", s["blocking reload"]);
+        assert!(s["playlist"].count >= 8, "{:?}", s["playlist"]);
+        assert_eq!(stats.early.load(Ordering::Relaxed), 0);
+        assert!(stats.observer_polls.load(Ordering::Relaxed) >= 100);
+        let d = stats.delays();
+        assert!(d.matched >= 20, "{d:?}");
+        // A loopback fake answers a waiting reload within milliseconds of publishing the part.
+        assert!(d.p50_ms < 20.0 && d.resolution_ms < 20.0, "{d:?}");
+    }
 }

@@ -89,6 +89,9 @@ pub struct PlayersByProtocol {
     #[serde(rename = "http-flv")]
     pub http_flv: usize,
     pub rtmpt: usize,
+    /// HLS sessions (a client address, or a `session` query parameter, that asked within the session timeout).
+    #[serde(default)]
+    pub hls: usize,
 }
 
 /// `GET /sources`: an origin's pull sources.

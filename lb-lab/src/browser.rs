@@ -1,10 +1,13 @@
 //! A real browser in a lab namespace: Debian's headless Chromium driven by chromedriver over the W3C WebDriver
 //! protocol (JSON over HTTP, spoken with curl inside the namespace), for console tests that load a page, let its
-//! own scripts run, read what it shows and save a screenshot.
+//! own scripts run, read what it shows and save a screenshot; and `play`, which plays an HLS player page
+//! (the relay's play.html, hls.js) in Chromium through playwright-core (tests/browser/play.mjs) and reports what
+//! the player saw.
 
 use anyhow::{bail, Context, Result};
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::Lab;
 
@@ -127,6 +130,163 @@ impl Browser {
     }
 }
 
+/// Debian's Chromium, which both drivers start (never a browser build of a test tool's own).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// tests/browser: play.mjs and the npm packages `cargo xtask setup` installs beside it.
+pub fn browser_dir() -> PathBuf {
+    let dir = crate::repo_file("tests/browser");
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// hls.js as the npm registry ships it (vendored by `cargo xtask setup`): what a player page loads as /hls.min.js.
+pub fn hls_js() -> PathBuf {
+    browser_dir().join("node_modules/hls.js/dist/hls.min.js")
+}
+
+/// `target/test-artifacts/NAME` (the directory is created): where tests leave screenshots for people to look at.
+pub fn artifact(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_file("target"));
+    let dir = target.join("test-artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(name)
+}
+
+/// Whether `play` can run here: Chromium, Node.js and the npm packages of tests/browser; else what is missing.
+pub fn available() -> std::result::Result<(), String> {
+    let fix = "run `cargo xtask setup`";
+    if !Path::new(CHROMIUM).is_file() {
+        return Err(format!("{CHROMIUM} is missing (Debian package chromium): {fix}"));
+    }
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => return Err(format!("`node --version` failed: {}: {fix}", String::from_utf8_lossy(&out.stderr))),
+        Err(e) => return Err(format!("Node.js is missing (`node`: {e}): {fix}")),
+    }
+    let dir = browser_dir();
+    for need in [dir.join("node_modules/playwright-core/package.json"), hls_js()] {
+        if !need.is_file() {
+            return Err(format!("{} is missing (npm ci in {}): {fix}", need.display(), dir.display()));
+        }
+    }
+    Ok(())
+}
+
+/// What the player page did during a `play`, as play.mjs reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Playback {
+    /// From opening the page to the video element playing with its clock moving.
+    pub started_after_ms: u64,
+    /// How far the video's currentTime advanced over the sampled seconds (about `secs` when nothing stalled).
+    pub played_secs: f64,
+    /// 'waiting' events after playback began.
+    pub stalls: u32,
+    /// The longest of those stalls (one still going at the end counts as it stood).
+    pub max_stall_ms: u64,
+    /// Fatal player errors (play fails when there is one, so a returned Playback has none).
+    pub errors: Vec<String>,
+    /// Median distance to the live edge (hls.js' `latency`), None if the player never knew it.
+    pub latency_s: Option<f64>,
+    /// Median of now minus the wall-clock time of the frame on screen (EXT-X-PROGRAM-DATE-TIME), None without one.
+    pub glass_to_glass_ms: Option<i64>,
+}
+
+impl Playback {
+    /// Reads play.mjs's JSON line.
+    pub fn parse(line: &str) -> Result<Playback> {
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).with_context(|| format!("play.mjs printed {line:?}, not JSON"))?;
+        let u = |k: &str| v[k].as_u64().with_context(|| format!("play.mjs: no {k} in {line}"));
+        let f = |k: &str| v[k].as_f64().with_context(|| format!("play.mjs: no {k} in {line}"));
+        let errors = v["errors"].as_array().with_context(|| format!("play.mjs: no errors in {line}"))?;
+        Ok(Playback {
+            started_after_ms: u("started_after_ms")?,
+            played_secs: f("played_secs")?,
+            stalls: u32::try_from(u("stalls")?)?,
+            max_stall_ms: u("max_stall_ms")?,
+            errors: errors.iter().map(|e| e.as_str().map(String::from).unwrap_or_else(|| e.to_string())).collect(),
+            latency_s: v["latency_s"].as_f64(),
+            glass_to_glass_ms: v["glass_to_glass_ms"].as_f64().map(|ms| ms.round() as i64),
+        })
+    }
+}
+
+/// One play.mjs run in the background, so a test can run several players at once; killed (browser and profile
+/// cleaned up by the script's own SIGTERM handler) if dropped before `wait`.
+pub struct Player {
+    child: Option<Child>,
+    url: String,
+}
+
+impl Player {
+    /// Opens `url` (a player page) in headless Chromium, inside network namespace `netns` if given (where a lab's
+    /// VIP is reachable), to play `secs` seconds after it starts; `screenshot` is saved at the end.
+    pub fn start(url: &str, secs: u32, screenshot: Option<&Path>, netns: Option<&str>) -> Result<Player> {
+        available().map_err(anyhow::Error::msg)?;
+        let script = browser_dir().join("play.mjs");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "node"]);
+                c
+            }
+            None => Command::new("node"),
+        };
+        cmd.arg(&script).args(["--url", url, "--secs", &secs.to_string(), "--chromium", CHROMIUM]);
+        if let Some(path) = screenshot {
+            cmd.arg("--screenshot").arg(path);
+        }
+        let child = cmd
+            .current_dir(browser_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Player { child: Some(child), url: url.to_string() })
+    }
+
+    /// Waits for the run to end: what the player saw, or why it did not play (play.mjs's reason).
+    pub fn wait(mut self) -> Result<Playback> {
+        let child = self.child.take().expect("a Player is waited once");
+        let out = child.wait_with_output().context("waiting for play.mjs")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr.lines().filter(|l| l.starts_with("play.mjs: ")).collect::<Vec<_>>().join("; ");
+        if !out.status.success() {
+            let why = if reason.is_empty() { stderr.trim().to_string() } else { reason };
+            bail!("hls.js in Chromium could not play {}: {why} ({})", self.url, out.status);
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().with_context(|| format!("play.mjs printed nothing for {}", self.url))?;
+        Playback::parse(line)
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // SIGTERM first: the script closes Chromium and removes its profile; SIGKILL if it does not end.
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if child.try_wait().is_ok_and(|s| s.is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Plays the player page at `url` for `secs` seconds after it starts (see `Player::start`) and returns what the
+/// player saw. Fails, naming the reason, when the page or playlist is not served, playback does not start within
+/// 20 s, or the player hits a fatal error.
+pub fn play(url: &str, secs: u32, screenshot: Option<&Path>, netns: Option<&str>) -> Result<Playback> {
+    Player::start(url, secs, screenshot, netns)?.wait()
+}
+
 /// Standard base64 (what WebDriver sends screenshots in).
 fn base64_decode(s: &str) -> Result<Vec<u8>> {
     let val = |c: u8| -> Result<u32> {
@@ -155,6 +315,32 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_what_play_mjs_prints() {
+        let line = r#"{"started_after_ms":1095,"played_secs":9.982,"stalls":0,"max_stall_ms":0,"errors":[],"latency_s":6.68,"glass_to_glass_ms":6712}"#;
+        let p = super::Playback::parse(line).unwrap();
+        assert_eq!(
+            p,
+            super::Playback {
+                started_after_ms: 1095,
+                played_secs: 9.982,
+                stalls: 0,
+                max_stall_ms: 0,
+                errors: vec![],
+                latency_s: Some(6.68),
+                glass_to_glass_ms: Some(6712),
+            }
+        );
+        let unknown = r#"{"started_after_ms":5,"played_secs":1,"stalls":2,"max_stall_ms":300,"errors":["x"],"latency_s":null,"glass_to_glass_ms":null}"#;
+        let p = super::Playback::parse(unknown).unwrap();
+        assert_eq!(
+            (p.stalls, p.max_stall_ms, p.errors, p.latency_s, p.glass_to_glass_ms),
+            (2, 300, vec!["x".into()], None, None)
+        );
+        assert!(super::Playback::parse("play.mjs: boom").is_err());
+        assert!(super::Playback::parse(r#"{"played_secs":1}"#).is_err());
+    }
+
     #[test]
     fn base64() {
         assert_eq!(super::base64_decode("aGVsbG8=").unwrap(), b"hello");

@@ -149,6 +149,18 @@ pub struct Config {
     pub manager: Option<managed::ManagerLink>,
     /// Origin: sources to ingest from the start, (app, key, URL), as `--source` gives them.
     pub sources: Vec<(String, String, String)>,
+    /// Package every stream as HLS / LL-HLS on the HTTP media listener.
+    pub hls: bool,
+    /// HLS target segment duration (segments are numbered by windows of it on the stream's clock).
+    pub hls_segment: Duration,
+    /// LL-HLS part duration; zero turns parts (Low-Latency HLS) off.
+    pub hls_part: Duration,
+    /// Segments an HLS playlist lists.
+    pub hls_window: usize,
+    /// `Access-Control-Allow-Origin` of HLS answers; empty sends none.
+    pub hls_cors_origin: String,
+    /// hls.js, served as `/hls.min.js` for the player page.
+    pub hls_js: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -190,6 +202,12 @@ impl Config {
             backoff_max: ms(s.backoff_max_ms),
             manager: None,
             sources: Vec::new(),
+            hls: s.hls,
+            hls_segment: s.hls_segment.0,
+            hls_part: s.hls_part.0,
+            hls_window: s.hls_window as usize,
+            hls_cors_origin: s.hls_cors_origin.clone(),
+            hls_js: s.hls_js.clone(),
         }
     }
 
@@ -272,6 +290,12 @@ pub struct Settings {
     pub max_new_pulls_per_ip: u32,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
+    pub hls: bool,
+    pub hls_segment: Dur,
+    pub hls_part: Dur,
+    pub hls_window: u32,
+    pub hls_cors_origin: String,
+    pub hls_js: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -317,6 +341,14 @@ impl Default for Settings {
             max_new_pulls_per_ip: 16,
             backoff_min_ms: 250,
             backoff_max_ms: 5000,
+            hls: true,
+            // Apple's authoring spec's 2 s keyframe interval: one GOP per segment.
+            hls_segment: Dur::secs(2),
+            // A third of a second: six parts per 2 s segment at 30 fps (ten frames each).
+            hls_part: Dur::millis(333),
+            hls_window: 6,
+            hls_cors_origin: "*".into(),
+            hls_js: None,
         }
     }
 }
@@ -429,6 +461,32 @@ impl Settings {
                 self.backoff_max_ms, self.backoff_min_ms
             )));
         }
+        in_range(
+            "--hls-segment",
+            self.hls_segment,
+            Dur::millis(500),
+            Dur::secs(30),
+            "shorter than half a second is a segment per frame or two; longer than 30 s is past what players buffer",
+        )?;
+        if !self.hls_part.0.is_zero() {
+            in_range(
+                "--hls-part",
+                self.hls_part,
+                Dur::millis(100),
+                Dur(self.hls_segment.0 / 2),
+                "0 turns parts off; under 100 ms a part is a frame or two, over half --hls-segment it is no part",
+            )?;
+        }
+        in_range(
+            "--hls-window",
+            self.hls_window,
+            3,
+            1000,
+            "players need three segments behind the live edge; the window is kept in memory",
+        )?;
+        if self.hls_cors_origin.contains(['\r', '\n']) {
+            return Err(ConfigError::Invalid("--hls-cors-origin must be one line (an origin, * or empty)".into()));
+        }
         if self.listen.is_none() {
             return Err(ConfigError::Invalid(
                 "no RTMP listen address: give --listen ADDR (or listen = \"ADDR\" in the --config file)".into(),
@@ -467,6 +525,9 @@ mod tests {
                 "--player-timeout 0s is out of range 1ms..=86400s",
             ),
             (Settings { listen: None, ..ok.clone() }, "no RTMP listen address"),
+            (Settings { hls_part: Dur::millis(1500), ..ok.clone() }, "--hls-part 1500ms is out of range 100ms..=1s"),
+            (Settings { hls_window: 2, ..ok.clone() }, "--hls-window 2 is out of range 3..=1000"),
+            (Settings { hls_segment: Dur::millis(100), ..ok.clone() }, "--hls-segment 100ms is out of range"),
         ] {
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains(want), "wanted {want:?} in {e:?}");
@@ -479,7 +540,7 @@ mod tests {
         let readme = include_str!("../README.md");
         let names: Vec<String> =
             svc::config::fields::<Settings>().iter().map(|f| svc::config::Keys::Flags.show(f)).collect();
-        assert_eq!(names.len(), 37);
+        assert_eq!(names.len(), 43);
         assert_eq!(svc::config::undocumented(readme, &names), Vec::<String>::new());
     }
 }

@@ -78,6 +78,8 @@ impl Parts {
         let sources = Arc::new(ingest::source::Sources::new(edge.is_none()));
         let egress =
             Arc::new(egress::Egress::new(config.clone(), metrics.clone(), stopping.clone(), opener, publish, hooks));
+        // Every stream is packaged as HLS from its first frame (egress's packagers tap the hub).
+        hub.set_taps(egress.hls.clone());
         let control = Arc::new(control::Control {
             config,
             hub: hub.clone(),
@@ -131,12 +133,15 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
         tasks.spawn(svc::http::serve(api, control::api::router(control.clone()), stopping.clone(), "API"));
     }
     {
-        let (hub, grace, mut stop) = (hub.clone(), config.grace_period, stopping.clone());
+        let (hub, egress, grace, mut stop) = (hub.clone(), egress.clone(), config.grace_period, stopping.clone());
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => hub.tick(grace),
+                    _ = tick.tick() => {
+                        hub.tick(grace);
+                        egress.hls.tick(&egress);
+                    }
                     _ = stop.wait() => break,
                 }
             }
@@ -144,7 +149,7 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     }
     tasks.spawn(egress::rtmp::accept_loop(egress.clone(), listener));
     if let Some(http) = http {
-        tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HTTP-FLV, RTMPT)");
+        tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HLS, HTTP-FLV, RTMPT)");
         tasks.spawn(egress::http::accept_loop(egress.clone(), http));
     }
     if let Some(link) = config.manager.clone() {

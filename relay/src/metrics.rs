@@ -53,6 +53,10 @@ pub struct Metrics {
     pub upstream_active: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// HLS requests (playlists, init segments, segments, parts), whatever their answer.
+    pub hls_requests: AtomicU64,
+    /// HLS blocking playlist and part requests answered when what they waited for came (not at the deadline).
+    pub hls_blocking_answered: AtomicU64,
 }
 
 /// What `/metrics` shows of one stream.
@@ -135,6 +139,14 @@ impl Metrics {
                 &self.publishes_refused,
             ),
             one(Family::counter("relay_players_total", "Play requests accepted."), &self.players_total),
+            one(Family::counter("relay_hls_requests_total", "HLS requests (playlists, segments, parts)."), &self.hls_requests),
+            one(
+                Family::counter(
+                    "relay_hls_blocking_answered_total",
+                    "Blocking playlist reloads and preload-hinted parts answered when what they waited for came.",
+                ),
+                &self.hls_blocking_answered,
+            ),
             one(
                 Family::counter("relay_players_stalled_total", "Players disconnected for not reading."),
                 &self.players_stalled,
@@ -222,7 +234,7 @@ mod tests {
         assert!(text.contains("# TYPE relay_upstream_active gauge\nrelay_upstream_active{role=\"edge\"} 0\n"));
         assert!(text.contains("relay_stream_players{role=\"edge\",app=\"live\",key=\"a\\\"b\"} 3\n"), "{text}");
         let parsed = svc::metrics::parse(&text).unwrap();
-        assert_eq!(parsed.len(), 29);
+        assert_eq!(parsed.len(), 31);
         for (name, samples) in &parsed {
             assert!(text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")));
             assert!(samples.iter().all(|(l, _)| l[0] == ("role".to_string(), "edge".to_string())), "{name}");

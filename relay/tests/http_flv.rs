@@ -47,7 +47,7 @@ fn ffprobe_ffmpeg_and_curl_play_http_flv_beside_rtmp_on_one_pull() {
     });
     let s = stream_entry(edge.api, "live", "test").unwrap();
     assert_eq!(s["players"], 2, "{s}");
-    assert_eq!(s["players_by_protocol"], serde_json::json!({"rtmp": 1, "http-flv": 1, "rtmpt": 0}), "{s}");
+    assert_eq!(s["players_by_protocol"], serde_json::json!({"rtmp": 1, "http-flv": 1, "rtmpt": 0, "hls": 0}), "{s}");
     let origin_players = stream_entry(origin.api, "live", "test").unwrap()["players"].clone();
     assert_eq!(origin_players, 1, "the edge must pull once for both protocols");
     // FLV timestamps are monotonic.

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const USAGE: &str = "usage: cargo xtask <command>
-  setup                 install the eBPF toolchain (rust-src, bpf-linker) and missing Debian tools; idempotent
+  setup                 install the eBPF toolchain (rust-src, bpf-linker), missing Debian tools and the browser
+                        tests' npm packages (tests/browser); idempotent
   run                   demo lab in network namespaces: client, LB (lbd) and three real servers behind one VIP
   run -- LBD-ARGS...    run lbd on a real interface, e.g. `cargo xtask run -- --iface eth0 --config lb.toml`
   test                  format and lint gates, then every test: unit, packet fixtures, network-namespace

@@ -1,6 +1,7 @@
-//! `cargo xtask setup`: rust-src for the nightly, bpf-linker built against the nightly's own libLLVM, and the
-//! Debian tools the lab and tests use. Each step checks first, so a second run takes a moment.
-use crate::status;
+//! `cargo xtask setup`: rust-src for the nightly, bpf-linker built against the nightly's own libLLVM, the
+//! Debian tools the lab and tests use, and the npm packages of the browser tests (tests/browser: hls.js, which the
+//! relay's player page serves, and playwright-core). Each step checks first, so a second run takes a moment.
+use crate::{root, status};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,9 +29,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("gstreamer1.0-plugins-good", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so"),
     ("gstreamer1.0-plugins-ugly", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstx264.so"),
     ("gstreamer1.0-libav", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstlibav.so"),
-    // The console test's browser: headless Chromium driven through chromedriver (WebDriver).
+    // The browser tests' Chromium: the console test drives it through chromedriver (WebDriver), the HLS player
+    // tests through playwright-core (tests/browser/play.mjs) under Node.js.
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
+    ("nodejs", "/usr/bin/node"),
+    ("npm", "/usr/bin/npm"),
     ("nginx-core", "/usr/sbin/nginx"),
     ("libnginx-mod-rtmp", "/usr/lib/nginx/modules/ngx_rtmp_module.so"),
     ("bpftool", "/usr/sbin/bpftool"),
@@ -47,6 +51,7 @@ pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    browser_packages()?;
     Ok(())
 }
 
@@ -153,6 +158,42 @@ fn debian_packages() -> Result<()> {
     )
 }
 
+/// The npm packages of tests/browser, as its package-lock.json pins them: `npm ci` when node_modules lacks them or
+/// holds other versions (`npm install` if there is no lock yet, which writes one to commit).
+fn browser_packages() -> Result<()> {
+    let dir = root().join("tests/browser");
+    let lock = std::fs::read_to_string(dir.join("package-lock.json")).ok();
+    let installed = std::fs::read_to_string(dir.join("node_modules/.package-lock.json")).ok();
+    if let Some(lock) = &lock {
+        if npm_deps_current(lock, installed.as_deref()) {
+            return Ok(());
+        }
+    }
+    let verb = if lock.is_some() { "ci" } else { "install" };
+    eprintln!("xtask setup: npm {verb} in {} (hls.js, playwright-core)", dir.display());
+    status(Command::new("npm").args([verb, "--no-audit", "--no-fund"]).current_dir(&dir)).with_context(|| {
+        format!(
+            "npm {verb} in {} failed (see npm's output above): the browser tests and the relay's player page need \
+             its packages from the npm registry; fix that and run `cargo xtask setup` again",
+            dir.display()
+        )
+    })
+}
+
+/// Whether the hidden lockfile npm keeps in node_modules (`installed`) has every package of `lock` at the same
+/// version and integrity.
+pub fn npm_deps_current(lock: &str, installed: Option<&str>) -> bool {
+    let packages = |text: &str| -> Option<serde_json::Map<String, serde_json::Value>> {
+        serde_json::from_str::<serde_json::Value>(text).ok()?.get("packages")?.as_object().cloned()
+    };
+    let (Some(want), Some(have)) = (packages(lock), installed.and_then(packages)) else {
+        return false;
+    };
+    want.iter().filter(|(name, _)| !name.is_empty()).all(|(name, w)| {
+        have.get(name).is_some_and(|h| h["version"] == w["version"] && h["integrity"] == w["integrity"])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -160,5 +201,22 @@ mod tests {
         let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.4\n";
         assert_eq!(super::llvm_major(vv), Some(22));
         assert_eq!(super::llvm_major("rustc 1.0"), None);
+    }
+
+    #[test]
+    fn npm_packages_are_current_only_when_every_locked_version_is_installed() {
+        let lock = r#"{"packages": {"": {"name": "x"},
+            "node_modules/hls.js": {"version": "1.6.19", "integrity": "sha512-a"},
+            "node_modules/playwright-core": {"version": "1.65.2", "integrity": "sha512-b"}}}"#;
+        let same = r#"{"packages": {
+            "node_modules/hls.js": {"version": "1.6.19", "integrity": "sha512-a"},
+            "node_modules/playwright-core": {"version": "1.65.2", "integrity": "sha512-b"}}}"#;
+        assert!(super::npm_deps_current(lock, Some(same)));
+        let older = same.replace("1.6.19", "1.5.0");
+        assert!(!super::npm_deps_current(lock, Some(&older)));
+        let missing = r#"{"packages": {"node_modules/hls.js": {"version": "1.6.19", "integrity": "sha512-a"}}}"#;
+        assert!(!super::npm_deps_current(lock, Some(missing)));
+        assert!(!super::npm_deps_current(lock, None));
+        assert!(!super::npm_deps_current(lock, Some("not json")));
     }
 }

@@ -199,6 +199,26 @@ struct Common {
     /// --listen address when it is not a wildcard.
     #[arg(long)]
     advertise: Option<std::net::IpAddr>,
+    /// Package every stream as HLS and LL-HLS on --http-listen (GET /APP/KEY/index.m3u8); false turns it off.
+    #[arg(long, value_name = "true|false")]
+    hls: Option<bool>,
+    /// HLS target segment duration, 500ms to 30s: segments start at the first keyframe of each window of it on
+    /// the stream's clock, so set the encoder's keyframe interval to it or a divisor of it.
+    #[arg(long)]
+    hls_segment: Option<Dur>,
+    /// LL-HLS part duration, 100ms to half of --hls-segment; 0 turns Low-Latency HLS (parts, preload hints) off.
+    #[arg(long)]
+    hls_part: Option<Dur>,
+    /// Segments an HLS playlist lists (3-1000); two more stay fetchable, all within --stream-buffer-bytes.
+    #[arg(long)]
+    hls_window: Option<u32>,
+    /// Access-Control-Allow-Origin of HLS answers (default *, so players on any page may fetch); empty sends none.
+    #[arg(long)]
+    hls_cors_origin: Option<String>,
+    /// hls.js (hls.min.js) to serve as /hls.min.js for the player page /APP/KEY/play.html (cargo xtask setup
+    /// vendors it under tests/browser/node_modules/hls.js/dist/).
+    #[arg(long)]
+    hls_js: Option<std::path::PathBuf>,
 }
 
 /// The manager link of `--manager`, checked before anything is bound.

@@ -1,5 +1,5 @@
-//! The media HTTP listener (`--http-listen`): reads one request head through the gate and routes it to RTMPT,
-//! the health check or HTTP-FLV.
+//! The media HTTP listener (`--http-listen`): reads request heads through the gate and routes them to HLS (on
+//! kept-alive connections), RTMPT, the health check or HTTP-FLV.
 //!
 //! Our own small HTTP/1.1 server on tokio (request heads parsed with httparse, bounded) instead of axum, because
 //! a player is a long-lived write loop that needs what the RTMP players have: the connection gate at accept,
@@ -27,43 +27,65 @@ pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener) {
     .await
 }
 
-/// Reads one request head (within --handshake-timeout), then answers it.
+/// Reads request heads (the first within --handshake-timeout, later ones on a kept-alive connection within
+/// --conn-idle-timeout) and answers them: HLS requests in turn on the same connection; RTMPT, the health check
+/// and HTTP-FLV take the connection over.
 async fn serve(ctx: &Arc<Egress>, mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(1024);
-    let head = timeout(ctx.config.handshake_timeout, async {
-        loop {
-            if let Some(r) = parse_request(&buf).transpose() {
-                return Some(r);
+    let mut wait = ctx.config.handshake_timeout;
+    let mut stop = ctx.stopping.clone();
+    loop {
+        let head = tokio::select! {
+            h = timeout(wait, async {
+                loop {
+                    if let Some(r) = parse_request(&buf).transpose() {
+                        return Some(r);
+                    }
+                    if sock.read_buf(&mut buf).await.ok()? == 0 {
+                        return None;
+                    }
+                }
+            }) => h,
+            _ = stop.wait() => return Ok(()),
+        };
+        let req = match head {
+            Err(_) => {
+                if wait == ctx.config.handshake_timeout {
+                    Metrics::inc(&ctx.metrics.connections_timed_out);
+                    info!(%peer, reason = "no request head within --handshake-timeout", "closing idle connection");
+                }
+                return Ok(());
             }
-            if sock.read_buf(&mut buf).await.ok()? == 0 {
-                return None;
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                Metrics::inc(&ctx.metrics.protocol_errors);
+                warn!(%peer, error = %e, "bad input, closing this connection");
+                return respond(&mut sock, e.status(), &e.to_string()).await;
             }
+            Ok(Some(Ok(r))) => r,
+        };
+        if let Some(r) = super::rtmpt::route(&req) {
+            let _ = buf.split_to(req.head_len);
+            return super::rtmpt::serve(ctx, sock, peer, req, r, buf).await;
         }
-    })
-    .await;
-    let req = match head {
-        Err(_) => {
-            Metrics::inc(&ctx.metrics.connections_timed_out);
-            info!(%peer, reason = "no request head within --handshake-timeout", "closing idle connection");
+        if req.target == "/healthz" {
+            // For load balancers' HTTP checks of this port.
+            return respond(&mut sock, 200, "ok").await;
+        }
+        let path = req.target.split('?').next().unwrap_or("");
+        let keep = if path == "/hls.min.js" {
+            super::hls::answer_script(ctx, &mut sock, peer, &req).await?
+        } else if super::hls::route(&req.target).is_some() {
+            super::hls::answer(ctx, &mut sock, peer, &req).await?
+        } else {
+            return super::flv::serve(ctx, sock, peer, req).await;
+        };
+        if !keep || req.content_length > 0 {
             return Ok(());
         }
-        Ok(None) => return Ok(()),
-        Ok(Some(Err(e))) => {
-            Metrics::inc(&ctx.metrics.protocol_errors);
-            warn!(%peer, error = %e, "bad input, closing this connection");
-            return respond(&mut sock, e.status(), &e.to_string()).await;
-        }
-        Ok(Some(Ok(r))) => r,
-    };
-    if let Some(r) = super::rtmpt::route(&req) {
         let _ = buf.split_to(req.head_len);
-        return super::rtmpt::serve(ctx, sock, peer, req, r, buf).await;
+        wait = ctx.config.conn_idle_timeout;
     }
-    if req.target == "/healthz" {
-        // For load balancers' HTTP checks of this port.
-        return respond(&mut sock, 200, "ok").await;
-    }
-    super::flv::serve(ctx, sock, peer, req).await
 }
 
 /// A short plain-text answer, then close.

@@ -4,6 +4,7 @@
 
 pub mod flv;
 pub mod gate;
+pub mod hls;
 pub mod http;
 pub mod player;
 pub(crate) mod rtmp;
@@ -39,6 +40,8 @@ pub struct Egress {
     pub maintenance: Arc<AtomicBool>,
     /// Live RTMPT sessions.
     pub(crate) rtmpt: rtmpt::Sessions,
+    /// Every stream's HLS packager and the HLS sessions.
+    pub hls: Arc<hls::Hls>,
 }
 
 impl Egress {
@@ -50,7 +53,9 @@ impl Egress {
         publish: Arc<dyn PublishDoor>,
         hooks: Arc<dyn Hooks>,
     ) -> Self {
+        let hls = Arc::new(hls::Hls::new(&config));
         Self {
+            hls,
             config,
             metrics,
             stopping,

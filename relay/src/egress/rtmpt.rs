@@ -301,7 +301,15 @@ mod tests {
     use super::*;
 
     fn req(target: &str) -> Request {
-        Request { method: "POST".into(), target: target.into(), content_length: 0, head_len: 0 }
+        Request {
+            method: "POST".into(),
+            target: target.into(),
+            content_length: 0,
+            head_len: 0,
+            keep_alive: true,
+            range: None,
+            if_none_match: None,
+        }
     }
 
     #[test]

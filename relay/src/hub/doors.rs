@@ -95,6 +95,20 @@ pub trait Hooks: Send + Sync + 'static {
     fn tell(&self, ended: Ended);
 }
 
+/// Sees every frame of one stream as it is pushed, before merging holds it, in order, on the stream's clock
+/// (Unix ms, the same on every relay): egress's HLS packager. Called under the stream's lock: quick, never blocking.
+pub trait Tap: Send + Sync + 'static {
+    /// A frame (headers and metadata too) and its clock.
+    fn frame(&self, frame: &Arc<super::Frame>, clock_ms: i64);
+    /// The stream is over; `found` says whether it ever had media.
+    fn end(&self, found: bool);
+}
+
+/// Gives each new stream its tap (egress's HLS); set once on the hub at start.
+pub trait Taps: Send + Sync + 'static {
+    fn tap(&self, app: &str, key: &str) -> Option<Arc<dyn Tap>>;
+}
+
 /// Why a player's stream could not be opened (an edge's pull refused).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenRefused {

@@ -1,6 +1,7 @@
 //! The hub layer: every stream of this relay, its GOP cache, its byte-bounded fan-out ring and its timers (held
 //! frames are released by the stream itself). Ingest pushes into it, egress reads from it; it imports only `wire`.
 
+mod clock;
 mod doors;
 mod frame;
 mod ring;
@@ -16,10 +17,19 @@ use tokio::sync::watch;
 
 pub use doors::{
     BoxFuture, Denied, Ended, Event, Hooks, OpenRefused, Opener, PublishDoor, PublishRefused, PublishRequest, Publisher,
+    Tap, Taps,
 };
+pub use clock::ANCHOR_KEY;
 pub use frame::{Frame, SHARED_STREAM_ID};
 pub use ring::{Item, ReadInfo, Reader};
-pub use stream::{PlayersByProtocol, Protocol, SourceBusy, SourceInfo, Stream, StreamStats, Subscription};
+pub use stream::{PlayersByProtocol, Protocol, SourceBusy, SourceInfo, Stream, StreamStats, Subscription, UPSTREAM};
+
+/// A frame as the hub makes it, for other layers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_frame(media: crate::wire::proto::Media) -> Arc<Frame> {
+    let ts = media.timestamp;
+    Frame::new(media, ts)
+}
 
 /// Sizes that bound a stream's memory.
 #[derive(Debug, Clone, Copy)]
@@ -58,11 +68,19 @@ pub struct Hub {
     streams: Mutex<HashMap<(String, String), Arc<Stream>>>,
     budget: Budget,
     changes: Arc<watch::Sender<u64>>,
+    /// Gives new streams their tap (HLS), once egress is built.
+    taps: std::sync::OnceLock<Arc<dyn Taps>>,
 }
 
 impl Hub {
     pub fn new(budget: Budget) -> Self {
-        Self { streams: Mutex::new(HashMap::new()), budget, changes: Arc::new(watch::channel(0).0) }
+        let changes = Arc::new(watch::channel(0).0);
+        Self { streams: Mutex::new(HashMap::new()), budget, changes, taps: Default::default() }
+    }
+
+    /// Sets who taps every stream created from now on (egress's HLS packagers); only the first call counts.
+    pub fn set_taps(&self, taps: Arc<dyn Taps>) {
+        let _ = self.taps.set(taps);
     }
 
     /// Changes whenever a stream's source attaches or leaves (a publish, an upstream, an ingest pull).
@@ -83,7 +101,8 @@ impl Hub {
                 return (s.clone(), false);
             }
         }
-        let s = Stream::new(app, name, self.budget, self.changes.clone());
+        let tap = self.taps.get().and_then(|t| t.tap(app, name));
+        let s = Stream::new(app, name, self.budget, self.changes.clone(), tap);
         s.start_timer();
         m.insert(key, s.clone());
         (s, true)
@@ -162,12 +181,16 @@ mod tests {
         Media { kind, timestamp, payload: Bytes::from(vec![first, 1, 0, 0, 0]) }
     }
 
+    /// The next audio/video frame's timestamp (the onMetaData announcing the stream's clock is skipped).
     fn next_ts(s: &Stream, rx: &mut Reader) -> Option<u32> {
-        let mut v = Vec::new();
-        s.read(rx, 1, &mut v);
-        match v.pop() {
-            Some(Item::Frame(f)) => Some(f.timestamp),
-            _ => None,
+        loop {
+            let mut v = Vec::new();
+            s.read(rx, 1, &mut v);
+            match v.pop() {
+                Some(Item::Frame(f)) if f.media.is_metadata() => continue,
+                Some(Item::Frame(f)) => return Some(f.timestamp),
+                _ => return None,
+            }
         }
     }
 
@@ -194,7 +217,8 @@ mod tests {
         assert!(s.held_until().is_some());
         // A new player gets the held audio in its start, the others get it live: each exactly once.
         let late = s.subscribe(Protocol::Rtmp);
-        assert_eq!(late.start.len(), 2);
+        // The onMetaData announcing the stream's clock, the GOP's video and the held audio.
+        assert_eq!(late.start.len(), 3);
         let mut late_rx = late.rx;
         assert_eq!(next_ts(&s, &mut late_rx), None);
         assert_eq!(next_ts(&s, &mut early), Some(10));
@@ -253,7 +277,8 @@ mod tests {
         assert!(s.buffered_bytes() <= 10_000, "{}", s.buffered_bytes());
         let mut out = Vec::new();
         let info = s.read(&mut rx, 64, &mut out);
-        assert_eq!((info.lagged, out.len(), info.behind_bytes), (7, 3, 0));
+        // 10 frames and the clock's onMetaData before them: 8 left the ring.
+        assert_eq!((info.lagged, out.len(), info.behind_bytes), (8, 3, 0));
         s.end();
         out.clear();
         assert!(s.read(&mut rx, 64, &mut out).ended);
@@ -287,11 +312,11 @@ mod tests {
         s.release_due();
         let mut v = Vec::new();
         s.read(&mut early, 64, &mut v);
-        assert_eq!(v.len(), 3, "the whole period at once");
+        assert_eq!(v.len(), 4, "the whole period at once (with the clock's onMetaData)");
         // A player arriving mid-period gets the GOP (with held frames) at once, and nothing twice.
         s.push(id, media(MediaKind::Video, 66, 0x27));
         let late = s.subscribe(Protocol::Rtmp);
-        assert_eq!(late.start.len(), 4);
+        assert_eq!(late.start.len(), 5, "the clock's onMetaData and the GOP");
         let mut late_rx = late.rx;
         assert_eq!(next_ts(&s, &mut late_rx), None);
         assert_eq!(next_ts(&s, &mut early), Some(66));
@@ -312,7 +337,7 @@ mod tests {
         assert!(pushed.elapsed() >= Duration::from_millis(40), "not before the period ended");
         let mut v = Vec::new();
         s.read(&mut rx, 64, &mut v);
-        assert_eq!(v.len(), 2, "the whole period in one wake-up");
+        assert_eq!(v.len(), 3, "the whole period in one wake-up (with the clock's onMetaData)");
         assert!(s.held_until().is_none());
         // A second period is released the same way, and the timer stops with the stream.
         s.push(id, media(MediaKind::Video, 33, 0x27));
@@ -331,7 +356,9 @@ mod tests {
         let mut rx = s.subscribe(Protocol::Rtmp).rx;
         let size = Frame::new(media(MediaKind::Video, 0, 0x27), 0).size();
         let (mut released, mut lagged) = (0, 0);
-        for i in 0..20 {
+        // 21 frames after the onMetaData announcing the stream's clock: the budget fills every fourth frame,
+        // the 21st ends the last hold.
+        for i in 0..21 {
             s.push(id, media(MediaKind::Video, 40 * i, if i == 0 { 0x17 } else { 0x27 }));
             // Ring and held frames together stay within the budget (the ring always keeps its newest frame).
             assert!(s.buffered_bytes() <= 64 + size, "{} bytes buffered after frame {i}", s.buffered_bytes());
@@ -341,7 +368,7 @@ mod tests {
         }
         // Every frame went out as the budget filled, not after the 60 s period (the oldest of each release
         // trimmed by the same budget), and nothing is held any more.
-        assert_eq!(released + lagged, 20, "{released} read, {lagged} trimmed");
+        assert_eq!(released + lagged, 22, "{released} read, {lagged} trimmed");
         assert!(released >= 10, "{released} read");
         assert!(s.held_until().is_none());
     }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
+use super::clock::Clock;
+use super::doors::Tap;
 use super::frame::Frame;
 use super::ring::{Item, ReadInfo, Reader, Ring};
 use super::Budget;
@@ -19,6 +21,14 @@ const REBASE_GAP_MS: u32 = 40;
 /// Interleaved audio and video step back by tens of milliseconds, and a source silent for `--source-timeout` is
 /// dropped, so no healthy stream comes near it.
 const MAX_TIMESTAMP_STEP_MS: i32 = 2_000;
+
+/// The source kind of an edge's pull from its origin (`SourceInfo::kind`).
+pub const UPSTREAM: &str = "upstream";
+
+/// Now in Unix milliseconds (the stream clock's anchor).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Who feeds a stream.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +72,8 @@ struct Cache {
     /// When the oldest held frame must go out at the latest.
     held_until: Option<Instant>,
     ring: Ring,
+    /// The stream's wall clock (HLS numbering, program date-time) and the anchor players are told.
+    clock: Clock,
 }
 
 /// How a player receives a stream.
@@ -70,6 +82,8 @@ pub enum Protocol {
     Rtmp,
     HttpFlv,
     Rtmpt,
+    /// An HLS session (no connection of its own: counted while it keeps asking).
+    Hls,
 }
 
 impl Protocol {
@@ -78,6 +92,7 @@ impl Protocol {
             Protocol::Rtmp => "rtmp",
             Protocol::HttpFlv => "http-flv",
             Protocol::Rtmpt => "rtmpt",
+            Protocol::Hls => "hls",
         }
     }
 }
@@ -89,6 +104,7 @@ pub struct PlayersByProtocol {
     #[serde(rename = "http-flv")]
     pub http_flv: usize,
     pub rtmpt: usize,
+    pub hls: usize,
 }
 
 /// Per-stream counters, read by the API.
@@ -98,7 +114,7 @@ pub struct StreamStats {
     pub bytes_out: AtomicU64,
     pub players: AtomicUsize,
     /// Players by [`Protocol`] (in its order).
-    by_protocol: [AtomicUsize; 3],
+    by_protocol: [AtomicUsize; 4],
     /// Bits per second, refreshed once a second by the hub's sampler.
     pub bps_in: AtomicU64,
     pub bps_out: AtomicU64,
@@ -131,6 +147,8 @@ pub struct Stream {
     /// Wakes the stream's release timer when frames start being held (once per hold, not per frame) or the
     /// stream ends.
     timer: Arc<Notify>,
+    /// Sees every frame as it is pushed (the HLS packager), if egress gave the stream one.
+    tap: Option<Arc<dyn Tap>>,
 }
 
 /// What a new player gets: the cached start and its subscription to live frames.
@@ -140,7 +158,13 @@ pub struct Subscription {
 }
 
 impl Stream {
-    pub(super) fn new(app: &str, name: &str, budget: Budget, changes: Arc<watch::Sender<u64>>) -> Arc<Self> {
+    pub(super) fn new(
+        app: &str,
+        name: &str,
+        budget: Budget,
+        changes: Arc<watch::Sender<u64>>,
+        tap: Option<Arc<dyn Tap>>,
+    ) -> Arc<Self> {
         let (wake, _) = watch::channel(0);
         let now = Instant::now();
         Arc::new(Self {
@@ -159,6 +183,7 @@ impl Stream {
             budget,
             changes,
             timer: Arc::new(Notify::new()),
+            tap,
         })
     }
 
@@ -191,6 +216,7 @@ impl Stream {
         c.source = Some((id, info));
         c.source_lost_at = None;
         c.rebase = c.last_out.is_some();
+        c.clock.source_attached();
         // The old GOP belongs to the old source's decoder state; the new source sends fresh headers.
         c.gop.clear();
         c.gop_bytes = 0;
@@ -281,16 +307,47 @@ impl Stream {
         if !header && c.last_out.is_none_or(|l| (ts.wrapping_sub(l) as i32) > 0) {
             c.last_out = Some(ts);
         }
+        let from_upstream = matches!(&c.source, Some((_, s)) if s.kind == UPSTREAM);
+        let mut media = media;
         if media.is_metadata() {
+            if from_upstream {
+                c.clock.upstream_metadata(&media);
+            }
             c.metadata = Some(media.clone());
+            // Players (and the edges below us) get it with this relay's anchor.
+            if let Some(m) = c.clock.metadata(Some(&media), ts) {
+                media = m;
+            }
         } else if media.is_video_header() {
             c.video_header = Some(media.clone());
         } else if media.is_audio_header() {
             c.audio_header = Some(media.clone());
         }
         let is_header = media.is_metadata() || media.is_video_header() || media.is_audio_header();
+        let clock = if is_header {
+            c.clock.current()
+        } else {
+            let offset = c.offset;
+            let clock = c.clock.frame(ts, offset, from_upstream, unix_ms());
+            if c.clock.to_announce().is_some() {
+                // The anchor is new (the stream's first frame, an edge's new upstream): players hear of it
+                // before the frame it applies to.
+                let source = c.metadata.clone();
+                if let Some(m) = c.clock.metadata(source.as_ref(), ts) {
+                    let f = Frame::new(m, ts);
+                    if let Some(tap) = &self.tap {
+                        tap.frame(&f, clock);
+                    }
+                    self.hold(&mut c, f);
+                }
+            }
+            clock
+        };
         let keyframe = media.is_keyframe() && !media.is_video_header();
         let frame = Frame::new(media, ts);
+        if let Some(tap) = &self.tap {
+            tap.frame(&frame, clock);
+        }
         if keyframe {
             c.gop.clear();
             c.gop_bytes = 0;
@@ -307,6 +364,11 @@ impl Stream {
                 c.gop.push(frame.clone());
             }
         }
+        self.hold(&mut c, frame);
+    }
+
+    /// Holds `frame` for its players (merging, coalescing) or releases it now.
+    fn hold(&self, c: &mut Cache, frame: Arc<Frame>) {
         // Every player wakes and writes once per send burst, so holding audio and data until the next video
         // frame turns two or three socket writes per player into one. Video goes out at once, and nothing
         // waits longer than --coalesce-ms (audio-only streams, gaps).
@@ -324,8 +386,8 @@ impl Stream {
         };
         match hold {
             // Held frames count against --stream-buffer-bytes: past it they go out now rather than wait.
-            Some(_) if c.held_bytes >= self.budget.stream_bytes => self.release(&mut c),
-            None => self.release(&mut c),
+            Some(_) if c.held_bytes >= self.budget.stream_bytes => self.release(c),
+            None => self.release(c),
             Some(d) => {
                 let room = self.budget.stream_bytes - c.held_bytes;
                 c.ring.trim(self.max_frames(), room);
@@ -406,16 +468,24 @@ impl Stream {
         let rx = Reader { next: c.ring.head(), wake: self.wake.subscribe() };
         let start_ts = c.gop.first().map(|f| f.timestamp).or(c.last_out).unwrap_or(0);
         let mut start = Vec::with_capacity(c.gop.len() + 3);
-        for m in [&c.metadata, &c.video_header, &c.audio_header].into_iter().flatten() {
+        let source = c.metadata.clone();
+        let metadata = c.clock.metadata(source.as_ref(), start_ts);
+        for m in [&metadata, &c.video_header, &c.audio_header].into_iter().flatten() {
             // Headers are stamped with the GOP's start so a player's timeline never goes backwards.
             start.push(Frame::new(m.clone(), start_ts));
         }
         start.extend(c.gop.iter().cloned());
         drop(c);
+        self.count_player(protocol);
+        Subscription { start, rx }
+    }
+
+    /// Counts a player that reads no ring of its own (an HLS session) until [`Stream::unsubscribe`]: it keeps an
+    /// edge's pull alive like any player.
+    pub fn count_player(&self, protocol: Protocol) {
         self.had_player.store(true, Ordering::Release);
         self.stats.players.fetch_add(1, Ordering::Relaxed);
         self.stats.by_protocol[protocol as usize].fetch_add(1, Ordering::Relaxed);
-        Subscription { start, rx }
     }
 
     pub fn unsubscribe(&self, protocol: Protocol) {
@@ -430,7 +500,12 @@ impl Stream {
 
     pub fn players_by_protocol(&self) -> PlayersByProtocol {
         let n = |p: Protocol| self.stats.by_protocol[p as usize].load(Ordering::Relaxed);
-        PlayersByProtocol { rtmp: n(Protocol::Rtmp), http_flv: n(Protocol::HttpFlv), rtmpt: n(Protocol::Rtmpt) }
+        PlayersByProtocol {
+            rtmp: n(Protocol::Rtmp),
+            http_flv: n(Protocol::HttpFlv),
+            rtmpt: n(Protocol::Rtmpt),
+            hls: n(Protocol::Hls),
+        }
     }
 
     /// Time since the last player left, if there are none now.
@@ -451,6 +526,9 @@ impl Stream {
             drop(c);
             self.wake.send_replace(head + 1);
             self.timer.notify_one();
+            if let Some(tap) = &self.tap {
+                tap.end(self.had_media());
+            }
         }
     }
 

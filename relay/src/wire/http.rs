@@ -14,6 +14,13 @@ pub struct Request {
     pub content_length: usize,
     /// Bytes of the head, including the blank line.
     pub head_len: usize,
+    /// The connection may carry another request (HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
+    /// `Connection: keep-alive`).
+    pub keep_alive: bool,
+    /// `Range` as sent.
+    pub range: Option<String>,
+    /// `If-None-Match` as sent.
+    pub if_none_match: Option<String>,
 }
 
 /// Why a request head was refused.
@@ -66,7 +73,22 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
                 return Err(HttpError::TooLarge);
             }
             let mut content_length = None;
+            let mut keep_alive = req.version == Some(1);
+            let (mut range, mut if_none_match) = (None, None);
+            let text = |v: &[u8]| String::from_utf8_lossy(v).trim().to_string();
             for h in req.headers.iter() {
+                if h.name.eq_ignore_ascii_case("connection") {
+                    let v = text(h.value).to_ascii_lowercase();
+                    if v.split(',').any(|t| t.trim() == "close") {
+                        keep_alive = false;
+                    } else if v.split(',').any(|t| t.trim() == "keep-alive") {
+                        keep_alive = true;
+                    }
+                } else if h.name.eq_ignore_ascii_case("range") {
+                    range = Some(text(h.value));
+                } else if h.name.eq_ignore_ascii_case("if-none-match") {
+                    if_none_match = Some(text(h.value));
+                }
                 if h.name.eq_ignore_ascii_case("content-length") {
                     let n: usize = std::str::from_utf8(h.value)
                         .ok()
@@ -89,6 +111,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
                 target,
                 content_length: content_length.unwrap_or(0),
                 head_len,
+                keep_alive,
+                range,
+                if_none_match,
             }))
         }
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
@@ -135,5 +160,11 @@ mod tests {
             assert_eq!(parse_request(head.as_bytes()).unwrap().unwrap().target, want, "{target}");
         }
         assert!(parse_request(b"GET ftp://host/x HTTP/1.1\r\n\r\n").is_err());
+        // Keep-alive by version and Connection; Range and If-None-Match as sent.
+        let r = parse_request(b"GET /a HTTP/1.1\r\nRange: bytes=0-9\r\nIf-None-Match: \"x\"\r\n\r\n").unwrap().unwrap();
+        assert_eq!((r.keep_alive, r.range.as_deref(), r.if_none_match.as_deref()), (true, Some("bytes=0-9"), Some("\"x\"")));
+        assert!(!parse_request(b"GET /a HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(!parse_request(b"GET /a HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
+        assert!(parse_request(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().keep_alive);
     }
 }

@@ -1,0 +1,588 @@
+//! The HLS packager of one stream: frames in (the hub's tap), CMAF parts, segments and init segments out, cut
+//! and named by the stream's clock alone, so every relay of the stream makes the same bytes under the same names.
+//!
+//! The rule, a pure function of the frames and their clocks (Unix ms, see `hub::clock`):
+//! - a segment starts at the first keyframe whose clock falls in a new window of `segment_ms`; its media sequence
+//!   number is that window's index (`clock / segment_ms`), so relays that joined at different times agree;
+//! - a packager starts with the first keyframe it sees in a window other than the one of the first keyframe it
+//!   saw: it never publishes a segment it may have seen only the end of;
+//! - a part ends at the first video frame (audio frame in an audio-only stream) at or past `part_ms` after the
+//!   part before it, or at the segment's end;
+//! - a window with no keyframe of its own (a GOP longer than the target) is listed as an `EXT-X-GAP` segment, so
+//!   sequence numbers stay consecutive and the listed durations still add up to the media's.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::hub::{Frame, Tap};
+use crate::wire::fmp4::{self, AudioConfig, Sample, VideoConfig};
+use crate::wire::proto::MediaKind;
+
+/// Sizes and durations of a stream's HLS (from the relay's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HlsSettings {
+    /// Target segment duration in ms (the window segments are numbered by).
+    pub segment_ms: i64,
+    /// Target part duration in ms; 0 turns Low-Latency HLS off (no parts).
+    pub part_ms: i64,
+    /// Segments a playlist lists.
+    pub window: usize,
+    /// Most bytes of segments kept (the stream's byte budget); the oldest leave first.
+    pub max_bytes: usize,
+}
+
+/// 64-bit FNV-1a over buffers: the ETag and init name, the same wherever the bytes are the same.
+pub fn fnv(bufs: &[Bytes]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bufs {
+        for &x in b.iter() {
+            h = (h ^ x as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// An init segment (the codecs' configuration), named by its content.
+#[derive(Debug)]
+pub struct Init {
+    pub name: String,
+    pub data: Bytes,
+    pub etag: u64,
+    /// RFC 6381 codecs, for logs and the stream's view.
+    pub codecs: String,
+}
+
+/// A part: one CMAF fragment (moof + mdat), as buffers that share the frames' payloads.
+#[derive(Debug)]
+pub struct Part {
+    pub duration_ms: i64,
+    /// Starts with a keyframe (or the stream has no video): a player may start decoding here.
+    pub independent: bool,
+    pub data: Vec<Bytes>,
+    pub len: usize,
+    pub etag: u64,
+}
+
+/// A closed segment: its parts back to back, or a gap.
+#[derive(Debug)]
+pub struct Segment {
+    pub msn: u64,
+    /// Clock (Unix ms) of its first frame.
+    pub start: i64,
+    /// The duration the playlist lists (the media's, less the gap windows listed after it).
+    pub listed_ms: i64,
+    pub parts: Vec<Arc<Part>>,
+    /// A window with no keyframe: listed with `EXT-X-GAP`, never served.
+    pub gap: bool,
+    pub init: Arc<Init>,
+    /// The codecs changed here (`EXT-X-DISCONTINUITY`).
+    pub discontinuity: bool,
+    pub len: usize,
+    pub etag: u64,
+}
+
+/// The segment being built.
+struct Open {
+    msn: u64,
+    start: i64,
+    parts: Vec<Arc<Part>>,
+    part_start: i64,
+    video: Vec<(Arc<Frame>, i64)>,
+    audio: Vec<(Arc<Frame>, i64)>,
+    init: Arc<Init>,
+    discontinuity: bool,
+}
+
+/// A packager's state (behind its lock).
+pub struct State {
+    pub settings: HlsSettings,
+    video: Option<VideoConfig>,
+    audio: Option<AudioConfig>,
+    /// A video sequence header came: video frames cut segments and parts.
+    has_video: bool,
+    /// Why the stream cannot be packaged (a codec HLS here does not carry), once seen.
+    pub unsupported: Option<String>,
+    config_changed: bool,
+    init: Option<Arc<Init>>,
+    /// Closed segments, oldest first: the listed window and a few older ones still fetchable.
+    pub segments: VecDeque<Arc<Segment>>,
+    open: Option<Open>,
+    last_key_window: Option<i64>,
+    /// Discontinuities that left the front of the window (EXT-X-DISCONTINUITY-SEQUENCE).
+    pub discontinuity_seq: u64,
+    /// The stream ended (`Some(found)`): the playlist gets `EXT-X-ENDLIST`.
+    pub ended: Option<bool>,
+    last_clock: Option<i64>,
+    video_delta: i64,
+    audio_delta: i64,
+    bytes: usize,
+}
+
+/// What a playlist or a blocking request can see of the open segment.
+pub struct OpenView {
+    pub msn: u64,
+    pub start: i64,
+    pub parts: Vec<Arc<Part>>,
+    pub init: Arc<Init>,
+    pub discontinuity: bool,
+}
+
+impl State {
+    fn new(settings: HlsSettings) -> Self {
+        Self {
+            settings,
+            video: None,
+            audio: None,
+            has_video: false,
+            unsupported: None,
+            config_changed: false,
+            init: None,
+            segments: VecDeque::new(),
+            open: None,
+            last_key_window: None,
+            discontinuity_seq: 0,
+            ended: None,
+            last_clock: None,
+            video_delta: 33,
+            audio_delta: 23,
+            bytes: 0,
+        }
+    }
+
+    /// The open segment (its parts so far), if one is being built.
+    pub fn open(&self) -> Option<OpenView> {
+        self.open.as_ref().map(|o| OpenView {
+            msn: o.msn,
+            start: o.start,
+            parts: o.parts.clone(),
+            init: o.init.clone(),
+            discontinuity: o.discontinuity,
+        })
+    }
+
+    /// The sequence number of the segment being built (or the next one), if any segment was ever started.
+    pub fn head_msn(&self) -> Option<u64> {
+        self.open.as_ref().map(|o| o.msn).or_else(|| self.segments.back().map(|s| s.msn + 1))
+    }
+
+    /// Parts of the open segment so far.
+    pub fn open_parts(&self) -> usize {
+        self.open.as_ref().map_or(0, |o| o.parts.len())
+    }
+
+    /// Bytes of segments kept (and parts of the open one).
+    pub fn bytes(&self) -> usize {
+        self.bytes + self.open.as_ref().map_or(0, |o| o.parts.iter().map(|p| p.len).sum())
+    }
+
+    /// The init segment named `name` (the current one or one a kept segment uses).
+    pub fn init_named(&self, name: &str) -> Option<Arc<Init>> {
+        let open = self.open.as_ref().map(|o| &o.init);
+        open.into_iter()
+            .chain(self.segments.iter().map(|s| &s.init))
+            .chain(self.init.as_ref())
+            .find(|i| i.name == name)
+            .cloned()
+    }
+
+    /// Segment `msn`, if kept and not a gap.
+    pub fn segment(&self, msn: u64) -> Option<Arc<Segment>> {
+        let first = self.segments.front()?.msn;
+        let s = self.segments.get(msn.checked_sub(first)? as usize)?;
+        (s.msn == msn && !s.gap).then(|| s.clone())
+    }
+
+    /// Part `index` of segment `msn`, if it exists.
+    pub fn part(&self, msn: u64, index: usize) -> Option<Arc<Part>> {
+        if let Some(o) = self.open.as_ref().filter(|o| o.msn == msn) {
+            return o.parts.get(index).cloned();
+        }
+        self.segment(msn)?.parts.get(index).cloned()
+    }
+
+    fn push(&mut self, frame: &Arc<Frame>, clock: i64) -> bool {
+        let m = &frame.media;
+        match m.kind {
+            MediaKind::Data => return false,
+            MediaKind::Video if m.is_video_header() => {
+                self.has_video = true;
+                match fmp4::video_config(&m.payload) {
+                    Ok(c) if self.video.as_ref() != Some(&c) => {
+                        self.video = Some(c);
+                        self.config_changed = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.refuse(e.to_string()),
+                }
+                return false;
+            }
+            MediaKind::Audio if m.is_audio_header() => {
+                match fmp4::audio_config(&m.payload) {
+                    Ok(c) if self.audio.as_ref() != Some(&c) => {
+                        self.audio = Some(c);
+                        self.config_changed = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.refuse(e.to_string()),
+                }
+                return false;
+            }
+            _ => {}
+        }
+        let video = m.kind == MediaKind::Video;
+        if (video && self.video.is_none()) || (!video && self.audio.is_none()) {
+            // A track with no (supported) configuration is left out.
+            return false;
+        }
+        if let Some(last) = self.last_clock {
+            let d = clock - last;
+            if d > 0 && d < 1000 {
+                if video {
+                    self.video_delta = d;
+                } else {
+                    self.audio_delta = d;
+                }
+            }
+        }
+        self.last_clock = Some(clock);
+        // The track whose frames cut: video when the stream has it.
+        let leader = video || !self.has_video;
+        let mut changed = false;
+        if leader && (m.is_keyframe() || !video) {
+            let w = clock.div_euclid(self.settings.segment_ms);
+            match &self.open {
+                Some(o) if w > o.msn as i64 || self.config_changed => {
+                    let next = (w.max(0) as u64).max(o.msn + 1);
+                    self.close_segment(clock, next);
+                    self.start_segment(next, clock);
+                    changed = true;
+                }
+                Some(_) => {}
+                None if self.last_key_window.is_some_and(|l| l != w) => {
+                    self.start_segment(w.max(0) as u64, clock);
+                    changed = true;
+                }
+                None => {}
+            }
+            self.last_key_window = Some(w);
+        }
+        let part_ms = self.settings.part_ms;
+        let Some(o) = &mut self.open else {
+            return changed;
+        };
+        let filled = !o.video.is_empty() || !o.audio.is_empty();
+        if part_ms > 0 && leader && filled && clock >= o.part_start + part_ms {
+            Self::close_part(o, clock, self.audio_delta);
+            changed = true;
+        }
+        if video {
+            o.video.push((frame.clone(), clock));
+        } else {
+            o.audio.push((frame.clone(), clock));
+        }
+        changed
+    }
+
+    fn refuse(&mut self, why: String) {
+        if self.unsupported.is_none() {
+            tracing::warn!(reason = %why, "stream cannot be served as HLS");
+        }
+        self.unsupported = Some(why);
+    }
+
+    fn start_segment(&mut self, msn: u64, clock: i64) {
+        let data = fmp4::init_segment(self.video.as_ref(), self.audio.as_ref());
+        let previous = self.init.clone();
+        let init = match &previous {
+            Some(i) if i.data == data => i.clone(),
+            _ => {
+                let etag = fnv(std::slice::from_ref(&data));
+                let codecs = [self.video.as_ref().map(|v| v.codec.clone()), self.audio.as_ref().map(|a| a.codec.clone())]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(",");
+                Arc::new(Init { name: format!("init-{etag:016x}.mp4"), data, etag, codecs })
+            }
+        };
+        let discontinuity = previous.is_some_and(|p| !Arc::ptr_eq(&p, &init));
+        self.init = Some(init.clone());
+        self.config_changed = false;
+        self.open = Some(Open {
+            msn,
+            start: clock,
+            parts: Vec::new(),
+            part_start: clock,
+            video: Vec::new(),
+            audio: Vec::new(),
+            init,
+            discontinuity,
+        });
+    }
+
+    /// Closes the open part at `end` (the clock of the frame after it).
+    fn close_part(o: &mut Open, end: i64, audio_delta: i64) {
+        let seq = (o.msn as u32).wrapping_mul(256).wrapping_add(o.parts.len() as u32);
+        let samples = |frames: &[(Arc<Frame>, i64)], last: i64| -> Vec<Sample> {
+            frames
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (f, c))| {
+                    let next = frames.get(i + 1).map_or(c + last, |(_, n)| *n);
+                    let d = (next - c).clamp(1, u32::MAX as i64) as u32;
+                    fmp4::sample_of(&f.media, *c as u64, d)
+                })
+                .collect()
+        };
+        let last_video = o.video.last().map_or(0, |(_, c)| end - c);
+        let video = samples(&o.video, last_video.max(1));
+        let audio = samples(&o.audio, audio_delta);
+        o.video.clear();
+        o.audio.clear();
+        if video.is_empty() && audio.is_empty() {
+            return;
+        }
+        let independent = video.first().is_none_or(|s| s.keyframe);
+        let data = fmp4::fragment(seq, &video, &audio);
+        let len = data.iter().map(|b| b.len()).sum();
+        let etag = fnv(&data);
+        o.parts.push(Arc::new(Part { duration_ms: end - o.part_start, independent, data, len, etag }));
+        o.part_start = end;
+    }
+
+    /// Closes the open segment at `end`; `next` is the number of the segment after it (windows between are gaps).
+    fn close_segment(&mut self, end: i64, next: u64) {
+        let Some(mut o) = self.open.take() else {
+            return;
+        };
+        Self::close_part(&mut o, end, self.audio_delta);
+        let seg = self.settings.segment_ms;
+        let gaps = next.saturating_sub(o.msn + 1);
+        let media_ms = end - o.start;
+        let listed_ms = (media_ms - gaps as i64 * seg).max(1);
+        if !o.parts.is_empty() {
+            let data: Vec<Bytes> = o.parts.iter().flat_map(|p| p.data.iter().cloned()).collect();
+            let len = o.parts.iter().map(|p| p.len).sum();
+            self.bytes += len;
+            self.segments.push_back(Arc::new(Segment {
+                msn: o.msn,
+                start: o.start,
+                listed_ms,
+                etag: fnv(&data),
+                parts: o.parts,
+                gap: false,
+                init: o.init.clone(),
+                discontinuity: o.discontinuity,
+                len,
+            }));
+        }
+        for g in 0..gaps {
+            let msn = o.msn + 1 + g;
+            let start = o.start + listed_ms + g as i64 * seg;
+            let init = o.init.clone();
+            let s = Segment {
+                msn,
+                start,
+                listed_ms: seg,
+                parts: Vec::new(),
+                gap: true,
+                init,
+                discontinuity: false,
+                len: 0,
+                etag: 0,
+            };
+            self.segments.push_back(Arc::new(s));
+        }
+        self.trim();
+    }
+
+    /// Keeps the listed window plus two older segments (a player that read the playlist just before they left
+    /// still gets them), within the byte budget.
+    fn trim(&mut self) {
+        let keep = self.settings.window + 2;
+        while self.segments.len() > keep || (self.bytes > self.settings.max_bytes && self.segments.len() > 1) {
+            let old = self.segments.pop_front().expect("non-empty");
+            self.bytes -= old.len;
+            if self.segments.front().is_some_and(|s| s.discontinuity) {
+                self.discontinuity_seq += 1;
+            }
+        }
+    }
+
+    fn end(&mut self, found: bool) {
+        if self.ended.is_some() {
+            return;
+        }
+        if let (Some(o), Some(last)) = (&self.open, self.last_clock) {
+            let msn = o.msn + 1;
+            let delta = if self.has_video { self.video_delta } else { self.audio_delta };
+            self.close_segment(last + delta, msn);
+        }
+        self.ended = Some(found);
+    }
+}
+
+/// One stream's packager: the state and a wake-up for blocking requests.
+pub struct Packager {
+    pub app: String,
+    pub key: String,
+    state: Mutex<State>,
+    /// Bumped whenever a part or segment is added or the stream ends.
+    changed: watch::Sender<u64>,
+}
+
+impl Packager {
+    pub fn new(app: &str, key: &str, settings: HlsSettings) -> Arc<Self> {
+        Arc::new(Self {
+            app: app.to_string(),
+            key: key.to_string(),
+            state: Mutex::new(State::new(settings)),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes on every change (a new part or segment, the end).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+impl Tap for Packager {
+    fn frame(&self, frame: &Arc<Frame>, clock_ms: i64) {
+        if self.state().push(frame, clock_ms) {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn end(&self, found: bool) {
+        self.state().end(found);
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::proto::Media;
+
+    pub(crate) fn settings() -> HlsSettings {
+        HlsSettings { segment_ms: 2000, part_ms: 500, window: 4, max_bytes: 1 << 20 }
+    }
+
+    fn frame(kind: MediaKind, payload: Vec<u8>) -> Arc<Frame> {
+        crate::hub::test_frame(Media { kind, timestamp: 0, payload: Bytes::from(payload) })
+    }
+
+    /// Headers, then 30 fps video with a keyframe every `gop` frames and audio every 23 ms, from `from` to `to`.
+    pub(crate) fn feed(p: &Packager, from: i64, to: i64, gop: i64) {
+        join(p, from, from, to, gop)
+    }
+
+    /// The frames of a stream that started at `origin`, as a relay that joined at `from` sees them: headers,
+    /// then from the first keyframe at or after `from` (an edge starts at its origin's GOP cache).
+    pub(crate) fn join(p: &Packager, origin: i64, from: i64, to: i64, gop: i64) {
+        p.frame(&frame(MediaKind::Video, vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]), from);
+        p.frame(&frame(MediaKind::Audio, vec![0xaf, 0, 0x12, 0x10]), from);
+        let (mut v, mut a) = (0i64, 0i64);
+        let mut joined = false;
+        loop {
+            let (tv, ta) = (origin + v * 100 / 3, origin + a * 23);
+            if tv.min(ta) >= to {
+                break;
+            }
+            if tv <= ta {
+                let key = v % gop == 0;
+                joined |= key && tv >= from;
+                if joined {
+                    p.frame(&frame(MediaKind::Video, vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, v as u8]), tv);
+                }
+                v += 1;
+            } else {
+                if joined {
+                    p.frame(&frame(MediaKind::Audio, vec![0xaf, 1, a as u8]), ta);
+                }
+                a += 1;
+            }
+        }
+    }
+
+    fn playlist_of(p: &Packager) -> Vec<(u64, bool, i64, Vec<u64>)> {
+        p.state()
+            .segments
+            .iter()
+            .map(|s| (s.msn, s.gap, s.listed_ms, s.parts.iter().map(|x| x.etag).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn segments_are_numbered_by_the_clock_window_and_start_after_the_first_window() {
+        let p = Packager::new("live", "k", settings());
+        // Keyframes every 2 s at clock 1_000_000_500 + 2000 n: window n starts at each.
+        feed(&p, 1_000_000_500, 1_000_010_600, 60);
+        let s = p.state();
+        let msns: Vec<u64> = s.segments.iter().map(|s| s.msn).collect();
+        // The first keyframe's window (500_000) is only seen, not published.
+        assert_eq!(msns, vec![500_001, 500_002, 500_003, 500_004]);
+        assert!(s.segments.iter().all(|x| x.listed_ms == 2000 && !x.gap && x.parts.len() == 4), "2 s, 4 parts of 500 ms");
+        assert!(s.segments.iter().all(|x| x.parts[0].independent && !x.parts[1].independent));
+        assert_eq!(s.head_msn(), Some(500_005));
+        assert_eq!(s.open_parts(), 0, "the open segment's first part is still being filled");
+    }
+
+    #[test]
+    fn two_packagers_that_joined_at_different_times_make_the_same_segments() {
+        let (a, b) = (Packager::new("live", "k", settings()), Packager::new("live", "k", settings()));
+        feed(&a, 1_000_000_500, 1_000_012_600, 60);
+        // b sees the same stream from 3 s later on (an edge that joined late: its first frame is a keyframe).
+        join(&b, 1_000_000_500, 1_000_003_700, 1_000_012_600, 60);
+        let (pa, pb) = (playlist_of(&a), playlist_of(&b));
+        assert!(pb.len() >= 2, "{pb:?}");
+        for s in &pb {
+            assert!(pa.contains(s), "segment {s:?} of the late packager differs");
+        }
+    }
+
+    #[test]
+    fn a_gop_longer_than_the_target_leaves_gap_segments_and_durations_add_up() {
+        let p = Packager::new("live", "k", HlsSettings { window: 10, ..settings() });
+        // Keyframes every 5 s (150 frames) from 1_000_001_000: in windows 500_000 (only seen), 3, 5, 8, 10.
+        feed(&p, 1_000_001_000, 1_000_021_100, 150);
+        let s = p.state();
+        let rows: Vec<(u64, bool, i64)> = s.segments.iter().map(|s| (s.msn, s.gap, s.listed_ms)).collect();
+        let want = [
+            (500_003, false, 3000),
+            (500_004, true, 2000),
+            (500_005, false, 1000),
+            (500_006, true, 2000),
+            (500_007, true, 2000),
+        ];
+        assert_eq!(&rows[..5], &want, "5 s of media listed as the segment and the gap windows after it");
+        let msns: Vec<u64> = rows.iter().map(|r| r.0).collect();
+        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "consecutive: {msns:?}");
+        let first = &s.segments[0];
+        let media: i64 = s.segments.iter().take(5).map(|x| x.listed_ms).sum();
+        assert_eq!(media, 10_000, "listed durations add up to the media's");
+        assert!(first.parts.len() >= 9, "parts every 500 ms across the long GOP");
+    }
+
+    #[test]
+    fn the_window_and_the_end() {
+        let p = Packager::new("live", "k", settings());
+        feed(&p, 1_000_000_500, 1_000_030_600, 60);
+        assert_eq!(p.state().segments.len(), 6, "window 4 + 2 kept");
+        let bytes = p.state().bytes();
+        assert!(bytes > 0);
+        p.end(true);
+        let s = p.state();
+        assert_eq!(s.ended, Some(true));
+        assert!(s.open().is_none(), "the open segment is closed at the end");
+        assert_eq!(s.segments.back().unwrap().msn, 500_015);
+    }
+}

@@ -31,6 +31,8 @@ const PLAYLIST: &str = "/live/bench/index.m3u8";
 /// Segments the playlist must list before a server counts as warm (nginx-rtmp writes its first fragment after one
 /// target duration; three make the window of a real player).
 const WARM_SEGMENTS: usize = 3;
+/// Window over which the server's CPU is measured with the stream and no viewer.
+const IDLE_SECS: u64 = 5;
 
 struct Opts {
     clients: usize,
@@ -119,6 +121,8 @@ struct Row {
     cpu_pct: f64,
     /// Milliseconds of CPU per viewer per second (= % of a core per viewer x 10).
     cpu_ms_per_viewer_s: f64,
+    /// The server's CPU with the stream and no viewer (ingest, packaging), % of a core.
+    cpu_idle_pct: f64,
     rss_idle_mib: f64,
     rss_stream_kib: f64,
     /// nginx only: the HLS files on tmpfs (memory outside the process's RSS).
@@ -135,6 +139,11 @@ struct Row {
 }
 
 impl Row {
+    /// CPU per viewer above the no-viewer cost, ms per viewer per second.
+    fn marginal(&self) -> f64 {
+        (self.cpu_pct - self.cpu_idle_pct) * 10.0 / self.clients as f64
+    }
+
     fn kind(&self, k: Kind) -> KindSummary {
         *self.kinds.iter().find(|s| s.kind == k).expect("every kind is summarised")
     }
@@ -205,14 +214,14 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Waits until the playlist at `port` lists `WARM_SEGMENTS` segments: its segment count, or why not.
-fn wait_warm(port: u16, secs: u64) -> Result<usize, String> {
+/// The playlist at `port` once it satisfies `ready`, or why not by the deadline.
+fn wait_playlist(port: u16, secs: u64, ready: impl Fn(&Playlist) -> bool) -> Result<Playlist, String> {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut last = String::from("no answer");
     while Instant::now() < end {
         match http(port, "GET", PLAYLIST) {
             Some((200, body)) => match Playlist::parse(&body) {
-                Ok(p) if p.segments.len() >= WARM_SEGMENTS => return Ok(p.segments.len()),
+                Ok(p) if ready(&p) => return Ok(p),
                 Ok(p) => last = format!("playlist lists {} segments", p.segments.len()),
                 Err(e) => last = format!("playlist does not parse: {e}"),
             },
@@ -279,9 +288,16 @@ fn measure(env: &Env, server: Server, run: usize) -> Result<Row, String> {
     let pid = proc_.pid();
     wait_port(http_port);
     let rss_idle = rss_kib(pid);
-    let segments_listed = wait_warm(http_port, warm_secs).map_err(|e| format!("{}: {e}", server.name()))?;
-    // Settling time, not a readiness wait: the first playlist requests' allocations stay out of the baseline.
-    std::thread::sleep(Duration::from_secs(2));
+    let warm = wait_playlist(http_port, warm_secs, |p| p.segments.len() >= WARM_SEGMENTS)
+        .map_err(|e| format!("{}: {e}", server.name()))?;
+    // The stream's memory is measured with its window full: once the playlist's window first slides.
+    let full = wait_playlist(http_port, 40, |p| p.media_sequence > warm.media_sequence)
+        .map_err(|e| format!("{}: the playlist's window did not slide: {e}", server.name()))?;
+    let segments_listed = full.segments.len();
+    // The cost of the stream alone (ingest, packaging), no viewer: the base the viewers' cost adds to.
+    let (i0, ti) = (cpu_secs(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(IDLE_SECS));
+    let cpu_idle_pct = (cpu_secs(pid) - i0) / ti.elapsed().as_secs_f64() * 100.0;
     let rss_base = rss_kib(pid);
     let tmpfs = if server == Server::Nginx { dir_bytes(&hls_dir) } else { 0 };
 
@@ -327,6 +343,7 @@ fn measure(env: &Env, server: Server, run: usize) -> Result<Row, String> {
         started: stats.started.load(Ordering::Relaxed),
         cpu_pct,
         cpu_ms_per_viewer_s: (c1 - c0) / dt / n * 1000.0,
+        cpu_idle_pct,
         rss_idle_mib: rss_idle as f64 / 1024.0,
         rss_stream_kib: rss_base as f64 - rss_idle as f64,
         tmpfs_kib: tmpfs as f64 / 1024.0,
@@ -359,11 +376,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn print_rows(title: &str, rows: &[Row]) {
     println!("\n{title}");
     println!(
-        "| server | clients (LL) | started | server CPU % | CPU ms/viewer/s | RSS idle MiB | RSS stream KiB (+tmpfs) | \
+        "| server | clients (LL) | started | server CPU % | CPU ms/viewer/s | no-viewer CPU % | marginal ms/viewer/s | RSS idle MiB | RSS stream KiB (+tmpfs) | \
          RSS KiB/viewer | req/s | playlist p50/p99 ms | segment p50/p99 ms | part p50/p99 ms | blocking p50/p99 ms | \
          reload after part p50/p99 ms (res.) | errors | loadgen CPU % |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let (pl, sg, pa, bl) =
             (r.kind(Kind::Playlist), r.kind(Kind::Segment), r.kind(Kind::Part), r.kind(Kind::Blocking));
@@ -381,13 +398,15 @@ fn print_rows(title: &str, rows: &[Row]) {
         };
         let tmpfs = if r.tmpfs_kib > 0.0 { format!(" (+{:.0})", r.tmpfs_kib) } else { String::new() };
         println!(
-            "| {} | {} ({}) | {} | {:.1} | {:.4} | {:.1} | {:.0}{tmpfs} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} ({}) | {} | {:.1} | {:.4} | {:.2} | {:.4} | {:.1} | {:.0}{tmpfs} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} |",
             r.server.name(),
             r.clients,
             r.ll_clients,
             r.started,
             r.cpu_pct,
             r.cpu_ms_per_viewer_s,
+            r.cpu_idle_pct,
+            r.marginal(),
             r.rss_idle_mib,
             r.rss_stream_kib,
             r.rss_per_viewer_kib,
@@ -509,6 +528,7 @@ fn main() {
             started: m(&|r| r.started as f64) as usize,
             cpu_pct: m(&|r| r.cpu_pct),
             cpu_ms_per_viewer_s: m(&|r| r.cpu_ms_per_viewer_s),
+            cpu_idle_pct: m(&|r| r.cpu_idle_pct),
             rss_idle_mib: m(&|r| r.rss_idle_mib),
             rss_stream_kib: m(&|r| r.rss_stream_kib),
             tmpfs_kib: m(&|r| r.tmpfs_kib),
@@ -536,14 +556,17 @@ fn main() {
         o.bitrate_kbps, o.secs, o.clients, o.connect_rate, o.observer_ms
     );
     print_rows(&format!("median of {} runs", o.runs), &med);
-    let ratios: Vec<f64> = runs
-        .iter()
-        .filter_map(|rows| {
-            let n = rows.iter().find(|r| r.server == Server::Nginx)?;
-            let r = rows.iter().find(|r| r.server == Server::Relay)?;
-            Some(r.cpu_ms_per_viewer_s / n.cpu_ms_per_viewer_s)
-        })
-        .collect();
+    let ratio = |f: &dyn Fn(&Row) -> f64| -> Vec<f64> {
+        runs.iter()
+            .filter_map(|rows| {
+                let n = rows.iter().find(|r| r.server == Server::Nginx)?;
+                let r = rows.iter().find(|r| r.server == Server::Relay)?;
+                Some(f(r) / f(n))
+            })
+            .collect()
+    };
+    let ratios = ratio(&|r| r.cpu_ms_per_viewer_s);
+    let marginal = ratio(&|r| r.marginal());
     if ratios.is_empty() {
         println!("\nno ratio ours/nginx: {}", relay_missing.as_deref().unwrap_or("the relay rows did not run"));
     } else {
@@ -553,5 +576,7 @@ fn main() {
             median(ratios.clone()),
             shown.join(", ")
         );
+        let shown: Vec<String> = marginal.iter().map(|r| format!("{r:.2}")).collect();
+        println!("above the no-viewer cost: median {:.2} (runs: {})", median(marginal.clone()), shown.join(", "));
     }
 }

@@ -139,7 +139,10 @@ impl Metrics {
                 &self.publishes_refused,
             ),
             one(Family::counter("relay_players_total", "Play requests accepted."), &self.players_total),
-            one(Family::counter("relay_hls_requests_total", "HLS requests (playlists, segments, parts)."), &self.hls_requests),
+            one(
+                Family::counter("relay_hls_requests_total", "HLS requests (playlists, segments, parts)."),
+                &self.hls_requests,
+            ),
             one(
                 Family::counter(
                     "relay_hls_blocking_answered_total",

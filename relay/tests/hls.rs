@@ -33,7 +33,12 @@ fn read_answer(s: &mut TcpStream, head_only: bool) -> Answer {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).expect("read head"), 1, "connection closed mid-head: {:?}", String::from_utf8_lossy(&buf));
+        assert_eq!(
+            s.read(&mut byte).expect("read head"),
+            1,
+            "connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.push(byte[0]);
     }
     let head = String::from_utf8(buf).unwrap();
@@ -186,12 +191,8 @@ fn three_edges_serve_the_same_segments_and_a_client_rotating_over_them_plays_wit
         assert_eq!(get(*h, &format!("/live/cam1/{map}")).body, init0.body, "init bytes differ on {h}");
     }
     // Segments every edge lists: the same EXTINF and date, and the same bytes.
-    let common_msns: Vec<u64> = lists[0]
-        .segments
-        .keys()
-        .filter(|m| lists.iter().all(|l| l.segments.contains_key(m)))
-        .copied()
-        .collect();
+    let common_msns: Vec<u64> =
+        lists[0].segments.keys().filter(|m| lists.iter().all(|l| l.segments.contains_key(m))).copied().collect();
     assert!(common_msns.len() >= 2, "edges list no common segments: {lists:?}");
     for m in &common_msns {
         let rows: Vec<_> = lists.iter().map(|l| &l.segments[m]).collect();
@@ -241,7 +242,8 @@ fn three_edges_serve_the_same_segments_and_a_client_rotating_over_them_plays_wit
     let path = dir.path("rotating.mp4");
     std::fs::write(&path, &file).unwrap();
     let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=dts_time", "-of", "csv=p=0"]).arg(&path);
+    cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=dts_time", "-of", "csv=p=0"])
+        .arg(&path);
     let (ok, out, err) = run_limited(cmd, Duration::from_secs(30));
     assert!(ok, "{err}");
     let dts: Vec<f64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
@@ -348,7 +350,8 @@ fn http_semantics_refusals_and_the_end_of_a_stream() {
     assert_eq!(r.header("content-range"), Some(format!("bytes 10-19/{}", a.body.len()).as_str()));
     let r = request(h, "GET", &path, &[("Range", &format!("bytes={}-", a.body.len()))]);
     assert_eq!(r.status, 416);
-    let o = request(h, "OPTIONS", &path, &[("Origin", "http://page.example"), ("Access-Control-Request-Method", "GET")]);
+    let o =
+        request(h, "OPTIONS", &path, &[("Origin", "http://page.example"), ("Access-Control-Request-Method", "GET")]);
     assert_eq!(o.status, 204);
     assert!(o.header("access-control-allow-methods").unwrap().contains("GET"));
     assert_eq!(request(h, "DELETE", &path, &[]).status, 405);

@@ -105,7 +105,18 @@ fn hls_js_in_chromium_and_a_rotating_client_play_through_the_vip() {
     let out = context(
         l.lab.exec_status(
             &client,
-            &["timeout", "40", "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "compact", &playlist_url],
+            &[
+                "timeout",
+                "40",
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "compact",
+                &playlist_url,
+            ],
         ),
         "ffprobe HLS",
     );
@@ -124,8 +135,13 @@ fn hls_js_in_chromium_and_a_rotating_client_play_through_the_vip() {
     let g2g = ll.glass_to_glass_ms.expect("the page knows the program date-time");
     assert!(g2g <= 2000, "LL-HLS glass-to-glass {g2g} ms (the issue's bound is 2 s): {ll:?}");
     assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000, "screenshot {shot:?}");
-    let plain = lb_lab::browser::play(&format!("{page}?ll=0"), 15, Some(&lb_lab::browser::artifact("hls-vip.png")), Some(&client))
-        .unwrap_or_else(|e| panic!("HLS in Chromium through the VIP: {e:#}"));
+    let plain = lb_lab::browser::play(
+        &format!("{page}?ll=0"),
+        15,
+        Some(&lb_lab::browser::artifact("hls-vip.png")),
+        Some(&client),
+    )
+    .unwrap_or_else(|e| panic!("HLS in Chromium through the VIP: {e:#}"));
     eprintln!("HLS (2 s segments) through the VIP: {plain:?}");
     assert!(plain.played_secs >= 13.0 && plain.stalls == 0, "{plain:?}");
     let g2g = plain.glass_to_glass_ms.expect("program date-time");
@@ -143,7 +159,21 @@ fn hls_js_in_chromium_and_a_rotating_client_play_through_the_vip() {
         let Some((m, d, pdt, uri)) = list.iter().find(|s| s.0 == next).cloned() else {
             panic!("segment {next} missing from a playlist through the VIP:\n{text}");
         };
-        let seg = l.lab.exec_status(&client, &["curl", "-sS", "--fail", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}", &format!("http://{VIP}:{HTTP_PORT}/live/test/{uri}")]);
+        let seg = l.lab.exec_status(
+            &client,
+            &[
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                &format!("http://{VIP}:{HTTP_PORT}/live/test/{uri}"),
+            ],
+        );
         let size: u64 = seg.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0)).unwrap_or(0);
         assert!(size > 10_000, "segment {m} through the VIP: {size} bytes");
         got.push((m, d, pdt));
@@ -153,11 +183,18 @@ fn hls_js_in_chromium_and_a_rotating_client_play_through_the_vip() {
         let t = p.split('T').nth(1).unwrap().trim_end_matches('Z');
         let v: Vec<&str> = t.split(':').collect();
         let (s, f) = v[2].split_once('.').unwrap();
-        v[0].parse::<u64>().unwrap() * 3_600_000 + v[1].parse::<u64>().unwrap() * 60_000 + s.parse::<u64>().unwrap() * 1000 + f.parse::<u64>().unwrap()
+        v[0].parse::<u64>().unwrap() * 3_600_000
+            + v[1].parse::<u64>().unwrap() * 60_000
+            + s.parse::<u64>().unwrap() * 1000
+            + f.parse::<u64>().unwrap()
     };
     for w in got.windows(2) {
         assert_eq!(w[1].0, w[0].0 + 1);
-        assert_eq!(ms_of_day(&w[1].2), ms_of_day(&w[0].2) + w[0].1, "segment dates do not follow across edges: {got:?}");
+        assert_eq!(
+            ms_of_day(&w[1].2),
+            ms_of_day(&w[0].2) + w[0].1,
+            "segment dates do not follow across edges: {got:?}"
+        );
     }
     // Several edges answered HLS requests (no persistence on the VIP).
     let mut served = 0;

@@ -98,7 +98,12 @@ fn stream_views(ctx: &Control) -> Vec<StreamView> {
                 key: v.key,
                 source: v.source.map(source_of),
                 players: v.players,
-                players_by_protocol: PlayersByProtocol { rtmp: p.rtmp, http_flv: p.http_flv, rtmpt: p.rtmpt, hls: p.hls },
+                players_by_protocol: PlayersByProtocol {
+                    rtmp: p.rtmp,
+                    http_flv: p.http_flv,
+                    rtmpt: p.rtmpt,
+                    hls: p.hls,
+                },
                 bitrate_in_kbps: v.bitrate_in_kbps,
                 bitrate_out_kbps: v.bitrate_out_kbps,
                 bytes_in: v.bytes_in,

@@ -15,11 +15,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use doors::{
-    BoxFuture, Denied, Ended, Event, Hooks, OpenRefused, Opener, PublishDoor, PublishRefused, PublishRequest, Publisher,
-    Tap, Taps,
-};
 pub use clock::ANCHOR_KEY;
+pub use doors::{
+    BoxFuture, Denied, Ended, Event, Hooks, OpenRefused, Opener, PublishDoor, PublishRefused, PublishRequest,
+    Publisher, Tap, Taps,
+};
 pub use frame::{Frame, SHARED_STREAM_ID};
 pub use ring::{Item, ReadInfo, Reader};
 pub use stream::{PlayersByProtocol, Protocol, SourceBusy, SourceInfo, Stream, StreamStats, Subscription, UPSTREAM};

@@ -162,7 +162,10 @@ mod tests {
         assert!(parse_request(b"GET ftp://host/x HTTP/1.1\r\n\r\n").is_err());
         // Keep-alive by version and Connection; Range and If-None-Match as sent.
         let r = parse_request(b"GET /a HTTP/1.1\r\nRange: bytes=0-9\r\nIf-None-Match: \"x\"\r\n\r\n").unwrap().unwrap();
-        assert_eq!((r.keep_alive, r.range.as_deref(), r.if_none_match.as_deref()), (true, Some("bytes=0-9"), Some("\"x\"")));
+        assert_eq!(
+            (r.keep_alive, r.range.as_deref(), r.if_none_match.as_deref()),
+            (true, Some("bytes=0-9"), Some("\"x\""))
+        );
         assert!(!parse_request(b"GET /a HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap().unwrap().keep_alive);
         assert!(!parse_request(b"GET /a HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
         assert!(parse_request(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().keep_alive);

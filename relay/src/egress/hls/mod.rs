@@ -252,7 +252,15 @@ pub(crate) async fn answer(
     respond::send(ctx, sock, peer, req, reply).await
 }
 
-async fn reply(ctx: &Arc<Egress>, peer: SocketAddr, req: &Request, app: &str, key: &str, file: File, query: &str) -> Reply {
+async fn reply(
+    ctx: &Arc<Egress>,
+    peer: SocketAddr,
+    req: &Request,
+    app: &str,
+    key: &str,
+    file: File,
+    query: &str,
+) -> Reply {
     crate::metrics::Metrics::inc(&ctx.metrics.hls_requests);
     match req.method.as_str() {
         "GET" | "HEAD" => {}
@@ -290,7 +298,9 @@ async fn reply(ctx: &Arc<Egress>, peer: SocketAddr, req: &Request, app: &str, ke
 pub(crate) fn script_reply(ctx: &Egress) -> Reply {
     match ctx.hls.script(ctx) {
         Some(b) => Reply::ok("application/javascript", "public, max-age=3600", None, Body::One(b)),
-        None => Reply::text(404, "hls.js is not installed on this relay: set --hls-js PATH (cargo xtask setup vendors it)"),
+        None => {
+            Reply::text(404, "hls.js is not installed on this relay: set --hls-js PATH (cargo xtask setup vendors it)")
+        }
     }
 }
 
@@ -301,7 +311,11 @@ pub(crate) async fn answer_script(
     peer: SocketAddr,
     req: &Request,
 ) -> std::io::Result<bool> {
-    let reply = if matches!(req.method.as_str(), "GET" | "HEAD") { script_reply(ctx) } else { Reply::text(405, "method not allowed") };
+    let reply = if matches!(req.method.as_str(), "GET" | "HEAD") {
+        script_reply(ctx)
+    } else {
+        Reply::text(405, "method not allowed")
+    };
     respond::send(ctx, sock, peer, req, reply).await
 }
 
@@ -329,7 +343,9 @@ mod tests {
         assert_eq!(route("/live/k/p12.3.m4s"), Some(("live", "k", File::Part(12, 3), "")));
         assert_eq!(route("/live/k/init-00ff.mp4"), Some(("live", "k", File::Init("init-00ff.mp4".into()), "")));
         assert_eq!(route("/live/k/play.html"), Some(("live", "k", File::Page, "")));
-        for bad in ["/live/k.flv", "/live/k/s.m4s", "/live/k/p1.m4s", "/live/k/x.m4s", "/k/index.m3u8", "/live/k/s-1.m4s"] {
+        for bad in
+            ["/live/k.flv", "/live/k/s.m4s", "/live/k/p1.m4s", "/live/k/x.m4s", "/k/index.m3u8", "/live/k/s-1.m4s"]
+        {
             assert_eq!(route(bad).map(|r| r.2), None, "{bad}");
         }
         assert_eq!(query_value("a=1&session=xyz", "session"), Some("xyz"));

@@ -300,11 +300,12 @@ impl State {
             Some(i) if i.data == data => i.clone(),
             _ => {
                 let etag = fnv(std::slice::from_ref(&data));
-                let codecs = [self.video.as_ref().map(|v| v.codec.clone()), self.audio.as_ref().map(|a| a.codec.clone())]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let codecs =
+                    [self.video.as_ref().map(|v| v.codec.clone()), self.audio.as_ref().map(|a| a.codec.clone())]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(",");
                 Arc::new(Init { name: format!("init-{etag:016x}.mp4"), data, etag, codecs })
             }
         };
@@ -530,7 +531,10 @@ pub(crate) mod tests {
         let msns: Vec<u64> = s.segments.iter().map(|s| s.msn).collect();
         // The first keyframe's window (500_000) is only seen, not published.
         assert_eq!(msns, vec![500_001, 500_002, 500_003, 500_004]);
-        assert!(s.segments.iter().all(|x| x.listed_ms == 2000 && !x.gap && x.parts.len() == 4), "2 s, 4 parts of 500 ms");
+        assert!(
+            s.segments.iter().all(|x| x.listed_ms == 2000 && !x.gap && x.parts.len() == 4),
+            "2 s, 4 parts of 500 ms"
+        );
         assert!(s.segments.iter().all(|x| x.parts[0].independent && !x.parts[1].independent));
         assert_eq!(s.head_msn(), Some(500_005));
         assert_eq!(s.open_parts(), 0, "the open segment's first part is still being filled");

@@ -68,7 +68,15 @@ impl Reply {
     /// A short plain-text answer (errors).
     pub fn text(status: u16, msg: &str) -> Self {
         let body = Body::One(Bytes::from(format!("{msg}\n")));
-        Self { status, content_type: "text/plain", cache: "no-cache", etag: None, media: false, body, retry_after: None }
+        Self {
+            status,
+            content_type: "text/plain",
+            cache: "no-cache",
+            etag: None,
+            media: false,
+            body,
+            retry_after: None,
+        }
     }
 
     pub fn ok(content_type: &'static str, cache: &'static str, etag: Option<u64>, body: Body) -> Self {
@@ -267,9 +275,12 @@ pub async fn file(ctx: &Egress, p: &Arc<Packager>, file: File, query: &str) -> R
                 let _ = wait_for(ctx, p, Instant::now() + block, |s| (!in_progress(s)).then_some(())).await;
             }
             match p.state().segment(msn) {
-                Some(s) => Reply::ok("video/mp4", "public, max-age=3600", Some(s.etag), Body::Many(
-                    s.parts.iter().flat_map(|x| x.data.iter().cloned()).collect(),
-                )),
+                Some(s) => Reply::ok(
+                    "video/mp4",
+                    "public, max-age=3600",
+                    Some(s.etag),
+                    Body::Many(s.parts.iter().flat_map(|x| x.data.iter().cloned()).collect()),
+                ),
                 None => Reply::text(404, "no such segment (it left the window, or is not made yet)"),
             }
         }
@@ -340,7 +351,10 @@ async fn playlist(ctx: &Egress, p: &Arc<Packager>, query: &str, block: Duration)
         }
         if let Some(n) = part.filter(|_| m == head) {
             if n > parts + ADVANCE_PART_LIMIT {
-                return Reply::text(400, &format!("_HLS_part {n} is more than {ADVANCE_PART_LIMIT} parts past the last"));
+                return Reply::text(
+                    400,
+                    &format!("_HLS_part {n} is more than {ADVANCE_PART_LIMIT} parts past the last"),
+                );
             }
         }
         let done = |s: &State| {

@@ -378,7 +378,7 @@ fn print_rows(title: &str, rows: &[Row]) {
     println!(
         "| server | clients (LL) | started | server CPU % | CPU ms/viewer/s | no-viewer CPU % | marginal ms/viewer/s | RSS idle MiB | RSS stream KiB (+tmpfs) | \
          RSS KiB/viewer | req/s | playlist p50/p99 ms | segment p50/p99 ms | part p50/p99 ms | blocking p50/p99 ms | \
-         reload after part p50/p99 ms (res.) | errors | loadgen CPU % |"
+         reload after part p50/p99 ms (res.); first answer per part p50/p99; burst p50 | errors | loadgen CPU % |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
@@ -394,7 +394,15 @@ fn print_rows(title: &str, rows: &[Row]) {
         let delay = if r.delays.matched == 0 {
             "-".to_string()
         } else {
-            format!("{:.1} / {:.1} ({:.1})", r.delays.p50_ms, r.delays.p99_ms, r.delays.resolution_ms)
+            format!(
+                "{:.1} / {:.1} ({:.1}); first {:.1} / {:.1}; burst {:.1}",
+                r.delays.p50_ms,
+                r.delays.p99_ms,
+                r.delays.resolution_ms,
+                r.delays.first_p50_ms,
+                r.delays.first_p99_ms,
+                r.delays.spread_p50_ms
+            )
         };
         let tmpfs = if r.tmpfs_kib > 0.0 { format!(" (+{:.0})", r.tmpfs_kib) } else { String::new() };
         println!(
@@ -542,6 +550,9 @@ fn main() {
                 p99_ms: m(&|r| r.delays.p99_ms),
                 max_ms: m(&|r| r.delays.max_ms),
                 resolution_ms: m(&|r| r.delays.resolution_ms),
+                first_p50_ms: m(&|r| r.delays.first_p50_ms),
+                first_p99_ms: m(&|r| r.delays.first_p99_ms),
+                spread_p50_ms: m(&|r| r.delays.spread_p50_ms),
                 ..first.delays
             },
             early: m(&|r| r.early as f64) as u64,

@@ -397,6 +397,12 @@ pub struct DelaySummary {
     pub max_ms: f64,
     /// Median of the observer's uncertainty (hi - max(lo, sent)) over the matched reloads.
     pub resolution_ms: f64,
+    /// Per part, the delay of the first client answered (the server's reaction before the burst of answers to
+    /// every waiting client queues on the server's and the load generator's core): median and p99 over parts.
+    pub first_p50_ms: f64,
+    pub first_p99_ms: f64,
+    /// Per part, the time from the first to the last client answered (the burst's length), median over parts.
+    pub spread_p50_ms: f64,
 }
 
 /// The `p` quantile (0..=1) of `v`, sorted in place; NaN when empty.
@@ -412,6 +418,8 @@ pub fn quantile<T: Copy + Ord + Into<f64>>(v: &mut [T], p: f64) -> f64 {
 pub fn reload_delays(reloads: &[Reload], seen: &HashMap<(u64, u32), Seen>) -> DelaySummary {
     let mut s = DelaySummary::default();
     let (mut delays, mut res) = (Vec::new(), Vec::new());
+    // Per part: the smallest delay and the first and last answer.
+    let mut per_part: HashMap<(u64, u32), (u32, Instant, Instant)> = HashMap::new();
     for r in reloads {
         let Some(Seen { lo: Some(lo), hi }) = seen.get(&r.part).copied() else {
             s.unmatched += 1;
@@ -423,10 +431,19 @@ pub fn reload_delays(reloads: &[Reload], seen: &HashMap<(u64, u32), Seen>) -> De
         }
         let from = lo.max(r.sent);
         // Micros; an answer before the lower bound cannot happen on one clock, but saturate rather than wrap.
-        delays.push(r.answered.saturating_duration_since(from).as_micros() as u32);
+        let d = r.answered.saturating_duration_since(from).as_micros() as u32;
+        delays.push(d);
         res.push(hi.saturating_duration_since(from).as_micros() as u32);
+        let e = per_part.entry(r.part).or_insert((d, r.answered, r.answered));
+        *e = (e.0.min(d), e.1.min(r.answered), e.2.max(r.answered));
         s.matched += 1;
     }
+    let mut first: Vec<u32> = per_part.values().map(|e| e.0).collect();
+    let mut spread: Vec<u32> =
+        per_part.values().map(|e| e.2.saturating_duration_since(e.1).as_micros() as u32).collect();
+    s.first_p50_ms = quantile(&mut first, 0.5) / 1000.0;
+    s.first_p99_ms = quantile(&mut first, 0.99) / 1000.0;
+    s.spread_p50_ms = quantile(&mut spread, 0.5) / 1000.0;
     s.p50_ms = quantile(&mut delays, 0.5) / 1000.0;
     s.p99_ms = quantile(&mut delays, 0.99) / 1000.0;
     s.max_ms = quantile(&mut delays, 1.0) / 1000.0;
@@ -1127,6 +1144,15 @@ seg101.m4s
         assert_eq!((d.p50_ms, d.p99_ms, d.max_ms), (8.0, 8.0, 8.0));
         // Resolutions 6 and 3 ms: the upper of the two middle values.
         assert_eq!(d.resolution_ms, 6.0);
+        // One matched reload per part: each is its part's first, and no burst.
+        assert_eq!((d.first_p50_ms, d.first_p99_ms, d.spread_p50_ms), (8.0, 8.0, 0.0));
+        // Two clients answered 2 and 7 ms after the part appeared: the first 2 ms, the burst 5 ms.
+        let two = [
+            Reload { part: (1, 0), sent: ms(50), answered: ms(102) },
+            Reload { part: (1, 0), sent: ms(60), answered: ms(107) },
+        ];
+        let d = reload_delays(&two, &seen);
+        assert_eq!((d.matched, d.first_p50_ms, d.spread_p50_ms, d.p99_ms), (2, 2.0, 5.0, 7.0));
         assert!(reload_delays(&[], &seen).p50_ms.is_nan());
     }
 

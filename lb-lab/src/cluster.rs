@@ -272,6 +272,11 @@ impl Cluster {
             let mut args = self.relay_args("edge", &ip, &format!("e{}", i + 1));
             let http = format!("0.0.0.0:{HTTP_PORT}");
             args.extend(["--http-listen", &http, "--grace-period", self.opts.edge_grace].map(String::from));
+            // The HLS player page's hls.js, when `cargo xtask setup` vendored it.
+            let hls_js = crate::browser::hls_js();
+            if hls_js.is_file() {
+                args.extend(["--hls-js".to_string(), hls_js.display().to_string()]);
+            }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let pid = lab.spawn(&ns, &format!("edge{}.log", i + 1), &args)?;
             self.edge_pids.push(pid);

@@ -274,3 +274,101 @@ fn rtmpt_session_floods_are_capped_and_players_still_get_in() {
     assert_eq!(codes.last(), Some(&503));
     drop(idle);
 }
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Four clients send garbage HLS requests for `secs` on kept-alive connections (reconnecting when the relay
+/// closes one): unknown segments and parts, malformed reload parameters, bad names, broken request heads.
+/// Returns the requests sent and answered per status.
+fn hls_garbage(addr: SocketAddr, secs: u64) -> (usize, std::collections::BTreeMap<u16, usize>) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut statuses = std::collections::BTreeMap::new();
+                let mut n = 0usize;
+                let mut buf = vec![0u8; 8192];
+                'outer: while Instant::now() < until {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    while Instant::now() < until {
+                        n += 1;
+                        let i = n as u64 * 7919 + w;
+                        let req = match i % 6 {
+                            0 => format!("GET /live/k/s{i}.m4s HTTP/1.1\r\nHost: x\r\n\r\n"),
+                            1 => format!("GET /live/k/p{i}.{} .m4s HTTP/1.1\r\nHost: x\r\n\r\n", i % 9),
+                            2 => format!("GET /live/k/index.m3u8?_HLS_msn=x{i} HTTP/1.1\r\nHost: x\r\n\r\n"),
+                            3 => format!("GET /live/k/init-{i:016x}.mp4 HTTP/1.1\r\nHost: x\r\n\r\n"),
+                            4 => format!("GET /live/..{i}/../index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"),
+                            _ => format!("GET /live/k/p{i}.0.m4s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+                        };
+                        if s.write_all(req.as_bytes()).is_err() {
+                            continue 'outer;
+                        }
+                        let Ok(got) = s.read(&mut buf) else { continue 'outer };
+                        if got == 0 {
+                            continue 'outer;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..got]);
+                        let code: u16 = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                        *statuses.entry(code).or_insert(0) += 1;
+                        if !text.contains("Connection: keep-alive") {
+                            continue 'outer;
+                        }
+                    }
+                }
+                (n, statuses)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut all = std::collections::BTreeMap::new();
+    for w in workers {
+        let (n, st) = w.join().unwrap();
+        total += n;
+        for (k, v) in st {
+            *all.entry(k).or_insert(0) += v;
+        }
+    }
+    (total, all)
+}
+
+#[test]
+fn an_hls_garbage_flood_is_answered_and_does_not_grow_memory() {
+    let _g = serial();
+    let dir = TempDir::new("hlsflood");
+    let http = http_addr();
+    let hs = http.to_string();
+    let origin = Relay::origin(&dir, &["--http-listen", &hs]);
+    wait_port(http, Duration::from_secs(10));
+    let _publisher = publish(&dir, &origin.url("k"), &[]);
+    wait_live(origin.api, "k");
+    wait_for("a segment", Duration::from_secs(20), || {
+        let (code, body) = common::http("GET", http, "/live/k/index.m3u8");
+        (code == 200 && body.contains("#EXTINF")).then_some(())
+    });
+    let pid = origin.proc.pid();
+    // A first round warms the allocator; the second must not grow what the first left.
+    let (n1, st1) = hls_garbage(http, 4);
+    let after_first = rss_kib(pid);
+    let (n2, st2) = hls_garbage(http, 4);
+    let after_second = rss_kib(pid);
+    eprintln!(
+        "figure: HLS garbage {} req/s then {} req/s; RSS {after_first} KiB then {after_second} KiB; {st1:?} {st2:?}",
+        n1 / 4,
+        n2 / 4
+    );
+    assert!(n1 > 4000 && n2 > 4000, "the flood was too slow to mean anything: {n1}, {n2}");
+    for st in [&st1, &st2] {
+        assert!(st.keys().all(|c| [400, 404].contains(c)), "garbage answered other than 400/404: {st:?}");
+    }
+    assert!(after_second <= after_first + 4096, "RSS grew from {after_first} to {after_second} KiB under garbage");
+    // The stream is still served.
+    let (code, body) = common::http("GET", http, "/live/k/index.m3u8");
+    assert!(code == 200 && body.contains("#EXTINF"), "{body}");
+}

@@ -193,3 +193,52 @@ fn callbacks_authorise_publish_and_play_and_hear_the_ends() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("scheme must be http://"));
 }
+
+/// Status and body of `GET path` on `addr` (one request, connection closed).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_with("GET", addr, path, &[("Host", "x")])
+}
+
+#[test]
+fn an_hls_session_asks_on_play_once_and_is_told_on_stop_when_it_lapses() {
+    let _g = serial();
+    let dir = TempDir::new("hlscallbacks");
+    let hooks = Hooks::start();
+    let (pl, st) = (hooks.url("play"), hooks.url("stop"));
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let hs = http.to_string();
+    let origin = Relay::origin(&dir, &["--on-play", &pl, "--on-stop", &st, "--http-listen", &hs]);
+    wait_port(http, Duration::from_secs(10));
+    let _publisher = publish(&dir, &origin.url("ok"), &[]);
+    let _denied = publish(&dir, &origin.url("deny1"), &[]);
+    wait_live(origin.api, "ok");
+    // Many requests of one player (its address): one on_play, protocol hls, and one HLS player in /streams.
+    let list = wait_for("a playlist with a segment", Duration::from_secs(20), || {
+        let (code, body) = get(http, "/live/ok/index.m3u8");
+        (code == 200 && body.contains("#EXTINF")).then_some(body)
+    });
+    let seg = list.lines().rfind(|l| l.ends_with(".m4s") && l.starts_with('s')).unwrap().to_string();
+    for path in ["/live/ok/index.m3u8", "/live/ok/index.m3u8"] {
+        assert_eq!(get(http, path).0, 200, "{path}");
+    }
+    // (HEAD: the segment's bytes are not text.)
+    assert_eq!(http_with("HEAD", http, &format!("/live/ok/{seg}"), &[("Host", "x")]).0, 200);
+    let plays = hooks.events("on_play", "ok");
+    assert_eq!(plays.len(), 1, "{plays:?}");
+    assert_eq!(plays[0]["protocol"], "hls");
+    assert_eq!(stream_entry(origin.api, "live", "ok").unwrap()["players_by_protocol"]["hls"], 1);
+    // Two more sessions from the same address, told apart by their session parameter.
+    for id in ["a", "b", "a"] {
+        assert_eq!(get(http, &format!("/live/ok/index.m3u8?session={id}")).0, 200);
+    }
+    assert_eq!(hooks.events("on_play", "ok").len(), 3);
+    assert_eq!(stream_entry(origin.api, "live", "ok").unwrap()["players_by_protocol"]["hls"], 3);
+    // A refused session: 403, and it is not counted.
+    let (code, body) = get(http, "/live/deny1/index.m3u8");
+    assert_eq!((code, body.trim()), (403, "refused by the on_play callback"));
+    // Quiet for the session timeout (10 s at 2 s segments): each session ends and on_stop is told once.
+    wait_for("on_stop for the three HLS sessions", Duration::from_secs(20), || {
+        (hooks.events("on_stop", "ok").iter().filter(|v| v["protocol"] == "hls").count() == 3).then_some(())
+    });
+    assert_eq!(stream_entry(origin.api, "live", "ok").unwrap()["players_by_protocol"]["hls"], 0);
+}

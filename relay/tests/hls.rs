@@ -180,7 +180,11 @@ fn three_edges_serve_the_same_segments_and_a_client_rotating_over_them_plays_wit
     let first = playlist(https[0], "cam1");
     assert!(!first.segments.is_empty(), "the first answer waits for a segment");
     eprintln!("first playlist from a cold edge after {:?}", t.elapsed());
-    let lists: Vec<Playlist> = https.iter().map(|h| wait_segments(*h, "cam1", 3)).collect();
+    for h in &https {
+        wait_segments(*h, "cam1", 3);
+    }
+    // Every edge has packaged for a while now: their playlists, read together, overlap.
+    let lists: Vec<Playlist> = https.iter().map(|h| playlist(*h, "cam1")).collect();
 
     // The same init segment under the same name everywhere.
     let map = lists[0].map.clone().expect("EXT-X-MAP");
@@ -307,7 +311,21 @@ fn low_latency_blocking_reloads_and_hinted_parts_answer_when_the_part_exists() {
     }
     assert_eq!(joined, whole, "segment {m} is not its parts joined");
 
-    // Absurd or malformed requests: 400 at once.
+    // GStreamer's HLS demuxer reads it too: 90 H.264 frames decoded (the live pipeline runs until stopped).
+    require("gst-launch-1.0");
+    let mut gst = Command::new("timeout");
+    gst.args(["15", "gst-launch-1.0", "-v", "souphttpsrc"])
+        .arg(format!("location=http://{h}/live/ll/index.m3u8"))
+        .args(["!", "hlsdemux", "!", "qtdemux", "name=d", "d.video_0", "!", "h264parse", "!", "avdec_h264"])
+        .args(["!", "fakesink", "silent=false", "num-buffers=90"]);
+    let (_, out, err) = run_limited(gst, Duration::from_secs(20));
+    let decoded = out.lines().filter(|l| l.contains("chain")).count();
+    assert_eq!(decoded, 90, "GStreamer hlsdemux decoded {decoded} frames: {err}");
+    assert!(out.contains("width=(int)640, height=(int)360"), "{out}");
+
+    // Absurd or malformed requests: 400 at once (against the segment being made now).
+    let now = playlist(h, "ll").preload_hint.expect("a preload hint");
+    let hm: u64 = now.strip_prefix('p').unwrap().split('.').next().unwrap().parse().unwrap();
     for (q, why) in [
         (format!("_HLS_msn={}", hm + 50), "more than two segments past"),
         ("_HLS_part=1".to_string(), "_HLS_part needs _HLS_msn"),

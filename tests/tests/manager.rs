@@ -1,5 +1,5 @@
 //! The stream manager with everything real: lbd, two origins in one group ingesting a camera, three edges behind
-//! the VIP, twenty ffmpeg players. Pre-pull on ingest, N+1 failover under SIGKILL with the players kept,
+//! the VIP, twenty ffmpeg RTMP players, four ffmpeg HLS players and hls.js in Chromium. Pre-pull on ingest, N+1 failover under SIGKILL with the players kept,
 //! failback make-before-break, edge maintenance through the LB, a manager restart, and refused bad input.
 use lb_lab::bin_path;
 use lb_lab::cluster::{median, origin_ip, Cluster, Options, Players, HTTP_PORT, INGEST_VIP, MANAGER_PORT};
@@ -9,6 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PLAYERS: usize = 20;
+/// ffmpeg HLS players through VIP:8080 beside the RTMP ones (and one hls.js in Chromium).
+const HLS_PLAYERS: usize = 4;
 
 fn events(c: &Cluster, lab: &lb_lab::Lab, kind: &str) -> Vec<serde_json::Value> {
     c.manager(lab, &format!("events?kind={kind}")).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
@@ -121,9 +123,26 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
         .collect();
     assert_eq!(spread.iter().sum::<u64>(), PLAYERS as u64, "players by edge: {spread:?}");
 
+    // HLS viewers beside them: four ffmpeg HLS players and hls.js in headless Chromium (LL-HLS), through VIP:8080.
+    let hls_url = format!("http://{VIP}:{HTTP_PORT}/live/cam1/index.m3u8");
+    let hls = Players::start(lab, &hls_url, HLS_PLAYERS, "hls").unwrap();
+    check(&c, lab, hls.wait_growth(&[0; HLS_PLAYERS], 100_000, Duration::from_secs(30)), "HLS players");
+    let page = format!("http://{VIP}:{HTTP_PORT}/live/cam1/play.html");
+    let browser =
+        lb_lab::browser::Player::start(&page, 30, Some(&lb_lab::browser::artifact("hls-failover.png")), Some(&client))
+            .unwrap_or_else(|e| panic!("hls.js in Chromium: {e:#}"));
+    // Let the browser start playing before the origin dies.
+    std::thread::sleep(Duration::from_secs(6));
+
     // N+1: SIGKILL the active origin. o2 takes the group within failover_time (3 s) + 3 s; players stay and see
     // at most that long without frames.
-    let mut stalls = players.longest_stall(Duration::from_secs(12), || c.kill_origin(lab, 0).unwrap());
+    let watch = Players {
+        pids: [&players.pids[..], &hls.pids[..]].concat(),
+        files: [&players.files[..], &hls.files[..]].concat(),
+    };
+    let mut all_stalls = watch.longest_stall(Duration::from_secs(14), || c.kill_origin(lab, 0).unwrap());
+    let mut hls_stalls = all_stalls.split_off(PLAYERS);
+    let mut stalls = all_stalls;
     check(
         &c,
         lab,
@@ -138,6 +157,30 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
     let worst = *stalls.iter().max().unwrap();
     println!("figure: origin SIGKILL -> players receiving again: median {:?}, worst {worst:?}", median(&mut stalls));
     assert!(worst <= Duration::from_secs(6), "a player waited {worst:?} for frames after the origin died");
+    // HLS players fetch whole segments (2 s): what arrives comes in steps of a segment, so their longest wait for
+    // bytes is the failover's plus up to a segment.
+    check(&c, lab, hls.wait_growth(&hls.sizes(), 20_000, Duration::from_secs(10)), "HLS players resumed");
+    let hls_worst = *hls_stalls.iter().max().unwrap();
+    println!(
+        "figure: origin SIGKILL -> ffmpeg HLS players receiving again: median {:?}, worst {hls_worst:?}",
+        median(&mut hls_stalls)
+    );
+    assert!(
+        hls_worst <= Duration::from_secs(8),
+        "an HLS player waited {hls_worst:?} for a segment after the origin died"
+    );
+    for (n, pid) in hls.pids.iter().enumerate() {
+        assert!(lab.alive(*pid), "HLS player {n} stopped in the failover:\n{}", lab.log(&format!("hls{n}.log")));
+    }
+    let seen = browser.wait().unwrap_or_else(|e| panic!("hls.js through the failover: {e:#}"));
+    println!("figure: hls.js (LL-HLS) through an origin SIGKILL: {seen:?}");
+    assert!(seen.errors.is_empty() && seen.played_secs >= 22.0, "{seen:?}");
+    assert!(
+        seen.max_stall_ms <= 6000,
+        "hls.js stalled {} ms in the failover (failover_time 3 s + 3 s)",
+        seen.max_stall_ms
+    );
+    hls.stop(lab);
     assert_eq!(c.active(lab).as_deref(), Some("o2"));
     for (n, pid) in players.pids.iter().enumerate() {
         assert!(

@@ -117,7 +117,8 @@ Demo cluster is up (namespaces {prefix}*):
   camera {cam} ({camip}, ffmpeg publishing live/cam1); origin group \"cams\": o1 ({o1ip}, priority 100, active) and
   o2 ({o2ip}, 50, standby), failback on, failover time 5 s; edges e1-e3 on the reals {a}, {b}, {c}.
 The manager makes the active origin pull the camera, every edge pre-pull what it ingests, and puts the edges into
-VIP {VIP}:1935 (RTMP) and {VIP}:8080 (HTTP-FLV, RTMPT). {VIP}:80 and [{VIP6}]:80 serve the reals' web pages.
+VIP {VIP}:1935 (RTMP) and {VIP}:8080 (HLS and LL-HLS, HTTP-FLV, RTMPT). {VIP}:80 and [{VIP6}]:80 serve the reals' web
+pages.
 
 Console (status, graphs, events; maintenance buttons once you paste the token from {token}):
   {console}
@@ -130,6 +131,10 @@ Watch (from another terminal):
   ip netns exec {client} ffplay rtmp://{VIP}/live/cam1                 # with a display
   ip netns exec {client} ffmpeg -i rtmp://{VIP}/live/cam1 -f null -     # a player that prints its progress
   ip netns exec {client} ffprobe -v error -show_entries stream=codec_name -of compact http://{VIP}:8080/live/cam1.flv
+In a browser (hls.js, Low-Latency HLS; ?ll=0 for plain HLS), or ffplay, from the client namespace:
+  http://{VIP}:8080/live/cam1/play.html     e.g. ip netns exec {client} chromium --no-sandbox http://{VIP}:8080/live/cam1/play.html
+  ip netns exec {client} ffplay http://{VIP}:8080/live/cam1/index.m3u8
+  node tests/browser/play.mjs --url http://{VIP}:8080/live/cam1/play.html --secs 10 --screenshot /tmp/hls.png   # headless, under ip netns exec {client}
   ip netns exec {lb} {sm} nodes
   ip netns exec {lb} {sm} groups
   ip netns exec {lb} {sm} streams

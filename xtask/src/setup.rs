@@ -29,6 +29,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("gstreamer1.0-plugins-good", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so"),
     ("gstreamer1.0-plugins-ugly", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstx264.so"),
     ("gstreamer1.0-libav", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstlibav.so"),
+    // GStreamer's HLS player (hlsdemux) and gst-launch-1.0, one of the real clients of the HLS tests.
+    ("gstreamer1.0-plugins-bad", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgsthls.so"),
+    ("gstreamer1.0-tools", "/usr/bin/gst-launch-1.0"),
     // The browser tests' Chromium: the console test drives it through chromedriver (WebDriver), the HLS player
     // tests through playwright-core (tests/browser/play.mjs) under Node.js.
     ("chromium", "/usr/bin/chromium"),

@@ -59,10 +59,9 @@ impl Clock {
             (true, Some(up)) => Some((up, offset)),
             _ => None,
         };
-        if follow.is_some() && follow != self.followed {
+        if let Some((up, offset)) = follow.filter(|_| follow != self.followed) {
             // The edge's timeline is the upstream's plus `offset`: the upstream's clock for a frame is its anchor
             // plus its own timestamp, i.e. our position minus the offset.
-            let (up, offset) = follow.expect("some");
             let mut anchor = up - offset as i32 as i64;
             if let Some(last) = self.last_clock() {
                 // Never backwards: an upstream whose clock is behind ours (a skewed origin) is followed from

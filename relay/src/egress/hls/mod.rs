@@ -88,11 +88,14 @@ struct Session {
     query: String,
 }
 
+/// Each stream's packager by (app, key), with when it was seen ended.
+type Packagers = HashMap<(String, String), (Arc<Packager>, Option<Instant>)>;
+
 /// The relay's HLS: a packager per stream and the sessions of HLS players.
 pub struct Hls {
     pub settings: HlsSettings,
     pub enabled: bool,
-    packagers: Mutex<HashMap<(String, String), (Arc<Packager>, Option<Instant>)>>,
+    packagers: Mutex<Packagers>,
     sessions: Mutex<HashMap<SessionKey, Session>>,
     /// hls.js, read once from `--hls-js` when first asked for.
     script: std::sync::OnceLock<Option<bytes::Bytes>>,
@@ -114,7 +117,7 @@ impl Hls {
         }
     }
 
-    fn packagers(&self) -> MutexGuard<'_, HashMap<(String, String), (Arc<Packager>, Option<Instant>)>> {
+    fn packagers(&self) -> MutexGuard<'_, Packagers> {
         self.packagers.lock().unwrap_or_else(|e| e.into_inner())
     }
 

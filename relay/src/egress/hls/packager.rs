@@ -116,6 +116,8 @@ pub struct State {
     /// The stream ended (`Some(found)`): the playlist gets `EXT-X-ENDLIST`.
     pub ended: Option<bool>,
     last_clock: Option<i64>,
+    last_video: Option<i64>,
+    last_audio: Option<i64>,
     video_delta: i64,
     audio_delta: i64,
     bytes: usize,
@@ -146,6 +148,8 @@ impl State {
             discontinuity_seq: 0,
             ended: None,
             last_clock: None,
+            last_video: None,
+            last_audio: None,
             video_delta: 33,
             audio_delta: 23,
             bytes: 0,
@@ -237,16 +241,20 @@ impl State {
             // A track with no (supported) configuration is left out.
             return false;
         }
-        if let Some(last) = self.last_clock {
-            let d = clock - last;
+        // Each track's last step: the duration the last sample of a part gets when the next sample of its
+        // track has not come yet (audio; video parts end at the next video frame).
+        let (last, delta) = if video {
+            (&mut self.last_video, &mut self.video_delta)
+        } else {
+            (&mut self.last_audio, &mut self.audio_delta)
+        };
+        if let Some(l) = *last {
+            let d = clock - l;
             if d > 0 && d < 1000 {
-                if video {
-                    self.video_delta = d;
-                } else {
-                    self.audio_delta = d;
-                }
+                *delta = d;
             }
         }
+        *last = Some(clock);
         self.last_clock = Some(clock);
         // The track whose frames cut: video when the stream has it.
         let leader = video || !self.has_video;
@@ -477,6 +485,20 @@ pub(crate) mod tests {
         HlsSettings { segment_ms: 2000, part_ms: 500, window: 4, max_bytes: 1 << 20 }
     }
 
+    /// An FLV AVC sequence header with the SPS x264 writes for 640x360 Constrained Baseline 3.0 and a PPS.
+    fn video_header() -> Vec<u8> {
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00,
+            0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let mut v = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1, 0, sps.len() as u8];
+        v.extend_from_slice(&sps);
+        v.extend_from_slice(&[1, 0, pps.len() as u8]);
+        v.extend_from_slice(&pps);
+        v
+    }
+
     fn frame(kind: MediaKind, payload: Vec<u8>) -> Arc<Frame> {
         crate::hub::test_frame(Media { kind, timestamp: 0, payload: Bytes::from(payload) })
     }
@@ -489,7 +511,7 @@ pub(crate) mod tests {
     /// The frames of a stream that started at `origin`, as a relay that joined at `from` sees them: headers,
     /// then from the first keyframe at or after `from` (an edge starts at its origin's GOP cache).
     pub(crate) fn join(p: &Packager, origin: i64, from: i64, to: i64, gop: i64) {
-        p.frame(&frame(MediaKind::Video, vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]), from);
+        p.frame(&frame(MediaKind::Video, video_header()), from);
         p.frame(&frame(MediaKind::Audio, vec![0xaf, 0, 0x12, 0x10]), from);
         let (mut v, mut a) = (0i64, 0i64);
         let mut joined = false;

@@ -344,12 +344,15 @@ async fn playlist(ctx: &Egress, p: &Arc<Packager>, query: &str, block: Duration)
     if let Some(m) = msn {
         let (head, parts) = {
             let s = p.state();
-            (s.head_msn().unwrap_or(0), s.open_parts() as u64)
+            let head = s.head_msn().unwrap_or(0);
+            // The parts segment M has (or has so far, if it is being made).
+            let parts = if m == head { Some(s.open_parts()) } else { s.segment(m).map(|x| x.parts.len()) };
+            (head, parts.map(|n| n as u64))
         };
         if m > head + 2 {
             return Reply::text(400, &format!("_HLS_msn {m} is more than two segments past the last ({head})"));
         }
-        if let Some(n) = part.filter(|_| m == head) {
+        if let (Some(n), Some(parts)) = (part, parts) {
             if n > parts + ADVANCE_PART_LIMIT {
                 return Reply::text(
                     400,

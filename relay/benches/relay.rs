@@ -8,32 +8,20 @@
 //! Layout: edge under test on CPU 0; our origin, the ffmpeg publisher (stream copy of a pre-encoded clip) and
 //! this process (the player load generator, one thread) on CPU 1. Both edges pull from the same origin.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use relay::loadgen::{LoadStats, PlayUrl};
 
+#[allow(dead_code, reason = "each bench uses a subset of the helpers")]
+mod common;
+use common::{cpu_secs, free_port, pin_self, require, rss_kib, spawn, wait_port};
+
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 const EDGE_CPU: usize = 0;
 const AUX_CPU: usize = 1;
-
-/// Child process killed on drop, so a failed bench leaves nothing running.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
 
 struct Opts {
     players: Vec<usize>,
@@ -82,98 +70,6 @@ fn parse_opts() -> Opts {
         }
     }
     o
-}
-
-fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{tool} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp util-linux");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_port(port: u16) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "nothing listening on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The body of `GET path` on the loopback API at `port`, if it answers.
-fn api_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    Some(r.split_once("\r\n\r\n")?.1.to_string())
-}
-
-/// Polls the origin's API until live/bench has a publisher.
-fn wait_live(api_port: u16) {
-    let end = Instant::now() + Duration::from_secs(15);
-    loop {
-        let streams = api_get(api_port, "/streams").and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
-        let live = streams
-            .as_ref()
-            .and_then(|v| v["streams"].as_array())
-            .is_some_and(|a| a.iter().any(|s| s["app"] == "live" && s["key"] == "bench" && !s["source"].is_null()));
-        if live {
-            return;
-        }
-        assert!(Instant::now() < end, "the publisher did not go live on the origin (see publisher.log)");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn pin_self(cpu: usize) {
-    // SAFETY: plain libc call on a zeroed cpu_set_t for this thread group.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn spawn(cpu: usize, program: &str, args: &[&str], log: &Path) -> Proc {
-    let f = std::fs::File::create(log).unwrap();
-    let child = Command::new("taskset")
-        .arg("-c")
-        .arg(cpu.to_string())
-        .arg(program)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(f)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
-    Proc(child)
-}
-
-/// CPU seconds (user + system) consumed so far by `pid`.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process gone");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process gone");
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 struct Row {
@@ -302,61 +198,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.display().to_string();
 
-    // A fixed-bitrate clip, encoded once, then published as a stream copy so the publisher costs ~nothing.
-    let clip = dir.join("clip.flv");
-    let br = format!("{}k", o.bitrate_kbps.saturating_sub(128).max(100));
-    eprintln!("encoding a 20 s clip at ~{} kbit/s ...", o.bitrate_kbps);
-    let st = Command::new("taskset")
-        .args(["-c", &AUX_CPU.to_string(), "ffmpeg", "-nostdin", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=1000",
-            "-t",
-            "20",
-        ])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p"])
-        .args(["-b:v", &br, "-maxrate", &br, "-bufsize", &br, "-c:a", "aac", "-b:a", "128k"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(st.success(), "encoding the clip failed");
-
-    let (origin_port, origin_api) = (free_port(), free_port());
-    let _origin = spawn(
-        AUX_CPU,
-        relay_bin,
-        &["origin", "--listen", &format!("127.0.0.1:{origin_port}"), "--api", &format!("127.0.0.1:{origin_api}")],
-        &dir.join("origin.log"),
-    );
-    wait_port(origin_port);
-    let origin_url = format!("rtmp://127.0.0.1:{origin_port}/live/bench");
-    let _publisher = spawn(
-        AUX_CPU,
-        "ffmpeg",
-        &[
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &origin_url,
-        ],
-        &dir.join("publisher.log"),
-    );
-    wait_live(origin_api);
+    let (_origin, _publisher, origin_port) = common::origin_with_stream(relay_bin, &dir, o.bitrate_kbps, AUX_CPU);
 
     // One worker thread (inherits the CPU 1 pin) drives the players while this thread measures.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();

@@ -8,6 +8,8 @@ pub mod control;
 pub mod egress;
 #[cfg(feature = "test-support")]
 pub mod fuzz;
+#[cfg(feature = "test-support")]
+pub mod hlsload;
 pub mod hub;
 pub mod ingest;
 #[cfg(feature = "test-support")]

@@ -16,7 +16,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   test                  format and lint gates, then every test: unit, packet fixtures, network-namespace
                         end-to-end, relay (needs root)
   lint                  only the gates: `cargo fmt --check` and clippy with warnings as errors
-  bench xdp|conntable|sync|vip|relay   benchmarks (see BENCHMARKS.md)
+  bench xdp|conntable|sync|vip|relay|hls   benchmarks (see BENCHMARKS.md)
+  bench hls -- [--clients N] [--ll-share 0.5] [--secs S] [--runs R]   HLS players against our edge and
+                        nginx-rtmp's HLS in the same run
   bench xdp --compare REV_OR_OBJECT [--runs N]   every path of this tree's XDP program against a baseline
                         (a git revision built here, or an eBPF object file), interleaved in one run, with ratios
   fuzz dataplane [SECONDS]   malformed-packet campaign through the XDP program: 10M frames, or SECONDS
@@ -240,8 +242,10 @@ fn bench(args: &[String]) -> Result<()> {
             c.env("LB_BIN_DIR", bin_dir(true)).args(["bench", "-p", "relay", "--bench", "relay", "--"]).args(rest);
             status(&mut c)
         }
+        // The bench builds and starts the relay binary itself (CARGO_BIN_EXE_relay), nginx and ffmpeg.
+        "hls" => status(cargo().args(["bench", "-p", "relay", "--bench", "hls", "--"]).args(rest)),
         _ => bail!(
-            "bench what? `cargo xtask bench xdp [--compare REV]`, `conntable`, `sync`, `vip`, `cluster` or `relay`"
+            "bench what? `cargo xtask bench xdp [--compare REV]`, `conntable`, `sync`, `vip`, `cluster`, `relay` or `hls`"
         ),
     }
 }

@@ -56,7 +56,7 @@ pub struct Init {
     pub codecs: String,
 }
 
-/// A part: one CMAF fragment (moof + mdat), as buffers that share the frames' payloads.
+/// A part: one CMAF fragment (moof + mdat) in one buffer.
 #[derive(Debug)]
 pub struct Part {
     pub duration_ms: i64,
@@ -122,6 +122,9 @@ pub struct State {
     video_delta: i64,
     audio_delta: i64,
     bytes: usize,
+    /// The playlist as last rendered, until the next part, segment or end: every player of a part's time gets
+    /// these bytes instead of a rendering of its own.
+    rendered: Option<Bytes>,
 }
 
 /// What a playlist or a blocking request can see of the open segment.
@@ -154,7 +157,18 @@ impl State {
             video_delta: 33,
             audio_delta: 23,
             bytes: 0,
+            rendered: None,
         }
+    }
+
+    /// The playlist text, rendered once per change.
+    pub fn playlist(&mut self) -> Bytes {
+        if let Some(b) = &self.rendered {
+            return b.clone();
+        }
+        let b = Bytes::from(super::playlist::render(self));
+        self.rendered = Some(b.clone());
+        b
     }
 
     /// The open segment (its parts so far), if one is being built.
@@ -360,8 +374,15 @@ impl State {
             return;
         }
         let independent = video.first().is_none_or(|s| s.keyframe);
-        let data = fmp4::fragment(seq, &video, &audio);
-        let len = data.iter().map(|b| b.len()).sum();
+        // One contiguous buffer per part (one copy of the media, a few hundred kB a second): a segment then goes
+        // out in a handful of iovecs instead of one per frame, which is what its writes cost.
+        let bufs = fmp4::fragment(seq, &video, &audio);
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let mut whole = bytes::BytesMut::with_capacity(len);
+        for b in &bufs {
+            whole.extend_from_slice(b);
+        }
+        let data = vec![whole.freeze()];
         let etag = fnv(&data);
         o.parts.push(Arc::new(Part { duration_ms: end - o.part_start, independent, data, len, etag }));
         o.part_start = end;
@@ -470,13 +491,19 @@ impl Packager {
 
 impl Tap for Packager {
     fn frame(&self, frame: &Arc<Frame>, clock_ms: i64) {
-        if self.state().push(frame, clock_ms) {
+        let mut s = self.state();
+        if s.push(frame, clock_ms) {
+            s.rendered = None;
+            drop(s);
             self.changed.send_modify(|n| *n += 1);
         }
     }
 
     fn end(&self, found: bool) {
-        self.state().end(found);
+        let mut s = self.state();
+        s.end(found);
+        s.rendered = None;
+        drop(s);
         self.changed.send_modify(|n| *n += 1);
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::packager::{Packager, State};
-use super::{ended_text, playlist, query_value, File};
+use super::{ended_text, query_value, File};
 use crate::egress::player::write_bufs;
 use crate::egress::Egress;
 use crate::metrics::Metrics;
@@ -378,10 +378,10 @@ async fn playlist(ctx: &Egress, p: &Arc<Packager>, query: &str, block: Duration)
             Waited::Stopping => return Reply::busy("relay shutting down", 1),
         }
     }
-    let text = playlist::render(&p.state());
+    let text = p.state().playlist();
     // A blocking reload's URL names what it waited for: a CDN may keep it; a plain reload changes every part.
     let cache = if blocking { "public, max-age=60" } else { "max-age=1" };
-    Reply::ok("application/vnd.apple.mpegurl", cache, None, Body::One(Bytes::from(text)))
+    Reply::ok("application/vnd.apple.mpegurl", cache, None, Body::One(text))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The stream manager with everything real: lbd, two origins in one group ingesting a camera, three edges behind
-//! the VIP, twenty ffmpeg RTMP players, four ffmpeg HLS players and hls.js in Chromium. Pre-pull on ingest, N+1 failover under SIGKILL with the players kept,
+//! the VIP, twenty ffmpeg RTMP players, nine ffmpeg HLS players and hls.js in Chromium. Pre-pull on ingest, N+1 failover under SIGKILL with the players kept,
 //! failback make-before-break, edge maintenance through the LB, a manager restart, and refused bad input.
 use lb_lab::bin_path;
 use lb_lab::cluster::{median, origin_ip, Cluster, Options, Players, HTTP_PORT, INGEST_VIP, MANAGER_PORT};
@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const PLAYERS: usize = 20;
-/// ffmpeg HLS players through VIP:8080 beside the RTMP ones (and one hls.js in Chromium).
-const HLS_PLAYERS: usize = 4;
+/// ffmpeg HLS players through VIP:8080 beside the RTMP ones (and one hls.js in Chromium: ten HLS viewers).
+const HLS_PLAYERS: usize = 9;
 
 fn events(c: &Cluster, lab: &lb_lab::Lab, kind: &str) -> Vec<serde_json::Value> {
     c.manager(lab, &format!("events?kind={kind}")).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
@@ -123,7 +123,7 @@ fn origin_group_failover_failback_replication_and_edge_maintenance_through_the_v
         .collect();
     assert_eq!(spread.iter().sum::<u64>(), PLAYERS as u64, "players by edge: {spread:?}");
 
-    // HLS viewers beside them: four ffmpeg HLS players and hls.js in headless Chromium (LL-HLS), through VIP:8080.
+    // HLS viewers beside them: nine ffmpeg HLS players and hls.js in headless Chromium (LL-HLS), through VIP:8080.
     let hls_url = format!("http://{VIP}:{HTTP_PORT}/live/cam1/index.m3u8");
     let hls = Players::start(lab, &hls_url, HLS_PLAYERS, "hls").unwrap();
     check(&c, lab, hls.wait_growth(&[0; HLS_PLAYERS], 100_000, Duration::from_secs(30)), "HLS players");

@@ -3,7 +3,7 @@
 //! play without a stall; a playlist that 404s must fail, naming the problem.
 use lb_lab::browser::{self, Playback};
 use lb_lab::wait::wait_within;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -59,7 +59,7 @@ fn site() -> Site {
     site.children.push(spawn(&mut ffmpeg, &dir.join("ffmpeg.log")));
 
     // A free loopback port for the server (bound once by us to learn it).
-    site.port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    site.port = lb_lab::ports::free_port();
     let mut http = Command::new("python3");
     http.args(["-m", "http.server", "--bind", "127.0.0.1", &site.port.to_string(), "--directory"]).arg(&dir);
     site.children.push(spawn(&mut http, &dir.join("http.log")));

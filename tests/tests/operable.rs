@@ -3,7 +3,6 @@
 //! and the shipped units accepted by `systemd-analyze verify`. Root-free: loopback only.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +14,7 @@ use lb_tests::health::wait_within;
 const BINARIES: [&str; 5] = ["lbd", "lbctl", "relay", "smd", "smctl"];
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    lb_lab::ports::free_port()
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -32,7 +32,7 @@ impl Drop for Dir {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    lb_lab::ports::free_port()
 }
 
 fn start(dir: &Path, port: u16, n: usize) -> Smd {

@@ -30,7 +30,7 @@ pub fn require(tool: &str) {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    lb_lab::ports::free_port()
 }
 
 pub fn wait_port(port: u16) {

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -23,9 +23,9 @@ pub fn require(tool: &str) {
     assert!(found, "required tool {tool:?} not found: install Debian packages ffmpeg nginx-core libnginx-mod-rtmp (cargo xtask setup)");
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, never one a client's connection can take meanwhile.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    lb_lab::ports::free_port()
 }
 
 /// A scratch directory removed on drop.

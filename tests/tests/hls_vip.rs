@@ -102,6 +102,17 @@ fn hls_js_in_chromium_and_a_rotating_client_play_through_the_vip() {
         (ok && segments(&text).len() >= 3).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
+    // Every edge warm, as the manager's pre-pull keeps them: an edge whose pull starts now has only the segments
+    // after its start, and a client hashed onto it would see the ones before missing (on-demand replication's
+    // cost, not a disagreement between edges).
+    for i in 0..3 {
+        let direct = format!("http://{}:{HTTP_PORT}/live/test/index.m3u8", real_ip(i));
+        lb_lab::wait::wait_for(std::time::Duration::from_secs(40), "3 segments on every edge", || {
+            let (ok, text) = curl(&direct);
+            (ok && segments(&text).len() >= 3).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("edge {}: {e}", i + 1));
+    }
 
     // ffprobe through the VIP reads H.264 and AAC from the HLS playlist.
     let out = context(

@@ -560,6 +560,11 @@ pub struct StatsView {
     /// `0.1.0 (1a2b3c4)`: the lbd version and commit (absent from older lbds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The highest stream manager term whose commands lbd accepted over its HTTP API (0: none since it started;
+    /// see [`crate::manager::TERM_HEADER`]). Only `GET /api/v1/stats` has it (the fence is on the HTTP API); absent
+    /// on the control socket and from older lbds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager_term: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

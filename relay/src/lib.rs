@@ -90,6 +90,7 @@ impl Parts {
             egress: egress.clone(),
             edge,
             sources,
+            fence: Arc::new(svc::fence::Fence::new()),
             started: std::time::Instant::now(),
         });
         Self { hub, ingest, egress, control }

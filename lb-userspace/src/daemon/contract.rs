@@ -98,7 +98,7 @@ async fn every_endpoint_round_trips_through_its_contract_type() {
     let addr = listener.local_addr().unwrap();
     let (_sd, st) = svc::Shutdown::new();
     let bearer = svc::auth::Bearer::token(TOKEN).unwrap();
-    tokio::spawn(serve(listener, scrapes, Some((jobs, bearer)), st));
+    tokio::spawn(serve(listener, scrapes, Some((jobs, bearer)), Default::default(), st));
     let base = svc::client::BaseUrl::parse(&format!("http://{addr}/api/v1")).unwrap();
     let api = svc::client::Client::new(base, Some(TOKEN.into()), Duration::from_secs(5));
 
@@ -141,4 +141,77 @@ async fn every_endpoint_round_trips_through_its_contract_type() {
     let r: Response = serde_json::from_slice(&body).unwrap();
     assert_eq!((code.as_u16(), r.ok), (400, false), "draining a real the service lacks: {r:?}");
     assert_eq!(serde_json::to_value(&r).unwrap(), serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+}
+
+/// A request over `c` carrying manager `term`: (status, `{"error"}` or the answer's message).
+async fn termed(c: &svc::client::Client, term: Option<u64>, req: &Request) -> (u16, String) {
+    let c = match term {
+        Some(t) => c.clone().with_header(api_types::manager::TERM_HEADER, t.to_string()),
+        None => c.clone(),
+    };
+    let (code, body) = c.raw(Method::POST, "/requests", Some(req)).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let text = v.get("error").or_else(|| v.get("message")).and_then(|m| m.as_str()).unwrap_or_default();
+    (code.as_u16(), text.to_string())
+}
+
+/// The manager-term fence on the real router and `Lb`: an AddReal of an older term than one accepted is refused
+/// with 409 and never reaches lbd (the services read back unchanged); the term shows in /stats and /metrics.
+#[tokio::test]
+async fn an_older_manager_term_is_refused_and_not_applied() {
+    let (jobs, rx) = mpsc::channel::<Job>(8);
+    tokio::spawn(control(lb(), rx));
+    let (scrapes, mut scrape_rx) = mpsc::channel::<Scrape>(1);
+    // The control task's part of a scrape; the fence's families are the HTTP server's.
+    tokio::spawn(async move {
+        while let Some(s) = scrape_rx.recv().await {
+            let _ = s.send("# HELP lbd_up Up.\n# TYPE lbd_up gauge\nlbd_up 1\n".into());
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_sd, st) = svc::Shutdown::new();
+    let bearer = svc::auth::Bearer::token(TOKEN).unwrap();
+    tokio::spawn(serve(listener, scrapes, Some((jobs, bearer)), Default::default(), st));
+    let base = svc::client::BaseUrl::parse(&format!("http://{addr}/api/v1")).unwrap();
+    let api = svc::client::Client::new(base, Some(TOKEN.into()), Duration::from_secs(5));
+    let rtmp = ServiceKey::parse("10.0.0.100:1935", Proto::Tcp).unwrap();
+    let add = |real: &str| Request::AddReal { service: rtmp, real: ip(real), weight: 1 };
+    let reals = || async {
+        let list: Vec<ServiceView> = api.get("/services").await.unwrap();
+        list[1].reals.iter().map(|r| r.addr).collect::<Vec<_>>()
+    };
+    let metrics = || async {
+        let plain = svc::client::Client::new(
+            svc::client::BaseUrl::parse(&format!("http://{addr}")).unwrap(),
+            None,
+            Duration::from_secs(5),
+        );
+        let (_, text) = plain.raw(Method::GET, "/metrics", None::<&()>).await.unwrap();
+        let parsed = svc::metrics::parse(&String::from_utf8_lossy(&text)).unwrap();
+        (parsed["lbd_manager_term"][0].1, parsed["lbd_manager_commands_refused_total"][0].1, parsed["lbd_up"][0].1)
+    };
+    assert_eq!(reals().await, [ip("10.0.0.11")]);
+    assert_eq!(metrics().await, (0.0, 0.0, 1.0));
+
+    assert_eq!(termed(&api, Some(7), &add("10.0.0.12")).await.0, 200);
+    let (code, why) = termed(&api, Some(6), &add("10.0.0.13")).await;
+    assert_eq!(
+        (code, why.as_str()),
+        (409, "stale manager term 6: term 7 has acted here since (a newer smd leads); command refused")
+    );
+    assert_eq!(reals().await, [ip("10.0.0.11"), ip("10.0.0.12")], "the stale AddReal was applied");
+    assert_eq!(metrics().await, (7.0, 1.0, 1.0));
+    let stats: StatsView = round_trip(&api, Method::GET, "/stats", None).await;
+    assert_eq!(stats.manager_term, Some(7));
+    // A request without the header (lbctl's, an operator's curl) passes; the same term and a newer one too.
+    assert_eq!(termed(&api, None, &add("10.0.0.13")).await.0, 200);
+    assert_eq!(termed(&api, Some(7), &Request::Drain { service: rtmp, real: ip("10.0.0.12") }).await.0, 200);
+    let (code, why) = termed(&api, Some(7), &add("10.0.0.13")).await;
+    assert_eq!((code, why.contains("already")), (400, true), "lbd's own refusal still comes through: {why}");
+    assert_eq!(reals().await, [ip("10.0.0.11"), ip("10.0.0.12"), ip("10.0.0.13")]);
+    // A request without the token never moves the term, even with a newer one.
+    let anonymous = svc::client::Client::new(api.base.clone(), None, Duration::from_secs(5));
+    assert_eq!(termed(&anonymous, Some(99), &add("10.0.0.14")).await.0, 401);
+    assert_eq!(metrics().await, (7.0, 1.0, 1.0));
 }

@@ -1,6 +1,8 @@
 //! lbd over HTTP on the shared server: `/metrics` (`--metrics ADDR`), and with `--api ADDR` also the control API
 //! under `/api/v1/` (the same requests as the unix socket, behind a bearer token), so a stream manager or console
 //! on another host can drive the balancer. Handlers never touch maps: they send messages to the control task.
+//! `POST /api/v1/requests` passes the manager-term fence (`svc::fence`) after the token: a request carrying an
+//! older stream manager term than one accepted before is refused with 409 and never reaches the control task.
 
 use super::control::Job;
 use crate::api::{Request, Response as ApiResponse};
@@ -9,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::sync::Arc;
 use svc::auth::Bearer;
+use svc::fence::Fence;
 use svc::Stopping;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -22,17 +26,21 @@ struct Ctx {
     scrapes: mpsc::Sender<Scrape>,
     /// The control API, when this server has it.
     api: Option<(mpsc::Sender<Job>, Bearer)>,
+    /// The highest stream manager term accepted; shared by lbd's servers (its metrics show on each).
+    fence: Arc<Fence>,
 }
 
-/// Serves `GET /metrics` (and `/`), plus the control API when `api` is given, until `stop` fires.
+/// Serves `GET /metrics` (and `/`), plus the control API when `api` is given, until `stop` fires. `fence` is the
+/// manager-term fence of the API (one for every server of this lbd).
 pub async fn serve(
     listener: TcpListener,
     scrapes: mpsc::Sender<Scrape>,
     api: Option<(mpsc::Sender<Job>, Bearer)>,
+    fence: Arc<Fence>,
     stop: Stopping,
 ) {
     let what = if api.is_some() { "api" } else { "metrics" };
-    svc::http::serve(listener, router(Ctx { scrapes, api }), stop, what).await
+    svc::http::serve(listener, router(Ctx { scrapes, api, fence }), stop, what).await
 }
 
 fn router(ctx: Ctx) -> Router {
@@ -54,9 +62,29 @@ async fn scrape(State(ctx): State<Ctx>) -> Response {
         return gone();
     }
     match rx.await {
-        Ok(text) => svc::http::metrics_text(text),
+        Ok(mut text) => {
+            text.push_str(&svc::metrics::render(&fence_families(&ctx.fence)));
+            svc::http::metrics_text(text)
+        }
         Err(_) => gone(),
     }
+}
+
+/// The fence's families: they live with the HTTP API, not with the control task that renders the others.
+fn fence_families(fence: &Fence) -> Vec<svc::metrics::Family> {
+    use svc::metrics::Family;
+    vec![
+        Family::gauge(
+            "lbd_manager_term",
+            "The highest stream manager term whose commands this lbd accepted over the API (0: none since it started).",
+        )
+        .with(vec![], fence.term() as f64),
+        Family::counter(
+            "lbd_manager_commands_refused_total",
+            "API requests refused (409) for carrying a stream manager term older than one accepted before.",
+        )
+        .with(vec![], fence.refused() as f64),
+    ]
 }
 
 fn gone() -> Response {
@@ -98,10 +126,17 @@ async fn request(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::B
         Ok(r) => r,
         Err(e) => return svc::http::error(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
     };
-    match call(&ctx, &headers, req).await {
+    // Past the token (a request without it never moves the term), held until the control task has answered.
+    let admitted = match ctx.fence.admit(&headers).await {
+        Ok(a) => a,
+        Err(refusal) => return refusal.response(),
+    };
+    let r = match call(&ctx, &headers, req).await {
         Ok(r) => answer(r),
         Err(r) => r,
-    }
+    };
+    drop(admitted);
+    r
 }
 
 async fn services(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -114,7 +149,11 @@ async fn services(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
 
 async fn stats(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     match call(&ctx, &headers, Request::Stats).await {
-        Ok(r) if r.ok => Json(r.stats).into_response(),
+        Ok(r) if r.ok => Json(r.stats.map(|mut s| {
+            s.manager_term = Some(ctx.fence.term());
+            s
+        }))
+        .into_response(),
         Ok(r) => answer(r),
         Err(r) => r,
     }
@@ -200,7 +239,7 @@ mod tests {
         });
         let bearer = Bearer::token("0123456789abcdef").unwrap();
         let (sd, st) = svc::Shutdown::new();
-        let server = tokio::spawn(serve(listener, stx, Some((jtx, bearer)), st));
+        let server = tokio::spawn(serve(listener, stx, Some((jtx, bearer)), Arc::default(), st));
         let tok = Some("0123456789abcdef");
         assert!(http(addr, "GET /metrics", None, "").await.starts_with("HTTP/1.1 200 OK"), "metrics stay open");
         let r = http(addr, "GET /api/v1/services", None, "").await;
@@ -258,7 +297,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (stx, _srx) = mpsc::channel::<Scrape>(4);
         let (sd, st) = svc::Shutdown::new();
-        let server = tokio::spawn(serve(listener, stx, None, st));
+        let server = tokio::spawn(serve(listener, stx, None, Arc::default(), st));
         let r = http(addr, "GET /api/v1/services", None, "").await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = http(addr, "GET /console", None, "").await;

@@ -297,11 +297,13 @@ impl Daemon {
         let (jobs_tx, mut jobs) = mpsc::channel::<control::Job>(64);
         let mut servers = vec![tokio::spawn(control::serve(listener, jobs_tx.clone(), stopping.clone()))];
         let (scrape_tx, mut scrapes) = mpsc::channel::<http::Scrape>(16);
+        // The manager-term fence of the API, in memory: a restarted lbd accepts any term again (svc::fence).
+        let fence = Arc::new(svc::fence::Fence::new());
         if let Some(l) = metrics {
-            servers.push(tokio::spawn(http::serve(l, scrape_tx.clone(), None, stopping.clone())));
+            servers.push(tokio::spawn(http::serve(l, scrape_tx.clone(), None, fence.clone(), stopping.clone())));
         }
         if let Some((l, bearer)) = api {
-            servers.push(tokio::spawn(http::serve(l, scrape_tx, Some((jobs_tx, bearer)), stopping)));
+            servers.push(tokio::spawn(http::serve(l, scrape_tx, Some((jobs_tx, bearer)), fence, stopping)));
         }
         let Some(mut inputs) = self.inputs.take() else { unreachable!("start sets the inputs and run consumes self") };
         tokio::pin!(shutdown);

@@ -108,6 +108,8 @@ impl<M: Maps> Lb<M> {
             sync: self.sync_stats.as_ref().map(|s| s.snapshot().iter().map(|(k, v)| (k.to_string(), *v)).collect()),
             sync_peers: self.sync_peers.clone(),
             version: Some(svc::version::LONG.to_string()),
+            // The HTTP API fills it in: the fence is there.
+            manager_term: None,
         }));
         r
     }

@@ -187,9 +187,10 @@ struct Common {
     /// mean delivery lag. At most 1000 (more is refused).
     #[arg(long)]
     merge_ms: Option<u64>,
-    /// A stream manager to register with (http://HOST:PORT): it then drives this node (origin lists, pre-pulls,
-    /// maintenance) through --api, with the --api-token both sides share.
-    #[arg(long)]
+    /// The stream manager to register with (http://HOST:PORT), or every smd of an HA deployment separated by
+    /// commas (http://A:PORT,http://B:PORT), tried in turn until one answers: it then drives this node (origin
+    /// lists, pre-pulls, maintenance) through --api, with the --api-token both sides share.
+    #[arg(long, value_name = "URL[,URL...]")]
     manager: Option<String>,
     /// This node's name in the cluster (with --manager): 1-64 of A-Z a-z 0-9 - _ . (the manager's rule); default: the
     /// host name.
@@ -227,10 +228,10 @@ fn manager_link(common: &Settings, listen: SocketAddr) -> anyhow::Result<Option<
     if let Some(name) = &common.node_name {
         check_node_name(name)?;
     }
-    let Some(url) = &common.manager else {
+    let Some(urls) = &common.manager else {
         return Ok(None);
     };
-    let manager = svc::client::BaseUrl::parse(url)?;
+    let managers = manager_urls(urls)?;
     let api = common.api.context("--manager needs --api: the manager drives the node through it")?;
     let ip = match common.advertise {
         Some(ip) => ip,
@@ -249,12 +250,30 @@ fn manager_link(common: &Settings, listen: SocketAddr) -> anyhow::Result<Option<
     };
     check_node_name(&name)?;
     Ok(Some(relay::managed::ManagerLink {
-        manager,
+        managers,
         name,
         api: format!("http://{}", at(api.port())),
         rtmp: at(listen.port()),
         http: common.http_listen.map(|h| at(h.port())),
     }))
+}
+
+/// `--manager URL[,URL...]`: every smd of the deployment, each URL checked, none empty or named twice.
+fn manager_urls(urls: &str) -> anyhow::Result<Vec<svc::client::BaseUrl>> {
+    let parts: Vec<&str> = urls.split(',').map(str::trim).collect();
+    let mut managers: Vec<svc::client::BaseUrl> = Vec::new();
+    for (i, url) in parts.iter().enumerate() {
+        let which = format!("--manager {urls:?}: URL {} of {}", i + 1, parts.len());
+        if url.is_empty() {
+            anyhow::bail!("{which} is empty; give http://HOST:PORT of every stream manager, separated by commas");
+        }
+        let manager = svc::client::BaseUrl::parse(url).with_context(|| which.clone())?;
+        if managers.contains(&manager) {
+            anyhow::bail!("{which} ({manager}) is named twice; name each stream manager once");
+        }
+        managers.push(manager);
+    }
+    Ok(managers)
 }
 
 fn check_node_name(name: &str) -> anyhow::Result<()> {

@@ -1,5 +1,7 @@
 //! HTTP control/observability API on `svc::http`: GET /streams, POST /streams/{app}/{key}/pull, GET /metrics,
 //! GET /healthz, and what a stream manager drives: GET /status, PUT /origins, POST/DELETE /maintenance. Handlers only read the hub and the counters (or start a pull); errors are `{"error": "..."}`.
+//! Every state-changing request passes the manager-term fence (`svc::fence`): one of an older term than a command
+//! already accepted is refused with 409.
 //! Every answer and body is a type of the contract crate (`api_types::relay`), which the manager parses with.
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub(crate) fn router(ctx: Arc<Control>) -> Router {
         .route("/sources/{app}/{key}", axum::routing::put(put_source).delete(delete_source))
         .method_not_allowed_fallback(refused)
         .fallback(refused)
+        // Inside the guard: a request without the token never moves the manager term.
+        .layer(middleware::from_fn_with_state(ctx.fence.clone(), svc::fence::middleware))
         .layer(middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
 }
@@ -160,6 +164,21 @@ async fn metrics(State(ctx): Shared) -> Response {
         })
         .collect();
     let mut families = ctx.metrics.families(ctx.config.role.name(), &streams);
+    let role = || vec![("role", ctx.config.role.name().to_string())];
+    families.push(
+        svc::metrics::Family::gauge(
+            "relay_manager_term",
+            "The highest stream manager term whose commands this relay accepted (0: none since it started).",
+        )
+        .with(role(), ctx.fence.term() as f64),
+    );
+    families.push(
+        svc::metrics::Family::counter(
+            "relay_manager_commands_refused_total",
+            "Commands refused (409) for carrying a stream manager term older than one accepted before.",
+        )
+        .with(role(), ctx.fence.refused() as f64),
+    );
     let mut sources = svc::metrics::Family::gauge("relay_sources", "Ingest sources of this origin by state.");
     for (state, n) in ctx.sources.counts() {
         let state = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
@@ -190,6 +209,7 @@ fn status_of(ctx: &Control) -> Status {
         version: Some(svc::version::LONG.to_string()),
         origins: ctx.origins().iter().map(|o| o.to_string()).collect(),
         streams,
+        manager_term: ctx.fence.term(),
     }
 }
 

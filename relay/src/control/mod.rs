@@ -32,6 +32,8 @@ pub struct Control {
     pub sources: Arc<Sources>,
     /// Maintenance: no new players (egress refuses them), existing ones continue. Shared with egress.
     pub maintenance: Arc<AtomicBool>,
+    /// The highest stream manager term accepted: commands of an older one are refused (see `svc::fence`).
+    pub fence: Arc<svc::fence::Fence>,
     pub started: Instant,
 }
 

@@ -84,6 +84,19 @@ fn relay_refuses_bad_flags() {
         edge("a backoff whose maximum is below its minimum", &["--backoff-min-ms", "500", "--backoff-max-ms", "100"])
             .code(1)
             .says("--backoff-max-ms 100 is below --backoff-min-ms 500"),
+        // Every smd of an HA deployment in one --manager: each URL is checked, and a bad one is named by position.
+        edge(
+            "a bad second stream manager URL",
+            &["--api", "127.0.0.1:0", "--api-token", "0123456789abcdef", "--manager", "http://127.0.0.1:1,127.0.0.1:2"],
+        )
+        .code(1)
+        .says("--manager \"http://127.0.0.1:1,127.0.0.1:2\": URL 2 of 2"),
+        edge(
+            "an empty stream manager URL in the list",
+            &["--api", "127.0.0.1:0", "--api-token", "0123456789abcdef", "--manager", "http://127.0.0.1:1,"],
+        )
+        .code(1)
+        .says("URL 2 of 2 is empty"),
         // Node names the stream manager would refuse forever.
         edge("a node name with a tilde", &["--node-name", "e~1"]).code(1).says("use 1-64 of A-Z a-z 0-9 - _ ."),
         edge("a 70-character node name", &["--node-name", &*Box::leak("e".repeat(70).into_boxed_str())])

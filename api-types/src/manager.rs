@@ -3,6 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The header a stream manager sends its term in on every command to a relay or lbd: `X-Manager-Term: <u64>`
+/// (decimal). The term is the etcd revision at which the sending smd became leader, so a newer leader always has
+/// a larger term. A relay or lbd refuses (409 Conflict) a state-changing command whose term is lower than the
+/// highest it has accepted, so a deposed leader's commands in flight or delayed cannot land after its successor's;
+/// a command without the header (an operator's curl or lbctl, a single smd with a file store) is not fenced.
+pub const TERM_HEADER: &str = "x-manager-term";
+
 /// What a node is to the manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

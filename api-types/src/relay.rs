@@ -47,6 +47,10 @@ pub struct Status {
     /// An edge's origins (`rtmp://HOST:PORT/APP`); empty on an origin.
     pub origins: Vec<String>,
     pub streams: Vec<StreamView>,
+    /// The highest manager term whose commands this relay accepted (0: none since it started); see
+    /// [`crate::manager::TERM_HEADER`]. Absent from older relays, so a newer reader still parses them.
+    #[serde(default)]
+    pub manager_term: u64,
 }
 
 /// `GET /streams`.

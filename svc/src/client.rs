@@ -284,11 +284,13 @@ pub struct Client {
     /// https://: the set-up to use; None means the system roots.
     tls: Option<Tls>,
     user_agent: Option<String>,
+    /// Extra headers sent on every request (a stream manager's term, see [`crate::fence`]).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Client {
     pub fn new(base: BaseUrl, token: Option<String>, timeout: Duration) -> Self {
-        Self { base, token, timeout, tls: None, user_agent: None }
+        Self { base, token, timeout, tls: None, user_agent: None, headers: Vec::new() }
     }
 
     /// Uses `tls` for https:// (instead of the system roots).
@@ -300,6 +302,14 @@ impl Client {
     /// Sends this User-Agent (none by default), so the server's logs can tell, say, health checks apart.
     pub fn with_user_agent(mut self, agent: &str) -> Self {
         self.user_agent = Some(agent.to_string());
+        self
+    }
+
+    /// Sends `name: value` on every request of this client, e.g. a stream manager's term:
+    /// `.with_header(api_types::manager::TERM_HEADER, term.to_string())`. A value that is not a valid header value
+    /// fails each request with [`ClientError::Http`].
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
         self
     }
 
@@ -330,6 +340,9 @@ impl Client {
             .header(header::CONNECTION, "close");
         if !body.is_empty() {
             req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in &self.headers {
+            req = req.header(*name, value.as_str());
         }
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -531,7 +544,8 @@ mod tests {
                 "/api/v1/echo",
                 post(|h: axum::http::HeaderMap, b: Bytes| async move {
                     let auth = h.get("authorization").map(|v| v.to_str().unwrap().to_string());
-                    axum::Json(serde_json::json!({ "auth": auth, "body": String::from_utf8_lossy(&b) }))
+                    let term = h.get("x-manager-term").map(|v| v.to_str().unwrap().to_string());
+                    axum::Json(serde_json::json!({ "auth": auth, "term": term, "body": String::from_utf8_lossy(&b) }))
                 }),
             )
             .route("/api/v1/no", get(|| async { crate::http::error(StatusCode::CONFLICT, "taken") }))
@@ -542,7 +556,11 @@ mod tests {
         let base = BaseUrl::parse(&format!("http://{addr}/api/v1")).unwrap();
         let c = Client::new(base, Some("secret-token-0123".into()), Duration::from_secs(2));
         let v = c.send(Method::POST, "/echo", &serde_json::json!({ "a": 1 })).await.unwrap();
-        assert_eq!(v, serde_json::json!({ "auth": "Bearer secret-token-0123", "body": "{\"a\":1}" }));
+        assert_eq!(v, serde_json::json!({ "auth": "Bearer secret-token-0123", "term": null, "body": "{\"a\":1}" }));
+        // A header of the client goes with every request.
+        let termed = c.clone().with_header(api_types::manager::TERM_HEADER, "42".to_string());
+        let v = termed.send(Method::POST, "/echo", &serde_json::json!({})).await.unwrap();
+        assert_eq!(v["term"], "42");
         let e = c.get::<serde_json::Value>("/no").await.unwrap_err();
         assert_eq!(e.status(), Some(409));
         assert!(e.to_string().ends_with("HTTP 409: taken"), "{e}");

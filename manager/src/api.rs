@@ -213,13 +213,12 @@ async fn register(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Response {
 
 /// `DELETE /api/v1/nodes/NAME`: forgets a self-registered edge that is out of service (see Cluster::remove_node).
 async fn remove_node(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
-    let mut c = ctx.shared.lock();
-    let msg = match c.remove_node(&name) {
+    let r = ctx.shared.lock().remove_node(&name);
+    let msg = match r {
         Ok(m) => m,
         Err(crate::cluster::RemoveError::Unknown(e)) => return error(StatusCode::NOT_FOUND, e),
         Err(crate::cluster::RemoveError::Refused(e)) => return error(StatusCode::CONFLICT, e),
     };
-    drop(c);
     let saved = crate::driver::save(&ctx.shared).await;
     ctx.shared.wake.notify_one();
     let done =
@@ -403,7 +402,14 @@ async fn console(State(ctx): State<Ctx>, Query(view): Query<crate::console::View
             Some((_, page)) => page.clone(),
             None => {
                 let h = ctx.shared.history();
-                let page = std::sync::Arc::new(crate::console::render(&c, &h, &view, c.config.console_refresh));
+                let lead = ctx.shared.lead().view();
+                let page = std::sync::Arc::new(crate::console::render_with(
+                    &c,
+                    &h,
+                    &view,
+                    c.config.console_refresh,
+                    Some(&lead),
+                ));
                 if cache.len() < 64 {
                     cache.insert(key, (std::time::Instant::now(), page.clone()));
                 }

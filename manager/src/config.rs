@@ -608,6 +608,7 @@ impl Config {
                 })?;
             }
         }
+        let store = f.store_config(dir)?;
         let lb = match f.lb {
             None => None,
             Some(lb) => {
@@ -647,7 +648,6 @@ impl Config {
                 Some(LbConfig { apis, token, services, weight: lb.weight })
             }
         };
-        let store = f.store_config(dir)?;
         if matches!(store, Store::Etcd(_)) && f.state_file.is_some() {
             return Err(invalid(
                 "state_file is the file store's: with [store] kind = \"etcd\" the state lives in etcd (remove \
@@ -1084,7 +1084,7 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
     fn every_setting_is_in_the_readme() {
         let readme = include_str!("../README.md");
         let names: Vec<String> = File::keys().iter().map(|k| k.to_string()).collect();
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 23);
         assert_eq!(svc::config::undocumented(readme, &names), Vec::<String>::new());
     }
 
@@ -1094,5 +1094,44 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
         assert_eq!(redact("rtmp://h/live/k"), "rtmp://h/live/k");
         assert_eq!(without_credentials("rtsp://u:p@h:554/a"), "rtsp://h:554/a");
         assert_eq!(without_credentials("rtsp://***@h:554/a"), "rtsp://h:554/a");
+    }
+
+    #[test]
+    fn the_store_is_the_file_by_default_or_etcd_checked_whole() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.store, Store::File);
+        assert_eq!(c.advertise, "http://127.0.0.1:9300");
+        assert!(valid_name(&c.name), "{:?}", c.name);
+        let etcd = "[store]\nkind = \"etcd\"\nendpoints = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n";
+        let with = |extra: &str| format!("name = \"m1\"\n{GOOD}{etcd}{extra}");
+        let c = parse(&with("")).unwrap();
+        assert_eq!(c.name, "m1");
+        let Store::Etcd(e) = &c.store else { panic!("{:?}", c.store) };
+        assert_eq!((e.prefix.as_str(), e.lease_ttl, e.endpoints.len()), ("/smd", Duration::from_secs(5), 2));
+        assert_eq!((e.user.clone(), e.tls.clone()), (None, None));
+        let c = parse(&with("prefix = \"/site-a/smd\"\nlease_ttl = \"10s\"\n")).unwrap();
+        let Store::Etcd(e) = &c.store else { panic!() };
+        assert_eq!((e.prefix.as_str(), e.lease_ttl), ("/site-a/smd", Duration::from_secs(10)));
+        let refused = |text: &str, says: &str| {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{e:?} should say {says:?}");
+        };
+        refused(&format!("state_file = \"s.json\"\n{}", with("")), "the state lives in etcd");
+        refused(&with("lease_ttl = \"1s\"\n"), "store.lease_ttl 1s is out of range");
+        refused(&with("lease_ttl = \"2500ms\"\n"), "whole seconds");
+        refused(&with("prefix = \"smd/\"\n"), "store.prefix");
+        refused(&with("user = \"smd\"\n"), "go together");
+        refused(&with("bogus = 1\n"), "bogus");
+        refused(&format!("{GOOD}[store]\nkind = \"etcd\"\n"), "store.endpoints: name the etcd members");
+        refused(&format!("{GOOD}[store]\nkind = \"etcd\"\nendpoints = [\"https://e:2379\"]\n"), "need the CA");
+        refused(&format!("{GOOD}[store]\nkind = \"etcd\"\nendpoints = [\"e:2379\"]\n"), "store.endpoints");
+        refused(&format!("{GOOD}[store]\nkind = \"file\"\nendpoints = [\"http://e:2379\"]\n"), "etcd's");
+        refused(&with("").replace("listen = \"127.0.0.1:9300\"", "listen = \"0.0.0.0:9300\""), "advertise is required");
+        let c = parse(
+            &format!("advertise = \"http://10.0.0.2:9300\"\n{}", with("")).replace("127.0.0.1:9300", "0.0.0.0:9300"),
+        )
+        .unwrap();
+        assert_eq!(c.advertise, "http://10.0.0.2:9300");
+        refused(&format!("name = \"a b\"\n{GOOD}"), "name \"a b\"");
     }
 }

@@ -96,7 +96,10 @@ impl Log {
     }
 
     pub fn stored_alarms(&self) -> StoredAlarms {
-        StoredAlarms { raised: self.raised.values().cloned().collect(), cleared: self.cleared.iter().cloned().collect() }
+        StoredAlarms {
+            raised: self.raised.values().cloned().collect(),
+            cleared: self.cleared.iter().cloned().collect(),
+        }
     }
 
     /// A follower takes stored events newer than its last (oldest first) and the stored alarms. A history that
@@ -219,7 +222,9 @@ impl Log {
     /// Raised alarms (a follower's own beside the leader's), then recently cleared ones (newest first).
     pub fn alarms(&self) -> (Vec<Alarm>, Vec<Alarm>) {
         let mut raised: Vec<Alarm> = self.raised.values().cloned().collect();
-        raised.extend(self.own_raised.values().filter(|a| !self.raised.contains_key(&(a.kind, a.subject.clone()))).cloned());
+        raised.extend(
+            self.own_raised.values().filter(|a| !self.raised.contains_key(&(a.kind, a.subject.clone()))).cloned(),
+        );
         (raised, self.cleared.iter().cloned().collect())
     }
 
@@ -233,5 +238,60 @@ impl Log {
             .take(last)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_mirrors_the_leaders_history_and_a_new_leader_continues_it() {
+        // The leader writes three events, stores two, then loses its lease: the third and its store alarm become
+        // its own story.
+        let mut leader = Log::new(10);
+        for i in 0..3 {
+            leader.event(EventKind::NodeUp, &format!("e{i}"), "up");
+        }
+        leader.set_stored(2);
+        leader.raise(AlarmKind::StoreUnreachable, "smd", "etcd gone".into());
+        leader.set_mirror();
+        assert_eq!(leader.last_seq(), 2, "unstored events leave the shared history");
+        assert!(leader.is_raised(AlarmKind::StoreUnreachable, "smd"));
+        leader.event(EventKind::NodeDown, "e0", "a follower does not tell the nodes' story");
+        leader.clear(AlarmKind::StoreUnreachable, "smd");
+
+        // A follower sees what the store holds, newest first, and the stored alarms.
+        let stored: Vec<Event> = (1..=2)
+            .map(|seq| Event {
+                seq,
+                time_ms: 0,
+                kind: EventKind::NodeUp,
+                subject: format!("e{}", seq - 1),
+                message: "up".into(),
+            })
+            .collect();
+        let mut follower = Log::new(10);
+        follower.set_mirror();
+        follower.mirror_events(stored[..1].to_vec(), StoredAlarms::default(), false);
+        follower.mirror_events(stored.clone(), StoredAlarms::default(), false);
+        assert_eq!(follower.events(10, None, None).iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 1]);
+
+        // The old leader leads again: the stored history, then its own story numbered after it.
+        leader.take_over(stored, StoredAlarms::default());
+        let seqs: Vec<(u64, String)> =
+            leader.events(10, None, None).iter().rev().map(|e| (e.seq, e.kind.as_str())).collect();
+        assert_eq!(
+            seqs,
+            vec![
+                (1, "node-up".to_string()),
+                (2, "node-up".to_string()),
+                (3, "node-up".to_string()),
+                (4, "alarm-raised".to_string()),
+                (5, "alarm-cleared".to_string()),
+            ]
+        );
+        assert_eq!(leader.events_after(leader.stored_upto()).len(), 3, "what the next save writes");
+        assert!(!leader.is_raised(AlarmKind::StoreUnreachable, "smd"));
     }
 }

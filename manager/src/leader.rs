@@ -146,17 +146,17 @@ pub async fn run(shared: Arc<Shared>, store: Arc<Store>, mut stop: Stopping) {
             step_down(&shared, "it could not renew its lease in time (etcd unreachable or too slow)");
             continue;
         }
-        // 3. Lead or follow.
-        let leading = shared.lead().acting(Instant::now());
-        if leading {
-            shared.lead().until = Some(valid - margin);
-            continue;
-        }
+        // 3. Lead or follow (both list the running smd now and then: the console, the providers' SM_API).
         if members_read.elapsed() >= Duration::from_secs(2) {
             if let Ok(m) = store.members().await {
                 shared.lead().members = m;
                 members_read = Instant::now();
             }
+        }
+        let leading = shared.lead().acting(Instant::now());
+        if leading {
+            shared.lead().until = Some(valid - margin);
+            continue;
         }
         match store.campaign(lease, &me).await {
             Ok(Campaign::Won(term)) => {

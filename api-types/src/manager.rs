@@ -211,6 +211,10 @@ pub enum EventKind {
     NodeRemoved,
     AlarmRaised,
     AlarmCleared,
+    /// An smd won the election on etcd and acts from now on (subject: its name; the message has the term).
+    LeaderElected,
+    /// An smd stopped acting: its lease lapsed or was lost (partitioned from etcd, paused) or it is stopping.
+    LeaderLost,
 }
 
 impl EventKind {
@@ -232,10 +236,13 @@ pub enum AlarmKind {
     ProviderFailed,
     /// The state file (maintenance, active members, registered edges) cannot be written: a restart would forget.
     StateNotSaved,
+    /// The smd cannot reach its store (etcd): nothing is decided or changed until it can (the data plane keeps
+    /// running as it is).
+    StoreUnreachable,
 }
 
 impl AlarmKind {
-    pub const ALL: [AlarmKind; 8] = [
+    pub const ALL: [AlarmKind; 9] = [
         AlarmKind::NodeDown,
         AlarmKind::GroupNoActive,
         AlarmKind::PoolBelowMin,
@@ -244,12 +251,43 @@ impl AlarmKind {
         AlarmKind::LbUnreachable,
         AlarmKind::ProviderFailed,
         AlarmKind::StateNotSaved,
+        AlarmKind::StoreUnreachable,
     ];
 
     /// The kind as the API spells it (`state-not-saved`).
     pub fn as_str(self) -> String {
         serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
     }
+}
+
+/// `GET /api/v1/leader`: who acts among the smd of a deployment, as this smd sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderView {
+    /// This smd's name (`name` in its config).
+    pub me: String,
+    /// The smd that leads (holds the election key), if any; with a file store always `me`.
+    pub leader: Option<String>,
+    /// Where the leader's API is (its `advertise`): followers forward writes there.
+    pub leader_api: Option<String>,
+    /// The etcd revision at which the leader was elected; a newer leader always has a larger one (0 with a file
+    /// store). Relays and lbd refuse commands carrying an older term than one they accepted.
+    pub term: u64,
+    /// Whether this smd acts now (decides, commands nodes and the LB, writes the state).
+    pub leading: bool,
+    /// `file` or `etcd`.
+    pub store: String,
+    /// Whether the store answered at the last attempt.
+    pub store_ok: bool,
+    /// The other smd that have a session on the store now (etcd only), by name, with their API.
+    #[serde(default)]
+    pub members: Vec<ManagerMember>,
+}
+
+/// One smd of an HA deployment, as it announces itself in etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerMember {
+    pub name: String,
+    pub api: String,
 }
 
 /// `GET /api/v1/events`: one entry, newest first.

@@ -42,6 +42,7 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/events", get(events))
         .route("/api/v1/alarms", get(alarms))
+        .route("/api/v1/leader", get(leader))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(console))
@@ -63,7 +64,72 @@ async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     if let Some(why) = svc::auth::forged_change(req.method(), req.headers()) {
         return error(StatusCode::FORBIDDEN, why);
     }
+    if !read && req.uri().path().starts_with("/api/v1/") && ctx.shared.acting().is_none() {
+        return forward(&ctx, req).await;
+    }
     next.run(req).await
+}
+
+/// Marks a request one smd forwarded to another, so a request never goes round between two that both think the
+/// other leads.
+const FORWARDED: &str = "x-smd-forwarded-by";
+
+/// A write sent to a follower: forwarded to the leader as it came (token, path, body), its answer returned as the
+/// leader gave it. With no leader (an election in progress, etcd unreachable): 503, to be retried.
+async fn forward(ctx: &Ctx, req: Request) -> Response {
+    let (me, leader) = {
+        let l = ctx.shared.lead();
+        (l.me.name.clone(), l.leader.clone().filter(|m| m.name != l.me.name))
+    };
+    let no_leader = |why: String| {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
+        r
+    };
+    let Some(leader) = leader else {
+        return no_leader(format!(
+            "no smd leads right now ({me} follows; an election is in progress or etcd is unreachable): retry in a \
+             few seconds"
+        ));
+    };
+    if req.headers().contains_key(FORWARDED) {
+        return no_leader(format!("{me} does not lead either (the leader is changing): retry in a few seconds"));
+    }
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+    };
+    let json: Option<serde_json::Value> = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => Some(v),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body is not JSON: {e}")),
+        }
+    };
+    let base = match svc::client::BaseUrl::parse(&leader.api) {
+        Ok(b) => b,
+        Err(e) => return no_leader(format!("the leader {} advertises an API smd cannot use: {e}", leader.name)),
+    };
+    let token = ctx.shared.lock().config.token.clone();
+    let client = svc::client::Client::new(base, Some(token), std::time::Duration::from_secs(10))
+        .with_header(FORWARDED, me.clone());
+    match client.raw(method, &path, json.as_ref()).await {
+        Ok((status, bytes)) => {
+            let mut r = (status, bytes).into_response();
+            r.headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => no_leader(format!("{me} forwards writes to the leader {}, which did not answer: {e}", leader.name)),
+    }
+}
+
+/// `GET /api/v1/leader`: who leads, as this smd sees it.
+async fn leader(State(ctx): State<Ctx>) -> Json<api_types::manager::LeaderView> {
+    Json(ctx.shared.lead().view())
 }
 
 /// A node's role as the API answers it.
@@ -147,14 +213,13 @@ async fn register(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Response {
 
 /// `DELETE /api/v1/nodes/NAME`: forgets a self-registered edge that is out of service (see Cluster::remove_node).
 async fn remove_node(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
-    let mut c = ctx.shared.lock();
-    let msg = match c.remove_node(&name) {
+    let r = ctx.shared.lock().remove_node(&name);
+    let msg = match r {
         Ok(m) => m,
         Err(crate::cluster::RemoveError::Unknown(e)) => return error(StatusCode::NOT_FOUND, e),
         Err(crate::cluster::RemoveError::Refused(e)) => return error(StatusCode::CONFLICT, e),
     };
-    let saved = crate::driver::persist(&mut c);
-    drop(c);
+    let saved = crate::driver::save(&ctx.shared).await;
     ctx.shared.wake.notify_one();
     let done =
         ActionAnswer { node: Some(name), pool: None, message: msg, state: None, removed: Some(true), error: None };
@@ -174,23 +239,24 @@ async fn changed(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
 }
 
 async fn maintenance_on(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
-    set_maintenance(&ctx, &name, true)
+    set_maintenance(&ctx, &name, true).await
 }
 
 async fn maintenance_off(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
-    set_maintenance(&ctx, &name, false)
+    set_maintenance(&ctx, &name, false).await
 }
 
-fn set_maintenance(ctx: &Ctx, name: &str, on: bool) -> Response {
-    let mut c = ctx.shared.lock();
-    let msg = match c.maintenance(name, on) {
-        Ok(msg) => msg,
-        Err(e) => return error(StatusCode::NOT_FOUND, e),
+async fn set_maintenance(ctx: &Ctx, name: &str, on: bool) -> Response {
+    let (msg, state) = {
+        let mut c = ctx.shared.lock();
+        let msg = match c.maintenance(name, on) {
+            Ok(msg) => msg,
+            Err(e) => return error(StatusCode::NOT_FOUND, e),
+        };
+        (msg, c.nodes.get(name).map(NodeRt::node_state))
     };
     // Written now, not at the next keepalive, so the answer can say whether a restart would keep it.
-    let saved = crate::driver::persist(&mut c);
-    let state = c.nodes.get(name).map(NodeRt::node_state);
-    drop(c);
+    let saved = crate::driver::save(&ctx.shared).await;
     ctx.shared.wake.notify_one();
     let done = ActionAnswer {
         node: Some(name.to_string()),
@@ -214,11 +280,10 @@ fn unsaved(mut done: ActionAnswer, why: &str) -> Response {
 }
 
 async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Response {
-    let mut c = ctx.shared.lock();
-    let r = c.manual_start(&pool).map(|msg| (msg, crate::driver::persist(&mut c)));
-    drop(c);
+    let r = ctx.shared.lock().manual_start(&pool);
     match r {
-        Ok((msg, saved)) => {
+        Ok(msg) => {
+            let saved = crate::driver::save(&ctx.shared).await;
             ctx.shared.wake.notify_one();
             let done =
                 ActionAnswer { node: None, pool: Some(pool), message: msg, state: None, removed: None, error: None };
@@ -233,11 +298,10 @@ async fn pool_start(State(ctx): State<Ctx>, Path(pool): Path<String>) -> Respons
 }
 
 async fn pool_stop(State(ctx): State<Ctx>, Path((pool, name)): Path<(String, String)>) -> Response {
-    let mut c = ctx.shared.lock();
-    let r = c.manual_stop(&pool, &name).map(|msg| (msg, crate::driver::persist(&mut c)));
-    drop(c);
+    let r = ctx.shared.lock().manual_stop(&pool, &name);
     match r {
-        Ok((msg, saved)) => {
+        Ok(msg) => {
+            let saved = crate::driver::save(&ctx.shared).await;
             ctx.shared.wake.notify_one();
             let done = ActionAnswer {
                 node: Some(name),
@@ -338,7 +402,14 @@ async fn console(State(ctx): State<Ctx>, Query(view): Query<crate::console::View
             Some((_, page)) => page.clone(),
             None => {
                 let h = ctx.shared.history();
-                let page = std::sync::Arc::new(crate::console::render(&c, &h, &view, c.config.console_refresh));
+                let lead = ctx.shared.lead().view();
+                let page = std::sync::Arc::new(crate::console::render_with(
+                    &c,
+                    &h,
+                    &view,
+                    c.config.console_refresh,
+                    Some(&lead),
+                ));
                 if cache.len() < 64 {
                     cache.insert(key, (std::time::Instant::now(), page.clone()));
                 }
@@ -363,7 +434,8 @@ async fn console_seq(State(ctx): State<Ctx>) -> String {
 }
 
 async fn metrics(State(ctx): State<Ctx>, _h: HeaderMap) -> Response {
-    let text = crate::metrics::render(&ctx.shared.lock());
+    let mut text = crate::metrics::render(&ctx.shared.lock());
+    text.push_str(&crate::metrics::leadership(&ctx.shared.lead()));
     svc::http::metrics_text(text)
 }
 

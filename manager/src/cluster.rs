@@ -342,6 +342,54 @@ impl Cluster {
         }
     }
 
+    /// A follower of an HA deployment takes the leader's stored state: active members, maintenance, registered
+    /// and started edges. Its own observations of the nodes (health, status) stay: they are what it acts on if it
+    /// becomes leader, so a takeover needs no startup hold.
+    pub fn adopt(&mut self, p: Persisted, now: Instant) {
+        let registered: BTreeSet<String> = p.registered.iter().map(|n| n.name.clone()).collect();
+        self.nodes.retain(|name, n| n.from_config || registered.contains(name));
+        for spec in p.registered {
+            match self.nodes.get_mut(&spec.name) {
+                Some(n) if !n.from_config => n.spec = spec,
+                Some(_) => {}
+                None => {
+                    let n = NodeRt { registered_at: Some(now), ..NodeRt::new(spec.clone(), false) };
+                    self.nodes.insert(spec.name, n);
+                }
+            }
+        }
+        for (name, n) in self.nodes.iter_mut() {
+            n.maintenance = p.maintenance.get(name).cloned();
+        }
+        for g in &self.config.groups {
+            if let Some(rt) = self.groups.get_mut(&g.name) {
+                rt.active = p.active.get(&g.name).filter(|a| g.priority_of(a).is_some()).cloned();
+            }
+        }
+        self.scaling.started = p.started;
+        self.scaling.seq = p.start_seq;
+        self.dirty = false;
+    }
+
+    /// This smd becomes the leader: the stored state and history, then its own story; node-down alarms of nodes
+    /// it sees up are cleared (the old leader may have died before it saw them come back).
+    pub fn take_over(&mut self, p: Persisted, events: Vec<crate::events::Event>, alarms: crate::events::StoredAlarms) {
+        self.adopt(p, Instant::now());
+        self.log.take_over(events, alarms);
+        let seen: Vec<(String, Health)> = self.nodes.iter().map(|(k, n)| (k.clone(), n.health)).collect();
+        for (name, health) in seen {
+            let raised = self.log.is_raised(AlarmKind::NodeDown, &name);
+            if health == Health::Up && raised {
+                self.log.clear(AlarmKind::NodeDown, &name);
+            }
+            if health == Health::Down && !raised {
+                let why = "down when this smd took over (it missed its keepalives)".to_string();
+                self.log.event(EventKind::NodeDown, &name, why.clone());
+                self.log.raise(AlarmKind::NodeDown, &name, why);
+            }
+        }
+    }
+
     /// A node registering itself (POST /api/v1/nodes). A configured node may re-register with the same
     /// addresses; a different definition of a configured node is refused.
     pub fn register(&mut self, mut spec: NodeSpec) -> Result<bool, String> {

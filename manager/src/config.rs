@@ -292,6 +292,12 @@ fn default_weight() -> u32 {
 pub struct File {
     /// The API's address (required).
     pub listen: Option<SocketAddr>,
+    /// This smd's name among the smd of an HA deployment (default: the host's name).
+    pub name: Option<String>,
+    /// The URL the other smd forward writes to (default: `http://` + `listen` unless it is a wildcard).
+    pub advertise: Option<String>,
+    /// Where the state lives: today's `state_file` (the default) or etcd, shared by several smd.
+    pub store: Option<StoreFile>,
     /// The bearer token's file (required).
     pub token_file: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
@@ -334,6 +340,9 @@ impl Default for File {
     fn default() -> Self {
         File {
             listen: None,
+            name: None,
+            advertise: None,
+            store: None,
             token_file: None,
             state_file: None,
             keepalive: Dur::secs(3),
@@ -357,10 +366,81 @@ impl Default for File {
     }
 }
 
+/// `[store]` as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub kind: StoreKind,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub lease_ttl: Option<Dur>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// `state_file` on this machine: one smd (the single-box deployment).
+    File,
+    /// etcd: several smd, one elected leader acts (see manager/README.md, "High availability").
+    Etcd,
+}
+
+/// The checked store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Store {
+    File,
+    Etcd(EtcdConfig),
+}
+
+/// etcd as smd uses it: endpoints, the key prefix of this deployment, the leader's lease and the credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Every key smd writes starts with this (several deployments can share one etcd).
+    pub prefix: String,
+    /// The leader's lease: a dead leader is replaced this long after its last renewal, and a leader that cannot
+    /// renew stops acting before it lapses.
+    pub lease_ttl: Duration,
+    /// (user, password) for etcd's authentication.
+    pub user: Option<(String, String)>,
+    pub tls: Option<EtcdTls>,
+}
+
+/// PEM contents, read when the config is loaded (so `--check` names a missing file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdTls {
+    pub ca: Vec<u8>,
+    /// The client certificate and its key, for etcd's `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "/smd";
+/// The default lease.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// This smd's name (see [`File::name`]).
+    pub name: String,
+    /// Where other smd reach this one's API.
+    pub advertise: String,
+    pub store: Store,
     pub token: String,
     pub state_file: Option<PathBuf>,
     pub keepalive: Duration,
@@ -528,6 +608,7 @@ impl Config {
                 })?;
             }
         }
+        let store = f.store_config(dir)?;
         let lb = match f.lb {
             None => None,
             Some(lb) => {
@@ -567,8 +648,43 @@ impl Config {
                 Some(LbConfig { apis, token, services, weight: lb.weight })
             }
         };
+        if matches!(store, Store::Etcd(_)) && f.state_file.is_some() {
+            return Err(invalid(
+                "state_file is the file store's: with [store] kind = \"etcd\" the state lives in etcd (remove \
+                 state_file, or set kind = \"file\")",
+            ));
+        }
+        let name = match &f.name {
+            Some(n) => n.clone(),
+            None => host_name(),
+        };
+        if !valid_name(&name) {
+            return Err(invalid(format!(
+                "name {name:?}: use 1-64 of A-Z a-z 0-9 - _ . (default: the host's name; set `name` when it is not one)"
+            )));
+        }
+        let advertise = match &f.advertise {
+            Some(a) => {
+                let u = BaseUrl::parse(a).map_err(|e| invalid(format!("advertise: {e}")))?;
+                if !u.prefix.is_empty() {
+                    return Err(invalid(format!("advertise {a:?}: give http://HOST:PORT without a path")));
+                }
+                a.trim_end_matches('/').to_string()
+            }
+            None if listen.ip().is_unspecified() && matches!(store, Store::Etcd(_)) => {
+                return Err(invalid(format!(
+                    "advertise is required when listen ({listen}) is a wildcard: the other smd forward writes to it \
+                     (e.g. advertise = \"http://10.0.0.2:{}\")",
+                    listen.port()
+                )))
+            }
+            None => format!("http://{listen}"),
+        };
         Ok(Config {
             listen,
+            name,
+            advertise,
+            store,
             token,
             state_file: f.state_file.as_ref().map(|p| dir.join(p)),
             keepalive: f.keepalive.into(),
@@ -608,7 +724,112 @@ struct Timings {
     source_alarm_after: Duration,
 }
 
+/// The host's name, the default `name`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
 impl File {
+    /// `[store]`, checked: endpoints, prefix, lease and credentials (their files read now).
+    fn store_config(&self, dir: &Path) -> Result<Store, ConfigError> {
+        let Some(st) = &self.store else { return Ok(Store::File) };
+        if st.kind == StoreKind::File {
+            let etcd_only = !st.endpoints.is_empty()
+                || st.prefix.is_some()
+                || st.lease_ttl.is_some()
+                || st.user.is_some()
+                || st.password_file.is_some()
+                || st.ca_file.is_some()
+                || st.cert_file.is_some()
+                || st.key_file.is_some();
+            if etcd_only {
+                return Err(invalid(
+                    "store: endpoints, prefix, lease_ttl, user, password_file, ca_file, cert_file and key_file are \
+                     etcd's; set kind = \"etcd\" or remove them",
+                ));
+            }
+            return Ok(Store::File);
+        }
+        if st.endpoints.is_empty() {
+            return Err(invalid(
+                "store.endpoints: name the etcd members, e.g. [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\", \
+                 \"http://10.0.0.7:2379\"]",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut https = 0;
+        for e in &st.endpoints {
+            let u = BaseUrl::parse(e).map_err(|x| invalid(format!("store.endpoints: {x}")))?;
+            if !u.prefix.is_empty() {
+                return Err(invalid(format!("store.endpoints: {e:?}: give http(s)://HOST:PORT without a path")));
+            }
+            if !seen.insert(u.to_string()) {
+                return Err(invalid(format!("store.endpoints: {e:?} is listed twice")));
+            }
+            https += usize::from(u.tls);
+        }
+        if https != 0 && https != st.endpoints.len() {
+            return Err(invalid("store.endpoints: use https:// for all of them or for none"));
+        }
+        let prefix = st.prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+        let ok = prefix.len() >= 2
+            && prefix.len() <= 128
+            && prefix.starts_with('/')
+            && !prefix.ends_with('/')
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(invalid(format!(
+                "store.prefix {prefix:?}: give a key prefix like \"/smd\" or \"/site-a/smd\" (starts with /, no \
+                 trailing /, at most 128 of A-Z a-z 0-9 / - _ .)"
+            )));
+        }
+        let ttl = st.lease_ttl.unwrap_or(Dur(DEFAULT_LEASE_TTL));
+        in_range(
+            "store.lease_ttl",
+            ttl,
+            Dur::secs(2),
+            Dur::secs(60),
+            "below 2 s a lease cannot outlive etcd's own leader election; above a minute a dead smd leaves the \
+             cluster unmanaged that long",
+        )?;
+        if ttl.0.subsec_nanos() != 0 {
+            return Err(invalid(format!("store.lease_ttl {ttl}: give whole seconds (etcd's leases are)")));
+        }
+        let read = |what: &str, p: &Path| -> Result<Vec<u8>, ConfigError> {
+            std::fs::read(dir.join(p)).map_err(|e| invalid(format!("store.{what} {}: {e}", dir.join(p).display())))
+        };
+        let user = match (&st.user, &st.password_file) {
+            (Some(u), Some(p)) => {
+                let pw = String::from_utf8(read("password_file", p)?)
+                    .map_err(|_| invalid("store.password_file: not UTF-8 text"))?;
+                let pw = pw.lines().next().unwrap_or("").to_string();
+                if u.is_empty() || pw.is_empty() {
+                    return Err(invalid("store.user and its password_file must not be empty"));
+                }
+                Some((u.clone(), pw))
+            }
+            (None, None) => None,
+            _ => return Err(invalid("store.user and store.password_file go together")),
+        };
+        let identity = match (&st.cert_file, &st.key_file) {
+            (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
+            (None, None) => None,
+            _ => return Err(invalid("store.cert_file and store.key_file go together")),
+        };
+        let tls = match &st.ca_file {
+            Some(ca) if https > 0 => Some(EtcdTls { ca: read("ca_file", ca)?, identity }),
+            Some(_) => return Err(invalid("store.ca_file is for https:// endpoints; these are http://")),
+            None if https > 0 => {
+                return Err(invalid("store.ca_file: https:// endpoints need the CA that signed etcd's certificate"))
+            }
+            None if identity.is_some() => {
+                return Err(invalid("store.cert_file and key_file need https:// endpoints and a ca_file"))
+            }
+            None => None,
+        };
+        Ok(Store::Etcd(EtcdConfig { endpoints: st.endpoints.clone(), prefix, lease_ttl: ttl.0, user, tls }))
+    }
+
     /// The keys the file may hold at its top.
     pub fn keys() -> &'static [&'static str] {
         svc::config::fields::<File>()
@@ -863,7 +1084,7 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
     fn every_setting_is_in_the_readme() {
         let readme = include_str!("../README.md");
         let names: Vec<String> = File::keys().iter().map(|k| k.to_string()).collect();
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 23);
         assert_eq!(svc::config::undocumented(readme, &names), Vec::<String>::new());
     }
 
@@ -873,5 +1094,44 @@ sources = [{ key = "cam1", url = "rtsp://user:pw@10.0.0.50:8554/cam" }, { key = 
         assert_eq!(redact("rtmp://h/live/k"), "rtmp://h/live/k");
         assert_eq!(without_credentials("rtsp://u:p@h:554/a"), "rtsp://h:554/a");
         assert_eq!(without_credentials("rtsp://***@h:554/a"), "rtsp://h:554/a");
+    }
+
+    #[test]
+    fn the_store_is_the_file_by_default_or_etcd_checked_whole() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.store, Store::File);
+        assert_eq!(c.advertise, "http://127.0.0.1:9300");
+        assert!(valid_name(&c.name), "{:?}", c.name);
+        let etcd = "[store]\nkind = \"etcd\"\nendpoints = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n";
+        let with = |extra: &str| format!("name = \"m1\"\n{GOOD}{etcd}{extra}");
+        let c = parse(&with("")).unwrap();
+        assert_eq!(c.name, "m1");
+        let Store::Etcd(e) = &c.store else { panic!("{:?}", c.store) };
+        assert_eq!((e.prefix.as_str(), e.lease_ttl, e.endpoints.len()), ("/smd", Duration::from_secs(5), 2));
+        assert_eq!((e.user.clone(), e.tls.clone()), (None, None));
+        let c = parse(&with("prefix = \"/site-a/smd\"\nlease_ttl = \"10s\"\n")).unwrap();
+        let Store::Etcd(e) = &c.store else { panic!() };
+        assert_eq!((e.prefix.as_str(), e.lease_ttl), ("/site-a/smd", Duration::from_secs(10)));
+        let refused = |text: &str, says: &str| {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{e:?} should say {says:?}");
+        };
+        refused(&format!("state_file = \"s.json\"\n{}", with("")), "the state lives in etcd");
+        refused(&with("lease_ttl = \"1s\"\n"), "store.lease_ttl 1s is out of range");
+        refused(&with("lease_ttl = \"2500ms\"\n"), "whole seconds");
+        refused(&with("prefix = \"smd/\"\n"), "store.prefix");
+        refused(&with("user = \"smd\"\n"), "go together");
+        refused(&with("bogus = 1\n"), "bogus");
+        refused(&format!("{GOOD}[store]\nkind = \"etcd\"\n"), "store.endpoints: name the etcd members");
+        refused(&format!("{GOOD}[store]\nkind = \"etcd\"\nendpoints = [\"https://e:2379\"]\n"), "need the CA");
+        refused(&format!("{GOOD}[store]\nkind = \"etcd\"\nendpoints = [\"e:2379\"]\n"), "store.endpoints");
+        refused(&format!("{GOOD}[store]\nkind = \"file\"\nendpoints = [\"http://e:2379\"]\n"), "etcd's");
+        refused(&with("").replace("listen = \"127.0.0.1:9300\"", "listen = \"0.0.0.0:9300\""), "advertise is required");
+        let c = parse(
+            &format!("advertise = \"http://10.0.0.2:9300\"\n{}", with("")).replace("127.0.0.1:9300", "0.0.0.0:9300"),
+        )
+        .unwrap();
+        assert_eq!(c.advertise, "http://10.0.0.2:9300");
+        refused(&format!("name = \"a b\"\n{GOOD}"), "name \"a b\"");
     }
 }

@@ -87,6 +87,17 @@ fn post_button(label: &str, url: &str) -> String {
 
 /// The whole page.
 pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> String {
+    render_with(c, h, view, refresh, None)
+}
+
+/// The page, saying which smd leads and which one drew it (HA on etcd).
+pub fn render_with(
+    c: &Cluster,
+    h: &History,
+    view: &View,
+    refresh: Duration,
+    lead: Option<&api_types::manager::LeaderView>,
+) -> String {
     let (span, span_name) = span_of(view);
     let mut b = String::new();
     b.push_str("<p id=\"msg\"></p>");
@@ -99,6 +110,19 @@ pub fn render(c: &Cluster, h: &History, view: &View, refresh: Duration) -> Strin
         raised.len(),
         if raised.is_empty() { badge("ok") } else { badge("raised") }
     );
+    if let Some(l) = lead.filter(|l| l.store == "etcd") {
+        let leader = match &l.leader {
+            Some(name) => format!("{} leads (term {})", esc(name), l.term),
+            None => "no smd leads right now (election in progress or etcd unreachable)".to_string(),
+        };
+        let me = format!(
+            "this page is from {} ({}{})",
+            esc(&l.me),
+            if l.leading { "the leader" } else { "a follower" },
+            if l.store_ok { "" } else { ", etcd UNREACHABLE" }
+        );
+        let _ = write!(b, "<p id=\"leader\">{leader}; {me}</p>");
+    }
 
     // Alarms first: what needs attention.
     let mut rows: Vec<Vec<String>> = raised

@@ -30,16 +30,53 @@ pub struct Shared {
     pub wake: Notify,
     /// Console pages rendered in the last keepalive, by view and newest event: an open page is cheap to reload.
     pub console_cache: Mutex<ConsoleCache>,
+    /// Whether this smd acts (always with a file store), and who leads.
+    lead: Mutex<crate::leader::Leadership>,
+    /// The etcd store of an HA deployment (None: the state file).
+    pub store: Option<Arc<crate::store::Store>>,
+    /// One store write at a time, and what the last one wrote (an unchanged state is not written again).
+    written: tokio::sync::Mutex<Option<crate::store::StateDoc>>,
 }
 
 impl Shared {
+    /// A manager on the file store: it always acts.
     pub fn new(cluster: Cluster, history: crate::history::History) -> Arc<Self> {
+        Self::with_store(cluster, history, None)
+    }
+
+    /// A manager on `store` (etcd): a follower until it wins the election.
+    pub fn with_store(
+        mut cluster: Cluster,
+        history: crate::history::History,
+        store: Option<Arc<crate::store::Store>>,
+    ) -> Arc<Self> {
+        let me = api_types::manager::ManagerMember {
+            name: cluster.config.name.clone(),
+            api: cluster.config.advertise.clone(),
+        };
+        if store.is_some() {
+            cluster.log.set_mirror();
+        }
         Arc::new(Self {
             cluster: Mutex::new(cluster),
             history: Mutex::new(history),
             wake: Notify::new(),
             console_cache: Mutex::new(BTreeMap::new()),
+            lead: Mutex::new(crate::leader::Leadership::new(me, store.is_some())),
+            store,
+            written: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Who leads. Lock order: the cluster first, then this, when both are held.
+    pub fn lead(&self) -> MutexGuard<'_, crate::leader::Leadership> {
+        self.lead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this smd may act now, and the term its commands carry.
+    pub fn acting(&self) -> Option<Option<u64>> {
+        let l = self.lead();
+        l.acting(Instant::now()).then(|| l.term_header())
     }
 
     pub fn history(&self) -> MutexGuard<'_, crate::history::History> {
@@ -249,10 +286,14 @@ pub async fn round(
                 Err(e) => c.lb_unreachable(&api, e.to_string()),
             }
         }
-        let actions = c.plan(now);
-        let _ = persist(&mut c);
-        actions
+        // A follower reads the nodes (its views, and what it acts on if it takes over) but decides nothing.
+        if shared.acting().is_some() {
+            c.plan(now)
+        } else {
+            Vec::new()
+        }
     };
+    let _ = save(shared).await;
     let taken: BTreeSet<Action> = actions.iter().cloned().collect();
     if actions.is_empty() {
         return taken;
@@ -262,8 +303,9 @@ pub async fn round(
     // plan does not repeat them meanwhile (the edge is in `starting`/`stopping` until the outcome is recorded).
     let (provider, actions): (Vec<Action>, Vec<Action>) =
         actions.into_iter().partition(|a| matches!(a, Action::ProviderStart { .. } | Action::ProviderStop { .. }));
+    let members: Vec<String> = shared.lead().members.iter().map(|m| m.api.clone()).collect();
     for a in provider {
-        let call = ProviderCall::of(&a, config);
+        let call = ProviderCall::of(&a, config, &members);
         let shared = shared.clone();
         tokio::spawn(async move {
             let r = match call {
@@ -273,11 +315,8 @@ pub async fn round(
             if let Err(e) = &r {
                 warn!(node = a.node(), error = %e, "action failed: {}", a.describe());
             }
-            {
-                let mut c = shared.lock();
-                c.acted(&a, r);
-                let _ = persist(&mut c);
-            }
+            shared.lock().acted(&a, r);
+            let _ = save(&shared).await;
             // The outcome may call for the next step (register wait, retry, stop): plan it now.
             shared.wake.notify_one();
         });
@@ -296,10 +335,16 @@ pub async fn round(
         let api = specs.get(&node).cloned().unwrap_or_default();
         let token = config.token.clone();
         let lb = lb.get(&lb_key).cloned();
+        let shared = shared.clone();
         work.spawn(async move {
             let mut done = Vec::new();
             for a in list {
-                let r = act(&a, &api, &token, timeout, lb.as_ref()).await;
+                // Checked before every command: a leader whose lease is about to lapse sends nothing more, and
+                // what it sends carries its term, which relays and lbd refuse once a newer leader has acted.
+                let r = match shared.acting() {
+                    Some(term) => act(&a, &api, &token, timeout, lb.as_ref(), term).await,
+                    None => Err("not sent: this smd stopped leading".to_string()),
+                };
                 done.push((a, r));
             }
             done
@@ -326,11 +371,56 @@ pub async fn round(
             shared.lock().acted(&a, r);
         }
     }
-    let _ = persist(&mut shared.lock());
+    let _ = save(shared).await;
     if again {
         shared.wake.notify_one();
     }
     taken
+}
+
+/// Writes what must survive this smd: the state file (see [`persist`]), or with etcd the state document and the
+/// new events, fenced by the leader's term. A follower writes nothing (Err says so); a leader whose write finds a
+/// newer term steps down at once.
+pub async fn save(shared: &Arc<Shared>) -> Result<(), String> {
+    let Some(store) = shared.store.clone() else {
+        return persist(&mut shared.lock());
+    };
+    let mut written = shared.written.lock().await;
+    let (term, doc, events, kept) = {
+        let c = shared.lock();
+        let l = shared.lead();
+        if !l.acting(Instant::now()) {
+            return Err(format!(
+                "{} does not lead now; {} keeps the state",
+                l.me.name,
+                l.leader.as_ref().map_or("the next leader", |m| m.name.as_str())
+            ));
+        }
+        let doc = crate::store::StateDoc { persisted: c.persisted(), alarms: c.log.stored_alarms() };
+        (l.term, doc, c.log.events_after(c.log.stored_upto()), c.config.events_kept)
+    };
+    if events.is_empty() && written.as_ref() == Some(&doc) {
+        shared.lock().dirty = false;
+        return Ok(());
+    }
+    match store.write(term, &doc, &events, kept).await {
+        Ok(()) => {
+            let mut c = shared.lock();
+            if let Some(e) = events.last() {
+                c.log.set_stored(e.seq);
+            }
+            if c.persisted() == doc.persisted {
+                c.dirty = false;
+            }
+            *written = Some(doc);
+            Ok(())
+        }
+        Err(e) => {
+            crate::leader::fenced(shared, &e);
+            *written = None;
+            Err(format!("the state could not be written to etcd: {e}"))
+        }
+    }
 }
 
 /// Writes the state file when something persisted changed. A failed write keeps the state dirty (it is retried at
@@ -365,9 +455,22 @@ pub fn persist(c: &mut Cluster) -> Result<(), String> {
 /// The subject of the manager's own alarms (the state file).
 pub const STATE_SUBJECT: &str = "smd";
 
-/// Carries out one action.
-async fn act(a: &Action, api: &str, token: &str, timeout: Duration, lb: Option<&Client>) -> Result<(), String> {
-    let node = || node_client(api, token, timeout);
+/// Carries out one action, with the leader's term on the command when there is one.
+async fn act(
+    a: &Action,
+    api: &str,
+    token: &str,
+    timeout: Duration,
+    lb: Option<&Client>,
+    term: Option<u64>,
+) -> Result<(), String> {
+    let termed = |c: Client| match term {
+        Some(t) => c.with_header(api_types::manager::TERM_HEADER, t.to_string()),
+        None => c,
+    };
+    let node = || node_client(api, token, timeout).map(termed);
+    let lb = lb.cloned().map(termed);
+    let lb = lb.as_ref();
     let e = |e: svc::client::ClientError| e.to_string();
     match a {
         Action::PutSource { app, key, url, .. } => {
@@ -417,7 +520,8 @@ struct ProviderCall {
 }
 
 impl ProviderCall {
-    fn of(a: &Action, config: &Config) -> Option<ProviderCall> {
+    /// `managers`: every smd's API of an HA deployment (the started edge registers with whichever answers).
+    fn of(a: &Action, config: &Config, managers: &[String]) -> Option<ProviderCall> {
         let (verb, pool, node) = match a {
             Action::ProviderStart { pool, node } => ("start", pool, node),
             Action::ProviderStop { pool, node } => ("stop", pool, node),
@@ -425,7 +529,8 @@ impl ProviderCall {
         };
         let sc = config.pools.iter().find(|p| &p.name == pool)?.scale.as_ref()?;
         let mut env: Vec<(String, String)> = sc.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        env.push(("SM_API".into(), format!("http://{}", config.listen)));
+        let api = if managers.is_empty() { config.advertise.clone() } else { managers.join(",") };
+        env.push(("SM_API".into(), api));
         env.push(("SM_TOKEN".into(), config.token.clone()));
         env.push(("SM_POOL".into(), pool.clone()));
         env.push(("SM_NODE".into(), node.clone()));

@@ -14,7 +14,9 @@ pub mod console;
 pub mod driver;
 pub mod events;
 pub mod history;
+pub mod leader;
 pub mod metrics;
+pub mod store;
 
 use std::future::Future;
 use std::time::Instant;
@@ -38,9 +40,15 @@ pub fn preflight(config: &config::Config) -> anyhow::Result<(cluster::Persisted,
 pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl Future) -> anyhow::Result<()> {
     let (persisted, history) = preflight(&config)?;
     let bearer = Bearer::token(&config.token).map_err(anyhow::Error::msg)?;
-    let shared = driver::Shared::new(cluster::Cluster::new(config, persisted, Instant::now()), history);
+    let store = match &config.store {
+        config::Store::File => None,
+        config::Store::Etcd(e) => Some(std::sync::Arc::new(store::Store::new(e.clone()))),
+    };
+    let shared = driver::Shared::with_store(cluster::Cluster::new(config, persisted, Instant::now()), history, store);
     let (stop, stopping) = svc::Shutdown::new();
     tracing::info!(addr = %listener.local_addr()?, "stream manager API listening");
+    // With etcd: the session and the election beside the loop (which acts only while this smd leads).
+    let election = shared.store.clone().map(|s| tokio::spawn(leader::run(shared.clone(), s, stopping.clone())));
     let http = tokio::spawn(svc::http::serve(listener, api::router(shared.clone(), bearer), stopping.clone(), "API"));
     let lp = tokio::spawn(driver::run(shared.clone(), stopping.clone()));
     let sampler = tokio::spawn(driver::sample(shared.clone(), stopping));
@@ -48,5 +56,8 @@ pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl F
     tracing::info!("shutting down");
     stop.trigger();
     let _ = tokio::join!(http, lp, sampler);
+    if let Some(e) = election {
+        let _ = e.await;
+    }
     Ok(())
 }

@@ -75,6 +75,18 @@ pub fn render(c: &Cluster) -> String {
     ])
 }
 
+/// This smd's part in an HA deployment (always leading with a file store).
+pub fn leadership(l: &crate::leader::Leadership) -> String {
+    let now = std::time::Instant::now();
+    let leader = Family::gauge("sm_leader", "1 while this smd leads (acts); 0 while it follows.")
+        .with(vec![("smd", l.me.name.clone())], if l.acting(now) { 1.0 } else { 0.0 });
+    let term = Family::gauge("sm_leader_term", "The leader's term as this smd knows it (0 with a file store).")
+        .with(vec![], l.term as f64);
+    let up = Family::gauge("sm_store_up", "1 while the store (etcd) answers; always 1 with a file store.")
+        .with(vec![], if l.store_ok { 1.0 } else { 0.0 });
+    text(&[leader, term, up])
+}
+
 #[cfg(test)]
 mod tests {
     use crate::cluster::tests::{config, ok_origin, CAMS};

@@ -4,7 +4,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use api_types::manager::{ActionAnswer, Alarms, Event, GroupView, NodeRole, NodeView, PoolSummary, StreamSummary};
+use api_types::manager::{
+    ActionAnswer, Alarms, Event, GroupView, LeaderView, NodeRole, NodeView, PoolSummary, StreamSummary,
+};
 use axum::http::Method;
 use clap::{Parser, Subcommand};
 use svc::client::{BaseUrl, Client};
@@ -56,6 +58,8 @@ enum Cmd {
     },
     /// Raised alarms and recently cleared ones.
     Alarms,
+    /// Which smd leads (HA on etcd), its term, and whether the one asked leads and reaches the store.
+    Leader,
     /// No new sessions on NODE; existing ones continue (an origin hands its groups over first).
     Maintenance { node: String },
     /// End NODE's maintenance.
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (format!("/api/v1/events?last={last}{k}"), Method::GET)
         }
         Cmd::Alarms => ("/api/v1/alarms".into(), Method::GET),
+        Cmd::Leader => ("/api/v1/leader".into(), Method::GET),
         Cmd::Maintenance { node } => (format!("/api/v1/nodes/{node}/maintenance"), Method::POST),
         Cmd::Resume { node } => (format!("/api/v1/nodes/{node}/resume"), Method::POST),
         Cmd::RemoveNode { node } => (format!("/api/v1/nodes/{node}"), Method::DELETE),
@@ -239,6 +244,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for a in a.cleared.iter().take(10) {
                 out!("cleared {:<22} {:<14} {}", a.kind.as_str(), a.subject, a.message);
+            }
+        }
+        Cmd::Leader => {
+            let l = parse::<LeaderView>(&bytes)?;
+            let leader = l.leader.as_deref().unwrap_or("none (election in progress or etcd unreachable)");
+            out!("leader  {leader} (term {}){}", l.term, l.leader_api.map(|a| format!(" at {a}")).unwrap_or_default());
+            out!(
+                "asked   {} ({}, store {} {})",
+                l.me,
+                if l.leading { "leading" } else { "following" },
+                l.store,
+                if l.store_ok { "ok" } else { "UNREACHABLE" }
+            );
+            for m in &l.members {
+                out!("member  {} at {}", m.name, m.api);
             }
         }
         Cmd::RemoveNode { .. } | Cmd::PoolStart { .. } | Cmd::PoolStop { .. } => {

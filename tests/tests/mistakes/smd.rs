@@ -23,6 +23,27 @@ fn smd_refuses_bad_config() {
             .file("state.json", "{\"active\": ")
             .code(1)
             .says("state.json is corrupt (EOF while parsing"),
+        Row::new("a state file beside an etcd store", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file(
+                "smd.toml",
+                &with("state_file = \"s.json\"\n[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n"),
+            )
+            .file("token", TOKEN)
+            .code(1)
+            .says("the state lives in etcd"),
+        Row::new("an etcd lease shorter than etcd's own election", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file(
+                "smd.toml",
+                &with("[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nlease_ttl = \"1s\"\n"),
+            )
+            .file("token", TOKEN)
+            .code(1)
+            .says("store.lease_ttl 1s is out of range"),
+        Row::new("etcd endpoints that are not URLs", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file("smd.toml", &with("[store]\nkind = \"etcd\"\nendpoints = [\"10.0.0.5\"]\n"))
+            .file("token", TOKEN)
+            .code(1)
+            .says("store.endpoints"),
         Row::new("a corrupt state file at the start", "smd", &["--config", "{dir}/smd.toml"])
             .file("smd.toml", &with("state_file = \"state.json\"\n"))
             .file("token", TOKEN)

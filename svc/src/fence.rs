@@ -261,8 +261,9 @@ mod tests {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..400u64 {
             let app = app.clone();
-            // Terms 1..=8, the older leader's commands interleaved with the newer's.
-            let term = 1 + (i * 7 + i / 3) % 8;
+            // Terms rising 1..=8 as leaders follow each other, every third command from the leader before.
+            let newest = 1 + i / 50;
+            let term = if i % 3 == 0 { (newest - 1).max(1) } else { newest };
             tasks.spawn(async move { (term, send(&app, "POST", Some(&term.to_string())).await.0) });
         }
         let mut ok = 0;

@@ -127,7 +127,7 @@ impl Managers {
             match self.clients[i].call(method.clone(), path, body).await {
                 Ok(b) => {
                     if i != self.current {
-                        info!(manager = %self.clients[i].base, "the stream manager that answered before did not: using this one");
+                        info!(manager = %self.clients[i].base, "the stream manager tried first did not take the call: this one did, and is tried first from now on");
                     }
                     self.current = i;
                     return Ok(b);

@@ -29,7 +29,7 @@ pub use api_types::manager::TERM_HEADER;
 pub const RAISE_WAIT: Duration = Duration::from_secs(10);
 
 /// The highest manager term accepted here and what the fence has let through or refused.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fence {
     /// The highest term accepted (0: none since this process started). Changed only under the write lock.
     mark: AtomicU64,
@@ -37,6 +37,20 @@ pub struct Fence {
     refused: AtomicU64,
     /// Held (shared) by every fenced command while it runs, and exclusively while the mark is raised.
     running: Arc<RwLock<()>>,
+    /// [`RAISE_WAIT`] but in tests.
+    raise_wait: Duration,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence {
+            mark: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            running: Arc::default(),
+            raise_wait: RAISE_WAIT,
+        }
+    }
 }
 
 /// A fenced command's permission to run: keep it until the command is applied (see the module's doc).
@@ -58,8 +72,8 @@ pub enum Refusal {
     Malformed(String),
     #[error("stale manager term {term}: term {mark} has acted here since (a newer smd leads); command refused")]
     Stale { term: u64, mark: u64 },
-    #[error("manager term {term}: commands of an older term are still running here after {wait:?}; retry", wait = RAISE_WAIT)]
-    Busy { term: u64 },
+    #[error("manager term {term}: commands of an older term are still running here after {waited:?}; retry")]
+    Busy { term: u64, waited: Duration },
 }
 
 impl Refusal {
@@ -125,9 +139,9 @@ impl Fence {
             return Ok(Admitted(Some(shared)));
         }
         drop(shared);
-        let Ok(exclusive) = tokio::time::timeout(RAISE_WAIT, self.running.clone().write_owned()).await else {
+        let Ok(exclusive) = tokio::time::timeout(self.raise_wait, self.running.clone().write_owned()).await else {
             tracing::warn!(term, mark = self.term(), "a newer manager term waited too long for older commands");
-            return Err(Refusal::Busy { term });
+            return Err(Refusal::Busy { term, waited: self.raise_wait });
         };
         // Another newer term may have been raised while this one waited: fetch_max settles it in one step.
         let prev = self.mark.fetch_max(term, Ordering::SeqCst);
@@ -261,8 +275,9 @@ mod tests {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..400u64 {
             let app = app.clone();
-            // Terms 1..=8, the older leader's commands interleaved with the newer's.
-            let term = 1 + (i * 7 + i / 3) % 8;
+            // Terms rising 1..=8 as leaders follow each other, every third command from the leader before.
+            let newest = 1 + i / 50;
+            let term = if i % 3 == 0 { (newest - 1).max(1) } else { newest };
             tasks.spawn(async move { (term, send(&app, "POST", Some(&term.to_string())).await.0) });
         }
         let mut ok = 0;
@@ -281,6 +296,30 @@ mod tests {
         assert!(applied.windows(2).all(|w| w[0] <= w[1]), "a stale command landed after a newer one: {applied:?}");
         assert_eq!(fence.term(), *applied.last().unwrap());
         assert_eq!(fence.term(), 8, "the newest term was sent, so it ends up commanding");
+    }
+
+    /// A newer term waits for the older term's command still running, and is told to retry (503) when that takes
+    /// longer than the raise wait; it is admitted once that command is done. The mark does not move meanwhile.
+    #[tokio::test]
+    async fn a_newer_term_waits_for_older_commands_running() {
+        let fence = Arc::new(Fence { raise_wait: Duration::from_millis(100), ..Fence::default() });
+        let running = fence.admit_term(3).await.unwrap();
+        let e = fence.admit_term(4).await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            e.to_string(),
+            "manager term 4: commands of an older term are still running here after 100ms; retry"
+        );
+        assert_eq!(fence.term(), 3);
+        // Another command of the running term is not held up.
+        drop(fence.admit_term(3).await.unwrap());
+        let f = fence.clone();
+        let mut waiting = tokio::spawn(async move { f.admit_term(4).await.map(|_| f.term()) });
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut waiting).await;
+        assert!(early.is_err(), "term 4 ran beside a command of term 3: {early:?}");
+        drop(running);
+        assert_eq!(waiting.await.unwrap(), Ok(4));
+        assert_eq!(fence.admit_term(3).await.unwrap_err(), Refusal::Stale { term: 3, mark: 4 });
     }
 
     #[tokio::test]

@@ -365,9 +365,27 @@ fn the_http_control_api_needs_its_token_and_drives_lbd() {
             r#"{{"cmd":"add-real","service":{{"vip":"{VIP}","port":80,"proto":"tcp"}},"real":"{}","weight":1}}"#,
             real_ip(i)
         );
-        let (code, body) = curl(&["-H", auth, "-X", "POST", "-d", &add_real, &url]);
+        // The second comes from a stream manager of term 5 (below).
+        let term = if i == 1 { "X-Manager-Term: 5" } else { "X-Unrelated: 1" };
+        let (code, body) = curl(&["-H", auth, "-H", term, "-X", "POST", "-d", &add_real, &url]);
         assert_eq!(code, "200", "{body}");
     }
+    // A stream manager's term: a request of an older term than one accepted is refused with 409 and changes
+    // nothing (svc::fence); the term shows in /metrics and /api/v1/stats.
+    let del_real =
+        format!(r#"{{"cmd":"del-real","service":{{"vip":"{VIP}","port":80,"proto":"tcp"}},"real":"{}"}}"#, real_ip(0));
+    let (code, body) = curl(&["-H", auth, "-H", "X-Manager-Term: 4", "-X", "POST", "-d", &del_real, &url]);
+    assert_eq!(code, "409", "{body}");
+    assert!(body.contains("stale manager term 4: term 5 has acted here since"), "{body}");
+    assert_eq!(l.list_json()[0]["reals"].as_array().unwrap().len(), 2, "a stale request changed lbd");
+    let (code, metrics) = curl(&[&format!("http://{api}/metrics")]);
+    assert_eq!(code, "200", "{metrics}");
+    let parsed = svc::metrics::parse(&metrics).unwrap();
+    assert_eq!(parsed["lbd_manager_term"][0].1, 5.0);
+    assert_eq!(parsed["lbd_manager_commands_refused_total"][0].1, 1.0);
+    let (code, body) = curl(&["-H", auth, &format!("http://{api}/api/v1/stats")]);
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["manager_term"], 5, "{body}");
     // A refused request says why, with 400, and changes nothing.
     let (code, body) = curl(&["-H", auth, "-X", "POST", "-d", &add_service, &url]);
     assert_eq!(code, "400", "{body}");

@@ -188,10 +188,11 @@ struct Common {
     #[arg(long)]
     merge_ms: Option<u64>,
     /// The stream manager to register with (http://HOST:PORT), or every smd of an HA deployment separated by
-    /// commas (http://A:PORT,http://B:PORT), tried in turn until one answers: it then drives this node (origin
-    /// lists, pre-pulls, maintenance) through --api, with the --api-token both sides share.
+    /// commas (http://A:PORT,http://B:PORT) or in repeated flags, tried in turn until one answers: it then drives
+    /// this node (origin lists, pre-pulls, maintenance) through --api, with the --api-token both sides share.
     #[arg(long, value_name = "URL[,URL...]")]
-    manager: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "comma_list")]
+    manager: Vec<String>,
     /// This node's name in the cluster (with --manager): 1-64 of A-Z a-z 0-9 - _ . (the manager's rule); default: the
     /// host name.
     #[arg(long)]
@@ -220,6 +221,11 @@ struct Common {
     /// vendors it under tests/browser/node_modules/hls.js/dist/).
     #[arg(long)]
     hls_js: Option<std::path::PathBuf>,
+}
+
+/// Repeated `--manager` flags as the one comma list the `manager` setting is (in a `--config` file too).
+fn comma_list<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&urls.join(","))
 }
 
 /// The manager link of `--manager`, checked before anything is bound.

@@ -127,7 +127,7 @@ impl Managers {
             match self.clients[i].call(method.clone(), path, body).await {
                 Ok(b) => {
                     if i != self.current {
-                        info!(manager = %self.clients[i].base, "the stream manager that answered before did not: using this one");
+                        info!(manager = %self.clients[i].base, "the stream manager tried first did not take the call: this one did, and is tried first from now on");
                     }
                     self.current = i;
                     return Ok(b);
@@ -144,5 +144,70 @@ impl Managers {
         }
         let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         Err(ClientError::Http(format!("{method} {path}: no stream manager took the call"), message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A manager on loopback answering every request with `status`, counting them.
+    async fn manager(status: u16) -> (BaseUrl, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let status = axum::http::StatusCode::from_u16(status).unwrap();
+                svc::http::error(status, format!("answered {status}"))
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        (BaseUrl::parse(&format!("http://{addr}")).unwrap(), hits)
+    }
+
+    fn managers(bases: &[&BaseUrl]) -> Managers {
+        let clients = bases.iter().map(|b| Client::new((*b).clone(), None, Duration::from_secs(2))).collect();
+        Managers { clients, current: 0 }
+    }
+
+    /// Unreachable, 503 (no leader) and a redirect move on to the next manager, which then takes the calls that
+    /// follow; a 4xx is the manager's answer and is not tried elsewhere; none answering is one error naming each.
+    #[tokio::test]
+    async fn calls_go_to_the_manager_that_answers() {
+        let dead = BaseUrl::parse(&format!("http://127.0.0.1:{}", lb_lab::ports::free_port())).unwrap();
+        let (no_leader, no_leader_hits) = manager(503).await;
+        let (redirect, redirect_hits) = manager(307).await;
+        let (leader, leader_hits) = manager(200).await;
+        let mut m = managers(&[&dead, &no_leader, &redirect, &leader]);
+        m.call(Method::POST, "/api/v1/nodes", Some(&())).await.unwrap();
+        assert_eq!((m.current, m.base()), (3, &leader));
+        assert_eq!(
+            (
+                no_leader_hits.load(Ordering::SeqCst),
+                redirect_hits.load(Ordering::SeqCst),
+                leader_hits.load(Ordering::SeqCst)
+            ),
+            (1, 1, 1)
+        );
+        // The next call starts with the one that answered.
+        m.call(Method::POST, "/api/v1/nodes/e1/changed", None::<&()>).await.unwrap();
+        assert_eq!((no_leader_hits.load(Ordering::SeqCst), leader_hits.load(Ordering::SeqCst)), (1, 2));
+
+        let (unknown, unknown_hits) = manager(404).await;
+        let mut m = managers(&[&unknown, &leader]);
+        let e = m.call(Method::POST, "/api/v1/nodes/e1/changed", None::<&()>).await.unwrap_err();
+        assert_eq!(e.status(), Some(404));
+        assert_eq!((unknown_hits.load(Ordering::SeqCst), leader_hits.load(Ordering::SeqCst)), (1, 2));
+
+        let mut m = managers(&[&dead, &no_leader]);
+        let e = m.call(Method::POST, "/api/v1/nodes", Some(&())).await.unwrap_err().to_string();
+        assert!(e.starts_with("POST /api/v1/nodes: no stream manager took the call: "), "{e}");
+        assert!(e.contains(&dead.to_string()) && e.contains("HTTP 503: answered 503"), "{e}");
+        assert_eq!(m.current, 0);
     }
 }

@@ -97,6 +97,21 @@ fn relay_refuses_bad_flags() {
         )
         .code(1)
         .says("URL 2 of 2 is empty"),
+        edge(
+            "a bad stream manager URL in a repeated --manager",
+            &[
+                "--api",
+                "127.0.0.1:0",
+                "--api-token",
+                "0123456789abcdef",
+                "--manager",
+                "http://127.0.0.1:1",
+                "--manager",
+                "http://[::1",
+            ],
+        )
+        .code(1)
+        .says("--manager \"http://127.0.0.1:1,http://[::1\": URL 2 of 2"),
         // Node names the stream manager would refuse forever.
         edge("a node name with a tilde", &["--node-name", "e~1"]).code(1).says("use 1-64 of A-Z a-z 0-9 - _ ."),
         edge("a 70-character node name", &["--node-name", &*Box::leak("e".repeat(70).into_boxed_str())])

@@ -263,6 +263,26 @@ pub struct Persisted {
     pub started: BTreeMap<String, crate::autoscale::Started>,
     #[serde(default)]
     pub start_seq: u64,
+    /// The autoscaler's clocks, so a restarted or new leader neither starts a second edge while one warms up nor
+    /// scales again inside a cooldown: edges being started (pool, unix seconds of the request), edges being
+    /// stopped (whether the stop was sent), each pool's last scaling action (unix seconds).
+    #[serde(default)]
+    pub starting: BTreeMap<String, (String, u64)>,
+    #[serde(default)]
+    pub stopping: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub last_action: BTreeMap<String, u64>,
+}
+
+/// An instant `unix` seconds (wall clock) corresponds to, never later than `now`.
+fn instant_of(unix: u64, now: Instant) -> Instant {
+    let ago = Duration::from_secs(unix_now().saturating_sub(unix));
+    now.checked_sub(ago).unwrap_or(now)
+}
+
+/// The wall-clock seconds of an instant.
+fn unix_of(t: Instant, now: Instant) -> u64 {
+    unix_now().saturating_sub(now.saturating_duration_since(t).as_secs())
 }
 
 pub struct Cluster {
@@ -284,6 +304,23 @@ pub struct Cluster {
     pub removed: Vec<NodeSpec>,
     /// Actions that failed last time: a failure repeated every keepalive is one event until it succeeds.
     failing: BTreeSet<Action>,
+}
+
+/// The autoscaler's persisted part, wall-clock times back on this process's clock.
+fn restore_scaling(
+    s: &mut crate::autoscale::Scaling,
+    started: BTreeMap<String, crate::autoscale::Started>,
+    seq: u64,
+    starting: BTreeMap<String, (String, u64)>,
+    stopping: BTreeMap<String, bool>,
+    last_action: BTreeMap<String, u64>,
+    now: Instant,
+) {
+    s.started = started;
+    s.seq = seq;
+    s.starting = starting.into_iter().map(|(n, (p, t))| (n, (p, instant_of(t, now)))).collect();
+    s.stopping = stopping;
+    s.last_action = last_action.into_iter().map(|(p, t)| (p, instant_of(t, now))).collect();
 }
 
 fn lb_weight(c: &Config) -> u32 {
@@ -314,8 +351,16 @@ impl Cluster {
             groups.insert(g.name.clone(), GroupRt { active, ..Default::default() });
         }
         let log = Log::new(config.events_kept);
-        let scaling =
-            crate::autoscale::Scaling { started: persisted.started, seq: persisted.start_seq, ..Default::default() };
+        let mut scaling = crate::autoscale::Scaling::default();
+        restore_scaling(
+            &mut scaling,
+            persisted.started,
+            persisted.start_seq,
+            persisted.starting,
+            persisted.stopping,
+            persisted.last_action,
+            now,
+        );
         Self {
             config,
             nodes,
@@ -333,12 +378,21 @@ impl Cluster {
     }
 
     pub fn persisted(&self) -> Persisted {
+        let now = Instant::now();
         Persisted {
             active: self.groups.iter().filter_map(|(g, r)| Some((g.clone(), r.active.clone()?))).collect(),
             maintenance: self.nodes.iter().filter_map(|(n, r)| Some((n.clone(), r.maintenance.clone()?))).collect(),
             registered: self.nodes.values().filter(|n| !n.from_config).map(|n| n.spec.clone()).collect(),
             started: self.scaling.started.clone(),
             start_seq: self.scaling.seq,
+            starting: self
+                .scaling
+                .starting
+                .iter()
+                .map(|(n, (p, t))| (n.clone(), (p.clone(), unix_of(*t, now))))
+                .collect(),
+            stopping: self.scaling.stopping.clone(),
+            last_action: self.scaling.last_action.iter().map(|(p, t)| (p.clone(), unix_of(*t, now))).collect(),
         }
     }
 
@@ -366,8 +420,7 @@ impl Cluster {
                 rt.active = p.active.get(&g.name).filter(|a| g.priority_of(a).is_some()).cloned();
             }
         }
-        self.scaling.started = p.started;
-        self.scaling.seq = p.start_seq;
+        restore_scaling(&mut self.scaling, p.started, p.start_seq, p.starting, p.stopping, p.last_action, now);
         self.dirty = false;
     }
 

@@ -2,6 +2,7 @@
 //! namespace, so the host's interfaces are never touched). Everything it creates is removed on Drop.
 pub mod browser;
 pub mod cluster;
+pub mod etcd;
 pub mod ports;
 pub mod wait;
 

@@ -57,8 +57,11 @@ fn group_on(c: &Cluster, lab: &lb_lab::Lab, o: usize) -> bool {
         && (0..3).all(|i| c.edge_pulls_from(lab, i, "cam1", &origin_ip(o)))
 }
 
-/// lbd's services (through its API): per service its address, port and reals (address, drained), sorted.
-fn lb_reals(lab: &lb_lab::Lab) -> Vec<(String, u64, Vec<(String, bool)>)> {
+/// One of lbd's services as compared before and after a takeover: its address, port and reals (address, drained).
+type Service = (String, u64, Vec<(String, bool)>);
+
+/// lbd's services (through its API), sorted.
+fn lb_reals(lab: &lb_lab::Lab) -> Vec<Service> {
     let auth = format!("Authorization: Bearer {}", Cluster::TOKEN);
     let url = format!("http://{LB_IP}:{LBD_API_PORT}/api/v1/services");
     let out = lab.exec_status(&lab.lb(), &["curl", "-sS", "--max-time", "3", "-H", &auth, &url]).unwrap();
@@ -173,8 +176,15 @@ fn a_killed_leader_is_replaced_within_the_lease_and_nothing_moves_even_when_the_
     assert_eq!(smd_metric(&c, lab, other, "smd_store_up"), Some(1.0));
     let before = events_of(&c, lab, old);
     assert!(before.iter().any(|e| e.1 == "ingest-started"), "the group's start is in the events: {before:?}");
-    // The follower serves the leader's history.
-    assert_eq!(events_of(&c, lab, other), before, "the follower's events differ from the leader's");
+    // The follower serves the leader's history (once it has read the leader's latest write).
+    check(
+        &c,
+        lab,
+        Cluster::wait("the follower to serve the leader's events", Duration::from_secs(5), || {
+            events_of(&c, lab, other) == events_of(&c, lab, old)
+        }),
+        "follower's events",
+    );
     let last_seq = before.iter().map(|e| e.0).max().unwrap();
     let reals = lb_reals(lab);
 

@@ -713,3 +713,50 @@ pub fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lab value without namespaces (nothing to build for a config's text): its directory only.
+    fn paper_lab(tag: &str) -> Lab {
+        let prefix = format!("{}{}x{tag}", crate::NS_PREFIX, std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        Lab { prefix, dir, reals: 3, namespaces: Vec::new(), procs: Vec::new() }
+    }
+
+    #[test]
+    fn the_single_manager_keeps_its_state_file_and_ha_managers_share_etcd() {
+        let lab = paper_lab("cfg1");
+        let single = Cluster::new(&lab, Options::default()).unwrap();
+        let text = single.manager_toml(&lab, None);
+        assert!(text.starts_with(&format!("listen = \"{LB_IP}:{MANAGER_PORT}\"\ntoken_file = ")), "{text}");
+        assert!(text.contains("\nstate_file = ") && !text.contains("[store]") && !text.contains("name = \"m"));
+        let args = single.relay_args("edge", "10.99.0.11", "e1");
+        assert_eq!(args.iter().position(|a| a == "--manager").map(|i| &args[i + 1][..]), Some("http://10.99.0.2:9300"));
+
+        let opts = Options { ha: Some(HaOptions { managers: 3, lease_ttl: "4s" }), ..Default::default() };
+        let ha = Cluster::new(&lab, opts).unwrap();
+        assert_eq!(ha.smd_configs.len(), 3);
+        let text = ha.manager_toml(&lab, Some(1));
+        assert!(
+            text.starts_with("name = \"m2\"\nlisten = \"10.99.0.62:9300\"\nadvertise = \"http://10.99.0.62:9300\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains("state_file"), "{text}");
+        let store = format!(
+            "\n[store]\nkind = \"etcd\"\nendpoints = [\"http://10.99.0.51:2379\", \"http://10.99.0.52:2379\", \
+             \"http://10.99.0.53:2379\"]\nprefix = \"/{}/smd\"\nlease_ttl = \"4s\"\n",
+            lab.prefix
+        );
+        assert!(text.ends_with(&store), "{text}");
+        let args = ha.relay_args("edge", "10.99.0.11", "e1");
+        let manager = args.iter().position(|a| a == "--manager").map(|i| &args[i + 1][..]);
+        assert_eq!(manager, Some("http://10.99.0.61:9300,http://10.99.0.62:9300,http://10.99.0.63:9300"));
+
+        let four = Options { ha: Some(HaOptions { managers: 4, lease_ttl: "4s" }), ..Default::default() };
+        let err = Cluster::new(&lab, four).err().unwrap().to_string();
+        assert_eq!(err, "the lab runs 2 or 3 managers in high availability, not 4");
+    }
+}

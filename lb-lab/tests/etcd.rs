@@ -54,3 +54,42 @@ fn three_members_survive_one_loss_and_a_full_restart_with_their_data() {
     etcd.put(&lab, &[0, 1, 2], "/lab/k4", "after").unwrap();
     assert_eq!(etcd.get(&lab, &[1], "/lab/k4").unwrap().as_deref(), Some("after"));
 }
+
+/// The cluster lab's partition of an smd host from etcd (netfilter in its namespace): etcd's ports stop answering
+/// there, anything else on the bridge still does, and healing restores etcd. (No smd runs: this checks the cut.)
+#[test]
+fn an_smd_host_is_cut_from_every_etcd_member_and_nothing_else() {
+    require_root();
+    use lb_lab::cluster::{smd_ip, Cluster, HaOptions, Options};
+    let mut lab = Lab::up(&LabOptions { reals: 0, vip_on_lb: false }).unwrap();
+    let etcd = Etcd::start(&mut lab).unwrap();
+    let c = Cluster::new(&lab, Options { ha: Some(HaOptions { managers: 2, lease_ttl: "5s" }), ..Default::default() })
+        .unwrap();
+    let m1 = lab.add_host("m1", &smd_ip(0), "fd00:99::61").unwrap();
+    // A TCP connect from m1, 2 s at most: "ok", "refused" (the host answered with a reset) or "timeout" (dropped).
+    let connect = |addr: &str, port: u16| -> &'static str {
+        let script = format!("exec 3<>/dev/tcp/{addr}/{port}");
+        let out = lab.exec_status(&m1, &["timeout", "2", "bash", "-c", &script]).unwrap();
+        match out.status.code() {
+            Some(0) => "ok",
+            Some(124) => "timeout",
+            _ if String::from_utf8_lossy(&out.stderr).contains("refused") => "refused",
+            _ => panic!("connect {addr}:{port} from m1: {out:?}"),
+        }
+    };
+    for i in 0..MEMBERS {
+        assert_eq!(connect(&lb_lab::etcd::member_ip(i), lb_lab::etcd::CLIENT_PORT), "ok");
+    }
+    c.partition_smd(&lab, 0).unwrap();
+    for i in 0..MEMBERS {
+        assert_eq!(connect(&lb_lab::etcd::member_ip(i), lb_lab::etcd::CLIENT_PORT), "timeout", "etcd member {i}");
+    }
+    // The LB host (nothing listens on port 9 there) still answers: only etcd is cut.
+    assert_eq!(connect(lb_lab::LB_IP, 9), "refused");
+    // etcd itself is unaffected for everyone else.
+    assert!(etcd.healthy(&lab, &[0, 1, 2]));
+    c.heal_smd(&lab, 0).unwrap();
+    for i in 0..MEMBERS {
+        assert_eq!(connect(&lb_lab::etcd::member_ip(i), lb_lab::etcd::CLIENT_PORT), "ok", "etcd member {i} healed");
+    }
+}

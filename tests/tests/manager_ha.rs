@@ -405,14 +405,29 @@ fn a_leader_cut_from_etcd_stops_before_another_leads_and_etcd_outages_lose_nothi
         "resume e2",
     );
 
-    // One etcd member of three down: the leader and its term stay, and a maintenance on and off still works.
+    // One etcd member of three down: nothing changes (the leader, its term, the store seen up, no alarm), and a
+    // maintenance on and off still works.
     let leader = other;
+    let store_alarms = |c: &Cluster, lab: &lb_lab::Lab| {
+        events_of(c, lab, leader)
+            .iter()
+            .filter(|e| e.1 == "alarm-raised" && e.3.starts_with("store-unreachable"))
+            .count()
+    };
+    let alarms_before = store_alarms(&c, lab);
     let etcd = c.etcd.as_mut().unwrap();
     etcd.kill(lab, 0).unwrap();
-    let steady = holds_for(Duration::from_secs(LEASE_S + 1), "the same leader at the same term", || {
-        c.leader(lab) == Some(leader) && leader_of(&c, lab, leader)["term"].as_u64() == Some(term1)
+    let steady = holds_for(Duration::from_secs(LEASE_S + 1), "the same leader at the same term, the store up", || {
+        c.leader(lab) == Some(leader)
+            && leader_of(&c, lab, leader)["term"].as_u64() == Some(term1)
+            && smd_metric(&c, lab, leader, STORE_UP_METRIC) == Some(1.0)
     });
     check(&c, lab, steady, "one etcd member down");
+    let raised: Vec<Ev> = events_of(&c, lab, leader)
+        .into_iter()
+        .filter(|e| e.1 == "alarm-raised" && e.3.starts_with("store-unreachable"))
+        .collect();
+    assert_eq!(raised.len(), alarms_before, "one etcd member of three down raised store-unreachable: {raised:?}");
     let r = c.manager_post(lab, "nodes/e3/maintenance").unwrap();
     assert!(["draining", "maintenance"].contains(&r["state"].as_str().unwrap_or_default()), "{r}");
     c.manager_post(lab, "nodes/e3/resume").unwrap();

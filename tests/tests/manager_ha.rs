@@ -131,6 +131,14 @@ fn node_state(c: &Cluster, lab: &lb_lab::Lab, k: usize, node: &str) -> String {
         .unwrap_or_default()
 }
 
+/// smd `k`'s console page (HTML; it needs no token to read).
+fn console_of(lab: &lb_lab::Lab, k: usize) -> String {
+    let url = format!("{}/", smd_url(k));
+    let out = lab.exec_status(&lab.lb(), &["curl", "-sS", "--max-time", "5", &url]).unwrap();
+    assert!(out.status.success(), "GET {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether smd `k` lists `store-unreachable` among its raised alarms.
 fn store_alarm_raised(c: &Cluster, lab: &lb_lab::Lab, k: usize) -> bool {
     c.call(lab, "GET", &format!("{}/api/v1/alarms", smd_url(k)))
@@ -218,6 +226,11 @@ fn a_killed_leader_is_replaced_within_the_lease_and_nothing_moves_even_when_the_
     let after = events_of(&c, lab, new);
     for e in &before {
         assert!(after.contains(e), "the new leader lost event {e:?}: {after:?}");
+    }
+    // The console (the page an operator opens on any smd) shows the same history.
+    let page = console_of(lab, new);
+    for e in &before {
+        assert!(page.contains(&svc::console::esc(&e.3)), "the new leader's console lacks {e:?}");
     }
     let newer: Vec<&Ev> = after.iter().filter(|e| e.0 > last_seq).collect();
     assert!(

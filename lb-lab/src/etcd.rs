@@ -77,9 +77,9 @@ impl Etcd {
         let data = Self::data_dir(lab, i).display().to_string();
         let cluster = cluster.join(",");
         let token = lab.prefix.clone();
-        // Short heartbeat and election timeouts: a lab's members share one machine and a few milliseconds of
-        // latency, and a test waits for a new etcd leader after a member is killed (etcd's defaults are 100 ms and
-        // 1 s already; said here so a change to them is a choice).
+        // Heartbeat 100 ms, election 1 s (etcd 3.4's defaults, given explicitly so the lab's timing does not follow
+        // another etcd's): a new etcd leader within about a second of a member's death, which the smd's lease
+        // (seconds) absorbs.
         let args = [
             "etcd",
             "--name",

@@ -1,11 +1,14 @@
 //! The streaming cluster on top of a lab, shared by the demo and the tests: a camera host (an RTMP source fed by
 //! ffmpeg), origin hosts forming one origin group, an edge on every real, and the stream manager on the LB host
 //! driving them and lbd. lbd itself is started by the caller (with [`Cluster::lbd_config`] and the token).
+//! With [`Options::ha`], the manager is two or three smd on their own hosts (m1-m3) sharing a three-member etcd
+//! (`crate::etcd`): one leads, the others follow, and the relays name every one of them.
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::etcd::Etcd;
 use crate::{bin_path, real_ip, Lab, LB_IP, VIP};
 
 /// The camera host: an RTMP origin fed by ffmpeg (live/cam1), what an encoder or IP camera would be.
@@ -46,6 +49,28 @@ pub struct Options {
     pub edges: usize,
     /// Autoscaling of the edge pool through the namespace provider (scripts/providers/netns-edge).
     pub scale: Option<ScaleOptions>,
+    /// Several smd on an etcd store instead of one smd with a state file on the LB host.
+    pub ha: Option<HaOptions>,
+}
+
+/// The manager in high availability: `managers` smd (m1, m2, m3 at 10.99.0.61-63), each with its own config file
+/// (its name, listen and advertise address, `[store] kind = "etcd"` over the lab's three etcd members).
+#[derive(Clone, Debug)]
+pub struct HaOptions {
+    /// 2 or 3.
+    pub managers: usize,
+    /// The leader's lease: a follower leads within this after the leader's death.
+    pub lease_ttl: &'static str,
+}
+
+/// smd `k`'s host address in high availability: 10.99.0.61, .62, .63.
+pub fn smd_ip(k: usize) -> String {
+    format!("10.99.0.{}", 61 + k)
+}
+
+/// smd `k`'s API URL in high availability (what relays and the other smd use).
+pub fn smd_url(k: usize) -> String {
+    format!("http://{}:{MANAGER_PORT}", smd_ip(k))
 }
 
 /// The pool's autoscaling policy in the lab: bit rate per edge, min/max, timings (see manager/README.md).
@@ -84,6 +109,7 @@ impl Default for Options {
             console_refresh: "15s",
             edges: 3,
             scale: None,
+            ha: None,
         }
     }
 }
@@ -98,6 +124,11 @@ pub struct Cluster {
     pub manager_pid: Option<u32>,
     manager_runs: u32,
     origin_runs: Vec<u32>,
+    /// High availability: the etcd cluster, then per smd its pid (while it runs), config file and runs.
+    pub etcd: Option<Etcd>,
+    pub smd_pids: Vec<Option<u32>>,
+    pub smd_configs: Vec<PathBuf>,
+    smd_runs: Vec<u32>,
 }
 
 impl Cluster {
@@ -108,7 +139,16 @@ impl Cluster {
     pub fn new(lab: &Lab, opts: Options) -> Result<Cluster> {
         let token_file = lab.dir.join("cluster.token");
         std::fs::write(&token_file, format!("{}\n", Self::TOKEN))?;
+        let smds = match &opts.ha {
+            None => 0,
+            Some(ha) if (2..=3).contains(&ha.managers) => ha.managers,
+            Some(ha) => bail!("the lab runs 2 or 3 managers in high availability, not {}", ha.managers),
+        };
         Ok(Cluster {
+            etcd: None,
+            smd_pids: vec![None; smds],
+            smd_configs: (0..smds).map(|k| lab.dir.join(format!("manager-m{}.toml", k + 1))).collect(),
+            smd_runs: vec![0; smds],
             origin_pids: vec![None; opts.origins],
             origin_runs: vec![0; opts.origins],
             opts,
@@ -141,13 +181,27 @@ impl Cluster {
         ]
     }
 
-    fn manager_toml(&self, lab: &Lab) -> String {
+    /// The manager's config: the LB host's smd with a state file, or (`smd` = Some(k)) smd k of the high
+    /// availability set, with its own name and address and the etcd store.
+    fn manager_toml(&self, lab: &Lab, smd: Option<usize>) -> String {
+        let head = match smd {
+            None => format!(
+                "listen = \"{LB_IP}:{MANAGER_PORT}\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n",
+                self.token_file.display(),
+                lab.dir.join("manager-state.json").display(),
+            ),
+            Some(k) => format!(
+                "name = \"m{}\"\nlisten = \"{}:{MANAGER_PORT}\"\nadvertise = \"{}\"\ntoken_file = \"{}\"\n",
+                k + 1,
+                smd_ip(k),
+                smd_url(k),
+                self.token_file.display(),
+            ),
+        };
         let mut s = format!(
-            "listen = \"{LB_IP}:{MANAGER_PORT}\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\nkeepalive = \"{}\"\n\
+            "{head}keepalive = \"{}\"\n\
              failover_time = \"{}\"\ndrain_timeout = \"{}\"\nconsole_refresh = \"{}\"\n\n[lb]\napi = \"http://{LB_IP}:{LBD_API_PORT}\"\n\
              services = [\"{VIP}:1935\", \"{VIP}:{HTTP_PORT}\"]\n\n[[pool]]\nname = \"edges\"\n",
-            self.token_file.display(),
-            lab.dir.join("manager-state.json").display(),
             self.opts.keepalive,
             self.opts.failover_time,
             self.opts.drain_timeout,
@@ -207,6 +261,16 @@ impl Cluster {
                 self.opts.failback
             ));
         }
+        if let (Some(ha), Some(_)) = (&self.opts.ha, smd) {
+            // One prefix per lab: two labs never share a store, whatever etcd they reach.
+            let eps: Vec<String> = crate::etcd::endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+            s.push_str(&format!(
+                "\n[store]\nkind = \"etcd\"\nendpoints = [{}]\nprefix = \"/{}/smd\"\nlease_ttl = \"{}\"\n",
+                eps.join(", "),
+                lab.prefix,
+                ha.lease_ttl
+            ));
+        }
         s
     }
 
@@ -264,8 +328,12 @@ impl Cluster {
             }
             self.start_origin(lab, i)?;
         }
-        std::fs::write(&self.manager_config, self.manager_toml(lab))?;
-        self.start_manager(lab)?;
+        if self.opts.ha.is_some() {
+            self.start_ha_managers(lab)?;
+        } else {
+            std::fs::write(&self.manager_config, self.manager_toml(lab, None))?;
+            self.start_manager(lab)?;
+        }
         for i in 0..lab.reals {
             let ns = lab.real(i);
             let ip = real_ip(i);
@@ -290,7 +358,10 @@ impl Cluster {
     fn relay_args(&self, role: &str, ip: &str, name: &str) -> Vec<String> {
         let relay = bin_path("relay").display().to_string();
         let api = format!("{ip}:{RELAY_API_PORT}");
-        let manager = format!("http://{LB_IP}:{MANAGER_PORT}");
+        let manager = match self.opts.ha {
+            None => format!("http://{LB_IP}:{MANAGER_PORT}"),
+            Some(_) => (0..self.smd_pids.len()).map(smd_url).collect::<Vec<_>>().join(","),
+        };
         [&relay, role, "--listen", "0.0.0.0:1935", "--api", &api, "--api-token", &self.token, "--manager", &manager]
             .into_iter()
             .chain(["--node-name", name, "--advertise", ip])
@@ -341,7 +412,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// The manager's log; in high availability every smd's current log, each under a header line.
     pub fn manager_log(&self, lab: &Lab) -> String {
+        if self.opts.ha.is_some() {
+            return (0..self.smd_pids.len())
+                .map(|k| format!("--- smd m{} ---\n{}", k + 1, self.smd_log(lab, k)))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
         lab.log(&format!("smd-{}.log", self.manager_runs))
     }
 
@@ -356,18 +434,144 @@ impl Cluster {
             .with_context(|| format!("{method} {url}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
-    /// The manager's `/api/v1/{path}`.
+    /// The manager's `/api/v1/{path}`; in high availability, the leader's (or a running smd's while none leads).
     pub fn manager(&self, lab: &Lab, path: &str) -> Result<serde_json::Value> {
-        self.call(lab, "GET", &format!("http://{LB_IP}:{MANAGER_PORT}/api/v1/{path}"))
+        self.call(lab, "GET", &format!("{}/api/v1/{path}", self.manager_api(lab)))
     }
 
     pub fn manager_post(&self, lab: &Lab, path: &str) -> Result<serde_json::Value> {
-        self.call(lab, "POST", &format!("http://{LB_IP}:{MANAGER_PORT}/api/v1/{path}"))
+        self.call(lab, "POST", &format!("{}/api/v1/{path}", self.manager_api(lab)))
+    }
+
+    /// The manager API the helpers ask: the LB host's smd, or in high availability the smd that says it leads,
+    /// else the first one running (a follower serves reads and forwards writes).
+    pub fn manager_api(&self, lab: &Lab) -> String {
+        if self.opts.ha.is_none() {
+            return format!("http://{LB_IP}:{MANAGER_PORT}");
+        }
+        match self.leader(lab) {
+            Some(k) => smd_url(k),
+            None => smd_url(self.smd_pids.iter().position(Option::is_some).unwrap_or(0)),
+        }
     }
 
     /// A relay's `GET /status` (edge `i` or origin by IP).
     pub fn relay_status(&self, lab: &Lab, ip: &str) -> Result<serde_json::Value> {
         self.call(lab, "GET", &format!("http://{ip}:{RELAY_API_PORT}/status"))
+    }
+
+    /// `GET /api/v1/leader` of smd `k` (high availability): `{"me", "leader", "leader_api", "term", "leading",
+    /// "store", "store_ok"}`.
+    pub fn leader_of(&self, lab: &Lab, k: usize) -> Result<serde_json::Value> {
+        self.call(lab, "GET", &format!("{}/api/v1/leader", smd_url(k)))
+    }
+
+    /// The running smd that says it leads, if exactly one does.
+    pub fn leader(&self, lab: &Lab) -> Option<usize> {
+        let leading: Vec<usize> = (0..self.smd_pids.len())
+            .filter(|k| self.smd_pids[*k].is_some())
+            .filter(|k| self.leader_of(lab, *k).is_ok_and(|v| v["leading"] == true))
+            .collect();
+        (leading.len() == 1).then(|| leading[0])
+    }
+
+    /// Waits until exactly one running smd leads, other than `not` if given; which one and how long it took.
+    pub fn wait_leader(&self, lab: &Lab, not: Option<usize>, timeout: Duration) -> Result<(usize, Duration)> {
+        let what = match not {
+            None => "one smd to lead".to_string(),
+            Some(k) => format!("an smd other than m{} to lead", k + 1),
+        };
+        crate::wait::wait_for(timeout, &what, || self.leader(lab).filter(|k| Some(*k) != not))
+    }
+
+    /// The etcd cluster, the smd config files and every smd, then a leader (high availability).
+    fn start_ha_managers(&mut self, lab: &mut Lab) -> Result<()> {
+        self.etcd = Some(Etcd::start(lab)?);
+        for k in 0..self.smd_pids.len() {
+            lab.add_host(&format!("m{}", k + 1), &smd_ip(k), &format!("fd00:99::{}", 61 + k))?;
+            std::fs::write(&self.smd_configs[k], self.manager_toml(lab, Some(k)))?;
+        }
+        for k in 0..self.smd_pids.len() {
+            self.start_smd(lab, k)?;
+        }
+        self.wait_leader(lab, None, Duration::from_secs(20)).with_context(|| self.manager_log(lab))?;
+        Ok(())
+    }
+
+    /// Starts (or restarts) smd `k` on its host (high availability); returns once its API listens.
+    pub fn start_smd(&mut self, lab: &mut Lab, k: usize) -> Result<u32> {
+        if self.smd_pids.get(k).is_none() {
+            bail!("there is no smd m{} in this cluster", k + 1);
+        }
+        self.smd_runs[k] += 1;
+        let smd = bin_path("smd");
+        let ns = lab.ns(&format!("m{}", k + 1));
+        let pid = lab.spawn_ready(
+            &ns,
+            &format!("smd-m{}-{}.log", k + 1, self.smd_runs[k]),
+            &[smd.to_str().unwrap(), "--config", self.smd_configs[k].to_str().unwrap()],
+            "stream manager API listening",
+            Duration::from_secs(10),
+        )?;
+        self.smd_pids[k] = Some(pid);
+        Ok(pid)
+    }
+
+    /// Kills smd `k` with SIGKILL (a crash).
+    pub fn kill_smd(&mut self, lab: &mut Lab, k: usize) -> Result<()> {
+        if let Some(pid) = self.smd_pids.get_mut(k).and_then(Option::take) {
+            lab.stop(pid, libc::SIGKILL)?;
+        }
+        Ok(())
+    }
+
+    /// smd `k`'s current (or last) log.
+    pub fn smd_log(&self, lab: &Lab, k: usize) -> String {
+        lab.log(&format!("smd-m{}-{}.log", k + 1, self.smd_runs[k]))
+    }
+
+    /// smd `k`'s namespace (high availability).
+    pub fn smd_ns(&self, lab: &Lab, k: usize) -> String {
+        lab.ns(&format!("m{}", k + 1))
+    }
+
+    /// Cuts smd `k` from every etcd member and only from them (netfilter drops in its namespace, both ways): it
+    /// still reaches the relays, lbd and the other smd. [`Cluster::heal_smd`] removes the rules.
+    pub fn partition_smd(&self, lab: &Lab, k: usize) -> Result<()> {
+        let members = format!("{}-{}", crate::etcd::member_ip(0), crate::etcd::member_ip(crate::etcd::MEMBERS - 1));
+        let rules = format!(
+            "add table inet labpart
+             add chain inet labpart out {{ type filter hook output priority 0 ; policy accept ; }}
+             add chain inet labpart in {{ type filter hook input priority 0 ; policy accept ; }}
+             add rule inet labpart out ip daddr {members} drop
+             add rule inet labpart in ip saddr {members} drop
+"
+        );
+        let file = lab.dir.join(format!("partition-m{}.nft", k + 1));
+        std::fs::write(&file, rules)?;
+        lab.exec(&self.smd_ns(lab, k), &["nft", "-f", file.to_str().unwrap()]).map(|_| ())
+    }
+
+    /// Removes the partition of [`Cluster::partition_smd`].
+    pub fn heal_smd(&self, lab: &Lab, k: usize) -> Result<()> {
+        lab.exec(&self.smd_ns(lab, k), &["nft", "delete", "table", "inet", "labpart"]).map(|_| ())
+    }
+
+    /// The sum of every sample of metric `name` on a `/metrics` page (a relay's, lbd's or an smd's); None when
+    /// the page has no such metric or cannot be read.
+    pub fn metric(&self, lab: &Lab, metrics_url: &str, name: &str) -> Option<f64> {
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let out = lab.exec_status(&lab.lb(), &["curl", "-sS", "--max-time", "3", "-H", &auth, metrics_url]).ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let samples: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!samples.is_empty()).then(|| samples.iter().sum())
     }
 
     /// Waits until `f` holds (the lab's [`crate::wait::wait_within`], in the argument order of the cluster
@@ -508,4 +712,51 @@ impl Players {
 pub fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lab value without namespaces (nothing to build for a config's text): its directory only.
+    fn paper_lab(tag: &str) -> Lab {
+        let prefix = format!("{}{}x{tag}", crate::NS_PREFIX, std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        Lab { prefix, dir, reals: 3, namespaces: Vec::new(), procs: Vec::new() }
+    }
+
+    #[test]
+    fn the_single_manager_keeps_its_state_file_and_ha_managers_share_etcd() {
+        let lab = paper_lab("cfg1");
+        let single = Cluster::new(&lab, Options::default()).unwrap();
+        let text = single.manager_toml(&lab, None);
+        assert!(text.starts_with(&format!("listen = \"{LB_IP}:{MANAGER_PORT}\"\ntoken_file = ")), "{text}");
+        assert!(text.contains("\nstate_file = ") && !text.contains("[store]") && !text.contains("name = \"m"));
+        let args = single.relay_args("edge", "10.99.0.11", "e1");
+        assert_eq!(args.iter().position(|a| a == "--manager").map(|i| &args[i + 1][..]), Some("http://10.99.0.2:9300"));
+
+        let opts = Options { ha: Some(HaOptions { managers: 3, lease_ttl: "4s" }), ..Default::default() };
+        let ha = Cluster::new(&lab, opts).unwrap();
+        assert_eq!(ha.smd_configs.len(), 3);
+        let text = ha.manager_toml(&lab, Some(1));
+        assert!(
+            text.starts_with("name = \"m2\"\nlisten = \"10.99.0.62:9300\"\nadvertise = \"http://10.99.0.62:9300\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains("state_file"), "{text}");
+        let store = format!(
+            "\n[store]\nkind = \"etcd\"\nendpoints = [\"http://10.99.0.51:2379\", \"http://10.99.0.52:2379\", \
+             \"http://10.99.0.53:2379\"]\nprefix = \"/{}/smd\"\nlease_ttl = \"4s\"\n",
+            lab.prefix
+        );
+        assert!(text.ends_with(&store), "{text}");
+        let args = ha.relay_args("edge", "10.99.0.11", "e1");
+        let manager = args.iter().position(|a| a == "--manager").map(|i| &args[i + 1][..]);
+        assert_eq!(manager, Some("http://10.99.0.61:9300,http://10.99.0.62:9300,http://10.99.0.63:9300"));
+
+        let four = Options { ha: Some(HaOptions { managers: 4, lease_ttl: "4s" }), ..Default::default() };
+        let err = Cluster::new(&lab, four).err().unwrap().to_string();
+        assert_eq!(err, "the lab runs 2 or 3 managers in high availability, not 4");
+    }
 }

@@ -2,6 +2,7 @@
 //! namespace, so the host's interfaces are never touched). Everything it creates is removed on Drop.
 pub mod browser;
 pub mod cluster;
+pub mod etcd;
 pub mod ports;
 pub mod wait;
 
@@ -446,24 +447,31 @@ impl Drop for Lab {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let name = line.split_whitespace().next().unwrap_or("");
                 if name.starts_with(&self.prefix) && !self.namespaces.iter().any(|n| n == name) {
-                    if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
-                        for pid in String::from_utf8_lossy(&pids.stdout)
-                            .split_whitespace()
-                            .filter_map(|p| p.parse::<i32>().ok())
-                        {
-                            // SAFETY: a process in this lab's namespace, started for this lab.
-                            unsafe { libc::kill(pid, libc::SIGKILL) };
-                        }
-                    }
+                    kill_in_netns(name);
                     let _ = Command::new("ip").args(["netns", "del", name]).status();
                 }
             }
+        }
+        // Processes started by hand in the lab's own namespaces (the demo prints commands that restart an origin
+        // or an smd there): deleting a namespace does not end them, and Ctrl-C promises to remove everything.
+        for ns in &self.namespaces {
+            kill_in_netns(ns);
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         if std::env::var_os("LB_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// SIGKILLs every process in namespace `ns` (one of a lab's: every process there was started for the lab).
+fn kill_in_netns(ns: &str) {
+    if let Ok(pids) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: a process in this lab's namespace, started for this lab.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }

@@ -12,6 +12,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   setup                 install the eBPF toolchain (rust-src, bpf-linker), missing Debian tools and the browser
                         tests' npm packages (tests/browser); idempotent
   run                   demo lab in network namespaces: client, LB (lbd) and three real servers behind one VIP
+  run -- --ha           the same with the stream manager in high availability: three etcd members, two smd
   run -- LBD-ARGS...    run lbd on a real interface, e.g. `cargo xtask run -- --iface eth0 --config lb.toml`
   test                  format and lint gates, then every test: unit, packet fixtures, network-namespace
                         end-to-end, relay (needs root)
@@ -48,7 +49,9 @@ fn real_main() -> Result<()> {
             setup::run()?;
             build(true)?;
             if args.is_empty() {
-                demo::run(&bin_dir(true))
+                demo::run(&bin_dir(true), false)
+            } else if args == ["--ha"] {
+                demo::run(&bin_dir(true), true)
             } else {
                 run_lbd(&args)
             }

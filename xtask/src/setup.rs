@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: rust-src for the nightly, bpf-linker built against the nightly's own libLLVM, the
-//! Debian tools the lab and tests use, and the npm packages of the browser tests (tests/browser: hls.js, which the
-//! relay's player page serves, and playwright-core). Each step checks first, so a second run takes a moment.
+//! Debian tools the lab and tests use (etcd and protoc among them), and the npm packages of the browser tests
+//! (tests/browser: hls.js, which the relay's player page serves, and playwright-core). Each step checks first, so a
+//! second run takes a moment.
 use crate::{root, status};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wrk", "/usr/bin/wrk"),
     ("haproxy", "/usr/sbin/haproxy"),
     ("nftables", "/usr/sbin/nft"),
+    // The stream manager's high-availability store (3.4 in Debian 12): the lab runs three members as plain
+    // processes in namespaces. On a machine that runs systemd, installing etcd-server also starts Debian's own
+    // etcd on 127.0.0.1:2379; the lab never uses it (its members listen inside the lab's namespaces), so it is
+    // harmless, and `systemctl disable --now etcd` stops it.
+    ("etcd-server", "/usr/bin/etcd"),
+    ("etcd-client", "/usr/bin/etcdctl"),
+    // protoc: the etcd-client crate compiles etcd's protobuf definitions when smd builds. Setup runs before any
+    // build of `cargo xtask test|run|lint|bench` (xtask itself does not depend on it).
+    ("protobuf-compiler", "/usr/bin/protoc"),
 ];
 
 pub fn run() -> Result<()> {

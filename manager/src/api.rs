@@ -79,7 +79,7 @@ const FORWARDED: &str = "x-smd-forwarded-by";
 async fn forward(ctx: &Ctx, req: Request) -> Response {
     let (me, leader) = {
         let l = ctx.shared.lead();
-        (l.me.name.clone(), l.leader.clone().filter(|m| m.name != l.me.name))
+        (l.me.name.clone(), l.leader_now().cloned().filter(|m| m.name != l.me.name))
     };
     let no_leader = |why: String| {
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);

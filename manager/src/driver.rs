@@ -62,7 +62,7 @@ impl Shared {
             history: Mutex::new(history),
             wake: Notify::new(),
             console_cache: Mutex::new(BTreeMap::new()),
-            lead: Mutex::new(crate::leader::Leadership::new(me, store.is_some())),
+            lead: Mutex::new(crate::leader::Leadership::new(me, store.as_ref().map(|s| s.lease_ttl()))),
             store,
             written: tokio::sync::Mutex::new(None),
         })

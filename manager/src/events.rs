@@ -22,6 +22,7 @@ pub struct Log {
     /// The newest event the store holds (HA): later ones are written at the next save.
     stored_upto: u64,
     own_raised: BTreeMap<(AlarmKind, String), Alarm>,
+    own_cleared: VecDeque<Alarm>,
 }
 
 /// The alarms as the store keeps them (the leader writes them; followers show them).
@@ -48,6 +49,7 @@ impl Log {
             own: VecDeque::new(),
             stored_upto: 0,
             own_raised: BTreeMap::new(),
+            own_cleared: VecDeque::new(),
         }
     }
 
@@ -139,6 +141,10 @@ impl Log {
         for (k, a) in std::mem::take(&mut self.own_raised) {
             self.raised.entry(k).or_insert(a);
         }
+        for a in std::mem::take(&mut self.own_cleared).into_iter().rev() {
+            self.cleared.push_front(a);
+        }
+        self.cleared.truncate(100);
     }
 
     pub fn event(&mut self, kind: EventKind, subject: &str, message: impl Into<String>) {
@@ -200,7 +206,10 @@ impl Log {
             if kind != AlarmKind::StoreUnreachable {
                 return;
             }
-            if self.own_raised.remove(&(kind, subject.to_string())).is_some() {
+            if let Some(mut a) = self.own_raised.remove(&(kind, subject.to_string())) {
+                a.cleared_ms = Some(now_ms());
+                self.own_cleared.push_front(a);
+                self.own_cleared.truncate(100);
                 tracing::info!(alarm = %kind.as_str(), subject, "alarm cleared");
                 self.event(EventKind::AlarmCleared, subject, format!("{} cleared", kind.as_str()));
             }
@@ -225,7 +234,9 @@ impl Log {
         raised.extend(
             self.own_raised.values().filter(|a| !self.raised.contains_key(&(a.kind, a.subject.clone()))).cloned(),
         );
-        (raised, self.cleared.iter().cloned().collect())
+        let mut cleared: Vec<Alarm> = self.own_cleared.iter().chain(self.cleared.iter()).cloned().collect();
+        cleared.sort_by(|a, b| b.cleared_ms.cmp(&a.cleared_ms));
+        (raised, cleared)
     }
 
     /// Events newest first, optionally of one kind or about one subject, at most `last`.

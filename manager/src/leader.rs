@@ -29,13 +29,41 @@ pub struct Leadership {
     /// While leading: acting is allowed until then (the lease's last renewal + its TTL, less a margin).
     pub until: Option<Instant>,
     pub store_ok: bool,
+    /// The last successful exchange with the store: one failed request (a member just died, etcd electing a new
+    /// raft leader) is not an outage; none for a whole lease is.
+    pub store_seen: Instant,
+    /// How long without a successful exchange makes an outage (the lease).
+    pub outage_after: Duration,
     pub members: Vec<ManagerMember>,
 }
 
 impl Leadership {
-    pub fn new(me: ManagerMember, etcd: bool) -> Self {
+    /// `lease`: the store's lease (None: a file store).
+    pub fn new(me: ManagerMember, lease: Option<Duration>) -> Self {
+        let etcd = lease.is_some();
         let leader = (!etcd).then(|| me.clone());
-        Self { me, etcd, leader, term: 0, until: None, store_ok: true, members: Vec::new() }
+        Self {
+            me,
+            etcd,
+            leader,
+            term: 0,
+            until: None,
+            store_ok: true,
+            store_seen: Instant::now(),
+            outage_after: lease.unwrap_or(Duration::MAX),
+            members: Vec::new(),
+        }
+    }
+
+    /// Whether the store answers, as of now: a loop stuck in a request that will time out already counts.
+    pub fn store_up(&self) -> bool {
+        !self.etcd || (self.store_ok && self.store_seen.elapsed() < self.outage_after)
+    }
+
+    /// The leader as of now: this smd's own leadership ends when it may no longer act, even before its loop
+    /// has noticed.
+    pub fn leader_now(&self) -> Option<&ManagerMember> {
+        self.leader.as_ref().filter(|m| *m != &self.me || self.acting(Instant::now()))
     }
 
     /// Whether this smd may act now.
@@ -51,12 +79,12 @@ impl Leadership {
     pub fn view(&self) -> LeaderView {
         LeaderView {
             me: self.me.name.clone(),
-            leader: self.leader.as_ref().map(|m| m.name.clone()),
-            leader_api: self.leader.as_ref().map(|m| m.api.clone()),
+            leader: self.leader_now().map(|m| m.name.clone()),
+            leader_api: self.leader_now().map(|m| m.api.clone()),
             term: self.term,
             leading: self.acting(Instant::now()),
             store: if self.etcd { "etcd" } else { "file" }.into(),
-            store_ok: self.store_ok,
+            store_ok: self.store_up(),
             members: self.members.clone(),
         }
     }
@@ -160,6 +188,7 @@ pub async fn run(shared: Arc<Shared>, store: Arc<Store>, mut stop: Stopping) {
         }
         match store.campaign(lease, &me).await {
             Ok(Campaign::Won(term)) => {
+                reachable(&shared);
                 if let Err(e) = take_over(&shared, &store, term, valid - margin).await {
                     // Not a leader that cannot read the state: give the key back and try again.
                     warn!(error = %e, "elected, but the stored state could not be read; resigning");
@@ -171,6 +200,7 @@ pub async fn run(shared: Arc<Shared>, store: Arc<Store>, mut stop: Stopping) {
                 state_rev = -1;
             }
             Ok(Campaign::Lost { leader, state_rev: rev }) => {
+                reachable(&shared);
                 {
                     let mut l = shared.lead();
                     l.leader = leader.as_ref().map(|(m, _)| m.clone());
@@ -254,22 +284,38 @@ fn step_down(shared: &Shared, why: &str) {
     c.log.set_mirror();
 }
 
+/// A failed exchange with etcd: the next attempt connects again (maybe to another member); the store is
+/// unreachable (alarm, `sm_store_up 0`) once nothing has succeeded for a whole lease: losing one member of three
+/// costs etcd an election of its own (a second or two), which is not an outage.
 async fn unreachable(shared: &Shared, store: &Store, e: &str) {
-    let first = {
+    store.reset().await;
+    let outage = {
         let mut l = shared.lead();
-        std::mem::replace(&mut l.store_ok, false)
+        let since = l.store_seen.elapsed();
+        let outage = l.store_ok && since >= store.lease_ttl();
+        if outage {
+            l.store_ok = false;
+        }
+        outage.then_some(since)
     };
-    if first {
+    if let Some(since) = outage {
         let why = format!(
-            "etcd cannot be reached ({e}): nothing is decided or changed until it can; the data plane keeps running"
+            "etcd has not answered for {:.1} s ({e}): nothing is decided or changed until it does; the data plane \
+             keeps running",
+            since.as_secs_f64()
         );
         shared.lock().log.raise(AlarmKind::StoreUnreachable, SUBJECT, why);
+    } else {
+        tracing::debug!(error = %e, "an etcd request failed; retrying");
     }
-    store.reset().await;
 }
 
 fn reachable(shared: &Shared) {
-    let was = std::mem::replace(&mut shared.lead().store_ok, true);
+    let was = {
+        let mut l = shared.lead();
+        l.store_seen = Instant::now();
+        std::mem::replace(&mut l.store_ok, true)
+    };
     if !was {
         shared.lock().log.clear(AlarmKind::StoreUnreachable, SUBJECT);
     }

@@ -83,7 +83,7 @@ pub fn leadership(l: &crate::leader::Leadership) -> String {
     let term = Family::gauge("sm_leader_term", "The leader's term as this smd knows it (0 with a file store).")
         .with(vec![], l.term as f64);
     let up = Family::gauge("sm_store_up", "1 while the store (etcd) answers; always 1 with a file store.")
-        .with(vec![], if l.store_ok { 1.0 } else { 0.0 });
+        .with(vec![], if l.store_up() { 1.0 } else { 0.0 });
     text(&[leader, term, up])
 }
 

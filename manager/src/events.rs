@@ -235,7 +235,7 @@ impl Log {
             self.own_raised.values().filter(|a| !self.raised.contains_key(&(a.kind, a.subject.clone()))).cloned(),
         );
         let mut cleared: Vec<Alarm> = self.own_cleared.iter().chain(self.cleared.iter()).cloned().collect();
-        cleared.sort_by(|a, b| b.cleared_ms.cmp(&a.cleared_ms));
+        cleared.sort_by_key(|a| std::cmp::Reverse(a.cleared_ms));
         (raised, cleared)
     }
 

@@ -128,7 +128,7 @@ mod tests {
         let names: Vec<String> = written.iter().map(|p| p.strip_prefix(&dir).unwrap().display().to_string()).collect();
         assert_eq!(names, ["man/demo.8", "man/demo-show.8", "bash/demo", "zsh/_demo", "fish/demo.fish"]);
         let page = std::fs::read_to_string(dir.join("man/demo.8")).unwrap();
-        assert!(page.contains(".TH demo 8 \"\" \"demo 1.2.3\" lb"), "{page}");
+        assert!(page.contains(".TH demo 8  \"demo 1.2.3\" lb"), "{page}");
         assert!(page.contains("\\-\\-config") && page.contains("A demo daemon"), "{page}");
         let sub = std::fs::read_to_string(dir.join("man/demo-show.8")).unwrap();
         assert!(sub.contains("\\-\\-json") && sub.contains("Shows the state"), "{sub}");

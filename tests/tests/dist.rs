@@ -1,8 +1,9 @@
 //! The Debian packages of `cargo xtask dist` (issue 26): built from the suite's debug binaries (`xtask dist
 //! --bin-dir`), each one's control fields, then unpacked into a fresh root (`dpkg-deb -x`) where its binaries answer
 //! `--version`, its default configs pass the daemons' `--check` at the paths the units use, its man pages render
-//! with `man -l`, its bash completions load, and its units name binaries it ships. Needs root (a private mount
-//! namespace shows the unpacked /var at /var to the checks); touches no real /etc or /var.
+//! with `man -l`, its bash completions load, and its units name binaries it ships; then dpkg installs all three into
+//! an empty root and purges them (maintainer scripts included). Needs root (a private mount namespace shows the
+//! unpacked /var at /var to the checks); touches no real /etc or /var.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -269,5 +270,44 @@ fn packages_unpack_into_documented_checked_daemons() {
             assert!(std::fs::read_to_string(fish).unwrap().contains(&format!("complete -c {name} ")), "{name}: fish");
         }
     }
+
+    // dpkg itself installs all three into an empty root (its scripts run with DPKG_ROOT, outside a chroot, as
+    // `dpkg --root` runs them), registers the conffiles, and a purge leaves nothing behind.
+    let r = scratch.0.join("dpkg-root");
+    std::fs::create_dir_all(r.join("var/lib/dpkg/info")).unwrap();
+    std::fs::create_dir_all(r.join("var/lib/dpkg/updates")).unwrap();
+    std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = || {
+        let mut c = Command::new("dpkg");
+        c.arg(format!("--root={}", r.display())).args(["--force-script-chrootless", "--force-depends"]);
+        c
+    };
+    let debs: Vec<PathBuf> = expected().keys().map(|p| out.join(format!("{p}_{deb_version}_{arch}.deb"))).collect();
+    run(dpkg().arg("--install").args(&debs));
+    for (pkg, exp) in expected() {
+        let st = stdout(dpkg().args(["--status", pkg]));
+        assert!(st.contains("Status: install ok installed"), "{st}");
+        for c in exp.configs {
+            assert!(st.contains(&format!(" /{c} ")), "{pkg}: {c} is not a registered conffile:\n{st}");
+        }
+    }
+    assert!(r.join("etc/smd/token").is_file() && r.join("usr/sbin/lbd").is_file());
+    run(dpkg().arg("--purge").args(expected().keys()));
+    let mut left = Vec::new();
+    let mut dirs = vec![r.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.starts_with(r.join("var/lib/dpkg")) {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                left.push(p);
+            }
+        }
+    }
+    assert!(left.is_empty(), "a purge left {left:?}");
     eprintln!("dist test: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -1,6 +1,7 @@
-//! `cargo xtask setup | run | test | bench`: installs what a fresh machine lacks, runs the LB (demo lab or a real
-//! interface), runs every test, and runs the benchmarks.
+//! `cargo xtask setup | run | test | bench | dist`: installs what a fresh machine lacks, runs the LB (demo lab or a
+//! real interface), runs every test, runs the benchmarks and builds the Debian packages.
 mod demo;
+mod dist;
 mod ebpfobj;
 mod setup;
 
@@ -24,7 +25,10 @@ const USAGE: &str = "usage: cargo xtask <command>
                         (a git revision built here, or an eBPF object file), interleaved in one run, with ratios
   fuzz dataplane [SECONDS]   malformed-packet campaign through the XDP program: 10M frames, or SECONDS
   fuzz relay [SECONDS]  run each relay cargo-fuzz target (libFuzzer, nightly) for SECONDS (default 60)
-  fuzz [SECONDS]        both";
+  fuzz [SECONDS]        both
+  dist [--out DIR] [--debug] [--bin-dir DIR]   Debian packages lbd (lbd, lbctl), relay and smd (smd, smctl) into
+                        DIR (default target/dist): release binaries (--debug: debug ones; --bin-dir: the ones in DIR,
+                        building nothing), units, default configs, man pages, completions (see README)";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -63,6 +67,7 @@ fn real_main() -> Result<()> {
         }
         "bench" => bench(&args),
         "fuzz" => fuzz(&args),
+        "dist" => dist::run(&args),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -68,6 +68,12 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// Only what building lbd needs beyond stable Rust (its eBPF program): the nightly's rust-src and bpf-linker.
+pub fn build_tools() -> Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()
+}
+
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {

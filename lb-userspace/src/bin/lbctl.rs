@@ -315,6 +315,7 @@ fn request(cmd: &Cmd) -> Result<Request> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    svc::docs::maybe_write(<Args as clap::CommandFactory>::command);
     let args = match Args::try_parse() {
         Ok(a) => a,
         // A monitoring system reads a check's bad arguments as UNKNOWN (3), not as clap's usage error (2).

@@ -158,6 +158,7 @@ fn default_pin_dir(iface: &str) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    svc::docs::maybe_write_with_defaults(Args::command, Settings::default);
     svc::logging::init("info,netlink_packet_route=error");
     let defaults = svc::config::flags_table(&Settings::default());
     let matches = svc::config::show_defaults(Args::command(), &defaults).get_matches();

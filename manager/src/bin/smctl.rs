@@ -101,6 +101,7 @@ enum CheckWhat {
 }
 
 fn main() -> ExitCode {
+    svc::docs::maybe_write(<Cli as clap::CommandFactory>::command);
     let checking = std::env::args().skip(1).any(|a| a == "check");
     let cli = match Cli::try_parse() {
         Ok(c) => c,

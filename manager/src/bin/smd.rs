@@ -24,6 +24,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    svc::docs::maybe_write(<Cli as clap::CommandFactory>::command);
     svc::logging::init("info");
     let cli = Cli::parse();
     let config = manager::config::Config::load(&cli.config)?;

@@ -337,6 +337,7 @@ fn build(s: &Settings, role: Role) -> anyhow::Result<Config> {
 }
 
 fn main() -> anyhow::Result<()> {
+    svc::docs::maybe_write_with_defaults(Cli::command, Settings::default);
     svc::logging::init("info");
     let defaults = svc::config::flags_table(&Settings::default());
     let matches = svc::config::show_defaults(Cli::command(), &defaults).get_matches();

@@ -304,6 +304,13 @@ pub struct Cluster {
     pub removed: Vec<NodeSpec>,
     /// Actions that failed last time: a failure repeated every keepalive is one event until it succeeds.
     failing: BTreeSet<Action>,
+    /// (node, app): a node that served a group's app until a reload took the group or its membership away; it
+    /// stops that app's sources at the next plans (then the entry goes).
+    pub retired_sources: BTreeSet<(String, String)>,
+    /// LB services a reload took out of `[lb]`: the edges' reals leave them (then the entry goes).
+    pub retired_services: BTreeSet<ServiceKey>,
+    /// Counts the reloads applied: the loop rebuilds its clients and keepalive timer when it changes.
+    pub generation: u64,
 }
 
 /// The autoscaler's persisted part, wall-clock times back on this process's clock.
@@ -374,6 +381,9 @@ impl Cluster {
             scaling,
             removed: Vec::new(),
             failing: BTreeSet::new(),
+            retired_sources: BTreeSet::new(),
+            retired_services: BTreeSet::new(),
+            generation: 0,
         }
     }
 
@@ -582,8 +592,28 @@ impl Cluster {
         }
     }
 
-    /// Removed edges are remembered only while an LB node may still have their address as a real.
+    /// Removed edges are remembered only while an LB node may still have their address as a real; a reload's
+    /// retired sources and services only while a node still has them.
     fn prune_removed(&mut self) {
+        let nodes = &self.nodes;
+        self.retired_sources.retain(|(name, app)| {
+            nodes.get(name).is_some_and(|n| {
+                n.health != Health::Up || n.sources.as_ref().is_none_or(|s| s.iter().any(|x| &x.app == app))
+            })
+        });
+        if !self.lb.values().any(Option::is_none) {
+            let edges: BTreeSet<IpAddr> =
+                nodes.values().filter(|n| n.spec.role == Role::Edge).map(|n| config::real_of(&n.spec)).collect();
+            let lb = &self.lb;
+            self.retired_services.retain(|svc| {
+                lb.values().flatten().flatten().any(|s| {
+                    s.vip == svc.vip
+                        && s.port == svc.port
+                        && s.proto == svc.proto
+                        && s.reals.iter().any(|r| edges.contains(&r.addr))
+                })
+            });
+        }
         if self.config.lb.is_none() {
             self.removed.clear();
             return;
@@ -822,6 +852,13 @@ impl Cluster {
     /// Origins: the active member (and a handover's target, and a retiring one for a moment) ingest the group's
     /// sources; nobody else does.
     fn plan_origins(&self, groups: &[Group], actions: &mut Vec<Action>) {
+        // A node a reload took a group's app from stops that app's sources.
+        for (name, app) in &self.retired_sources {
+            let Some(n) = self.nodes.get(name).filter(|n| n.health == Health::Up) else { continue };
+            for x in n.sources.iter().flatten().filter(|x| &x.app == app) {
+                actions.push(Action::DeleteSource { node: name.clone(), app: x.app.clone(), key: x.key.clone() });
+            }
+        }
         for g in groups {
             let rt = &self.groups[&g.name];
             let mut holders: BTreeSet<&str> = BTreeSet::new();
@@ -995,6 +1032,17 @@ impl Cluster {
             }
             for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
                 let real = config::real_of(&n.spec);
+                // Services a reload took out of [lb]: the edges leave them.
+                for svc in &self.retired_services {
+                    let here = view
+                        .iter()
+                        .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
+                        .is_some_and(|s| s.reals.iter().any(|r| r.addr == real));
+                    if here {
+                        let (lb, node, service) = (api.clone(), n.spec.name.clone(), *svc);
+                        actions.push(Action::LbRemove { lb, node, real, service });
+                    }
+                }
                 for svc in &lb.services {
                     let cur = view
                         .iter()
@@ -1261,6 +1309,9 @@ impl Cluster {
         }
     }
 }
+
+mod reload;
+pub use reload::Reloaded;
 
 #[cfg(test)]
 pub(crate) mod tests;

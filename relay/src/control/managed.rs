@@ -36,7 +36,7 @@ pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
         clients: link
             .managers
             .iter()
-            .map(|m| Client::new(m.clone(), ctx.config.api_token.clone(), Duration::from_secs(3)))
+            .map(|m| Client::new(m.clone(), ctx.config.live().api_token.clone(), Duration::from_secs(3)))
             .collect(),
         current: 0,
     };
@@ -96,6 +96,24 @@ pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
             // The manager reads the node at its next keepalive anyway: a lost report only costs time.
             Err(e) => warn!(error = %e, "cannot report a source change to the stream manager"),
         }
+    }
+}
+
+/// A draining relay tells the manager it is leaving: it asks for its own maintenance (`POST
+/// /api/v1/nodes/NAME/maintenance`, forwarded to the leader by a follower), so the LB drains it and the manager
+/// sends no new work. smd keeps the node in maintenance until `smctl resume NAME` (a rolling upgrade resumes each
+/// edge once its new version answers). Tried for at most 5 s; a failure is logged and the drain goes on.
+pub(crate) async fn leaving(ctx: &Control, link: &ManagerLink) {
+    let token = ctx.config.live().api_token.clone();
+    let clients = link.managers.iter().map(|m| Client::new(m.clone(), token.clone(), Duration::from_secs(2))).collect();
+    let mut managers = Managers { clients, current: 0 };
+    let path = format!("/api/v1/nodes/{}/maintenance", link.name);
+    match tokio::time::timeout(Duration::from_secs(5), managers.call(Method::POST, &path, None::<&()>)).await {
+        Ok(Ok(_)) => {
+            info!(manager = %managers.base(), name = %link.name, "told the stream manager this node is leaving (maintenance on)")
+        }
+        Ok(Err(e)) => warn!(error = %e, "cannot tell the stream manager this node is leaving"),
+        Err(_) => warn!("cannot tell the stream manager this node is leaving: no answer within 5 s"),
     }
 }
 

@@ -613,7 +613,7 @@ mod tests {
         let readme = include_str!("../README.md");
         let names: Vec<String> =
             svc::config::fields::<Settings>().iter().map(|f| svc::config::Keys::Flags.show(f)).collect();
-        assert_eq!(names.len(), 43);
+        assert_eq!(names.len(), 44);
         assert_eq!(svc::config::undocumented(readme, &names), Vec::<String>::new());
     }
 }

@@ -539,7 +539,7 @@ impl Cluster {
         let n = self.nodes.get(name).ok_or_else(|| RemoveError::Unknown(format!("unknown node {name:?}")))?;
         if n.from_config {
             return Err(RemoveError::Refused(format!(
-                "node {name} is in the configuration file: remove its [[node]] table and restart smd"
+                "node {name} is in the configuration file: remove its [[node]] table and reload smd (SIGHUP: `systemctl reload smd`)"
             )));
         }
         if self.scaling.started.contains_key(name) {

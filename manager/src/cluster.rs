@@ -602,8 +602,7 @@ impl Cluster {
             })
         });
         if !self.lb.values().any(Option::is_none) {
-            let edges: BTreeSet<IpAddr> =
-                nodes.values().filter(|n| n.spec.role == Role::Edge).map(|n| config::real_of(&n.spec)).collect();
+            let edges: BTreeSet<IpAddr> = nodes.values().map(|n| config::real_of(&n.spec)).collect();
             let lb = &self.lb;
             self.retired_services.retain(|svc| {
                 lb.values().flatten().flatten().any(|s| {
@@ -1030,9 +1029,9 @@ impl Cluster {
                     }
                 }
             }
-            for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
+            // Services a reload took out of [lb] (or a removed group's ingest address): known nodes leave them.
+            for n in self.nodes.values() {
                 let real = config::real_of(&n.spec);
-                // Services a reload took out of [lb]: the edges leave them.
                 for svc in &self.retired_services {
                     let here = view
                         .iter()
@@ -1043,6 +1042,9 @@ impl Cluster {
                         actions.push(Action::LbRemove { lb, node, real, service });
                     }
                 }
+            }
+            for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
+                let real = config::real_of(&n.spec);
                 for svc in &lb.services {
                     let cur = view
                         .iter()

@@ -30,6 +30,38 @@ fn grows(file: &Path, by: u64, what: &str) {
     wait_for(what, Duration::from_secs(15), || (size(file) >= before + by).then_some(()));
 }
 
+/// A stream manager that answers every request `200 {}` and records each request line.
+fn fake_manager() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let (mut first, mut len) = (String::new(), 0usize);
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            s.lock().unwrap().push(first.trim().to_string());
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+        }
+    });
+    (addr, seen)
+}
+
 fn signal(p: &Proc, sig: i32) {
     // SAFETY: kill(2) of a child this test started and has not reaped.
     assert_eq!(unsafe { libc::kill(p.pid() as i32, sig) }, 0);
@@ -142,8 +174,19 @@ fn sigterm_drains_players_until_they_leave_or_the_timeout_and_zero_stops_at_once
     assert!(took <= Duration::from_secs(5), "exited after {took:?}, past the drain timeout + 2 s");
     assert!(e.proc.log_text().contains("drain timeout passed"), "{}", e.proc.log_text());
 
-    // 2. A player that leaves: the relay exits soon after it, long before the timeout.
-    let (mut e, _, flv) = edge(&dir, &origin, "d", &["--drain-timeout", "60s"]);
+    // 2. A player that leaves: the relay exits soon after it, long before the timeout. Under a manager, the drain
+    // starts by asking the manager for the node's maintenance.
+    let (manager, requests) = fake_manager();
+    let manager = format!("http://{manager}");
+    let (mut e, _, flv) = edge(
+        &dir,
+        &origin,
+        "d",
+        &["--drain-timeout", "60s", "--manager", &manager, "--node-name", "e7", "--api-token", "edge-token-0123456789"],
+    );
+    wait_for("the edge to register", Duration::from_secs(10), || {
+        requests.lock().unwrap().iter().any(|r| r.starts_with("POST /api/v1/nodes ")).then_some(())
+    });
     let out = dir.path("p2.flv");
     let mut p2 = player(&dir, &flv, &out);
     grows(&out, 50_000, "player 2 to receive");
@@ -157,6 +200,8 @@ fn sigterm_drains_players_until_they_leave_or_the_timeout_and_zero_stops_at_once
     assert_eq!(st.code(), Some(0));
     assert!(left.elapsed() <= Duration::from_secs(2), "exited {:?} after the player left", left.elapsed());
     assert!(e.proc.log_text().contains("drained: no player left"), "{}", e.proc.log_text());
+    let asked = requests.lock().unwrap().clone();
+    assert!(asked.iter().any(|r| r.starts_with("POST /api/v1/nodes/e7/maintenance ")), "{asked:?}");
 
     // 3. --drain-timeout 0: it stops at once, players or not.
     let (mut e, _, flv) = edge(&dir, &origin, "d", &["--drain-timeout", "0"]);

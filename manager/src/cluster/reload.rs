@@ -197,7 +197,12 @@ impl Cluster {
                 }
             }
         }
-        let services: Vec<ServiceKey> = new.lb.iter().flat_map(|l| l.services.iter().copied()).collect();
+        // A group's ingest address that no group has any more: its origins leave it.
+        let ingest = |c: &Config| c.groups.iter().filter_map(Group::ingest_service).collect::<BTreeSet<_>>();
+        let now_ingest = ingest(&new);
+        self.retired_services.extend(ingest(&old).into_iter().filter(|s| !now_ingest.contains(s)));
+        let services: Vec<ServiceKey> =
+            new.lb.iter().flat_map(|l| l.services.iter().copied()).chain(now_ingest.iter().copied()).collect();
         self.retired_services.retain(|s| !services.contains(s));
         macro_rules! timers {
             ($($field:ident),*) => {$(

@@ -904,3 +904,36 @@ fn a_registered_edge_named_in_a_reloaded_file_becomes_configured() {
     assert!(c.nodes["e7"].from_config);
     assert!(c.persisted().registered.is_empty());
 }
+
+#[test]
+fn a_reload_that_removes_a_group_takes_its_origin_out_of_the_ingest_address() {
+    let t0 = Instant::now();
+    let cfg = config(&format!("{}ingest = \"10.0.0.101:1935\"\n", CAMS.replace("FAILBACK", "false")));
+    let mut c = Cluster::new(cfg, Persisted::default(), t0);
+    let ingest = crate::config::parse_service("10.0.0.101:1935").unwrap();
+    let view = |reals: &[&str]| {
+        let mut v = lb_view(&[]);
+        let mut s = lb_view(&reals.iter().map(|r| (*r, false)).collect::<Vec<_>>()).remove(0);
+        s.vip = "10.0.0.101".parse().unwrap();
+        v.push(s);
+        v
+    };
+    c.observe("o1", ok_origin(&[("live", "cam1")]), t0);
+    c.lb_seen("http://10.0.0.1:9400", view(&["10.0.0.11"]));
+    c.plan(t0);
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"));
+    let r = c.reload(config(""));
+    assert_eq!(r.applied, ["group cams removed"]);
+    let a = c.plan(t0 + SECS(1));
+    let o1: IpAddr = "10.0.0.11".parse().unwrap();
+    let lb = "http://10.0.0.1:9400".to_string();
+    assert!(a.contains(&Action::LbRemove { lb, node: "o1".into(), real: o1, service: ingest }), "{a:?}");
+    assert!(a.contains(&Action::DeleteSource { node: "o1".into(), app: "live".into(), key: "cam1".into() }), "{a:?}");
+    c.lb_seen("http://10.0.0.1:9400", view(&[]));
+    c.observe("o1", ok_origin(&[]), t0 + SECS(2));
+    let a = c.plan(t0 + SECS(2));
+    assert!(a.is_empty(), "{a:?}");
+    assert!(c.retired_services.is_empty());
+    // o2 has not been heard from: if it comes up with the group's sources, it stops them too.
+    assert_eq!(c.retired_sources, BTreeSet::from([("o2".to_string(), "live".to_string())]));
+}

@@ -185,6 +185,14 @@ pub enum Action {
         real: IpAddr,
         service: ServiceKey,
     },
+    /// A reloaded `[lb] weight` for a real at the weight before.
+    LbWeight {
+        lb: String,
+        node: String,
+        real: IpAddr,
+        service: ServiceKey,
+        weight: u32,
+    },
     /// Run the pool's provider: `start NODE POOL` / `stop NODE POOL`.
     ProviderStart {
         pool: String,
@@ -208,6 +216,7 @@ impl Action {
             | Action::LbDrain { node, .. }
             | Action::LbUndrain { node, .. }
             | Action::LbRemove { node, .. }
+            | Action::LbWeight { node, .. }
             | Action::ProviderStart { node, .. }
             | Action::ProviderStop { node, .. } => node,
         }
@@ -235,6 +244,9 @@ impl Action {
             }
             Action::LbRemove { lb, node, real, service } => {
                 format!("remove {node} ({real}) from {service} at lb {lb}")
+            }
+            Action::LbWeight { lb, node, real, service, weight } => {
+                format!("set the weight of {node} ({real}) in {service} to {weight} at lb {lb}")
             }
             Action::ProviderStart { pool, node } => format!("provider start {node} in pool {pool}"),
             Action::ProviderStop { pool, node } => format!("provider stop {node} in pool {pool}"),
@@ -309,6 +321,8 @@ pub struct Cluster {
     pub retired_sources: BTreeSet<(String, String)>,
     /// LB services a reload took out of `[lb]`: the edges' reals leave them (then the entry goes).
     pub retired_services: BTreeSet<ServiceKey>,
+    /// The `[lb] weight` before a reload changed it: the reals at that weight are moved to the new one.
+    pub lb_weight_was: Option<u32>,
     /// Counts the reloads applied: the loop rebuilds its clients and keepalive timer when it changes.
     pub generation: u64,
 }
@@ -383,6 +397,7 @@ impl Cluster {
             failing: BTreeSet::new(),
             retired_sources: BTreeSet::new(),
             retired_services: BTreeSet::new(),
+            lb_weight_was: None,
             generation: 0,
         }
     }
@@ -1051,6 +1066,11 @@ impl Cluster {
                         .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
                         .and_then(|s| s.reals.iter().find(|r| r.addr == real));
                     let (lb, node, service) = (api.clone(), n.spec.name.clone(), *svc);
+                    let weight = lb_weight(&self.config);
+                    if let Some(r) = cur.filter(|r| Some(r.weight) == self.lb_weight_was && r.weight != weight) {
+                        let (lb, node, real) = (lb.clone(), node.clone(), r.addr);
+                        actions.push(Action::LbWeight { lb, node, real, service, weight });
+                    }
                     match &n.maintenance {
                         None if n.health == Health::Up => match cur {
                             None => {
@@ -1302,6 +1322,9 @@ impl Cluster {
             }
             (Action::LbRemove { service, .. }, Ok(())) => {
                 self.log.event(EventKind::LbRemoved, &node, format!("left {service}"))
+            }
+            (Action::LbWeight { service, weight, .. }, Ok(())) => {
+                self.log.event(EventKind::LbAdded, &node, format!("weight {weight} in {service}"))
             }
             (Action::RelayMaintenance { .. }, Ok(())) => {}
             (a @ (Action::ProviderStart { .. } | Action::ProviderStop { .. }), r) => {

@@ -562,7 +562,11 @@ async fn act(
         Action::ProviderStart { .. } | Action::ProviderStop { .. } => {
             return Err("a provider action runs as a ProviderCall".into())
         }
-        Action::LbAdd { .. } | Action::LbDrain { .. } | Action::LbUndrain { .. } | Action::LbRemove { .. } => {
+        Action::LbAdd { .. }
+        | Action::LbDrain { .. }
+        | Action::LbUndrain { .. }
+        | Action::LbRemove { .. }
+        | Action::LbWeight { .. } => {
             let lb = lb.ok_or("no such LB node configured")?;
             let req = lb_request(a)?;
             let r: api_types::lb::Response =
@@ -682,6 +686,7 @@ fn lb_of(a: &Action) -> Option<&str> {
         Action::LbAdd { lb, .. }
         | Action::LbDrain { lb, .. }
         | Action::LbUndrain { lb, .. }
+        | Action::LbWeight { lb, .. }
         | Action::LbRemove { lb, .. } => Some(lb),
         _ => None,
     }
@@ -695,6 +700,9 @@ fn lb_request(a: &Action) -> Result<Request, String> {
         }
         Action::LbDrain { service, real, .. } => Request::Drain { service: *service, real: *real },
         Action::LbUndrain { service, real, .. } => Request::Undrain { service: *service, real: *real },
+        Action::LbWeight { service, real, weight, .. } => {
+            Request::EditReal { service: *service, real: *real, weight: *weight }
+        }
         Action::LbRemove { service, real, .. } => Request::DelReal { service: *service, real: *real },
         _ => return Err("not an LB action".into()),
     })

@@ -193,7 +193,8 @@ impl Cluster {
                     applied.push("[lb] services changed".into());
                 }
                 if o.weight != n.weight {
-                    applied.push(format!("[lb] weight {} -> {} (for edges added from now on)", o.weight, n.weight));
+                    self.lb_weight_was = Some(o.weight);
+                    applied.push(format!("[lb] weight {} -> {}", o.weight, n.weight));
                 }
             }
         }

@@ -820,7 +820,7 @@ members = [{ node = "o2", priority = 10 }]
             "node e9 added",
             "group cams members changed",
             "group tv added",
-            "[lb] weight 100 -> 7 (for edges added from now on)",
+            "[lb] weight 100 -> 7",
             "keepalive 1s -> 2s"
         ]
     );
@@ -844,6 +844,12 @@ members = [{ node = "o2", priority = 10 }]
     assert!(a.contains(&Action::LbRemove { lb: lb.into(), node: "e2".into(), real: e2, service: svc }), "{a:?}");
     assert!(
         a.contains(&Action::LbAdd { lb: lb.into(), node: "e9".into(), real: e9, service: svc, weight: 7 }),
+        "{a:?}"
+    );
+    // e1, at the old weight in lbd, gets the new one.
+    let e1: IpAddr = "10.0.0.21".parse().unwrap();
+    assert!(
+        a.contains(&Action::LbWeight { lb: lb.into(), node: "e1".into(), real: e1, service: svc, weight: 7 }),
         "{a:?}"
     );
     assert_eq!(active(&c, "cams").as_deref(), Some("o1"));

@@ -150,7 +150,13 @@ pub async fn watch_reloads(
         };
         let r = {
             let mut c = shared.lock();
-            let r = c.reload(new);
+            let r = match c.reload(new) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: configuration refused; the running one is kept");
+                    continue;
+                }
+            };
             if !r.applied.is_empty() {
                 let me = c.config.name.clone();
                 c.log.event(

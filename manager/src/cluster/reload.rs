@@ -36,8 +36,20 @@ impl Cluster {
     /// Applies `new` (already validated, like at a start) as a diff of the running configuration. A configured
     /// node removed from the file is forgotten like `remove-node` does (its LB reals go); an active member that is
     /// still a member stays active; a removed group's (or a member's removed from a group) sources are stopped at
-    /// the next plan; timers take effect at once.
-    pub fn reload(&mut self, mut new: Config) -> Reloaded {
+    /// the next plan; timers take effect at once. Refused, changing nothing, when the file drops an edge that is
+    /// still in service (its players would be cut by the LB): as `remove-node`, it goes into maintenance first.
+    pub fn reload(&mut self, mut new: Config) -> Result<Reloaded, String> {
+        for n in self.nodes.values().filter(|n| n.from_config && n.spec.role == Role::Edge) {
+            let name = &n.spec.name;
+            let empty = n.maintenance.as_ref().is_some_and(|m| m.empty || m.timed_out);
+            if !new.nodes.iter().any(|x| &x.name == name) && n.health == Health::Up && !empty {
+                return Err(format!(
+                    "node {name} is removed from the file but is up and {}: put it into maintenance first (`smctl \
+                     maintenance {name}`) and reload once it is empty",
+                    if n.maintenance.is_some() { "still draining" } else { "in service" }
+                ));
+            }
+        }
         let mut out = Reloaded::default();
         keep_at_start(&self.config, &mut new, &mut out.at_next_start);
         let old = std::mem::replace(&mut self.config, new);
@@ -231,6 +243,6 @@ impl Cluster {
             applied.push(format!("events_kept {} -> {}", old.events_kept, new.events_kept));
         }
         self.generation += 1;
-        out
+        Ok(out)
     }
 }

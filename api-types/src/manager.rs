@@ -215,6 +215,8 @@ pub enum EventKind {
     LeaderElected,
     /// An smd stopped acting: its lease lapsed or was lost (partitioned from etcd, paused) or it is stopping.
     LeaderLost,
+    /// An smd applied its re-read configuration file (SIGHUP; subject: its name; the message lists the changes).
+    ConfigReloaded,
 }
 
 impl EventKind {

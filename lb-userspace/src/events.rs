@@ -43,6 +43,14 @@ impl EventLog {
         self.events.push_back(ev);
     }
 
+    /// A reloaded `--events`: the oldest events beyond it go now.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        while self.events.len() > self.capacity {
+            self.events.pop_front();
+        }
+    }
+
     /// The last `n` events (all when None), oldest first.
     pub fn last(&self, n: Option<usize>) -> Vec<Event> {
         let skip = n.map(|n| self.events.len().saturating_sub(n)).unwrap_or(0);

@@ -185,6 +185,14 @@ pub enum Action {
         real: IpAddr,
         service: ServiceKey,
     },
+    /// A reloaded `[lb] weight` for a real at the weight before.
+    LbWeight {
+        lb: String,
+        node: String,
+        real: IpAddr,
+        service: ServiceKey,
+        weight: u32,
+    },
     /// Run the pool's provider: `start NODE POOL` / `stop NODE POOL`.
     ProviderStart {
         pool: String,
@@ -208,6 +216,7 @@ impl Action {
             | Action::LbDrain { node, .. }
             | Action::LbUndrain { node, .. }
             | Action::LbRemove { node, .. }
+            | Action::LbWeight { node, .. }
             | Action::ProviderStart { node, .. }
             | Action::ProviderStop { node, .. } => node,
         }
@@ -235,6 +244,9 @@ impl Action {
             }
             Action::LbRemove { lb, node, real, service } => {
                 format!("remove {node} ({real}) from {service} at lb {lb}")
+            }
+            Action::LbWeight { lb, node, real, service, weight } => {
+                format!("set the weight of {node} ({real}) in {service} to {weight} at lb {lb}")
             }
             Action::ProviderStart { pool, node } => format!("provider start {node} in pool {pool}"),
             Action::ProviderStop { pool, node } => format!("provider stop {node} in pool {pool}"),
@@ -304,6 +316,15 @@ pub struct Cluster {
     pub removed: Vec<NodeSpec>,
     /// Actions that failed last time: a failure repeated every keepalive is one event until it succeeds.
     failing: BTreeSet<Action>,
+    /// (node, app): a node that served a group's app until a reload took the group or its membership away; it
+    /// stops that app's sources at the next plans (then the entry goes).
+    pub retired_sources: BTreeSet<(String, String)>,
+    /// LB services a reload took out of `[lb]`: the edges' reals leave them (then the entry goes).
+    pub retired_services: BTreeSet<ServiceKey>,
+    /// The `[lb] weight` before a reload changed it: the reals at that weight are moved to the new one.
+    pub lb_weight_was: Option<u32>,
+    /// Counts the reloads applied: the loop rebuilds its clients and keepalive timer when it changes.
+    pub generation: u64,
 }
 
 /// The autoscaler's persisted part, wall-clock times back on this process's clock.
@@ -374,6 +395,10 @@ impl Cluster {
             scaling,
             removed: Vec::new(),
             failing: BTreeSet::new(),
+            retired_sources: BTreeSet::new(),
+            retired_services: BTreeSet::new(),
+            lb_weight_was: None,
+            generation: 0,
         }
     }
 
@@ -529,7 +554,7 @@ impl Cluster {
         let n = self.nodes.get(name).ok_or_else(|| RemoveError::Unknown(format!("unknown node {name:?}")))?;
         if n.from_config {
             return Err(RemoveError::Refused(format!(
-                "node {name} is in the configuration file: remove its [[node]] table and restart smd"
+                "node {name} is in the configuration file: remove its [[node]] table and reload smd (SIGHUP: `systemctl reload smd`)"
             )));
         }
         if self.scaling.started.contains_key(name) {
@@ -582,8 +607,27 @@ impl Cluster {
         }
     }
 
-    /// Removed edges are remembered only while an LB node may still have their address as a real.
+    /// Removed edges are remembered only while an LB node may still have their address as a real; a reload's
+    /// retired sources and services only while a node still has them.
     fn prune_removed(&mut self) {
+        let nodes = &self.nodes;
+        self.retired_sources.retain(|(name, app)| {
+            nodes.get(name).is_some_and(|n| {
+                n.health != Health::Up || n.sources.as_ref().is_none_or(|s| s.iter().any(|x| &x.app == app))
+            })
+        });
+        if !self.lb.values().any(Option::is_none) {
+            let edges: BTreeSet<IpAddr> = nodes.values().map(|n| config::real_of(&n.spec)).collect();
+            let lb = &self.lb;
+            self.retired_services.retain(|svc| {
+                lb.values().flatten().flatten().any(|s| {
+                    s.vip == svc.vip
+                        && s.port == svc.port
+                        && s.proto == svc.proto
+                        && s.reals.iter().any(|r| edges.contains(&r.addr))
+                })
+            });
+        }
         if self.config.lb.is_none() {
             self.removed.clear();
             return;
@@ -822,6 +866,13 @@ impl Cluster {
     /// Origins: the active member (and a handover's target, and a retiring one for a moment) ingest the group's
     /// sources; nobody else does.
     fn plan_origins(&self, groups: &[Group], actions: &mut Vec<Action>) {
+        // A node a reload took a group's app from stops that app's sources.
+        for (name, app) in &self.retired_sources {
+            let Some(n) = self.nodes.get(name).filter(|n| n.health == Health::Up) else { continue };
+            for x in n.sources.iter().flatten().filter(|x| &x.app == app) {
+                actions.push(Action::DeleteSource { node: name.clone(), app: x.app.clone(), key: x.key.clone() });
+            }
+        }
         for g in groups {
             let rt = &self.groups[&g.name];
             let mut holders: BTreeSet<&str> = BTreeSet::new();
@@ -993,6 +1044,20 @@ impl Cluster {
                     }
                 }
             }
+            // Services a reload took out of [lb] (or a removed group's ingest address): known nodes leave them.
+            for n in self.nodes.values() {
+                let real = config::real_of(&n.spec);
+                for svc in &self.retired_services {
+                    let here = view
+                        .iter()
+                        .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
+                        .is_some_and(|s| s.reals.iter().any(|r| r.addr == real));
+                    if here {
+                        let (lb, node, service) = (api.clone(), n.spec.name.clone(), *svc);
+                        actions.push(Action::LbRemove { lb, node, real, service });
+                    }
+                }
+            }
             for n in self.nodes.values().filter(|n| n.spec.role == Role::Edge) {
                 let real = config::real_of(&n.spec);
                 for svc in &lb.services {
@@ -1001,6 +1066,11 @@ impl Cluster {
                         .find(|s| s.vip == svc.vip && s.port == svc.port && s.proto == svc.proto)
                         .and_then(|s| s.reals.iter().find(|r| r.addr == real));
                     let (lb, node, service) = (api.clone(), n.spec.name.clone(), *svc);
+                    let weight = lb_weight(&self.config);
+                    if let Some(r) = cur.filter(|r| Some(r.weight) == self.lb_weight_was && r.weight != weight) {
+                        let (lb, node, real) = (lb.clone(), node.clone(), r.addr);
+                        actions.push(Action::LbWeight { lb, node, real, service, weight });
+                    }
                     match &n.maintenance {
                         None if n.health == Health::Up => match cur {
                             None => {
@@ -1253,6 +1323,9 @@ impl Cluster {
             (Action::LbRemove { service, .. }, Ok(())) => {
                 self.log.event(EventKind::LbRemoved, &node, format!("left {service}"))
             }
+            (Action::LbWeight { service, weight, .. }, Ok(())) => {
+                self.log.event(EventKind::LbAdded, &node, format!("weight {weight} in {service}"))
+            }
             (Action::RelayMaintenance { .. }, Ok(())) => {}
             (a @ (Action::ProviderStart { .. } | Action::ProviderStop { .. }), r) => {
                 self.provider_done(a, &r, Instant::now())
@@ -1261,6 +1334,9 @@ impl Cluster {
         }
     }
 }
+
+mod reload;
+pub use reload::Reloaded;
 
 #[cfg(test)]
 pub(crate) mod tests;

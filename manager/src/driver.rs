@@ -126,6 +126,62 @@ pub async fn sample(shared: Arc<Shared>, mut stop: Stopping) {
     }
 }
 
+/// SIGHUP: `reread` loads and validates the whole file as a start would. A refused file is logged with the reason
+/// and the running configuration kept; an accepted one is applied as a diff ([`Cluster::reload`]), in one log line
+/// and a `config-reloaded` event, and the loop is woken (it follows a changed keepalive and `[lb]`). Settings that
+/// only a start can change are named as such and keep their running values.
+pub async fn watch_reloads(
+    shared: Arc<Shared>,
+    mut reloads: svc::reload::Reloads,
+    mut reread: impl FnMut() -> Result<Config, String>,
+    mut stop: Stopping,
+) {
+    loop {
+        tokio::select! {
+            more = reloads.next() => if !more { return },
+            _ = stop.wait() => return,
+        }
+        let new = match reread() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: configuration refused; the running one is kept");
+                continue;
+            }
+        };
+        let r = {
+            let mut c = shared.lock();
+            let r = match c.reload(new) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: configuration refused; the running one is kept");
+                    continue;
+                }
+            };
+            if !r.applied.is_empty() {
+                let me = c.config.name.clone();
+                c.log.event(
+                    crate::events::EventKind::ConfigReloaded,
+                    &me,
+                    format!("applied: {}", r.applied.join(", ")),
+                );
+            }
+            r
+        };
+        if !r.at_next_start.is_empty() {
+            warn!(settings = %r.at_next_start.join(", "), "SIGHUP: changed, applied at the next start (the running values are kept)");
+        }
+        if r.applied.is_empty() {
+            if r.at_next_start.is_empty() {
+                tracing::info!("SIGHUP: configuration valid and unchanged");
+            }
+            continue;
+        }
+        tracing::info!("SIGHUP: applied: {}", r.applied.join(", "));
+        let _ = save(&shared).await;
+        shared.wake.notify_one();
+    }
+}
+
 /// Reads the state file, or starts empty when there is none; a corrupt file is an error (nothing is guessed).
 pub fn load_state(path: Option<&Path>) -> anyhow::Result<Persisted> {
     let Some(path) = path else { return Ok(Persisted::default()) };
@@ -199,13 +255,32 @@ async fn poll_node(client: Client, role: Role) -> Observation {
     Observation::Ok { status, sources }
 }
 
-/// Runs until `stop` fires.
+/// Runs until `stop` fires. A reload (a new [`Cluster::generation`]) rebuilds the LB clients and the keepalive timer.
 pub async fn run(shared: Arc<Shared>, mut stop: Stopping) {
-    let (keepalive, config) = {
+    let mut generation = None;
+    let (mut config, mut lb, mut tick) = loop_setup(&shared, &mut generation);
+    let mut last = BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.wake.notified() => {}
+            _ = stop.wait() => return,
+        }
+        if generation != Some(shared.lock().generation) {
+            (config, lb, tick) = loop_setup(&shared, &mut generation);
+        }
+        last = round(&shared, &config, &lb, &last).await;
+    }
+}
+
+/// The loop's view of the configuration: the config, one client per LB node (by its API address, the key actions
+/// name it by) and the keepalive timer.
+fn loop_setup(shared: &Shared, generation: &mut Option<u64>) -> (Config, LbClients, tokio::time::Interval) {
+    let (config, g) = {
         let c = shared.lock();
-        (c.config.keepalive, c.config.clone())
+        (c.config.clone(), c.generation)
     };
-    // One client per LB node, by its API address (the key actions name it by).
+    let keepalive = config.keepalive;
     let lb: LbClients = config
         .lb
         .iter()
@@ -215,17 +290,14 @@ pub async fn run(shared: Arc<Shared>, mut stop: Stopping) {
             })
         })
         .collect();
-    let mut last = BTreeSet::new();
-    let mut tick = tokio::time::interval(keepalive);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shared.wake.notified() => {}
-            _ = stop.wait() => return,
-        }
-        last = round(&shared, &config, &lb, &last).await;
+    // The first tick of a rebuilt timer is a keepalive from now: the round that follows a reload runs at once.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    if generation.is_none() {
+        tick = tokio::time::interval(keepalive);
     }
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    *generation = Some(g);
+    (config, lb, tick)
 }
 
 /// Reads everything, decides, acts; returns the actions taken. An action that repeats the previous round's (the
@@ -496,7 +568,11 @@ async fn act(
         Action::ProviderStart { .. } | Action::ProviderStop { .. } => {
             return Err("a provider action runs as a ProviderCall".into())
         }
-        Action::LbAdd { .. } | Action::LbDrain { .. } | Action::LbUndrain { .. } | Action::LbRemove { .. } => {
+        Action::LbAdd { .. }
+        | Action::LbDrain { .. }
+        | Action::LbUndrain { .. }
+        | Action::LbRemove { .. }
+        | Action::LbWeight { .. } => {
             let lb = lb.ok_or("no such LB node configured")?;
             let req = lb_request(a)?;
             let r: api_types::lb::Response =
@@ -616,6 +692,7 @@ fn lb_of(a: &Action) -> Option<&str> {
         Action::LbAdd { lb, .. }
         | Action::LbDrain { lb, .. }
         | Action::LbUndrain { lb, .. }
+        | Action::LbWeight { lb, .. }
         | Action::LbRemove { lb, .. } => Some(lb),
         _ => None,
     }
@@ -629,6 +706,9 @@ fn lb_request(a: &Action) -> Result<Request, String> {
         }
         Action::LbDrain { service, real, .. } => Request::Drain { service: *service, real: *real },
         Action::LbUndrain { service, real, .. } => Request::Undrain { service: *service, real: *real },
+        Action::LbWeight { service, real, weight, .. } => {
+            Request::EditReal { service: *service, real: *real, weight: *weight }
+        }
         Action::LbRemove { service, real, .. } => Request::DelReal { service: *service, real: *real },
         _ => return Err("not an LB action".into()),
     })

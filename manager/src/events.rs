@@ -53,6 +53,11 @@ impl Log {
         }
     }
 
+    /// A reloaded `events_kept`: the history is trimmed to it at the next event.
+    pub fn set_kept(&mut self, kept: usize) {
+        self.kept = kept;
+    }
+
     /// Becomes a follower's mirror of the stored history. A leader stepping down keeps what it wrote but could
     /// not store (and its store alarm) as its own story, told if it leads again.
     pub fn set_mirror(&mut self) {

@@ -36,8 +36,25 @@ pub fn preflight(config: &config::Config) -> anyhow::Result<(cluster::Persisted,
     Ok((persisted, history))
 }
 
+/// Re-reading the configuration on SIGHUP: the signal's reload requests and the function that loads and validates
+/// the file again (as a start would).
+pub struct Reload {
+    pub reloads: svc::reload::Reloads,
+    pub reread: Box<dyn FnMut() -> Result<config::Config, String> + Send>,
+}
+
 /// Runs the manager on `listener` until `shutdown` completes.
 pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl Future) -> anyhow::Result<()> {
+    serve(listener, config, shutdown, None).await
+}
+
+/// [`run`], applying a reloaded configuration live at each of `reload`'s requests.
+pub async fn serve(
+    listener: TcpListener,
+    config: config::Config,
+    shutdown: impl Future,
+    reload: Option<Reload>,
+) -> anyhow::Result<()> {
     let (persisted, history) = preflight(&config)?;
     let bearer = Bearer::token(&config.token).map_err(anyhow::Error::msg)?;
     let store = match &config.store {
@@ -51,6 +68,9 @@ pub async fn run(listener: TcpListener, config: config::Config, shutdown: impl F
     let election = shared.store.clone().map(|s| tokio::spawn(leader::run(shared.clone(), s, stopping.clone())));
     let http = tokio::spawn(svc::http::serve(listener, api::router(shared.clone(), bearer), stopping.clone(), "API"));
     let lp = tokio::spawn(driver::run(shared.clone(), stopping.clone()));
+    if let Some(r) = reload {
+        tokio::spawn(driver::watch_reloads(shared.clone(), r.reloads, r.reread, stopping.clone()));
+    }
     let sampler = tokio::spawn(driver::sample(shared.clone(), stopping));
     shutdown.await;
     tracing::info!("shutting down");

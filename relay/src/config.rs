@@ -161,6 +161,62 @@ pub struct Config {
     pub hls_cors_origin: String,
     /// hls.js, served as `/hls.min.js` for the player page.
     pub hls_js: Option<std::path::PathBuf>,
+    /// On SIGTERM: listeners closed, players served until they leave or this passes (0: stop at once).
+    pub drain_timeout: Duration,
+    /// The settings a SIGHUP changes while running (limits, callbacks, tokens, the HLS CORS origin), shared by every
+    /// clone of this config; seeded from the fields above when the relay starts (see [`Live`]).
+    pub live: std::sync::Arc<Live>,
+}
+
+/// The reloadable settings, as one value: read once per new connection, play, pull or API request (never per
+/// frame), swapped whole by a reload, so a reader sees either the old set or the new one.
+#[derive(Debug, Clone, Default)]
+pub struct Reloadable {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_streams_per_connection: usize,
+    pub max_pulls: usize,
+    pub max_new_pulls_per_ip: usize,
+    pub max_rtmpt_sessions_per_ip: usize,
+    pub callbacks: callback::Callbacks,
+    pub api_token: Option<String>,
+    pub publish_token: Option<String>,
+    pub hls_cors_origin: String,
+}
+
+impl Reloadable {
+    /// The reloadable part of `c`.
+    pub fn of(c: &Config) -> Self {
+        Self {
+            max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
+            max_streams_per_connection: c.max_streams_per_connection,
+            max_pulls: c.max_pulls,
+            max_new_pulls_per_ip: c.max_new_pulls_per_ip,
+            max_rtmpt_sessions_per_ip: c.max_rtmpt_sessions_per_ip,
+            callbacks: c.callbacks.clone(),
+            api_token: c.api_token.clone(),
+            publish_token: match &c.role {
+                Role::Origin { publish_token } => publish_token.clone(),
+                Role::Edge { .. } => None,
+            },
+            hls_cors_origin: c.hls_cors_origin.clone(),
+        }
+    }
+}
+
+/// The running [`Reloadable`] settings behind a lock taken for the time of an `Arc` clone.
+#[derive(Debug, Default)]
+pub struct Live(std::sync::RwLock<std::sync::Arc<Reloadable>>);
+
+impl Live {
+    pub fn get(&self) -> std::sync::Arc<Reloadable> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, r: Reloadable) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(r);
+    }
 }
 
 impl Config {
@@ -208,7 +264,14 @@ impl Config {
             hls_window: s.hls_window as usize,
             hls_cors_origin: s.hls_cors_origin.clone(),
             hls_js: s.hls_js.clone(),
+            drain_timeout: s.drain_timeout.0,
+            live: Default::default(),
         }
+    }
+
+    /// The reloadable settings now (see [`Live`]).
+    pub fn live(&self) -> std::sync::Arc<Reloadable> {
+        self.live.get()
     }
 
     pub fn validate(&self) -> Result<(), RelayError> {
@@ -296,6 +359,7 @@ pub struct Settings {
     pub hls_window: u32,
     pub hls_cors_origin: String,
     pub hls_js: Option<std::path::PathBuf>,
+    pub drain_timeout: Dur,
 }
 
 impl Default for Settings {
@@ -349,6 +413,8 @@ impl Default for Settings {
             hls_window: 6,
             hls_cors_origin: "*".into(),
             hls_js: None,
+            // Long enough for a player to notice and for the LB to move new flows; short enough for a restart.
+            drain_timeout: Dur::secs(30),
         }
     }
 }
@@ -380,6 +446,13 @@ impl Settings {
         ] {
             in_range(flag, d, Dur::millis(1), day, timeout_why)?;
         }
+        in_range(
+            "--drain-timeout",
+            self.drain_timeout,
+            Dur::secs(0),
+            Dur::secs(3600),
+            "0 stops at once; past an hour a stop (a restart, an upgrade) waits longer than any supervisor would",
+        )?;
         let counts: [(&str, u64, u64, u64, &str); 11] = [
             (
                 "--max-chunk-size",
@@ -540,7 +613,7 @@ mod tests {
         let readme = include_str!("../README.md");
         let names: Vec<String> =
             svc::config::fields::<Settings>().iter().map(|f| svc::config::Keys::Flags.show(f)).collect();
-        assert_eq!(names.len(), 43);
+        assert_eq!(names.len(), 44);
         assert_eq!(svc::config::undocumented(readme, &names), Vec::<String>::new());
     }
 }

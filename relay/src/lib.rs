@@ -45,6 +45,8 @@ pub(crate) struct Parts {
 
 impl Parts {
     pub(crate) fn build(config: Config, stopping: Stopping) -> Self {
+        // The reloadable settings start as the configured ones.
+        config.live.set(config::Reloadable::of(&config));
         let config = Arc::new(config);
         let metrics = Arc::new(metrics::Metrics::default());
         let hub = Arc::new(hub::Hub::new(hub::Budget {
@@ -54,10 +56,8 @@ impl Parts {
             coalesce: config.coalesce,
             merge: config.merge,
         }));
-        let hooks: Arc<dyn hub::Hooks> = Arc::new(control::callback::CallbackHooks {
-            callbacks: config.callbacks.clone(),
-            metrics: metrics.clone(),
-        });
+        let hooks: Arc<dyn hub::Hooks> =
+            Arc::new(control::callback::CallbackHooks { live: config.live.clone(), metrics: metrics.clone() });
         let ingest = Arc::new(ingest::Ingest {
             config: config.clone(),
             hub: hub.clone(),
@@ -69,9 +69,9 @@ impl Parts {
                 let edge = Arc::new(ingest::edge::Edge::new(ingest.clone(), origins.clone()));
                 (Some(edge.clone()), Arc::new(edge), Arc::new(ingest::publish::EdgeRefusesPublish))
             }
-            Role::Origin { publish_token } => {
-                let token = publish_token.clone();
-                let publishers = ingest::publish::Publishers { hub: hub.clone(), hooks: hooks.clone(), token };
+            Role::Origin { .. } => {
+                let live = config.live.clone();
+                let publishers = ingest::publish::Publishers { hub: hub.clone(), hooks: hooks.clone(), live };
                 (None, hub.clone(), Arc::new(publishers))
             }
         };
@@ -125,6 +125,8 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
         config.validate_api_addr(api.local_addr()?)?;
     }
     let (stop, stopping) = Shutdown::new();
+    // The media listeners close first when the relay drains (SIGTERM with --drain-timeout), then everything.
+    let (close_doors, accepting) = Shutdown::new();
     let Parts { hub, ingest, egress, control } = Parts::build(config, stopping.clone());
     let config = control.config.clone();
     tracing::info!(role = config.role.name(), rtmp = %listener.local_addr()?, "relay listening");
@@ -148,10 +150,10 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
             }
         });
     }
-    tasks.spawn(egress::rtmp::accept_loop(egress.clone(), listener));
+    tasks.spawn(egress::rtmp::accept_loop(egress.clone(), listener, accepting.clone()));
     if let Some(http) = http {
         tracing::info!(addr = %http.local_addr()?, "HTTP media listening (HLS, HTTP-FLV, RTMPT)");
-        tasks.spawn(egress::http::accept_loop(egress.clone(), http));
+        tasks.spawn(egress::http::accept_loop(egress.clone(), http, accepting.clone()));
     }
     if let Some(link) = config.manager.clone() {
         tasks.spawn(control::managed::run(control.clone(), link));
@@ -162,7 +164,9 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
         }
     }
     shutdown.await;
+    drain(&control, &config, &close_doors).await;
     tracing::info!("shutting down");
+    close_doors.trigger();
     stop.trigger();
     control.sources.clear();
     for s in hub.all() {
@@ -172,6 +176,61 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     Ok(())
+}
+
+/// A stop with a drain (`--drain-timeout` above 0): the media listeners close (new connections are refused), new
+/// plays on open connections are refused (maintenance), the manager is told the node is leaving (with
+/// `--manager`), and the players already connected are served until they are gone or the timeout passes. A
+/// second SIGTERM (or SIGINT) ends the drain at once.
+async fn drain(control: &Arc<control::Control>, config: &Config, close_doors: &Shutdown) {
+    let timeout = config.drain_timeout;
+    if timeout.is_zero() {
+        return;
+    }
+    close_doors.trigger();
+    control.maintenance.store(true, std::sync::atomic::Ordering::Relaxed);
+    let players = || control::api::players(control);
+    tracing::info!(
+        players = players(),
+        drain_timeout = ?timeout,
+        "draining: listeners closed, serving the players connected until they leave or the drain timeout"
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut again = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+    );
+    let signalled = async {
+        match &mut again {
+            (Some(t), Some(i)) => tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} },
+            _ => std::future::pending().await,
+        }
+    };
+    if let Some(link) = config.manager.clone() {
+        let control = control.clone();
+        tokio::spawn(async move { control::managed::leaving(&control, &link).await });
+    }
+    let leaving = async {
+        loop {
+            let n = players();
+            if n == 0 {
+                tracing::info!("drained: no player left");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(players = n, "drain timeout passed with players still connected: stopping");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = leaving => {}
+        _ = tokio::time::sleep_until(deadline + Duration::from_millis(500)) => {
+            tracing::warn!(players = players(), "drain timeout passed: stopping");
+        }
+        _ = signalled => tracing::warn!(players = players(), "signalled again while draining: stopping now"),
+    }
 }
 
 #[cfg(test)]

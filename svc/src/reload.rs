@@ -1,5 +1,6 @@
 //! SIGHUP as a reload request: installed first thing in a daemon, so a hang-up (`systemctl reload`, logrotate's
-//! postrotate, a supervisor) never ends it; the daemon's reload task waits on [`Reloads::next`].
+//! postrotate, a supervisor) never ends it; the daemon's reload task waits on [`Reloads::next`], reads and checks
+//! its configuration again, applies what can change live and names the rest ([`changed_keys`]).
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -45,34 +46,6 @@ pub fn changed_keys(old: &impl serde::Serialize, new: &impl serde::Serialize) ->
     keys.sort();
     keys.dedup();
     keys
-}
-
-/// Waits for SIGHUPs and re-reads the daemon's configuration with `reread` each time, logging the outcome: a file
-/// that no longer validates is refused with the reason (the running configuration stays); a valid one is compared
-/// with `running` and the changed settings are named; they take effect at the next start (nothing is applied
-/// live yet), and the log says so.
-pub async fn watch<S: serde::Serialize>(
-    mut reloads: Reloads,
-    mut running: S,
-    mut reread: impl FnMut() -> Result<S, String>,
-) {
-    while reloads.next().await {
-        match reread() {
-            Err(e) => tracing::error!(error = %e, "SIGHUP: configuration refused; the running one is kept"),
-            Ok(new) => {
-                let changed = changed_keys(&running, &new);
-                if changed.is_empty() {
-                    tracing::info!("SIGHUP: configuration valid and unchanged");
-                    continue;
-                }
-                tracing::warn!(
-                    settings = %changed.join(", "),
-                    "SIGHUP: changed, applied at the next start (a restart; an edge drains first through maintenance)"
-                );
-                running = new;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

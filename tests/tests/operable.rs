@@ -186,14 +186,19 @@ fn sighup_rereads_the_config_and_never_ends_a_daemon_or_its_players() {
     assert!(log.contains("max_pull") || log.contains("max-pull"), "the refusal names the key:\n{log}");
     std::fs::write(
         &conf,
-        format!("listen = \"127.0.0.1:{port}\"\nhttp-listen = \"127.0.0.1:{http}\"\nmax-connections = 500\n"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nhttp-listen = \"127.0.0.1:{http}\"\nmax-connections = 500\nhls-window = 8\n"
+        ),
     )
     .unwrap();
     relay.signal(libc::SIGHUP);
     relay.wait_log("applied at the next start", 1);
     let log = relay.log();
-    let line = log.lines().find(|l| l.contains("applied at the next start")).unwrap();
+    // A limit applies at once; the HLS window (the packagers are built at the start) waits.
+    let line = log.lines().find(|l| l.contains("SIGHUP: applied")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("max_connections"), "{line}");
+    let line = log.lines().find(|l| l.contains("applied at the next start")).unwrap();
+    assert!(line.contains("hls_window") && !line.contains("max_connections"), "{line}");
     assert!(relay.running(), "the relay ended on SIGHUP:\n{log}");
     let before = size();
     wait_within(Duration::from_secs(10), "the player to keep receiving", || size() > before + 50_000).unwrap();
@@ -206,30 +211,96 @@ fn sighup_rereads_the_config_and_never_ends_a_daemon_or_its_players() {
     let _ = curl.wait();
     drop(relay);
 
-    // smd: a broken edit is refused and smd keeps running; a valid one is named.
-    std::fs::write(dir.join("token"), "0123456789abcdef-token\n").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET /api/v1/nodes` of an smd on loopback, through curl: the node names it lists.
+fn smd_nodes(api: u16, token: &str) -> Vec<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://127.0.0.1:{api}/api/v1/nodes"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let mut names: Vec<String> =
+        v.as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn sighup_applies_an_edited_smd_config_live_and_refuses_a_broken_one() {
+    let dir = scratch("smd-hup");
+    let token = "0123456789abcdef-token";
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
     let api = free_port();
-    let base = format!("listen = \"127.0.0.1:{api}\"\ntoken_file = \"token\"\n");
-    let smd_conf = dir.join("smd.toml");
-    std::fs::write(&smd_conf, &base).unwrap();
-    let mut smd = Daemon::start("smd", &["--config", smd_conf.to_str().unwrap()], dir.join("smd.log"), &[]);
+    // Nodes on ports nothing listens on: they refuse connections (down), which a reload does not care about.
+    let node = |name: &str, role: &str, port: u16| {
+        format!("[[node]]\nname = \"{name}\"\nrole = \"{role}\"\napi = \"http://127.0.0.1:{port}\"\nrtmp = \"127.0.0.1:{port}\"\n")
+    };
+    let base = format!(
+        "listen = \"127.0.0.1:{api}\"\ntoken_file = \"token\"\nkeepalive = \"3s\"\n{}",
+        node("e1", "edge", free_port())
+    );
+    let conf = dir.join("smd.toml");
+    std::fs::write(&conf, &base).unwrap();
+    let mut smd = Daemon::start("smd", &["--config", conf.to_str().unwrap()], dir.join("smd.log"), &[]);
+    let pid = smd.child.id();
     wait_within(Duration::from_secs(10), "smd's API", || std::net::TcpStream::connect(("127.0.0.1", api)).is_ok())
         .unwrap_or_else(|e| panic!("{e}\n{}", smd.log()));
-    std::fs::write(&smd_conf, format!("{base}keepalive = \"nonsense\"\n")).unwrap();
+    assert_eq!(smd_nodes(api, token), ["e1"]);
+
+    // A node added, the keepalive shortened and the listen address changed: the first two apply, the third waits.
+    let other = free_port();
+    let edited =
+        base.replace("keepalive = \"3s\"", "keepalive = \"1s\"").replace(&format!(":{api}\""), &format!(":{other}\""))
+            + &node("e9", "edge", free_port());
+    std::fs::write(&conf, &edited).unwrap();
+    smd.signal(libc::SIGHUP);
+    smd.wait_log("SIGHUP: applied", 1);
+    assert_eq!(smd_nodes(api, token), ["e1", "e9"], "the node is listed without a restart");
+    assert!(smd.running(), "smd ended on SIGHUP:\n{}", smd.log());
+    assert_eq!(smd.child.id(), pid);
+    let log = smd.log();
+    let applied = log.lines().find(|l| l.contains("SIGHUP: applied")).unwrap();
+    assert!(applied.contains("node e9 added") && applied.contains("keepalive 3s -> 1s"), "{applied}");
+    let later = log.lines().find(|l| l.contains("applied at the next start")).unwrap_or_else(|| panic!("{log}"));
+    assert!(later.contains("listen") && !later.contains("node"), "{later}");
+    // The event says so too.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://127.0.0.1:{api}/api/v1/events?kind=config-reloaded"))
+        .output()
+        .unwrap();
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    assert!(events[0]["message"].as_str().unwrap().contains("node e9 added"), "{events}");
+
+    // A broken file: refused with the reason, smd keeps running with the nodes it has.
+    std::fs::write(&conf, format!("{edited}keepalive = \"nonsense\"\n")).unwrap();
     smd.signal(libc::SIGHUP);
     smd.wait_log("SIGHUP: configuration refused", 1);
-    assert!(smd.log().contains("keepalive"), "{}", smd.log());
+    let refused = smd.log().lines().find(|l| l.contains("configuration refused")).unwrap().to_string();
+    assert!(refused.contains("keepalive"), "{refused}");
+    // A member naming an unknown node: the whole file is checked as a start would.
     std::fs::write(
-        &smd_conf,
-        format!(
-            "{base}[[node]]\nname = \"o1\"\nrole = \"origin\"\napi = \"http://127.0.0.1:1\"\nrtmp = \"127.0.0.1:1\"\n"
-        ),
+        &conf,
+        format!("{edited}[[group]]\nname = \"g\"\napp = \"live\"\nmembers = [{{ node = \"nope\", priority = 1 }}]\n"),
     )
     .unwrap();
     smd.signal(libc::SIGHUP);
-    smd.wait_log("applied at the next start", 1);
-    assert!(smd.log().lines().any(|l| l.contains("applied at the next start") && l.contains("node")), "{}", smd.log());
-    assert!(smd.running(), "smd ended on SIGHUP:\n{}", smd.log());
+    smd.wait_log("SIGHUP: configuration refused", 2);
+    assert!(smd.log().contains("nope"), "{}", smd.log());
+    assert!(smd.running(), "smd ended on a broken file:\n{}", smd.log());
+    assert_eq!(smd_nodes(api, token), ["e1", "e9"]);
+
+    // The node leaves the file: forgotten live.
+    std::fs::write(&conf, &base).unwrap();
+    smd.signal(libc::SIGHUP);
+    smd.wait_log("SIGHUP: applied", 2);
+    assert_eq!(smd_nodes(api, token), ["e1"]);
+    assert!(smd.log().contains("node e9 removed"), "{}", smd.log());
     drop(smd);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -152,6 +152,52 @@ fn load(args: &Args) -> Result<(Settings, LbState)> {
     Ok((s, initial))
 }
 
+/// The settings a SIGHUP applies to the running daemon; every other one waits for the next start.
+const RELOADABLE: &[&str] = &["flow_idle_timeout", "events"];
+
+/// SIGHUP: the settings are read and checked again as a start would (a refusal keeps the running ones);
+/// `--flow-idle-timeout` and `--events` apply at once, the others are named as waiting for the next start.
+/// Services and reals change through lbctl and live in --state, so the file's [[service]] tables are not
+/// re-applied.
+async fn watch_reloads(
+    mut reloads: svc::reload::Reloads,
+    mut running: Settings,
+    args: Args,
+    live: tokio::sync::mpsc::UnboundedSender<lb_userspace::daemon::LiveSettings>,
+) {
+    while reloads.next().await {
+        let s = match load(&args) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration refused; the running one is kept");
+                continue;
+            }
+        };
+        let changed = svc::reload::changed_keys(&running, &s);
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: configuration valid and unchanged");
+            continue;
+        }
+        let (now, later): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|k| RELOADABLE.contains(&k.as_str()));
+        if !now.is_empty() {
+            running.flow_idle_timeout = s.flow_idle_timeout;
+            running.events = s.events;
+            let _ = live.send(lb_userspace::daemon::LiveSettings {
+                flow_idle_timeout: s.flow_idle_timeout.0,
+                event_capacity: s.events,
+            });
+            tracing::info!(settings = %now.join(", "), "SIGHUP: applied: {}", now.join(", "));
+        }
+        if !later.is_empty() {
+            tracing::warn!(
+                settings = %later.join(", "),
+                "SIGHUP: changed, applied at the next start (a restart; with --keep-on-exit no flow is dropped)"
+            );
+        }
+    }
+}
+
 fn default_pin_dir(iface: &str) -> PathBuf {
     PathBuf::from("/sys/fs/bpf/lbd").join(iface)
 }
@@ -169,9 +215,6 @@ async fn main() -> Result<()> {
     // Everything the operator gave is parsed and validated before the dataplane is touched.
     let (s, initial) = load(&args)?;
     let again = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    tokio::spawn(svc::reload::watch(reloads, s.clone(), move || {
-        load(&again).map(|(s, _)| s).map_err(|e| format!("{e:#}"))
-    }));
     let pin_dir = match (&s.pin_dir, &s.iface) {
         _ if s.no_pin => None,
         (Some(d), _) => Some(d.clone()),
@@ -284,7 +327,7 @@ async fn main() -> Result<()> {
         sync,
         ..Options::new(iface.clone(), s.xdp_mode)
     };
-    let daemon = match Daemon::start(opts, dp, initial).await {
+    let mut daemon = match Daemon::start(opts, dp, initial).await {
         Ok(d) => d,
         Err(e) => {
             // A failed start leaves nothing behind that it created (pins an earlier lbd left stay as they were).
@@ -294,6 +337,8 @@ async fn main() -> Result<()> {
             return Err(e).with_context(|| format!("starting on {iface}"));
         }
     };
+    // SIGHUPs received since the start are read now, against the running daemon.
+    tokio::spawn(watch_reloads(reloads, s.clone(), again, daemon.live_settings()));
     let mode = daemon.mode();
     if let Some(m) = &metrics {
         tracing::info!(addr = %m.local_addr()?, "serving metrics on /metrics");

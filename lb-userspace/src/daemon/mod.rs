@@ -130,6 +130,23 @@ impl Options {
     }
 }
 
+/// The settings a SIGHUP changes in a running lbd (the others wait for the next start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveSettings {
+    /// `--flow-idle-timeout`: the sweep follows it at once.
+    pub flow_idle_timeout: Duration,
+    /// `--events`: the history is trimmed to it at once.
+    pub event_capacity: usize,
+}
+
+/// The next reloaded settings, or never when nobody sends any.
+async fn next_live(live: &mut Option<mpsc::UnboundedReceiver<LiveSettings>>) -> Option<LiveSettings> {
+    match live {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A request that waits for a census of the connection table.
 enum Waiter {
     List(oneshot::Sender<Response>),
@@ -163,6 +180,8 @@ pub struct Daemon {
     announcer: Option<mpsc::UnboundedSender<announce::Command>>,
     /// Flow-state sync: the numbering the sync tasks translate with (replaced after every change), and counters.
     sync: Option<(Arc<RwLock<crate::sync::Names>>, Arc<crate::sync::SyncStats>)>,
+    /// Reloaded settings (SIGHUP), once [`Daemon::live_settings`] has been asked for.
+    live: Option<mpsc::UnboundedReceiver<LiveSettings>>,
 }
 
 impl Daemon {
@@ -268,6 +287,7 @@ impl Daemon {
             keep_on_exit: opts.keep_on_exit,
             flow_idle_timeout: opts.flow_idle_timeout,
             sweeping: false,
+            live: None,
             sync,
             announcer: match opts.announce {
                 Some((_, table)) => Some(announce::spawn(table).map_err(DaemonError::Announce)?),
@@ -282,6 +302,22 @@ impl Daemon {
 
     pub fn mode(&self) -> AttachMode {
         self.lb.mode
+    }
+
+    /// Where reloaded settings go: the running daemon applies each at once.
+    pub fn live_settings(&mut self) -> mpsc::UnboundedSender<LiveSettings> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.live = Some(rx);
+        tx
+    }
+
+    /// How often the connection table is swept: often enough that an expired flow goes within a quarter of the
+    /// timeout (and templates within 15 s).
+    fn sweep_every(idle: Duration) -> Duration {
+        match idle.is_zero() {
+            true => Duration::from_secs(15),
+            false => (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(15)),
+        }
     }
 
     /// Serves the control socket, and metrics on `metrics` when given, until `shutdown` resolves. Then the
@@ -307,13 +343,9 @@ impl Daemon {
         }
         let Some(mut inputs) = self.inputs.take() else { unreachable!("start sets the inputs and run consumes self") };
         tokio::pin!(shutdown);
-        // Often enough that an expired flow goes within a quarter of the timeout (and templates within 15 s).
-        let every = match self.flow_idle_timeout.is_zero() {
-            true => Duration::from_secs(15),
-            false => (self.flow_idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(15)),
-        };
-        let mut sweep = tokio::time::interval(every);
+        let mut sweep = tokio::time::interval(Self::sweep_every(self.flow_idle_timeout));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut live = self.live.take();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -329,6 +361,15 @@ impl Daemon {
                 Some(scrape) = scrapes.recv() => self.want_census(fresh_since(CENSUS_MAX_AGE), Waiter::Metrics(scrape)),
                 Some(report) = inputs.reports.recv() => self.on_report(report),
                 _ = sweep.tick() => self.ask_sweep(),
+                Some(l) = next_live(&mut live) => {
+                    if l.flow_idle_timeout != self.flow_idle_timeout {
+                        self.flow_idle_timeout = l.flow_idle_timeout;
+                        let every = Self::sweep_every(l.flow_idle_timeout);
+                        sweep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    self.lb.events.set_capacity(l.event_capacity);
+                }
             }
         }
         stop.trigger();

@@ -46,26 +46,19 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         // First, before any socket: from here a SIGHUP re-reads the configuration instead of ending smd.
         let reloads = svc::reload::reloads().context("installing the SIGHUP handler")?;
-        // Compared as the file's tables (node, group, pool, lb, the timers), once the whole file validates again.
+        // Applied live as a diff (nodes, groups, pools, [lb], timers) once the whole file validates again.
         let path = cli.config.clone();
         let reread = move || {
             let c = manager::config::Config::load(&path).map_err(|e| format!("{e:#}"))?;
             manager::preflight(&c).map_err(|e| format!("{e:#}"))?;
-            file_tables(&path)
+            Ok(c)
         };
-        let running = file_tables(&cli.config).unwrap_or_default();
-        tokio::spawn(svc::reload::watch(reloads, running, reread));
+        let reload = manager::Reload { reloads, reread: Box::new(reread) };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the API on {}", config.listen))?;
         let stop = svc::shutdown::signal();
         svc::notify::notify(svc::notify::State::Ready, Some(&format!("smd on {}", config.listen)));
-        manager::run(listener, config, stop).await
+        manager::serve(listener, config, stop, Some(reload)).await
     })
-}
-
-/// The config file's top-level keys and tables, as read now.
-fn file_tables(path: &std::path::Path) -> Result<toml::Table, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    text.parse::<toml::Table>().map_err(|e| format!("{}: {e}", path.display()))
 }

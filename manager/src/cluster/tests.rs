@@ -770,3 +770,185 @@ fn no_group_sends_no_empty_origin_list() {
     let actions = c.plan(t0);
     assert!(!actions.iter().any(|a| matches!(a, Action::SetOrigins { .. })), "{actions:?}");
 }
+
+#[test]
+fn a_reload_applies_nodes_groups_lb_and_timers_as_a_diff_without_a_failover() {
+    let t0 = Instant::now();
+    let cams = CAMS.replace("FAILBACK", "true");
+    let mut c = Cluster::new(config(&cams), Persisted::default(), t0);
+    let lb = "http://10.0.0.1:9400";
+    for n in ["o1", "o2"] {
+        c.observe(n, ok_origin(&[("live", "cam1")][..usize::from(n == "o1")]), t0);
+    }
+    c.observe("e1", ok_edge(vec![], 0), t0);
+    c.observe("e2", ok_edge(vec![], 0), t0);
+    c.lb_seen(lb, lb_view(&[("10.0.0.21", false), ("10.0.0.22", false)]));
+    c.plan(t0);
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"));
+
+    // Unchanged: nothing applied, nothing for the next start.
+    assert_eq!(c.reload(config(&cams)), Ok(Reloaded::default()));
+    assert_eq!(c.generation, 1);
+
+    // e2 leaves the file, e9 joins; o1 keeps the group though o3 joins it with a higher priority (no failover for
+    // an edit; failback decides later, make before break); a second group arrives; the keepalive and the LB
+    // weight change; the listen address cannot change live.
+    let edited = cams.replace(
+        r#"{ node = "o2", priority = 50 }"#,
+        r#"{ node = "o2", priority = 50 }, { node = "o3", priority = 200 }"#,
+    ) + r#"
+[[node]]
+name = "e9"
+role = "edge"
+api = "http://10.0.0.29:8081"
+rtmp = "10.0.0.29:1935"
+[[group]]
+name = "tv"
+app = "tv"
+members = [{ node = "o2", priority = 10 }]
+"#;
+    let mut new = config(&edited);
+    new.nodes.retain(|n| n.name != "e2");
+    new.keepalive = SECS(2);
+    new.lb.as_mut().unwrap().weight = 7;
+    new.listen = "127.0.0.1:1".parse().unwrap();
+    // e2 is in service: refused (its players would be cut), nothing changes, until it is drained and empty.
+    let e = c.reload(new.clone()).unwrap_err();
+    assert!(e.contains("node e2 is removed from the file but is up and in service"), "{e}");
+    assert!(e.contains("smctl maintenance e2"), "{e}");
+    assert_eq!((c.generation, c.config.keepalive, c.nodes.contains_key("e9")), (1, SECS(1), false));
+    c.maintenance("e2", true).unwrap();
+    c.plan(t0);
+    assert!(c.nodes["e2"].maintenance.as_ref().is_some_and(|m| m.empty));
+    let r = c.reload(new).unwrap();
+    assert_eq!(
+        r.applied,
+        [
+            "node e2 removed",
+            "node e9 added",
+            "group cams members changed",
+            "group tv added",
+            "[lb] weight 100 -> 7",
+            "keepalive 1s -> 2s"
+        ]
+    );
+    assert_eq!(r.at_next_start, ["listen"]);
+    assert_eq!(c.config.listen, "127.0.0.1:0".parse().unwrap(), "the running listen address is kept");
+    assert_eq!(c.config.keepalive, SECS(2));
+    assert_eq!(c.generation, 2);
+    assert!(c.nodes.contains_key("e9") && c.nodes["e9"].from_config);
+    assert!(!c.nodes.contains_key("e2"));
+    assert_eq!(c.log.events(1, Some("node-removed"), None)[0].subject, "e2");
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"), "the active member stays");
+    assert!(c.groups.contains_key("tv"));
+
+    // The next plan takes e2 out of the LB, adds e9 with the new weight once it is up, and starts no failover.
+    c.observe("e9", ok_edge(vec![], 0), t0 + SECS(1));
+    c.observe("o3", ok_origin(&[]), t0 + SECS(1));
+    let a = c.plan(t0 + SECS(1));
+    let svc = c.config.lb.as_ref().unwrap().services[0];
+    let e2: IpAddr = "10.0.0.22".parse().unwrap();
+    let e9: IpAddr = "10.0.0.29".parse().unwrap();
+    assert!(a.contains(&Action::LbRemove { lb: lb.into(), node: "e2".into(), real: e2, service: svc }), "{a:?}");
+    assert!(
+        a.contains(&Action::LbAdd { lb: lb.into(), node: "e9".into(), real: e9, service: svc, weight: 7 }),
+        "{a:?}"
+    );
+    // e1, at the old weight in lbd, gets the new one.
+    let e1: IpAddr = "10.0.0.21".parse().unwrap();
+    assert!(
+        a.contains(&Action::LbWeight { lb: lb.into(), node: "e1".into(), real: e1, service: svc, weight: 7 }),
+        "{a:?}"
+    );
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"));
+    assert_eq!(c.groups["cams"].failovers, 0);
+    assert_eq!(active(&c, "tv").as_deref(), Some("o2"), "the new group gets its active member");
+
+    // The group loses o1 and tv goes: o1 stops cams' sources, o2 those of tv; the group moves to a member.
+    c.observe("o1", ok_origin(&[("live", "cam1")]), t0 + SECS(2));
+    c.observe("o2", ok_origin(&[("tv", "news")]), t0 + SECS(2));
+    let mut without = config(&cams.replace(r#"{ node = "o1", priority = 100 }, "#, ""));
+    without.nodes.push(c.nodes["e9"].spec.clone());
+    let r = c.reload(without).unwrap();
+    assert!(r.applied.contains(&"group tv removed".to_string()), "{:?}", r.applied);
+    assert!(r.applied.contains(&"group cams members changed".to_string()), "{:?}", r.applied);
+    assert!(r.applied.contains(&"node e2 added".to_string()), "{:?}", r.applied);
+    assert!(r.applied.contains(&"keepalive 2s -> 1s".to_string()), "{:?}", r.applied);
+    assert!(!c.groups.contains_key("tv"));
+    let a = c.plan(t0 + SECS(2));
+    assert!(a.contains(&Action::DeleteSource { node: "o1".into(), app: "live".into(), key: "cam1".into() }), "{a:?}");
+    assert!(a.contains(&Action::DeleteSource { node: "o2".into(), app: "tv".into(), key: "news".into() }), "{a:?}");
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"));
+    // Once they stopped, nothing more is asked of them.
+    c.observe("o1", ok_origin(&[]), t0 + SECS(3));
+    c.observe("o2", ok_origin(&[("live", "cam1")]), t0 + SECS(3));
+    let a = c.plan(t0 + SECS(3));
+    assert!(!a.iter().any(|x| matches!(x, Action::DeleteSource { .. })), "{a:?}");
+    assert!(c.retired_sources.is_empty());
+}
+
+#[test]
+fn a_reload_takes_edges_out_of_a_service_dropped_from_lb() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(""), Persisted::default(), t0);
+    let lb = "http://10.0.0.1:9400";
+    c.observe("e1", ok_edge(vec![], 0), t0);
+    c.lb_seen(lb, lb_view(&[("10.0.0.21", false)]));
+    let svc = c.config.lb.as_ref().unwrap().services[0];
+    let mut new = config("");
+    new.lb.as_mut().unwrap().services = vec![ServiceKey::parse("10.0.0.100:8080", Proto::Tcp).unwrap()];
+    let r = c.reload(new).unwrap();
+    assert_eq!(r.applied, ["[lb] services changed"]);
+    let a = c.plan(t0);
+    let e1: IpAddr = "10.0.0.21".parse().unwrap();
+    assert!(a.contains(&Action::LbRemove { lb: lb.into(), node: "e1".into(), real: e1, service: svc }), "{a:?}");
+    c.lb_seen(lb, lb_view(&[]));
+    c.plan(t0);
+    assert!(c.retired_services.is_empty());
+}
+
+#[test]
+fn a_registered_edge_named_in_a_reloaded_file_becomes_configured() {
+    let t0 = Instant::now();
+    let mut c = Cluster::new(config(""), Persisted::default(), t0);
+    c.register(edge_spec("e7", "10.0.0.27")).unwrap();
+    let mut new = config("");
+    new.nodes.push(edge_spec("e7", "10.0.0.27"));
+    let r = c.reload(new).unwrap();
+    assert_eq!(r.applied, ["node e7 now configured"]);
+    assert!(c.nodes["e7"].from_config);
+    assert!(c.persisted().registered.is_empty());
+}
+
+#[test]
+fn a_reload_that_removes_a_group_takes_its_origin_out_of_the_ingest_address() {
+    let t0 = Instant::now();
+    let cfg = config(&format!("{}ingest = \"10.0.0.101:1935\"\n", CAMS.replace("FAILBACK", "false")));
+    let mut c = Cluster::new(cfg, Persisted::default(), t0);
+    let ingest = crate::config::parse_service("10.0.0.101:1935").unwrap();
+    let view = |reals: &[&str]| {
+        let mut v = lb_view(&[]);
+        let mut s = lb_view(&reals.iter().map(|r| (*r, false)).collect::<Vec<_>>()).remove(0);
+        s.vip = "10.0.0.101".parse().unwrap();
+        v.push(s);
+        v
+    };
+    c.observe("o1", ok_origin(&[("live", "cam1")]), t0);
+    c.lb_seen("http://10.0.0.1:9400", view(&["10.0.0.11"]));
+    c.plan(t0);
+    assert_eq!(active(&c, "cams").as_deref(), Some("o1"));
+    let r = c.reload(config("")).unwrap();
+    assert_eq!(r.applied, ["group cams removed"]);
+    let a = c.plan(t0 + SECS(1));
+    let o1: IpAddr = "10.0.0.11".parse().unwrap();
+    let lb = "http://10.0.0.1:9400".to_string();
+    assert!(a.contains(&Action::LbRemove { lb, node: "o1".into(), real: o1, service: ingest }), "{a:?}");
+    assert!(a.contains(&Action::DeleteSource { node: "o1".into(), app: "live".into(), key: "cam1".into() }), "{a:?}");
+    c.lb_seen("http://10.0.0.1:9400", view(&[]));
+    c.observe("o1", ok_origin(&[]), t0 + SECS(2));
+    let a = c.plan(t0 + SECS(2));
+    assert!(a.is_empty(), "{a:?}");
+    assert!(c.retired_services.is_empty());
+    // o2 has not been heard from: if it comes up with the group's sources, it stops them too.
+    assert_eq!(c.retired_sources, BTreeSet::from([("o2".to_string(), "live".to_string())]));
+}

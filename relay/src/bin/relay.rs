@@ -23,11 +23,95 @@ struct Cli {
     log_format: Option<String>,
 }
 
-/// Re-reads the settings the command line and the `--config` file give now (on SIGHUP).
-fn reread(cli: &Cli) -> anyhow::Result<Settings> {
+/// The settings the command line and the `--config` file give now, checked, with the role they make.
+fn load(cli: &Cli) -> anyhow::Result<(Settings, Role)> {
     match &cli.role {
-        RoleCmd::Origin { common, origin } => settings(common, svc::config::flags_table(origin), "origin"),
-        RoleCmd::Edge { common, edge } => settings(common, svc::config::flags_table(edge), "edge"),
+        RoleCmd::Origin { common, origin } => {
+            let s = settings(common, svc::config::flags_table(origin), "origin")?;
+            let role = Role::Origin { publish_token: s.publish_token.clone() };
+            Ok((s, role))
+        }
+        RoleCmd::Edge { common, edge } => {
+            let s = settings(common, svc::config::flags_table(edge), "edge")?;
+            let origins = s.origin.iter().map(|u| OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+            Ok((s, Role::Edge { origins }))
+        }
+    }
+}
+
+/// The settings a SIGHUP applies live (see [`relay::config::Reloadable`]); every other one waits for a start.
+const RELOADABLE: &[&str] = &[
+    "max_connections",
+    "max_connections_per_ip",
+    "max_streams_per_connection",
+    "max_pulls",
+    "max_new_pulls_per_ip",
+    "max_rtmpt_sessions_per_ip",
+    "on_publish",
+    "on_unpublish",
+    "on_play",
+    "on_stop",
+    "callback_timeout",
+    "api_token",
+    "publish_token",
+    "hls_cors_origin",
+];
+
+/// SIGHUP: the settings are read and checked again as a start would (a refusal keeps the running ones); the
+/// reloadable ones are swapped in for the next connection, play, pull and API request (players connected see
+/// nothing), the others are named as waiting for the next start.
+async fn watch_reloads(
+    mut reloads: svc::reload::Reloads,
+    cli: Cli,
+    mut running: Settings,
+    live: std::sync::Arc<relay::config::Live>,
+) {
+    while reloads.next().await {
+        let new = load(&cli).and_then(|(s, role)| Ok((build(&s, role)?, s)));
+        let (config, s) = match new {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration refused; the running one is kept");
+                continue;
+            }
+        };
+        let changed = svc::reload::changed_keys(&running, &s);
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: configuration valid and unchanged");
+            continue;
+        }
+        let (now, later): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|k| RELOADABLE.contains(&k.as_str()));
+        if !now.is_empty() {
+            live.set(relay::config::Reloadable::of(&config));
+            // Names only: a token's value never reaches the log.
+            tracing::info!(settings = %now.join(", "), "SIGHUP: applied: {}", now.join(", "));
+            for k in &now {
+                set_key(&mut running, &s, k);
+            }
+        }
+        if !later.is_empty() {
+            tracing::warn!(
+                settings = %later.join(", "),
+                "SIGHUP: changed, applied at the next start (a restart; an edge drains first through maintenance)"
+            );
+        }
+    }
+}
+
+/// Copies setting `key` of `from` into `to` (a reloadable one, once applied), through their serialised form.
+fn set_key(to: &mut Settings, from: &Settings, key: &str) {
+    let (Ok(serde_json::Value::Object(mut a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(&*to), serde_json::to_value(from))
+    else {
+        return;
+    };
+    match b.get(key) {
+        Some(v) => a.insert(key.to_string(), v.clone()),
+        None => a.remove(key),
+    };
+    if let Ok(s) = serde_json::from_value(serde_json::Value::Object(a)) {
+        *to = s;
     }
 }
 
@@ -221,6 +305,11 @@ struct Common {
     /// vendors it under tests/browser/node_modules/hls.js/dist/).
     #[arg(long)]
     hls_js: Option<std::path::PathBuf>,
+    /// On SIGTERM, how long to keep serving the players already connected after the listeners close (and the
+    /// manager is told, with --manager); the relay exits once they are gone or this passes. 0 stops at once;
+    /// at most 1h.
+    #[arg(long)]
+    drain_timeout: Option<Dur>,
 }
 
 /// Repeated `--manager` flags as the one comma list the `manager` setting is (in a `--config` file too).
@@ -343,21 +432,13 @@ fn main() -> anyhow::Result<()> {
     let matches = svc::config::show_defaults(Cli::command(), &defaults).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Validate everything before binding anything.
-    let (common, s, role) = match &cli.role {
-        RoleCmd::Origin { common, origin } => {
-            let s = settings(common, svc::config::flags_table(origin), "origin")?;
-            let role = Role::Origin { publish_token: s.publish_token.clone() };
-            (common, s, role)
-        }
-        RoleCmd::Edge { common, edge } => {
-            let s = settings(common, svc::config::flags_table(edge), "edge")?;
-            let origins = s.origin.iter().map(|u| OriginUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
-            (common, s, Role::Edge { origins })
-        }
+    let (s, role) = load(&cli)?;
+    let check = match &cli.role {
+        RoleCmd::Origin { common, .. } | RoleCmd::Edge { common, .. } => common.check,
     };
     let config = build(&s, role)?;
     let listen = s.listen.context("--listen is required")?;
-    if common.check {
+    if check {
         println!(
             "ok: relay {} on {listen}{}, merge {} ms, at most {} connections{}",
             config.role.name(),
@@ -376,7 +457,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         // First, before any socket: from here a SIGHUP re-reads the configuration instead of ending the relay.
         let reloads = svc::reload::reloads().context("installing the SIGHUP handler")?;
-        tokio::spawn(svc::reload::watch(reloads, s.clone(), move || reread(&cli).map_err(|e| format!("{e:#}"))));
+        tokio::spawn(watch_reloads(reloads, cli, s.clone(), config.live.clone()));
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding RTMP listener {listen}"))?;
         let api = match s.api {

@@ -61,7 +61,7 @@ async fn guard(State(ctx): Shared, req: Request, next: Next) -> Response {
 }
 
 fn check(ctx: &Control, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
-    if let Some(token) = &ctx.config.api_token {
+    if let Some(token) = &ctx.config.live().api_token {
         if path != "/healthz" {
             match svc::auth::bearer_token(headers) {
                 None => return Err((StatusCode::UNAUTHORIZED, "missing Authorization: Bearer token")),
@@ -194,6 +194,11 @@ async fn healthz() -> &'static str {
 
 async fn status(State(ctx): Shared) -> Json<Status> {
     Json(status_of(&ctx))
+}
+
+/// Players connected now, every stream and protocol.
+pub(crate) fn players(ctx: &Control) -> usize {
+    stream_views(ctx).iter().map(|s| s.players).sum()
 }
 
 fn status_of(ctx: &Control) -> Status {

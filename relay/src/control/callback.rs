@@ -80,30 +80,34 @@ pub async fn call(url: &CallbackUrl, event: &Event<'_>, limit: Duration) -> Resu
 
 /// The configured endpoints as the layers below reach them ([`Hooks`]); refusals are counted.
 pub struct CallbackHooks {
-    pub callbacks: Callbacks,
+    /// The callbacks are read from here at each event: a reload changes them for the next one.
+    pub live: Arc<crate::config::Live>,
     pub metrics: Arc<Metrics>,
 }
 
 impl CallbackHooks {
-    fn url(&self, action: &str) -> Option<&CallbackUrl> {
-        let c = &self.callbacks;
-        match action {
+    /// The endpoint of `action` and the timeout, as configured now.
+    fn url(&self, action: &str) -> Option<(CallbackUrl, std::time::Duration)> {
+        let live = self.live.get();
+        let c = &live.callbacks;
+        let url = match action {
             "on_publish" => c.on_publish.as_ref(),
             "on_unpublish" => c.on_unpublish.as_ref(),
             "on_play" => c.on_play.as_ref(),
             "on_stop" => c.on_stop.as_ref(),
             _ => None,
-        }
+        };
+        url.map(|u| (u.clone(), c.timeout))
     }
 }
 
 impl Hooks for CallbackHooks {
     fn ask<'a>(&'a self, event: &'a Event<'a>) -> BoxFuture<'a, Result<(), Denied>> {
         Box::pin(async move {
-            let Some(url) = self.url(event.action) else {
+            let Some((url, timeout)) = self.url(event.action) else {
                 return Ok(());
             };
-            let r = call(url, event, self.callbacks.timeout).await;
+            let r = call(&url, event, timeout).await;
             if r.is_err() {
                 Metrics::inc(&self.metrics.callbacks_refused);
             }
@@ -112,10 +116,9 @@ impl Hooks for CallbackHooks {
     }
 
     fn tell(&self, ended: Ended) {
-        let Some(url) = self.url(ended.action).cloned() else {
+        let Some((url, limit)) = self.url(ended.action) else {
             return;
         };
-        let limit = self.callbacks.timeout;
         tokio::spawn(async move {
             let event = Event {
                 action: ended.action,

@@ -32,14 +32,7 @@ pub struct ManagerLink {
 /// Registers (retrying with backoff until the manager accepts), then reports every source change; a manager that
 /// no longer knows the node (it lost its state) gets the registration again.
 pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
-    let mut managers = Managers {
-        clients: link
-            .managers
-            .iter()
-            .map(|m| Client::new(m.clone(), ctx.config.api_token.clone(), Duration::from_secs(3)))
-            .collect(),
-        current: 0,
-    };
+    let mut managers = Managers::new(&link.managers, ctx.config.live().api_token.clone(), Duration::from_secs(3));
     let mut stop = ctx.stopping.clone();
     let mut changes = ctx.hub.changes();
     // The manager's own type of `POST /api/v1/nodes`; the addresses were checked when the link was configured.
@@ -61,6 +54,8 @@ pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
     let mut registered = false;
     let mut backoff = Duration::from_millis(250);
     loop {
+        // A reloaded --api-token is the one the next call carries.
+        managers.token(ctx.config.live().api_token.clone());
         if !registered {
             match managers.call(Method::POST, "/api/v1/nodes", Some(&body)).await {
                 Ok(_) => {
@@ -87,6 +82,7 @@ pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         changes.borrow_and_update();
         let path = format!("/api/v1/nodes/{}/changed", link.name);
+        managers.token(ctx.config.live().api_token.clone());
         match managers.call(Method::POST, &path, None::<&()>).await {
             Ok(_) => {}
             Err(e) if e.status() == Some(404) => {
@@ -99,14 +95,47 @@ pub(crate) async fn run(ctx: Arc<Control>, link: ManagerLink) {
     }
 }
 
+/// A draining relay tells the manager it is leaving: it asks for its own maintenance (`POST
+/// /api/v1/nodes/NAME/maintenance`, forwarded to the leader by a follower), so the LB drains it and the manager
+/// sends no new work. smd keeps the node in maintenance until `smctl resume NAME` (a rolling upgrade resumes each
+/// edge once its new version answers). Tried for at most 5 s; a failure is logged and the drain goes on.
+pub(crate) async fn leaving(ctx: &Control, link: &ManagerLink) {
+    let mut managers = Managers::new(&link.managers, ctx.config.live().api_token.clone(), Duration::from_secs(2));
+    let path = format!("/api/v1/nodes/{}/maintenance", link.name);
+    match tokio::time::timeout(Duration::from_secs(5), managers.call(Method::POST, &path, None::<&()>)).await {
+        Ok(Ok(_)) => {
+            info!(manager = %managers.base(), name = %link.name, "told the stream manager this node is leaving (maintenance on)")
+        }
+        Ok(Err(e)) => warn!(error = %e, "cannot tell the stream manager this node is leaving"),
+        Err(_) => warn!("cannot tell the stream manager this node is leaving: no answer within 5 s"),
+    }
+}
+
 /// The clients of every manager and which one answered last.
 struct Managers {
     clients: Vec<Client>,
     /// Where the next call starts: the manager that answered last.
     current: usize,
+    /// The token the clients send, and their timeout (to rebuild them when a reload changes the token).
+    bearer: Option<String>,
+    timeout: Duration,
 }
 
 impl Managers {
+    fn new(bases: &[BaseUrl], bearer: Option<String>, timeout: Duration) -> Self {
+        let clients = bases.iter().map(|b| Client::new(b.clone(), bearer.clone(), timeout)).collect();
+        Self { clients, current: 0, bearer, timeout }
+    }
+
+    /// Sends `bearer` from now on.
+    fn token(&mut self, bearer: Option<String>) {
+        if bearer != self.bearer {
+            let bases: Vec<BaseUrl> = self.clients.iter().map(|c| c.base.clone()).collect();
+            self.clients = bases.into_iter().map(|b| Client::new(b, bearer.clone(), self.timeout)).collect();
+            self.bearer = bearer;
+        }
+    }
+
     /// The manager calls start with.
     fn base(&self) -> &BaseUrl {
         &self.clients[self.current].base
@@ -171,8 +200,8 @@ mod tests {
     }
 
     fn managers(bases: &[&BaseUrl]) -> Managers {
-        let clients = bases.iter().map(|b| Client::new((*b).clone(), None, Duration::from_secs(2))).collect();
-        Managers { clients, current: 0 }
+        let bases: Vec<BaseUrl> = bases.iter().map(|b| (*b).clone()).collect();
+        Managers::new(&bases, None, Duration::from_secs(2))
     }
 
     /// Unreachable, 503 (no leader) and a redirect move on to the next manager, which then takes the calls that

@@ -16,13 +16,15 @@ use crate::metrics::Metrics;
 struct IpSlot {
     ctx: Arc<Egress>,
     ip: std::net::IpAddr,
+    /// Whether it was counted (a limit was set when it was taken; a reload may set or lift one meanwhile).
+    counted: bool,
 }
 
 impl IpSlot {
     fn take(ctx: &Arc<Egress>, ip: std::net::IpAddr) -> Option<Self> {
-        let limit = ctx.config.max_connections_per_ip;
+        let limit = ctx.config.live().max_connections_per_ip;
         if limit == 0 {
-            return Some(Self { ctx: ctx.clone(), ip });
+            return Some(Self { ctx: ctx.clone(), ip, counted: false });
         }
         let mut m = ctx.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_insert(0);
@@ -30,13 +32,13 @@ impl IpSlot {
             return None;
         }
         *n += 1;
-        Some(Self { ctx: ctx.clone(), ip })
+        Some(Self { ctx: ctx.clone(), ip, counted: true })
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        if self.ctx.config.max_connections_per_ip == 0 {
+        if !self.counted {
             return;
         }
         let mut m = self.ctx.per_ip.lock().unwrap_or_else(|e| e.into_inner());
@@ -61,18 +63,18 @@ impl Drop for Admitted {
     }
 }
 
-/// Accepts `what` connections (RTMP, HTTP media) until shutdown: each passes the gate, then `serve` runs it in a
-/// task of its own holding the gate's slot.
+/// Accepts `what` connections (RTMP, HTTP media) until `accepting` fires (a drain, or the shutdown): each passes
+/// the gate, then `serve` runs it in a task of its own holding the gate's slot. The listener closes on return.
 pub(crate) async fn accept_loop<F, Fut>(
     ctx: Arc<Egress>,
     listener: tokio::net::TcpListener,
+    mut stop: svc::Stopping,
     what: &'static str,
     serve: F,
 ) where
     F: Fn(Arc<Egress>, tokio::net::TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut stop = ctx.stopping.clone();
     while let Some((sock, peer)) = svc::accept::next(&listener, &mut stop, what).await {
         let Some(slot) = admit(&ctx, peer) else {
             drop(sock);
@@ -85,19 +87,21 @@ pub(crate) async fn accept_loop<F, Fut>(
             conn.await;
         });
     }
+    tracing::info!(addr = ?listener.local_addr().ok(), "{what}: listener closed");
 }
 
 /// The gate every media connection (RTMP, HTTP-FLV, RTMPT) passes at accept; None closes it with a log line.
 pub fn admit(ctx: &Arc<Egress>, peer: SocketAddr) -> Option<Admitted> {
     let active = ctx.metrics.connections_active.load(Ordering::Relaxed);
-    if active as usize >= ctx.config.max_connections {
+    let live = ctx.config.live();
+    if active as usize >= live.max_connections {
         Metrics::inc(&ctx.metrics.connections_refused_limit);
-        warn!(%peer, limit = ctx.config.max_connections, "connection limit reached (--max-connections), closing new connection");
+        warn!(%peer, limit = live.max_connections, "connection limit reached (--max-connections), closing new connection");
         return None;
     }
     let Some(ip) = IpSlot::take(ctx, peer.ip()) else {
         Metrics::inc(&ctx.metrics.connections_refused_per_ip);
-        warn!(%peer, limit = ctx.config.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
+        warn!(%peer, limit = live.max_connections_per_ip, "per-IP connection limit reached (--max-connections-per-ip), closing new connection");
         return None;
     };
     Metrics::inc(&ctx.metrics.connections_total);

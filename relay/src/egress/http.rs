@@ -18,8 +18,8 @@ use super::Egress;
 use crate::metrics::Metrics;
 use crate::wire::http::parse_request;
 
-pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener) {
-    super::gate::accept_loop(ctx, listener, "HTTP media", |ctx, sock, peer| async move {
+pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener, accepting: svc::Stopping) {
+    super::gate::accept_loop(ctx, listener, accepting, "HTTP media", |ctx, sock, peer| async move {
         if let Err(e) = serve(&ctx, sock, peer).await {
             debug!(%peer, error = %e, "HTTP media connection ended");
         }

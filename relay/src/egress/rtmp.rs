@@ -19,8 +19,11 @@ use crate::hub::{Ended, Event, Protocol, PublishRequest, Publisher};
 use crate::metrics::Metrics;
 use crate::wire::proto::{HandshakeState, HandshakeStep, ProtoError, ServerEvent, ServerSession};
 
-pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener) {
-    super::gate::accept_loop(ctx, listener, "RTMP", |ctx, sock, peer| serve_rtmp(ctx, sock, peer, Protocol::Rtmp)).await
+pub(crate) async fn accept_loop(ctx: Arc<Egress>, listener: TcpListener, accepting: svc::Stopping) {
+    super::gate::accept_loop(ctx, listener, accepting, "RTMP", |ctx, sock, peer| {
+        serve_rtmp(ctx, sock, peer, Protocol::Rtmp)
+    })
+    .await
 }
 
 /// A byte stream an RTMP session runs on: a TCP connection, or the in-memory end of an RTMPT session.
@@ -240,11 +243,12 @@ impl<S: Io> Conn<S> {
     /// Counts a play/publish request; past --max-streams-per-connection it is refused and the connection closed.
     fn over_stream_limit(&mut self, stream_id: u32, code: &str, out: &mut BytesMut) -> Result<bool, ConnError> {
         self.streams_used += 1;
-        if self.streams_used <= self.ctx.config.max_streams_per_connection {
+        let limit = self.ctx.config.live().max_streams_per_connection;
+        if self.streams_used <= limit {
             return Ok(false);
         }
         Metrics::inc(&self.ctx.metrics.streams_refused);
-        warn!(peer = %self.peer, limit = self.ctx.config.max_streams_per_connection, "too many streams on one connection (--max-streams-per-connection), closing");
+        warn!(peer = %self.peer, limit, "too many streams on one connection (--max-streams-per-connection), closing");
         crate::wire::proto::on_status(out, stream_id, "error", code, "too many streams on this connection")?;
         self.close = true;
         Ok(true)

@@ -100,14 +100,14 @@ impl Slot {
     fn take(ctx: &Arc<Egress>, ip: IpAddr) -> Result<Self, &'static str> {
         let s = &ctx.rtmpt;
         let mut m = s.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let limit = ctx.config.max_rtmpt_sessions_per_ip;
+        let limit = ctx.config.live().max_rtmpt_sessions_per_ip;
         let n = m.get(&ip).copied().unwrap_or(0);
         if limit != 0 && n >= limit {
             return Err("too many RTMPT sessions from this address (--max-rtmpt-sessions-per-ip)");
         }
         // Half of --max-connections stays for RTMP and HTTP-FLV players whatever RTMPT opens: sessions cost
         // one request each, a TCP player a connection and a handshake.
-        if s.total.load(Ordering::Relaxed) >= (ctx.config.max_connections / 2).max(1) {
+        if s.total.load(Ordering::Relaxed) >= (ctx.config.live().max_connections / 2).max(1) {
             return Err("RTMPT sessions hold their share (half) of --max-connections");
         }
         m.insert(ip, n + 1);

@@ -94,7 +94,7 @@ pub(crate) struct NewPullSlot {
 
 impl NewPullSlot {
     fn take(ctx: &Arc<Edge>, ip: Option<IpAddr>) -> Result<Self, PullRefused> {
-        let limit = ctx.config.max_new_pulls_per_ip;
+        let limit = ctx.config.live().max_new_pulls_per_ip;
         let Some(ip) = ip.filter(|_| limit > 0) else {
             return Ok(Self { ctx: ctx.clone(), ip: None });
         };
@@ -164,7 +164,7 @@ pub(crate) fn ensure_pull(
         return Err(PullRefused::NotFound);
     }
     let slot = NewPullSlot::take(ctx, client)?;
-    let max = ctx.config.max_pulls;
+    let max = ctx.config.live().max_pulls;
     if ctx.pulls.fetch_add(1, Ordering::AcqRel) >= max {
         ctx.pulls.fetch_sub(1, Ordering::AcqRel);
         Metrics::inc(&ctx.metrics.pulls_refused);

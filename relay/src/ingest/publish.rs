@@ -12,14 +12,15 @@ pub struct Publishers {
     pub hub: Arc<Hub>,
     pub hooks: Arc<dyn Hooks>,
     /// `--publish-token`: publishing needs it as `?token=` on the key or the tcUrl.
-    pub token: Option<String>,
+    /// `--publish-token` is read from here at each publish (a reload changes it for the next one).
+    pub live: std::sync::Arc<crate::config::Live>,
 }
 
 impl PublishDoor for Publishers {
     fn publish<'a>(&'a self, req: PublishRequest<'a>) -> BoxFuture<'a, Result<Publisher, PublishRefused>> {
         Box::pin(async move {
             let refused = |code, why| Err(PublishRefused { code, why });
-            if let Some(expected) = &self.token {
+            if let Some(expected) = &self.live.get().publish_token {
                 if req.token != Some(expected.as_str()) {
                     return refused("NetStream.Publish.Unauthorized", "missing or wrong ?token=");
                 }

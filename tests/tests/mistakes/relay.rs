@@ -48,6 +48,10 @@ fn relay_refuses_bad_flags() {
             .says("--source-timeout 0s is out of range 1ms..=86400s: a zero timeout would drop every connection"),
         edge("a zero player timeout", &["--player-timeout", "0s"]).code(1).says("--player-timeout 0"),
         edge("a zero handshake timeout", &["--handshake-timeout", "0ms"]).code(1).says("--handshake-timeout 0"),
+        // A drain past an hour outlasts any supervisor's stop timeout: refused, not clamped.
+        edge("a drain longer than an hour", &["--drain-timeout", "61m"])
+            .code(1)
+            .says("--drain-timeout 3660s is out of range 0s..=3600s"),
         edge("a zero connect timeout", &["--connect-timeout", "0"]).code(1).says("--connect-timeout 0"),
         edge("a zero idle-connection timeout", &["--conn-idle-timeout", "0"]).code(1).says("--conn-idle-timeout 0"),
         edge("a zero callback timeout", &["--callback-timeout", "0"]).code(1).says("--callback-timeout 0"),

@@ -190,7 +190,8 @@ pub async fn send(
     if let Some(s) = retry_after {
         head.push_str(&format!("Retry-After: {s}\r\n"));
     }
-    let origin = &ctx.config.hls_cors_origin;
+    let live = ctx.config.live();
+    let origin = &live.hls_cors_origin;
     if !origin.is_empty() {
         head.push_str(&format!(
             "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Expose-Headers: Content-Length, Content-Range, ETag\r\n"

@@ -393,11 +393,26 @@ impl State {
         let Some(mut o) = self.open.take() else {
             return;
         };
-        Self::close_part(&mut o, end, self.audio_delta);
         let seg = self.settings.segment_ms;
         let gaps = next.saturating_sub(o.msn + 1);
         let media_ms = end - o.start;
         let listed_ms = (media_ms - gaps as i64 * seg).max(1);
+        // After a hole in the stream (a failover, a source that stalled) the whole windows without media are gap
+        // segments, and this one's last part ends where its listed duration does (its last frame held until then),
+        // so its parts add up to it and a player's timeline does not stretch by the hole. (A GOP longer than the
+        // target is no hole: its media runs past the listed end and keeps its own durations.)
+        let listed_end = o.start + listed_ms;
+        let media_end = [
+            o.video.last().map(|(_, c)| c + self.video_delta),
+            o.audio.last().map(|(_, c)| c + self.audio_delta),
+            Some(o.part_start),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(o.part_start);
+        let part_end = if media_end <= listed_end { listed_end } else { end };
+        Self::close_part(&mut o, part_end, self.audio_delta);
         if !o.parts.is_empty() {
             let data: Vec<Bytes> = o.parts.iter().flat_map(|p| p.data.iter().cloned()).collect();
             let len = o.parts.iter().map(|p| p.len).sum();
@@ -628,6 +643,35 @@ pub(crate) mod tests {
         let media: i64 = s.segments.iter().take(5).map(|x| x.listed_ms).sum();
         assert_eq!(media, 10_000, "listed durations add up to the media's");
         assert!(first.parts.len() >= 9, "parts every 500 ms across the long GOP");
+    }
+
+    #[test]
+    fn a_hole_in_the_stream_is_gap_windows_and_the_parts_add_up_to_each_listed_duration() {
+        let p = Packager::new("live", "k", HlsSettings { window: 10, ..settings() });
+        // 2 s GOPs from 1_000_000_500; the source stops at ..007_000 and a new one (a failover) starts 4.2 s later
+        // with a keyframe at ..011_200 (window 500_005): window 500_004 is a gap, and 500_003 (from the keyframe
+        // at ..006_500) is listed up to it, 2.7 s, its last frame held.
+        feed(&p, 1_000_000_500, 1_000_007_000, 60);
+        join(&p, 1_000_011_200, 1_000_011_200, 1_000_017_300, 60);
+        let s = p.state();
+        let rows: Vec<(u64, bool, i64, i64)> = s
+            .segments
+            .iter()
+            .map(|x| (x.msn, x.gap, x.listed_ms, x.parts.iter().map(|p| p.duration_ms).sum::<i64>()))
+            .collect();
+        let hole = rows.iter().position(|r| r.1).expect("a gap segment");
+        for r in &rows {
+            if !r.1 {
+                assert_eq!(r.2, r.3, "segment {} lists {} ms, its parts add up to {} ms: {rows:?}", r.0, r.2, r.3);
+            }
+        }
+        assert_eq!(rows[hole].0, 500_004, "{rows:?}");
+        assert_eq!(rows[hole - 1].2, 2700, "the segment before the hole runs to the gap window: {rows:?}");
+        assert!(rows.windows(2).all(|w| w[1].0 == w[0].0 + 1), "consecutive: {rows:?}");
+        let starts: Vec<i64> = s.segments.iter().map(|x| x.start).collect();
+        for (w, r) in starts.windows(2).zip(&rows) {
+            assert_eq!(w[1] - w[0], r.2, "the timeline is continuous: {rows:?}");
+        }
     }
 
     #[test]

@@ -97,6 +97,9 @@ struct Open {
     discontinuity: bool,
 }
 
+/// A pause between two frames longer than this is a hole in the stream, not a frame step.
+const HOLE_MS: i64 = 1000;
+
 /// A packager's state (behind its lock).
 pub struct State {
     pub settings: HlsSettings,
@@ -117,6 +120,8 @@ pub struct State {
     /// The stream ended (`Some(found)`): the playlist gets `EXT-X-ENDLIST`.
     pub ended: Option<bool>,
     last_clock: Option<i64>,
+    /// After a hole in the stream, frames wait for the next keyframe of the track that cuts (see `push`).
+    in_hole: bool,
     last_video: Option<i64>,
     last_audio: Option<i64>,
     video_delta: i64,
@@ -149,6 +154,7 @@ impl State {
             segments: VecDeque::new(),
             open: None,
             last_key_window: None,
+            in_hole: false,
             discontinuity_seq: 0,
             ended: None,
             last_clock: None,
@@ -270,6 +276,12 @@ impl State {
             }
         }
         *last = Some(clock);
+        // A hole: nothing for longer than any frame step (an origin failover, a stalled source). What follows it
+        // waits for the next cutting keyframe, which starts a new segment after gap windows: audio appended to the
+        // open segment before that keyframe would stretch its last part over the hole.
+        if self.last_clock.is_some_and(|l| clock - l > HOLE_MS) {
+            self.in_hole = true;
+        }
         self.last_clock = Some(clock);
         // The track whose frames cut: video when the stream has it.
         let leader = video || !self.has_video;
@@ -291,6 +303,10 @@ impl State {
                 None => {}
             }
             self.last_key_window = Some(w);
+            self.in_hole = false;
+        }
+        if self.in_hole {
+            return changed;
         }
         let part_ms = self.settings.part_ms;
         let Some(o) = &mut self.open else {
@@ -652,6 +668,10 @@ pub(crate) mod tests {
         // with a keyframe at ..011_200 (window 500_005): window 500_004 is a gap, and 500_003 (from the keyframe
         // at ..006_500) is listed up to it, 2.7 s, its last frame held.
         feed(&p, 1_000_000_500, 1_000_007_000, 60);
+        // The new source's audio comes a little before its first keyframe: it must not join the old segment.
+        for t in [1_000_011_150, 1_000_011_173] {
+            p.frame(&frame(MediaKind::Audio, vec![0xaf, 1, 7]), t);
+        }
         join(&p, 1_000_011_200, 1_000_011_200, 1_000_017_300, 60);
         let s = p.state();
         let rows: Vec<(u64, bool, i64, i64)> = s

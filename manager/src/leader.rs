@@ -284,9 +284,9 @@ fn step_down(shared: &Shared, why: &str) {
     c.log.set_mirror();
 }
 
-/// A failed exchange with etcd: the next attempt connects again (maybe to another member); the store is
-/// unreachable (alarm, `sm_store_up 0`) once nothing has succeeded for a whole lease: losing one member of three
-/// costs etcd an election of its own (a second or two), which is not an outage.
+/// A failed exchange with etcd: the next attempt goes to the next member (the store talks to one at a time). The
+/// store is unreachable (alarm, `sm_store_up 0`) once nothing has succeeded for a whole lease: losing one member of
+/// three costs etcd an election of its own (a second or two), which is not an outage.
 async fn unreachable(shared: &Shared, store: &Store, e: &str) {
     store.reset().await;
     let outage = {

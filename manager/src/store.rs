@@ -64,6 +64,10 @@ const MAX_OPS: usize = 100;
 pub struct Store {
     cfg: EtcdConfig,
     client: tokio::sync::Mutex<Option<Client>>,
+    /// The member the client talks to: one at a time, the next after a failure. (A client balanced over every
+    /// member keeps sending some requests to a dead one, each lost for a connect timeout: enough to cost a leader
+    /// its lease when a member's machine is gone.)
+    member: std::sync::atomic::AtomicUsize,
     /// Every request's deadline: a store that does not answer within it is unreachable for this attempt.
     pub timeout: Duration,
 }
@@ -76,7 +80,7 @@ impl Store {
     pub fn new(cfg: EtcdConfig) -> Self {
         // A request must fail well inside the lease, so a leader notices in time that it cannot renew.
         let timeout = (cfg.lease_ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(2));
-        Self { cfg, client: tokio::sync::Mutex::new(None), timeout }
+        Self { cfg, client: tokio::sync::Mutex::new(None), member: Default::default(), timeout }
     }
 
     pub fn lease_ttl(&self) -> Duration {
@@ -111,17 +115,20 @@ impl Store {
             }
             opts = opts.with_tls(t);
         }
-        let c = tokio::time::timeout(self.timeout * 2, Client::connect(&self.cfg.endpoints, Some(opts)))
+        let n = self.member.load(std::sync::atomic::Ordering::Relaxed) % self.cfg.endpoints.len();
+        let member = &self.cfg.endpoints[n];
+        let c = tokio::time::timeout(self.timeout * 2, Client::connect([member], Some(opts)))
             .await
-            .map_err(|_| format!("no etcd member answered within {:?} ({})", self.timeout * 2, self.endpoints()))?
-            .map_err(|e| format!("{} ({})", err(e), self.endpoints()))?;
+            .map_err(|_| format!("etcd member {member} did not answer within {:?}", self.timeout * 2))?
+            .map_err(|e| format!("etcd member {member}: {}", err(e)))?;
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    /// Forgets the connection after a failure (the next call connects again, maybe to another member).
+    /// Forgets the connection after a failure: the next call connects to the next member.
     pub async fn reset(&self) {
         *self.client.lock().await = None;
+        self.member.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn endpoints(&self) -> String {

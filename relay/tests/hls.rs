@@ -409,3 +409,28 @@ fn http_semantics_refusals_and_the_end_of_a_stream() {
     assert!(ended.preload_hint.is_none() && ended.ended);
     assert!(metric(origin.api, "relay_hls_requests_total") > 20.0);
 }
+
+#[test]
+fn an_edge_that_stopped_pulling_for_want_of_viewers_serves_the_live_stream_to_the_next_one() {
+    let _g = serial();
+    let dir = TempDir::new("hlsidle");
+    let origin = Relay::origin(&dir, &[]);
+    let _pub = publish(&dir, &origin.url("cam1"), &[]);
+    wait_live(origin.api, "cam1");
+    let h = http_addr();
+    let hs = h.to_string();
+    let edge = Relay::edge(&dir, &[origin.rtmp], &["--http-listen", &hs, "--idle-timeout", "2"]);
+    wait_port(h, Duration::from_secs(10));
+    let first = wait_segments(h, "cam1", 1);
+    assert!(!first.ended);
+    // The viewer leaves: its session lapses (10 s), then the edge's pull stops after --idle-timeout.
+    wait_for("the edge's idle stop", Duration::from_secs(30), || {
+        stream_entry(edge.api, "live", "cam1").is_none().then_some(())
+    });
+    // The stream goes on at the origin: the next viewer gets it live (a new pull), not an ended playlist.
+    let again = playlist(h, "cam1");
+    assert!(!again.ended && !again.segments.is_empty(), "{again:?}");
+    let last_before = *first.segments.keys().next_back().unwrap();
+    assert!(*again.segments.keys().next_back().unwrap() > last_before, "{again:?} after {first:?}");
+    assert!(stream_entry(edge.api, "live", "cam1").is_some(), "the edge pulls again");
+}

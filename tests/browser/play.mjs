@@ -1,19 +1,23 @@
 // Plays an HLS player page (the relay's play.html) in headless Chromium and prints what the player saw as one JSON line.
 //
 //   node play.mjs --url URL --secs N [--screenshot PATH] [--chromium /usr/bin/chromium] [--start-within SECS]
+//                 [--trace PATH]
 //
 // The page must keep window.lbStats up to date (relay/src/egress/hls_player.html). Output on success, exit 0:
 //   {"started_after_ms":..,"played_secs":..,"stalls":..,"max_stall_ms":..,"errors":[],"latency_s":..,"glass_to_glass_ms":..}
 // Any failure (page not served, no start before the deadline, a fatal player error) exits 1 with the reason on stderr.
+// --trace writes one line per request (start and end in ms since the page opened, status, URL) and per stats sample,
+// to tell afterwards what a player waited for during a stall.
 import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const USAGE = "usage: node play.mjs --url URL --secs N [--screenshot PATH] [--chromium PATH] [--start-within SECS]";
+const USAGE =
+  "usage: node play.mjs --url URL --secs N [--screenshot PATH] [--chromium PATH] [--start-within SECS] [--trace PATH]";
 
 function parseArgs(argv) {
-  const opts = { chromium: "/usr/bin/chromium", startWithin: 20, screenshot: null };
+  const opts = { chromium: "/usr/bin/chromium", startWithin: 20, screenshot: null, trace: null };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (value === undefined) throw new Error(`${flag} needs a value\n${USAGE}`);
@@ -22,6 +26,7 @@ function parseArgs(argv) {
     else if (flag === "--screenshot") opts.screenshot = value;
     else if (flag === "--chromium") opts.chromium = value;
     else if (flag === "--start-within") opts.startWithin = Number(value);
+    else if (flag === "--trace") opts.trace = value;
     else throw new Error(`unknown option ${flag}\n${USAGE}`);
   }
   if (!opts.url) throw new Error(`--url is required\n${USAGE}`);
@@ -110,6 +115,17 @@ async function main() {
   const seen = () => (failed.length ? `; failed requests: ${failed.slice(0, 5).join(", ")}` : "");
 
   const opened = Date.now();
+  const trace = (line) => { if (opts.trace) appendFileSync(opts.trace, `${Date.now() - opened} ${line}\n`); };
+  if (opts.trace) {
+    writeFileSync(opts.trace, `# ${new Date(opened).toISOString()} ${opts.url}\n`);
+    const started = new Map();
+    page.on("request", (r) => started.set(r, Date.now() - opened));
+    page.on("requestfinished", async (r) => {
+      const resp = await r.response().catch(() => null);
+      trace(`req ${started.get(r) ?? "?"} ${resp ? resp.status() : "-"} ${r.url()}`);
+    });
+    page.on("requestfailed", (r) => trace(`req ${started.get(r) ?? "?"} failed(${r.failure()?.errorText}) ${r.url()}`));
+  }
   const response = await page.goto(opts.url, { waitUntil: "load", timeout: opts.startWithin * 1000 });
   if (!response || !response.ok()) {
     throw new Error(`${opts.url} answered ${response ? "HTTP " + response.status() : "nothing"}: no player page`);
@@ -138,6 +154,9 @@ async function main() {
   while (Date.now() < end) {
     await sleep(Math.min(250, Math.max(0, end - Date.now())));
     s = await stats();
+    trace(`stats t=${s.currentTime.toFixed(3)} state=${s.state} stallMs=${Math.round(s.stallMs)} ` +
+      `latency=${s.latency === null ? "-" : s.latency.toFixed(2)} g2g=${s.glassToGlassMs ?? "-"} ` +
+      `buffered=${s.bufferedEnd == null ? "-" : s.bufferedEnd.toFixed(3)}`);
     if (s.latency !== null) latencies.push(s.latency);
     if (s.glassToGlassMs !== null) g2g.push(s.glassToGlassMs);
     if (s.errors.length) break;

@@ -177,18 +177,29 @@ fn hls_js_in_chromium_and_a_rotating_client_play_through_the_vip() {
             &[
                 "curl",
                 "-sS",
-                "--fail",
                 "--max-time",
                 "10",
                 "-o",
                 "/dev/null",
                 "-w",
-                "%{size_download}",
+                "%{http_code} %{size_download} %{time_total}",
                 &format!("http://{VIP}:{HTTP_PORT}/live/test/{uri}"),
             ],
         );
-        let size: u64 = seg.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0)).unwrap_or(0);
-        assert!(size > 10_000, "segment {m} through the VIP: {size} bytes");
+        let out = seg.map(|o| {
+            (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        });
+        let (code, size) = match &out {
+            Ok((w, _)) => {
+                let mut f = w.split_whitespace();
+                (f.next().unwrap_or("").to_string(), f.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0))
+            }
+            Err(_) => (String::new(), 0),
+        };
+        assert!(
+            code == "200" && size > 10_000,
+            "segment {m} through the VIP: {out:?} (playlist that listed it:\n{text})"
+        );
         got.push((m, d, pdt));
         next += 1;
     }

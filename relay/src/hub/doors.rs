@@ -102,6 +102,9 @@ pub trait Tap: Send + Sync + 'static {
     fn frame(&self, frame: &Arc<super::Frame>, clock_ms: i64);
     /// The stream is over; `found` says whether it ever had media.
     fn end(&self, found: bool);
+    /// This relay stopped carrying a stream that goes on (an edge's pull stopped for want of players): what the
+    /// tap made of it is stale, and the next player starts afresh.
+    fn retire(&self);
 }
 
 /// Gives each new stream its tap (egress's HLS); set once on the hub at start.

@@ -115,6 +115,16 @@ impl Hub {
     /// Ends and forgets a stream (only that exact instance, in case it was already replaced).
     pub fn remove(&self, stream: &Arc<Stream>) {
         stream.end();
+        self.forget(stream);
+    }
+
+    /// Removes a stream this relay stops carrying though it goes on at its source (an edge's idle stop).
+    pub fn retire(&self, stream: &Arc<Stream>) {
+        stream.retire();
+        self.forget(stream);
+    }
+
+    fn forget(&self, stream: &Arc<Stream>) {
         let mut m = self.map();
         let key = (stream.app.clone(), stream.name.clone());
         if m.get(&key).is_some_and(|s| Arc::ptr_eq(s, stream)) {

@@ -525,6 +525,16 @@ impl Stream {
 
     /// Marks the stream over and tells every player.
     pub fn end(&self) {
+        self.finish(false);
+    }
+
+    /// Stops carrying a stream that has not ended at its source (an edge's idle stop): players, if any came just
+    /// then, are told it is over like `end`; the tap forgets it rather than announcing an end.
+    pub fn retire(&self) {
+        self.finish(true);
+    }
+
+    fn finish(&self, retired: bool) {
         if !self.ended.swap(true, Ordering::AcqRel) {
             let mut c = self.cache();
             self.release(&mut c);
@@ -533,8 +543,10 @@ impl Stream {
             drop(c);
             self.wake.send_replace(head + 1);
             self.timer.notify_one();
-            if let Some(tap) = &self.tap {
-                tap.end(self.had_media());
+            match &self.tap {
+                Some(tap) if retired => tap.retire(),
+                Some(tap) => tap.end(self.had_media()),
+                None => {}
             }
         }
     }

@@ -302,7 +302,7 @@ async fn pull_loop(ctx: Arc<Edge>, stream: Arc<Stream>, slot: NewPullSlot) {
         match r {
             Ok(PullEnd::Idle) => {
                 info!(app = %stream.app, key = %stream.name, idle_secs = ctx.config.idle_timeout.as_secs(), "no players, stopping pull");
-                ctx.hub.remove(&stream);
+                ctx.hub.retire(&stream);
                 return;
             }
             Ok(PullEnd::Ended) => {
@@ -341,8 +341,12 @@ async fn pull_loop(ctx: Arc<Edge>, stream: Arc<Stream>, slot: NewPullSlot) {
             conclude(&ctx, &stream, v);
             return;
         }
-        if stream.is_ended() || stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) {
+        if stream.is_ended() {
             ctx.hub.remove(&stream);
+            return;
+        }
+        if stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) {
+            ctx.hub.retire(&stream);
             return;
         }
         let mut repointed = ctx.origins_gen.load(Ordering::Acquire) != generation;

@@ -125,9 +125,10 @@ impl Hls {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The packager of app/key, if the stream is (or recently was) here.
+    /// The packager of app/key, if the stream is (or recently was) here. An edge that stopped pulling for want
+    /// of players has none: the stream goes on at the origin, and the next player starts the pull again.
     pub fn packager(&self, app: &str, key: &str) -> Option<Arc<Packager>> {
-        self.packagers().get(&(app.to_string(), key.to_string())).map(|(p, _)| p.clone())
+        self.packagers().get(&(app.to_string(), key.to_string())).map(|(p, _)| p.clone()).filter(|p| !p.state().retired)
     }
 
     /// How long an HLS player may ask nothing before its session ends: three target durations, and at least
@@ -164,7 +165,7 @@ impl Hls {
                 *ended_at = Some(Instant::now());
             }
         }
-        m.retain(|_, (_, ended_at)| ended_at.is_none_or(|t| t.elapsed() < ENDED_LINGER));
+        m.retain(|_, (p, ended_at)| ended_at.is_none_or(|t| t.elapsed() < ENDED_LINGER) && !p.state().retired);
     }
 
     /// HLS sessions open now.

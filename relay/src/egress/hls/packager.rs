@@ -119,6 +119,8 @@ pub struct State {
     pub discontinuity_seq: u64,
     /// The stream ended (`Some(found)`): the playlist gets `EXT-X-ENDLIST`.
     pub ended: Option<bool>,
+    /// This relay stopped carrying the stream (an edge's idle stop): the packager is dropped, never served.
+    pub retired: bool,
     last_clock: Option<i64>,
     /// After a hole in the stream, frames wait for the next keyframe of the track that cuts (see `push`).
     in_hole: bool,
@@ -157,6 +159,7 @@ impl State {
             in_hole: false,
             discontinuity_seq: 0,
             ended: None,
+            retired: false,
             last_clock: None,
             last_video: None,
             last_audio: None,
@@ -535,6 +538,11 @@ impl Tap for Packager {
         s.end(found);
         s.rendered = None;
         drop(s);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn retire(&self) {
+        self.state().retired = true;
         self.changed.send_modify(|n| *n += 1);
     }
 }

@@ -82,6 +82,18 @@ pub fn render(s: &State) -> String {
                 let ind = if p.independent { ",INDEPENDENT=YES" } else { "" };
                 let _ = writeln!(out, "#EXT-X-PART:DURATION={},URI=\"p{}.{n}.m4s\"{ind}", secs(p.duration_ms), seg.msn);
             }
+        } else if ll && i >= parts_from {
+            // A window without media still has its parts, marked GAP: a low-latency player walks parts, and one
+            // that never meets the gap in its walk does not know the hole after the last part is to be skipped
+            // (hls.js then sat in it for 11 s after an origin failover, one run in three).
+            let part = s.settings.part_ms.max(1);
+            let (mut at, mut n) = (0i64, 0);
+            while at < seg.listed_ms {
+                let d = part.min(seg.listed_ms - at);
+                let _ = writeln!(out, "#EXT-X-PART:DURATION={},URI=\"p{}.{n}.m4s\",GAP=YES", secs(d), seg.msn);
+                at += d;
+                n += 1;
+            }
         }
         if seg.gap {
             out.push_str("#EXT-X-GAP\n");
@@ -106,7 +118,7 @@ pub fn render(s: &State) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::packager::tests::{feed, settings};
+    use super::super::packager::tests::{feed, join, settings};
     use super::super::packager::Packager;
     use super::*;
     use crate::hub::Tap;
@@ -154,5 +166,29 @@ mod tests {
         assert!(!text.contains("EXT-X-PART") && !text.contains("PRELOAD"), "{text}");
         assert!(text.contains("#EXT-X-VERSION:7\n"));
         assert_eq!(p.state().segments[0].parts.len(), 1, "one fragment per segment");
+    }
+
+    #[test]
+    fn a_gap_window_lists_gap_parts_that_add_up_to_its_duration() {
+        let p = Packager::new("live", "k", settings());
+        // The source stops at ..007_000; a new one (a failover) starts at ..011_200: window 500_004 has no media.
+        feed(&p, 1_000_000_500, 1_000_007_000, 60);
+        join(&p, 1_000_011_200, 1_000_011_200, 1_000_013_300, 60);
+        let text = render(&p.state());
+        let gap_parts: Vec<&str> = text.lines().filter(|l| l.contains("URI=\"p500004.")).collect();
+        assert!(!gap_parts.is_empty(), "{text}");
+        assert!(gap_parts.iter().all(|l| l.ends_with(",GAP=YES")), "{text}");
+        let total: f64 = gap_parts
+            .iter()
+            .map(|l| l.split("DURATION=").nth(1).unwrap().split(',').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert!((total - 2.0).abs() < 0.0005, "gap parts add up to {total} s: {text}");
+        let seg = text.split("#EXT-X-GAP\n#EXTINF:").nth(1).expect("the gap segment");
+        assert!(seg.starts_with("2.000,\ns500004.m4s"), "{text}");
+        // Media parts are never marked.
+        assert!(text
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-PART") && !l.contains("p500004."))
+            .all(|l| !l.contains("GAP")));
     }
 }

@@ -270,10 +270,14 @@ pub async fn file(ctx: &Egress, p: &Arc<Packager>, file: File, query: &str) -> R
             None => Reply::text(404, "no such init segment"),
         },
         File::Segment(msn) => {
-            let in_progress = |s: &State| s.head_msn() == Some(msn) && s.ended.is_none();
-            if in_progress(&p.state()) {
-                // Players ask for a segment once the playlist lists it; one that asks early waits for it.
-                let _ = wait_for(ctx, p, Instant::now() + block, |s| (!in_progress(s)).then_some(())).await;
+            // The segment being made, or the next one: a player that asks early waits for it, and so does a
+            // client whose playlist came from an edge a few frames ahead of this one (any edge answers any
+            // request through the VIP).
+            let coming = |s: &State| {
+                s.ended.is_none() && s.head_msn().is_some_and(|h| msn == h || msn == h + 1) && s.segment(msn).is_none()
+            };
+            if coming(&p.state()) {
+                let _ = wait_for(ctx, p, Instant::now() + block, |s| (!coming(s)).then_some(())).await;
             }
             match p.state().segment(msn) {
                 Some(s) => Reply::ok(

@@ -547,7 +547,7 @@ async fn act(
     match a {
         Action::PutSource { app, key, url, .. } => {
             node()?
-                .send(Method::PUT, &format!("/sources/{app}/{key}"), &api_types::relay::SourceBody { url: url.clone() })
+                .send(Method::PUT, &format!("/sources/{app}/{key}"), &api_types::relay::SourceBody { url: url.clone(), ..Default::default() })
                 .await
                 .map_err(e)?;
         }

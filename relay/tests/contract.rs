@@ -70,7 +70,7 @@ async fn every_endpoint_round_trips_through_its_contract_type() {
     let _feed = common::publish(&dir, &format!("rtmp://{origin_rtmp}/live/cam1"), &[]);
 
     // A pull source nothing answers: listed connecting or failed, with its error once failed.
-    let body = SourceBody { url: "rtmp://127.0.0.1:1/cam/x?token=s3cret".into() };
+    let body = SourceBody { url: "rtmp://127.0.0.1:1/cam/x?token=s3cret".into(), ..Default::default() };
     let put: SourceView = round_trip(&o, Method::PUT, "/sources/live/src1", Some(&body)).await;
     assert_eq!((put.app.as_str(), put.key.as_str(), put.url.as_str()), ("live", "src1", "rtmp://127.0.0.1:1/cam/x"));
     let failed = wait_until("the source to fail", Duration::from_secs(10), async || {

@@ -1,0 +1,186 @@
+//! Redundant sources on an origin: a main and a backup ffmpeg encoder push one key (`?role=backup`), RTMP and
+//! HTTP-FLV players decode it; the main is killed (-9) and restarted, and a flapping main is not switched back to.
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One GOP of the test encoders: `-g 60` at 30 fps.
+const GOP: Duration = Duration::from_secs(2);
+/// The relay's default `source_timeout` and `source_stable_for`.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(1);
+const STABLE_FOR: Duration = Duration::from_secs(5);
+
+/// An encoder pushing `pattern` at `size` to `url` (30 fps, a keyframe every 2 s, H.264 + AAC).
+fn encoder(dir: &TempDir, url: &str, pattern: &str, size: &str) -> Proc {
+    require("ffmpeg");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", &format!("{pattern}=size={size}:rate=30")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=1000"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-f", "flv", url])
+        .stdout(Stdio::null());
+    Proc::spawn(&format!("ffmpeg {pattern} {url}"), cmd, Some(dir.path(&format!("enc-{}.log", free_port()))))
+}
+
+/// A player that decodes the stream (ffprobe -show_frames) and records each video frame's arrival, DTS and size.
+struct Viewer {
+    proc: Proc,
+    frames: Arc<Mutex<Vec<(Instant, i64, String)>>>,
+}
+
+impl Viewer {
+    fn start(url: &str, dir: &TempDir) -> Self {
+        require("ffprobe");
+        // Line-buffered, so each frame's line leaves ffprobe when it is decoded (arrival times are the stall).
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "ffprobe", "-v", "error", "-select_streams", "v", "-show_frames"])
+            .args(["-show_entries", "frame=pkt_dts,width,height", "-of", "compact", url])
+            .stdout(Stdio::piped());
+        let mut proc = Proc::spawn(&format!("viewer {url}"), cmd, Some(dir.path(&format!("viewer-{}.log", free_port()))));
+        let out = proc.child.stdout.take().unwrap();
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let f2 = frames.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let kv: std::collections::HashMap<&str, &str> =
+                    line.split('|').skip(1).filter_map(|kv| kv.split_once('=')).collect();
+                let (Some(dts), Some(w), Some(h)) = (kv.get("pkt_dts"), kv.get("width"), kv.get("height")) else {
+                    continue;
+                };
+                if let Ok(d) = dts.parse::<i64>() {
+                    f2.lock().unwrap().push((Instant::now(), d, format!("{w}x{h}")));
+                }
+            }
+        });
+        Self { proc, frames }
+    }
+
+    /// Frames of `size` that arrived after `t`.
+    fn count_after(&self, t: Instant, size: &str) -> usize {
+        self.frames.lock().unwrap().iter().filter(|f| f.0 > t && f.2 == size).count()
+    }
+
+    fn snapshot(&self) -> Vec<(Instant, i64, String)> {
+        self.frames.lock().unwrap().clone()
+    }
+}
+
+/// GET /sources/live/KEY.
+fn key_sources(api: SocketAddr, key: &str) -> serde_json::Value {
+    let (code, body) = http("GET", api, &format!("/sources/live/{key}"));
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn healthy(v: &serde_json::Value, role: &str) -> bool {
+    v["sources"].as_array().unwrap().iter().any(|s| s["role"] == role && s["healthy"] == true)
+}
+
+/// The largest gap between two frames' arrivals within [from, to], and the largest DTS step there.
+fn worst_gap(frames: &[(Instant, i64, String)], from: Instant, to: Instant) -> (Duration, i64) {
+    let w: Vec<_> = frames.iter().filter(|f| f.0 >= from && f.0 <= to).collect();
+    let gap = w.windows(2).map(|p| p[1].0 - p[0].0).max().unwrap_or_default();
+    let step = w.windows(2).map(|p| p[1].1 - p[0].1).max().unwrap_or_default();
+    (gap, step)
+}
+
+/// DTS never go back for a player, over its whole life.
+fn assert_monotonic(name: &str, frames: &[(Instant, i64, String)]) {
+    for p in frames.windows(2) {
+        assert!(p[1].1 >= p[0].1, "{name}: DTS went back from {} to {} ({} -> {})", p[0].1, p[1].1, p[0].2, p[1].2);
+    }
+}
+
+#[test]
+fn a_killed_main_encoder_hands_over_to_the_backup_and_comes_back_after_stable_for() {
+    let _g = serial();
+    let dir = TempDir::new("redundant");
+    let http_port = free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let origin = Relay::origin(&dir, &["--http-listen", &http_addr]);
+    let url = origin.url("cam1");
+    let mut main = encoder(&dir, &url, "testsrc2", "640x360");
+    wait_live(origin.api, "cam1");
+    let _backup = encoder(&dir, &format!("{url}?role=backup"), "smptebars", "320x180");
+    let v = wait_for("main live and the backup warm", Duration::from_secs(15), || {
+        let v = key_sources(origin.api, "cam1");
+        (healthy(&v, "main") && healthy(&v, "backup")).then_some(v)
+    });
+    assert_eq!(v["live"], "main");
+    assert_eq!((v["source_timeout_ms"].as_u64(), v["source_stable_for_ms"].as_u64()), (Some(1000), Some(5000)));
+    // A third encoder in a role already fed, and one in a role the key does not have, are refused.
+    for (role, why) in [("backup", "busy"), ("spare", "unknown ?role=")] {
+        let mut extra = encoder(&dir, &format!("{url}?role={role}"), "testsrc", "160x120");
+        assert!(extra.wait_timeout(Duration::from_secs(10)).is_some_and(|s| !s.success()), "a second {role} exits");
+        assert!(origin.proc.log_text().contains(if role == "backup" { "key already published" } else { "unknown role" }), "{why}");
+    }
+
+    let players: Vec<(String, Viewer)> = [
+        ("rtmp 1", url.clone()),
+        ("rtmp 2", url.clone()),
+        ("http-flv 1", format!("http://{http_addr}/live/cam1.flv")),
+        ("http-flv 2", format!("http://{http_addr}/live/cam1.flv")),
+    ]
+    .into_iter()
+    .map(|(n, u)| (n.to_string(), Viewer::start(&u, &dir)))
+    .collect();
+    let t = Instant::now();
+    wait_for("every player decoding main (640x360)", Duration::from_secs(20), || {
+        players.iter().all(|(_, p)| p.count_after(t, "640x360") >= 30).then_some(())
+    });
+
+    // Main dies without a word: the backup's warm GOP goes on at once.
+    let killed = Instant::now();
+    main.kill();
+    wait_for("every player decoding the backup (320x180)", Duration::from_secs(15), || {
+        players.iter().all(|(_, p)| p.count_after(killed, "320x180") >= 60).then_some(())
+    });
+    let v = key_sources(origin.api, "cam1");
+    assert_eq!((v["live"].as_str(), v["switches"].as_u64()), (Some("backup"), Some(1)), "{v}");
+    let bound = SOURCE_TIMEOUT + GOP;
+    for (name, p) in &players {
+        let frames = p.snapshot();
+        let (gap, step) = worst_gap(&frames, killed - Duration::from_secs(1), Instant::now());
+        println!("{name}: worst stall across the switch to the backup {gap:?}, largest DTS step {step} ms");
+        assert!(gap <= bound, "{name}: stalled {gap:?} (bound {bound:?})");
+        assert!(step > 0 && step <= bound.as_millis() as i64, "{name}: DTS step {step} ms");
+        assert_monotonic(name, &frames);
+    }
+
+    // Main comes back: the players return to it only after it delivered source_stable_for.
+    let _main = encoder(&dir, &url, "testsrc2", "640x360");
+    let up = wait_for("main back and healthy", Duration::from_secs(15), || {
+        healthy(&key_sources(origin.api, "cam1"), "main").then(Instant::now)
+    });
+    let back = wait_for("main live again", STABLE_FOR + GOP + Duration::from_secs(5), || {
+        (key_sources(origin.api, "cam1")["live"] == "main").then(Instant::now)
+    });
+    let waited = back - up;
+    println!("switched back {waited:?} after main was healthy again");
+    // The poll runs every few ms; healthy is seen at most one poll after the first frame.
+    assert!(waited >= STABLE_FOR - Duration::from_millis(300), "switched back after {waited:?}");
+    assert!(waited <= STABLE_FOR + GOP + Duration::from_secs(1), "switched back after {waited:?}");
+    wait_for("every player decoding main again", Duration::from_secs(10), || {
+        players.iter().all(|(_, p)| p.count_after(back, "640x360") >= 30).then_some(())
+    });
+    for (name, mut p) in players {
+        let frames = p.snapshot();
+        let (gap, step) = worst_gap(&frames, back - Duration::from_millis(500), Instant::now());
+        println!("{name}: worst stall across the switch back {gap:?}, largest DTS step {step} ms");
+        // A switch back happens at main's keyframe with the backup live until then: no stall beyond the merge
+        // period (100 ms) and scheduling.
+        assert!(gap <= Duration::from_millis(600), "{name}: stalled {gap:?} switching back");
+        assert!(step > 0 && step <= 600, "{name}: DTS step {step} ms switching back");
+        assert_monotonic(&name, &frames);
+        assert!(p.proc.is_running(), "{name} kept its connection");
+    }
+    assert_eq!(key_sources(origin.api, "cam1")["switches"].as_u64(), Some(2));
+    assert_eq!(metric(origin.api, "relay_source_switches_total"), 2.0);
+}

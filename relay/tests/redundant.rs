@@ -184,3 +184,75 @@ fn a_killed_main_encoder_hands_over_to_the_backup_and_comes_back_after_stable_fo
     assert_eq!(key_sources(origin.api, "cam1")["switches"].as_u64(), Some(2));
     assert_eq!(metric(origin.api, "relay_source_switches_total"), 2.0);
 }
+
+/// Sends `sig` to `pid` (the test's own ffmpeg).
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn a_silent_main_is_given_up_after_source_timeout_and_a_flapping_one_is_not_taken_back() {
+    let _g = serial();
+    let dir = TempDir::new("flapping");
+    let origin = Relay::origin(&dir, &[]);
+    let url = origin.url("cam2");
+    let main = encoder(&dir, &url, "testsrc2", "640x360");
+    wait_live(origin.api, "cam2");
+    let _backup = encoder(&dir, &format!("{url}?role=backup"), "smptebars", "320x180");
+    wait_for("main live and the backup warm", Duration::from_secs(15), || {
+        let v = key_sources(origin.api, "cam2");
+        (healthy(&v, "main") && healthy(&v, "backup") && v["live"] == "main").then_some(())
+    });
+    let player = Viewer::start(&url, &dir);
+    let t = Instant::now();
+    wait_for("the player decoding main", Duration::from_secs(20), || (player.count_after(t, "640x360") >= 30).then_some(()));
+
+    // Main stops sending but keeps its connection (SIGSTOP): given up after source_timeout, not before.
+    let stopped = Instant::now();
+    signal(main.pid(), "-STOP");
+    let switched = wait_for("the backup live", Duration::from_secs(10), || {
+        (key_sources(origin.api, "cam2")["live"] == "backup").then(Instant::now)
+    });
+    let took = switched - stopped;
+    println!("a silent main was given up after {took:?}");
+    // Given up at the first backup frame past the timeout; the margin covers an encoder's burst still in flight.
+    assert!(took >= SOURCE_TIMEOUT && took <= SOURCE_TIMEOUT + Duration::from_secs(1), "{took:?}");
+    wait_for("the player decoding the backup", Duration::from_secs(10), || {
+        (player.count_after(switched, "320x180") >= 30).then_some(())
+    });
+    let (gap, step) = worst_gap(&player.snapshot(), stopped - Duration::from_secs(1), Instant::now());
+    println!("worst stall across a silent main {gap:?}, largest DTS step {step} ms");
+    assert!(gap <= SOURCE_TIMEOUT + GOP, "stalled {gap:?}");
+    assert!(step > 0 && step <= (SOURCE_TIMEOUT + GOP).as_millis() as i64, "DTS step {step} ms");
+
+    // Main flaps: 2 s up, 2 s down, for 12 s. It is never stable for source_stable_for: no switch back.
+    let flap_start = Instant::now();
+    let mut up = false;
+    while flap_start.elapsed() < Duration::from_secs(12) {
+        signal(main.pid(), if up { "-STOP" } else { "-CONT" });
+        up = !up;
+        let next = Instant::now() + Duration::from_secs(2);
+        // Each phase: the backup stays live the whole time (polled, so a switch back in between is seen).
+        while Instant::now() < next {
+            let v = key_sources(origin.api, "cam2");
+            assert_eq!((v["live"].as_str(), v["switches"].as_u64()), (Some("backup"), Some(1)), "while flapping: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Main stays up: switched back once, after source_stable_for.
+    signal(main.pid(), "-CONT");
+    let resumed = Instant::now();
+    let back = wait_for("main live again", STABLE_FOR + GOP + Duration::from_secs(5), || {
+        (key_sources(origin.api, "cam2")["live"] == "main").then(Instant::now)
+    });
+    println!("switched back {:?} after main resumed", back - resumed);
+    assert!(back - resumed >= STABLE_FOR, "{:?}", back - resumed);
+    assert_eq!(key_sources(origin.api, "cam2")["switches"].as_u64(), Some(2));
+    wait_for("the player decoding main again", Duration::from_secs(10), || {
+        (player.count_after(back, "640x360") >= 30).then_some(())
+    });
+    assert_monotonic("player", &player.snapshot());
+    let mut player = player;
+    assert!(player.proc.is_running(), "the player kept its connection");
+}

@@ -132,8 +132,19 @@ pub struct SourceView {
     /// Which of the key's sources this is (`main` for a key with one url).
     #[serde(default)]
     pub role: String,
-    /// The URL without credentials and query.
+    /// This source is the one the key forwards now.
+    #[serde(default)]
+    pub live: bool,
+    /// The key's switch timings (`source_timeout`, `source_stable_for`), as put.
+    #[serde(default)]
+    pub source_timeout_ms: u64,
+    #[serde(default)]
+    pub source_stable_for_ms: u64,
+    /// The URL without credentials and query; `pushed` for an encoder that publishes `KEY?role=ROLE`,
+    /// `slate:testcard` or `slate:file:PATH` for a slate.
     pub url: String,
+    /// `ingesting`: delivering now (a key's backup is ingested too, warm); a pushed role waiting for its encoder
+    /// is `connecting`.
     pub state: SourceState,
     /// Why the last attempt failed.
     pub error: Option<String>,
@@ -146,7 +157,7 @@ pub struct SourceView {
 
 /// `PUT /sources/{app}/{key}`'s body: one pull `url` (the key's only source), or the key's ordered `sources`
 /// (redundant sources: the first healthy one is live) with the switch's timings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceBody {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -164,7 +175,7 @@ pub struct SourceBody {
 
 /// One source of a key: its role (how a pushed encoder names itself: `KEY?role=ROLE`) and, for a pulled one,
 /// its URL; a `slate` has `testcard` or `file:PATH` (a looping file) as its URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceEntry {
     pub role: String,
@@ -248,7 +259,9 @@ impl SourceBody {
                     return Err(bad(format!("source {}: the slate must be the last source", i + 1)))
                 }
                 (true, Some(u)) if u == "testcard" => SourceInput::Slate(Slate::TestCard),
-                (true, Some(u)) if u.starts_with("file:") && u.len() > 5 => SourceInput::Slate(Slate::File(u[5..].into())),
+                (true, Some(u)) if u.starts_with("file:") && u.len() > 5 => {
+                    SourceInput::Slate(Slate::File(u[5..].into()))
+                }
                 (true, _) => {
                     return Err(bad(format!(
                         "source {}: a slate's url is testcard or file:PATH (a video file the origin loops)",

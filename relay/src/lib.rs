@@ -134,7 +134,11 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     // A slate publishes to this listener from this host: a wildcard address is reached on loopback.
     let mut local = listener.local_addr()?;
     if local.ip().is_unspecified() {
-        local.set_ip(if local.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        local.set_ip(if local.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
     }
     let _ = ingest.rtmp_addr.set(local);
     let mut tasks = JoinSet::new();

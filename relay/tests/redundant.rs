@@ -43,7 +43,8 @@ impl Viewer {
         cmd.args(["-oL", "ffprobe", "-v", "error", "-select_streams", "v", "-show_frames"])
             .args(["-show_entries", "frame=pkt_dts,width,height", "-of", "compact", url])
             .stdout(Stdio::piped());
-        let mut proc = Proc::spawn(&format!("viewer {url}"), cmd, Some(dir.path(&format!("viewer-{}.log", free_port()))));
+        let mut proc =
+            Proc::spawn(&format!("viewer {url}"), cmd, Some(dir.path(&format!("viewer-{}.log", free_port()))));
         let out = proc.child.stdout.take().unwrap();
         let frames = Arc::new(Mutex::new(Vec::new()));
         let f2 = frames.clone();
@@ -119,7 +120,10 @@ fn a_killed_main_encoder_hands_over_to_the_backup_and_comes_back_after_stable_fo
     for (role, why) in [("backup", "busy"), ("spare", "unknown ?role=")] {
         let mut extra = encoder(&dir, &format!("{url}?role={role}"), "testsrc", "160x120");
         assert!(extra.wait_timeout(Duration::from_secs(10)).is_some_and(|s| !s.success()), "a second {role} exits");
-        assert!(origin.proc.log_text().contains(if role == "backup" { "key already published" } else { "unknown role" }), "{why}");
+        assert!(
+            origin.proc.log_text().contains(if role == "backup" { "key already published" } else { "unknown role" }),
+            "{why}"
+        );
     }
 
     let players: Vec<(String, Viewer)> = [
@@ -206,7 +210,9 @@ fn a_silent_main_is_given_up_after_source_timeout_and_a_flapping_one_is_not_take
     });
     let player = Viewer::start(&url, &dir);
     let t = Instant::now();
-    wait_for("the player decoding main", Duration::from_secs(20), || (player.count_after(t, "640x360") >= 30).then_some(()));
+    wait_for("the player decoding main", Duration::from_secs(20), || {
+        (player.count_after(t, "640x360") >= 30).then_some(())
+    });
 
     // Main stops sending but keeps its connection (SIGSTOP): given up after source_timeout, not before.
     let stopped = Instant::now();

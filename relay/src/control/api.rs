@@ -200,9 +200,8 @@ async fn metrics(State(ctx): Shared) -> Response {
         if k.lanes.is_empty() {
             continue;
         }
-        let labels = || {
-            vec![("role", ctx.config.role.name().to_string()), ("app", st.app.clone()), ("key", st.name.clone())]
-        };
+        let labels =
+            || vec![("role", ctx.config.role.name().to_string()), ("app", st.app.clone()), ("key", st.name.clone())];
         switches.add(labels(), k.switches as f64);
         for l in &k.lanes {
             let mut lb = labels();
@@ -375,10 +374,16 @@ async fn key_sources(State(ctx): Shared, Path((app, key)): Path<(String, String)
 
 /// An operator's switch: `{"role": "backup"}` makes that source live now (from its warm GOP) and keeps it while it
 /// delivers; `{"role": "auto"}` goes back to the order of preference.
-async fn switch_source(State(ctx): Shared, Path((app, key)): Path<(String, String)>, body: axum::body::Bytes) -> Response {
+async fn switch_source(
+    State(ctx): Shared,
+    Path((app, key)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let parsed: SwitchBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"role\": \"backup\"}} (or \"auto\"): {e}")),
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("expected {{\"role\": \"backup\"}} (or \"auto\"): {e}"))
+        }
     };
     if !matches!(ctx.config.role, Role::Origin { .. }) {
         return error(StatusCode::NOT_FOUND, "sources are an origin operation".to_string());

@@ -407,7 +407,10 @@ impl Switch {
                 live: self.live == Some(l.id),
                 healthy: l.fresh(now, self.settings.timeout),
                 idle_ms: l.last_at.map(|t| now.duration_since(t).as_millis() as u64),
-                up_secs: l.up_since.filter(|_| l.fresh(now, self.settings.timeout)).map(|t| now.duration_since(t).as_secs()),
+                up_secs: l
+                    .up_since
+                    .filter(|_| l.fresh(now, self.settings.timeout))
+                    .map(|t| now.duration_since(t).as_secs()),
                 frames: l.frames,
             })
             .collect()
@@ -423,7 +426,11 @@ mod tests {
     }
 
     fn video(ts: u32, key: bool, tag: u8) -> Media {
-        Media { kind: MediaKind::Video, timestamp: ts, payload: Bytes::from(vec![if key { 0x17 } else { 0x27 }, 1, tag]) }
+        Media {
+            kind: MediaKind::Video,
+            timestamp: ts,
+            payload: Bytes::from(vec![if key { 0x17 } else { 0x27 }, 1, tag]),
+        }
     }
 
     fn header(tag: u8) -> Media {
@@ -431,7 +438,11 @@ mod tests {
     }
 
     fn fast() -> SwitchSettings {
-        SwitchSettings { timeout: Duration::from_millis(100), stable_for: Duration::from_millis(300), ..Default::default() }
+        SwitchSettings {
+            timeout: Duration::from_millis(100),
+            stable_for: Duration::from_millis(300),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -436,7 +436,11 @@ pub(crate) async fn pull_once(
                             UpstreamRole::Source { role, .. } => role,
                             UpstreamRole::Edge { .. } => api_types::relay::MAIN_ROLE,
                         };
-                        match Publisher::attach_as(stream.clone(), SourceInfo { kind: up.kind, peer: up.tc_url.clone() }, role) {
+                        match Publisher::attach_as(
+                            stream.clone(),
+                            SourceInfo { kind: up.kind, peer: up.tc_url.clone() },
+                            role,
+                        ) {
                             Ok(p) => source = Some(p),
                             // Only this task attaches to an edge stream, so this is not expected; retry later.
                             Err(e) => {

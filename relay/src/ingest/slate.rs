@@ -29,8 +29,23 @@ fn args(slate: &Slate, target: &str) -> Vec<String> {
     }
     a.extend(
         [
-            "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", GOP_FRAMES, "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-ar", "44100", "-f", "flv", target,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            GOP_FRAMES,
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ar",
+            "44100",
+            "-f",
+            "flv",
+            target,
         ]
         .iter()
         .map(|s| s.to_string()),

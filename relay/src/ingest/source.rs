@@ -160,7 +160,13 @@ impl Sources {
                     tokio::spawn(ingest(task, url.clone()));
                 }
                 SourceInput::Slate(slate) => {
-                    tokio::spawn(super::slate::run(task.ctx.clone(), app.to_string(), key.to_string(), slate.clone(), task.removed.clone()));
+                    tokio::spawn(super::slate::run(
+                        task.ctx.clone(),
+                        app.to_string(),
+                        key.to_string(),
+                        slate.clone(),
+                        task.removed.clone(),
+                    ));
                 }
                 SourceInput::Pushed => {}
             }
@@ -201,27 +207,43 @@ impl Sources {
         self.map().get(&(app.to_string(), key.to_string())).map(|k| (k.plan.timeout, k.plan.stable_for))
     }
 
+    /// Every source of every key, in each key's order: pulled ones with their task's state, pushed ones with
+    /// whether their encoder delivers; `live` marks the one the key forwards.
     pub(crate) fn views(&self, ctx: &Ingest) -> Vec<SourceView> {
-        self.map()
-            .iter()
-            .flat_map(|((app, key), k)| k.entries.iter().map(move |e| (app, key, e)))
-            .map(|(app, key, e)| {
-                let s = e.status.inner.lock().unwrap_or_else(|e| e.into_inner());
-                let bytes_in = ctx.hub.get(app, key).map_or(0, |st| st.stats.bytes_in.load(Ordering::Relaxed));
-                SourceView {
+        let map = self.map();
+        let mut out = Vec::new();
+        for ((app, key), k) in map.iter() {
+            let stream = ctx.hub.get(app, key);
+            let lanes = stream.as_ref().map(|s| s.lanes().lanes).unwrap_or_default();
+            let bytes_in = stream.as_ref().map_or(0, |st| st.stats.bytes_in.load(Ordering::Relaxed));
+            for (role, input) in &k.plan.sources {
+                let lane = lanes.iter().find(|l| &l.role == role);
+                let entry = k.entries.iter().find(|e| &e.role == role);
+                let status = entry.map(|e| e.status.inner.lock().unwrap_or_else(|e| e.into_inner()));
+                let state = match (lane.is_some_and(|l| l.healthy), status.as_ref().map(|s| s.state)) {
+                    (true, _) => State::Ingesting,
+                    // Connected but silent past source_timeout: not delivering.
+                    (false, Some(State::Ingesting)) | (false, None) => State::Connecting,
+                    (false, Some(st)) => st,
+                };
+                out.push(SourceView {
                     app: app.clone(),
                     key: key.clone(),
-                    role: e.role.clone(),
-                    url: shown(&e.input),
-                    state: s.state,
-                    error: s.error.clone(),
-                    since_secs: s.since.elapsed().as_secs(),
-                    connects: e.status.connects.load(Ordering::Relaxed),
-                    failures: e.status.failures.load(Ordering::Relaxed),
+                    role: role.clone(),
+                    live: lane.is_some_and(|l| l.live),
+                    source_timeout_ms: k.plan.timeout.as_millis() as u64,
+                    source_stable_for_ms: k.plan.stable_for.as_millis() as u64,
+                    url: shown(input),
+                    state,
+                    error: status.as_ref().and_then(|s| s.error.clone()),
+                    since_secs: status.as_ref().map_or(0, |s| s.since.elapsed().as_secs()),
+                    connects: entry.map_or(0, |e| e.status.connects.load(Ordering::Relaxed)),
+                    failures: entry.map_or(0, |e| e.status.failures.load(Ordering::Relaxed)),
                     bytes_in,
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        out
     }
 
     /// (connecting, ingesting, failed) counts for the metrics.

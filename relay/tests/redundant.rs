@@ -266,3 +266,89 @@ fn a_silent_main_is_given_up_after_source_timeout_and_a_flapping_one_is_not_take
     let mut player = player;
     assert!(player.proc.is_running(), "the player kept its connection");
 }
+
+/// An API request with a JSON body: (status, body).
+fn send(api: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let status = r.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[test]
+fn the_slate_covers_a_key_without_encoders_and_an_operator_can_switch_by_hand() {
+    let _g = serial();
+    let dir = TempDir::new("slate");
+    let origin = Relay::origin(&dir, &[]);
+    // Mistakes are refused with the reason and change nothing.
+    for (body, why) in [
+        (r#"{"sources": [{"role": "main"}], "source_timeout": "10ms"}"#, "source_timeout 10ms is out of range 100ms..=60s"),
+        (r#"{"sources": [{"role": "slate", "url": "testcard"}, {"role": "main"}]}"#, "the slate must be the last source"),
+        (r#"{"sources": [{"role": "main", "prio": 1}]}"#, "unknown field `prio`"),
+        (r#"{"sources": [{"role": "slate", "url": "smpte"}]}"#, "a slate's url is testcard or file:PATH"),
+        (r#"{"url": "rtmp://127.0.0.1:1/l/k", "sources": [{"role": "main"}]}"#, "either url or sources"),
+    ] {
+        let (code, b) = send(origin.api, "PUT", "/sources/live/cam3", body);
+        assert_eq!(code, 400, "{body}: {b}");
+        assert!(b.contains(why), "{body}: {b}");
+    }
+    assert_eq!(http("GET", origin.api, "/sources/live/cam3").0, 404, "nothing configured");
+
+    let plan = r#"{"sources": [{"role": "main"}, {"role": "slate", "url": "testcard"}],
+                   "source_timeout": "500ms", "source_stable_for": "0s"}"#;
+    let (code, b) = send(origin.api, "PUT", "/sources/live/cam3", plan);
+    assert_eq!(code, 201, "{b}");
+    assert_eq!(send(origin.api, "PUT", "/sources/live/cam3", plan).0, 200, "the same plan again changes nothing");
+    // No encoder: the slate (the origin's own ffmpeg test card, 640x360) is live.
+    wait_for("the slate live", Duration::from_secs(20), || {
+        (key_sources(origin.api, "cam3")["live"] == "slate").then_some(())
+    });
+    let url = origin.url("cam3");
+    let player = Viewer::start(&url, &dir);
+    let t = Instant::now();
+    wait_for("the player decoding the slate", Duration::from_secs(20), || {
+        (player.count_after(t, "640x360") >= 30).then_some(())
+    });
+    // The main encoder arrives: with source_stable_for 0 it is live at its first keyframe.
+    let _main = encoder(&dir, &url, "testsrc2", "320x180");
+    let back = wait_for("main live", Duration::from_secs(15), || {
+        (key_sources(origin.api, "cam3")["live"] == "main").then(Instant::now)
+    });
+    wait_for("the player decoding main", Duration::from_secs(10), || {
+        (player.count_after(back, "320x180") >= 30).then_some(())
+    });
+    // The operator's switch: to the slate now, refused for a role the key lacks, back to automatic.
+    let (code, b) = send(origin.api, "POST", "/sources/live/cam3/switch", r#"{"role": "slate"}"#);
+    assert_eq!(code, 200, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!((v["live"].as_str(), v["forced"].as_str()), (Some("slate"), Some("slate")), "{v}");
+    let forced = Instant::now();
+    wait_for("the player decoding the slate again", Duration::from_secs(10), || {
+        (player.count_after(forced, "640x360") >= 30).then_some(())
+    });
+    assert_eq!(key_sources(origin.api, "cam3")["live"], "slate", "the operator's choice holds while it delivers");
+    let (code, b) = send(origin.api, "POST", "/sources/live/cam3/switch", r#"{"role": "backup"}"#);
+    assert_eq!(code, 409, "{b}");
+    assert!(b.contains("no source with role") && b.contains("backup") && b.contains("attached"), "{b}");
+    assert_eq!(send(origin.api, "POST", "/sources/live/cam3/switch", r#"{"role": "auto"}"#).0, 200);
+    wait_for("main live after auto", Duration::from_secs(10), || {
+        (key_sources(origin.api, "cam3")["live"] == "main").then_some(())
+    });
+    assert_eq!(key_sources(origin.api, "cam3")["switches"].as_u64(), Some(3));
+    assert_monotonic("player", &player.snapshot());
+    // Removing the key's sources stops the slate's ffmpeg (its publish leaves).
+    assert_eq!(send(origin.api, "DELETE", "/sources/live/cam3", "").0, 204);
+    wait_for("the slate gone", Duration::from_secs(10), || {
+        let v = key_sources(origin.api, "cam3");
+        v["sources"].as_array().unwrap().iter().all(|s| s["role"] != "slate" || s["kind"].is_null()).then_some(())
+    });
+    let mut player = player;
+    assert!(player.proc.is_running(), "the player kept its connection");
+}

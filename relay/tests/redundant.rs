@@ -289,8 +289,14 @@ fn the_slate_covers_a_key_without_encoders_and_an_operator_can_switch_by_hand() 
     let origin = Relay::origin(&dir, &[]);
     // Mistakes are refused with the reason and change nothing.
     for (body, why) in [
-        (r#"{"sources": [{"role": "main"}], "source_timeout": "10ms"}"#, "source_timeout 10ms is out of range 100ms..=60s"),
-        (r#"{"sources": [{"role": "slate", "url": "testcard"}, {"role": "main"}]}"#, "the slate must be the last source"),
+        (
+            r#"{"sources": [{"role": "main"}], "source_timeout": "10ms"}"#,
+            "source_timeout 10ms is out of range 100ms..=60s",
+        ),
+        (
+            r#"{"sources": [{"role": "slate", "url": "testcard"}, {"role": "main"}]}"#,
+            "the slate must be the last source",
+        ),
         (r#"{"sources": [{"role": "main", "prio": 1}]}"#, "unknown field `prio`"),
         (r#"{"sources": [{"role": "slate", "url": "smpte"}]}"#, "a slate's url is testcard or file:PATH"),
         (r#"{"url": "rtmp://127.0.0.1:1/l/k", "sources": [{"role": "main"}]}"#, "either url or sources"),

@@ -44,7 +44,8 @@ fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
     for (body, want) in [
         (format!(r#"{{"url": "http://{}/live/cam1"}}"#, camera.rtmp), "rtmp:// or rtsp://"),
         (r#"{"url": "rtmp://x/live"}"#.to_string(), "missing /KEY"),
-        (r#"{"uri": "rtmp://x/live/a"}"#.to_string(), "missing field `url`"),
+        (r#"{"uri": "rtmp://x/live/a"}"#.to_string(), "unknown field `uri`"),
+        (r#"{}"#.to_string(), "no source: give url or a non-empty sources list"),
     ] {
         let (code, b) = send(origin.api, "PUT", "/sources/live/cam", &body);
         assert_eq!(code, 400, "{body}: {b}");
@@ -76,8 +77,12 @@ fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
 
     // The source goes away and comes back: the origin reconnects by itself.
     feed.kill();
-    wait_for("the source to fail", Duration::from_secs(20), || {
+    // Not delivering at once (after source_timeout), failed once the pull gives up (--source-timeout).
+    wait_for("the source to stop delivering", Duration::from_secs(5), || {
         source_state(origin.api, "cam").filter(|s| s["state"] != "ingesting")
+    });
+    wait_for("the source to fail", Duration::from_secs(20), || {
+        source_state(origin.api, "cam").filter(|s| s["failures"].as_u64() >= Some(1))
     });
     let _feed = publish(&dir, &camera.url("cam1"), &[]);
     let s = wait_for("the source ingesting again", Duration::from_secs(20), || {

@@ -219,12 +219,16 @@ impl Sources {
             for (role, input) in &k.plan.sources {
                 let lane = lanes.iter().find(|l| &l.role == role);
                 let entry = k.entries.iter().find(|e| &e.role == role);
-                let status = entry.map(|e| e.status.inner.lock().unwrap_or_else(|e| e.into_inner()));
+                // A slate's health is its lane's (its ffmpeg publishes like a pushed encoder).
+                let status = entry
+                    .filter(|e| matches!(e.input, SourceInput::Pull(_)))
+                    .map(|e| e.status.inner.lock().unwrap_or_else(|e| e.into_inner()));
                 let state = match (lane.is_some_and(|l| l.healthy), status.as_ref().map(|s| s.state)) {
-                    (true, _) => State::Ingesting,
+                    // A pushed source delivers; a pulled one's task says so once its session has media.
+                    (true, None) | (true, Some(State::Ingesting)) => State::Ingesting,
                     // Connected but silent past source_timeout: not delivering.
-                    (false, Some(State::Ingesting)) | (false, None) => State::Connecting,
-                    (false, Some(st)) => st,
+                    (false, Some(State::Ingesting)) | (_, None) => State::Connecting,
+                    (_, Some(st)) => st,
                 };
                 out.push(SourceView {
                     app: app.clone(),

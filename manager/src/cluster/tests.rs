@@ -1029,6 +1029,17 @@ fn redundant_sources_are_put_in_order_and_their_switches_and_losses_are_told() {
     c.observe("o1", redundant_origin(&[("main", true, true), ("backup", false, false)]), t0 + SECS(4));
     c.plan(t0 + SECS(4));
     assert!(!c.log.is_raised(AlarmKind::SourceDown, "live/cam1"));
+    // o1 dies: the standby gets the same ordered list when it takes over.
+    for i in 5..12 {
+        c.observe("o1", failed(), t0 + SECS(i));
+        c.observe("o2", ok_origin(&[]), t0 + SECS(i));
+    }
+    let a = c.plan(t0 + SECS(12));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"));
+    assert!(
+        a.iter().any(|x| matches!(x, Action::PutSource { node, body: b, .. } if node == "o2" && *b == body)),
+        "{a:?}"
+    );
 }
 
 #[test]

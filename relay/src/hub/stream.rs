@@ -318,7 +318,13 @@ impl Stream {
 
     /// How long the stream has been without a source, if it has none.
     pub fn sourceless_for(&self) -> Option<Duration> {
-        self.cache().source_lost_at.map(|t| t.elapsed())
+        let c = self.cache();
+        if c.switch.has_lanes() {
+            // A source is attached but not ready yet (a backup waiting for its keyframe): the stream waits for it;
+            // one that sends nothing is dropped by --source-timeout, and the grace period then runs.
+            return None;
+        }
+        c.source_lost_at.map(|t| t.elapsed())
     }
 
     pub fn has_video(&self) -> bool {

@@ -216,6 +216,11 @@ impl Switch {
         self.settings = settings;
     }
 
+    /// Whether any source is attached (live or warm).
+    pub fn has_lanes(&self) -> bool {
+        !self.lanes.is_empty()
+    }
+
     /// The role of the live source.
     pub fn live_role(&self) -> Option<&str> {
         let live = self.live?;

@@ -676,13 +676,18 @@ impl Config {
                     )));
                 }
                 // The relay's own check (what PUT /sources would refuse): roles, order, URLs, timings.
-                if let Err(e) = g.source_body(&key).plan() {
-                    let why = match e {
-                        api_types::relay::SourceError::BadUrl(_, why) => format!("a URL does not parse: {why}"),
-                        e => e.to_string(),
-                    };
-                    let urls: Vec<String> = list.iter().map(|(_, s)| redact(&s.url)).collect();
-                    return Err(invalid(format!("{at}: source {key:?} ({}): {why}", urls.join(", "))));
+                match g.source_body(&key).plan() {
+                    Ok(_) => {}
+                    // The URL that does not parse, named (redacted) with the relay's reason.
+                    Err(api_types::relay::SourceError::BadUrl(_, why)) => {
+                        let bad = list
+                            .iter()
+                            .map(|(_, s)| s)
+                            .find(|s| !s.url.is_empty() && api_types::relay::SourceUrl::parse(&s.url).is_err())
+                            .map_or(String::new(), |s| redact(&s.url));
+                        return Err(invalid(format!("{at}: source {key:?}: URL {bad:?} does not parse: {why}")));
+                    }
+                    Err(e) => return Err(invalid(format!("{at}: source {key:?}: {e}"))),
                 }
             }
         }

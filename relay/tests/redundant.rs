@@ -140,6 +140,14 @@ fn a_killed_main_encoder_hands_over_to_the_backup_and_comes_back_after_stable_fo
         players.iter().all(|(_, p)| p.count_after(t, "640x360") >= 30).then_some(())
     });
 
+    // HLS has main's segments before the switch.
+    let hls: SocketAddr = http_addr.parse().unwrap();
+    let main_map = wait_for("main's HLS segments", Duration::from_secs(15), || {
+        let (code, body) = http("GET", hls, "/live/cam1/index.m3u8");
+        let map = body.lines().find(|l| l.starts_with("#EXT-X-MAP:")).map(str::to_string);
+        (code == 200 && body.matches("#EXTINF").count() >= 2).then_some(map).flatten()
+    });
+
     // Main dies without a word: the backup's warm GOP goes on at once.
     let killed = Instant::now();
     main.kill();
@@ -157,6 +165,27 @@ fn a_killed_main_encoder_hands_over_to_the_backup_and_comes_back_after_stable_fo
         assert!(step > 0 && step <= bound.as_millis() as i64, "{name}: DTS step {step} ms");
         assert_monotonic(name, &frames);
     }
+
+    // HLS goes on through the switch: the backup's new codec configuration (another resolution) is a new init
+    // segment behind EXT-X-DISCONTINUITY, and the program date-times keep moving forward.
+    let last = std::cell::RefCell::new(String::new());
+    let playlist = lb_lab::wait::wait_for(Duration::from_secs(15), "a discontinuity in the HLS playlist", || {
+        let (code, body) = http("GET", hls, "/live/cam1/index.m3u8");
+        *last.borrow_mut() = format!("{code} {body}");
+        (code == 200 && body.contains("#EXT-X-DISCONTINUITY\n")).then_some(body)
+    })
+    .map(|(v, _)| v)
+    .unwrap_or_else(|e| {
+        let log = origin.proc.log_text();
+        let lines: Vec<&str> =
+            log.lines().filter(|l| l.contains("HLS") || l.contains("switched") || l.contains("WARN")).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        panic!("{e} (now {now} ms); the last playlist: {}\nlog: {}", last.borrow(), lines.join("\n"))
+    });
+    let maps = playlist.lines().filter(|l| l.starts_with("#EXT-X-MAP:")).collect::<std::collections::BTreeSet<_>>();
+    assert!(maps.len() >= 2 && maps.contains(main_map.as_str()), "main's init and the backup's: {playlist}");
+    let dates: Vec<&str> = playlist.lines().filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:")).collect();
+    assert!(dates.len() >= 2 && dates.windows(2).all(|w| w[0] < w[1]), "dates move forward: {playlist}");
 
     // Main comes back: the players return to it only after it delivered source_stable_for.
     let _main = encoder(&dir, &url, "testsrc2", "640x360");

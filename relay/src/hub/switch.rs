@@ -198,7 +198,7 @@ impl Switch {
         }
         self.live = None;
         match self.best(now, None) {
-            Some(to) => self.switch_to(to, now, "the live source left"),
+            Some(to) => self.switch_to(to, now, "the live source left", Some(lane.role.clone())),
             None => {
                 if !self.lanes.is_empty() {
                     tracing::warn!(role = %lane.role, "the live source left and no other source is ready");
@@ -289,7 +289,10 @@ impl Switch {
         let Some(reason) = reason else { return Routed::default() };
         let exclude = self.live;
         match self.best(now, exclude) {
-            Some(to) => self.switch_to(to, now, reason),
+            Some(to) => {
+                let from = self.live_role().map(str::to_string);
+                self.switch_to(to, now, reason, from)
+            }
             None => Routed::default(),
         }
     }
@@ -309,7 +312,8 @@ impl Switch {
         if self.live == Some(id) {
             return Ok(Routed::default());
         }
-        Ok(self.switch_to(id, now, "switched by the operator"))
+        let from = self.live_role().map(str::to_string);
+        Ok(self.switch_to(id, now, "switched by the operator", from))
     }
 
     /// The forced role, if an operator chose one.
@@ -333,8 +337,7 @@ impl Switch {
     /// timeline goes on after the last frame forwarded: at least `GAP_MS` after it, and by the stall when the stall was
     /// longer than the GOP (so the timeline keeps pace with the wall clock). The GOP is replayed at once, so when it
     /// is longer than the stall the timeline runs ahead by the difference (players get a burst they buffer).
-    fn switch_to(&mut self, to: u64, now: Instant, reason: &'static str) -> Routed {
-        let from = self.live_role().map(str::to_string);
+    fn switch_to(&mut self, to: u64, now: Instant, reason: &'static str, from: Option<String>) -> Routed {
         let Some(lane) = self.lanes.iter_mut().find(|l| l.id == to) else { return Routed::default() };
         let (first, newest) = match (lane.gop.first(), lane.gop.last()) {
             (Some(a), Some(b)) => (a.timestamp, b.timestamp),
@@ -520,6 +523,11 @@ mod tests {
         s.route(2, video(0, true, 2), ms(0), 1 << 20);
         let r = s.detach(1, ms(10));
         assert_eq!(r.switched.map(|x| x.0), Some(2));
+        let rec = s.last_switch.clone().unwrap();
+        assert_eq!(
+            (rec.from.as_deref(), rec.to.as_str(), rec.reason),
+            (Some("main"), "backup", "the live source left")
+        );
         // Main comes for 200 ms every 400 ms (shorter than stable_for): never switched back to.
         let (mut main, mut id) = (None, 10);
         for t in (20..2000u32).step_by(40) {

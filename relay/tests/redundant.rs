@@ -216,6 +216,9 @@ fn a_killed_main_encoder_hands_over_to_the_backup_and_comes_back_after_stable_fo
     }
     assert_eq!(key_sources(origin.api, "cam1")["switches"].as_u64(), Some(2));
     assert_eq!(metric(origin.api, "relay_source_switches_total"), 2.0);
+    // The backup (the first sample: roles in order of name) was live at least while main had to prove stable.
+    let backup_live = metric(origin.api, "relay_source_live_seconds_total");
+    assert!(backup_live >= STABLE_FOR.as_secs_f64() && backup_live < 60.0, "backup live {backup_live} s");
 }
 
 /// Sends `sig` to `pid` (the test's own ffmpeg).

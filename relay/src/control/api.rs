@@ -209,8 +209,24 @@ async fn metrics(State(ctx): Shared) -> Response {
             live.add(lb, if l.live { 1.0 } else { 0.0 });
         }
     }
+    let mut live_secs = svc::metrics::Family::counter(
+        "relay_source_live_seconds_total",
+        "Seconds each source role of a key has been the live one since its stream started.",
+    );
+    for st in ctx.hub.all() {
+        for (role, d) in st.lanes().live_time {
+            let labels = vec![
+                ("role", ctx.config.role.name().to_string()),
+                ("app", st.app.clone()),
+                ("key", st.name.clone()),
+                ("source", role),
+            ];
+            live_secs.add(labels, d.as_secs_f64());
+        }
+    }
     families.push(switches);
     families.push(live);
+    families.push(live_secs);
     svc::http::metrics_text(svc::metrics::render(&families))
 }
 

@@ -51,6 +51,8 @@ pub struct KeyLanes {
     pub switches: u64,
     pub last_switch: Option<SwitchRecord>,
     pub settings: SwitchSettings,
+    /// Time each role has been live since the stream started.
+    pub live_time: Vec<(String, Duration)>,
 }
 
 /// Cached state a new player starts from, plus the monotonic timestamp mapping.
@@ -309,6 +311,7 @@ impl Stream {
             switches: c.switch.switches,
             last_switch: c.switch.last_switch.clone(),
             settings: c.switch.settings.clone(),
+            live_time: c.switch.live_time(Instant::now()),
         }
     }
 

@@ -146,6 +146,10 @@ pub(super) struct Switch {
     sent_audio_header: Option<Bytes>,
     pub switches: u64,
     pub last_switch: Option<SwitchRecord>,
+    /// Time each role was live before its current run (`relay_source_live_seconds_total`), and since when the
+    /// live one is.
+    live_time: std::collections::BTreeMap<String, Duration>,
+    live_since: Option<(String, Instant)>,
 }
 
 impl Switch {
@@ -185,6 +189,7 @@ impl Switch {
         if live {
             self.live = Some(id);
             self.last_at = Some(now);
+            self.live_from(Some(role.to_string()), now);
         }
         Ok(live)
     }
@@ -197,6 +202,7 @@ impl Switch {
             return Routed::default();
         }
         self.live = None;
+        self.live_from(None, now);
         match self.best(now, None) {
             Some(to) => self.switch_to(to, now, "the live source left", Some(lane.role.clone())),
             None => {
@@ -368,6 +374,7 @@ impl Switch {
         let info = lane.info.clone();
         let role = lane.role.clone();
         self.live = Some(to);
+        self.live_from(Some(role.clone()), now);
         self.switches += 1;
         tracing::info!(from = from.as_deref().unwrap_or("none"), to = %role, reason, gop_frames = gop.len(), "source switched");
         self.last_switch = Some(SwitchRecord { from, to: role, reason, at: now });
@@ -379,6 +386,23 @@ impl Switch {
             forwarded.push(self.note_sent(m, now));
         }
         Routed { out: forwarded, switched: Some((to, info)) }
+    }
+
+    /// Closes the live role's run of time and starts `role`'s (none: nothing live now).
+    fn live_from(&mut self, role: Option<String>, now: Instant) {
+        if let Some((r, since)) = self.live_since.take() {
+            *self.live_time.entry(r).or_default() += now.duration_since(since);
+        }
+        self.live_since = role.map(|r| (r, now));
+    }
+
+    /// Time each role has been live, the current run included.
+    pub fn live_time(&self, now: Instant) -> Vec<(String, Duration)> {
+        let mut t = self.live_time.clone();
+        if let Some((r, since)) = &self.live_since {
+            *t.entry(r.clone()).or_default() += now.duration_since(*since);
+        }
+        t.into_iter().collect()
     }
 
     /// Forwards a live lane's message on the switch's timeline.
@@ -497,6 +521,9 @@ mod tests {
             break;
         }
         assert_eq!((s.switches, s.live_role()), (2, Some("main")));
+        // Live time per role: main 0-200 ms and from 620 ms, the backup 200-620 ms.
+        let t: Vec<(String, u128)> = s.live_time(ms(700)).into_iter().map(|(r, d)| (r, d.as_millis())).collect();
+        assert_eq!(t, vec![("backup".to_string(), 420), ("main".to_string(), 280)]);
     }
 
     #[test]

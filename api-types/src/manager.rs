@@ -137,10 +137,26 @@ pub struct MemberView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupSourceView {
     pub key: String,
-    /// Without credentials.
+    /// Without credentials; empty for a pushed source (its encoder publishes `KEY?role=ROLE`).
     pub url: String,
-    /// The active member ingests it.
+    /// The active member ingests it (the key has a live source).
     pub ingesting: bool,
+    /// Which of the key's sources this entry is (main, backup..., slate).
+    #[serde(default)]
+    pub role: String,
+    /// This source is the one the key forwards now (as the active member last said).
+    #[serde(default)]
+    pub live: bool,
+    /// It delivers now (a backup warm, or live).
+    #[serde(default)]
+    pub healthy: bool,
+}
+
+/// `POST /api/v1/sources/{app}/{key}/switch`'s body: the role to make live on the active origin, or `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSourceBody {
+    pub role: String,
 }
 
 /// `GET /api/v1/streams`: a stream across the cluster.
@@ -217,6 +233,10 @@ pub enum EventKind {
     LeaderLost,
     /// An smd applied its re-read configuration file (SIGHUP; subject: its name; the message lists the changes).
     ConfigReloaded,
+    /// A key's origin switched to another of its redundant sources (subject: `APP/KEY`; from, to, on which node).
+    SourceSwitched,
+    /// One of a key's redundant sources stopped delivering (subject: `APP/KEY`; which role, on which node).
+    SourceDown,
 }
 
 impl EventKind {
@@ -241,10 +261,12 @@ pub enum AlarmKind {
     /// The smd cannot reach its store (etcd): nothing is decided or changed until it can (the data plane keeps
     /// running as it is).
     StoreUnreachable,
+    /// A key with redundant sources has none delivering on its active origin (main, backups and slate all down).
+    SourceDown,
 }
 
 impl AlarmKind {
-    pub const ALL: [AlarmKind; 9] = [
+    pub const ALL: [AlarmKind; 10] = [
         AlarmKind::NodeDown,
         AlarmKind::GroupNoActive,
         AlarmKind::PoolBelowMin,
@@ -254,6 +276,7 @@ impl AlarmKind {
         AlarmKind::ProviderFailed,
         AlarmKind::StateNotSaved,
         AlarmKind::StoreUnreachable,
+        AlarmKind::SourceDown,
     ];
 
     /// The kind as the API spells it (`state-not-saved`).

@@ -129,8 +129,22 @@ impl SourceState {
 pub struct SourceView {
     pub app: String,
     pub key: String,
-    /// The URL without credentials and query.
+    /// Which of the key's sources this is (`main` for a key with one url).
+    #[serde(default)]
+    pub role: String,
+    /// This source is the one the key forwards now.
+    #[serde(default)]
+    pub live: bool,
+    /// The key's switch timings (`source_timeout`, `source_stable_for`), as put.
+    #[serde(default)]
+    pub source_timeout_ms: u64,
+    #[serde(default)]
+    pub source_stable_for_ms: u64,
+    /// The URL without credentials and query; `pushed` for an encoder that publishes `KEY?role=ROLE`,
+    /// `slate:testcard` or `slate:file:PATH` for a slate.
     pub url: String,
+    /// `ingesting`: delivering now (a key's backup is ingested too, warm); a pushed role waiting for its encoder
+    /// is `connecting`.
     pub state: SourceState,
     /// Why the last attempt failed.
     pub error: Option<String>,
@@ -141,10 +155,190 @@ pub struct SourceView {
     pub bytes_in: u64,
 }
 
-/// `PUT /sources/{app}/{key}`'s body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `PUT /sources/{app}/{key}`'s body: one pull `url` (the key's only source), or the key's ordered `sources`
+/// (redundant sources: the first healthy one is live) with the switch's timings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceBody {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// In order of preference: the first is `main`, then backups, a slate last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceEntry>,
+    /// The live source is given up after delivering nothing this long (default 1 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_timeout: Option<crate::Dur>,
+    /// A recovered preferred source must deliver this long before it is switched back to (default 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_stable_for: Option<crate::Dur>,
+}
+
+/// One source of a key: its role (how a pushed encoder names itself: `KEY?role=ROLE`) and, for a pulled one,
+/// its URL; a `slate` has `testcard` or `file:PATH` (a looping file) as its URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEntry {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Default `source_timeout`.
+pub const DEFAULT_SOURCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Default `source_stable_for`.
+pub const DEFAULT_SOURCE_STABLE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// `source_timeout`'s range: below 100 ms an encoder's normal jitter would switch; past a minute viewers left.
+pub const SOURCE_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(60);
+/// `source_stable_for`'s range: 0 switches back at the first keyframe; past an hour it never would in practice.
+pub const SOURCE_STABLE_FOR_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::ZERO..=std::time::Duration::from_secs(3600);
+/// Most sources one key may have.
+pub const MAX_SOURCES_PER_KEY: usize = 8;
+/// The role of the first source when a key has one `url`, and of a publisher that names none.
+pub const MAIN_ROLE: &str = "main";
+/// The role of the last resort: a generated test card or a looping file the origin plays itself.
+pub const SLATE_ROLE: &str = "slate";
+
+/// Where one source's media comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceInput {
+    /// An encoder publishes `KEY?role=ROLE` to the origin.
+    Pushed,
+    /// The origin pulls it.
+    Pull(SourceUrl),
+    /// The origin plays it itself through ffmpeg: a generated test card, or a file looped.
+    Slate(Slate),
+}
+
+/// What a slate shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slate {
+    TestCard,
+    File(String),
+}
+
+/// A key's sources, checked: roles in order, and the switch's timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePlan {
+    pub sources: Vec<(String, SourceInput)>,
+    pub timeout: std::time::Duration,
+    pub stable_for: std::time::Duration,
+}
+
+impl SourcePlan {
+    /// The roles in order of preference.
+    pub fn order(&self) -> Vec<String> {
+        self.sources.iter().map(|(r, _)| r.clone()).collect()
+    }
+}
+
+impl SourceBody {
+    /// Checks the body: everything wrong is refused with its reason, nothing is clamped.
+    pub fn plan(&self) -> Result<SourcePlan, SourceError> {
+        let bad = |why: String| SourceError::BadSources(why);
+        let entries = match (self.url.is_empty(), self.sources.is_empty()) {
+            (false, true) => vec![SourceEntry { role: MAIN_ROLE.into(), url: Some(self.url.clone()) }],
+            (true, false) => self.sources.clone(),
+            (false, false) => return Err(bad("give either url or sources, not both".into())),
+            (true, true) => return Err(bad("no source: give url or a non-empty sources list".into())),
+        };
+        if entries.len() > MAX_SOURCES_PER_KEY {
+            return Err(bad(format!("{} sources; at most {MAX_SOURCES_PER_KEY} per key", entries.len())));
+        }
+        let mut sources: Vec<(String, SourceInput)> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if !valid_name(&e.role) {
+                return Err(bad(format!("source {}: bad role {:?} (1-128 of A-Z a-z 0-9 - _ . ~)", i + 1, e.role)));
+            }
+            if sources.iter().any(|(r, _)| *r == e.role) {
+                return Err(bad(format!("source {}: role {:?} is given twice", i + 1, e.role)));
+            }
+            let input = match (e.role == SLATE_ROLE, &e.url) {
+                (true, _) if i + 1 != entries.len() => {
+                    return Err(bad(format!("source {}: the slate must be the last source", i + 1)))
+                }
+                (true, Some(u)) if u == "testcard" => SourceInput::Slate(Slate::TestCard),
+                (true, Some(u)) if u.starts_with("file:") && u.len() > 5 => {
+                    SourceInput::Slate(Slate::File(u[5..].into()))
+                }
+                (true, _) => {
+                    return Err(bad(format!(
+                        "source {}: a slate's url is testcard or file:PATH (a video file the origin loops)",
+                        i + 1
+                    )))
+                }
+                (false, None) => SourceInput::Pushed,
+                (false, Some(u)) => SourceInput::Pull(SourceUrl::parse(u)?),
+            };
+            sources.push((e.role.clone(), input));
+        }
+        let timeout = self.source_timeout.map_or(DEFAULT_SOURCE_TIMEOUT, |d| d.0);
+        if !SOURCE_TIMEOUT_RANGE.contains(&timeout) {
+            return Err(bad(format!(
+                "source_timeout {} is out of range 100ms..=60s: shorter switches on an encoder's normal jitter, longer leaves viewers on a frozen picture",
+                crate::Dur(timeout)
+            )));
+        }
+        let stable_for = self.source_stable_for.map_or(DEFAULT_SOURCE_STABLE_FOR, |d| d.0);
+        if !SOURCE_STABLE_FOR_RANGE.contains(&stable_for) {
+            return Err(bad(format!(
+                "source_stable_for {} is out of range 0s..=1h: past an hour a recovered source would in practice never be used again",
+                crate::Dur(stable_for)
+            )));
+        }
+        Ok(SourcePlan { sources, timeout, stable_for })
+    }
+}
+
+/// `GET /sources/{app}/{key}`: the key's sources in order of preference and which one is live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeySources {
+    pub app: String,
+    pub key: String,
+    /// The live source's role; none while no source delivers (the key is down).
+    pub live: Option<String>,
+    /// The role an operator forced (`POST /sources/{app}/{key}/switch`); none: automatic.
+    pub forced: Option<String>,
+    pub switches: u64,
+    /// The last switch: from, to, why, how long ago.
+    pub last_switch: Option<SwitchView>,
+    pub source_timeout_ms: u64,
+    pub source_stable_for_ms: u64,
+    pub sources: Vec<KeySourceView>,
+}
+
+/// A switch as `GET /sources/{app}/{key}` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchView {
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    pub secs_ago: u64,
+}
+
+/// One source of a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySourceView {
+    pub role: String,
+    /// `publisher`, `pull-rtmp`, `pull-rtsp`, or none while nothing feeds this role.
+    pub kind: Option<String>,
+    /// Who feeds it now (a publisher's address, a URL without credentials).
+    pub peer: Option<String>,
+    pub live: bool,
+    /// Delivering within `source_timeout`.
+    pub healthy: bool,
+    /// Time since it last sent anything.
+    pub idle_ms: Option<u64>,
+    pub frames: u64,
+}
+
+/// `POST /sources/{app}/{key}/switch`'s body: the role to make live now (and keep while it delivers), or
+/// `auto` to go back to the order of preference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBody {
+    pub role: String,
 }
 
 /// `PUT /origins`'s body.
@@ -189,6 +383,8 @@ pub enum SourceError {
     BadName,
     #[error("sources are an origin operation")]
     NotOrigin,
+    #[error("bad sources: {0}")]
+    BadSources(String),
 }
 
 /// A parsed source URL: an RTMP encoder or an RTSP camera.

@@ -40,6 +40,7 @@ pub fn router(shared: Arc<Shared>, bearer: Bearer) -> Router {
         .route("/api/v1/pools/{pool}/start", post(pool_start))
         .route("/api/v1/pools/{pool}/stop/{name}", post(pool_stop))
         .route("/api/v1/streams", get(streams))
+        .route("/api/v1/sources/{app}/{key}/switch", post(switch_source))
         .route("/api/v1/events", get(events))
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/leader", get(leader))
@@ -354,18 +355,53 @@ async fn groups(State(ctx): State<Ctx>) -> Json<Vec<GroupView>> {
                     })
                     .collect(),
                 sources: g
-                    .sources
+                    .source_keys()
                     .iter()
-                    .map(|s| GroupSourceView {
-                        key: s.key.clone(),
-                        url: crate::config::redact(&s.url),
-                        ingesting: have.contains(&s.key),
+                    .flat_map(|k| g.key_sources(k))
+                    .map(|(role, s)| {
+                        // What the active member said of this source at its last keepalive.
+                        let seen = active_node.and_then(|n| n.sources.as_ref()).and_then(|v| {
+                            v.iter().find(|x| x.app == g.app && x.key == s.key && (x.role == role || x.role.is_empty()))
+                        });
+                        GroupSourceView {
+                            key: s.key.clone(),
+                            url: crate::config::redact(&s.url),
+                            ingesting: have.contains(&s.key),
+                            live: seen.is_some_and(|x| x.live),
+                            healthy: seen.is_some_and(|x| x.state == api_types::relay::SourceState::Ingesting),
+                            role,
+                        }
                     })
                     .collect(),
             }
         })
         .collect();
     Json(v)
+}
+
+/// `smctl switch-source APP/KEY ROLE`: the active origin of the app's group makes `role` live (or `auto`).
+async fn switch_source(
+    State(ctx): State<Ctx>,
+    Path((app, key)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let parsed: api_types::manager::SwitchSourceBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("expected {{\"role\": \"backup\"}} (or \"auto\"): {e}"))
+        }
+    };
+    match crate::driver::switch_source(&ctx.shared, &app, &key, &parsed.role).await {
+        Ok(v) => {
+            ctx.shared.lock().log.event(
+                crate::events::EventKind::SourceSwitched,
+                &format!("{app}/{key}"),
+                format!("operator asked for source {} of {app}/{key}", parsed.role),
+            );
+            Json(v).into_response()
+        }
+        Err((status, why)) => error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), why),
+    }
 }
 
 async fn streams(State(ctx): State<Ctx>) -> Json<Vec<crate::cluster::StreamSummary>> {

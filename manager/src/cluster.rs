@@ -140,7 +140,8 @@ pub enum Action {
         node: String,
         app: String,
         key: String,
-        url: String,
+        /// The key's sources as the relay takes them (one pull URL, or the ordered list and its timings).
+        body: api_types::relay::SourceBody,
     },
     DeleteSource {
         node: String,
@@ -223,12 +224,77 @@ impl Action {
     }
 }
 
+/// A key's sources in words, credentials redacted: `rtsp://***@cam/x` or `main rtsp://..., backup (pushed)`.
+fn describe_sources(body: &api_types::relay::SourceBody) -> String {
+    if body.sources.is_empty() {
+        return config::redact(&body.url);
+    }
+    let list: Vec<String> = body
+        .sources
+        .iter()
+        .map(|e| match &e.url {
+            Some(u) => format!("{} {}", e.role, config::redact(u)),
+            None => format!("{} (pushed)", e.role),
+        })
+        .collect();
+    list.join(", ")
+}
+
+/// What changed between two keepalives' `GET /sources` of one origin, as events: a key's live source moved to
+/// another role (`source-switched`), or one of its redundant sources stopped delivering (`source-down`).
+fn source_changes(old: &[OriginSource], new: &[OriginSource]) -> Vec<(EventKind, String, String)> {
+    let mut out = Vec::new();
+    let live = |v: &[OriginSource], app: &str, key: &str| {
+        v.iter().find(|x| x.app == app && x.key == key && x.live).map(|x| x.role.clone())
+    };
+    for x in new {
+        let subject = format!("{}/{}", x.app, x.key);
+        let Some(before) = old.iter().find(|o| o.app == x.app && o.key == x.key && o.role == x.role) else { continue };
+        let ingesting = api_types::relay::SourceState::Ingesting;
+        if before.state == ingesting && x.state != ingesting && !x.role.is_empty() {
+            out.push((
+                EventKind::SourceDown,
+                subject.clone(),
+                format!("source {} of {subject} stopped delivering", x.role),
+            ));
+        }
+        if x.live && !before.live {
+            let from = live(old, &x.app, &x.key).unwrap_or_else(|| "none".into());
+            let message = format!("{subject} switched from {from} to {}", x.role);
+            out.push((EventKind::SourceSwitched, subject, message));
+        }
+    }
+    out
+}
+
+/// Whether an origin's `GET /sources` entries of `key` (`have`) are what the group wants there: the same roles in
+/// order with the same inputs and timings (URLs compared without credentials, as the relay lists them).
+fn same_sources(g: &Group, key: &str, have: &[&OriginSource]) -> bool {
+    let body = g.source_body(key);
+    let Ok(plan) = body.plan() else { return false };
+    if have.len() != plan.sources.len() {
+        return false;
+    }
+    let timings = (plan.timeout.as_millis() as u64, plan.stable_for.as_millis() as u64);
+    plan.sources.iter().zip(g.key_sources(key)).zip(have).all(|(((role, input), (_, s)), h)| {
+        let url = match input {
+            api_types::relay::SourceInput::Pushed => "pushed".to_string(),
+            api_types::relay::SourceInput::Slate(_) => format!("slate:{}", s.url),
+            api_types::relay::SourceInput::Pull(_) => config::without_credentials(&s.url),
+        };
+        // A relay from before redundant sources lists no role or timings: its one pulled URL is compared alone.
+        let legacy = h.role.is_empty() && h.source_timeout_ms == 0;
+        (legacy || (&h.role == role && (h.source_timeout_ms, h.source_stable_for_ms) == timings))
+            && config::without_credentials(&h.url) == url
+    })
+}
+
 impl Action {
     /// The action in words, for events and logs (never Rust's Debug text; source credentials redacted).
     pub fn describe(&self) -> String {
         match self {
-            Action::PutSource { node, app, key, url } => {
-                format!("ingest {app}/{key} from {} on {node}", config::redact(url))
+            Action::PutSource { node, app, key, body } => {
+                format!("ingest {app}/{key} from {} on {node}", describe_sources(body))
             }
             Action::DeleteSource { node, app, key } => format!("stop ingesting {app}/{key} on {node}"),
             Action::SetOrigins { node, origins } => format!("point {node} at origins {}", origins.join(", ")),
@@ -654,8 +720,12 @@ impl Cluster {
                 n.last_error = None;
                 n.failed_polls = 0;
                 n.status = Some(status);
-                if sources.is_some() {
-                    n.sources = sources;
+                if let Some(new) = sources {
+                    let changes = source_changes(n.sources.as_deref().unwrap_or_default(), &new);
+                    n.sources = Some(new);
+                    for (kind, subject, message) in changes {
+                        self.log.event(kind, &subject, format!("{message} on {name}"));
+                    }
                 }
                 if n.health != Health::Up {
                     let was = n.health;
@@ -838,7 +908,7 @@ impl Cluster {
                 rt2.handover = None;
             } else {
                 let have = self.nodes.get(&h.to).map(|n| n.ingesting(&g.app)).unwrap_or_default();
-                let ready = g.sources.iter().all(|s| have.contains(&s.key));
+                let ready = g.source_keys().iter().all(|k| have.contains(k));
                 let waited =
                     h.started.is_some_and(|t| now.saturating_duration_since(t) >= self.config.handover_timeout);
                 if ready || waited {
@@ -886,16 +956,14 @@ impl Cluster {
                 }
                 let Some(have) = &n.sources else { continue };
                 let wanted = holders.contains(m.node.as_str());
-                for s in &g.sources {
-                    let cur = have.iter().find(|x| x.app == g.app && x.key == s.key);
-                    let same =
-                        cur.is_some_and(|c| config::without_credentials(&c.url) == config::without_credentials(&s.url));
-                    if wanted && !same {
+                for key in g.source_keys() {
+                    let cur: Vec<&OriginSource> = have.iter().filter(|x| x.app == g.app && x.key == key).collect();
+                    if wanted && !same_sources(g, &key, &cur) {
                         actions.push(Action::PutSource {
                             node: m.node.clone(),
                             app: g.app.clone(),
-                            key: s.key.clone(),
-                            url: s.url.clone(),
+                            key: key.clone(),
+                            body: g.source_body(&key),
                         });
                     }
                 }
@@ -1144,9 +1212,31 @@ impl Cluster {
             }
             let active = rt.active.as_ref().and_then(|a| self.nodes.get(a)).filter(|n| n.health == Health::Up);
             let have = active.map(|n| n.ingesting(&g.app)).unwrap_or_default();
-            for s in &g.sources {
+            for key in g.source_keys() {
+                let list = g.key_sources(&key);
+                let s = list[0].1;
                 let k = (g.name.clone(), s.key.clone());
                 let subject = format!("{}/{}", g.name, s.key);
+                // Redundant sources: alarmed at once while none of them delivers on the active member.
+                if list.len() > 1 {
+                    let seen: Vec<&OriginSource> = active
+                        .and_then(|n| n.sources.as_ref())
+                        .map(|v| v.iter().filter(|x| x.app == g.app && x.key == key).collect())
+                        .unwrap_or_default();
+                    let down =
+                        !seen.is_empty() && !seen.iter().any(|x| x.state == api_types::relay::SourceState::Ingesting);
+                    let alarm_subject = format!("{}/{key}", g.app);
+                    if down {
+                        let roles: Vec<&str> = list.iter().map(|(r, _)| r.as_str()).collect();
+                        self.log.raise(
+                            AlarmKind::SourceDown,
+                            &alarm_subject,
+                            format!("no source of {} delivers ({} all down)", alarm_subject, roles.join(", ")),
+                        );
+                    } else if !seen.is_empty() {
+                        self.log.clear(AlarmKind::SourceDown, &alarm_subject);
+                    }
+                }
                 if have.contains(&s.key) {
                     self.missing_since.remove(&k);
                     self.log.clear(AlarmKind::SourceNotIngesting, &subject);
@@ -1301,11 +1391,11 @@ impl Cluster {
             (Action::SetOrigins { origins, .. }, Ok(())) => {
                 self.log.event(EventKind::EdgeRepointed, &node, format!("origins now {}", origins.join(", ")));
             }
-            (Action::PutSource { app, key, url, .. }, Ok(())) => {
+            (Action::PutSource { app, key, body, .. }, Ok(())) => {
                 self.log.event(
                     EventKind::IngestStarted,
                     &node,
-                    format!("ingesting {app}/{key} from {}", config::redact(url)),
+                    format!("ingesting {app}/{key} from {}", describe_sources(body)),
                 );
             }
             (Action::DeleteSource { app, key, .. }, Ok(())) => {

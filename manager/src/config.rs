@@ -100,14 +100,78 @@ pub enum Replication {
     OnDemand,
 }
 
-/// A stream a group's active origin pulls: an IP camera or an encoder.
+/// A source of a stream of a group: an IP camera or an encoder the active origin pulls, an encoder that pushes, or
+/// a slate. Several entries with one key are that key's redundant sources, in order of preference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// The stream key it is ingested as (in the group's app).
     pub key: String,
-    /// `rtmp://HOST[:PORT]/APP/KEY` or `rtsp://[USER:PASS@]HOST[:PORT]/PATH`.
+    /// `rtmp://HOST[:PORT]/APP/KEY` or `rtsp://[USER:PASS@]HOST[:PORT]/PATH` to pull; none (or empty) for an
+    /// encoder that pushes `KEY?role=ROLE` to the group's ingest address; `testcard` or `file:PATH` for the slate.
+    #[serde(default)]
     pub url: String,
+    /// Which of the key's sources: `main` by default for a key's first entry, `backup` for its second; `slate`
+    /// last. A pushed encoder names it in its stream key (`cam1?role=backup`).
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+impl Group {
+    /// The group's keys in the order they first appear.
+    pub fn source_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for s in &self.sources {
+            if !keys.contains(&s.key) {
+                keys.push(s.key.clone());
+            }
+        }
+        keys
+    }
+
+    /// The sources of `key`, each with its role (defaults filled in), in order of preference.
+    pub fn key_sources(&self, key: &str) -> Vec<(String, &Source)> {
+        self.sources
+            .iter()
+            .filter(|s| s.key == key)
+            .enumerate()
+            .map(|(i, s)| {
+                let role = s.role.clone().unwrap_or_else(|| {
+                    match i {
+                        0 => api_types::relay::MAIN_ROLE,
+                        1 => "backup",
+                        _ => "",
+                    }
+                    .to_string()
+                });
+                (role, s)
+            })
+            .collect()
+    }
+
+    /// What `PUT /sources/{app}/{key}` on the active member carries for `key`: a lone pulled main as `{url}` (as
+    /// before redundant sources), else the ordered list with the group's timings.
+    pub fn source_body(&self, key: &str) -> api_types::relay::SourceBody {
+        let list = self.key_sources(key);
+        let timed = self.source_timeout.is_some() || self.source_stable_for.is_some();
+        if let [(role, s)] = &list[..] {
+            if role == api_types::relay::MAIN_ROLE && !s.url.is_empty() && !timed {
+                return api_types::relay::SourceBody { url: s.url.clone(), ..Default::default() };
+            }
+        }
+        api_types::relay::SourceBody {
+            sources: list
+                .into_iter()
+                .map(|(role, s)| api_types::relay::SourceEntry {
+                    role,
+                    url: (!s.url.is_empty()).then(|| s.url.clone()),
+                })
+                .collect(),
+            source_timeout: self.source_timeout,
+            source_stable_for: self.source_stable_for,
+            ..Default::default()
+        }
+    }
 }
 
 /// The URL without credentials, for logs, events and the API.
@@ -136,17 +200,6 @@ pub fn without_credentials(url: &str) -> String {
     }
 }
 
-/// The relay's own parser of source URLs (what `PUT /sources` on the origin runs), so nothing the manager sends is
-/// refused there later.
-fn check_source_url(url: &str) -> Result<(), String> {
-    match api_types::relay::SourceUrl::parse(url) {
-        Ok(_) => Ok(()),
-        // The relay's message names the URL again; ours names it (redacted) already.
-        Err(api_types::relay::SourceError::BadUrl(_, why)) => Err(why.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
@@ -161,6 +214,12 @@ pub struct Group {
     pub replication: Replication,
     #[serde(default)]
     pub sources: Vec<Source>,
+    /// A key's live source is given up after delivering nothing this long (default 1 s; 100ms to 60s).
+    #[serde(default)]
+    pub source_timeout: Option<api_types::Dur>,
+    /// A recovered preferred source delivers this long before it is switched back to (default 5 s; 0 to 1h).
+    #[serde(default)]
+    pub source_stable_for: Option<api_types::Dur>,
     /// The group's ingest address: an LB service (`VIP:PORT`) whose only real is the active member, so publishers
     /// and encoders push to one address that follows failovers.
     #[serde(default)]
@@ -598,14 +657,38 @@ impl Config {
                     return Err(invalid(format!("{at}: ingest {i} is one of the edges' services (lb.services)")));
                 }
             }
-            let mut keys = BTreeSet::new();
             for s in &g.sources {
-                if !valid_stream_name(&s.key) || !keys.insert(s.key.as_str()) {
-                    return Err(invalid(format!("{at}: source key {:?} is invalid or used twice", s.key)));
+                if !valid_stream_name(&s.key) {
+                    return Err(invalid(format!("{at}: source key {:?} is invalid", s.key)));
                 }
-                check_source_url(&s.url).map_err(|why| {
-                    invalid(format!("{at}: source {:?}: URL {:?} does not parse: {why}", s.key, redact(&s.url)))
-                })?;
+            }
+            for key in g.source_keys() {
+                let list = g.key_sources(&key);
+                if list.len() == 1 && list[0].1.url.is_empty() && list[0].1.role.is_none() {
+                    return Err(invalid(format!(
+                        "{at}: source {key:?} has no url: give the URL to pull, or role = \"...\" for an encoder that pushes (with a backup entry of the same key)"
+                    )));
+                }
+                if let Some((i, _)) = list.iter().enumerate().find(|(_, (role, _))| role.is_empty()) {
+                    return Err(invalid(format!(
+                        "{at}: source {key:?} entry {}: a key's third and later sources need a role (e.g. role = \"backup2\" or \"slate\")",
+                        i + 1
+                    )));
+                }
+                // The relay's own check (what PUT /sources would refuse): roles, order, URLs, timings.
+                match g.source_body(&key).plan() {
+                    Ok(_) => {}
+                    // The URL that does not parse, named (redacted) with the relay's reason.
+                    Err(api_types::relay::SourceError::BadUrl(_, why)) => {
+                        let bad = list
+                            .iter()
+                            .map(|(_, s)| s)
+                            .find(|s| !s.url.is_empty() && api_types::relay::SourceUrl::parse(&s.url).is_err())
+                            .map_or(String::new(), |s| redact(&s.url));
+                        return Err(invalid(format!("{at}: source {key:?}: URL {bad:?} does not parse: {why}")));
+                    }
+                    Err(e) => return Err(invalid(format!("{at}: source {key:?}: {e}"))),
+                }
             }
         }
         let store = f.store_config(dir)?;

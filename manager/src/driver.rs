@@ -237,6 +237,42 @@ fn node_client(api: &str, token: &str, timeout: Duration) -> Result<Client, Stri
     Ok(Client::new(base, Some(token.to_string()), timeout))
 }
 
+/// An operator's manual switch of a key's source (`smctl switch-source APP/KEY ROLE`): sent at once to the active
+/// member of the group serving `app`, with this smd's term. Ok: the relay's view of the key's sources; Err: the
+/// HTTP status and the reason.
+pub async fn switch_source(
+    shared: &Shared,
+    app: &str,
+    key: &str,
+    role: &str,
+) -> Result<serde_json::Value, (u16, String)> {
+    let (api, token, timeout) = {
+        let c = shared.lock();
+        let g = c.config.groups.iter().find(|g| g.app == app).ok_or_else(|| {
+            (404, format!("no origin group serves app {app:?}: sources are switched on a group's active member"))
+        })?;
+        let active = c
+            .groups
+            .get(&g.name)
+            .and_then(|rt| rt.active.clone())
+            .ok_or_else(|| (409, format!("group {} has no active member now; nothing to switch", g.name)))?;
+        let api = c.nodes.get(&active).map(|n| n.spec.api.clone()).unwrap_or_default();
+        let timeout = c.config.keepalive.clamp(Duration::from_millis(500), Duration::from_secs(3));
+        (api, c.config.token.clone(), timeout)
+    };
+    let term = shared.acting().ok_or_else(|| (503, "this smd does not lead now; ask the leader".to_string()))?;
+    let mut client = node_client(&api, &token, timeout).map_err(|e| (500, e))?;
+    if let Some(t) = term {
+        client = client.with_header(api_types::manager::TERM_HEADER, t.to_string());
+    }
+    let body = api_types::relay::SwitchBody { role: role.to_string() };
+    client.send(Method::POST, &format!("/sources/{app}/{key}/switch"), &body).await.map_err(|e| match &e {
+        // The relay's own refusal (no such source, not ready): its status and words.
+        svc::client::ClientError::Status { status, message, .. } => (*status, message.clone()),
+        _ => (502, format!("the active origin did not answer: {e}")),
+    })
+}
+
 /// One keepalive of a node: `/status`, and `/sources` on an origin.
 async fn poll_node(client: Client, role: Role) -> Observation {
     let status = match client.get::<NodeStatus>("/status").await {
@@ -545,11 +581,8 @@ async fn act(
     let lb = lb.as_ref();
     let e = |e: svc::client::ClientError| e.to_string();
     match a {
-        Action::PutSource { app, key, url, .. } => {
-            node()?
-                .send(Method::PUT, &format!("/sources/{app}/{key}"), &api_types::relay::SourceBody { url: url.clone() })
-                .await
-                .map_err(e)?;
+        Action::PutSource { app, key, body, .. } => {
+            node()?.send(Method::PUT, &format!("/sources/{app}/{key}"), body).await.map_err(e)?;
         }
         Action::DeleteSource { app, key, .. } => {
             node()?.call(Method::DELETE, &format!("/sources/{app}/{key}"), None::<&()>).await.map_err(e)?;

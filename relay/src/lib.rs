@@ -63,6 +63,7 @@ impl Parts {
             hub: hub.clone(),
             metrics: metrics.clone(),
             stopping: stopping.clone(),
+            rtmp_addr: Default::default(),
         });
         let (edge, opener, publish): (_, Arc<dyn hub::Opener>, Arc<dyn hub::PublishDoor>) = match &config.role {
             Role::Edge { origins } => {
@@ -130,6 +131,16 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
     let Parts { hub, ingest, egress, control } = Parts::build(config, stopping.clone());
     let config = control.config.clone();
     tracing::info!(role = config.role.name(), rtmp = %listener.local_addr()?, "relay listening");
+    // A slate publishes to this listener from this host: a wildcard address is reached on loopback.
+    let mut local = listener.local_addr()?;
+    if local.ip().is_unspecified() {
+        local.set_ip(if local.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let _ = ingest.rtmp_addr.set(local);
     let mut tasks = JoinSet::new();
     if let Some(api) = api {
         tracing::info!(addr = %api.local_addr()?, "HTTP API listening");
@@ -159,7 +170,7 @@ pub async fn run_on(listeners: Listeners, config: Config, shutdown: impl Future)
         tasks.spawn(control::managed::run(control.clone(), link));
     }
     for (app, key, url) in &config.sources {
-        if let Err(e) = control.sources.put(&ingest, app, key, url) {
+        if let Err(e) = control.sources.put_url(&ingest, app, key, url) {
             tracing::error!(app, key, error = %e, "--source refused");
         }
     }

@@ -70,7 +70,7 @@ async fn every_endpoint_round_trips_through_its_contract_type() {
     let _feed = common::publish(&dir, &format!("rtmp://{origin_rtmp}/live/cam1"), &[]);
 
     // A pull source nothing answers: listed connecting or failed, with its error once failed.
-    let body = SourceBody { url: "rtmp://127.0.0.1:1/cam/x?token=s3cret".into() };
+    let body = SourceBody { url: "rtmp://127.0.0.1:1/cam/x?token=s3cret".into(), ..Default::default() };
     let put: SourceView = round_trip(&o, Method::PUT, "/sources/live/src1", Some(&body)).await;
     assert_eq!((put.app.as_str(), put.key.as_str(), put.url.as_str()), ("live", "src1", "rtmp://127.0.0.1:1/cam/x"));
     let failed = wait_until("the source to fail", Duration::from_secs(10), async || {
@@ -88,6 +88,15 @@ async fn every_endpoint_round_trips_through_its_contract_type() {
     })
     .await;
     assert_eq!(live.source.as_ref().unwrap().kind, "publisher");
+    // Its redundant sources: main (the publisher, live) with a backup role nothing feeds; an operator's switch.
+    let k: api_types::relay::KeySources = round_trip(&o, Method::GET, "/sources/live/cam1", None::<&()>).await;
+    assert_eq!((k.live.as_deref(), k.switches, k.source_timeout_ms), (Some("main"), 0, 1000));
+    let roles: Vec<(&str, bool, Option<&str>)> =
+        k.sources.iter().map(|s| (s.role.as_str(), s.live, s.kind.as_deref())).collect();
+    assert_eq!(roles, vec![("main", true, Some("publisher")), ("backup", false, None)]);
+    let auto = api_types::relay::SwitchBody { role: "auto".into() };
+    let k: api_types::relay::KeySources = round_trip(&o, Method::POST, "/sources/live/cam1/switch", Some(&auto)).await;
+    assert_eq!((k.live.as_deref(), k.forced.as_deref()), (Some("main"), None));
     let st: Status = round_trip(&o, Method::GET, "/status", None::<&()>).await;
     assert_eq!((st.role, st.maintenance, st.name.as_deref()), (RelayRole::Origin, false, None));
     assert!(st.streams.iter().any(|s| s.key == "cam1" && s.source.is_some()), "{st:?}");

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -44,7 +44,8 @@ fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
     for (body, want) in [
         (format!(r#"{{"url": "http://{}/live/cam1"}}"#, camera.rtmp), "rtmp:// or rtsp://"),
         (r#"{"url": "rtmp://x/live"}"#.to_string(), "missing /KEY"),
-        (r#"{"uri": "rtmp://x/live/a"}"#.to_string(), "missing field `url`"),
+        (r#"{"uri": "rtmp://x/live/a"}"#.to_string(), "unknown field `uri`"),
+        (r#"{}"#.to_string(), "no source: give url or a non-empty sources list"),
     ] {
         let (code, b) = send(origin.api, "PUT", "/sources/live/cam", &body);
         assert_eq!(code, 400, "{body}: {b}");
@@ -76,8 +77,12 @@ fn an_origin_pulls_a_source_keeps_it_across_restarts_and_stops_on_delete() {
 
     // The source goes away and comes back: the origin reconnects by itself.
     feed.kill();
-    wait_for("the source to fail", Duration::from_secs(20), || {
+    // Not delivering at once (after source_timeout), failed once the pull gives up (--source-timeout).
+    wait_for("the source to stop delivering", Duration::from_secs(5), || {
         source_state(origin.api, "cam").filter(|s| s["state"] != "ingesting")
+    });
+    wait_for("the source to fail", Duration::from_secs(20), || {
+        source_state(origin.api, "cam").filter(|s| s["failures"].as_u64() >= Some(1))
     });
     let _feed = publish(&dir, &camera.url("cam1"), &[]);
     let s = wait_for("the source ingesting again", Duration::from_secs(20), || {
@@ -250,4 +255,56 @@ fn an_rtsp_camera_with_a_video_codec_we_cannot_carry_fails_with_the_codec_named(
     assert_eq!(s["connects"], 0, "{s}");
     assert!(stream_entry(origin.api, "live", "vp8").is_none_or(|st| st["source"].is_null()));
     assert_eq!(send(origin.api, "DELETE", "/sources/live/vp8", "").0, 204);
+}
+
+#[test]
+fn an_rtsp_camera_with_an_rtmp_backup_hands_over_when_the_camera_dies_and_back_when_it_returns() {
+    let _g = serial();
+    let dir = TempDir::new("rtsp-backup");
+    let port = free_port();
+    let mut camera = rtsp_camera(&dir, port);
+    let origin = Relay::origin(&dir, &[]);
+    // Main: the camera (640x360), pulled; backup: an encoder that pushes cam?role=backup at 320x180.
+    let plan = format!(
+        r#"{{"sources": [{{"role": "main", "url": "rtsp://viewer:s3cret@127.0.0.1:{port}/cam"}}, {{"role": "backup"}}],
+            "source_stable_for": "3s"}}"#
+    );
+    let (code, b) = send(origin.api, "PUT", "/sources/live/cam", &plan);
+    assert_eq!(code, 201, "{b}");
+    assert!(!b.contains("s3cret"), "credentials never shown: {b}");
+    let _backup = publish(&dir, &format!("{}?role=backup", origin.url("cam")), &["-s", "320x180"]);
+    let lanes = |api| -> serde_json::Value {
+        let (code, body) = http("GET", api, "/sources/live/cam");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let healthy = |v: &serde_json::Value, role: &str| {
+        v["sources"].as_array().unwrap().iter().any(|s| s["role"] == role && s["healthy"] == true)
+    };
+    wait_for("the camera live and the backup warm", Duration::from_secs(20), || {
+        let v = lanes(origin.api);
+        (v["live"] == "main" && healthy(&v, "main") && healthy(&v, "backup")).then_some(())
+    });
+    assert!(probe(&origin.url("cam")).contains(&"h264:640x360".to_string()));
+    let mut watch = PacketWatch::start(&origin.url("cam"), &dir);
+    wait_for("the player reading", Duration::from_secs(15), || (watch.video_count() >= 30).then_some(()));
+
+    // The camera dies: the backup is live within source_timeout, and players go on at its resolution.
+    let killed = Instant::now();
+    camera.kill();
+    wait_for("the backup live", Duration::from_secs(5), || (lanes(origin.api)["live"] == "backup").then_some(()));
+    assert!(killed.elapsed() <= Duration::from_millis(2500), "switched after {:?}", killed.elapsed());
+    assert!(probe(&origin.url("cam")).contains(&"h264:320x180".to_string()));
+    wait_for("the player reading the backup", Duration::from_secs(10), || {
+        (watch.video_after(killed) >= 60).then_some(())
+    });
+
+    // The camera returns: live again after source_stable_for (3 s here).
+    let _camera = rtsp_camera(&dir, port);
+    wait_for("the camera live again", Duration::from_secs(30), || (lanes(origin.api)["live"] == "main").then_some(()));
+    assert!(probe(&origin.url("cam")).contains(&"h264:640x360".to_string()));
+    let dts = watch.video_dts();
+    assert!(dts.windows(2).all(|w| w[1] >= w[0]), "DTS monotonic across both switches");
+    assert!(watch.proc.is_running(), "the player kept its connection");
+    assert_eq!(lanes(origin.api)["switches"].as_u64(), Some(2));
 }

@@ -147,3 +147,42 @@ async fn every_endpoint_round_trips_through_its_contract_type() {
     let reg: Registered = round_trip(&api, Method::POST, "/nodes", Some(&spec)).await;
     assert_eq!(reg, Registered { registered: true, changed: true });
 }
+
+#[tokio::test]
+async fn switch_source_is_refused_with_the_reason_when_nothing_can_take_it() {
+    use crate::cluster::tests::CAMS;
+    let c = crate::cluster::tests::config(&CAMS.replace("FAILBACK", "false"));
+    let bearer = Bearer::token(&c.token).unwrap();
+    let t0 = std::time::Instant::now();
+    let cluster = Cluster::new(c, Default::default(), t0);
+    let shared = Shared::new(cluster, crate::history::History::new(std::time::Duration::from_secs(10)));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_sd, st) = Shutdown::new();
+    tokio::spawn(svc::http::serve(l, router(shared, bearer), st, "API"));
+    let base = svc::client::BaseUrl::parse(&format!("http://{addr}/api/v1")).unwrap();
+    let api = svc::client::Client::new(base, Some(TOKEN.into()), std::time::Duration::from_secs(10));
+    let body = api_types::manager::SwitchSourceBody { role: "backup".into() };
+    let refused = |r: Result<serde_json::Value, svc::client::ClientError>| match r {
+        Err(svc::client::ClientError::Status { status, message, .. }) => (status, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // An app no group serves.
+    let (status, why) = refused(api.send(Method::POST, "/sources/other/cam1/switch", &body).await);
+    assert_eq!(status, 404);
+    assert!(why.contains("no origin group serves app \"other\""), "{why}");
+    // The group has no active member yet (nothing observed).
+    let (status, why) = refused(api.send(Method::POST, "/sources/live/cam1/switch", &body).await);
+    assert_eq!(status, 409);
+    assert!(why.contains("group cams has no active member now"), "{why}");
+    // A malformed body.
+    let (code, body) = send(
+        addr,
+        "POST",
+        "/api/v1/sources/live/cam1/switch",
+        &format!("Host: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n"),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("expected {\\\"role\\\": \\\"backup\\\"}"), "{body}");
+}

@@ -64,6 +64,13 @@ enum Cmd {
     Maintenance { node: String },
     /// End NODE's maintenance.
     Resume { node: String },
+    /// Make ROLE (main, backup, ..., slate) the live source of APP/KEY on its group's active origin now, from
+    /// that source's latest keyframe, and keep it while it delivers; `auto` goes back to the order of preference.
+    SwitchSource {
+        /// APP/KEY, e.g. live/cam1.
+        stream: String,
+        role: String,
+    },
     /// Forget a self-registered edge that is out of service (down, or in maintenance and empty); refused for
     /// configured nodes, edges the autoscaler started and edges in service.
     RemoveNode { node: String },
@@ -155,9 +162,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Pools => ("/api/v1/pools".into(), Method::GET),
         Cmd::PoolStart { pool } => (format!("/api/v1/pools/{pool}/start"), Method::POST),
         Cmd::PoolStop { pool, node } => (format!("/api/v1/pools/{pool}/stop/{node}"), Method::POST),
+        Cmd::SwitchSource { stream, .. } => {
+            let Some((app, key)) = stream.split_once('/').filter(|(a, k)| !a.is_empty() && !k.is_empty()) else {
+                anyhow::bail!("switch-source needs APP/KEY (e.g. live/cam1), got {stream:?}");
+            };
+            (format!("/api/v1/sources/{app}/{key}/switch"), Method::POST)
+        }
         Cmd::Check { .. } => unreachable!("checks are handled before"),
     };
-    let bytes = rt.block_on(client.call(method, &path, None::<&()>)).map_err(explain)?;
+    let body = match &cli.cmd {
+        Cmd::SwitchSource { role, .. } => Some(api_types::manager::SwitchSourceBody { role: role.clone() }),
+        _ => None,
+    };
+    let bytes = rt.block_on(client.call(method, &path, body.as_ref())).map_err(explain)?;
     if cli.json {
         let v: serde_json::Value = serde_json::from_slice(&bytes)?;
         out!("{}", serde_json::to_string_pretty(&v)?);
@@ -214,7 +231,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     out!("  {mark} {:<12} priority {:<5} {}", m.node, m.priority, m.state.as_str());
                 }
                 for src in &g.sources {
-                    out!("    source {:<10} {} ingesting {}", src.key, src.url, src.ingesting);
+                    let mark = if src.live {
+                        "live"
+                    } else if src.healthy {
+                        "warm"
+                    } else {
+                        "-"
+                    };
+                    let url = if src.url.is_empty() { "(pushed)" } else { src.url.as_str() };
+                    out!("    source {:<10} {:<8} {:<5} {} ingesting {}", src.key, src.role, mark, url, src.ingesting);
                 }
             }
         }
@@ -269,6 +294,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let a = parse::<ActionAnswer>(&bytes)?;
             let state = a.state.map_or("-", |s| s.as_str());
             out!("{}: {} (state {state})", opt(&a.node), a.message)
+        }
+        Cmd::SwitchSource { stream, role } => {
+            let v: api_types::relay::KeySources = parse(&bytes)?;
+            out!("{stream}: live {} (asked {role}), switches {}", v.live.as_deref().unwrap_or("none"), v.switches);
+            for s in &v.sources {
+                let mark = if s.live {
+                    "live"
+                } else if s.healthy {
+                    "warm"
+                } else {
+                    "down"
+                };
+                out!("  {:<8} {:<5} {}", s.role, mark, s.peer.as_deref().unwrap_or("-"));
+            }
         }
         Cmd::Check { .. } => {}
         Cmd::Pools => {

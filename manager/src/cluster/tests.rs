@@ -7,6 +7,11 @@ use api_types::lb::{CountersView, Health as LbHealth, Proto, RealView, ServiceVi
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 pub(crate) fn config(extra: &str) -> Config {
+    try_config(extra).unwrap()
+}
+
+/// The test cluster's config with `extra`, or why it is refused.
+pub(crate) fn try_config(extra: &str) -> Result<Config, crate::config::ConfigError> {
     let dir = std::env::temp_dir().join(format!("sm-cluster-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), "0123456789abcdef-token\n").unwrap();
@@ -51,7 +56,7 @@ rtmp = "10.0.0.22:1935"
 {extra}
 "#
     );
-    let c = Config::parse(&text, &dir.join("m.toml")).unwrap();
+    let c = Config::parse(&text, &dir.join("m.toml"));
     let _ = std::fs::remove_dir_all(&dir);
     c
 }
@@ -120,7 +125,7 @@ fn n_plus_1_failover_after_failover_time_and_failback_make_before_break() {
             node: "o1".into(),
             app: "live".into(),
             key: "cam1".into(),
-            url: "rtsp://10.0.0.50/cam".into()
+            body: api_types::relay::SourceBody { url: "rtsp://10.0.0.50/cam".into(), ..Default::default() }
         }),
         "{a:?}"
     );
@@ -951,4 +956,118 @@ fn a_reload_that_removes_a_group_takes_its_origin_out_of_the_ingest_address() {
     assert!(c.retired_services.is_empty());
     // o2 has not been heard from: if it comes up with the group's sources, it stops them too.
     assert_eq!(c.retired_sources, BTreeSet::from([("o2".to_string(), "live".to_string())]));
+}
+
+/// An origin's observation of live/cam1 with main (pulled) and backup (pushed): (role, live, ingesting) each.
+fn redundant_origin(states: &[(&str, bool, bool)]) -> Observation {
+    let any = states.iter().any(|s| s.1);
+    let Observation::Ok { mut status, .. } = ok_origin(if any { &[("live", "cam1")] } else { &[] }) else {
+        unreachable!()
+    };
+    status.streams.retain(|_| any);
+    let sources = states
+        .iter()
+        .map(|(role, live, ing)| OriginSource {
+            app: "live".into(),
+            key: "cam1".into(),
+            role: role.to_string(),
+            live: *live,
+            url: if *role == "main" { "rtsp://10.0.0.50/cam".into() } else { "pushed".into() },
+            state: if *ing {
+                api_types::relay::SourceState::Ingesting
+            } else {
+                api_types::relay::SourceState::Connecting
+            },
+            source_timeout_ms: 2000,
+            source_stable_for_ms: 5000,
+            ..Default::default()
+        })
+        .collect();
+    Observation::Ok { status, sources: Some(sources) }
+}
+
+#[test]
+fn redundant_sources_are_put_in_order_and_their_switches_and_losses_are_told() {
+    let t0 = Instant::now();
+    let cfg = CAMS.replace("FAILBACK", "false").replace(
+        r#"sources = [{ key = "cam1", url = "rtsp://10.0.0.50/cam" }]"#,
+        "source_timeout = \"2s\"\nsources = [{ key = \"cam1\", url = \"rtsp://10.0.0.50/cam\" }, { key = \"cam1\", role = \"backup\" }]",
+    );
+    let mut c = Cluster::new(config(&cfg), Persisted::default(), t0);
+    for n in ["o1", "o2"] {
+        c.observe(n, ok_origin(&[]), t0);
+    }
+    let a = c.plan(t0);
+    let body = a
+        .iter()
+        .find_map(|x| match x {
+            Action::PutSource { node, body, .. } if node == "o1" => Some(body.clone()),
+            _ => None,
+        })
+        .expect("sources put on the active member");
+    let roles: Vec<(&str, Option<&str>)> = body.sources.iter().map(|e| (e.role.as_str(), e.url.as_deref())).collect();
+    assert_eq!(roles, vec![("main", Some("rtsp://10.0.0.50/cam")), ("backup", None)]);
+    assert_eq!(body.source_timeout.map(|d| d.0), Some(Duration::from_secs(2)));
+    assert!(body.url.is_empty());
+    // The origin ingests both: nothing more to put.
+    c.observe("o1", redundant_origin(&[("main", true, true), ("backup", false, true)]), t0 + SECS(1));
+    let a = c.plan(t0 + SECS(1));
+    assert!(!a.iter().any(|x| matches!(x, Action::PutSource { node, .. } if node == "o1")), "{a:?}");
+    // Main dies: the backup goes live; both told.
+    c.observe("o1", redundant_origin(&[("main", false, false), ("backup", true, true)]), t0 + SECS(2));
+    let ev = c.log.events(10, None, Some("live/cam1"));
+    let kinds: Vec<String> = ev.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"source-down".to_string()) && kinds.contains(&"source-switched".to_string()), "{kinds:?}");
+    let switched = ev.iter().find(|e| e.kind == EventKind::SourceSwitched).unwrap();
+    assert_eq!(switched.message, "live/cam1 switched from main to backup on o1");
+    c.plan(t0 + SECS(2));
+    assert!(!c.log.is_raised(AlarmKind::SourceDown, "live/cam1"), "the backup delivers");
+    // Both down: alarmed at once; cleared when one delivers again.
+    c.observe("o1", redundant_origin(&[("main", false, false), ("backup", false, false)]), t0 + SECS(3));
+    c.plan(t0 + SECS(3));
+    assert!(c.log.is_raised(AlarmKind::SourceDown, "live/cam1"));
+    c.observe("o1", redundant_origin(&[("main", true, true), ("backup", false, false)]), t0 + SECS(4));
+    c.plan(t0 + SECS(4));
+    assert!(!c.log.is_raised(AlarmKind::SourceDown, "live/cam1"));
+    // o1 dies: the standby gets the same ordered list when it takes over.
+    for i in 5..12 {
+        c.observe("o1", failed(), t0 + SECS(i));
+        c.observe("o2", ok_origin(&[]), t0 + SECS(i));
+    }
+    let a = c.plan(t0 + SECS(12));
+    assert_eq!(active(&c, "cams").as_deref(), Some("o2"));
+    assert!(
+        a.iter().any(|x| matches!(x, Action::PutSource { node, body: b, .. } if node == "o2" && *b == body)),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn redundant_source_mistakes_are_refused_with_the_reason() {
+    let base = CAMS.replace("FAILBACK", "false");
+    let line = r#"sources = [{ key = "cam1", url = "rtsp://10.0.0.50/cam" }]"#;
+    for (bad, why) in [
+        (
+            r#"sources = [{ key = "cam1", url = "rtsp://10.0.0.50/cam" }, { key = "cam1", role = "main" }]"#,
+            "role \"main\" is given twice",
+        ),
+        (
+            r#"sources = [{ key = "cam1", url = "rtsp://a/x" }, { key = "cam1" }, { key = "cam1", url = "rtmp://b/l/k" }]"#,
+            "need a role",
+        ),
+        (
+            r#"sources = [{ key = "cam1", role = "slate", url = "testcard" }, { key = "cam1", role = "backup" }]"#,
+            "the slate must be the last source",
+        ),
+        (r#"sources = [{ key = "cam1" }]"#, "has no url"),
+        (r#"sources = [{ key = "cam1", url = "rtsp://a/x", prio = 1 }]"#, "unknown field `prio`"),
+        (
+            "source_timeout = \"10ms\"\nsources = [{ key = \"cam1\", url = \"rtsp://a/x\" }, { key = \"cam1\", role = \"backup\" }]",
+            "source_timeout 10ms is out of range 100ms..=60s",
+        ),
+    ] {
+        let text = base.replace(line, bad);
+        let err = try_config(&text).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains(why)), "{bad}: {err:?}");
+    }
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use api_types::relay::{
-    MaintenanceAnswer, OriginsAnswer, OriginsBody, PlayersByProtocol, PullAnswer, RelayRole, SourceBody, SourceInfo,
-    SourcesList, Status, StreamView, StreamsList,
+    KeySourceView, KeySources, MaintenanceAnswer, OriginsAnswer, OriginsBody, PlayersByProtocol, PullAnswer, RelayRole,
+    SourceBody, SourceInfo, SourcesList, Status, StreamView, StreamsList, SwitchBody, SwitchView,
 };
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
@@ -35,7 +35,8 @@ pub(crate) fn router(ctx: Arc<Control>) -> Router {
         .route("/origins", axum::routing::put(set_origins))
         .route("/maintenance", post(maintenance_on).delete(maintenance_off))
         .route("/sources", get(sources))
-        .route("/sources/{app}/{key}", axum::routing::put(put_source).delete(delete_source))
+        .route("/sources/{app}/{key}", axum::routing::put(put_source).delete(delete_source).get(key_sources))
+        .route("/sources/{app}/{key}/switch", post(switch_source))
         .method_not_allowed_fallback(refused)
         .fallback(refused)
         // Inside the guard: a request without the token never moves the manager term.
@@ -185,6 +186,47 @@ async fn metrics(State(ctx): Shared) -> Response {
         sources.add(vec![("role", ctx.config.role.name().to_string()), ("state", state)], n as f64);
     }
     families.push(sources);
+    // Redundant sources: switches per key and which role is live (1) on each key with sources attached.
+    let mut switches = svc::metrics::Family::counter(
+        "relay_source_switches_total",
+        "Switches between a key's redundant sources (main, backup, slate) since its stream started.",
+    );
+    let mut live = svc::metrics::Family::gauge(
+        "relay_source_live",
+        "1 for the source role a key forwards now; 0 for its other attached sources.",
+    );
+    for st in ctx.hub.all() {
+        let k = st.lanes();
+        if k.lanes.is_empty() {
+            continue;
+        }
+        let labels =
+            || vec![("role", ctx.config.role.name().to_string()), ("app", st.app.clone()), ("key", st.name.clone())];
+        switches.add(labels(), k.switches as f64);
+        for l in &k.lanes {
+            let mut lb = labels();
+            lb.push(("source", l.role.clone()));
+            live.add(lb, if l.live { 1.0 } else { 0.0 });
+        }
+    }
+    let mut live_secs = svc::metrics::Family::counter(
+        "relay_source_live_seconds_total",
+        "Seconds each source role of a key has been the live one since its stream started.",
+    );
+    for st in ctx.hub.all() {
+        for (role, d) in st.lanes().live_time {
+            let labels = vec![
+                ("role", ctx.config.role.name().to_string()),
+                ("app", st.app.clone()),
+                ("key", st.name.clone()),
+                ("source", role),
+            ];
+            live_secs.add(labels, d.as_secs_f64());
+        }
+    }
+    families.push(switches);
+    families.push(live);
+    families.push(live_secs);
     svc::http::metrics_text(svc::metrics::render(&families))
 }
 
@@ -261,13 +303,22 @@ async fn put_source(State(ctx): Shared, Path((app, key)): Path<(String, String)>
     let parsed: SourceBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
-            return error(StatusCode::BAD_REQUEST, format!("expected {{\"url\": \"rtmp://HOST[:PORT]/APP/KEY\"}}: {e}"))
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"url\": \"rtmp://HOST[:PORT]/APP/KEY\"}} or {{\"sources\": [{{\"role\": \"main\", \"url\": ...}}, {{\"role\": \"backup\"}}]}}: {e}"),
+            )
         }
     };
     use crate::source::{Put, SourceError};
-    match ctx.sources.put(&ctx.ingest, &app, &key, &parsed.url) {
+    match ctx.sources.put(&ctx.ingest, &app, &key, &parsed) {
         Ok(how) => {
             let status = if how == Put::Created { StatusCode::CREATED } else { StatusCode::OK };
+            if !parsed.sources.is_empty() {
+                // A list of sources answers with the key's view (pushed roles have no pull to show).
+                let mut r = key_sources(State(ctx.clone()), Path((app, key))).await;
+                *r.status_mut() = status;
+                return r;
+            }
             let view = ctx.sources.views(&ctx.ingest).into_iter().find(|v| v.app == app && v.key == key);
             (status, Json(view)).into_response()
         }
@@ -276,8 +327,98 @@ async fn put_source(State(ctx): Shared, Path((app, key)): Path<(String, String)>
     }
 }
 
+/// A key's redundant sources: configured and attached ones, in order of preference, and which one is live.
+async fn key_sources(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> Response {
+    let stream = ctx.hub.get(&app, &key);
+    let configured = ctx.sources.order(&app, &key);
+    let Some(k) = stream.as_ref().map(|s| s.lanes()) else {
+        if configured.is_empty() {
+            return error(StatusCode::NOT_FOUND, format!("no stream or sources for {app}/{key}"));
+        }
+        let d = crate::hub::SwitchSettings::default();
+        let timings = ctx.sources.timings(&app, &key).unwrap_or((d.timeout, d.stable_for));
+        let sources = configured.into_iter().map(|role| KeySourceView { role, ..Default::default() }).collect();
+        return Json(KeySources {
+            app,
+            key,
+            source_timeout_ms: timings.0.as_millis() as u64,
+            source_stable_for_ms: timings.1.as_millis() as u64,
+            sources,
+            ..Default::default()
+        })
+        .into_response();
+    };
+    let mut sources: Vec<KeySourceView> = k
+        .lanes
+        .iter()
+        .map(|l| KeySourceView {
+            role: l.role.clone(),
+            kind: Some(l.kind.to_string()),
+            peer: Some(l.peer.clone()),
+            live: l.live,
+            healthy: l.healthy,
+            idle_ms: l.idle_ms,
+            frames: l.frames,
+        })
+        .collect();
+    // Roles the key lists but nothing feeds now (an encoder down, a pull reconnecting).
+    for role in k.settings.order.iter() {
+        if !sources.iter().any(|s| &s.role == role) {
+            sources.push(KeySourceView { role: role.clone(), ..Default::default() });
+        }
+    }
+    let rank = |r: &str| k.settings.order.iter().position(|o| o == r).unwrap_or(usize::MAX);
+    sources.sort_by_key(|s| rank(&s.role));
+    Json(KeySources {
+        app,
+        key,
+        live: k.live,
+        forced: k.forced,
+        switches: k.switches,
+        last_switch: k.last_switch.map(|r| SwitchView {
+            from: r.from,
+            to: r.to,
+            reason: r.reason.to_string(),
+            secs_ago: r.at.elapsed().as_secs(),
+        }),
+        source_timeout_ms: k.settings.timeout.as_millis() as u64,
+        source_stable_for_ms: k.settings.stable_for.as_millis() as u64,
+        sources,
+    })
+    .into_response()
+}
+
+/// An operator's switch: `{"role": "backup"}` makes that source live now (from its warm GOP) and keeps it while it
+/// delivers; `{"role": "auto"}` goes back to the order of preference.
+async fn switch_source(
+    State(ctx): Shared,
+    Path((app, key)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let parsed: SwitchBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("expected {{\"role\": \"backup\"}} (or \"auto\"): {e}"))
+        }
+    };
+    if !matches!(ctx.config.role, Role::Origin { .. }) {
+        return error(StatusCode::NOT_FOUND, "sources are an origin operation".to_string());
+    }
+    let Some(stream) = ctx.hub.get(&app, &key) else {
+        return error(StatusCode::NOT_FOUND, format!("no stream {app}/{key} on this origin"));
+    };
+    let role = (parsed.role != "auto").then_some(parsed.role.as_str());
+    match stream.force_source(role) {
+        Ok(()) => {
+            info!(app, key, role = %parsed.role, "source switched by the operator");
+            key_sources(State(ctx), Path((app, key))).await
+        }
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
 async fn delete_source(State(ctx): Shared, Path((app, key)): Path<(String, String)>) -> Response {
-    if ctx.sources.remove(&app, &key) {
+    if ctx.sources.remove(&ctx.ingest, &app, &key) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no source for {app}/{key}"))

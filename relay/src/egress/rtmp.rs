@@ -289,6 +289,7 @@ impl<S: Io> Conn<S> {
             app: &self.app,
             name,
             token: token.or(tc_token),
+            role: split_query(raw_name, "role").1,
             names_ok,
             event: self.event("on_publish", name, query),
             peer: self.peer.to_string(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Hub, SourceBusy, SourceInfo, Stream};
+use super::{Hub, LaneRefused, SourceInfo, Stream};
 use crate::wire::proto::Media;
 
 /// A boxed future, as the doors return them (one per publish or play, never per frame).
@@ -26,9 +26,15 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Attaches `info` as the source of `stream`; refused while another source is live.
-    pub fn attach(stream: Arc<Stream>, info: SourceInfo) -> Result<Self, SourceBusy> {
-        let id = stream.attach_source(info)?;
+    /// Attaches `info` as the main source of `stream`; refused while another source has that role.
+    pub fn attach(stream: Arc<Stream>, info: SourceInfo) -> Result<Self, LaneRefused> {
+        Self::attach_as(stream, info, api_types::relay::MAIN_ROLE)
+    }
+
+    /// Attaches `info` as the source of `stream` in `role` (main, backup, slate...): the stream forwards the best
+    /// healthy one of its sources and keeps the others warm.
+    pub fn attach_as(stream: Arc<Stream>, info: SourceInfo, role: &str) -> Result<Self, LaneRefused> {
+        let id = stream.attach_source(info, role)?;
         Ok(Self { stream, id })
     }
 
@@ -150,6 +156,8 @@ pub struct PublishRequest<'a> {
     pub name: &'a str,
     /// `?token=` of the key, else of the tcUrl.
     pub token: Option<&'a str>,
+    /// `?role=` of the key: which of the key's redundant sources this publisher is (none: main).
+    pub role: Option<&'a str>,
     /// The names are valid and the connection is not already publishing or playing.
     pub names_ok: bool,
     /// The callback event (on_publish) of this publish.

@@ -6,6 +6,7 @@ mod doors;
 mod frame;
 mod ring;
 mod stream;
+mod switch;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -22,7 +23,8 @@ pub use doors::{
 };
 pub use frame::{Frame, SHARED_STREAM_ID};
 pub use ring::{Item, ReadInfo, Reader};
-pub use stream::{PlayersByProtocol, Protocol, SourceBusy, SourceInfo, Stream, StreamStats, Subscription, UPSTREAM};
+pub use stream::{KeyLanes, PlayersByProtocol, Protocol, SourceInfo, Stream, StreamStats, Subscription, UPSTREAM};
+pub use switch::{ForceRefused, LaneRefused, LaneState, SwitchRecord, SwitchSettings};
 
 /// A frame as the hub makes it, for other layers' unit tests.
 #[cfg(test)]
@@ -70,12 +72,20 @@ pub struct Hub {
     changes: Arc<watch::Sender<u64>>,
     /// Gives new streams their tap (HLS), once egress is built.
     taps: std::sync::OnceLock<Arc<dyn Taps>>,
+    /// Keys whose sources were configured (order of roles, switch timings); others get the defaults.
+    switch_settings: Mutex<HashMap<(String, String), SwitchSettings>>,
 }
 
 impl Hub {
     pub fn new(budget: Budget) -> Self {
         let changes = Arc::new(watch::channel(0).0);
-        Self { streams: Mutex::new(HashMap::new()), budget, changes, taps: Default::default() }
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            budget,
+            changes,
+            taps: Default::default(),
+            switch_settings: Default::default(),
+        }
     }
 
     /// Sets who taps every stream created from now on (egress's HLS packagers); only the first call counts.
@@ -103,9 +113,34 @@ impl Hub {
         }
         let tap = self.taps.get().and_then(|t| t.tap(app, name));
         let s = Stream::new(app, name, self.budget, self.changes.clone(), tap);
+        if let Some(settings) = self.switch_settings(app, name) {
+            s.configure_switch(settings);
+        }
         s.start_timer();
         m.insert(key, s.clone());
         (s, true)
+    }
+
+    /// The configured sources' order and timings of a key, if it has them.
+    fn switch_settings(&self, app: &str, key: &str) -> Option<SwitchSettings> {
+        self.switch_settings.lock().unwrap_or_else(|e| e.into_inner()).get(&(app.to_string(), key.to_string())).cloned()
+    }
+
+    /// Sets (or with `None` forgets) a key's order of source roles and switch timings, now and for its future
+    /// streams.
+    pub fn configure_sources(&self, app: &str, key: &str, settings: Option<SwitchSettings>) {
+        let k = (app.to_string(), key.to_string());
+        let applied = settings.clone().unwrap_or_default();
+        {
+            let mut m = self.switch_settings.lock().unwrap_or_else(|e| e.into_inner());
+            match settings {
+                Some(s) => m.insert(k, s),
+                None => m.remove(&k),
+            };
+        }
+        if let Some(s) = self.get(app, key) {
+            s.configure_switch(applied);
+        }
     }
 
     pub fn get(&self, app: &str, name: &str) -> Option<Arc<Stream>> {
@@ -218,7 +253,7 @@ mod tests {
     fn coalescing_holds_audio_for_video_and_never_duplicates() {
         let hub = Hub::new(budget(64, 1 << 20, 50));
         let (s, _) = hub.get_or_create("live", "k");
-        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }, "main").unwrap();
         let mut early = s.subscribe(Protocol::Rtmp).rx;
         s.push(id, media(MediaKind::Video, 0, 0x17));
         s.push(id, media(MediaKind::Audio, 10, 0xAF));
@@ -252,13 +287,13 @@ mod tests {
         let hub = Hub::new(budget(1000, 1 << 20, 0));
         let (s, _) = hub.get_or_create("live", "k");
         let mut rx = s.subscribe(Protocol::Rtmp).rx;
-        let first = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let first = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }, "main").unwrap();
         for ts in [0, 33, 66] {
             s.push(first, media(MediaKind::Video, ts, 0x17));
         }
         s.detach_source(first);
         // A returning publisher one hour ahead: its headers come stamped 0, its media at 3,600,000 ms.
-        let second = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let second = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }, "main").unwrap();
         s.push(
             second,
             Media { kind: MediaKind::Video, timestamp: 0, payload: Bytes::from_static(&[0x17, 0, 0, 0, 0]) },
@@ -278,7 +313,7 @@ mod tests {
     fn ring_is_bounded_in_bytes_and_a_lagged_player_is_told() {
         let hub = Hub::new(budget(1000, 10_000, 0));
         let (s, _) = hub.get_or_create("live", "k");
-        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }, "main").unwrap();
         let mut rx = s.subscribe(Protocol::Rtmp).rx;
         let big = |ts| Media { kind: MediaKind::Video, timestamp: ts, payload: Bytes::from(vec![0x27; 3000]) };
         for ts in 0..10 {
@@ -312,7 +347,7 @@ mod tests {
     fn merging_holds_video_too_and_a_new_player_still_starts_at_once() {
         let hub = Hub::new(Budget { merge: Duration::from_millis(80), ..budget(64, 1 << 20, 50) });
         let (s, _) = hub.get_or_create("live", "k");
-        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }, "main").unwrap();
         let mut early = s.subscribe(Protocol::Rtmp).rx;
         s.push(id, media(MediaKind::Video, 0, 0x17));
         s.push(id, media(MediaKind::Audio, 10, 0xAF));
@@ -336,7 +371,7 @@ mod tests {
     async fn the_stream_releases_held_frames_itself() {
         let hub = Hub::new(Budget { merge: Duration::from_millis(40), ..budget(64, 1 << 20, 50) });
         let (s, _) = hub.get_or_create("live", "k");
-        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }, "main").unwrap();
         let mut rx = s.subscribe(Protocol::Rtmp).rx;
         let pushed = Instant::now();
         s.push(id, media(MediaKind::Video, 0, 0x17));
@@ -362,7 +397,7 @@ mod tests {
         // A 60 s merge period and a 64-byte budget: holding alone would keep every frame for a minute.
         let hub = Hub::new(Budget { merge: Duration::from_secs(60), ..budget(64, 64, 50) });
         let (s, _) = hub.get_or_create("live", "k");
-        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }).unwrap();
+        let id = s.attach_source(SourceInfo { kind: "publisher", peer: "p".into() }, "main").unwrap();
         let mut rx = s.subscribe(Protocol::Rtmp).rx;
         let size = Frame::new(media(MediaKind::Video, 0, 0x27), 0).size();
         let (mut released, mut lagged) = (0, 0);

@@ -11,6 +11,7 @@ use super::clock::Clock;
 use super::doors::Tap;
 use super::frame::Frame;
 use super::ring::{Item, ReadInfo, Reader, Ring};
+use super::switch::{ForceRefused, LaneRefused, LaneState, Switch, SwitchRecord, SwitchSettings};
 use super::Budget;
 use crate::wire::proto::{Media, MediaKind};
 
@@ -42,10 +43,17 @@ pub struct SourceInfo {
     pub peer: String,
 }
 
-/// Returned when a stream already has a live source (a second publisher).
-#[derive(Debug, thiserror::Error)]
-#[error("stream already has a source: {0}")]
-pub struct SourceBusy(pub String);
+/// A key's sources as `GET /sources/{app}/{key}` shows them.
+pub struct KeyLanes {
+    pub lanes: Vec<LaneState>,
+    pub live: Option<String>,
+    pub forced: Option<String>,
+    pub switches: u64,
+    pub last_switch: Option<SwitchRecord>,
+    pub settings: SwitchSettings,
+    /// Time each role has been live since the stream started.
+    pub live_time: Vec<(String, Duration)>,
+}
 
 /// Cached state a new player starts from, plus the monotonic timestamp mapping.
 #[derive(Default)]
@@ -77,6 +85,8 @@ struct Cache {
     ring: Ring,
     /// The stream's wall clock (HLS numbering, program date-time) and the anchor players are told.
     clock: Clock,
+    /// Every source of the key (main, backups, slate) and which one is live: `source` is the live one.
+    switch: Switch,
 }
 
 /// How a player receives a stream.
@@ -209,13 +219,17 @@ impl Stream {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Attaches a publisher/upstream; refused while another is live.
-    pub(super) fn attach_source(&self, info: SourceInfo) -> Result<u64, SourceBusy> {
+    /// Attaches a publisher/upstream in `role`: live at once when no other source is attached, else warm (its
+    /// frames cached, not forwarded) until the switch picks it. Refused while another source has the role.
+    pub(super) fn attach_source(&self, info: SourceInfo, role: &str) -> Result<u64, LaneRefused> {
         let mut c = self.cache();
-        if let Some((_, cur)) = &c.source {
-            return Err(SourceBusy(cur.peer.clone()));
-        }
         let id = self.next_source_id.fetch_add(1, Ordering::Relaxed);
+        let live = c.switch.attach(id, info.clone(), role, Instant::now())?;
+        if !live {
+            drop(c);
+            self.changes.send_modify(|n| *n += 1);
+            return Ok(id);
+        }
         c.source = Some((id, info));
         c.source_lost_at = None;
         c.rebase = c.last_out.is_some();
@@ -228,9 +242,19 @@ impl Stream {
         Ok(id)
     }
 
-    /// Detaches source `id` (no-op if another source replaced it).
+    /// Detaches source `id`; when it was live, the best ready source of the key takes over at once.
     pub(super) fn detach_source(&self, id: u64) {
         let mut c = self.cache();
+        let routed = c.switch.detach(id, Instant::now());
+        if let Some((to, info)) = routed.switched {
+            self.switched(&mut c, to, info);
+            for m in routed.out {
+                self.forward(&mut c, m);
+            }
+            drop(c);
+            self.changes.send_modify(|n| *n += 1);
+            return;
+        }
         if matches!(&c.source, Some((cur, _)) if *cur == id) {
             self.release(&mut c);
             c.source = None;
@@ -239,6 +263,55 @@ impl Stream {
             c.gop_bytes = 0;
             drop(c);
             self.changes.send_modify(|n| *n += 1);
+        } else {
+            // A warm source left: the key's view changed.
+            drop(c);
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The switch made `to` live: the stream's source is now it. The switch has already rebased its timestamps
+    /// to continue the timeline, so the stream's own rebasing stays off; the clock's anchor stays too (an
+    /// upstream relay's announced anchor is not followed across a switch).
+    fn switched(&self, c: &mut Cache, to: u64, info: SourceInfo) {
+        c.source = Some((to, info));
+        c.source_lost_at = None;
+        c.clock.source_attached();
+        c.gop.clear();
+        c.gop_bytes = 0;
+    }
+
+    /// Sets how the key's sources are ranked and timed (from `PUT /sources`).
+    pub(super) fn configure_switch(&self, settings: SwitchSettings) {
+        self.cache().switch.configure(settings);
+    }
+
+    /// An operator's switch to `role` (`None`: back to automatic).
+    pub fn force_source(&self, role: Option<&str>) -> Result<(), ForceRefused> {
+        let mut c = self.cache();
+        let routed = c.switch.force(role, Instant::now())?;
+        if let Some((to, info)) = routed.switched {
+            self.switched(&mut c, to, info);
+            for m in routed.out {
+                self.forward(&mut c, m);
+            }
+            drop(c);
+            self.changes.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    /// The key's sources and which one is live.
+    pub fn lanes(&self) -> KeyLanes {
+        let c = self.cache();
+        KeyLanes {
+            lanes: c.switch.lanes(Instant::now()),
+            live: c.switch.live_role().map(str::to_string),
+            forced: c.switch.forced().map(str::to_string),
+            switches: c.switch.switches,
+            last_switch: c.switch.last_switch.clone(),
+            settings: c.switch.settings.clone(),
+            live_time: c.switch.live_time(Instant::now()),
         }
     }
 
@@ -248,7 +321,13 @@ impl Stream {
 
     /// How long the stream has been without a source, if it has none.
     pub fn sourceless_for(&self) -> Option<Duration> {
-        self.cache().source_lost_at.map(|t| t.elapsed())
+        let c = self.cache();
+        if c.switch.has_lanes() {
+            // A source is attached but not ready yet (a backup waiting for its keyframe): the stream waits for it;
+            // one that sends nothing is dropped by --source-timeout, and the grace period then runs.
+            return None;
+        }
+        c.source_lost_at.map(|t| t.elapsed())
     }
 
     pub fn has_video(&self) -> bool {
@@ -273,9 +352,18 @@ impl Stream {
         }
         self.had_media.store(true, Ordering::Release);
         let mut c = self.cache();
-        if !matches!(&c.source, Some((cur, _)) if *cur == id) {
-            return;
+        let routed = c.switch.route(id, media, Instant::now(), self.budget.gop_max_bytes);
+        if let Some((to, info)) = routed.switched {
+            self.switched(&mut c, to, info);
+            self.changes.send_modify(|n| *n += 1);
         }
+        for m in routed.out {
+            self.forward(&mut c, m);
+        }
+    }
+
+    /// Sends one message of the live source (on the switch's timeline) to the players and the cache.
+    fn forward(&self, c: &mut Cache, media: Media) {
         let header = media.is_metadata() || media.is_video_header() || media.is_audio_header();
         let ts = if c.rebase && header {
             // A new source sends its headers first, often stamped 0 whatever its media's clock: they go out at
@@ -345,7 +433,7 @@ impl Stream {
                     if let Some(tap) = &self.tap {
                         tap.frame(&f, clock);
                     }
-                    self.hold(&mut c, f);
+                    self.hold(c, f);
                 }
             }
             clock
@@ -371,7 +459,7 @@ impl Stream {
                 c.gop.push(frame.clone());
             }
         }
-        self.hold(&mut c, frame);
+        self.hold(c, frame);
     }
 
     /// Holds `frame` for its players (merging, coalescing) or releases it now.

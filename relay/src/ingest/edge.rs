@@ -383,7 +383,7 @@ pub(crate) enum UpstreamRole<'a> {
     /// An edge's pull: it stops when idle, and moves when its origin is no longer the first of the list.
     Edge { origin: &'a OriginUrl, generation: u64, edge: &'a Edge },
     /// An origin's ingest of a source: it runs, players or not, until the source is removed.
-    Source { removed: &'a std::sync::atomic::AtomicBool },
+    Source { removed: &'a std::sync::atomic::AtomicBool, role: &'a str },
 }
 
 impl<'a> Upstream<'a> {
@@ -436,7 +436,15 @@ pub(crate) async fn pull_once(
             match ev {
                 ClientEvent::Playing => {
                     if source.is_none() {
-                        match Publisher::attach(stream.clone(), SourceInfo { kind: up.kind, peer: up.tc_url.clone() }) {
+                        let role = match up.role {
+                            UpstreamRole::Source { role, .. } => role,
+                            UpstreamRole::Edge { .. } => api_types::relay::MAIN_ROLE,
+                        };
+                        match Publisher::attach_as(
+                            stream.clone(),
+                            SourceInfo { kind: up.kind, peer: up.tc_url.clone() },
+                            role,
+                        ) {
                             Ok(p) => source = Some(p),
                             // Only this task attaches to an edge stream, so this is not expected; retry later.
                             Err(e) => {
@@ -516,7 +524,7 @@ pub(crate) async fn pull_once(
                     UpstreamRole::Edge { .. } if stream.idle_for().is_some_and(|d| d >= ctx.config.idle_timeout) => {
                         break Ok(PullEnd::Idle);
                     }
-                    UpstreamRole::Source { removed } if removed.load(Ordering::Acquire) => break Ok(PullEnd::Ended),
+                    UpstreamRole::Source { removed, .. } if removed.load(Ordering::Acquire) => break Ok(PullEnd::Ended),
                     _ => {}
                 }
                 if last_input.elapsed() >= silence_limit(ctx, *playing, session_media, edge.as_deref()) {

@@ -4,6 +4,7 @@
 pub(crate) mod edge;
 pub mod publish;
 pub mod rtsp;
+pub mod slate;
 pub mod source;
 
 use std::sync::Arc;
@@ -21,4 +22,6 @@ pub struct Ingest {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub stopping: Stopping,
+    /// Where this relay's RTMP listener is reached locally: a slate publishes itself here.
+    pub rtmp_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }

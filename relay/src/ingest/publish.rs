@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::hub::{BoxFuture, Hooks, Hub, PublishDoor, PublishRefused, PublishRequest, Publisher, SourceInfo};
+use crate::hub::{
+    BoxFuture, Hooks, Hub, LaneRefused, PublishDoor, PublishRefused, PublishRequest, Publisher, SourceInfo,
+};
 
 /// An origin's publishers.
 pub struct Publishers {
@@ -33,15 +35,23 @@ impl PublishDoor for Publishers {
                 return refused("NetStream.Publish.Unauthorized", "refused by the on_publish callback");
             }
             let (stream, _) = self.hub.get_or_create(req.app, req.name);
-            match Publisher::attach(stream, SourceInfo { kind: "publisher", peer: req.peer.clone() }) {
+            let role = req.role.unwrap_or(api_types::relay::MAIN_ROLE);
+            match Publisher::attach_as(stream, SourceInfo { kind: "publisher", peer: req.peer.clone() }, role) {
                 Ok(p) => {
-                    info!(peer = %req.peer, app = %req.app, key = req.name, "publish started");
+                    info!(peer = %req.peer, app = %req.app, key = req.name, role, "publish started");
                     Ok(p)
                 }
-                Err(busy) => {
+                Err(LaneRefused::Busy(_, holder)) => {
                     // The holder's address is for the operator only: a client learns that the key is busy, no more.
-                    warn!(peer = %req.peer, app = %req.app, key = req.name, holder = %busy.0, "key already published");
+                    warn!(peer = %req.peer, app = %req.app, key = req.name, role, holder = %holder, "key already published");
                     refused("NetStream.Publish.BadName", "stream key is busy: another publisher has it")
+                }
+                Err(e @ LaneRefused::UnknownRole { .. }) => {
+                    warn!(peer = %req.peer, app = %req.app, key = req.name, role = %crate::shown(role), known = %e, "publish refused: unknown role");
+                    refused(
+                        "NetStream.Publish.BadName",
+                        "unknown ?role= for this key (main and backup, or the roles its sources list)",
+                    )
                 }
             }
         })

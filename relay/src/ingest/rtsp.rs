@@ -64,6 +64,7 @@ pub(crate) async fn pull_once(
     src: &RtspUrl,
     shown: &str,
     removed: &AtomicBool,
+    role: &str,
     playing: &mut bool,
 ) -> Result<PullEnd, String> {
     let limit = ctx.config.handshake_timeout;
@@ -105,8 +106,9 @@ pub(crate) async fn pull_once(
         .map_err(|_| "PLAY timed out".to_string())?
         .map_err(|e| format!("PLAY: {e}"))?;
     let mut demuxed = playing_session.demuxed().map_err(|e| format!("demuxing: {e}"))?;
-    let publisher = Publisher::attach(stream.clone(), SourceInfo { kind: "pull-rtsp", peer: shown.to_string() })
-        .map_err(|e| format!("cannot attach: {e}"))?;
+    let publisher =
+        Publisher::attach_as(stream.clone(), SourceInfo { kind: "pull-rtsp", peer: shown.to_string() }, role)
+            .map_err(|e| format!("cannot attach: {e}"))?;
     *playing = true;
     let (mut video_sent, mut audio_sent) = (false, false);
     // Players and FLV muxers expect each track's timestamps never to go back (a camera's B-frames or clock step).

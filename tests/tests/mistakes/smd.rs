@@ -79,6 +79,31 @@ fn smd_refuses_bad_config() {
             .file("token", TOKEN)
             .code(1)
             .says("URL \"rtsp://[::1:554/x\" does not parse"),
+        Row::new("a key's slate before its backup", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file(
+                "smd.toml",
+                &with(
+                    "[[node]]\nname = \"o1\"\nrole = \"origin\"\napi = \"http://127.0.0.1:8081\"\nrtmp = \"127.0.0.1:1935\"\n\
+                     [[group]]\nname = \"g\"\napp = \"live\"\nmembers = [{ node = \"o1\", priority = 1 }]\n\
+                     sources = [{ key = \"cam\", role = \"main\" }, { key = \"cam\", role = \"slate\", url = \"testcard\" }, \
+                     { key = \"cam\", role = \"backup\" }]\n",
+                ),
+            )
+            .file("token", TOKEN)
+            .code(1)
+            .says("source \"cam\": bad sources: source 2: the slate must be the last source"),
+        Row::new("a source_timeout shorter than an encoder's jitter", "smd", &["--config", "{dir}/smd.toml", "--check"])
+            .file(
+                "smd.toml",
+                &with(
+                    "[[node]]\nname = \"o1\"\nrole = \"origin\"\napi = \"http://127.0.0.1:8081\"\nrtmp = \"127.0.0.1:1935\"\n\
+                     [[group]]\nname = \"g\"\napp = \"live\"\nmembers = [{ node = \"o1\", priority = 1 }]\n\
+                     source_timeout = \"10ms\"\nsources = [{ key = \"cam\", role = \"main\" }, { key = \"cam\", role = \"backup\" }]\n",
+                ),
+            )
+            .file("token", TOKEN)
+            .code(1)
+            .says("source_timeout 10ms is out of range 100ms..=60s"),
         Row::new("a huge registration cap", "smd", &["--config", "{dir}/smd.toml", "--check"])
             .file("smd.toml", &with("max_registered = 1000000\n"))
             .file("token", TOKEN)

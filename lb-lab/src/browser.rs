@@ -220,7 +220,8 @@ pub struct Player {
 
 impl Player {
     /// Opens `url` (a player page) in headless Chromium, inside network namespace `netns` if given (where a lab's
-    /// VIP is reachable), to play `secs` seconds after it starts; `screenshot` is saved at the end.
+    /// VIP is reachable), to play `secs` seconds after it starts; `screenshot` is saved at the end, with the run's
+    /// requests and stats beside it (`NAME.trace.txt`).
     pub fn start(url: &str, secs: u32, screenshot: Option<&Path>, netns: Option<&str>) -> Result<Player> {
         available().map_err(anyhow::Error::msg)?;
         let script = browser_dir().join("play.mjs");
@@ -234,7 +235,8 @@ impl Player {
         };
         cmd.arg(&script).args(["--url", url, "--secs", &secs.to_string(), "--chromium", CHROMIUM]);
         if let Some(path) = screenshot {
-            cmd.arg("--screenshot").arg(path);
+            // Beside the screenshot, what the player asked for and when: what tells a stall's cause afterwards.
+            cmd.arg("--screenshot").arg(path).arg("--trace").arg(path.with_extension("trace.txt"));
         }
         let child = cmd
             .current_dir(browser_dir())

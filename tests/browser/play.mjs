@@ -125,6 +125,7 @@ async function main() {
       trace(`req ${started.get(r) ?? "?"} ${resp ? resp.status() : "-"} ${r.url()}`);
     });
     page.on("requestfailed", (r) => trace(`req ${started.get(r) ?? "?"} failed(${r.failure()?.errorText}) ${r.url()}`));
+    page.on("console", (m) => trace(`console ${m.text().replace(/\s+/g, " ").slice(0, 400)}`));
   }
   const response = await page.goto(opts.url, { waitUntil: "load", timeout: opts.startWithin * 1000 });
   if (!response || !response.ok()) {

@@ -11,6 +11,7 @@
 pub mod packager;
 pub mod playlist;
 mod respond;
+pub mod spool;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::spool::Spool;
 use crate::hub::{Frame, Tap};
 use crate::wire::fmp4::{self, AudioConfig, Sample, VideoConfig};
 use crate::wire::proto::MediaKind;
@@ -37,13 +38,14 @@ pub struct HlsSettings {
 
 /// 64-bit FNV-1a over buffers: the ETag and init name, the same wherever the bytes are the same.
 pub fn fnv(bufs: &[Bytes]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bufs {
-        for &x in b.iter() {
-            h = (h ^ x as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    h
+    bufs.iter().fold(FNV_START, |h, b| fnv_more(h, b))
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of what `h` hashed followed by `bytes`.
+fn fnv_more(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// An init segment (the codecs' configuration), named by its content.
@@ -56,15 +58,34 @@ pub struct Init {
     pub codecs: String,
 }
 
-/// A part: one CMAF fragment (moof + mdat) in one buffer.
+/// A part: one CMAF fragment (moof + mdat).
 #[derive(Debug)]
 pub struct Part {
     pub duration_ms: i64,
     /// Starts with a keyframe (or the stream has no video): a player may start decoding here.
     pub independent: bool,
-    pub data: Vec<Bytes>,
+    pub data: PartData,
     pub len: usize,
     pub etag: u64,
+}
+
+/// Where a part's bytes are.
+#[derive(Debug)]
+pub enum PartData {
+    /// In its segment's file, at this offset (sent with sendfile).
+    Spooled(Arc<Spool>, u64),
+    /// In memory (no file could be made for its segment).
+    Memory(Bytes),
+}
+
+impl Part {
+    /// The part's bytes as a buffer (read back from its file if spooled); `None` if the file cannot be read.
+    pub fn bytes(&self) -> Option<Bytes> {
+        match &self.data {
+            PartData::Memory(b) => Some(b.clone()),
+            PartData::Spooled(f, at) => f.read_at(*at, self.len).ok().map(Bytes::from),
+        }
+    }
 }
 
 /// A closed segment: its parts back to back, or a gap.
@@ -95,6 +116,11 @@ struct Open {
     audio: Vec<(Arc<Frame>, i64)>,
     init: Arc<Init>,
     discontinuity: bool,
+    /// The file the segment's parts go to (None: in memory) and how much of it is written.
+    spool: Option<Arc<Spool>>,
+    spooled: u64,
+    /// FNV-1a of the parts so far: the segment's ETag.
+    hash: u64,
 }
 
 /// A pause between two frames longer than this is a hole in the stream, not a frame step.
@@ -121,6 +147,8 @@ pub struct State {
     pub ended: Option<bool>,
     /// This relay stopped carrying the stream (an edge's idle stop): the packager is dropped, never served.
     pub retired: bool,
+    /// Segments go to memory files sent with sendfile (off: parts stay in memory; the fallback, and tests).
+    pub spool_files: bool,
     last_clock: Option<i64>,
     /// After a hole in the stream, frames wait for the next keyframe of the track that cuts (see `push`).
     in_hole: bool,
@@ -160,6 +188,7 @@ impl State {
             discontinuity_seq: 0,
             ended: None,
             retired: false,
+            spool_files: true,
             last_clock: None,
             last_video: None,
             last_audio: None,
@@ -367,6 +396,9 @@ impl State {
             audio: Vec::new(),
             init,
             discontinuity,
+            spool: self.spool_files.then(|| Spool::create().ok().map(Arc::new)).flatten(),
+            spooled: 0,
+            hash: FNV_START,
         });
     }
 
@@ -401,8 +433,21 @@ impl State {
         for b in &bufs {
             whole.extend_from_slice(b);
         }
-        let data = vec![whole.freeze()];
-        let etag = fnv(&data);
+        let etag = fnv_more(FNV_START, &whole);
+        o.hash = fnv_more(o.hash, &whole);
+        // Into the segment's file when it has one (then no copy stays in memory); a failed write leaves this part
+        // and the rest of the segment in memory.
+        let data = match &o.spool {
+            Some(f) if f.write_at(&whole, o.spooled).is_ok() => {
+                let d = PartData::Spooled(f.clone(), o.spooled);
+                o.spooled += len as u64;
+                d
+            }
+            _ => {
+                o.spool = None;
+                PartData::Memory(whole.freeze())
+            }
+        };
         o.parts.push(Arc::new(Part { duration_ms: end - o.part_start, independent, data, len, etag }));
         o.part_start = end;
     }
@@ -433,14 +478,13 @@ impl State {
         let part_end = if media_end <= listed_end { listed_end } else { end };
         Self::close_part(&mut o, part_end, self.audio_delta);
         if !o.parts.is_empty() {
-            let data: Vec<Bytes> = o.parts.iter().flat_map(|p| p.data.iter().cloned()).collect();
             let len = o.parts.iter().map(|p| p.len).sum();
             self.bytes += len;
             self.segments.push_back(Arc::new(Segment {
                 msn: o.msn,
                 start: o.start,
                 listed_ms,
-                etag: fnv(&data),
+                etag: o.hash,
                 parts: o.parts,
                 gap: false,
                 init: o.init.clone(),
@@ -714,5 +758,27 @@ pub(crate) mod tests {
         assert_eq!(s.ended, Some(true));
         assert!(s.open().is_none(), "the open segment is closed at the end");
         assert_eq!(s.segments.back().unwrap().msn, 500_015);
+    }
+
+    #[test]
+    fn spooled_parts_hold_the_same_bytes_as_parts_in_memory() {
+        let filed = Packager::new("live", "k", settings());
+        let kept = Packager::new("live", "k", settings());
+        kept.state().spool_files = false;
+        for p in [&filed, &kept] {
+            feed(p, 1_000_000_500, 1_000_009_000, 60);
+        }
+        let (a, b) = (filed.state(), kept.state());
+        assert_eq!(a.segments.len(), b.segments.len());
+        assert!(a.segments.len() >= 3);
+        for (x, y) in a.segments.iter().zip(&b.segments) {
+            assert!(x.parts.iter().all(|p| matches!(p.data, PartData::Spooled(..))), "segment {} not in a file", x.msn);
+            assert!(y.parts.iter().all(|p| matches!(p.data, PartData::Memory(_))));
+            let bytes = |s: &Segment| -> Vec<Bytes> { s.parts.iter().map(|p| p.bytes().unwrap()).collect() };
+            assert_eq!(bytes(x), bytes(y), "segment {}", x.msn);
+            assert_eq!((x.etag, x.len), (y.etag, y.len));
+            assert_eq!(x.etag, fnv(&bytes(x)), "the ETag is the hash of the segment's bytes");
+            assert_eq!(x.len, bytes(x).iter().map(|b| b.len()).sum::<usize>());
+        }
     }
 }

@@ -1,18 +1,22 @@
 //! HLS answers: the files of a packager (blocking playlist reloads and preload-hinted parts wait for what they
 //! ask), and HTTP done as players and CDNs expect (CORS, Cache-Control, ETag and 304, HEAD, one byte range,
-//! keep-alive), written from memory with vectored writes.
+//! keep-alive): playlists and init segments from memory with vectored writes, segments and parts from their
+//! segment's memory file with sendfile.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tracing::warn;
 
-use super::packager::{Packager, State};
+use super::packager::{Packager, Part, PartData, State};
+use super::spool::Spool;
 use super::{ended_text, query_value, File};
 use crate::egress::player::write_bufs;
 use crate::egress::Egress;
@@ -22,6 +26,8 @@ use crate::metrics::Metrics;
 pub enum Body {
     One(Bytes),
     Many(Vec<Bytes>),
+    /// `len` bytes of a segment's memory file from an offset, sent with sendfile.
+    File(Arc<Spool>, u64, usize),
 }
 
 impl Body {
@@ -29,14 +35,36 @@ impl Body {
         match self {
             Body::One(b) => b.len(),
             Body::Many(v) => v.iter().map(|b| b.len()).sum(),
+            Body::File(_, _, len) => *len,
         }
     }
 
-    /// The bytes `start..end` as buffers (slices, no copy).
+    /// The body of `parts` back to back: one span of their segment's file when they are all in it in order (what
+    /// the packager makes), else their bytes; `None` if a file could not be read.
+    pub fn of_parts(parts: &[Arc<Part>]) -> Option<Body> {
+        let len: usize = parts.iter().map(|p| p.len).sum();
+        if let Some(PartData::Spooled(file, start)) = parts.first().map(|p| &p.data) {
+            let mut at = *start;
+            let contiguous = parts.iter().all(|p| match &p.data {
+                PartData::Spooled(f, o) if Arc::ptr_eq(f, file) && *o == at => {
+                    at += p.len as u64;
+                    true
+                }
+                _ => false,
+            });
+            if contiguous {
+                return Some(Body::File(file.clone(), *start, len));
+            }
+        }
+        parts.iter().map(|p| p.bytes()).collect::<Option<Vec<Bytes>>>().map(Body::Many)
+    }
+
+    /// The bytes `start..end` as buffers (slices, no copy); a file body has none (see `send`).
     fn range(self, start: usize, end: usize) -> VecDeque<Bytes> {
         let all = match self {
             Body::One(b) => vec![b],
             Body::Many(v) => v,
+            Body::File(..) => Vec::new(),
         };
         let mut out = VecDeque::new();
         let mut at = 0;
@@ -203,15 +231,88 @@ pub async fn send(
         }
     }
     head.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
-    let mut bufs = VecDeque::from([Bytes::from(head)]);
-    if req.method != "HEAD" && send_len > 0 {
-        bufs.extend(body.range(start, end));
+    let with_body = req.method != "HEAD" && send_len > 0;
+    match body {
+        Body::File(file, offset, _) if with_body => {
+            send_file(ctx, sock, peer, head.as_bytes(), &file, offset + start as u64, send_len).await?
+        }
+        body => {
+            let mut bufs = VecDeque::from([Bytes::from(head)]);
+            if with_body {
+                bufs.extend(body.range(start, end));
+            }
+            write_bufs(ctx, sock, peer, None, bufs).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
     }
-    write_bufs(ctx, sock, peer, None, bufs).await.map_err(|e| std::io::Error::other(e.to_string()))?;
     if !keep_alive {
         let _ = sock.shutdown().await;
     }
     Ok(keep_alive)
+}
+
+/// Writes `head` (held back with MSG_MORE so it leaves with the body's first bytes), then `len` bytes of `file`
+/// from `offset` with sendfile, within the player timeout.
+async fn send_file(
+    ctx: &Egress,
+    sock: &mut TcpStream,
+    peer: SocketAddr,
+    head: &[u8],
+    file: &Spool,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<()> {
+    let limit = ctx.config.player_timeout;
+    let fd = sock.as_raw_fd();
+    let res = tokio::time::timeout(limit, async {
+        let mut sent = 0;
+        while sent < head.len() {
+            let rest = &head[sent..];
+            sent += sock
+                .async_io(Interest::WRITABLE, || {
+                    // SAFETY: `rest` is a live buffer of that length; `fd` is this connection's socket.
+                    let n = unsafe {
+                        libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_MORE | libc::MSG_NOSIGNAL)
+                    };
+                    if n < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                })
+                .await?;
+        }
+        let mut off = offset as libc::off_t;
+        let mut left = len;
+        while left > 0 {
+            let n = sock
+                .async_io(Interest::WRITABLE, || {
+                    // SAFETY: both descriptors are open for the call; `off` is ours and advanced by the kernel.
+                    let n = unsafe { libc::sendfile(fd, file.fd(), &mut off, left) };
+                    if n < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                })
+                .await?;
+            if n == 0 {
+                // The file is shorter than its parts say: never so unless it could not be written.
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment file ended early"));
+            }
+            left -= n;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    match res {
+        Ok(r) => r?,
+        Err(_) => {
+            warn!(%peer, secs = limit.as_secs_f32(), "peer stopped reading (--player-timeout), disconnecting");
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "player timeout"));
+        }
+    }
+    ctx.metrics.bytes_out.fetch_add((head.len() + len) as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// What a wait for a packager's state found.
@@ -280,12 +381,10 @@ pub async fn file(ctx: &Egress, p: &Arc<Packager>, file: File, query: &str) -> R
                 let _ = wait_for(ctx, p, Instant::now() + block, |s| (!coming(s)).then_some(())).await;
             }
             match p.state().segment(msn) {
-                Some(s) => Reply::ok(
-                    "video/mp4",
-                    "public, max-age=3600",
-                    Some(s.etag),
-                    Body::Many(s.parts.iter().flat_map(|x| x.data.iter().cloned()).collect()),
-                ),
+                Some(s) => match Body::of_parts(&s.parts) {
+                    Some(body) => Reply::ok("video/mp4", "public, max-age=3600", Some(s.etag), body),
+                    None => Reply::text(500, "the segment could not be read"),
+                },
                 None => Reply::text(404, "no such segment (it left the window, or is not made yet)"),
             }
         }
@@ -312,7 +411,10 @@ pub async fn file(ctx: &Egress, p: &Arc<Packager>, file: File, query: &str) -> R
                 p.state().part(msn, n)
             };
             match found {
-                Some(x) => Reply::ok("video/mp4", "public, max-age=3600", Some(x.etag), Body::Many(x.data.clone())),
+                Some(x) => match Body::of_parts(std::slice::from_ref(&x)) {
+                    Some(body) => Reply::ok("video/mp4", "public, max-age=3600", Some(x.etag), body),
+                    None => Reply::text(500, "the part could not be read"),
+                },
                 None => Reply::text(404, "no such part (it left the playlist, or is not made yet)"),
             }
         }
